@@ -1,0 +1,196 @@
+package imager
+
+import (
+	"context"
+	"crypto/sha1"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"runtime/debug"
+	"sync/atomic"
+	"time"
+
+	"github.com/anacrolix/torrent/bencode"
+	"github.com/anacrolix/torrent/metainfo"
+)
+
+// CreateConfig describes a torrent to build from partition images.
+type CreateConfig struct {
+	// Name of the image, shown everywhere; defaults to the first source's
+	// file name.
+	Name string
+	// Sources are regular files, whole block devices or partitions, one per
+	// torrent file, in target order.
+	Sources []string
+	// Parts optionally overrides the layout entry of each source (same
+	// order). Zero fields are filled in from the source: Size from its
+	// length, Number from its kernel partition number or its position.
+	Parts []PartInfo
+	// Table is the partition table kind the layout describes ("gpt",
+	// "mbr" or "").
+	Table string
+	// PieceLength in bytes; a power of two from 1 MiB to 64 MiB.
+	// 0 means DefaultPieceLength (8 MiB).
+	PieceLength int64
+	// Trackers are announce URLs, in order of preference.
+	Trackers []string
+	// WebSeeds are BEP 19 HTTP URLs serving the same files.
+	WebSeeds []string
+	// Workers hashing in parallel; 0 means one per CPU.
+	Workers int
+	// Progress, if set, is called about twice a second while hashing.
+	Progress func(Progress)
+}
+
+// CheckPieceLength returns an error unless n is a power of two from 1 MiB
+// to 64 MiB.
+func CheckPieceLength(n int64) error {
+	if n < MinPieceLength || n > MaxPieceLength || n&(n-1) != 0 {
+		return fmt.Errorf("piece size %s: want a power of two from %s to %s, such as 8MiB (the default)",
+			FormatBytes(n), FormatBytes(MinPieceLength), FormatBytes(MaxPieceLength))
+	}
+	return nil
+}
+
+// Create hashes the sources in parallel and returns the image torrent.
+// Missing or unreadable sources are errors before any hashing starts.
+func Create(ctx context.Context, log *slog.Logger, cfg CreateConfig) (*Image, error) {
+	if len(cfg.Sources) == 0 {
+		return nil, fmt.Errorf("no sources: name at least one image file, disk or partition")
+	}
+	if cfg.PieceLength == 0 {
+		cfg.PieceLength = DefaultPieceLength
+	}
+	if err := CheckPieceLength(cfg.PieceLength); err != nil {
+		return nil, err
+	}
+	if cfg.Parts != nil && len(cfg.Parts) != len(cfg.Sources) {
+		return nil, fmt.Errorf("%d layout entries for %d sources", len(cfg.Parts), len(cfg.Sources))
+	}
+	var devs []*Device
+	defer func() {
+		for _, d := range devs {
+			d.Close()
+		}
+	}()
+	info := infoDict{PieceLength: cfg.PieceLength, Name: cfg.Name, Layout: &Layout{Table: cfg.Table}}
+	var parts []Part
+	for i, src := range cfg.Sources {
+		d, err := OpenSource(src)
+		if err != nil {
+			return nil, err
+		}
+		devs = append(devs, d)
+		if d.Size == 0 {
+			return nil, fmt.Errorf("source %s is empty: nothing to image", src)
+		}
+		var p PartInfo
+		if cfg.Parts != nil {
+			p = cfg.Parts[i]
+		}
+		if p.Number == 0 && p.Start == 0 {
+			p.Number, p.Start = partitionOf(d)
+		}
+		if p.Number == 0 && len(cfg.Sources) > 1 {
+			p.Number = i + 1
+		}
+		if p.Size == 0 {
+			p.Size = d.Size
+		}
+		if p.Size < d.Size {
+			return nil, fmt.Errorf("source %s is %s but its partition is given as %s", src, FormatBytes(d.Size), FormatBytes(p.Size))
+		}
+		info.Layout.Parts = append(info.Layout.Parts, p)
+		name := filepath.Base(src)
+		if p.Number > 0 {
+			name = fmt.Sprintf("p%d-%s", p.Number, name)
+		}
+		info.Files = append(info.Files, fileEntry{Length: d.Size, Path: []string{name}})
+		parts = append(parts, Part{RW: d, Length: d.Size})
+	}
+	if info.Name == "" {
+		info.Name = filepath.Base(cfg.Sources[0])
+	}
+	sp := newSpan(parts)
+	n := int((sp.length + cfg.PieceLength - 1) / cfg.PieceLength)
+	info.Pieces = make([]byte, n*sha1.Size)
+	log.Info("hashing image", "name", info.Name, "size", FormatBytes(sp.length),
+		"pieces", n, "piece_size", FormatBytes(cfg.PieceLength))
+
+	var hashed atomic.Int64
+	stop := reportEvery(ctx, 500*time.Millisecond, func(final bool) {
+		if cfg.Progress != nil {
+			cfg.Progress(Progress{State: StateHashing, Total: sp.length, Done: hashed.Load()})
+		}
+	})
+	start := time.Now()
+	err := hashPieces(ctx, sp, sp.length, cfg.PieceLength, cfg.Workers, &hashed, func(i int, sum [sha1.Size]byte) {
+		copy(info.Pieces[i*sha1.Size:], sum[:])
+	})
+	stop()
+	if err != nil {
+		return nil, fmt.Errorf("hash %s: %w", info.Name, err)
+	}
+	el := time.Since(start)
+	log.Info("hashed image", "name", info.Name, "took", el.Round(time.Millisecond),
+		"rate", FormatBytes(int64(float64(sp.length)/max(el.Seconds(), 1e-9)))+"/s")
+
+	infoBytes, err := bencode.Marshal(info)
+	if err != nil {
+		return nil, fmt.Errorf("encode info: %w", err)
+	}
+	mi := &metainfo.MetaInfo{InfoBytes: infoBytes, CreationDate: time.Now().Unix(), CreatedBy: "pxeswarm " + Version()}
+	if len(cfg.Trackers) > 0 {
+		mi.Announce = cfg.Trackers[0]
+		mi.AnnounceList = metainfo.AnnounceList{cfg.Trackers}
+	}
+	mi.UrlList = cfg.WebSeeds
+	data, err := bencode.Marshal(mi)
+	if err != nil {
+		return nil, fmt.Errorf("encode torrent: %w", err)
+	}
+	return Parse(data)
+}
+
+// reportEvery calls f every period until the returned stop is called, then
+// once more with final=true.
+func reportEvery(ctx context.Context, period time.Duration, f func(final bool)) (stop func()) {
+	done := make(chan struct{})
+	exited := make(chan struct{})
+	go func() {
+		defer close(exited)
+		t := time.NewTicker(period)
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+				f(false)
+			case <-ctx.Done():
+				return
+			case <-done:
+				return
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		<-exited
+		f(true)
+	}
+}
+
+// Version is pxeswarm's module version from the build info, or "devel".
+func Version() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok || bi.Main.Version == "" || bi.Main.Version == "(devel)" {
+		if ok {
+			for _, s := range bi.Settings {
+				if s.Key == "vcs.revision" && len(s.Value) >= 12 {
+					return "devel-" + s.Value[:12]
+				}
+			}
+		}
+		return "devel"
+	}
+	return bi.Main.Version
+}

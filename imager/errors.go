@@ -1,0 +1,19 @@
+package imager
+
+import "errors"
+
+// Sentinel errors that callers branch on. Every error that carries one of
+// these also says what to do next.
+var (
+	// ErrBadTorrent: the torrent file is truncated, not bencode, or not an
+	// image torrent this engine can write.
+	ErrBadTorrent = errors.New("bad image torrent")
+	// ErrTooSmall: a target holds fewer bytes than its image part.
+	ErrTooSmall = errors.New("target too small")
+	// ErrTargets: the number of targets does not match the image's parts.
+	ErrTargets = errors.New("wrong number of targets")
+	// ErrPieceHash: data on a disk does not match the torrent's hash.
+	ErrPieceHash = errors.New("piece hash mismatch")
+	// ErrBadState: a saved resume state does not belong to this image.
+	ErrBadState = errors.New("bad resume state")
+)

@@ -1,0 +1,539 @@
+package imager
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/anacrolix/torrent"
+	pp "github.com/anacrolix/torrent/peer_protocol"
+)
+
+// Mode is how a session treats what its targets already hold.
+type Mode string
+
+const (
+	// ModeSeed trusts the sources: every piece is marked complete without
+	// reading the image, so seeding starts at once.
+	ModeSeed Mode = "seed"
+	// ModeFresh assumes the targets hold nothing and never reads them back
+	// first. Every received piece is still verified.
+	ModeFresh Mode = "fresh"
+	// ModeVerify hashes what the targets hold first and fetches only the
+	// pieces that differ: resume and incremental re-imaging.
+	ModeVerify Mode = "verify"
+)
+
+// ParseMode checks a --check value.
+func ParseMode(s string) (Mode, error) {
+	switch m := Mode(s); m {
+	case ModeFresh, ModeVerify, ModeSeed:
+		return m, nil
+	}
+	return "", fmt.Errorf("check mode %q: want fresh (blank target) or verify (hash what is there, fetch the rest)", s)
+}
+
+// Config describes one seed or fetch of one image.
+type Config struct {
+	// Image to seed or fetch.
+	Image *Image
+	// Paths are the sources (ModeSeed) or targets, one per image part in
+	// order. Instead of Paths, Parts may give already-open devices.
+	Paths []string
+	Parts []Part
+	// Mode is ModeSeed, ModeFresh or ModeVerify.
+	Mode Mode
+	// Listen is host:port for peer connections; "" means any address and
+	// a free port.
+	Listen string
+	// Trackers replace the torrent's announce URLs when set.
+	Trackers []string
+	// WebSeeds add BEP 19 HTTP sources.
+	WebSeeds []string
+	// Peers are host:port addresses to connect to directly, besides what
+	// the trackers return (a known seeder on a network without a tracker).
+	Peers []string
+	// StateFile, when set, keeps the piece completion across runs. It is
+	// loaded at start (pieces it lists are trusted, not re-read) and saved
+	// every few seconds after the targets are synced, and at the end.
+	StateFile string
+	// Tuning holds the LAN knobs; zero fields take DefaultTuning.
+	Tuning Tuning
+	// Progress, if set, is called every ProgressEvery (default 1 s) and
+	// once at each state change.
+	Progress      func(Progress)
+	ProgressEvery time.Duration
+}
+
+// Session is a running seed or fetch.
+type Session struct {
+	cfg   Config
+	log   *slog.Logger
+	im    *Image
+	comp  *completion
+	devs  []*Device
+	cl    *torrent.Client
+	t     *torrent.Torrent
+	start time.Time
+	meter rateMeter
+
+	mu       sync.Mutex
+	state    State
+	verified atomic.Int64 // bytes hashed while verifying
+	err      error
+
+	stopReport func()
+	closeOnce  sync.Once
+	closeErr   error
+	final      *Progress // set by Close
+}
+
+// Start opens the sources or targets, applies the check mode and joins the
+// swarm. It returns once the session is running; use Wait to block until
+// the image is complete and Close to leave the swarm. Targets are checked
+// (count and size) before anything is written.
+func (c Config) Start(ctx context.Context, log *slog.Logger) (*Session, error) {
+	if c.Image == nil {
+		return nil, errors.New("no image: load a torrent first")
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if c.Mode == "" {
+		c.Mode = ModeFresh
+	}
+	if _, err := ParseMode(string(c.Mode)); err != nil {
+		return nil, err
+	}
+	if c.ProgressEvery == 0 {
+		c.ProgressEvery = time.Second
+	}
+	tu := c.Tuning.withDefaults()
+	im := c.Image
+	s := &Session{cfg: c, log: log.With("image", im.Name), im: im, comp: newCompletion(im.NumPieces()), start: time.Now()}
+	ok := false
+	defer func() {
+		if !ok {
+			s.closeDevices()
+		}
+	}()
+
+	parts := c.Parts
+	if parts == nil {
+		var err error
+		if parts, err = s.open(c.Paths); err != nil {
+			return nil, err
+		}
+	}
+	st, err := newStorage(im, parts, s.comp)
+	if err != nil {
+		return nil, err
+	}
+	if c.StateFile != "" && c.Mode != ModeSeed {
+		if data, err := os.ReadFile(c.StateFile); err == nil {
+			if err := s.comp.unmarshal(im.InfoHash, data); err != nil {
+				return nil, fmt.Errorf("state file %s: %w", c.StateFile, err)
+			}
+			s.log.Info("resuming from saved state", "file", c.StateFile, "pieces_present", s.comp.complete(), "pieces", im.NumPieces())
+		} else if !errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("read state file: %w", err)
+		}
+	}
+
+	if c.Progress != nil {
+		s.stopReport = reportEvery(context.Background(), c.ProgressEvery, func(bool) { c.Progress(s.Progress()) })
+	}
+	switch c.Mode {
+	case ModeSeed:
+		s.comp.setAll(true)
+	case ModeVerify:
+		s.setState(StateVerifying)
+		if err := s.verify(ctx, st.sp, tu.HashWorkers); err != nil {
+			s.stopReporting()
+			return nil, err
+		}
+	}
+
+	host, port, err := splitListen(c.Listen)
+	if err != nil {
+		s.stopReporting()
+		return nil, err
+	}
+	cl, err := torrent.NewClient(tu.clientConfig(s.log, st, host, port))
+	if err != nil {
+		s.stopReporting()
+		return nil, fmt.Errorf("start BitTorrent client on %q: is the port free? %w", c.Listen, err)
+	}
+	s.cl = cl
+	t, _ := cl.AddTorrentOpt(torrent.AddTorrentOpts{
+		InfoHash:  im.InfoHash,
+		InfoBytes: im.Meta.InfoBytes,
+		ChunkSize: pp.Integer(tu.ChunkSize),
+	})
+	s.t = t
+	trackers := c.Trackers
+	if len(trackers) == 0 {
+		trackers = im.Meta.UpvertedAnnounceList().DistinctValues()
+	}
+	if len(trackers) > 0 {
+		t.AddTrackers([][]string{trackers})
+	}
+	if ws := append(append([]string(nil), im.Meta.UrlList...), c.WebSeeds...); len(ws) > 0 {
+		t.AddWebSeeds(ws)
+	}
+	if len(c.Peers) > 0 {
+		var pis []torrent.PeerInfo
+		for _, p := range c.Peers {
+			ap, err := netip.ParseAddrPort(p)
+			if err != nil {
+				s.stopReporting()
+				cl.Close()
+				return nil, fmt.Errorf("peer %q: want ip:port such as 198.18.0.1:6881: %w", p, err)
+			}
+			pis = append(pis, torrent.PeerInfo{Addr: ap, Source: torrent.PeerSourceDirect})
+		}
+		t.AddPeers(pis)
+	}
+	if c.Mode == ModeSeed || s.comp.complete() == im.NumPieces() {
+		s.setState(StateSeeding)
+	} else {
+		s.setState(StateDownloading)
+		t.DownloadAll()
+	}
+	s.log.Info("joined swarm", "mode", c.Mode, "infohash", im.InfoHash.HexString(),
+		"listen", s.ListenAddr(), "trackers", trackers, "present", FormatBytes(s.present()))
+	ok = true
+	return s, nil
+}
+
+// open opens each path as a source (seed) or target (fetch).
+func (s *Session) open(paths []string) ([]Part, error) {
+	if len(paths) != len(s.im.Files) {
+		return nil, fmt.Errorf("%w: image %s has %d parts (%s), got %d paths: name one per part, in order",
+			ErrTargets, s.im.Name, len(s.im.Files), s.fileNames(), len(paths))
+	}
+	// Check every path before opening any for writing, so a bad second
+	// target leaves the first untouched.
+	var parts []Part
+	for i, p := range paths {
+		f := s.im.Files[i]
+		var d *Device
+		var err error
+		if s.cfg.Mode == ModeSeed {
+			d, err = OpenSource(p)
+			if err == nil && (d.Size < f.Length || (!d.Block && d.Size != f.Length)) {
+				err = fmt.Errorf("source %s is %s but part %s of %s is %s: is this the right source?",
+					p, FormatBytes(d.Size), f.Path, s.im.Name, FormatBytes(f.Length))
+				d.Close()
+			}
+		} else {
+			err = checkTarget(p, f.Length)
+		}
+		if err != nil {
+			return nil, err
+		}
+		if d != nil {
+			s.devs = append(s.devs, d)
+			parts = append(parts, Part{RW: d, Length: f.Length})
+		}
+	}
+	if s.cfg.Mode == ModeSeed {
+		return parts, nil
+	}
+	for i, p := range paths {
+		d, err := OpenTarget(p, s.im.Files[i].Length)
+		if err != nil {
+			return nil, err
+		}
+		s.devs = append(s.devs, d)
+		parts = append(parts, Part{RW: d, Length: s.im.Files[i].Length})
+	}
+	return parts, nil
+}
+
+func (s *Session) fileNames() string {
+	var out []byte
+	for i, f := range s.im.Files {
+		if i > 0 {
+			out = append(out, ", "...)
+		}
+		out = append(out, f.Path...)
+	}
+	return string(out)
+}
+
+// checkTarget reports whether OpenTarget would accept path, without
+// creating or changing anything.
+func checkTarget(path string, length int64) error {
+	st, err := os.Stat(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("target %s: %w", path, err)
+	}
+	if st.Mode().IsRegular() && st.Size() == 0 {
+		return nil // OpenTarget sizes empty files
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("target %s: %w", path, err)
+	}
+	defer f.Close()
+	d, err := describe(f, path)
+	if err != nil {
+		return err
+	}
+	if d.Size < length {
+		return fmt.Errorf("%w: target %s (%s) is smaller than its image part (%s): pick a larger disk or partition",
+			ErrTooSmall, path, FormatBytes(d.Size), FormatBytes(length))
+	}
+	return nil
+}
+
+// verify hashes the targets and marks the pieces that match.
+func (s *Session) verify(ctx context.Context, sp *span, workers int) error {
+	s.log.Info("verifying what the target holds", "size", FormatBytes(s.im.Length))
+	err := hashPieces(ctx, sp, s.im.Length, s.im.PieceLength, workers, &s.verified, func(i int, sum [20]byte) {
+		if sum == s.im.PieceHash(i) {
+			s.comp.set(i, true)
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("verify targets: %w", err)
+	}
+	s.log.Info("verified target", "pieces_present", s.comp.complete(), "pieces", s.im.NumPieces(),
+		"missing", FormatBytes(s.im.Length-s.present()))
+	return nil
+}
+
+// present is the number of bytes in verified pieces.
+func (s *Session) present() int64 {
+	n := int64(s.comp.complete()) * s.im.PieceLength
+	last := s.im.NumPieces() - 1
+	if last >= 0 && s.comp.get(last) {
+		n -= s.im.PieceLength - s.im.pieceSize(last)
+	}
+	return n
+}
+
+func splitListen(addr string) (string, int, error) {
+	if addr == "" {
+		return "", 0, nil
+	}
+	host, portS, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, fmt.Errorf("listen address %q: want host:port such as :6881 or 198.18.0.1:6881: %w", addr, err)
+	}
+	port, err := strconv.Atoi(portS)
+	if err != nil || port < 0 || port > 65535 {
+		return "", 0, fmt.Errorf("listen address %q: port must be 0-65535", addr)
+	}
+	return host, port, nil
+}
+
+func (s *Session) setState(st State) {
+	s.mu.Lock()
+	changed := s.state != st
+	s.state = st
+	s.mu.Unlock()
+	if changed && s.cfg.Progress != nil {
+		s.cfg.Progress(s.Progress())
+	}
+}
+
+// ListenAddr is where peers reach this session.
+func (s *Session) ListenAddr() string {
+	if s.cl == nil {
+		return ""
+	}
+	for _, a := range s.cl.ListenAddrs() {
+		return a.String()
+	}
+	return ""
+}
+
+// Image returns the image of this session.
+func (s *Session) Image() *Image { return s.im }
+
+// Progress reads the current progress.
+func (s *Session) Progress() Progress {
+	s.mu.Lock()
+	if s.final != nil {
+		defer s.mu.Unlock()
+		return *s.final
+	}
+	p := Progress{State: s.state, Total: s.im.Length}
+	if s.err != nil {
+		p.Err = s.err.Error()
+	}
+	s.mu.Unlock()
+	p.Elapsed = time.Since(s.start).Round(time.Millisecond)
+	if p.State == StateVerifying {
+		p.Done = s.verified.Load()
+		p.Rate = s.meter.update(time.Now(), p.Done)
+		return p
+	}
+	p.Done = s.present()
+	p.Rate = s.meter.update(time.Now(), p.Done)
+	if s.t != nil {
+		ts := s.t.Stats()
+		p.Peers = ts.ActivePeers
+		p.Seeders = ts.ConnectedSeeders
+		p.Uploaded = ts.BytesWrittenData.Int64()
+		p.Downloaded = ts.BytesReadData.Int64()
+		p.Wasted = ts.BytesReadData.Int64() - ts.BytesReadUsefulData.Int64()
+		p.BadPieces = ts.PiecesDirtiedBad.Int64()
+	}
+	return p
+}
+
+// Wait blocks until every piece is verified on the targets, then syncs
+// them and saves the state. It returns at once for a seed.
+func (s *Session) Wait(ctx context.Context) error {
+	saveTick := time.NewTicker(5 * time.Second)
+	defer saveTick.Stop()
+	for {
+		select {
+		case <-s.t.Complete().On():
+			if err := s.sync(); err != nil {
+				return s.fail(err)
+			}
+			s.setState(StateSeeding)
+			s.log.Info("image complete", "took", time.Since(s.start).Round(time.Millisecond))
+			return nil
+		case <-ctx.Done():
+			if err := s.sync(); err != nil {
+				s.log.Warn("sync on cancel", "err", err)
+			}
+			return ctx.Err()
+		case <-saveTick.C:
+			if s.cfg.StateFile != "" {
+				if err := s.sync(); err != nil {
+					return s.fail(err)
+				}
+			}
+		}
+	}
+}
+
+func (s *Session) fail(err error) error {
+	s.mu.Lock()
+	s.err = err
+	s.mu.Unlock()
+	s.setState(StateFailed)
+	return err
+}
+
+// sync flushes the targets, then records the completion: a piece is in
+// the saved state only once its bytes are on stable storage.
+func (s *Session) sync() error {
+	if s.cfg.Mode == ModeSeed {
+		return nil
+	}
+	snapshot := s.comp.marshal(s.im.InfoHash)
+	for _, d := range s.devs {
+		if err := d.Sync(); err != nil {
+			return fmt.Errorf("flush %s: %w", d.Path, err)
+		}
+	}
+	if s.cfg.StateFile == "" {
+		return nil
+	}
+	c := newCompletion(s.im.NumPieces())
+	if err := c.unmarshal(s.im.InfoHash, snapshot); err != nil {
+		return err
+	}
+	return c.save(s.cfg.StateFile, s.im.InfoHash)
+}
+
+// Seed keeps serving peers for d (0: not at all, <0: until ctx ends).
+func (s *Session) Seed(ctx context.Context, d time.Duration) error {
+	if d == 0 {
+		return nil
+	}
+	s.setState(StateSeeding)
+	if d < 0 {
+		<-ctx.Done()
+		return nil
+	}
+	s.log.Info("seeding", "for", d)
+	select {
+	case <-time.After(d):
+	case <-ctx.Done():
+	}
+	return nil
+}
+
+// Close leaves the swarm and closes the targets. anacrolix's Client.Close
+// has been seen never to return, so it gets a deadline.
+func (s *Session) Close() error {
+	s.closeOnce.Do(func() {
+		last := s.Progress()
+		if s.cl != nil {
+			done := make(chan struct{})
+			go func() { s.cl.Close(); close(done) }()
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+				s.log.Warn("BitTorrent client did not close within 10s; leaving it")
+			}
+		}
+		if err := s.sync(); err != nil {
+			s.closeErr = err
+		}
+		s.stopReporting()
+		s.mu.Lock()
+		if s.state != StateFailed {
+			s.state = StateDone
+		}
+		last.State = s.state
+		last.Elapsed = time.Since(s.start).Round(time.Millisecond)
+		s.final = &last
+		s.mu.Unlock()
+		s.closeDevices()
+	})
+	return s.closeErr
+}
+
+func (s *Session) stopReporting() {
+	if s.stopReport != nil {
+		s.stopReport()
+		s.stopReport = nil
+	}
+}
+
+func (s *Session) closeDevices() {
+	for _, d := range s.devs {
+		d.Close()
+	}
+	s.devs = nil
+}
+
+// Run is Start, Wait, Seed(seedFor) and Close in one call: a whole fetch
+// (or, for ModeSeed, a seed until ctx ends).
+func (c Config) Run(ctx context.Context, log *slog.Logger, seedFor time.Duration) (Progress, error) {
+	s, err := c.Start(ctx, log)
+	if err != nil {
+		return Progress{State: StateFailed, Err: err.Error()}, err
+	}
+	defer s.Close()
+	if c.Mode == ModeSeed {
+		seedFor = -1
+	} else if err := s.Wait(ctx); err != nil {
+		s.Close()
+		return s.Progress(), err
+	}
+	s.Seed(ctx, seedFor)
+	err = s.Close()
+	return s.Progress(), err
+}
+

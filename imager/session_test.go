@@ -1,0 +1,150 @@
+package imager
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+func startSeed(t *testing.T, im *Image, srcs []string) *Session {
+	t.Helper()
+	cfg := TestingConfig(t)
+	cfg.Image, cfg.Paths, cfg.Mode = im, srcs, ModeSeed
+	cfg.Trackers = []string{} // none: peers are given directly
+	s, err := cfg.Start(context.Background(), TestLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func fetch(t *testing.T, im *Image, targets []string, mode Mode, peers ...string) Progress {
+	t.Helper()
+	cfg := TestingConfig(t)
+	cfg.Image, cfg.Paths, cfg.Mode, cfg.Peers = im, targets, mode, peers
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	p, err := cfg.Run(ctx, TestLogger(t), 0)
+	if err != nil {
+		t.Fatalf("fetch: %v", err)
+	}
+	return p
+}
+
+func sameFiles(t *testing.T, want, got []string) {
+	t.Helper()
+	for i := range want {
+		a, _ := os.ReadFile(want[i])
+		b, _ := os.ReadFile(got[i])
+		if !bytes.Equal(a, b) {
+			t.Errorf("target %s differs from source %s (%d vs %d bytes)", got[i], want[i], len(b), len(a))
+		}
+	}
+}
+
+func TestSeedAndFetchDirect(t *testing.T) {
+	dir := t.TempDir()
+	im, srcs := makeImage(t, dir, []int64{5<<20 + 999, 3 << 20}, 1<<20)
+	seed := startSeed(t, im, srcs)
+	targets := []string{filepath.Join(dir, "t1"), filepath.Join(dir, "t2")}
+	p := fetch(t, im, targets, ModeFresh, seed.ListenAddr())
+	sameFiles(t, srcs, targets)
+	if p.Downloaded < im.Length {
+		t.Errorf("Downloaded = %d, want at least the image's %d bytes", p.Downloaded, im.Length)
+	}
+	if p.State != StateDone {
+		t.Errorf("final State = %s, want %s", p.State, StateDone)
+	}
+}
+
+func TestVerifyFetchesOnlyMissing(t *testing.T) {
+	dir := t.TempDir()
+	const pl = 1 << 20
+	im, srcs := makeImage(t, dir, []int64{12 << 20, 8<<20 + 5}, pl)
+	seed := startSeed(t, im, srcs)
+	targets := []string{filepath.Join(dir, "t1"), filepath.Join(dir, "t2")}
+	for i := range srcs {
+		b, _ := os.ReadFile(srcs[i])
+		os.WriteFile(targets[i], b, 0o644)
+	}
+	// Damage two pieces in the first part and one in the second.
+	damage := []struct {
+		file int
+		off  int64
+	}{{0, 3*pl + 17}, {0, 7 * pl}, {1, 2*pl + 1}}
+	for _, d := range damage {
+		f, _ := os.OpenFile(targets[d.file], os.O_RDWR, 0)
+		f.WriteAt([]byte("damaged!"), d.off)
+		f.Close()
+	}
+	p := fetch(t, im, targets, ModeVerify, seed.ListenAddr())
+	sameFiles(t, srcs, targets)
+	max := int64(len(damage)) * pl
+	if p.Downloaded > max || p.Downloaded == 0 {
+		t.Errorf("verify fetch received %d bytes, want 1..%d (only the %d damaged pieces)", p.Downloaded, max, len(damage))
+	}
+}
+
+func TestStateFileResume(t *testing.T) {
+	dir := t.TempDir()
+	im, srcs := makeImage(t, dir, []int64{4 << 20}, 1<<20)
+	seed := startSeed(t, im, srcs)
+	targets := []string{filepath.Join(dir, "t1")}
+	state := filepath.Join(dir, "state")
+	cfg := TestingConfig(t)
+	cfg.Image, cfg.Paths, cfg.Mode, cfg.Peers, cfg.StateFile = im, targets, ModeFresh, []string{seed.ListenAddr()}, state
+	if _, err := cfg.Run(context.Background(), TestLogger(t), 0); err != nil {
+		t.Fatal(err)
+	}
+	// A second run with the saved state fetches nothing.
+	p, err := cfg.Run(context.Background(), TestLogger(t), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Downloaded != 0 {
+		t.Errorf("resumed complete fetch received %d bytes, want 0", p.Downloaded)
+	}
+	// A state for another image is refused before anything is written.
+	other, _ := makeImage(t, t.TempDir(), []int64{4<<20 - 1}, 1<<20)
+	cfg.Image = other
+	if _, err := cfg.Start(context.Background(), TestLogger(t)); err == nil {
+		t.Errorf("Start with another image's state file: want an error")
+	}
+	sameFiles(t, srcs, targets)
+}
+
+func TestTargetChecks(t *testing.T) {
+	dir := t.TempDir()
+	im, srcs := makeImage(t, dir, []int64{2 << 20, 1 << 20}, 1<<20)
+	small := filepath.Join(dir, "small")
+	os.WriteFile(small, []byte("precious data"), 0o644)
+	for _, tc := range []struct {
+		name  string
+		paths []string
+		mode  Mode
+	}{
+		{"too few targets", []string{filepath.Join(dir, "a")}, ModeFresh},
+		{"target too small", []string{filepath.Join(dir, "b"), small}, ModeFresh},
+		{"missing source", []string{srcs[0], filepath.Join(dir, "nope")}, ModeSeed},
+		{"wrong source", []string{srcs[1], srcs[0]}, ModeSeed},
+	} {
+		cfg := TestingConfig(t)
+		cfg.Image, cfg.Paths, cfg.Mode = im, tc.paths, tc.mode
+		if s, err := cfg.Start(context.Background(), TestLogger(t)); err == nil {
+			s.Close()
+			t.Errorf("%s: Start() = nil error, want one", tc.name)
+		} else {
+			t.Logf("%s: %v", tc.name, err)
+		}
+	}
+	if b, _ := os.ReadFile(small); string(b) != "precious data" {
+		t.Errorf("small target was changed to %q", b)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "b")); err == nil {
+		t.Errorf("first target was created although the second was refused")
+	}
+}

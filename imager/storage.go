@@ -1,0 +1,62 @@
+package imager
+
+import (
+	"context"
+	"fmt"
+
+	g "github.com/anacrolix/generics"
+	"github.com/anacrolix/torrent/metainfo"
+	"github.com/anacrolix/torrent/storage"
+)
+
+// Storage is the anacrolix storage.ClientImpl that reads and writes pieces
+// by offset straight on the image's parts (block devices, partitions or
+// files): no temporary files, no database. Writes arrive concurrently from
+// many peer connections; each is one pwrite.
+type Storage struct {
+	im   *Image
+	sp   *span
+	comp *completion
+}
+
+var _ storage.ClientImpl = (*Storage)(nil)
+
+// NewStorage maps the image's files onto parts, one per file, in order.
+func newStorage(im *Image, parts []Part, comp *completion) (*Storage, error) {
+	if len(parts) != len(im.Files) {
+		return nil, fmt.Errorf("%w: image %s has %d parts, got %d targets: name one target per part", ErrTargets, im.Name, len(im.Files), len(parts))
+	}
+	for i, p := range parts {
+		if p.Length != im.Files[i].Length {
+			return nil, fmt.Errorf("part %d: %d bytes mapped for a %d-byte file", i, p.Length, im.Files[i].Length)
+		}
+	}
+	return &Storage{im: im, sp: newSpan(parts), comp: comp}, nil
+}
+
+// OpenTorrent implements storage.ClientImpl for this storage's one image.
+func (s *Storage) OpenTorrent(_ context.Context, _ *metainfo.Info, ih metainfo.Hash) (storage.TorrentImpl, error) {
+	if ih != s.im.InfoHash {
+		return storage.TorrentImpl{}, fmt.Errorf("storage for %s asked to open %s", s.im.InfoHash, ih)
+	}
+	return storage.TorrentImpl{
+		PieceWithHash: func(p metainfo.Piece, _ g.Option[[]byte]) storage.PieceImpl {
+			return piece{s: s, i: p.Index(), off: p.Offset()}
+		},
+		Close: func() error { return nil },
+	}, nil
+}
+
+type piece struct {
+	s   *Storage
+	i   int
+	off int64
+}
+
+func (p piece) ReadAt(b []byte, off int64) (int, error)  { return p.s.sp.ReadAt(b, p.off+off) }
+func (p piece) WriteAt(b []byte, off int64) (int, error) { return p.s.sp.WriteAt(b, p.off+off) }
+func (p piece) MarkComplete() error                      { p.s.comp.set(p.i, true); return nil }
+func (p piece) MarkNotComplete() error                   { p.s.comp.set(p.i, false); return nil }
+func (p piece) Completion() storage.Completion {
+	return storage.Completion{Ok: true, Complete: p.s.comp.get(p.i)}
+}
