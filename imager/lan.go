@@ -2,6 +2,7 @@ package imager
 
 import (
 	"log/slog"
+	"net"
 	"runtime"
 	"time"
 
@@ -32,6 +33,9 @@ type Tuning struct {
 	DialRate float64
 	// HashWorkers verify received pieces in parallel; 0 means one per CPU.
 	HashWorkers int
+	// DownloadLimit and UploadLimit cap payload bytes per second for the
+	// whole session; 0 means no limit (a LAN should be filled).
+	DownloadLimit, UploadLimit int64
 	// IPv6 and UTP are off on a LAN unless asked for: the Go uTP is slow,
 	// and kernels without IPv6 make the client fail to start.
 	IPv6, UTP bool
@@ -109,5 +113,33 @@ func (tu Tuning) clientConfig(log *slog.Logger, st *Storage, listenHost string, 
 	cc.MinDialTimeout = 2 * time.Second
 	cc.DialRateLimiter = rate.NewLimiter(rate.Limit(tu.DialRate), int(tu.DialRate))
 	cc.PieceHashersPerTorrent = tu.HashWorkers
+	if ip := net.ParseIP(listenHost); ip != nil && !ip.IsUnspecified() {
+		// Bound to one address (a multi-homed image host, or one of many
+		// peers on a test host): announce and dial from that address too,
+		// so the tracker and peers see the address we listen on. Session
+		// adds the bound peer dialer after NewClient.
+		local := &net.Dialer{LocalAddr: &net.TCPAddr{IP: ip}}
+		cc.TrackerDialContext = local.DialContext
+		cc.DialForPeerConns = false
+	}
+	if tu.DownloadLimit > 0 {
+		cc.DownloadRateLimiter = rate.NewLimiter(rate.Limit(tu.DownloadLimit), max(int(tu.DownloadLimit/4), 2*tu.ChunkSize))
+	}
+	if tu.UploadLimit > 0 {
+		cc.UploadRateLimiter = rate.NewLimiter(rate.Limit(tu.UploadLimit), max(int(tu.UploadLimit/4), cc.MaxAllocPeerRequestDataPerConn))
+	}
 	return cc
+}
+
+// boundDialer dials peers from the listen address; see clientConfig.
+func boundDialer(listenHost string) (torrent.Dialer, bool) {
+	ip := net.ParseIP(listenHost)
+	if ip == nil || ip.IsUnspecified() {
+		return nil, false
+	}
+	network := "tcp4"
+	if ip.To4() == nil {
+		network = "tcp6"
+	}
+	return torrent.NetworkDialer{Network: network, Dialer: &net.Dialer{LocalAddr: &net.TCPAddr{IP: ip}, KeepAlive: -1}}, true
 }

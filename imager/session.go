@@ -173,6 +173,9 @@ func (c Config) Start(ctx context.Context, log *slog.Logger) (*Session, error) {
 		return nil, fmt.Errorf("start BitTorrent client on %q: is the port free? %w", c.Listen, err)
 	}
 	s.cl = cl
+	if d, ok := boundDialer(host); ok {
+		cl.AddDialer(d)
+	}
 	t, _ := cl.AddTorrentOpt(torrent.AddTorrentOpts{
 		InfoHash:  im.InfoHash,
 		InfoBytes: im.Meta.InfoBytes,
@@ -536,4 +539,3 @@ func (c Config) Run(ctx context.Context, log *slog.Logger, seedFor time.Duration
 	err = s.Close()
 	return s.Progress(), err
 }
-

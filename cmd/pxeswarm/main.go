@@ -1,0 +1,74 @@
+// Command pxeswarm re-images classrooms over a LAN BitTorrent swarm. It is
+// thin: each subcommand maps its flags to a package's Config and runs it
+// under signal.NotifyContext.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/pxeswarm/pxeswarm/imager"
+)
+
+type command struct {
+	name, summary string
+	run           func(ctx context.Context, args []string) error
+}
+
+func commands() []command {
+	return []command{
+		{"mktorrent", "hash partition images into an image torrent", runMktorrent},
+		{"seed", "seed an image from trusted sources (optionally with a tracker)", runSeed},
+		{"fetch", "fetch an image from the swarm straight onto disks or files", runFetch},
+		{"tracker", "run the LAN tracker", runTracker},
+		{"version", "print the version", func(context.Context, []string) error {
+			fmt.Println("pxeswarm", imager.Version())
+			return nil
+		}},
+	}
+}
+
+func usage() {
+	fmt.Fprintf(os.Stderr, `pxeswarm %s: re-image a room of machines from a LAN BitTorrent swarm.
+
+Usage: pxeswarm <command> [flags]
+
+Commands:
+`, imager.Version())
+	for _, c := range commands() {
+		fmt.Fprintf(os.Stderr, "  %-10s %s\n", c.name, c.summary)
+	}
+	fmt.Fprintf(os.Stderr, "\nRun 'pxeswarm <command> -h' for the flags of one command.\n")
+}
+
+func main() {
+	if len(os.Args) < 2 || os.Args[1] == "-h" || os.Args[1] == "--help" || os.Args[1] == "help" {
+		usage()
+		if len(os.Args) < 2 {
+			os.Exit(2)
+		}
+		return
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	for _, c := range commands() {
+		if c.name == os.Args[1] {
+			err := c.run(ctx, os.Args[2:])
+			if err == nil || errors.Is(err, context.Canceled) {
+				return
+			}
+			if errors.Is(err, errUsage) {
+				os.Exit(2)
+			}
+			fmt.Fprintf(os.Stderr, "pxeswarm %s: %v\n", c.name, err)
+			os.Exit(1)
+		}
+	}
+	fmt.Fprintf(os.Stderr, "pxeswarm: unknown command %q\n\n", os.Args[1])
+	usage()
+	os.Exit(2)
+}

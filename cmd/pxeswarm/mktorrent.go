@@ -1,0 +1,62 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/pxeswarm/pxeswarm/imager"
+)
+
+func runMktorrent(ctx context.Context, args []string) error {
+	fs := newFlagSet("mktorrent", "[flags] -o X.torrent SOURCE...", `
+Hash one or more partition images into an image torrent. A SOURCE is a
+regular file, a whole block device (/dev/sdb) or a partition (/dev/sdb2).
+Several sources make one torrent with one file per partition, in order; the
+torrent records which partition each file goes to, so a machine's whole
+layout is one swarm. Hashing runs on every core.
+
+Example:
+  pxeswarm mktorrent --tracker http://198.18.0.1:8080/announce -o win11.torrent esp.img windows.img`)
+	fs.section("torrent")
+	out := fs.String("o", "", "write the torrent to this file (required)")
+	name := fs.String("name", "", "image name (default: the first source's file name)")
+	piece := bytesFlag(imager.DefaultPieceLength)
+	fs.Var(&piece, "piece-size", "piece size, a power of two from 1MiB to 64MiB")
+	var trackers, webseeds listFlag
+	fs.Var(&trackers, "tracker", "announce URL; repeat for fallbacks")
+	fs.Var(&webseeds, "webseed", "BEP 19 HTTP URL that serves the same files; repeatable")
+	table := enumFlag{val: "", allowed: []string{"", "gpt", "mbr"}}
+	fs.Var(&table, "table", "partition table the sources came from: gpt, mbr, or empty")
+	fs.logFlags()
+	if err := fs.parse(args); err != nil {
+		return err
+	}
+	if *out == "" || fs.NArg() == 0 {
+		fs.Usage()
+		return fmt.Errorf("%w: need -o X.torrent and at least one SOURCE", errUsage)
+	}
+	if err := imager.CheckPieceLength(int64(piece)); err != nil {
+		return err
+	}
+	log := fs.logger()
+	pp := newProgressPrinter(log, "mktorrent", *fs.progress)
+	im, err := imager.Create(ctx, log, imager.CreateConfig{
+		Name: *name, Sources: fs.Args(), PieceLength: int64(piece), Table: table.val,
+		Trackers: trackers, WebSeeds: webseeds, Progress: pp.show,
+	})
+	pp.done()
+	if err != nil {
+		return err
+	}
+	if err := im.WriteFile(*out); err != nil {
+		return err
+	}
+	var files []string
+	for _, f := range im.Files {
+		files = append(files, fmt.Sprintf("%s→p%d", f.Path, f.Part.Number))
+	}
+	fmt.Printf("wrote %s: %s, infohash %s, %d pieces of %s, parts %s\n", *out, imager.FormatBytes(im.Length),
+		im.InfoHash.HexString(), im.NumPieces(), imager.FormatBytes(im.PieceLength), strings.Join(files, " "))
+	return nil
+}
