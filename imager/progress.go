@@ -27,6 +27,7 @@ type Progress struct {
 	Total      int64         `json:"total"`      // bytes in the image
 	Done       int64         `json:"done"`       // bytes verified present
 	Rate       float64       `json:"rate"`       // bytes/s of Done, smoothed
+	UpRate     float64       `json:"up_rate"`    // bytes/s sent to peers, smoothed
 	Peers      int           `json:"peers"`      // connected peers
 	Seeders    int           `json:"seeders"`    // connected peers that hold everything
 	Uploaded   int64         `json:"uploaded"`   // payload bytes sent to peers
@@ -34,6 +35,9 @@ type Progress struct {
 	Wasted     int64         `json:"wasted"`     // payload bytes received that were not useful
 	BadPieces  int64         `json:"bad_pieces"` // pieces that failed their hash check after download
 	Elapsed    time.Duration `json:"elapsed"`
+	// Took is the time from start until the image was complete; 0 while
+	// it is not.
+	Took time.Duration `json:"took,omitempty"`
 	Err        string        `json:"error,omitempty"`
 }
 
@@ -56,8 +60,12 @@ func (p Progress) ETA() time.Duration {
 // Line is the one-line form for logs and non-terminal output.
 func (p Progress) Line() string {
 	var b strings.Builder
+	rate := p.Rate
+	if p.State == StateSeeding {
+		rate = p.UpRate
+	}
 	fmt.Fprintf(&b, "%s %5.1f%% %s/%s %s/s", p.State, 100*p.Fraction(),
-		FormatBytes(p.Done), FormatBytes(p.Total), FormatBytes(int64(p.Rate)))
+		FormatBytes(p.Done), FormatBytes(p.Total), FormatBytes(int64(rate)))
 	if eta := p.ETA(); eta > 0 {
 		fmt.Fprintf(&b, " eta %s", eta)
 	}

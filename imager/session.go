@@ -83,7 +83,9 @@ type Session struct {
 	cl    *torrent.Client
 	t     *torrent.Torrent
 	start time.Time
+	took  time.Duration // until complete
 	meter rateMeter
+	upMtr rateMeter
 
 	mu       sync.Mutex
 	state    State
@@ -380,6 +382,7 @@ func (s *Session) Progress() Progress {
 	}
 	s.mu.Unlock()
 	p.Elapsed = time.Since(s.start).Round(time.Millisecond)
+	p.Took = s.took
 	if p.State == StateVerifying {
 		p.Done = s.verified.Load()
 		p.Rate = s.meter.update(time.Now(), p.Done)
@@ -392,6 +395,7 @@ func (s *Session) Progress() Progress {
 		p.Peers = ts.ActivePeers
 		p.Seeders = ts.ConnectedSeeders
 		p.Uploaded = ts.BytesWrittenData.Int64()
+		p.UpRate = s.upMtr.update(time.Now(), p.Uploaded)
 		p.Downloaded = ts.BytesReadData.Int64()
 		p.Wasted = ts.BytesReadData.Int64() - ts.BytesReadUsefulData.Int64()
 		p.BadPieces = ts.PiecesDirtiedBad.Int64()
@@ -410,8 +414,11 @@ func (s *Session) Wait(ctx context.Context) error {
 			if err := s.sync(); err != nil {
 				return s.fail(err)
 			}
+			s.mu.Lock()
+			s.took = time.Since(s.start).Round(time.Millisecond)
+			s.mu.Unlock()
 			s.setState(StateSeeding)
-			s.log.Info("image complete", "took", time.Since(s.start).Round(time.Millisecond))
+			s.log.Info("image complete", "took", s.took)
 			return nil
 		case <-ctx.Done():
 			if err := s.sync(); err != nil {

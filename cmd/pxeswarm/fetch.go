@@ -57,12 +57,12 @@ Example:
 		Tuning: imager.Tuning{DownloadLimit: int64(dlLimit), UploadLimit: int64(ulLimit)}, ProgressEvery: 500 * time.Millisecond}
 	p, err := cfg.Run(ctx, log, *seedFor)
 	pp.done()
-	log.Info("fetch finished", "state", p.State, "took", p.Elapsed,
+	log.Info("fetch finished", "state", p.State, "took", p.Took, "elapsed", p.Elapsed,
 		"received_bytes", p.Downloaded, "sent_bytes", p.Uploaded, "wasted_bytes", p.Wasted, "bad_pieces", p.BadPieces)
 	if err != nil {
 		return fmt.Errorf("image %s: %w", im.Name, err)
 	}
 	fmt.Printf("fetch: done %s (%s) in %s, received %s, sent %s\n", im.Name, imager.FormatBytes(im.Length),
-		p.Elapsed.Round(time.Second/10), imager.FormatBytes(p.Downloaded), imager.FormatBytes(p.Uploaded))
+		p.Took.Round(time.Second/10), imager.FormatBytes(p.Downloaded), imager.FormatBytes(p.Uploaded))
 	return nil
 }
