@@ -83,7 +83,7 @@ func (tu Tuning) withDefaults() Tuning {
 // clientConfig builds the anacrolix configuration: no DHT, PEX, LSD,
 // UPnP/NAT-PMP, webtorrent, header obfuscation, IPv6 or uTP; peers come
 // from our tracker only.
-func (tu Tuning) clientConfig(log *slog.Logger, st *Storage, listenHost string, listenPort int) *torrent.ClientConfig {
+func (tu Tuning) clientConfig(log *slog.Logger, st *Storage, listenHost string, listenPort int, seeder bool) *torrent.ClientConfig {
 	cc := torrent.NewDefaultClientConfig()
 	cc.DefaultStorage = st
 	cc.Slogger = log
@@ -113,6 +113,12 @@ func (tu Tuning) clientConfig(log *slog.Logger, st *Storage, listenHost string, 
 	cc.MinDialTimeout = 2 * time.Second
 	cc.DialRateLimiter = rate.NewLimiter(rate.Limit(tu.DialRate), int(tu.DialRate))
 	cc.PieceHashersPerTorrent = tu.HashWorkers
+	cc.PeerID = newPeerID(seeder)
+	if seeder {
+		newSchedule(st.im.NumPieces()).callbacks(&cc.Callbacks)
+	} else {
+		leecherCallbacks(&cc.Callbacks, st.im.NumPieces())
+	}
 	if ip := net.ParseIP(listenHost); ip != nil && !ip.IsUnspecified() {
 		// Bound to one address (a multi-homed image host, or one of many
 		// peers on a test host): announce and dial from that address too,

@@ -169,7 +169,7 @@ func (c Config) Start(ctx context.Context, log *slog.Logger) (*Session, error) {
 		s.stopReporting()
 		return nil, err
 	}
-	cl, err := torrent.NewClient(tu.clientConfig(s.log, st, host, port))
+	cl, err := torrent.NewClient(tu.clientConfig(s.log, st, host, port, c.Mode == ModeSeed))
 	if err != nil {
 		s.stopReporting()
 		return nil, fmt.Errorf("start BitTorrent client on %q: is the port free? %w", c.Listen, err)
