@@ -5,7 +5,7 @@ BIN     := bin/pxeswarm
 FUZZTIME ?= 10s
 export CGO_ENABLED := 0
 
-.PHONY: all build deps demo test unit fuzz bench-hash clean
+.PHONY: all build deps demo test unit fuzz bench bench-quick bench-hash clean
 
 all: build
 
@@ -18,7 +18,7 @@ deps:
 demo: deps build
 	BIN=$(BIN) scripts/demo-local.sh
 
-test: deps unit fuzz
+test: deps unit fuzz bench-quick
 
 unit:
 	$(GO) vet ./...
@@ -28,6 +28,18 @@ unit:
 fuzz:
 	$(GO) test -run=NONE -fuzz='^FuzzLoad$$' -fuzztime=$(FUZZTIME) ./imager/
 	$(GO) test -run=NONE -fuzz='^FuzzParseAnnounce$$' -fuzztime=$(FUZZTIME) ./tracker/
+
+# The fleet benchmark on a simulated LAN (network namespaces, needs root):
+# every method side by side; writes docs/BENCHMARKS.md and docs/bench.svg.
+bench: deps build
+	$(GO) build -o bin/bench ./bench
+	bin/bench --pxeswarm $(BIN)
+
+# N=4, a small image, pxeswarm against HTTP unicast: fails unless pxeswarm's
+# T_all ratio is below HTTP's (part of make test).
+bench-quick: deps build
+	$(GO) build -o bin/bench ./bench
+	bin/bench --quick --pxeswarm $(BIN)
 
 # mktorrent's hasher against sha1sum on the same 1 GiB file, as a ratio.
 bench-hash:

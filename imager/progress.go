@@ -38,7 +38,7 @@ type Progress struct {
 	// Took is the time from start until the image was complete; 0 while
 	// it is not.
 	Took time.Duration `json:"took,omitempty"`
-	Err        string        `json:"error,omitempty"`
+	Err  string        `json:"error,omitempty"`
 }
 
 // Fraction is Done/Total in [0, 1].

@@ -9,6 +9,8 @@ want losetup mount
 want ip iproute2
 want tc iproute2
 want curl curl
+want udp-sender udpcast
+want transmission-cli transmission-cli
 if [ ${#need[@]} -gt 0 ]; then
 	if [ "$(id -u)" -ne 0 ]; then
 		echo "deps: missing ${need[*]}; run as root or: sudo apt-get install ${need[*]}" >&2

@@ -1,0 +1,215 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"time"
+)
+
+// lab is a simulated LAN: a switch namespace with a bridge, a server
+// namespace and N client namespaces, each joined to the bridge by a veth
+// pair shaped to the link rate in both directions. Addresses come from
+// 198.18.0.0/15 only; the server is 198.18.0.1, client k is 198.18.1.k.
+type lab struct {
+	prefix string
+	n      int
+	rate   int64 // bits per second
+	hosts  []string
+}
+
+// link describes one host's link, for scenarios.
+type link struct {
+	rateBits int64
+	lossPct  float64
+}
+
+func sh(args ...string) error {
+	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%s: %v: %s", strings.Join(args, " "), err, bytes.TrimSpace(out))
+	}
+	return nil
+}
+
+func (l *lab) ns(h string) string { return l.prefix + "-" + h }
+
+func serverIP() string        { return "198.18.0.1" }
+func clientIP(k int) string   { return fmt.Sprintf("198.18.1.%d", k) }
+func clientName(k int) string { return fmt.Sprintf("c%d", k) }
+
+// newLab builds the namespaces. links[k] overrides client k's link (1-based).
+func newLab(n int, rate int64, links map[int]link) (*lab, error) {
+	l := &lab{prefix: fmt.Sprintf("pxb%d", os.Getpid()%100000), n: n, rate: rate}
+	sw := l.ns("sw")
+	if err := sh("ip", "netns", "add", sw); err != nil {
+		return nil, err
+	}
+	l.hosts = append(l.hosts, "sw")
+	steps := [][]string{
+		{"ip", "-n", sw, "link", "add", "br0", "type", "bridge"},
+		{"ip", "-n", sw, "link", "set", "br0", "up"},
+		{"ip", "-n", sw, "link", "set", "lo", "up"},
+	}
+	for _, s := range steps {
+		if err := sh(s...); err != nil {
+			l.close()
+			return nil, err
+		}
+	}
+	add := func(h, ip string, lk link) error {
+		ns := l.ns(h)
+		if err := sh("ip", "netns", "add", ns); err != nil {
+			return err
+		}
+		l.hosts = append(l.hosts, h)
+		in, out := l.prefix+h+"i", l.prefix+h+"o" // short names: ≤15 bytes
+		for _, s := range [][]string{
+			{"ip", "link", "add", in, "netns", ns, "type", "veth", "peer", "name", out, "netns", sw},
+			{"ip", "-n", ns, "link", "set", in, "name", "eth0"},
+			{"ip", "-n", ns, "addr", "add", ip + "/15", "dev", "eth0"},
+			{"ip", "-n", ns, "link", "set", "eth0", "up"},
+			{"ip", "-n", ns, "link", "set", "lo", "up"},
+			{"ip", "-n", ns, "route", "add", "224.0.0.0/4", "dev", "eth0"},
+			{"ip", "-n", sw, "link", "set", out, "master", "br0"},
+			{"ip", "-n", sw, "link", "set", out, "up"},
+		} {
+			if err := sh(s...); err != nil {
+				return err
+			}
+		}
+		if err := shape(ns, "eth0", lk); err != nil {
+			return err
+		}
+		return shape(sw, out, lk)
+	}
+	if err := add("srv", serverIP(), link{rateBits: rate}); err != nil {
+		l.close()
+		return nil, err
+	}
+	for k := 1; k <= n; k++ {
+		lk := link{rateBits: rate}
+		if o, ok := links[k]; ok {
+			lk = o
+		}
+		if err := add(clientName(k), clientIP(k), lk); err != nil {
+			l.close()
+			return nil, err
+		}
+	}
+	return l, nil
+}
+
+// shape limits dev's egress to the link rate with tbf, behind netem when
+// the link drops packets. Shaping both veth ends shapes both directions.
+func shape(ns, dev string, lk link) error {
+	rate := fmt.Sprintf("%dbit", lk.rateBits)
+	// burst ≥ rate/HZ and ≥ a GSO packet; limit ≈ 20 ms of queue.
+	burst := max(lk.rateBits/8/100, 128<<10)
+	limit := max(lk.rateBits/8/50, 256<<10)
+	tbf := []string{"tbf", "rate", rate, "burst", fmt.Sprint(burst), "limit", fmt.Sprint(limit)}
+	if lk.lossPct > 0 {
+		if err := sh("ip", "netns", "exec", ns, "tc", "qdisc", "add", "dev", dev, "root", "handle", "1:", "netem", "loss", fmt.Sprintf("%g%%", lk.lossPct)); err != nil {
+			return err
+		}
+		return sh(append([]string{"ip", "netns", "exec", ns, "tc", "qdisc", "add", "dev", dev, "parent", "1:1", "handle", "10:"}, tbf...)...)
+	}
+	return sh(append([]string{"ip", "netns", "exec", ns, "tc", "qdisc", "add", "dev", dev, "root"}, tbf...)...)
+}
+
+func (l *lab) close() {
+	for _, h := range l.hosts {
+		exec.Command("ip", "netns", "del", l.ns(h)).Run()
+	}
+	l.hosts = nil
+}
+
+// command runs name in host h's namespace.
+func (l *lab) command(ctx context.Context, h string, name string, args ...string) *exec.Cmd {
+	return exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", l.ns(h), name}, args...)...)
+}
+
+// serverSent is the bytes the server's link has carried out so far,
+// read on the switch side of its veth (what the switch received from it).
+func (l *lab) serverSent() int64 {
+	out, err := exec.Command("ip", "-n", l.ns("sw"), "-s", "-j", "link", "show", l.prefix+"srvo").Output()
+	if err != nil {
+		return 0
+	}
+	var links []struct {
+		Stats64 struct {
+			Rx struct {
+				Bytes int64 `json:"bytes"`
+			} `json:"rx"`
+		} `json:"stats64"`
+	}
+	if json.Unmarshal(out, &links) != nil || len(links) == 0 {
+		return 0
+	}
+	return links[0].Stats64.Rx.Bytes
+}
+
+// cpuSample reads /proc/stat's total and idle jiffies.
+func cpuSample() (total, idle int64) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	for i, v := range f[1:] {
+		var n int64
+		fmt.Sscan(v, &n)
+		total += n
+		if i == 3 || i == 4 { // idle, iowait
+			idle += n
+		}
+	}
+	return
+}
+
+// cpuMeter samples CPU use every 500 ms and keeps the busiest second.
+type cpuMeter struct {
+	stop chan struct{}
+	done chan struct{}
+	avg  float64
+	peak float64
+}
+
+func startCPU() *cpuMeter {
+	m := &cpuMeter{stop: make(chan struct{}), done: make(chan struct{})}
+	t0, i0 := cpuSample()
+	go func() {
+		defer close(m.done)
+		lt, li := t0, i0
+		tk := time.NewTicker(500 * time.Millisecond)
+		defer tk.Stop()
+		for {
+			select {
+			case <-m.stop:
+				t, i := cpuSample()
+				if t > t0 {
+					m.avg = 1 - float64(i-i0)/float64(t-t0)
+				}
+				return
+			case <-tk.C:
+				t, i := cpuSample()
+				if t > lt {
+					m.peak = max(m.peak, 1-float64(i-li)/float64(t-lt))
+				}
+				lt, li = t, i
+			}
+		}
+	}()
+	return m
+}
+
+func (m *cpuMeter) end() (avg, peak float64) {
+	close(m.stop)
+	<-m.done
+	return m.avg, m.peak
+}

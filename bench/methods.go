@@ -1,0 +1,170 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"time"
+)
+
+// method is one way to get the image onto every client.
+type method interface {
+	name() string
+	// server starts the image host's side; it returns once it serves.
+	server(ctx context.Context, r *run) (*proc, error)
+	// client starts client k; its done and progress come from its output
+	// or its target file.
+	client(ctx context.Context, r *run, k int) (*proc, error)
+	// target is where client k's copy ends up.
+	target(r *run, k int) string
+	// supports tells whether the method can run a scenario at all.
+	supports(sc scenario) bool
+}
+
+var pctRe = regexp.MustCompile(`(\d+(?:\.\d+)?)%`)
+
+func lastPct(line string) (float64, bool) {
+	m := pctRe.FindAllStringSubmatch(line, -1)
+	if m == nil {
+		return 0, false
+	}
+	v, err := strconv.ParseFloat(m[len(m)-1][1], 64)
+	return v / 100, err == nil
+}
+
+// --- pxeswarm -----------------------------------------------------------
+
+type pxeswarmMethod struct{}
+
+func (pxeswarmMethod) name() string             { return "pxeswarm" }
+func (pxeswarmMethod) supports(scenario) bool    { return true }
+func (pxeswarmMethod) target(r *run, k int) string {
+	return filepath.Join(r.dir, fmt.Sprintf("c%d.img", k))
+}
+
+func seedPxeswarm(ctx context.Context, r *run) (*proc, error) {
+	p, err := r.start(ctx, "srv", r.cfg.bin, "seed", "--torrent", r.img.torrent, "--source", r.img.path,
+		"--listen", serverIP()+":6881", "--tracker-listen", serverIP()+":8080", "--interval", "2s", "--progress-every", "5s")
+	if err != nil {
+		return nil, err
+	}
+	return p, p.waitLine(regexp.MustCompile(`joined swarm`), 20*time.Second)
+}
+
+func (pxeswarmMethod) server(ctx context.Context, r *run) (*proc, error) { return seedPxeswarm(ctx, r) }
+
+func (m pxeswarmMethod) client(ctx context.Context, r *run, k int) (*proc, error) {
+	p, err := r.start(ctx, clientName(k), r.cfg.bin, "fetch", "--torrent", r.img.torrent, "--target", m.target(r, k),
+		"--listen", clientIP(k)+":6881", "--seed-for", "1h", "--progress-every", "500ms")
+	if err != nil {
+		return nil, err
+	}
+	p.doneRe = regexp.MustCompile(`image complete`)
+	p.pctRe = regexp.MustCompile(`^fetch: downloading`)
+	return p, nil
+}
+
+// --- HTTP unicast --------------------------------------------------------
+
+type httpMethod struct{}
+
+func (httpMethod) name() string { return "http" }
+func (httpMethod) supports(sc scenario) bool {
+	return sc.kind == "homogeneous" || sc.kind == "slow"
+}
+func (httpMethod) target(r *run, k int) string {
+	return filepath.Join(r.dir, fmt.Sprintf("c%d.img", k))
+}
+
+func (httpMethod) server(ctx context.Context, r *run) (*proc, error) {
+	self, _ := os.Executable()
+	p, err := r.start(ctx, "srv", self, "serve-http", "--dir", filepath.Dir(r.img.path), "--listen", serverIP()+":8000")
+	if err != nil {
+		return nil, err
+	}
+	return p, p.waitLine(regexp.MustCompile(`serving`), 10*time.Second)
+}
+
+func (m httpMethod) client(ctx context.Context, r *run, k int) (*proc, error) {
+	url := fmt.Sprintf("http://%s:8000/%s", serverIP(), filepath.Base(r.img.path))
+	p, err := r.start(ctx, clientName(k), "curl", "-sS", "--fail", "-o", m.target(r, k), url)
+	if err != nil {
+		return nil, err
+	}
+	p.doneOnExit = true
+	p.sizeOf = m.target(r, k)
+	return p, nil
+}
+
+// --- multicast (udpcast) ---------------------------------------------------
+
+type multicastMethod struct{}
+
+func (multicastMethod) name() string { return "udpcast" }
+func (multicastMethod) supports(sc scenario) bool {
+	// A receiver that starts late misses the session: udpcast cannot join
+	// a transfer under way (Clonezilla and FOG have the same limit).
+	return sc.kind != "late"
+}
+func (multicastMethod) target(r *run, k int) string {
+	return filepath.Join(r.dir, fmt.Sprintf("c%d.img", k))
+}
+
+func (multicastMethod) server(ctx context.Context, r *run) (*proc, error) {
+	// The sender waits until all N receivers joined (up to 20 s), then
+	// sends at 95% of the link rate, as an admin would set it.
+	return r.start(ctx, "srv", "udp-sender", "--file", r.img.path, "--interface", "eth0",
+		"--min-receivers", strconv.Itoa(r.sc.n), "--max-wait", "20", "--nokbd", "--no-progress",
+		"--max-bitrate", fmt.Sprintf("%dm", r.cfg.rate*95/100/1e6), "--retries-until-drop", "30")
+}
+
+func (m multicastMethod) client(ctx context.Context, r *run, k int) (*proc, error) {
+	p, err := r.start(ctx, clientName(k), "udp-receiver", "--file", m.target(r, k), "--interface", "eth0", "--nokbd", "--no-progress")
+	if err != nil {
+		return nil, err
+	}
+	p.doneOnExit = true
+	p.sizeOf = m.target(r, k)
+	return p, nil
+}
+
+// --- Transmission (libtransmission) ----------------------------------------
+
+type transmissionMethod struct{}
+
+func (transmissionMethod) name() string          { return "transmission" }
+func (transmissionMethod) supports(scenario) bool { return true }
+func (transmissionMethod) target(r *run, k int) string {
+	return filepath.Join(r.dir, fmt.Sprintf("tr%d", k), r.img.name, filepath.Base(r.img.path))
+}
+
+func (transmissionMethod) server(ctx context.Context, r *run) (*proc, error) { return seedPxeswarm(ctx, r) }
+
+func (m transmissionMethod) client(ctx context.Context, r *run, k int) (*proc, error) {
+	conf := filepath.Join(r.dir, fmt.Sprintf("trconf%d", k))
+	dl := filepath.Join(r.dir, fmt.Sprintf("tr%d", k))
+	os.MkdirAll(conf, 0o755)
+	os.MkdirAll(dl, 0o755)
+	settings := map[string]any{
+		"dht-enabled": false, "lpd-enabled": false, "pex-enabled": false, "utp-enabled": false,
+		"port-forwarding-enabled": false, "bind-address-ipv4": clientIP(k), "peer-port": 51413,
+		"ratio-limit-enabled": false, "idle-seeding-limit-enabled": false,
+		"speed-limit-up-enabled": false, "speed-limit-down-enabled": false,
+		"peer-limit-global": 400, "peer-limit-per-torrent": 100, "encryption": 0,
+		"download-dir": dl, "incomplete-dir-enabled": false, "prefetch-enabled": true,
+		"cache-size-mb": 64, "message-level": 1,
+	}
+	b, _ := json.MarshalIndent(settings, "", "  ")
+	os.WriteFile(filepath.Join(conf, "settings.json"), b, 0o644)
+	p, err := r.start(ctx, clientName(k), "transmission-cli", "-g", conf, "-w", dl, "-p", "51413", "-et", r.img.torrent)
+	if err != nil {
+		return nil, err
+	}
+	p.doneRe = regexp.MustCompile(`Seeding`)
+	p.pctRe = regexp.MustCompile(`^Progress:`)
+	return p, nil
+}

@@ -1,0 +1,300 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha1"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"regexp"
+	"slices"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// proc is one process in a namespace, with its output watched.
+type proc struct {
+	cmd        *exec.Cmd
+	mu         sync.Mutex
+	lines      []string
+	exited     chan struct{}
+	err        error
+	doneRe     *regexp.Regexp // a line that means "image complete"
+	pctRe      *regexp.Regexp // lines that carry a percentage
+	doneOnExit bool           // exit 0 means complete
+	sizeOf     string         // progress is this file's size / S
+	doneAt     time.Duration
+	pct        float64
+}
+
+func (r *run) start(ctx context.Context, host, name string, args ...string) (*proc, error) {
+	p := &proc{cmd: r.lab.command(ctx, host, name, args...), exited: make(chan struct{})}
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	pr, pw := io.Pipe()
+	p.cmd.Stdout, p.cmd.Stderr = pw, pw
+	if err := p.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s in %s: %w", name, host, err)
+	}
+	r.procs = append(r.procs, p)
+	go func() {
+		sc := bufio.NewScanner(pr)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		sc.Split(scanCRLF)
+		for sc.Scan() {
+			line := sc.Text()
+			now := time.Since(r.t0)
+			p.mu.Lock()
+			if len(p.lines) < 5000 {
+				p.lines = append(p.lines, line)
+			} else {
+				p.lines[len(p.lines)-1] = line
+			}
+			if p.doneRe != nil && p.doneAt == 0 && p.doneRe.MatchString(line) {
+				p.doneAt = now
+				p.pct = 1
+			}
+			if p.pctRe != nil && p.pctRe.MatchString(line) {
+				if v, ok := lastPct(line); ok && p.doneAt == 0 {
+					p.pct = v
+				}
+			}
+			p.mu.Unlock()
+		}
+	}()
+	go func() {
+		p.err = p.cmd.Wait()
+		pw.Close()
+		p.mu.Lock()
+		if p.doneOnExit && p.err == nil && p.doneAt == 0 {
+			p.doneAt = time.Since(r.t0)
+			p.pct = 1
+		}
+		p.mu.Unlock()
+		close(p.exited)
+	}()
+	return p, nil
+}
+
+func scanCRLF(data []byte, atEOF bool) (int, []byte, error) {
+	if i := bytes.IndexAny(data, "\r\n"); i >= 0 {
+		return i + 1, data[:i], nil
+	}
+	if atEOF && len(data) > 0 {
+		return len(data), data, nil
+	}
+	return 0, nil, nil
+}
+
+func (p *proc) waitLine(re *regexp.Regexp, d time.Duration) error {
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		p.mu.Lock()
+		for _, l := range p.lines {
+			if re.MatchString(l) {
+				p.mu.Unlock()
+				return nil
+			}
+		}
+		p.mu.Unlock()
+		select {
+		case <-p.exited:
+			return fmt.Errorf("%s exited (%v) before %q: %s", p.cmd.Args[3], p.err, re, p.tail())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("%s printed no %q within %s: %s", p.cmd.Args[3], re, d, p.tail())
+}
+
+func (p *proc) tail() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return fmt.Sprint(p.lines[max(0, len(p.lines)-5):])
+}
+
+func (p *proc) progress(size int64) (float64, time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.sizeOf != "" && p.doneAt == 0 {
+		if st, err := os.Stat(p.sizeOf); err == nil {
+			p.pct = float64(st.Size()) / float64(size)
+		}
+	}
+	return p.pct, p.doneAt
+}
+
+func (p *proc) kill() {
+	if p.cmd.Process != nil {
+		p.cmd.Process.Kill()
+	}
+	<-p.exited
+}
+
+// run is one method in one scenario.
+type run struct {
+	cfg   *config
+	img   *benchImage
+	m     method
+	sc    scenario
+	lab   *lab
+	dir   string
+	t0    time.Time
+	procs []*proc
+}
+
+// result of one run.
+type result struct {
+	Method, Scenario string
+	N                int
+	TAll             time.Duration // all healthy clients done (0: not all)
+	Median, Worst    time.Duration
+	Healthy, Done    int
+	ServerSent       int64
+	CPUAvg, CPUPeak  float64
+	Verified         bool
+	Note             string
+}
+
+func (rs result) ratio(d time.Duration, tmin time.Duration) float64 {
+	return d.Seconds() / tmin.Seconds()
+}
+
+func runOne(ctx context.Context, cfg *config, img *benchImage, m method, sc scenario) (res result, err error) {
+	res = result{Method: m.name(), Scenario: sc.label(), N: sc.n}
+	links := map[int]link{}
+	switch sc.kind {
+	case "slow":
+		links[1] = link{rateBits: cfg.rate / 10}
+	case "loss":
+		links[1] = link{rateBits: cfg.rate, lossPct: 2}
+	}
+	l, err := newLab(sc.n, cfg.rate, links)
+	if err != nil {
+		return res, fmt.Errorf("build the LAN: %w", err)
+	}
+	defer l.close()
+	dir, err := os.MkdirTemp(cfg.work, "run")
+	if err != nil {
+		return res, err
+	}
+	defer os.RemoveAll(dir)
+	r := &run{cfg: cfg, img: img, m: m, sc: sc, lab: l, dir: dir, t0: time.Now()}
+	defer func() {
+		for _, p := range slices.Backward(r.procs) {
+			p.kill()
+		}
+	}()
+	tmin := cfg.tmin()
+	cap := time.Duration(float64(tmin) * capFactor(m, sc))
+	ctx, cancel := context.WithTimeout(ctx, cap+time.Minute)
+	defer cancel()
+
+	sent0 := l.serverSent()
+	cpu := startCPU()
+	if _, err := m.server(ctx, r); err != nil {
+		cpu.end()
+		return res, err
+	}
+	r.t0 = time.Now()
+	clients := make([]*proc, sc.n+1)
+	healthy := func(k int) bool { return !(k == 1 && (sc.kind == "slow" || sc.kind == "killed")) }
+	first := sc.n
+	if sc.kind == "late" {
+		first = sc.n / 2
+	}
+	for k := 1; k <= first; k++ {
+		if clients[k], err = m.client(ctx, r, k); err != nil {
+			cpu.end()
+			return res, err
+		}
+	}
+	started, killed := first, false
+	deadline := r.t0.Add(cap)
+	for time.Now().Before(deadline) {
+		time.Sleep(200 * time.Millisecond)
+		allDone := started == sc.n
+		minFirst := 1.0
+		for k := 1; k <= started; k++ {
+			pct, at := clients[k].progress(img.size)
+			if k <= first {
+				minFirst = min(minFirst, pct)
+			}
+			if healthy(k) && at == 0 {
+				allDone = false
+			}
+			select {
+			case <-clients[k].exited:
+				if at == 0 && healthy(k) && !(sc.kind == "killed" && k == 1) {
+					cpu.end()
+					return res, fmt.Errorf("client %d exited (%v) before it was done: %s", k, clients[k].err, clients[k].tail())
+				}
+			default:
+			}
+			if sc.kind == "killed" && k == 1 && !killed && pct >= 0.5 {
+				clients[1].kill()
+				killed = true
+			}
+		}
+		if sc.kind == "late" && started < sc.n && minFirst >= 0.5 {
+			for k := started + 1; k <= sc.n; k++ {
+				if clients[k], err = m.client(ctx, r, k); err != nil {
+					cpu.end()
+					return res, err
+				}
+			}
+			started = sc.n
+		}
+		if allDone {
+			break
+		}
+	}
+	res.CPUAvg, res.CPUPeak = cpu.end()
+	res.ServerSent = l.serverSent() - sent0
+	var times []time.Duration
+	res.Verified = true
+	for k := 1; k <= started; k++ {
+		if !healthy(k) {
+			continue
+		}
+		res.Healthy++
+		_, at := clients[k].progress(img.size)
+		if at == 0 {
+			res.Verified = false
+			continue
+		}
+		res.Done++
+		times = append(times, at)
+		if sum, err := fileSHA1(m.target(r, k)); err != nil || sum != img.sha1 {
+			res.Verified = false
+			res.Note = fmt.Sprintf("client %d's copy differs from the image", k)
+		}
+	}
+	res.Healthy += sc.n - started
+	slices.Sort(times)
+	if len(times) > 0 {
+		res.Median = times[len(times)/2]
+		res.Worst = times[len(times)-1]
+	}
+	if res.Done == res.Healthy {
+		res.TAll = res.Worst
+	} else {
+		res.Note = fmt.Sprintf("%d of %d healthy clients not done after %s (%.1f× T_min)", res.Healthy-res.Done, res.Healthy, cap.Round(time.Second), capFactor(m, sc))
+	}
+	return res, nil
+}
+
+func fileSHA1(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha1.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("%x", h.Sum(nil)), nil
+}
