@@ -221,6 +221,9 @@ func (r result) line(cfg *config) string {
 		s += fmt.Sprintf(" T_all %6.1fs = %5.2f×T_min  median %5.2f× worst %5.2f×", r.TAll.Seconds(), r.ratio(r.TAll, tmin), r.ratio(r.Median, tmin), r.ratio(r.Worst, tmin))
 	}
 	s += fmt.Sprintf("  server sent %.2f×S  cpu %.0f%% (peak %.0f%%)", float64(r.ServerSent)/float64(cfg.size), 100*r.CPUAvg, 100*r.CPUPeak)
+	if r.Received > 0 {
+		s += fmt.Sprintf("  client got %.2f×S (wasted %.2f×S)", r.Received, r.Wasted)
+	}
 	if !r.Verified && r.Done > 0 {
 		s += "  NOT VERIFIED"
 	}

@@ -40,8 +40,8 @@ func lastPct(line string) (float64, bool) {
 
 type pxeswarmMethod struct{}
 
-func (pxeswarmMethod) name() string             { return "pxeswarm" }
-func (pxeswarmMethod) supports(scenario) bool    { return true }
+func (pxeswarmMethod) name() string           { return "pxeswarm" }
+func (pxeswarmMethod) supports(scenario) bool { return true }
 func (pxeswarmMethod) target(r *run, k int) string {
 	return filepath.Join(r.dir, fmt.Sprintf("c%d.img", k))
 }
@@ -136,13 +136,15 @@ func (m multicastMethod) client(ctx context.Context, r *run, k int) (*proc, erro
 
 type transmissionMethod struct{}
 
-func (transmissionMethod) name() string          { return "transmission" }
+func (transmissionMethod) name() string           { return "transmission" }
 func (transmissionMethod) supports(scenario) bool { return true }
 func (transmissionMethod) target(r *run, k int) string {
 	return filepath.Join(r.dir, fmt.Sprintf("tr%d", k), r.img.name, filepath.Base(r.img.path))
 }
 
-func (transmissionMethod) server(ctx context.Context, r *run) (*proc, error) { return seedPxeswarm(ctx, r) }
+func (transmissionMethod) server(ctx context.Context, r *run) (*proc, error) {
+	return seedPxeswarm(ctx, r)
+}
 
 func (m transmissionMethod) client(ctx context.Context, r *run, k int) (*proc, error) {
 	conf := filepath.Join(r.dir, fmt.Sprintf("trconf%d", k))

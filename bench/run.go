@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"regexp"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -133,6 +134,35 @@ func (p *proc) kill() {
 	<-p.exited
 }
 
+// stop asks the process to finish (SIGINT), so it prints its summary,
+// and kills it after 5 s.
+func (p *proc) stop() {
+	if p.cmd.Process != nil {
+		p.cmd.Process.Signal(os.Interrupt)
+	}
+	select {
+	case <-p.exited:
+	case <-time.After(5 * time.Second):
+		p.kill()
+	}
+}
+
+var recvRe = regexp.MustCompile(`received_bytes=(\d+) sent_bytes=(\d+) wasted_bytes=(\d+)`)
+
+// summary returns what a pxeswarm fetch reported receiving and wasting.
+func (p *proc) summary() (recv, wasted int64, ok bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, l := range p.lines {
+		if m := recvRe.FindStringSubmatch(l); m != nil {
+			fmt.Sscan(m[1], &recv)
+			fmt.Sscan(m[3], &wasted)
+			ok = true
+		}
+	}
+	return
+}
+
 // run is one method in one scenario.
 type run struct {
 	cfg   *config
@@ -155,6 +185,7 @@ type result struct {
 	ServerSent       int64
 	CPUAvg, CPUPeak  float64
 	Verified         bool
+	Received, Wasted float64 // per healthy client, as a multiple of S (pxeswarm only)
 	Note             string
 }
 
@@ -253,6 +284,30 @@ func runOne(ctx context.Context, cfg *config, img *benchImage, m method, sc scen
 	}
 	res.CPUAvg, res.CPUPeak = cpu.end()
 	res.ServerSent = l.serverSent() - sent0
+	var recv, wasted int64
+	var nsum int
+	for k := 1; k <= started; k++ {
+		if clients[k] == nil || !healthy(k) {
+			continue
+		}
+		clients[k].stop()
+		if os.Getenv("BENCH_DEBUG") != "" {
+			for _, l := range clients[k].lines {
+				if strings.Contains(l, "request stats") || strings.Contains(l, "fetch finished") {
+					fmt.Println(k, l)
+				}
+			}
+		}
+		if rv, w, ok := clients[k].summary(); ok {
+			recv += rv
+			wasted += w
+			nsum++
+		}
+	}
+	if nsum > 0 {
+		res.Received = float64(recv) / float64(nsum) / float64(img.size)
+		res.Wasted = float64(wasted) / float64(nsum) / float64(img.size)
+	}
 	var times []time.Duration
 	res.Verified = true
 	for k := 1; k <= started; k++ {
@@ -282,6 +337,11 @@ func runOne(ctx context.Context, cfg *config, img *benchImage, m method, sc scen
 		res.TAll = res.Worst
 	} else {
 		res.Note = fmt.Sprintf("%d of %d healthy clients not done after %s (%.1f× T_min)", res.Healthy-res.Done, res.Healthy, cap.Round(time.Second), capFactor(m, sc))
+		if os.Getenv("BENCH_DEBUG") != "" {
+			for k := 1; k <= started; k++ {
+				fmt.Println("client", k, "tail:", clients[k].tail())
+			}
+		}
 	}
 	return res, nil
 }

@@ -54,3 +54,11 @@ func partitionOf(d *Device) (number int, start int64) {
 	// sysfs "start" is in 512-byte sectors whatever the logical block size.
 	return int(read("partition")), read("start") * 512
 }
+
+// notSentLowat is the unsent bytes a peer socket may queue in the kernel:
+// a few 64 KiB chunks. See socket.go.
+const notSentLowat = 256 << 10
+
+func setNotSentLowat(fd uintptr) {
+	unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_NOTSENT_LOWAT, notSentLowat)
+}

@@ -12,3 +12,5 @@ func blockSize(*os.File) (int64, error) {
 }
 
 func partitionOf(*Device) (int, int64) { return 0, 0 }
+
+func setNotSentLowat(uintptr) {}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/anacrolix/torrent"
+	pp "github.com/anacrolix/torrent/peer_protocol"
 	"golang.org/x/time/rate"
 )
 
@@ -26,6 +27,12 @@ type Tuning struct {
 	// v1.61 has a lost wake-up in its peer writer (issue #1070) that stalls
 	// transfers for 25–60 s; a keep-alive of about 3 s wakes the writer.
 	KeepAlive time.Duration
+	// MaxRequests caps the chunk requests in flight to one peer. anacrolix
+	// lets a peer's advertised reqq (1024 between anacrolix peers: 64 MiB
+	// of 64 KiB chunks) set it, and then balances requests between peers
+	// by cancelling and re-issuing them; whatever was already on the wire
+	// arrives twice. A few MiB per peer fill a LAN link.
+	MaxRequests int
 	// RequestBuffer is the bytes of peer requests one connection may have
 	// read from disk and queued for sending.
 	RequestBuffer int
@@ -48,7 +55,8 @@ func DefaultTuning() Tuning {
 		MaxConns:      60,
 		HalfOpen:      30,
 		KeepAlive:     3 * time.Second,
-		RequestBuffer: 4 << 20,
+		MaxRequests:   8,
+		RequestBuffer: 1 << 20,
 		DialRate:      100,
 		HashWorkers:   runtime.NumCPU(),
 	}
@@ -68,6 +76,9 @@ func (tu Tuning) withDefaults() Tuning {
 	if tu.KeepAlive == 0 {
 		tu.KeepAlive = d.KeepAlive
 	}
+	if tu.MaxRequests == 0 {
+		tu.MaxRequests = d.MaxRequests
+	}
 	if tu.RequestBuffer == 0 {
 		tu.RequestBuffer = d.RequestBuffer
 	}
@@ -83,12 +94,10 @@ func (tu Tuning) withDefaults() Tuning {
 // clientConfig builds the anacrolix configuration: no DHT, PEX, LSD,
 // UPnP/NAT-PMP, webtorrent, header obfuscation, IPv6 or uTP; peers come
 // from our tracker only.
-func (tu Tuning) clientConfig(log *slog.Logger, st *Storage, listenHost string, listenPort int, seeder bool) *torrent.ClientConfig {
+func (tu Tuning) clientConfig(log *slog.Logger, st *Storage, listenHost string, sched *schedule) *torrent.ClientConfig {
 	cc := torrent.NewDefaultClientConfig()
 	cc.DefaultStorage = st
 	cc.Slogger = log
-	cc.ListenHost = func(string) string { return listenHost }
-	cc.ListenPort = listenPort
 	// Upload whether or not it pays us back: without Seed a leecher sends
 	// little more than it receives, and the swarm effect is gone.
 	cc.Seed = true
@@ -113,20 +122,28 @@ func (tu Tuning) clientConfig(log *slog.Logger, st *Storage, listenHost string, 
 	cc.MinDialTimeout = 2 * time.Second
 	cc.DialRateLimiter = rate.NewLimiter(rate.Limit(tu.DialRate), int(tu.DialRate))
 	cc.PieceHashersPerTorrent = tu.HashWorkers
-	cc.PeerID = newPeerID(seeder)
-	if seeder {
-		newSchedule(st.im.NumPieces()).callbacks(&cc.Callbacks)
+	cc.PeerID = newPeerID(sched != nil)
+	if sched != nil {
+		sched.callbacks(&cc.Callbacks)
 	} else {
 		leecherCallbacks(&cc.Callbacks, st.im.NumPieces())
 	}
+	// Runs before anacrolix applies the peer's reqq (peerconn.go), and
+	// chains the schedule's own handshake hook.
+	next := cc.Callbacks.ReadExtendedHandshake
+	cc.Callbacks.ReadExtendedHandshake = func(pc *torrent.PeerConn, hs *pp.ExtendedHandshakeMessage) {
+		if hs.Reqq <= 0 || hs.Reqq > tu.MaxRequests {
+			hs.Reqq = tu.MaxRequests
+		}
+		if next != nil {
+			next(pc, hs)
+		}
+	}
+	// Peer sockets are ours (socket.go): anacrolix opens none.
+	cc.DisableTCP = true
 	if ip := net.ParseIP(listenHost); ip != nil && !ip.IsUnspecified() {
-		// Bound to one address (a multi-homed image host, or one of many
-		// peers on a test host): announce and dial from that address too,
-		// so the tracker and peers see the address we listen on. Session
-		// adds the bound peer dialer after NewClient.
 		local := &net.Dialer{LocalAddr: &net.TCPAddr{IP: ip}}
 		cc.TrackerDialContext = local.DialContext
-		cc.DialForPeerConns = false
 	}
 	if tu.DownloadLimit > 0 {
 		cc.DownloadRateLimiter = rate.NewLimiter(rate.Limit(tu.DownloadLimit), max(int(tu.DownloadLimit/4), 2*tu.ChunkSize))
@@ -135,17 +152,4 @@ func (tu Tuning) clientConfig(log *slog.Logger, st *Storage, listenHost string, 
 		cc.UploadRateLimiter = rate.NewLimiter(rate.Limit(tu.UploadLimit), max(int(tu.UploadLimit/4), cc.MaxAllocPeerRequestDataPerConn))
 	}
 	return cc
-}
-
-// boundDialer dials peers from the listen address; see clientConfig.
-func boundDialer(listenHost string) (torrent.Dialer, bool) {
-	ip := net.ParseIP(listenHost)
-	if ip == nil || ip.IsUnspecified() {
-		return nil, false
-	}
-	network := "tcp4"
-	if ip.To4() == nil {
-		network = "tcp6"
-	}
-	return torrent.NetworkDialer{Network: network, Dialer: &net.Dialer{LocalAddr: &net.TCPAddr{IP: ip}, KeepAlive: -1}}, true
 }

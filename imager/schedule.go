@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/anacrolix/torrent"
 	pp "github.com/anacrolix/torrent/peer_protocol"
@@ -25,10 +26,11 @@ import (
 //   - The seeder reveals pieces to each leecher one at a time over the
 //     extension; the leecher rewrites each reveal into a Have as it reads
 //     it. So the leecher asks the seeder only for revealed pieces.
-//   - The seeder keeps a small window of revealed, not yet received pieces
-//     per leecher, and tops it up as the leecher announces pieces (Have).
-//     It always reveals the piece with the fewest copies among leechers
-//     (held + revealed): first every piece once, then the rarest.
+//   - The seeder keeps a small global window of reveals in flight and
+//     refills it as leechers announce pieces (Have), each time to the
+//     leecher that has had the least from it. It always reveals the piece
+//     with the fewest copies among leechers (held + revealed): first every
+//     piece once, then the rarest.
 //
 // Leechers trade everything else among themselves with anacrolix's own
 // logic. Foreign clients (qBittorrent, Transmission) see a normal seeder.
@@ -38,8 +40,6 @@ const (
 	peerIDPrefix = "-PX0001-"
 	seederIDMark = 'S'
 	leecherMark  = 'L'
-	// revealWindow is the revealed-but-not-received pieces per leecher.
-	revealWindow = 2
 )
 
 func newPeerID(seeder bool) string {
@@ -96,26 +96,67 @@ func leecherCallbacks(cb *torrent.Callbacks, numPieces int) {
 	}
 }
 
-// schedule is the seeder's side.
+// schedule is the seeder's side. Its window is global: only a few reveals
+// are in flight at once, so the seeder sends each piece at close to its
+// full link rate and a piece reaches the swarm (becomes tradeable) a piece
+// time after it was revealed. Splitting the seeder's link across every
+// leecher instead would hold N pieces half-sent at any moment, a lag of
+// N×piece/R before peers can trade them.
 type schedule struct {
-	mu       sync.Mutex
-	n        int
-	avail    []int32 // scheduled leechers holding each piece
-	pending  []int32 // outstanding reveals of each piece
-	next     int     // pieces below next were revealed at least once
-	leechers map[*torrent.PeerConn]*leecher
+	mu        sync.Mutex
+	n         int
+	avail     []int32 // scheduled leechers holding each piece
+	pending   []int32 // outstanding reveals of each piece
+	next      int     // pieces below next were revealed at least once
+	held      int     // pieces some leecher holds
+	revealAt  []time.Time
+	leechers  map[*torrent.PeerConn]*leecher
+	pieceTime time.Duration // smoothed reveal-to-Have time
+	stop      chan struct{}
+	stopOnce  sync.Once
 }
 
 type leecher struct {
-	has      []bool
-	revealed map[int]bool // revealed and not yet held
-	out      chan int     // reveals to send
-	done     chan struct{}
+	has        []bool
+	revealed   map[int]time.Time // revealed, not yet held: when
+	fromSeeder int               // pieces revealed to it so far
+	out        chan int          // reveals to send
+	done       chan struct{}
 }
 
+const (
+	// globalWindow is the reveals in flight at once, over all leechers
+	// (0: no global limit).
+	globalWindow = 0
+	// perLeecher is the active reveals one leecher may have.
+	perLeecher = 1
+	// maxPending caps one leecher's outstanding reveals, stale included.
+	maxPending = 4
+)
+
 func newSchedule(n int) *schedule {
-	return &schedule{n: n, avail: make([]int32, n), pending: make([]int32, n), leechers: map[*torrent.PeerConn]*leecher{}}
+	s := &schedule{n: n, avail: make([]int32, n), pending: make([]int32, n), revealAt: make([]time.Time, n),
+		leechers: map[*torrent.PeerConn]*leecher{}, pieceTime: time.Second, stop: make(chan struct{})}
+	go func() {
+		// A reveal to a slow or stalled leecher stops counting against
+		// the window once it is stale; this tick notices.
+		t := time.NewTicker(100 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+				s.mu.Lock()
+				s.fill(time.Now())
+				s.mu.Unlock()
+			case <-s.stop:
+				return
+			}
+		}
+	}()
+	return s
 }
+
+func (s *schedule) close() { s.stopOnce.Do(func() { close(s.stop) }) }
 
 // callbacks installs the seeder's side. Callbacks run with anacrolix's
 // client lock held, so sends happen on a goroutine per leecher.
@@ -143,7 +184,7 @@ func (s *schedule) add(pc *torrent.PeerConn) {
 	if _, ok := s.leechers[pc]; ok {
 		return
 	}
-	l := &leecher{has: make([]bool, s.n), revealed: map[int]bool{}, out: make(chan int, s.n+revealWindow), done: make(chan struct{})}
+	l := &leecher{has: make([]bool, s.n), revealed: map[int]time.Time{}, out: make(chan int, s.n+maxPending), done: make(chan struct{})}
 	// pxeswarm peers send their extended handshake before their
 	// bitfield, so every Have and bitfield arrives after this.
 	s.leechers[pc] = l
@@ -161,7 +202,7 @@ func (s *schedule) add(pc *torrent.PeerConn) {
 			}
 		}
 	}()
-	s.topUp(l)
+	s.fill(time.Now())
 }
 
 func (s *schedule) remove(pc *torrent.PeerConn) {
@@ -179,8 +220,12 @@ func (s *schedule) remove(pc *torrent.PeerConn) {
 	for i, h := range l.has {
 		if h {
 			s.avail[i]--
+			if s.avail[i] == 0 {
+				s.held--
+			}
 		}
 	}
+	s.fill(time.Now())
 }
 
 func (s *schedule) have(pc *torrent.PeerConn, i int) {
@@ -193,13 +238,20 @@ func (s *schedule) have(pc *torrent.PeerConn, i int) {
 	if !ok || l.has[i] {
 		return
 	}
+	now := time.Now()
 	l.has[i] = true
 	s.avail[i]++
-	if l.revealed[i] {
+	if s.avail[i] == 1 {
+		s.held++
+	}
+	if at, ok := l.revealed[i]; ok {
 		delete(l.revealed, i)
 		s.pending[i]--
+		if d := now.Sub(at); d < s.stale() {
+			s.pieceTime += (d - s.pieceTime) / 4
+		}
 	}
-	s.topUp(l)
+	s.fill(now)
 }
 
 func (s *schedule) bitfield(pc *torrent.PeerConn, bf []bool) {
@@ -210,22 +262,49 @@ func (s *schedule) bitfield(pc *torrent.PeerConn, bf []bool) {
 	}
 }
 
-// topUp reveals pieces to l until its window is full. Called with s.mu.
-func (s *schedule) topUp(l *leecher) {
-	for len(l.revealed) < revealWindow {
-		i := s.pick(l)
-		if i < 0 {
-			return
+// stale is how long a reveal counts against the window.
+func (s *schedule) stale() time.Duration { return max(4*s.pieceTime, 500*time.Millisecond) }
+
+// fill reveals pieces: each leecher may have perLeecher active reveals,
+// and at most globalWindow are active in all (if set). Leechers that have
+// had the fewest pieces from the seeder go first. Called with s.mu held.
+func (s *schedule) fill(now time.Time) {
+	stale := s.stale()
+	active := 0
+	ls := make([]*leecher, 0, len(s.leechers))
+	for _, l := range s.leechers {
+		active += activeOf(l, now, stale)
+		ls = append(ls, l)
+	}
+	slices.SortFunc(ls, func(a, b *leecher) int { return a.fromSeeder - b.fromSeeder })
+	for _, l := range ls {
+		for activeOf(l, now, stale) < perLeecher && len(l.revealed) < maxPending {
+			if globalWindow > 0 && active >= globalWindow {
+				return
+			}
+			i := s.pick(l, now, stale)
+			if i < 0 {
+				break
+			}
+			l.revealed[i] = now
+			s.revealAt[i] = now
+			l.fromSeeder++
+			s.pending[i]++
+			l.out <- i
+			active++
 		}
-		l.revealed[i] = true
-		s.pending[i]++
-		l.out <- i
 	}
 }
 
-// pick returns the piece l lacks with the fewest copies (held + revealed),
-// or -1. Never-revealed pieces come first, in order, found in O(1).
-func (s *schedule) pick(l *leecher) int {
+// pick returns the next piece to reveal to l, or -1:
+//  1. a piece never revealed, in order (found in O(1));
+//  2. while some piece is still on its way to its first holder, only such
+//     a piece whose reveals have all gone stale (its leecher is slow or
+//     gone): sending a copy of anything the swarm already holds would take
+//     the seeder's link from the pieces only it can give;
+//  3. once the swarm holds every piece, the one l lacks with the fewest
+//     copies, to speed the last trades.
+func (s *schedule) pick(l *leecher, now time.Time, stale time.Duration) int {
 	for s.next < s.n && (s.avail[s.next] > 0 || s.pending[s.next] > 0) {
 		s.next++
 	}
@@ -234,9 +313,16 @@ func (s *schedule) pick(l *leecher) int {
 		s.next++
 		return i
 	}
+	allHeld := s.held == s.n
 	best, bestKey := -1, int32(1<<30)
 	for i := 0; i < s.n; i++ {
-		if l.has[i] || l.revealed[i] {
+		if l.has[i] {
+			continue
+		}
+		if _, ok := l.revealed[i]; ok {
+			continue
+		}
+		if !allHeld && (s.avail[i] > 0 || now.Sub(s.revealAt[i]) < stale) {
 			continue
 		}
 		if k := s.avail[i] + s.pending[i]; k < bestKey {
@@ -247,4 +333,14 @@ func (s *schedule) pick(l *leecher) int {
 		}
 	}
 	return best
+}
+
+func activeOf(l *leecher, now time.Time, stale time.Duration) int {
+	n := 0
+	for _, at := range l.revealed {
+		if now.Sub(at) < stale {
+			n++
+		}
+	}
+	return n
 }

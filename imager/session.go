@@ -92,6 +92,8 @@ type Session struct {
 	verified atomic.Int64 // bytes hashed while verifying
 	err      error
 
+	sched      *schedule // the seeder's schedule; nil when fetching
+	ln         net.Listener
 	stopReport func()
 	closeOnce  sync.Once
 	closeErr   error
@@ -169,15 +171,26 @@ func (c Config) Start(ctx context.Context, log *slog.Logger) (*Session, error) {
 		s.stopReporting()
 		return nil, err
 	}
-	cl, err := torrent.NewClient(tu.clientConfig(s.log, st, host, port, c.Mode == ModeSeed))
+	if c.Mode == ModeSeed {
+		s.sched = newSchedule(im.NumPieces())
+	}
+	ln, dialer, err := peerSockets(host, port, tu.IPv6)
 	if err != nil {
 		s.stopReporting()
-		return nil, fmt.Errorf("start BitTorrent client on %q: is the port free? %w", c.Listen, err)
+		return nil, fmt.Errorf("listen for peers on %q: is the port free? %w", c.Listen, err)
 	}
-	s.cl = cl
-	if d, ok := boundDialer(host); ok {
-		cl.AddDialer(d)
+	cl, err := torrent.NewClient(tu.clientConfig(s.log, st, host, s.sched))
+	if err != nil {
+		s.stopReporting()
+		if s.sched != nil {
+			s.sched.close()
+		}
+		ln.Close()
+		return nil, fmt.Errorf("start BitTorrent client: %w", err)
 	}
+	s.cl, s.ln = cl, ln
+	cl.AddListener(ln)
+	cl.AddDialer(dialer)
 	t, _ := cl.AddTorrentOpt(torrent.AddTorrentOpts{
 		InfoHash:  im.InfoHash,
 		InfoBytes: im.Meta.InfoBytes,
@@ -496,6 +509,12 @@ func (s *Session) Close() error {
 			case <-time.After(10 * time.Second):
 				s.log.Warn("BitTorrent client did not close within 10s; leaving it")
 			}
+		}
+		if s.ln != nil {
+			s.ln.Close()
+		}
+		if s.sched != nil {
+			s.sched.close()
 		}
 		if err := s.sync(); err != nil {
 			s.closeErr = err

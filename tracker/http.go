@@ -210,9 +210,31 @@ func (t *Tracker) serveAnnounce(w http.ResponseWriter, r *http.Request, ah httpT
 	case buf.code != http.StatusOK:
 		t.writeFailure(w, r, fmt.Errorf("tracker: announce handler answered %d %q: report this as a bug", buf.code, bytes.TrimSpace(buf.body.Bytes())))
 	default:
+		body, err := dropEmptyKeys(buf.body.Bytes())
+		if err != nil {
+			t.writeFailure(w, r, fmt.Errorf("tracker: announce handler answered %q: %w: report this as a bug", buf.body.Bytes(), err))
+			return
+		}
 		w.Header().Set("Content-Type", "text/plain")
-		w.Write(buf.body.Bytes())
+		w.Write(body)
 	}
+}
+
+// dropEmptyKeys removes the empty "failure reason", "warning message",
+// "tracker id" and "peers6" that anacrolix's reply always carries. BEP 3
+// clients treat the mere presence of "failure reason" as a failed announce:
+// Transmission 3.00 reports `Tracker error: ""` and never gets peers.
+func dropEmptyKeys(reply []byte) ([]byte, error) {
+	var m map[string]bencode.Bytes
+	if err := bencode.Unmarshal(reply, &m); err != nil {
+		return nil, err
+	}
+	for _, k := range []string{"failure reason", "warning message", "tracker id", "peers6"} {
+		if v, ok := m[k]; ok && string(v) == "0:" {
+			delete(m, k)
+		}
+	}
+	return bencode.Marshal(m)
 }
 
 // bufferedResponse holds anacrolix's reply until we know whether it is a
