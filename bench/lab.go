@@ -85,6 +85,11 @@ func newLab(n int, rate int64, links map[int]link) (*lab, error) {
 		if err := shape(ns, "eth0", lk); err != nil {
 			return err
 		}
+		if lk.lossPct > 0 {
+			if err := lossy(ns, lk.lossPct); err != nil {
+				return err
+			}
+		}
 		return shape(sw, out, lk)
 	}
 	if err := add("srv", serverIP(), link{rateBits: rate}); err != nil {
@@ -104,21 +109,34 @@ func newLab(n int, rate int64, links map[int]link) (*lab, error) {
 	return l, nil
 }
 
-// shape limits dev's egress to the link rate with tbf, behind netem when
-// the link drops packets. Shaping both veth ends shapes both directions.
+// shape limits dev's egress to the link rate with tbf. Shaping both veth
+// ends shapes both directions.
 func shape(ns, dev string, lk link) error {
 	rate := fmt.Sprintf("%dbit", lk.rateBits)
 	// burst ≥ rate/HZ and ≥ a GSO packet; limit ≈ 20 ms of queue.
 	burst := max(lk.rateBits/8/100, 128<<10)
 	limit := max(lk.rateBits/8/50, 256<<10)
-	tbf := []string{"tbf", "rate", rate, "burst", fmt.Sprint(burst), "limit", fmt.Sprint(limit)}
-	if lk.lossPct > 0 {
-		if err := sh("ip", "netns", "exec", ns, "tc", "qdisc", "add", "dev", dev, "root", "handle", "1:", "netem", "loss", fmt.Sprintf("%g%%", lk.lossPct)); err != nil {
+	return sh("ip", "netns", "exec", ns, "tc", "qdisc", "add", "dev", dev, "root", "tbf", "rate", rate,
+		"burst", fmt.Sprint(burst), "limit", fmt.Sprint(limit))
+}
+
+// lossy drops pct% of a host's packets in both directions with nftables
+// (numgen random). netem would be the usual tool, but this machine's
+// kernel has no sch_netem, and nftables is as random.
+func lossy(ns string, pct float64) error {
+	permille := int(pct * 10)
+	for _, cmd := range [][]string{
+		{"add", "table", "inet", "lossy"},
+		{"add", "chain", "inet", "lossy", "in", "{ type filter hook input priority 0; }"},
+		{"add", "chain", "inet", "lossy", "out", "{ type filter hook output priority 0; }"},
+		{"add", "rule", "inet", "lossy", "in", "numgen", "random", "mod", "1000", "<", fmt.Sprint(permille), "drop"},
+		{"add", "rule", "inet", "lossy", "out", "numgen", "random", "mod", "1000", "<", fmt.Sprint(permille), "drop"},
+	} {
+		if err := sh(append([]string{"ip", "netns", "exec", ns, "nft"}, cmd...)...); err != nil {
 			return err
 		}
-		return sh(append([]string{"ip", "netns", "exec", ns, "tc", "qdisc", "add", "dev", dev, "parent", "1:1", "handle", "10:"}, tbf...)...)
 	}
-	return sh(append([]string{"ip", "netns", "exec", ns, "tc", "qdisc", "add", "dev", dev, "root"}, tbf...)...)
+	return nil
 }
 
 func (l *lab) close() {

@@ -91,8 +91,8 @@ func main() {
 	var ns, methods, scenarios string
 	var rateMbit, sizeMiB int64
 	flag.StringVar(&cfg.bin, "pxeswarm", "bin/pxeswarm", "pxeswarm binary to benchmark")
-	flag.Int64Var(&rateMbit, "rate", 100, "link rate R in Mbit/s, every link, both directions")
-	flag.Int64Var(&sizeMiB, "size", 256, "image size S in MiB")
+	flag.Int64Var(&rateMbit, "rate", 50, "link rate R in Mbit/s, every link, both directions (50: 16 clients stay within 2 cores)")
+	flag.Int64Var(&sizeMiB, "size", 128, "image size S in MiB")
 	flag.StringVar(&cfg.piece, "piece-size", "1MiB", "piece size of the bench image: a 256 GB image at 8 MiB has 32768 pieces; a 256 MiB one at 1 MiB has 256, closer to that than 32")
 	flag.StringVar(&ns, "n", "4,8,16", "client counts for the homogeneous scenario")
 	flag.IntVar(&cfg.scenN, "scenario-n", 8, "client count for the other scenarios")
@@ -103,7 +103,7 @@ func main() {
 	flag.BoolVar(&cfg.quick, "quick", false, "N=4, 64 MiB, pxeswarm against HTTP unicast; exit 1 unless pxeswarm's T_all ratio is below HTTP's")
 	flag.Parse()
 	if cfg.quick {
-		ns, methods, scenarios, sizeMiB = "4", "pxeswarm,http", "homogeneous", 64
+		ns, methods, scenarios, sizeMiB, rateMbit = "4", "pxeswarm,http", "homogeneous", 64, 100
 	}
 	cfg.rate, cfg.size = rateMbit*1e6, sizeMiB<<20
 	for _, f := range strings.Split(ns, ",") {
@@ -143,7 +143,7 @@ func checkTools(cfg *config) error {
 	if os.Geteuid() != 0 {
 		return fmt.Errorf("the benchmark builds network namespaces: run it as root")
 	}
-	need := map[string]string{"ip": "iproute2", "tc": "iproute2"}
+	need := map[string]string{"ip": "iproute2", "tc": "iproute2", "nft": "nftables"}
 	for _, m := range cfg.methods {
 		switch m.name() {
 		case "http":

@@ -52,7 +52,7 @@ type Tuning struct {
 func DefaultTuning() Tuning {
 	return Tuning{
 		ChunkSize:     64 << 10,
-		MaxConns:      60,
+		MaxConns:      8,
 		HalfOpen:      30,
 		KeepAlive:     3 * time.Second,
 		MaxRequests:   8,
@@ -114,6 +114,9 @@ func (tu Tuning) clientConfig(log *slog.Logger, st *Storage, listenHost string, 
 	cc.KeepAliveTimeout = tu.KeepAlive
 	cc.MaxAllocPeerRequestDataPerConn = max(tu.RequestBuffer, tu.ChunkSize)
 	cc.EstablishedConnsPerTorrent = tu.MaxConns
+	if sched != nil {
+		cc.EstablishedConnsPerTorrent = seederConns
+	}
 	cc.HalfOpenConnsPerTorrent = tu.HalfOpen
 	cc.TotalHalfOpenConns = 4 * tu.HalfOpen
 	cc.TorrentPeersLowWater = tu.MaxConns
@@ -153,3 +156,7 @@ func (tu Tuning) clientConfig(log *slog.Logger, st *Storage, listenHost string, 
 	}
 	return cc
 }
+
+// seederConns is the connections a scheduled seeder keeps: one per
+// leecher, for a room of up to this many, so it can hand each a piece.
+const seederConns = 256

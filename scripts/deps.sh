@@ -10,6 +10,7 @@ want ip iproute2
 want tc iproute2
 want curl curl
 want udp-sender udpcast
+want nft nftables
 want transmission-cli transmission-cli
 if [ ${#need[@]} -gt 0 ]; then
 	if [ "$(id -u)" -ne 0 ]; then
