@@ -71,7 +71,7 @@ func newLab(n int, rate int64, links map[int]link) (*lab, error) {
 		for _, s := range [][]string{
 			{"ip", "link", "add", in, "netns", ns, "type", "veth", "peer", "name", out, "netns", sw},
 			{"ip", "-n", ns, "link", "set", in, "name", "eth0"},
-			{"ip", "-n", ns, "addr", "add", ip + "/15", "dev", "eth0"},
+			{"ip", "-n", ns, "addr", "add", ip + "/15", "brd", "+", "dev", "eth0"},
 			{"ip", "-n", ns, "link", "set", "eth0", "up"},
 			{"ip", "-n", ns, "link", "set", "lo", "up"},
 			{"ip", "-n", ns, "route", "add", "224.0.0.0/4", "dev", "eth0"},

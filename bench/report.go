@@ -30,8 +30,9 @@ Written by `+"`make bench`"+` on %s, in one run on one machine (%d cores, Linux 
 - Methods, all against the same image and links: **pxeswarm** (`+"`pxeswarm seed`"+`
   with its tracker on the server, `+"`pxeswarm fetch`"+` on every client);
   **http** (Go's file server, `+"`curl`"+` on every client: the one-to-many copy);
-  **udpcast** (`+"`udp-sender --max-bitrate 0.95R`"+` / `+"`udp-receiver`"+`, the multicast
-  transport of Clonezilla and FOG); **transmission** (`+"`transmission-cli`"+`,
+  **udpcast** (`+"`udp-sender --broadcast --max-bitrate 0.95R`"+` / `+"`udp-receiver`"+`, the
+  transport of Clonezilla and FOG; broadcast because this machine's kernel did not
+  deliver udpcast's multicast rendezvous between namespaces, same protocol otherwise); **transmission** (`+"`transmission-cli`"+`,
   libtransmission, as the leechers against the same pxeswarm seeder and tracker).
 - T_all: time until every healthy client holds a verified copy (the slow or
   killed client is not counted). Server sent: bytes on the server's link, as a

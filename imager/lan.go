@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/anacrolix/torrent"
-	pp "github.com/anacrolix/torrent/peer_protocol"
 	"golang.org/x/time/rate"
 )
 
@@ -27,12 +26,6 @@ type Tuning struct {
 	// v1.61 has a lost wake-up in its peer writer (issue #1070) that stalls
 	// transfers for 25–60 s; a keep-alive of about 3 s wakes the writer.
 	KeepAlive time.Duration
-	// MaxRequests caps the chunk requests in flight to one peer. anacrolix
-	// lets a peer's advertised reqq (1024 between anacrolix peers: 64 MiB
-	// of 64 KiB chunks) set it, and then balances requests between peers
-	// by cancelling and re-issuing them; whatever was already on the wire
-	// arrives twice. A few MiB per peer fill a LAN link.
-	MaxRequests int
 	// RequestBuffer is the bytes of peer requests one connection may have
 	// read from disk and queued for sending.
 	RequestBuffer int
@@ -55,7 +48,6 @@ func DefaultTuning() Tuning {
 		MaxConns:      8,
 		HalfOpen:      30,
 		KeepAlive:     3 * time.Second,
-		MaxRequests:   8,
 		RequestBuffer: 1 << 20,
 		DialRate:      100,
 		HashWorkers:   runtime.NumCPU(),
@@ -75,9 +67,6 @@ func (tu Tuning) withDefaults() Tuning {
 	}
 	if tu.KeepAlive == 0 {
 		tu.KeepAlive = d.KeepAlive
-	}
-	if tu.MaxRequests == 0 {
-		tu.MaxRequests = d.MaxRequests
 	}
 	if tu.RequestBuffer == 0 {
 		tu.RequestBuffer = d.RequestBuffer
@@ -130,17 +119,6 @@ func (tu Tuning) clientConfig(log *slog.Logger, st *Storage, listenHost string, 
 		sched.callbacks(&cc.Callbacks)
 	} else {
 		leecherCallbacks(&cc.Callbacks, st.im.NumPieces())
-	}
-	// Runs before anacrolix applies the peer's reqq (peerconn.go), and
-	// chains the schedule's own handshake hook.
-	next := cc.Callbacks.ReadExtendedHandshake
-	cc.Callbacks.ReadExtendedHandshake = func(pc *torrent.PeerConn, hs *pp.ExtendedHandshakeMessage) {
-		if hs.Reqq <= 0 || hs.Reqq > tu.MaxRequests {
-			hs.Reqq = tu.MaxRequests
-		}
-		if next != nil {
-			next(pc, hs)
-		}
 	}
 	// Peer sockets are ours (socket.go): anacrolix opens none.
 	cc.DisableTCP = true

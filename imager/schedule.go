@@ -114,6 +114,9 @@ type schedule struct {
 	pieceTime time.Duration // smoothed reveal-to-Have time
 	stop      chan struct{}
 	stopOnce  sync.Once
+	// send delivers one reveal; WriteExtendedMessage over the leecher's
+	// connection, or a recorder in tests.
+	send func(pc *torrent.PeerConn, piece int) error
 }
 
 type leecher struct {
@@ -136,7 +139,12 @@ const (
 
 func newSchedule(n int) *schedule {
 	s := &schedule{n: n, avail: make([]int32, n), pending: make([]int32, n), revealAt: make([]time.Time, n),
-		leechers: map[*torrent.PeerConn]*leecher{}, pieceTime: time.Second, stop: make(chan struct{})}
+		leechers: map[*torrent.PeerConn]*leecher{}, pieceTime: time.Second, stop: make(chan struct{}),
+		send: func(pc *torrent.PeerConn, i int) error {
+			var buf [4]byte
+			binary.BigEndian.PutUint32(buf[:], uint32(i))
+			return pc.WriteExtendedMessage(revealExt, buf[:])
+		}}
 	go func() {
 		// A reveal to a slow or stalled leecher stops counting against
 		// the window once it is stale; this tick notices.
@@ -189,12 +197,10 @@ func (s *schedule) add(pc *torrent.PeerConn) {
 	// bitfield, so every Have and bitfield arrives after this.
 	s.leechers[pc] = l
 	go func() {
-		buf := make([]byte, 4)
 		for {
 			select {
 			case i := <-l.out:
-				binary.BigEndian.PutUint32(buf, uint32(i))
-				if pc.WriteExtendedMessage(revealExt, buf) != nil {
+				if s.send(pc, i) != nil {
 					return
 				}
 			case <-l.done:
@@ -216,6 +222,9 @@ func (s *schedule) remove(pc *torrent.PeerConn) {
 	close(l.done)
 	for i := range l.revealed {
 		s.pending[i]--
+		if s.pending[i] == 0 {
+			s.revealAt[i] = time.Time{} // free for others at once
+		}
 	}
 	for i, h := range l.has {
 		if h {

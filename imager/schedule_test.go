@@ -1,0 +1,120 @@
+package imager
+
+import (
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/anacrolix/torrent"
+)
+
+// fakeSwarm drives a schedule with recorded reveals instead of sockets.
+type fakeSwarm struct {
+	mu       sync.Mutex
+	s        *schedule
+	revealed map[*torrent.PeerConn][]int
+}
+
+func newFakeSwarm(t *testing.T, pieces int) *fakeSwarm {
+	f := &fakeSwarm{s: newSchedule(pieces), revealed: map[*torrent.PeerConn][]int{}}
+	f.s.send = func(pc *torrent.PeerConn, i int) error {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		f.revealed[pc] = append(f.revealed[pc], i)
+		return nil
+	}
+	t.Cleanup(f.s.close)
+	return f
+}
+
+// wait returns pc's reveals once it has at least n.
+func (f *fakeSwarm) wait(t *testing.T, pc *torrent.PeerConn, n int) []int {
+	t.Helper()
+	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		f.mu.Lock()
+		got := append([]int(nil), f.revealed[pc]...)
+		f.mu.Unlock()
+		if len(got) >= n {
+			return got
+		}
+	}
+	t.Fatalf("leecher got fewer than %d reveals", n)
+	return nil
+}
+
+// TestScheduleRevealsEachPieceOnceFirst: while pieces remain that no
+// leecher holds or was given, every reveal is a new piece; a leecher that
+// finishes its piece gets the next one.
+func TestScheduleRevealsEachPieceOnceFirst(t *testing.T) {
+	const pieces, leechers = 12, 4
+	f := newFakeSwarm(t, pieces)
+	var pcs []*torrent.PeerConn
+	for range leechers {
+		pc := &torrent.PeerConn{}
+		pcs = append(pcs, pc)
+		f.s.add(pc)
+	}
+	seen := map[int]bool{}
+	for round := 1; round <= pieces/leechers; round++ {
+		for _, pc := range pcs {
+			got := f.wait(t, pc, round)
+			p := got[round-1]
+			if seen[p] {
+				t.Fatalf("piece %d revealed twice before every piece was revealed once", p)
+			}
+			seen[p] = true
+			f.s.have(pc, p) // the leecher received it: reveal the next
+		}
+	}
+	if len(seen) != pieces {
+		t.Errorf("revealed %d distinct pieces, want %d", len(seen), pieces)
+	}
+}
+
+// TestScheduleDoesNotResendWhatTheSwarmHolds: once every piece was
+// revealed, a leecher gets no copy of a piece some leecher already holds
+// while another piece is still on its way to its first holder.
+func TestScheduleDoesNotResendWhatTheSwarmHolds(t *testing.T) {
+	f := newFakeSwarm(t, 3)
+	a, b := &torrent.PeerConn{}, &torrent.PeerConn{}
+	f.s.add(a)
+	f.s.add(b)
+	pa := f.wait(t, a, 1)[0]
+	pb := f.wait(t, b, 1)[0]
+	f.s.have(a, pa) // a is free again; the third piece goes to it
+	third := f.wait(t, a, 2)[1]
+	if third == pa || third == pb {
+		t.Fatalf("third reveal to a = %d, want the never-revealed piece", third)
+	}
+	f.s.have(a, third)
+	// Now a lacks only pb, which b is still receiving (not stale): a must
+	// get nothing from the seeder, and fetch pb from b later.
+	time.Sleep(300 * time.Millisecond)
+	if got := f.wait(t, a, 2); len(got) != 2 {
+		t.Errorf("a got reveals %v after the swarm held or was receiving everything, want none beyond 2", got)
+	}
+	// Once b holds pb, the swarm holds every piece: the rarest piece a
+	// lacks (pb, one copy) may be revealed to speed the last trades.
+	f.s.have(b, pb)
+	if got := f.wait(t, a, 3); got[2] != pb {
+		t.Errorf("a's last reveal = %d, want %d", got[2], pb)
+	}
+}
+
+// TestScheduleForgetsClosedLeechers: a leecher that leaves frees its
+// pieces for others.
+func TestScheduleForgetsClosedLeechers(t *testing.T) {
+	f := newFakeSwarm(t, 2)
+	a := &torrent.PeerConn{}
+	f.s.add(a)
+	pa := f.wait(t, a, 1)[0]
+	f.s.remove(a)
+	b := &torrent.PeerConn{}
+	f.s.add(b)
+	first := f.wait(t, b, 1)[0]
+	f.s.have(b, first)
+	got := f.wait(t, b, 2)
+	if got[0] != pa && got[1] != pa {
+		t.Errorf("b's reveals %v lack the piece %d its departed leecher was given", got, pa)
+	}
+}
