@@ -74,7 +74,7 @@ func capFactor(m method, sc scenario) float64 {
 	case sc.kind == "slow":
 		return 4 // healthy clients should not wait for the slow one
 	}
-	return 6
+	return 5
 }
 
 type benchImage struct {

@@ -226,6 +226,15 @@ func (s *schedule) remove(pc *torrent.PeerConn) {
 			s.revealAt[i] = time.Time{} // free for others at once
 		}
 	}
+	// A leecher that completed leaves the seeder because both sides are
+	// complete (anacrolix drops mutually complete peers), not the swarm:
+	// it goes on seeding to the others, so its copies still count.
+	// Counting them gone made the seeder re-send the whole image to late
+	// joiners (measured: 2.2 copies from the seeder with half the room
+	// joining at 50%).
+	if !slices.Contains(l.has, false) {
+		return
+	}
 	for i, h := range l.has {
 		if h {
 			s.avail[i]--

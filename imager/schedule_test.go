@@ -118,3 +118,26 @@ func TestScheduleForgetsClosedLeechers(t *testing.T) {
 		t.Errorf("b's reveals %v lack the piece %d its departed leecher was given", got, pa)
 	}
 }
+
+// TestScheduleCountsCompletedLeechersThatLeave: a leecher that completed
+// and left the seeder (mutually complete) still seeds; the seeder must not
+// hand its pieces to a newcomer as if nobody held them.
+func TestScheduleCountsCompletedLeechersThatLeave(t *testing.T) {
+	f := newFakeSwarm(t, 2)
+	a := &torrent.PeerConn{}
+	f.s.add(a)
+	for i := range 2 {
+		f.s.have(a, f.wait(t, a, i+1)[i])
+	}
+	f.s.remove(a) // complete: anacrolix drops the mutually complete conn
+	b := &torrent.PeerConn{}
+	f.s.add(b)
+	// The swarm holds both pieces, so b may get the rarest as a helper,
+	// but a piece a had must not look lost: held stays at 2.
+	f.s.mu.Lock()
+	held := f.s.held
+	f.s.mu.Unlock()
+	if held != 2 {
+		t.Errorf("held = %d after a complete leecher left, want 2", held)
+	}
+}
