@@ -73,6 +73,7 @@ func (m pxeswarmMethod) client(ctx context.Context, r *run, k int) (*proc, error
 type httpMethod struct{}
 
 func (httpMethod) name() string { return "http" }
+
 // HTTP unicast runs the homogeneous scenario only: its time is N×T_min
 // by construction, and the runs are the longest of the matrix.
 func (httpMethod) supports(sc scenario) bool { return sc.kind == "homogeneous" }
