@@ -12,6 +12,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"log"
 	"net"
 	"net/http"
@@ -19,6 +20,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -182,7 +184,7 @@ func benchmark(ctx context.Context, cfg *config, out *os.File) ([]result, error)
 	if err != nil {
 		return nil, err
 	}
-	fmt.Fprintf(out, "bench: R=%d Mbit/s, S=%d MiB, T_min=%.1fs, %d cores\n", cfg.rate/1e6, cfg.size>>20, cfg.tmin().Seconds(), numCPU())
+	fmt.Fprintf(out, "bench: R=%d Mbit/s, S=%d MiB, T_min=%.1fs, %d cores\n", cfg.rate/1e6, cfg.size>>20, cfg.tmin().Seconds(), runtime.NumCPU())
 	var scs []scenario
 	for _, s := range cfg.scenarios {
 		if s == "homogeneous" {
@@ -246,7 +248,7 @@ func makeImage(cfg *config) (*benchImage, error) {
 		return nil, err
 	}
 	defer rnd.Close()
-	if _, err := copyN(f, rnd, cfg.size); err != nil {
+	if _, err := io.CopyN(f, rnd, cfg.size); err != nil {
 		return nil, err
 	}
 	f.Close()

@@ -95,14 +95,15 @@ func (c *completion) unmarshal(ih metainfo.Hash, data []byte) error {
 	return nil
 }
 
-// saveState writes the state atomically (write, fsync, rename).
-func (c *completion) save(path string, ih metainfo.Hash) error {
+// writeState writes a state made by marshal atomically (write, fsync,
+// rename).
+func writeState(path string, data []byte) error {
 	tmp := path + ".tmp"
 	f, err := os.Create(tmp)
 	if err != nil {
 		return fmt.Errorf("save state: %w", err)
 	}
-	if _, err := f.Write(c.marshal(ih)); err != nil {
+	if _, err := f.Write(data); err != nil {
 		f.Close()
 		return fmt.Errorf("save state: %w", err)
 	}

@@ -471,11 +471,7 @@ func (s *Session) sync() error {
 	if s.cfg.StateFile == "" {
 		return nil
 	}
-	c := newCompletion(s.im.NumPieces())
-	if err := c.unmarshal(s.im.InfoHash, snapshot); err != nil {
-		return err
-	}
-	return c.save(s.cfg.StateFile, s.im.InfoHash)
+	return writeState(s.cfg.StateFile, snapshot)
 }
 
 // Seed keeps serving peers for d (0: not at all, <0: until ctx ends).

@@ -51,7 +51,7 @@ Example:
 	if err != nil {
 		return err
 	}
-	pp := newProgressPrinter(log, "fetch", *fs.progress)
+	pp := newProgressPrinter("fetch", *fs.progress)
 	cfg := imager.Config{Image: im, Paths: targets, Mode: imager.Mode(check.val), Listen: *listen,
 		Trackers: trackers, Peers: peers, StateFile: *state, Progress: pp.show,
 		Tuning: imager.Tuning{DownloadLimit: int64(dlLimit), UploadLimit: int64(ulLimit)}, ProgressEvery: 500 * time.Millisecond}

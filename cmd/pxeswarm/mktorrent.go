@@ -40,7 +40,7 @@ Example:
 		return err
 	}
 	log := fs.logger()
-	pp := newProgressPrinter(log, "mktorrent", *fs.progress)
+	pp := newProgressPrinter("mktorrent", *fs.progress)
 	im, err := imager.Create(ctx, log, imager.CreateConfig{
 		Name: *name, Sources: fs.Args(), PieceLength: int64(piece), Table: table.val,
 		Trackers: trackers, WebSeeds: webseeds, Progress: pp.show,

@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"sync"
 	"time"
@@ -24,12 +23,11 @@ type progressPrinter struct {
 	last   time.Time
 	lastSt imager.State
 	drawn  bool
-	log    *slog.Logger
 	name   string
 }
 
-func newProgressPrinter(log *slog.Logger, name string, every time.Duration) *progressPrinter {
-	p := &progressPrinter{w: os.Stdout, every: every, log: log, name: name, width: 100}
+func newProgressPrinter(name string, every time.Duration) *progressPrinter {
+	p := &progressPrinter{w: os.Stdout, every: every, name: name, width: 100}
 	if ws, err := unix.IoctlGetWinsize(int(os.Stdout.Fd()), unix.TIOCGWINSZ); err == nil {
 		p.tty = true
 		if ws.Col > 20 {

@@ -61,7 +61,7 @@ Example:
 			trackers = listFlag{announceURL(ln.Addr())}
 		}
 	}
-	pp := newProgressPrinter(log, "seed", *fs.progress)
+	pp := newProgressPrinter("seed", *fs.progress)
 	cfg := imager.Config{Image: im, Paths: sources, Mode: imager.ModeSeed, Listen: *listen,
 		Trackers: trackers, Progress: pp.show, ProgressEvery: 2 * time.Second}
 	g.Go(func() error {
