@@ -293,7 +293,7 @@ func runOne(ctx context.Context, cfg *config, img *benchImage, m method, sc scen
 		clients[k].stop()
 		if os.Getenv("BENCH_DEBUG") != "" {
 			for _, l := range clients[k].lines {
-				if strings.Contains(l, "request stats") || strings.Contains(l, "fetch finished") {
+				if strings.Contains(l, "fetch finished") {
 					fmt.Println(k, l)
 				}
 			}

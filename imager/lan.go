@@ -4,6 +4,7 @@ import (
 	"log/slog"
 	"net"
 	"runtime"
+	"sync/atomic"
 	"time"
 
 	"github.com/anacrolix/torrent"
@@ -83,7 +84,7 @@ func (tu Tuning) withDefaults() Tuning {
 // clientConfig builds the anacrolix configuration: no DHT, PEX, LSD,
 // UPnP/NAT-PMP, webtorrent, header obfuscation, IPv6 or uTP; peers come
 // from our tracker only.
-func (tu Tuning) clientConfig(log *slog.Logger, st *Storage, listenHost string, sched *schedule) *torrent.ClientConfig {
+func (tu Tuning) clientConfig(log *slog.Logger, st *Storage, listenHost string, sched *schedule, fromSeeders *atomic.Int64) *torrent.ClientConfig {
 	cc := torrent.NewDefaultClientConfig()
 	cc.DefaultStorage = st
 	cc.Slogger = log
@@ -119,6 +120,12 @@ func (tu Tuning) clientConfig(log *slog.Logger, st *Storage, listenHost string, 
 		sched.callbacks(&cc.Callbacks)
 	} else {
 		leecherCallbacks(&cc.Callbacks, st.im.NumPieces())
+		cc.Callbacks.ReceivedUsefulData = append(cc.Callbacks.ReceivedUsefulData, func(e torrent.ReceivedUsefulDataEvent) {
+			pc, ok := e.Peer.TryAsPeerConn()
+			if !ok || isScheduledSeeder(pc.PeerID) {
+				fromSeeders.Add(int64(len(e.Message.Piece))) // a web seed or our seeder
+			}
+		})
 	}
 	// Peer sockets are ours (socket.go): anacrolix opens none.
 	cc.DisableTCP = true

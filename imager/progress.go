@@ -23,18 +23,22 @@ const (
 // Progress is the one progress record that the CLI, the agent's console and
 // the server's status API share.
 type Progress struct {
-	State      State         `json:"state"`
-	Total      int64         `json:"total"`      // bytes in the image
-	Done       int64         `json:"done"`       // bytes verified present
-	Rate       float64       `json:"rate"`       // bytes/s of Done, smoothed
-	UpRate     float64       `json:"up_rate"`    // bytes/s sent to peers, smoothed
-	Peers      int           `json:"peers"`      // connected peers
-	Seeders    int           `json:"seeders"`    // connected peers that hold everything
-	Uploaded   int64         `json:"uploaded"`   // payload bytes sent to peers
-	Downloaded int64         `json:"downloaded"` // payload bytes received from peers
-	Wasted     int64         `json:"wasted"`     // payload bytes received that were not useful
-	BadPieces  int64         `json:"bad_pieces"` // pieces that failed their hash check after download
-	Elapsed    time.Duration `json:"elapsed"`
+	State      State   `json:"state"`
+	Total      int64   `json:"total"`      // bytes in the image
+	Done       int64   `json:"done"`       // bytes verified present
+	Rate       float64 `json:"rate"`       // bytes/s of Done, smoothed
+	UpRate     float64 `json:"up_rate"`    // bytes/s sent to peers, smoothed
+	Peers      int     `json:"peers"`      // connected peers
+	Seeders    int     `json:"seeders"`    // connected peers that hold everything
+	Uploaded   int64   `json:"uploaded"`   // payload bytes sent to peers
+	Downloaded int64   `json:"downloaded"` // payload bytes received from peers
+	// FromSeeders is the useful part of Downloaded that came from image
+	// hosts (pxeswarm seeders and web seeds); the rest came from other
+	// machines in the swarm.
+	FromSeeders int64         `json:"from_seeders"`
+	Wasted      int64         `json:"wasted"`     // payload bytes received that were not useful
+	BadPieces   int64         `json:"bad_pieces"` // pieces that failed their hash check after download
+	Elapsed     time.Duration `json:"elapsed"`
 	// Took is the time from start until the image was complete; 0 while
 	// it is not.
 	Took time.Duration `json:"took,omitempty"`

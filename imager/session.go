@@ -90,6 +90,7 @@ type Session struct {
 	mu       sync.Mutex
 	state    State
 	verified atomic.Int64 // bytes hashed while verifying
+	fromSeed atomic.Int64 // useful bytes from image hosts
 	err      error
 
 	sched      *schedule // the seeder's schedule; nil when fetching
@@ -179,7 +180,7 @@ func (c Config) Start(ctx context.Context, log *slog.Logger) (*Session, error) {
 		s.stopReporting()
 		return nil, fmt.Errorf("listen for peers on %q: is the port free? %w", c.Listen, err)
 	}
-	cl, err := torrent.NewClient(tu.clientConfig(s.log, st, host, s.sched))
+	cl, err := torrent.NewClient(tu.clientConfig(s.log, st, host, s.sched, &s.fromSeed))
 	if err != nil {
 		s.stopReporting()
 		if s.sched != nil {
@@ -410,6 +411,7 @@ func (s *Session) Progress() Progress {
 		p.Uploaded = ts.BytesWrittenData.Int64()
 		p.UpRate = s.upMtr.update(time.Now(), p.Uploaded)
 		p.Downloaded = ts.BytesReadData.Int64()
+		p.FromSeeders = s.fromSeed.Load()
 		p.Wasted = ts.BytesReadData.Int64() - ts.BytesReadUsefulData.Int64()
 		p.BadPieces = ts.PiecesDirtiedBad.Int64()
 	}

@@ -58,11 +58,13 @@ Example:
 	p, err := cfg.Run(ctx, log, *seedFor)
 	pp.done()
 	log.Info("fetch finished", "state", p.State, "took", p.Took, "elapsed", p.Elapsed,
-		"received_bytes", p.Downloaded, "sent_bytes", p.Uploaded, "wasted_bytes", p.Wasted, "bad_pieces", p.BadPieces)
+		"received_bytes", p.Downloaded, "sent_bytes", p.Uploaded, "wasted_bytes", p.Wasted, "bad_pieces", p.BadPieces,
+		"from_seeders_bytes", p.FromSeeders)
 	if err != nil {
 		return fmt.Errorf("image %s: %w", im.Name, err)
 	}
-	fmt.Printf("fetch: done %s (%s) in %s, received %s, sent %s\n", im.Name, imager.FormatBytes(im.Length),
-		p.Took.Round(time.Second/10), imager.FormatBytes(p.Downloaded), imager.FormatBytes(p.Uploaded))
+	fmt.Printf("fetch: done %s (%s) in %s, received %s (%s from image hosts, %s from other machines), sent %s\n",
+		im.Name, imager.FormatBytes(im.Length), p.Took.Round(time.Second/10), imager.FormatBytes(p.Downloaded),
+		imager.FormatBytes(p.FromSeeders), imager.FormatBytes(max(0, p.Downloaded-p.Wasted-p.FromSeeders)), imager.FormatBytes(p.Uploaded))
 	return nil
 }
