@@ -28,6 +28,7 @@ unit:
 fuzz:
 	$(GO) test -run=NONE -fuzz='^FuzzLoad$$' -fuzztime=$(FUZZTIME) ./imager/
 	$(GO) test -run=NONE -fuzz='^FuzzParseAnnounce$$' -fuzztime=$(FUZZTIME) ./tracker/
+	$(GO) test -run=NONE -fuzz='^FuzzVerify$$' -fuzztime=$(FUZZTIME) ./pxe/
 
 # The fleet benchmark on a simulated LAN (network namespaces, needs root):
 # every method side by side; writes docs/BENCHMARKS.md and docs/bench.svg.

@@ -11,6 +11,8 @@ want tc iproute2
 want curl curl
 want udp-sender udpcast
 want nft nftables
+want tftp tftp-hpa
+[ -e /usr/lib/ipxe/undionly.kpxe ] || need+=(ipxe)
 want transmission-cli transmission-cli
 if [ ${#need[@]} -gt 0 ]; then
 	if [ "$(id -u)" -ne 0 ]; then

@@ -1,0 +1,209 @@
+package pxe
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// A Plan tells one machine what to do. The server signs it with its
+// ed25519 key; the agent verifies it with the public key built into its
+// initramfs and never writes a disk on a plan that does not verify.
+type Plan struct {
+	MAC     string `json:"mac"`     // the machine, lower-case aa:bb:cc:dd:ee:ff
+	TaskID  string `json:"task_id"` // the task this plan belongs to
+	Image   string `json:"image"`   // image name
+	Torrent string `json:"torrent"` // URL of the image torrent
+	// InfoHash pins the torrent: the agent refuses a torrent whose
+	// info-hash differs, so the plan signs the bytes, not only the URL.
+	InfoHash string   `json:"info_hash"`
+	Trackers []string `json:"trackers,omitempty"` // announce URLs; empty: the torrent's
+	Target   Target   `json:"target"`
+	// CreateTable makes the partition table from the image's layout
+	// before writing (a blank or replaced disk).
+	CreateTable bool      `json:"create_table"`
+	CheckMode   string    `json:"check"`    // "fresh" or "verify"
+	SeedFor     string    `json:"seed_for"` // Go duration to keep seeding after completion
+	After       string    `json:"after"`    // "reboot", "poweroff" or "shell"
+	Issued      time.Time `json:"issued"`
+}
+
+// Target selects where the image goes. Exactly one selector is set.
+type Target struct {
+	Disk      string `json:"disk,omitempty"`      // a whole disk: "first" (the first non-removable disk that is not the boot medium) or a device name such as "vda" or "nvme0n1"
+	Partition int    `json:"partition,omitempty"` // a partition number on the chosen disk
+	Label     string `json:"label,omitempty"`     // a GPT partition name
+	GUID      string `json:"guid,omitempty"`      // a GPT unique partition GUID
+}
+
+// Sentinel errors for plan checks.
+var (
+	ErrBadPlan      = errors.New("bad plan")
+	ErrBadSignature = errors.New("plan signature does not verify")
+)
+
+// Check validates the plan's fields; errors wrap ErrBadPlan and say what
+// to fix on the server.
+func (p *Plan) Check() error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: %s", ErrBadPlan, fmt.Sprintf(format, args...))
+	}
+	if _, err := parseMAC(p.MAC); err != nil {
+		return bad("mac %q: %v", p.MAC, err)
+	}
+	if p.Image == "" || p.Torrent == "" {
+		return bad("no image or torrent URL: assign an image to the task")
+	}
+	if len(p.InfoHash) != 40 || strings.Trim(strings.ToLower(p.InfoHash), "0123456789abcdef") != "" {
+		return bad("info_hash %q: want 40 hex digits", p.InfoHash)
+	}
+	n := 0
+	for _, set := range []bool{p.Target.Disk != "", p.Target.Label != "", p.Target.GUID != ""} {
+		if set {
+			n++
+		}
+	}
+	if n != 1 || (p.Target.Partition != 0 && p.Target.Disk == "") || p.Target.Partition < 0 {
+		return bad("target %+v: set exactly one of disk, label or guid (partition goes with disk)", p.Target)
+	}
+	switch p.CheckMode {
+	case "fresh", "verify":
+	default:
+		return bad("check %q: want fresh or verify", p.CheckMode)
+	}
+	if p.SeedFor != "" {
+		if d, err := time.ParseDuration(p.SeedFor); err != nil || d < 0 {
+			return bad("seed_for %q: want a Go duration such as 10m", p.SeedFor)
+		}
+	}
+	switch p.After {
+	case "reboot", "poweroff", "shell":
+	default:
+		return bad("after %q: want reboot, poweroff or shell", p.After)
+	}
+	return nil
+}
+
+func parseMAC(s string) (string, error) {
+	parts := strings.Split(s, ":")
+	if len(parts) != 6 {
+		return "", errors.New("want six colon-separated hex bytes")
+	}
+	for _, p := range parts {
+		if len(p) != 2 || strings.Trim(p, "0123456789abcdef") != "" {
+			return "", errors.New("want lower-case hex bytes such as 52:54:00:12:34:56")
+		}
+	}
+	return s, nil
+}
+
+// SignedPlan is what the server sends: the plan's exact JSON bytes and an
+// ed25519 signature over them. Verifying the bytes as sent, rather than a
+// re-encoding, means no canonical JSON form is needed.
+type SignedPlan struct {
+	Plan      json.RawMessage `json:"plan"`
+	Signature string          `json:"signature"` // base64 (standard, padded)
+}
+
+// Sign encodes and signs a checked plan.
+func Sign(p *Plan, key ed25519.PrivateKey) ([]byte, error) {
+	if err := p.Check(); err != nil {
+		return nil, err
+	}
+	body, err := json.Marshal(p)
+	if err != nil {
+		return nil, err
+	}
+	return json.Marshal(SignedPlan{Plan: body, Signature: base64.StdEncoding.EncodeToString(ed25519.Sign(key, body))})
+}
+
+// MaxPlanBytes bounds what Verify reads.
+const MaxPlanBytes = 64 << 10
+
+// Verify checks a signed plan against the server's public key and returns
+// the plan. Anything else (bad JSON, a missing or wrong signature, a plan
+// for another machine, bad fields) is an error: the agent must not touch
+// a disk.
+func Verify(data []byte, pub ed25519.PublicKey, mac string) (*Plan, error) {
+	if len(data) > MaxPlanBytes {
+		return nil, fmt.Errorf("%w: %d bytes is more than a plan can be", ErrBadPlan, len(data))
+	}
+	if len(pub) != ed25519.PublicKeySize {
+		return nil, fmt.Errorf("%w: no server public key built in: rebuild the initramfs with the server's key", ErrBadSignature)
+	}
+	var sp SignedPlan
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&sp); err != nil {
+		return nil, fmt.Errorf("%w: not a signed plan (%v): is the server URL right?", ErrBadPlan, err)
+	}
+	sig, err := base64.StdEncoding.DecodeString(sp.Signature)
+	if err != nil || len(sig) != ed25519.SignatureSize {
+		return nil, fmt.Errorf("%w: the plan is unsigned or its signature is malformed", ErrBadSignature)
+	}
+	if !ed25519.Verify(pub, sp.Plan, sig) {
+		return nil, fmt.Errorf("%w: signed by another key or changed on the way: check that this initramfs was built for this server (pxeswarm build initramfs) and that nothing rewrites HTTP in between", ErrBadSignature)
+	}
+	var p Plan
+	dec = json.NewDecoder(bytes.NewReader(sp.Plan))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&p); err != nil {
+		return nil, fmt.Errorf("%w: signed plan does not decode (%v): server and agent versions differ?", ErrBadPlan, err)
+	}
+	if err := p.Check(); err != nil {
+		return nil, err
+	}
+	if mac != "" && p.MAC != strings.ToLower(mac) {
+		return nil, fmt.Errorf("%w: plan is for %s, this machine is %s", ErrBadPlan, p.MAC, mac)
+	}
+	return &p, nil
+}
+
+// LoadOrCreateKey reads the server's ed25519 key from dir/plan-key, or
+// makes one on first start (mode 0600) and writes the public half to
+// dir/plan-key.pub for the initramfs builder.
+func LoadOrCreateKey(dir string) (ed25519.PrivateKey, error) {
+	path := filepath.Join(dir, "plan-key")
+	data, err := os.ReadFile(path)
+	if err == nil {
+		seed, err := base64.StdEncoding.DecodeString(strings.TrimSpace(string(data)))
+		if err != nil || len(seed) != ed25519.SeedSize {
+			return nil, fmt.Errorf("plan key %s is damaged: restore it from backup, or delete it to make a new one (then rebuild the initramfs)", path)
+		}
+		return ed25519.NewKeyFromSeed(seed), nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("read plan key: %w", err)
+	}
+	pub, key, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("state folder %s: %w", dir, err)
+	}
+	if err := os.WriteFile(path, []byte(base64.StdEncoding.EncodeToString(key.Seed())+"\n"), 0o600); err != nil {
+		return nil, fmt.Errorf("write plan key: %w", err)
+	}
+	if err := os.WriteFile(path+".pub", []byte(base64.StdEncoding.EncodeToString(pub)+"\n"), 0o644); err != nil {
+		return nil, fmt.Errorf("write public plan key: %w", err)
+	}
+	return key, nil
+}
+
+// ParsePublicKey reads a public key as written to plan-key.pub.
+func ParsePublicKey(data []byte) (ed25519.PublicKey, error) {
+	b, err := base64.StdEncoding.DecodeString(strings.TrimSpace(string(data)))
+	if err != nil || len(b) != ed25519.PublicKeySize {
+		return nil, fmt.Errorf("not a pxeswarm public plan key (base64 of %d bytes): use the server's plan-key.pub", ed25519.PublicKeySize)
+	}
+	return ed25519.PublicKey(b), nil
+}

@@ -1,0 +1,152 @@
+package pxe
+
+import (
+	"crypto/ed25519"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func testPlan() *Plan {
+	return &Plan{
+		MAC: "52:54:00:12:34:56", TaskID: "t1", Image: "win11",
+		Torrent: "http://198.18.0.1:8080/images/win11.torrent", InfoHash: strings.Repeat("ab", 20),
+		Target: Target{Disk: "first"}, CreateTable: true, CheckMode: "fresh", SeedFor: "10m", After: "reboot",
+		Issued: time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC),
+	}
+}
+
+func TestSignVerify(t *testing.T) {
+	key, err := LoadOrCreateKey(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub := key.Public().(ed25519.PublicKey)
+	data, err := Sign(testPlan(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := Verify(data, pub, "52:54:00:12:34:56")
+	if err != nil {
+		t.Fatalf("Verify(signed plan) = %v", err)
+	}
+	if p.Image != "win11" || p.Target.Disk != "first" {
+		t.Errorf("Verify returned %+v", p)
+	}
+	otherPub, _, _ := ed25519.GenerateKey(nil)
+	tamper := func(f func(*SignedPlan)) []byte {
+		var sp SignedPlan
+		json.Unmarshal(data, &sp)
+		f(&sp)
+		b, _ := json.Marshal(sp)
+		return b
+	}
+	for _, tc := range []struct {
+		name string
+		data []byte
+		pub  ed25519.PublicKey
+		mac  string
+		want error
+	}{
+		{"unsigned", tamper(func(sp *SignedPlan) { sp.Signature = "" }), pub, "", ErrBadSignature},
+		{"tampered target", tamper(func(sp *SignedPlan) {
+			sp.Plan = json.RawMessage(strings.Replace(string(sp.Plan), `"first"`, `"sdb"`, 1))
+		}), pub, "", ErrBadSignature},
+		{"signed by another key", data, otherPub, "", ErrBadSignature},
+		{"no key built in", data, nil, "", ErrBadSignature},
+		{"another machine", data, pub, "52:54:00:00:00:01", ErrBadPlan},
+		{"not json", []byte("<html>"), pub, "", ErrBadPlan},
+		{"truncated", data[:len(data)/2], pub, "", ErrBadPlan},
+		{"bad signature encoding", tamper(func(sp *SignedPlan) { sp.Signature = "!!" }), pub, "", ErrBadSignature},
+	} {
+		if _, err := Verify(tc.data, tc.pub, tc.mac); !errors.Is(err, tc.want) {
+			t.Errorf("%s: Verify() error = %v, want %v", tc.name, err, tc.want)
+		}
+	}
+}
+
+func TestSignRefusesBadPlans(t *testing.T) {
+	key, _ := LoadOrCreateKey(t.TempDir())
+	for _, tc := range []struct {
+		name string
+		edit func(*Plan)
+	}{
+		{"bad mac", func(p *Plan) { p.MAC = "52-54-00-12-34-56" }},
+		{"no target", func(p *Plan) { p.Target = Target{} }},
+		{"two targets", func(p *Plan) { p.Target.Label = "Windows" }},
+		{"partition without disk", func(p *Plan) { p.Target = Target{Partition: 2, Label: "x"} }},
+		{"bad check", func(p *Plan) { p.CheckMode = "maybe" }},
+		{"bad after", func(p *Plan) { p.After = "dance" }},
+		{"bad seed_for", func(p *Plan) { p.SeedFor = "ten minutes" }},
+		{"bad info-hash", func(p *Plan) { p.InfoHash = "xyz" }},
+	} {
+		p := testPlan()
+		tc.edit(p)
+		if _, err := Sign(p, key); !errors.Is(err, ErrBadPlan) {
+			t.Errorf("%s: Sign() error = %v, want ErrBadPlan", tc.name, err)
+		}
+	}
+}
+
+func TestKeyIsKept(t *testing.T) {
+	dir := t.TempDir()
+	k1, err := LoadOrCreateKey(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k2, err := LoadOrCreateKey(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !k1.Equal(k2) {
+		t.Errorf("LoadOrCreateKey made a new key on the second start")
+	}
+	st, _ := os.Stat(filepath.Join(dir, "plan-key"))
+	if st.Mode().Perm() != 0o600 {
+		t.Errorf("plan-key mode = %v, want 0600", st.Mode().Perm())
+	}
+	pubData, _ := os.ReadFile(filepath.Join(dir, "plan-key.pub"))
+	pub, err := ParsePublicKey(pubData)
+	if err != nil || !pub.Equal(k1.Public()) {
+		t.Errorf("plan-key.pub = %q (%v), want the key's public half", pubData, err)
+	}
+	os.WriteFile(filepath.Join(dir, "plan-key"), []byte("garbage"), 0o600)
+	if _, err := LoadOrCreateKey(dir); err == nil || !strings.Contains(err.Error(), "damaged") {
+		t.Errorf("LoadOrCreateKey(damaged) = %v, want a damaged-key error", err)
+	}
+}
+
+// FuzzVerify: whatever arrives over HTTP, Verify never panics and never
+// returns a plan unless the signature verifies.
+func FuzzVerify(f *testing.F) {
+	seed := make([]byte, ed25519.SeedSize)
+	key := ed25519.NewKeyFromSeed(seed)
+	pub := key.Public().(ed25519.PublicKey)
+	good, _ := Sign(testPlan(), key)
+	f.Add(good)
+	f.Add([]byte(`{"plan":{},"signature":""}`))
+	f.Add([]byte(`{"plan":"x","signature":"` + base64.StdEncoding.EncodeToString(make([]byte, 64)) + `"}`))
+	f.Add([]byte("null"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		p, err := Verify(data, pub, "")
+		if err != nil {
+			if !errors.Is(err, ErrBadPlan) && !errors.Is(err, ErrBadSignature) {
+				t.Fatalf("Verify error %v wraps neither sentinel", err)
+			}
+			return
+		}
+		var sp SignedPlan
+		if json.Unmarshal(data, &sp) != nil {
+			t.Fatalf("accepted undecodable input")
+		}
+		sig, _ := base64.StdEncoding.DecodeString(sp.Signature)
+		if !ed25519.Verify(pub, sp.Plan, sig) || p.Check() != nil {
+			t.Fatalf("accepted a plan whose signature or fields do not check")
+		}
+	})
+}
