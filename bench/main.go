@@ -4,7 +4,7 @@
 // multicast and Transmission, side by side in one run on the same image
 // and links. It writes docs/BENCHMARKS.md and a plot. Run it as root:
 //
-//	make bench          # the whole matrix, about 25 minutes
+//	make bench          # the whole matrix, about 30–35 minutes
 //	make bench-quick    # N=4, pxeswarm against HTTP unicast
 package main
 

@@ -118,7 +118,7 @@ func Create(ctx context.Context, log *slog.Logger, cfg CreateConfig) (*Image, er
 		"pieces", n, "piece_size", FormatBytes(cfg.PieceLength))
 
 	var hashed atomic.Int64
-	stop := reportEvery(ctx, 500*time.Millisecond, func(final bool) {
+	stop := reportEvery(ctx, 500*time.Millisecond, func() {
 		if cfg.Progress != nil {
 			cfg.Progress(Progress{State: StateHashing, Total: sp.length, Done: hashed.Load()})
 		}
@@ -153,8 +153,8 @@ func Create(ctx context.Context, log *slog.Logger, cfg CreateConfig) (*Image, er
 }
 
 // reportEvery calls f every period until the returned stop is called, then
-// once more with final=true.
-func reportEvery(ctx context.Context, period time.Duration, f func(final bool)) (stop func()) {
+// once more.
+func reportEvery(ctx context.Context, period time.Duration, f func()) (stop func()) {
 	done := make(chan struct{})
 	exited := make(chan struct{})
 	go func() {
@@ -164,7 +164,7 @@ func reportEvery(ctx context.Context, period time.Duration, f func(final bool)) 
 		for {
 			select {
 			case <-t.C:
-				f(false)
+				f()
 			case <-ctx.Done():
 				return
 			case <-done:
@@ -175,7 +175,7 @@ func reportEvery(ctx context.Context, period time.Duration, f func(final bool)) 
 	return func() {
 		close(done)
 		<-exited
-		f(true)
+		f()
 	}
 }
 

@@ -79,12 +79,20 @@ func OpenTarget(path string, length int64) (*Device, error) {
 		}
 		d.Size = length
 	}
-	if d.Size < length {
+	if err := d.fits(length); err != nil {
 		f.Close()
-		return nil, fmt.Errorf("%w: target %s (%s) is smaller than its image part (%s): pick a larger disk or partition",
-			ErrTooSmall, path, FormatBytes(d.Size), FormatBytes(length))
+		return nil, err
 	}
 	return d, nil
+}
+
+// fits reports, wrapping ErrTooSmall, whether d can hold length bytes.
+func (d *Device) fits(length int64) error {
+	if d.Size < length {
+		return fmt.Errorf("%w: target %s (%s) is smaller than its image part (%s): pick a larger disk or partition",
+			ErrTooSmall, d.Path, FormatBytes(d.Size), FormatBytes(length))
+	}
+	return nil
 }
 
 func describe(f *os.File, path string) (*Device, error) {

@@ -12,8 +12,6 @@ var (
 	ErrTooSmall = errors.New("target too small")
 	// ErrTargets: the number of targets does not match the image's parts.
 	ErrTargets = errors.New("wrong number of targets")
-	// ErrPieceHash: data on a disk does not match the torrent's hash.
-	ErrPieceHash = errors.New("piece hash mismatch")
 	// ErrBadState: a saved resume state does not belong to this image.
 	ErrBadState = errors.New("bad resume state")
 )

@@ -154,7 +154,7 @@ func (c Config) Start(ctx context.Context, log *slog.Logger) (*Session, error) {
 	}
 
 	if c.Progress != nil {
-		s.stopReport = reportEvery(context.Background(), c.ProgressEvery, func(bool) { c.Progress(s.Progress()) })
+		s.stopReport = reportEvery(context.Background(), c.ProgressEvery, func() { c.Progress(s.Progress()) })
 	}
 	switch c.Mode {
 	case ModeSeed:
@@ -311,11 +311,7 @@ func checkTarget(path string, length int64) error {
 	if err != nil {
 		return err
 	}
-	if d.Size < length {
-		return fmt.Errorf("%w: target %s (%s) is smaller than its image part (%s): pick a larger disk or partition",
-			ErrTooSmall, path, FormatBytes(d.Size), FormatBytes(length))
-	}
-	return nil
+	return d.fits(length)
 }
 
 // verify hashes the targets and marks the pieces that match.

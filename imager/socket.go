@@ -15,13 +15,11 @@ import (
 //     one is given (a multi-homed image host, or many peers on one test
 //     host), so peers and the tracker see the address we listen on.
 //   - Every peer connection gets a small TCP_NOTSENT_LOWAT (setNotSentLowat,
-//     _linux.go). anacrolix cancels and re-issues chunk requests when a
-//     faster peer frees up; data already queued in a deep socket buffer
-//     cannot be cancelled and arrives twice. Measured on the benchmark LAN
-//     (16 leechers, 50 Mbit/s links), a quarter or more of every client's
-//     download was such waste. Keeping at most a few chunks unsent in the
-//     kernel also keeps Have and Request messages from waiting behind
-//     megabytes of piece data.
+//     _linux.go), so Have and Request messages do not wait behind megabytes
+//     of piece data queued in the kernel, and little of a cancelled
+//     request is already queued there. On the bench LAN it did not change
+//     the duplicate data measured by itself (fewer connections per peer
+//     did, see docs/SWARM.md); it stays for the message latency.
 
 type peerListener struct{ net.Listener }
 

@@ -4,7 +4,7 @@ import (
 	"bytes"
 	"context"
 	"github.com/pin/tftp/v3"
-	"log/slog"
+	"github.com/pxeswarm/pxeswarm/imager"
 	"net"
 	"os"
 	"os/exec"
@@ -41,7 +41,7 @@ func TestTFTPWithTFTPHPA(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() {
-		done <- TFTPConfig{Root: root}.Serve(ctx, slog.New(slog.NewTextHandler(testWriter{t}, nil)), conn)
+		done <- TFTPConfig{Root: root}.Serve(ctx, imager.TestLogger(t), conn)
 	}()
 	defer func() {
 		cancel()
@@ -74,13 +74,6 @@ func TestTFTPWithTFTPHPA(t *testing.T) {
 			t.Errorf("tftp get %q: no error reported: %s", bad, res)
 		}
 	}
-}
-
-type testWriter struct{ t *testing.T }
-
-func (w testWriter) Write(b []byte) (int, error) {
-	w.t.Log(strings.TrimSpace(string(b)))
-	return len(b), nil
 }
 
 // TestTFTPOptions: blksize (RFC 2348) and tsize (RFC 2349), as PXE ROMs
