@@ -1,0 +1,352 @@
+// Package qemu runs QEMU machines for pxeswarm's boot tests and the virtual
+// classroom. It follows hugelgupf/vmtest's design: the serial console is a
+// pty, a test expects console markers in order (each with its own
+// deadline), the whole machine has a hard timeout, `-no-reboot` is set and
+// the QEMU command line is logged so a run can be reproduced.
+//
+// Software emulation (TCG) is the default: on these machines QEMU with KVM
+// hangs or aborts. Set PXESWARM_QEMU_KVM=1 to try KVM.
+//
+// It owns the QEMU process and its console. It does not own the network it
+// is attached to (the caller makes the namespace, bridge and tap).
+package qemu
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Firmware picks the machine's firmware.
+type Firmware string
+
+const (
+	// BIOS is SeaBIOS with the NIC's iPXE option ROM (Debian's ipxe-qemu),
+	// as on a PC whose network card has a PXE ROM.
+	BIOS Firmware = "bios"
+	// UEFI is OVMF with its own network stack and PXE (the NIC's option
+	// ROM is turned off), as on a current UEFI PC.
+	UEFI Firmware = "uefi"
+)
+
+// Default firmware files from Debian's ovmf package.
+const OVMF = "/usr/share/qemu/OVMF.fd"
+
+// Disk is one virtio disk.
+type Disk struct {
+	Path   string
+	Format string // "raw" (default) or "qcow2"
+	Serial string // shows up as /dev/disk/by-id/virtio-<serial>
+	// USB attaches the disk as a USB mass-storage stick instead of virtio.
+	USB bool
+}
+
+// Config describes one machine.
+type Config struct {
+	// Name labels logs.
+	Name     string
+	Firmware Firmware
+	// Memory in MiB; default 512. CPUs; default 1.
+	Memory int
+	CPUs   int
+	// Kernel, Initramfs and Append boot Linux directly (no firmware boot
+	// path). Leave Kernel empty to boot through the firmware.
+	Kernel    string
+	Initramfs string
+	Append    string
+	// BootNetwork tries PXE first, then the disks.
+	BootNetwork bool
+	// NetNS runs QEMU inside this network namespace (ip netns exec), so
+	// Tap can live there.
+	NetNS string
+	// Tap is the tap device for the NIC (created by the caller); empty
+	// means no network.
+	Tap string
+	// MAC of the NIC, e.g. "52:54:00:12:34:56".
+	MAC   string
+	Disks []Disk
+	// Timeout kills the machine; default 5 minutes.
+	Timeout time.Duration
+	// Console, if set, receives a copy of everything on the serial console.
+	Console io.Writer
+	// Extra arguments for QEMU.
+	Extra []string
+}
+
+// VM is a running machine.
+type VM struct {
+	cfg    Config
+	cmd    *exec.Cmd
+	args   []string
+	cancel context.CancelFunc
+
+	mu      sync.Mutex
+	out     bytes.Buffer
+	cursor  int
+	changed chan struct{}
+	done    chan struct{}
+	waitErr error
+}
+
+// KVM reports whether the environment asks for KVM (PXESWARM_QEMU_KVM=1).
+func KVM() bool { return os.Getenv("PXESWARM_QEMU_KVM") == "1" }
+
+// Args builds the QEMU command line (without the binary).
+func (c Config) Args() ([]string, error) {
+	mem, cpus := c.Memory, c.CPUs
+	if mem == 0 {
+		mem = 512
+	}
+	if cpus == 0 {
+		cpus = 1
+	}
+	accel := "tcg"
+	if KVM() {
+		accel = "kvm"
+	}
+	a := []string{
+		"-accel", accel, "-m", fmt.Sprint(mem), "-smp", fmt.Sprint(cpus),
+		"-display", "none", "-monitor", "none", "-serial", "stdio",
+		"-no-reboot", "-nodefaults", "-no-user-config",
+	}
+	switch c.Firmware {
+	case BIOS, "":
+	case UEFI:
+		if _, err := os.Stat(OVMF); err != nil {
+			return nil, fmt.Errorf("qemu: UEFI firmware %s: %w (install Debian's ovmf package)", OVMF, err)
+		}
+		a = append(a, "-bios", OVMF)
+	default:
+		return nil, fmt.Errorf("qemu: unknown firmware %q: use %q or %q", c.Firmware, BIOS, UEFI)
+	}
+	if c.Kernel != "" {
+		a = append(a, "-kernel", c.Kernel, "-append", c.Append)
+		if c.Initramfs != "" {
+			a = append(a, "-initrd", c.Initramfs)
+		}
+	}
+	if c.Tap != "" {
+		a = append(a, "-netdev", "tap,id=n0,ifname="+c.Tap+",script=no,downscript=no")
+		dev := "virtio-net-pci,netdev=n0"
+		if c.MAC != "" {
+			dev += ",mac=" + c.MAC
+		}
+		if c.Firmware == UEFI {
+			// OVMF's own virtio-net driver and PXE, like a UEFI PC's
+			// firmware; the iPXE ROM would take over the NIC instead.
+			dev += ",romfile="
+		}
+		a = append(a, "-device", dev)
+	}
+	usb := false
+	for i, d := range c.Disks {
+		f := d.Format
+		if f == "" {
+			f = "raw"
+		}
+		id := fmt.Sprintf("d%d", i)
+		a = append(a, "-drive", fmt.Sprintf("file=%s,format=%s,if=none,id=%s", d.Path, f, id))
+		if d.USB {
+			if !usb {
+				a = append(a, "-device", "qemu-xhci,id=xhci")
+				usb = true
+			}
+			dev := "usb-storage,bus=xhci.0,drive=" + id
+			if d.Serial != "" {
+				dev += ",serial=" + d.Serial
+			}
+			a = append(a, "-device", dev)
+			continue
+		}
+		dev := "virtio-blk-pci,drive=" + id
+		if d.Serial != "" {
+			dev += ",serial=" + d.Serial
+		}
+		a = append(a, "-device", dev)
+	}
+	if c.BootNetwork {
+		a = append(a, "-boot", "order=nc")
+	}
+	return append(a, c.Extra...), nil
+}
+
+// Start launches the machine. The returned VM must be Waited for or Killed.
+func (c Config) Start(ctx context.Context, log *slog.Logger) (*VM, error) {
+	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
+		return nil, fmt.Errorf("qemu: %w (install Debian's qemu-system-x86 package)", err)
+	}
+	args, err := c.Args()
+	if err != nil {
+		return nil, err
+	}
+	if c.Timeout == 0 {
+		c.Timeout = 5 * time.Minute
+	}
+	argv := append([]string{"qemu-system-x86_64"}, args...)
+	if c.NetNS != "" {
+		argv = append([]string{"ip", "netns", "exec", c.NetNS}, argv...)
+	}
+	master, slave, err := openPTY()
+	if err != nil {
+		return nil, fmt.Errorf("qemu: console pty: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.Timeout)
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
+	cmd.WaitDelay = 5 * time.Second
+	log.Info("qemu: starting", "name", c.Name, "cmd", shellQuote(argv))
+	if err := cmd.Start(); err != nil {
+		cancel()
+		master.Close()
+		slave.Close()
+		return nil, fmt.Errorf("qemu: start: %w", err)
+	}
+	slave.Close()
+	vm := &VM{cfg: c, cmd: cmd, args: argv, cancel: cancel, changed: make(chan struct{}), done: make(chan struct{})}
+	read := make(chan struct{})
+	go func() {
+		defer close(read)
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := master.Read(buf)
+			if n > 0 {
+				vm.mu.Lock()
+				vm.out.Write(buf[:n])
+				if c.Console != nil {
+					c.Console.Write(buf[:n])
+				}
+				close(vm.changed)
+				vm.changed = make(chan struct{})
+				vm.mu.Unlock()
+			}
+			if err != nil { // EIO once QEMU has exited
+				return
+			}
+		}
+	}()
+	go func() {
+		err := cmd.Wait()
+		<-read
+		master.Close()
+		if ctx.Err() == context.DeadlineExceeded {
+			err = fmt.Errorf("qemu: %s killed after its %v timeout: %w", c.Name, c.Timeout, ctx.Err())
+		}
+		vm.mu.Lock()
+		vm.waitErr = err
+		vm.mu.Unlock()
+		close(vm.done)
+		cancel()
+	}()
+	return vm, nil
+}
+
+// CommandLine is the command as run, quoted for a shell.
+func (vm *VM) CommandLine() string { return shellQuote(vm.args) }
+
+// Console returns everything the machine printed so far.
+func (vm *VM) Console() string {
+	vm.mu.Lock()
+	defer vm.mu.Unlock()
+	return vm.out.String()
+}
+
+// ErrExited is returned by Expect when the machine stopped before the
+// marker appeared.
+var ErrExited = errors.New("machine exited")
+
+// Expect waits until marker appears on the console after the previous
+// match. It returns the console line holding the marker.
+func (vm *VM) Expect(marker string, timeout time.Duration) (string, error) {
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	for {
+		vm.mu.Lock()
+		rest := vm.out.Bytes()[vm.cursor:]
+		if i := bytes.Index(rest, []byte(marker)); i >= 0 {
+			start := bytes.LastIndexByte(rest[:i], '\n') + 1
+			end := bytes.IndexByte(rest[i:], '\n')
+			if end < 0 {
+				select {
+				case <-vm.done:
+				default:
+					// Wait for the rest of the line (bounded by the
+					// deadline), so callers can parse it.
+					changed := vm.changed
+					vm.mu.Unlock()
+					select {
+					case <-changed:
+						continue
+					case <-vm.done:
+						continue
+					case <-deadline.C:
+						return "", fmt.Errorf("waiting for the end of the line holding %q on %s: not seen within %v", marker, vm.cfg.Name, timeout)
+					}
+				}
+				end = len(rest)
+			} else {
+				end += i
+			}
+			line := strings.TrimRight(string(rest[start:end]), "\r")
+			vm.cursor += i + len(marker)
+			vm.mu.Unlock()
+			return line, nil
+		}
+		changed := vm.changed
+		vm.mu.Unlock()
+		select {
+		case <-changed:
+		case <-vm.done:
+			// One last look: output may have arrived with the exit.
+			vm.mu.Lock()
+			found := bytes.Contains(vm.out.Bytes()[vm.cursor:], []byte(marker))
+			vm.mu.Unlock()
+			if found {
+				continue
+			}
+			return "", fmt.Errorf("waiting for %q: %s %w (%v)", marker, vm.cfg.Name, ErrExited, vm.err())
+		case <-deadline.C:
+			return "", fmt.Errorf("waiting for %q on %s: not seen within %v", marker, vm.cfg.Name, timeout)
+		}
+	}
+}
+
+func (vm *VM) err() error {
+	vm.mu.Lock()
+	defer vm.mu.Unlock()
+	return vm.waitErr
+}
+
+// Wait waits for QEMU to exit (the guest powered off, or the timeout).
+func (vm *VM) Wait() error {
+	<-vm.done
+	return vm.err()
+}
+
+// Done is closed when QEMU has exited.
+func (vm *VM) Done() <-chan struct{} { return vm.done }
+
+// Kill stops the machine and waits for it.
+func (vm *VM) Kill() error {
+	vm.cancel()
+	<-vm.done
+	return nil
+}
+
+func shellQuote(argv []string) string {
+	q := make([]string, len(argv))
+	for i, a := range argv {
+		if a == "" || strings.ContainsAny(a, " \t'\"$\\;&|<>*?()") {
+			a = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+		}
+		q[i] = a
+	}
+	return strings.Join(q, " ")
+}
