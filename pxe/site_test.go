@@ -1,0 +1,113 @@
+package pxe
+
+import (
+	"errors"
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestExampleSiteParses(t *testing.T) {
+	s, err := LoadSite("../docs/site.example.toml")
+	if err != nil {
+		t.Fatalf("LoadSite(docs/site.example.toml) = %v, want the documented example to load", err)
+	}
+	if s.DHCP.Mode != "full" || s.DHCP.Option != 224 || s.Plan.SeedFor.Duration != 10*time.Minute ||
+		len(s.Images) != 1 || len(s.Machines) != 2 || len(s.Tracker.Groups) != 1 {
+		t.Errorf("example parsed to %+v", s)
+	}
+	if !strings.HasSuffix(s.Images[0].Torrent, "docs/images/lab-2026.torrent") {
+		t.Errorf("torrent path %q, want it relative to the file", s.Images[0].Torrent)
+	}
+}
+
+func TestSiteDefaults(t *testing.T) {
+	s, err := ParseSite([]byte("interface = \"br0\"\n[[image]]\nsource = [\"/srv/lab.img\"]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	checks := []struct {
+		name     string
+		got, want any
+	}{
+		{"dhcp.mode", s.DHCP.Mode, "proxy"},
+		{"http.listen", s.HTTP.Listen, ":8080"},
+		{"image name", s.Images[0].Name, "lab"},
+		{"plan.disk", s.Plan.Disk, "first"},
+		{"plan.check", s.Plan.Check, "verify"},
+		{"plan.after", s.Plan.After, "reboot"},
+		{"plan.auto", s.Plan.Auto, "none"},
+		{"tftp.root", s.TFTP.Root, "/usr/lib/ipxe"},
+		{"dhcp.lease_time", s.DHCP.LeaseTime.Duration, time.Hour},
+	}
+	for _, c := range checks {
+		if c.got != c.want {
+			t.Errorf("%s = %v, want %v", c.name, c.got, c.want)
+		}
+	}
+}
+
+func TestSiteErrors(t *testing.T) {
+	const img = "\n[[image]]\nsource = [\"/srv/lab.img\"]\n"
+	tests := []struct {
+		name, toml, want string
+	}{
+		{"unknown key", "interface = \"br0\"\nintreface = \"x\"" + img, "unknown key(s) intreface"},
+		{"unknown nested key", "interface = \"br0\"\n[dhcp]\npool_begin = \"198.18.0.1\"" + img, "dhcp.pool_begin"},
+		{"bad mode", "interface = \"br0\"\n[dhcp]\nmode = \"fulll\"" + img, "want full, proxy or off"},
+		{"no interface", "[dhcp]\nmode = \"proxy\"" + img, "interface: required"},
+		{"no pool", "interface = \"br0\"\n[dhcp]\nmode = \"full\"" + img, "pool_start"},
+		{"pool outside subnet", "interface = \"br0\"\n[dhcp]\nmode = \"full\"\npool_start = \"198.18.0.10\"\npool_end = \"198.18.1.10\"" + img, "not in 198.18.0.0/24"},
+		{"bad address", "interface = \"br0\"\naddress = \"198.18.0.300\"" + img, "198.18.0.300"},
+		{"bad duration", "interface = \"br0\"\n[plan]\nseed_for = \"ten minutes\"" + img, "write it like 90s"},
+		{"bad option", "interface = \"br0\"\n[dhcp]\noption = 43" + img, "224–254"},
+		{"two targets", "interface = \"br0\"\n[plan]\ndisk = \"sda\"\nlabel = \"root\"" + img, "exactly one of disk"},
+		{"bad after", "interface = \"br0\"\n[plan]\nafter = \"explode\"" + img, "reboot, poweroff or shell"},
+		{"unknown plan image", "interface = \"br0\"\n[plan]\nimage = \"nope\"" + img, "not the name of an [[image]]"},
+		{"no image", "interface = \"br0\"\n", "no [[image]]"},
+		{"no source", "interface = \"br0\"\n[[image]]\ntorrent = \"x.torrent\"", "list its source"},
+		{"bad mac", "interface = \"br0\"\n[[machine]]\nmac = \"52:54:00\"" + img, "machine[0].mac"},
+		{"duplicate mac", "interface = \"br0\"\n[[machine]]\nmac = \"52:54:00:00:00:01\"\n[[machine]]\nmac = \"52-54-00-00-00-01\"" + img, "listed twice"},
+		{"short token", "interface = \"br0\"\n[http]\nadmin_token = \"abc\"" + img, "at least 16"},
+		{"syntax", "interface = br0" + img, "line 1"},
+		{"bad piece length", "interface = \"br0\"\n[[image]]\nsource = [\"/a\"]\npiece_length = \"3MiB\"", "piece_length"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := ParseSite([]byte(tt.toml))
+			if err == nil || !errors.Is(err, ErrBadConfig) || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("ParseSite(%q) = %v, want ErrBadConfig mentioning %q", tt.toml, err, tt.want)
+			}
+		})
+	}
+}
+
+func TestLoadSiteMissingFile(t *testing.T) {
+	_, err := LoadSite(t.TempDir() + "/none.toml")
+	if !errors.Is(err, ErrBadConfig) || !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("LoadSite(missing) = %v, want ErrBadConfig wrapping ErrNotExist", err)
+	}
+}
+
+// FuzzParseSite: a config file is input an admin types; any bytes give a
+// config or an ErrBadConfig, never a panic.
+func FuzzParseSite(f *testing.F) {
+	if b, err := os.ReadFile("../docs/site.example.toml"); err == nil {
+		f.Add(b)
+	}
+	f.Add([]byte("interface = \"br0\"\n[[image]]\nsource = [\"/a\"]\n"))
+	f.Add([]byte("[dhcp]\nmode = 3\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		s, err := ParseSite(data)
+		if err != nil {
+			if !errors.Is(err, ErrBadConfig) {
+				t.Fatalf("ParseSite error %v does not wrap ErrBadConfig", err)
+			}
+			return
+		}
+		if len(s.Images) == 0 || s.DHCP.Option < 224 {
+			t.Fatalf("accepted config breaks its own rules: %+v", s)
+		}
+	})
+}
