@@ -14,6 +14,17 @@ want nft nftables
 want tftp tftp-hpa
 [ -e /usr/lib/ipxe/undionly.kpxe ] || need+=(ipxe)
 want transmission-cli transmission-cli
+# Boot server tests: real DHCP clients and an existing school DHCP server.
+[ -x /bin/busybox ] && /bin/busybox --list 2>/dev/null | grep -qx udhcpc || need+=(busybox-static)
+want udhcpc udhcpc
+want dhclient isc-dhcp-client
+want dnsmasq dnsmasq
+# QEMU machines (software emulation): SeaBIOS with iPXE NIC ROMs, OVMF for
+# UEFI, and Debian's kernel for the terminals.
+want qemu-system-x86_64 qemu-system-x86
+[ -e /usr/share/qemu/OVMF.fd ] || need+=(ovmf)
+[ -e /usr/share/qemu/pxe-virtio.rom ] || [ -e /usr/lib/ipxe/qemu/pxe-virtio.rom ] || need+=(ipxe-qemu)
+ls /boot/vmlinuz-* >/dev/null 2>&1 || need+=(linux-image-amd64)
 if [ ${#need[@]} -gt 0 ]; then
 	if [ "$(id -u)" -ne 0 ]; then
 		echo "deps: missing ${need[*]}; run as root or: sudo apt-get install ${need[*]}" >&2
