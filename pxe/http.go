@@ -1,0 +1,421 @@
+package pxe
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/anacrolix/torrent/bencode"
+	"github.com/pxeswarm/pxeswarm/imager"
+)
+
+// Backend answers the boot path's question "which task does this MAC
+// get?" and takes what the terminals tell us. *Store implements it; tests
+// use canned fakes. (The seam of smee's BackendReader and pixiecore's
+// Booter.)
+type Backend interface {
+	// ActiveTask returns mac's active task, and false if it has none.
+	ActiveTask(mac string) (Task, bool, error)
+	// SeeMachine records that mac asked for something from ip.
+	SeeMachine(mac, ip, arch string) error
+	// Transition moves a task to another state (see Store.Transition).
+	Transition(id string, to TaskState, errText string) (Task, error)
+	// Report applies an agent's status report (see Store.Report).
+	Report(mac string, r Report) (Task, error)
+}
+
+var _ Backend = (*Store)(nil)
+
+// HTTPImage is one image the server publishes.
+type HTTPImage struct {
+	// Image is the parsed image torrent. Required.
+	Image *imager.Image
+	// Torrent is the .torrent file to serve. Empty: the server encodes
+	// Image itself. Either way its info-hash must be Image's.
+	Torrent string
+	// Data optionally names the image's data, one path per torrent file
+	// in order (files, block devices or partitions of at least the file's
+	// length). When set, the server is a BEP 19 web seed for the image:
+	// GET /images/{name}/{torrent name}/{file path} with Range, and the
+	// torrent it serves lists PublicURL/images/{name}/ in its url-list.
+	Data []string
+}
+
+// PlanDefaults are the plan settings of tasks that do not set their own.
+// Zero fields take Target {disk: "first"}, CheckMode "fresh" and After
+// "reboot"; SeedFor empty means no seeding after completion.
+type PlanDefaults = TaskSettings
+
+// HTTPConfig configures the boot server's HTTP side: iPXE scripts,
+// kernel and initramfs, torrents and web seeds, signed plans, agent
+// reports, the read API and the admin API. Optionally the tracker shares
+// the port.
+type HTTPConfig struct {
+	// Listen is the TCP address, for example ":8080".
+	Listen string
+	// PublicURL is how terminals reach this server, without a trailing
+	// slash, for example "http://198.18.0.1:8080". It goes into iPXE
+	// scripts, the kernel command line (pxeswarm.server=) and plans.
+	PublicURL string
+	// Store holds machines and tasks; the read and admin API need it.
+	Store *Store
+	// Backend answers the boot path (scripts, plans, reports). Nil: Store.
+	Backend Backend
+	// Key signs plans. Required (LoadOrCreateKey).
+	Key ed25519.PrivateKey
+	// Kernel and Initramfs are the files served at /boot/vmlinuz and
+	// /boot/initramfs. Empty: those answer 404 and no task can boot.
+	Kernel, Initramfs string
+	// Cmdline is extra kernel arguments, for example "console=ttyS0".
+	Cmdline string
+	// Images are the published images by name (letters, digits, '.', '_'
+	// and '-'); a task names one of them.
+	Images map[string]HTTPImage
+	// Trackers are announce URLs put into plans (empty: the torrent's).
+	Trackers []string
+	// Defaults are the plan settings of tasks that leave them out.
+	Defaults PlanDefaults
+	// AdminToken guards the admin API (Authorization: Bearer <token>).
+	// Empty disables the admin API (403).
+	AdminToken string
+	// Tracker, if set, is mounted at /announce, /scrape and /stats so one
+	// port serves everything (tracker.Tracker's Handler).
+	Tracker http.Handler
+	// Swarms, if set, answers GET /api/swarms (for example the tracker's
+	// Stats).
+	Swarms func() any
+	// MaxBody bounds request bodies; 0 means DefaultMaxBody.
+	MaxBody int64
+}
+
+// DefaultMaxBody is the default bound on report and admin request bodies.
+const DefaultMaxBody = 64 << 10
+
+// ErrBadHTTPConfig wraps HTTPConfig validation errors.
+var ErrBadHTTPConfig = errors.New("bad HTTP config")
+
+// bootServer is the handler built from an HTTPConfig.
+type bootServer struct {
+	cfg      HTTPConfig
+	log      *slog.Logger
+	backend  Backend
+	images   map[string]*servedImage
+	tokenSum [sha256.Size]byte // of AdminToken, for a constant-time compare
+	started  time.Time
+	mux      *http.ServeMux
+}
+
+type servedImage struct {
+	name    string
+	im      *imager.Image
+	torrent []byte // what GET /torrents/{name}.torrent returns
+	data    []string
+	modTime time.Time
+}
+
+// imageNameOK reports whether s is a valid image name.
+func imageNameOK(s string) bool {
+	if s == "" || len(s) > 128 || s[0] == '.' {
+		return false
+	}
+	for _, c := range s {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// Handler returns the server's handler. Its logs go nowhere; use
+// HandlerWithLog to keep them.
+func (c HTTPConfig) Handler() (http.Handler, error) { return c.HandlerWithLog(nil) }
+
+// HandlerWithLog checks the config and returns the server's handler,
+// logging to log (nil: discard).
+func (c HTTPConfig) HandlerWithLog(log *slog.Logger) (http.Handler, error) {
+	s, err := c.newServer(log)
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func (c HTTPConfig) newServer(log *slog.Logger) (*bootServer, error) {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: %s", ErrBadHTTPConfig, fmt.Sprintf(format, args...))
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &bootServer{cfg: c, log: log, backend: c.Backend, images: map[string]*servedImage{}, started: time.Now()}
+	if s.backend == nil {
+		if c.Store == nil {
+			return nil, bad("no Store or Backend: open a store (OpenStore) for machines and tasks")
+		}
+		s.backend = c.Store
+	}
+	u, err := url.Parse(c.PublicURL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" ||
+		strings.HasSuffix(c.PublicURL, "/") || strings.ContainsAny(c.PublicURL, " \t\r\n\"'${}") {
+		return nil, bad("PublicURL %q: want the URL terminals reach this server at, such as http://198.18.0.1:8080 (no trailing slash)", c.PublicURL)
+	}
+	if len(c.Key) != ed25519.PrivateKeySize {
+		return nil, bad("no plan signing key: load one with LoadOrCreateKey")
+	}
+	if strings.ContainsAny(c.Cmdline, "\r\n") {
+		return nil, bad("Cmdline has a line break: put all kernel arguments on one line")
+	}
+	for _, p := range []struct{ name, path string }{{"Kernel", c.Kernel}, {"Initramfs", c.Initramfs}} {
+		if p.path == "" {
+			continue
+		}
+		if st, err := os.Stat(p.path); err != nil || !st.Mode().IsRegular() {
+			return nil, bad("%s %s is not a readable file: build it (pxeswarm build initramfs) or fix the path", p.name, p.path)
+		}
+	}
+	if s.cfg.MaxBody <= 0 {
+		s.cfg.MaxBody = DefaultMaxBody
+	}
+	s.cfg.Defaults = withPlanDefaults(c.Defaults, PlanDefaults{})
+	if err := s.checkSettings(s.cfg.Defaults); err != nil {
+		return nil, bad("Defaults: %v", err)
+	}
+	for _, tr := range c.Trackers {
+		if u, err := url.Parse(tr); err != nil || u.Host == "" {
+			return nil, bad("tracker %q: want an announce URL such as http://198.18.0.1:8080/announce", tr)
+		}
+	}
+	if c.AdminToken != "" {
+		s.tokenSum = sha256.Sum256([]byte(c.AdminToken))
+	}
+	for name, hi := range c.Images {
+		si, err := s.loadImage(name, hi)
+		if err != nil {
+			return nil, bad("image %q: %v", name, err)
+		}
+		s.images[name] = si
+	}
+	s.mux = s.routes()
+	return s, nil
+}
+
+// loadImage prepares one image: its torrent bytes (with our web seed in
+// url-list when Data is set) and its data files.
+func (s *bootServer) loadImage(name string, hi HTTPImage) (*servedImage, error) {
+	if !imageNameOK(name) {
+		return nil, errors.New("names may hold only letters, digits, '.', '_' and '-'")
+	}
+	if hi.Image == nil {
+		return nil, errors.New("no parsed image: load its torrent with imager.LoadFile")
+	}
+	si := &servedImage{name: name, im: hi.Image, data: hi.Data, modTime: time.Now()}
+	var raw bytes.Buffer
+	if hi.Torrent != "" {
+		data, err := os.ReadFile(hi.Torrent)
+		if err != nil {
+			return nil, fmt.Errorf("read torrent: %w", err)
+		}
+		im, err := imager.Parse(data)
+		if err != nil {
+			return nil, err
+		}
+		if im.InfoHash != hi.Image.InfoHash {
+			return nil, fmt.Errorf("torrent %s has info-hash %s, the image %s: point both at the same torrent", hi.Torrent, im.InfoHash.HexString(), hi.Image.InfoHash.HexString())
+		}
+		if st, err := os.Stat(hi.Torrent); err == nil {
+			si.modTime = st.ModTime()
+		}
+		raw.Write(data)
+	} else if err := hi.Image.Write(&raw); err != nil {
+		return nil, fmt.Errorf("encode torrent: %w", err)
+	}
+	si.torrent = raw.Bytes()
+	if len(hi.Data) == 0 {
+		return si, nil
+	}
+	if len(hi.Data) != len(hi.Image.Files) {
+		return nil, fmt.Errorf("%d data paths for %d torrent files: give one per file, in order", len(hi.Data), len(hi.Image.Files))
+	}
+	for i, p := range hi.Data {
+		f, err := os.Open(p)
+		if err != nil {
+			return nil, fmt.Errorf("web seed data: %w", err)
+		}
+		size, err := f.Seek(0, 2) // works for block devices too
+		f.Close()
+		if err != nil || size < hi.Image.Files[i].Length {
+			return nil, fmt.Errorf("web seed data %s is %d bytes, smaller than file %s (%d bytes): wrong file?", p, size, hi.Image.Files[i].Path, hi.Image.Files[i].Length)
+		}
+	}
+	// Add our web seed to the torrent's url-list. url-list sits outside
+	// the info dictionary, so the info-hash (and the signed plan's pin)
+	// does not change.
+	mi := *hi.Image.Meta
+	if hi.Torrent != "" {
+		parsed, _ := imager.Parse(si.torrent)
+		mi = *parsed.Meta
+	}
+	mi.UrlList = append(append([]string(nil), mi.UrlList...), s.webSeedURL(name))
+	b, err := bencode.Marshal(mi)
+	if err != nil {
+		return nil, fmt.Errorf("encode torrent with web seed: %w", err)
+	}
+	si.torrent = b
+	return si, nil
+}
+
+// withPlanDefaults fills d's empty fields from def, then the built-in
+// defaults.
+func withPlanDefaults(d, def PlanDefaults) PlanDefaults {
+	if d.Target == (Target{}) {
+		d.Target = def.Target
+	}
+	if d.Target == (Target{}) {
+		d.Target = Target{Disk: "first"}
+	}
+	d.CheckMode = cmpOr(d.CheckMode, def.CheckMode, "fresh")
+	d.After = cmpOr(d.After, def.After, "reboot")
+	d.SeedFor = cmpOr(d.SeedFor, def.SeedFor)
+	return d
+}
+
+func cmpOr(vals ...string) string {
+	for _, v := range vals {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+// checkSettings validates plan settings by the plan's own rules.
+func (s *bootServer) checkSettings(ts TaskSettings) error {
+	p := Plan{MAC: "00:00:00:00:00:00", TaskID: "check", Image: "check", Torrent: "check",
+		InfoHash: strings.Repeat("0", 40), Target: ts.Target, CreateTable: ts.CreateTable,
+		CheckMode: ts.CheckMode, SeedFor: ts.SeedFor, After: ts.After}
+	if err := p.Check(); err != nil {
+		// Drop "bad plan: ": the caller says what was checked.
+		return errors.New(strings.TrimPrefix(err.Error(), ErrBadPlan.Error()+": "))
+	}
+	t := ts.Target
+	switch {
+	case t.Disk != "" && t.Disk != "first" && !deviceNameOK(t.Disk):
+		return fmt.Errorf("target disk %q: want \"first\" or a device name such as vda, sda or nvme0n1", clip(t.Disk, 40))
+	case len(t.Label) > 36:
+		return fmt.Errorf("target label %q: a GPT partition name has at most 36 characters", clip(t.Label, 40))
+	case t.GUID != "" && !guidOK(t.GUID):
+		return fmt.Errorf("target guid %q: want a GPT partition GUID such as 0fc63daf-8483-4772-8e79-3d69d8477de4", clip(t.GUID, 40))
+	case t.Partition > 128:
+		return fmt.Errorf("target partition %d: want a partition number from 1 to 128", t.Partition)
+	}
+	return nil
+}
+
+// deviceNameOK accepts kernel block device names (vda, sda, nvme0n1,
+// mmcblk0, md127).
+func deviceNameOK(s string) bool {
+	if s == "" || len(s) > 32 {
+		return false
+	}
+	for _, c := range s {
+		if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// guidOK accepts 8-4-4-4-12 hex digits.
+func guidOK(s string) bool {
+	if len(s) != 36 {
+		return false
+	}
+	for i, c := range strings.ToLower(s) {
+		if i == 8 || i == 13 || i == 18 || i == 23 {
+			if c != '-' {
+				return false
+			}
+		} else if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// webSeedURL is the BEP 19 url-list entry for an image. It ends in "/":
+// clients append the torrent's name and the file's path (multi-file
+// layout), see serveImageData.
+func (s *bootServer) webSeedURL(name string) string {
+	return s.cfg.PublicURL + "/images/" + url.PathEscape(name) + "/"
+}
+
+// torrentURL is where terminals fetch an image's torrent.
+func (s *bootServer) torrentURL(name string) string {
+	return s.cfg.PublicURL + "/torrents/" + url.PathEscape(name) + ".torrent"
+}
+
+func (s *bootServer) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+
+// shutdownTimeout bounds the graceful shutdown in Serve.
+const shutdownTimeout = 5 * time.Second
+
+// Start listens on Listen and serves until ctx is done; it returns nil
+// then.
+func (c HTTPConfig) Start(ctx context.Context, log *slog.Logger) error {
+	if c.Listen == "" {
+		return fmt.Errorf("%w: Listen is empty: set the HTTP listen address, e.g. \":8080\"", ErrBadHTTPConfig)
+	}
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", c.Listen)
+	if err != nil {
+		return fmt.Errorf("http: listen on %s: pick a free port or stop whatever holds it: %w", c.Listen, err)
+	}
+	return c.Serve(ctx, log, ln)
+}
+
+// Serve is Start on an existing listener, which it closes.
+func (c HTTPConfig) Serve(ctx context.Context, log *slog.Logger, ln net.Listener) error {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s, err := c.newServer(log)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	srv := &http.Server{
+		Handler:           s,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	log.Info("http: serving", "addr", ln.Addr().String(), "public_url", c.PublicURL, "images", len(s.images),
+		"admin_api", c.AdminToken != "", "tracker", c.Tracker != nil)
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("http: serving on %s: %w", ln.Addr(), err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		// Web seed and kernel downloads can be long; cut them.
+		log.Warn("http: graceful shutdown timed out; closing connections", "err", err)
+		srv.Close()
+	}
+	<-errc
+	log.Info("http: stopped", "addr", ln.Addr().String())
+	return nil
+}

@@ -1,0 +1,308 @@
+package pxe
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/pxeswarm/pxeswarm/imager"
+)
+
+// store returns the Store for the API routes, answering 503 without one.
+func (s *bootServer) store(w http.ResponseWriter) (*Store, bool) {
+	if s.cfg.Store == nil {
+		writeError(w, http.StatusServiceUnavailable, errors.New("this server runs without a task store: the API is off"))
+		return nil, false
+	}
+	return s.cfg.Store, true
+}
+
+// MachineStatus is one entry of GET /api/machines: the machine and its
+// active task, if any.
+type MachineStatus struct {
+	Machine
+	Task *Task `json:"task,omitempty"`
+}
+
+func (s *bootServer) serveMachines(w http.ResponseWriter, r *http.Request) {
+	st, ok := s.store(w)
+	if !ok {
+		return
+	}
+	ms, err := st.Machines()
+	if err != nil {
+		s.serverError(w, "listing machines", err)
+		return
+	}
+	tasks, err := st.Tasks()
+	if err != nil {
+		s.serverError(w, "listing tasks", err)
+		return
+	}
+	active := map[string]*Task{}
+	for i := range tasks {
+		if tasks[i].State.Active() {
+			active[tasks[i].MAC] = &tasks[i]
+		}
+	}
+	ret := make([]MachineStatus, 0, len(ms))
+	for _, m := range ms {
+		if g := r.URL.Query().Get("group"); g != "" && m.Group != g {
+			continue
+		}
+		ret = append(ret, MachineStatus{Machine: m, Task: active[m.MAC]})
+	}
+	writeJSON(w, http.StatusOK, ret)
+}
+
+// serveTasks answers GET /api/tasks, optionally filtered by ?mac= and
+// ?state= (a state, or "active").
+func (s *bootServer) serveTasks(w http.ResponseWriter, r *http.Request) {
+	st, ok := s.store(w)
+	if !ok {
+		return
+	}
+	q := r.URL.Query()
+	mac := q.Get("mac")
+	if mac != "" {
+		var err error
+		if mac, err = ParseMAC(mac); err != nil {
+			writeError(w, http.StatusBadRequest, err)
+			return
+		}
+	}
+	state := TaskState(q.Get("state"))
+	if state != "" && state != "active" && !state.Valid() {
+		writeError(w, http.StatusBadRequest, fmt.Errorf("state %q: want active, pending, booting, imaging, seeding, done, failed or canceled", clip(string(state), 40)))
+		return
+	}
+	tasks, err := st.Tasks()
+	if err != nil {
+		s.serverError(w, "listing tasks", err)
+		return
+	}
+	ret := make([]Task, 0, len(tasks))
+	for _, t := range tasks {
+		if (mac == "" || t.MAC == mac) && (state == "" || t.State == state || state == "active" && t.State.Active()) {
+			ret = append(ret, t)
+		}
+	}
+	writeJSON(w, http.StatusOK, ret)
+}
+
+func (s *bootServer) serveSwarms(w http.ResponseWriter, r *http.Request) {
+	if s.cfg.Swarms == nil {
+		writeError(w, http.StatusNotFound, errors.New("no swarm statistics: this server runs without a tracker"))
+		return
+	}
+	writeJSON(w, http.StatusOK, s.cfg.Swarms())
+}
+
+// Status is GET /api/status: a summary of the server.
+type Status struct {
+	Version  string            `json:"version"`
+	Uptime   string            `json:"uptime"`
+	Machines int               `json:"machines"`
+	Tasks    map[TaskState]int `json:"tasks"`  // by state
+	Active   int               `json:"active"` // tasks still to finish
+	Images   []ImageStatus     `json:"images"`
+	AdminAPI bool              `json:"admin_api"` // an admin token is set
+	Tracker  bool              `json:"tracker"`   // the tracker shares this port
+}
+
+// ImageStatus is one published image in Status.
+type ImageStatus struct {
+	Name     string `json:"name"`
+	InfoHash string `json:"info_hash"`
+	Size     int64  `json:"size"`
+	Torrent  string `json:"torrent"`
+	WebSeed  bool   `json:"web_seed"`
+}
+
+func (s *bootServer) serveStatus(w http.ResponseWriter, r *http.Request) {
+	st := Status{
+		Version: imager.Version(), Uptime: time.Since(s.started).Round(time.Second).String(),
+		Tasks: map[TaskState]int{}, Images: []ImageStatus{},
+		AdminAPI: s.cfg.AdminToken != "", Tracker: s.cfg.Tracker != nil,
+	}
+	for name, si := range s.images {
+		st.Images = append(st.Images, ImageStatus{Name: name, InfoHash: si.im.InfoHash.HexString(), Size: si.im.Length,
+			Torrent: s.torrentURL(name), WebSeed: len(si.data) > 0})
+	}
+	slices.SortFunc(st.Images, func(a, b ImageStatus) int { return strings.Compare(a.Name, b.Name) })
+	if s.cfg.Store != nil {
+		ms, err := s.cfg.Store.Machines()
+		if err != nil {
+			s.serverError(w, "listing machines", err)
+			return
+		}
+		tasks, err := s.cfg.Store.Tasks()
+		if err != nil {
+			s.serverError(w, "listing tasks", err)
+			return
+		}
+		st.Machines = len(ms)
+		for _, t := range tasks {
+			st.Tasks[t.State]++
+			if t.State.Active() {
+				st.Active++
+			}
+		}
+	}
+	writeJSON(w, http.StatusOK, st)
+}
+
+func (s *bootServer) serverError(w http.ResponseWriter, what string, err error) {
+	s.log.Error("http: "+what, "err", err)
+	writeError(w, http.StatusInternalServerError, fmt.Errorf("server error %s: see the server log", what))
+}
+
+// admin guards an admin route: Authorization: Bearer <AdminToken>. The
+// tokens are compared as SHA-256 sums in constant time, so neither the
+// token's bytes nor its length leak through timing. No configured token
+// means the admin API is off (403), never open.
+func (s *bootServer) admin(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if s.cfg.AdminToken == "" {
+			writeError(w, http.StatusForbidden, errors.New("the admin API is disabled: set an admin token in the server config to use it"))
+			return
+		}
+		scheme, tok, _ := strings.Cut(r.Header.Get("Authorization"), " ")
+		sum := sha256.Sum256([]byte(strings.TrimSpace(tok)))
+		if !strings.EqualFold(scheme, "Bearer") || subtle.ConstantTimeCompare(sum[:], s.tokenSum[:]) != 1 {
+			s.log.Warn("http: admin request refused", "path", r.URL.Path, "client", remoteIP(r), "has_auth", r.Header.Get("Authorization") != "")
+			w.Header().Set("WWW-Authenticate", `Bearer realm="pxeswarm"`)
+			writeError(w, http.StatusUnauthorized, errors.New("missing or wrong admin token: send Authorization: Bearer <admin token from the server config>"))
+			return
+		}
+		if _, ok := s.store(w); !ok {
+			return
+		}
+		h(w, r)
+	}
+}
+
+// CreateTasks is the body of POST /api/tasks. Exactly one of MAC and Group
+// is set; fields left out take the server's plan defaults.
+type CreateTasks struct {
+	MAC         string  `json:"mac,omitempty"`
+	Group       string  `json:"group,omitempty"` // every known machine of the group
+	Image       string  `json:"image"`
+	Target      *Target `json:"target,omitempty"`
+	Check       string  `json:"check,omitempty"` // fresh or verify
+	CreateTable *bool   `json:"create_table,omitempty"`
+	SeedFor     string  `json:"seed_for,omitempty"` // Go duration, e.g. "10m"
+	After       string  `json:"after,omitempty"`    // reboot, poweroff or shell
+}
+
+// CreatedTasks answers POST /api/tasks.
+type CreatedTasks struct {
+	Tasks []Task `json:"tasks"`
+}
+
+func (s *bootServer) serveCreateTasks(w http.ResponseWriter, r *http.Request) {
+	var req CreateTasks
+	if !decodeJSON(w, r, s.cfg.MaxBody, &req) {
+		return
+	}
+	bad := func(format string, args ...any) {
+		writeError(w, http.StatusBadRequest, fmt.Errorf(format, args...))
+	}
+	if (req.MAC == "") == (req.Group == "") {
+		bad("set either mac (one machine) or group (every known machine of a group), not both or neither")
+		return
+	}
+	if s.images[req.Image] == nil {
+		names := make([]string, 0, len(s.images))
+		for n := range s.images {
+			names = append(names, n)
+		}
+		slices.Sort(names)
+		bad("image %q is not published by this server: pick one of %s", clip(req.Image, 60), strings.Join(names, ", "))
+		return
+	}
+	set := TaskSettings{CheckMode: req.Check, SeedFor: req.SeedFor, After: req.After, CreateTable: s.cfg.Defaults.CreateTable}
+	if req.Target != nil {
+		set.Target = *req.Target
+	}
+	if req.CreateTable != nil {
+		set.CreateTable = *req.CreateTable
+	}
+	set = withPlanDefaults(set, s.cfg.Defaults)
+	if err := s.checkSettings(set); err != nil {
+		bad("%v", err)
+		return
+	}
+	var macs []string
+	if req.MAC != "" {
+		mac, err := ParseMAC(req.MAC)
+		if err != nil {
+			bad("%v", err)
+			return
+		}
+		macs = append(macs, mac)
+	} else {
+		ms, err := s.cfg.Store.Machines()
+		if err != nil {
+			s.serverError(w, "listing machines", err)
+			return
+		}
+		for _, m := range ms {
+			if m.Group == req.Group {
+				macs = append(macs, m.MAC)
+			}
+		}
+		if len(macs) == 0 {
+			bad("no known machine is in group %q: list machines and their groups in the config (or GET /api/machines)", clip(req.Group, 60))
+			return
+		}
+	}
+	tasks := make([]Task, len(macs))
+	for i, mac := range macs {
+		tasks[i] = Task{MAC: mac, Image: req.Image, TaskSettings: set}
+	}
+	created, err := s.cfg.Store.AddTasks(tasks)
+	switch {
+	case errors.Is(err, ErrActiveTask):
+		writeError(w, http.StatusConflict, err)
+		return
+	case errors.Is(err, ErrBadMAC), errors.Is(err, ErrBadTask):
+		writeError(w, http.StatusBadRequest, err)
+		return
+	case err != nil:
+		s.serverError(w, "creating tasks", err)
+		return
+	}
+	for _, t := range created {
+		s.log.Info("http: task created", "task", t.ID, "mac", t.MAC, "image", t.Image, "client", remoteIP(r))
+	}
+	writeJSON(w, http.StatusCreated, CreatedTasks{Tasks: created})
+}
+
+// serveTaskTo answers POST /api/tasks/{id}/cancel and .../done.
+func (s *bootServer) serveTaskTo(to TaskState) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		id := r.PathValue("id")
+		reason := ""
+		if to == TaskCanceled {
+			reason = "canceled by the admin API from " + remoteIP(r)
+		}
+		t, err := s.cfg.Store.Transition(id, to, reason)
+		switch {
+		case errors.Is(err, ErrNoTask):
+			writeError(w, http.StatusNotFound, err)
+		case errors.Is(err, ErrBadTransition):
+			writeJSON(w, http.StatusConflict, apiError{Error: err.Error(), State: t.State})
+		case err != nil:
+			s.serverError(w, "changing the task", err)
+		default:
+			s.log.Info("http: task changed by admin", "task", t.ID, "mac", t.MAC, "state", t.State, "client", remoteIP(r))
+			writeJSON(w, http.StatusOK, t)
+		}
+	}
+}

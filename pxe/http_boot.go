@@ -1,0 +1,382 @@
+package pxe
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/netip"
+	"os"
+	"slices"
+	"strings"
+	"time"
+)
+
+// routes registers every path. Go 1.22 patterns need a wildcard to be a
+// whole segment, so "/boot/{mac}.ipxe" and "/torrents/{name}.torrent"
+// are matched as one segment and split in the handlers.
+func (s *bootServer) routes() *http.ServeMux {
+	mux := http.NewServeMux()
+	allowed := map[string][]string{}
+	handle := func(method, path string, h http.HandlerFunc) {
+		mux.HandleFunc(method+" "+path, h)
+		allowed[path] = append(allowed[path], method)
+	}
+	handle("GET", "/boot/{file}", s.serveBoot)
+	handle("GET", "/torrents/{file}", s.serveTorrent)
+	handle("GET", "/images/{image}/{path...}", s.serveImageData)
+	handle("GET", "/plan/{mac}", s.servePlan)
+	handle("POST", "/api/report/{mac}", s.serveReport)
+	handle("GET", "/api/machines", s.serveMachines)
+	handle("GET", "/api/tasks", s.serveTasks)
+	handle("GET", "/api/swarms", s.serveSwarms)
+	handle("GET", "/api/status", s.serveStatus)
+	handle("POST", "/api/tasks", s.admin(s.serveCreateTasks))
+	handle("POST", "/api/tasks/{id}/cancel", s.admin(s.serveTaskTo(TaskCanceled)))
+	handle("POST", "/api/tasks/{id}/done", s.admin(s.serveTaskTo(TaskDone)))
+	// The catch-all "/" below would swallow wrong methods as 404; answer
+	// them 405 with Allow instead.
+	for path, methods := range allowed {
+		allow := strings.Join(methods, ", ")
+		if slices.Contains(methods, "GET") {
+			allow += ", HEAD"
+		}
+		mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Allow", allow)
+			writeError(w, http.StatusMethodNotAllowed, fmt.Errorf("method %s not allowed here: use %s", clip(r.Method, 10), allow))
+		})
+	}
+	if s.cfg.Tracker != nil {
+		for _, p := range []string{"/announce", "/scrape", "/stats"} {
+			mux.Handle(p, s.cfg.Tracker)
+		}
+	}
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, fmt.Errorf("no such path %q: see GET /api/status", clip(r.URL.Path, 100)))
+	})
+	return mux
+}
+
+// remoteIP is the client's address without port ("" if unparsable).
+func remoteIP(r *http.Request) string {
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return ""
+	}
+	return ap.Addr().Unmap().String()
+}
+
+// writeJSON answers v as indented JSON with no caching: everything the
+// JSON routes return changes from one second to the next.
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	body, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		code, body = http.StatusInternalServerError, []byte(`{"error": "encoding the reply failed: report this as a bug"}`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	w.Write(append(body, '\n'))
+}
+
+// apiError is every JSON error reply.
+type apiError struct {
+	Error string    `json:"error"`
+	State TaskState `json:"state,omitempty"` // the task's state, when a state change was refused
+}
+
+func writeError(w http.ResponseWriter, code int, err error) {
+	writeJSON(w, code, apiError{Error: err.Error()})
+}
+
+// decodeJSON reads one JSON object from the body into v: at most limit
+// bytes, no unknown fields, nothing after it. It answers the error itself
+// (400, or 413 for a body over the limit) and returns false then.
+func decodeJSON(w http.ResponseWriter, r *http.Request, limit int64, v any) bool {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, limit))
+	dec.DisallowUnknownFields()
+	err := dec.Decode(v)
+	if err == nil {
+		if _, err2 := dec.Token(); err2 != io.EOF {
+			err = errors.New("more data after the JSON object")
+		}
+	}
+	var tooBig *http.MaxBytesError
+	switch {
+	case err == nil:
+		return true
+	case errors.As(err, &tooBig):
+		writeError(w, http.StatusRequestEntityTooLarge, fmt.Errorf("body is larger than %d bytes", limit))
+	case errors.Is(err, io.EOF):
+		writeError(w, http.StatusBadRequest, errors.New("empty body: send a JSON object"))
+	default:
+		writeError(w, http.StatusBadRequest, fmt.Errorf("body is not the expected JSON object: %v", err))
+	}
+	return false
+}
+
+// macParam reads and normalises the {mac} path wildcard, answering 400
+// if it is not a MAC.
+func macParam(w http.ResponseWriter, r *http.Request, raw string) (string, bool) {
+	mac, err := ParseMAC(raw)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err)
+		return "", false
+	}
+	return mac, true
+}
+
+func (s *bootServer) serveBoot(w http.ResponseWriter, r *http.Request) {
+	switch file := r.PathValue("file"); {
+	case file == "vmlinuz":
+		s.serveFile(w, r, s.cfg.Kernel, "kernel")
+	case file == "initramfs":
+		s.serveFile(w, r, s.cfg.Initramfs, "initramfs")
+	case strings.HasSuffix(file, ".ipxe"):
+		s.serveScript(w, r, strings.TrimSuffix(file, ".ipxe"))
+	default:
+		writeError(w, http.StatusNotFound, fmt.Errorf("no boot file %q: want vmlinuz, initramfs or <mac>.ipxe", clip(file, 60)))
+	}
+}
+
+// serveFile sends a kernel or initramfs with http.ServeContent, so Range
+// and If-Modified-Since work; the file is opened per request, so a
+// rebuilt initramfs is served without a restart.
+func (s *bootServer) serveFile(w http.ResponseWriter, r *http.Request, path, what string) {
+	if path == "" {
+		writeError(w, http.StatusNotFound, fmt.Errorf("no %s configured on this server: set its path in the config", what))
+		return
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		s.log.Error("http: cannot open boot file", "file", path, "err", err)
+		writeError(w, http.StatusNotFound, fmt.Errorf("%s is missing on the server: rebuild it or fix the path", what))
+		return
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil || !st.Mode().IsRegular() {
+		writeError(w, http.StatusNotFound, fmt.Errorf("%s on the server is not a regular file", what))
+		return
+	}
+	s.log.Info("http: boot file", "file", what, "client", remoteIP(r), "range", r.Header.Get("Range"))
+	w.Header().Set("Content-Type", "application/octet-stream")
+	http.ServeContent(w, r, "", st.ModTime(), f)
+}
+
+// serveScript answers GET /boot/{mac}.ipxe with an iPXE script. A machine
+// with an active task gets our kernel and initramfs and the task becomes
+// booting; everything else (unknown machine, no task, task finished, a
+// server error) gets a script that exits to the firmware, which boots the
+// next device: the local disk. A terminal that is in no task must never
+// be wiped.
+//
+// Active here means pending, booting, imaging or seeding: a machine that
+// reboots mid-task (power cut, agent crash) retries, because its disk may
+// be half-written and booting it would be worse.
+func (s *bootServer) serveScript(w http.ResponseWriter, r *http.Request, raw string) {
+	mac, ok := macParam(w, r, raw)
+	if !ok {
+		return
+	}
+	ip := remoteIP(r)
+	if err := s.backend.SeeMachine(mac, ip, ""); err != nil {
+		s.log.Error("http: recording machine", "mac", mac, "err", err)
+	}
+	var script string
+	task, ok, err := s.backend.ActiveTask(mac)
+	switch {
+	case err != nil:
+		s.log.Error("http: looking up task; sending local-disk script", "mac", mac, "err", err)
+		script = localDiskScript(mac, "server error looking up its task (see the server log)")
+	case !ok:
+		s.log.Info("http: no task; local disk", "mac", mac, "client", ip)
+		script = localDiskScript(mac, "no task")
+	default:
+		id := task.ID
+		if task, err = s.backend.Transition(id, TaskBooting, ""); err != nil {
+			// Canceled between the two calls, say.
+			s.log.Warn("http: task changed under us; local disk", "mac", mac, "task", id, "err", err)
+			script = localDiskScript(mac, "task "+id+" ended")
+			break
+		}
+		s.log.Info("http: booting agent", "mac", mac, "client", ip, "task", task.ID, "image", task.Image)
+		script = s.agentScript(mac, task)
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	io.WriteString(w, script)
+}
+
+// localDiskScript makes iPXE return to the firmware, which then tries its
+// next boot device (SeaBIOS and UEFI boot managers both do; the local disk
+// should follow the network in the boot order).
+func localDiskScript(mac, why string) string {
+	return fmt.Sprintf("#!ipxe\necho pxeswarm: %s for %s, booting local disk\nexit\n", why, mac)
+}
+
+// agentScript boots our kernel and initramfs. The initramfs is named
+// "initramfs" with initrd --name and the kernel gets initrd=initramfs:
+// under UEFI, kernels before 5.7 (and iPXE builds without LoadFile2
+// initrd support, such as Debian's 2019 ipxe) find the initrd only by
+// that name through the EFI stub. BIOS boots ignore the argument.
+// pxeswarm.server is the agent's fallback when DHCP does not carry the
+// server URL option.
+func (s *bootServer) agentScript(mac string, t Task) string {
+	u := s.cfg.PublicURL
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "#!ipxe\n")
+	fmt.Fprintf(&b, "echo pxeswarm: task %s for %s: image %s\n", t.ID, mac, t.Image)
+	args := []string{"initrd=initramfs"}
+	if c := strings.TrimSpace(s.cfg.Cmdline); c != "" {
+		args = append(args, c)
+	}
+	args = append(args, "pxeswarm.server="+u, "pxeswarm.mac="+mac, "pxeswarm.task="+t.ID)
+	fmt.Fprintf(&b, "kernel %s/boot/vmlinuz %s\n", u, strings.Join(args, " "))
+	fmt.Fprintf(&b, "initrd --name initramfs %s/boot/initramfs\n", u)
+	fmt.Fprintf(&b, "boot\n")
+	return b.String()
+}
+
+// serveTorrent answers GET /torrents/{name}.torrent.
+func (s *bootServer) serveTorrent(w http.ResponseWriter, r *http.Request) {
+	name, ok := strings.CutSuffix(r.PathValue("file"), ".torrent")
+	si := s.images[name]
+	if !ok || si == nil {
+		writeError(w, http.StatusNotFound, fmt.Errorf("no image %q on this server: see GET /api/status for the published images", clip(name, 60)))
+		return
+	}
+	w.Header().Set("Content-Type", "application/x-bittorrent")
+	http.ServeContent(w, r, "", si.modTime, bytes.NewReader(si.torrent))
+}
+
+// serveImageData is the BEP 19 web seed. For a multi-file torrent (every
+// image torrent is one) a client appends the torrent's name and the file's
+// path to the url-list entry, each component path-escaped (anacrolix:
+// webseed.urlForFileIndex), and asks for pieces with Range, so the URL is
+// /images/{image}/{torrent name}/{file path}. The mux has unescaped the
+// wildcards already.
+func (s *bootServer) serveImageData(w http.ResponseWriter, r *http.Request) {
+	si := s.images[r.PathValue("image")]
+	if si == nil || len(si.data) == 0 {
+		writeError(w, http.StatusNotFound, fmt.Errorf("no web seed for image %q on this server", clip(r.PathValue("image"), 60)))
+		return
+	}
+	rest := r.PathValue("path")
+	for i, f := range si.im.Files {
+		if rest != si.im.Name+"/"+f.Path {
+			continue
+		}
+		fh, err := os.Open(si.data[i])
+		if err != nil {
+			s.log.Error("http: web seed data", "image", si.name, "file", si.data[i], "err", err)
+			writeError(w, http.StatusServiceUnavailable, fmt.Errorf("image data of %s is not readable on the server", si.name))
+			return
+		}
+		defer fh.Close()
+		var mod time.Time
+		if st, err := fh.Stat(); err == nil && st.Mode().IsRegular() {
+			mod = st.ModTime()
+		}
+		w.Header().Set("Content-Type", "application/octet-stream")
+		// Serve exactly the torrent file's length: a partition device
+		// may be longer than the file.
+		http.ServeContent(w, r, "", mod, io.NewSectionReader(fh, 0, f.Length))
+		return
+	}
+	writeError(w, http.StatusNotFound, fmt.Errorf("image %s has no file %q", si.name, clip(rest, 100)))
+}
+
+// servePlan answers GET /plan/{mac} with the signed plan of the machine's
+// active task. Fetching the plan does not change the task's state: GET
+// stays safe to repeat, and an agent that fetches a plan but cannot verify
+// it has not started imaging. The agent's reports move the task on.
+func (s *bootServer) servePlan(w http.ResponseWriter, r *http.Request) {
+	mac, ok := macParam(w, r, r.PathValue("mac"))
+	if !ok {
+		return
+	}
+	if err := s.backend.SeeMachine(mac, remoteIP(r), ""); err != nil {
+		s.log.Error("http: recording machine", "mac", mac, "err", err)
+	}
+	task, ok, err := s.backend.ActiveTask(mac)
+	if err != nil {
+		s.log.Error("http: looking up task", "mac", mac, "err", err)
+		writeError(w, http.StatusInternalServerError, errors.New("server error looking up the task: see the server log"))
+		return
+	}
+	if !ok {
+		writeError(w, http.StatusNotFound, fmt.Errorf("no active task for %s: create one with POST /api/tasks", mac))
+		return
+	}
+	si := s.images[task.Image]
+	if si == nil {
+		s.log.Error("http: task names an image not served", "mac", mac, "task", task.ID, "image", task.Image)
+		writeError(w, http.StatusConflict, fmt.Errorf("task %s wants image %q, which this server does not publish: add it to the config or cancel the task", task.ID, task.Image))
+		return
+	}
+	set := withPlanDefaults(task.TaskSettings, s.cfg.Defaults)
+	p := &Plan{
+		MAC: mac, TaskID: task.ID, Image: task.Image,
+		Torrent: s.torrentURL(task.Image), InfoHash: si.im.InfoHash.HexString(),
+		Trackers: s.cfg.Trackers, Target: set.Target, CreateTable: set.CreateTable,
+		CheckMode: set.CheckMode, SeedFor: set.SeedFor, After: set.After,
+		Issued: time.Now().UTC(),
+	}
+	body, err := Sign(p, s.cfg.Key)
+	if err != nil {
+		s.log.Error("http: signing plan", "mac", mac, "task", task.ID, "err", err)
+		writeError(w, http.StatusInternalServerError, fmt.Errorf("task %s does not make a valid plan (%v): cancel it and create it again", task.ID, err))
+		return
+	}
+	s.log.Info("http: plan", "mac", mac, "task", task.ID, "image", task.Image, "client", remoteIP(r))
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Write(body)
+}
+
+// reportReply answers an accepted report.
+type reportReply struct {
+	TaskID string    `json:"task_id,omitempty"`
+	State  TaskState `json:"state,omitempty"`
+}
+
+// serveReport answers POST /api/report/{mac}: the agent's status. A task
+// that was canceled (or otherwise finished) answers 409 with its state, so
+// the agent knows to stop.
+func (s *bootServer) serveReport(w http.ResponseWriter, r *http.Request) {
+	mac, ok := macParam(w, r, r.PathValue("mac"))
+	if !ok {
+		return
+	}
+	var rep Report
+	if !decodeJSON(w, r, s.cfg.MaxBody, &rep) {
+		return
+	}
+	rep.At, rep.From = time.Time{}, remoteIP(r)
+	task, err := s.backend.Report(mac, rep)
+	switch {
+	case err == nil:
+	case errors.Is(err, ErrBadReport), errors.Is(err, ErrNoTask), errors.Is(err, ErrBadMAC):
+		writeError(w, http.StatusBadRequest, err)
+		return
+	case errors.Is(err, ErrBadTransition):
+		writeJSON(w, http.StatusConflict, apiError{Error: err.Error(), State: task.State})
+		return
+	default:
+		s.log.Error("http: storing report", "mac", mac, "err", err)
+		writeError(w, http.StatusInternalServerError, errors.New("server error storing the report: see the server log"))
+		return
+	}
+	level := slog.LevelDebug
+	switch rep.Phase {
+	case PhaseBooting, PhaseDone, PhaseFailed:
+		level = slog.LevelInfo
+	}
+	s.log.Log(r.Context(), level, "http: report", "mac", mac, "task", task.ID, "phase", rep.Phase, "state", task.State,
+		"done", rep.BytesDone, "total", rep.BytesTotal, "peers", rep.Peers, "error", rep.Error)
+	writeJSON(w, http.StatusOK, reportReply{TaskID: task.ID, State: task.State})
+}

@@ -1,0 +1,145 @@
+package pxe
+
+import (
+	"bytes"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+)
+
+// fuzzFixture is a fixture whose store skips fsync (fuzzing writes
+// thousands of times a second; durability is tested elsewhere) and whose
+// handler logs nowhere.
+func fuzzFixture(f *testing.F) *fixture {
+	fx := newFixture(f, nil)
+	fx.store.db.NoSync = true
+	fx.store.db.MaxBatchDelay = 0
+	h, err := fx.cfg.HandlerWithLog(slog.New(slog.DiscardHandler))
+	if err != nil {
+		f.Fatal(err)
+	}
+	fx.h = h
+	return fx
+}
+
+// serveRaw sends a request whose path may be anything (httptest.NewRequest
+// panics on a bad URL, so the path is set after).
+func serveRaw(h http.Handler, method, path string, body []byte, hdr ...string) *httptest.ResponseRecorder {
+	r := httptest.NewRequest(method, "/", bytes.NewReader(body))
+	r.URL.Path = path
+	r.URL.RawPath = ""
+	for i := 0; i+1 < len(hdr); i += 2 {
+		r.Header.Set(hdr[i], hdr[i+1])
+	}
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, r)
+	return w
+}
+
+// checkReply asserts what every answer must be: no 5xx, and JSON errors
+// for 4xx.
+func checkReply(t *testing.T, what string, w *httptest.ResponseRecorder) {
+	t.Helper()
+	if w.Code >= 500 {
+		t.Fatalf("%s = %d %s", what, w.Code, w.Body)
+	}
+	if w.Code >= 400 && w.Code != http.StatusMovedPermanently {
+		var e apiError
+		if err := json.Unmarshal(w.Body.Bytes(), &e); err != nil || e.Error == "" {
+			t.Fatalf("%s = %d with a body that is not a JSON error: %q", what, w.Code, w.Body)
+		}
+	}
+}
+
+// FuzzStatusAPI posts arbitrary agent reports (and MACs) to the real
+// handler over a real store. "$TASK" in the body stands for the machine's
+// current task ID, so the fuzzer reaches the state machine; a task that
+// ended is replaced by a new one.
+func FuzzStatusAPI(f *testing.F) {
+	fx := fuzzFixture(f)
+	for _, seed := range []string{
+		`{"task_id": "$TASK", "phase": "booting"}`,
+		`{"task_id": "$TASK", "phase": "imaging", "bytes_done": 100, "bytes_total": 1000, "rate_bps": 5, "peers": 3, "message": "ok"}`,
+		`{"task_id": "$TASK", "phase": "seeding", "bytes_done": 1000, "bytes_total": 1000}`,
+		`{"task_id": "$TASK", "phase": "done"}`,
+		`{"task_id": "$TASK", "phase": "failed", "error": "disk too small"}`,
+		`{"task_id": "t1", "phase": "disk"}`,
+		`{"phase": "failed", "error": "no plan"}`,
+		`{"task_id": "$TASK", "phase": "imaging", "bytes_done": 9223372036854775807, "bytes_total": -1}`,
+		`{"task_id": "$TASK", "phase": "imaging", "peers": 1e400}`,
+		`{"task_id": "$TASK", "phase": "verifying", "extra": null}`,
+		`{"task_id": "$TASK", "phase": "imaging"} {}`,
+		`[]`, `null`, `"x"`, ``, `{`, "\xff\xfe",
+	} {
+		f.Add(macA, []byte(seed))
+	}
+	f.Add("52-54-00-00-00-0A", []byte(`{"task_id": "$TASK", "phase": "disk"}`))
+	f.Add("../../plan", []byte(`{}`))
+	f.Add("52:54:00:00:00:0a/../../api/tasks", []byte(`{}`))
+	f.Fuzz(func(t *testing.T, mac string, body []byte) {
+		task, ok, err := fx.store.ActiveTask(macA)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !ok {
+			if task, err = fx.store.AddTask(Task{MAC: macA, Image: "demo"}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		body = bytes.ReplaceAll(body, []byte("$TASK"), []byte(task.ID))
+		w := serveRaw(fx.h, "POST", "/api/report/"+mac, body, "Content-Type", "application/json")
+		checkReply(t, "POST /api/report/"+mac, w)
+		// The boot path keeps answering with a script.
+		if w := serveRaw(fx.h, "GET", "/boot/"+macA+".ipxe", nil); w.Code != 200 || !strings.HasPrefix(w.Body.String(), "#!ipxe\n") {
+			t.Fatalf("script after report %q = %d %s", body, w.Code, w.Body)
+		}
+	})
+}
+
+// FuzzAdminAPI posts arbitrary task requests with the right token to the
+// real handler. Tasks it manages to create are canceled again, so the
+// next input can create them too.
+func FuzzAdminAPI(f *testing.F) {
+	fx := fuzzFixture(f)
+	fx.store.PutMachine(Machine{MAC: macB, Group: "room1"})
+	for _, seed := range []string{
+		`{"mac": "52:54:00:00:00:0a", "image": "demo"}`,
+		`{"group": "room1", "image": "demo", "target": {"label": "root"}, "check": "verify", "create_table": true, "seed_for": "10m", "after": "shell"}`,
+		`{"mac": "52-54-00-00-00-0a", "image": "demo", "target": {"disk": "nvme0n1", "partition": 2}, "after": "poweroff"}`,
+		`{"mac": "52:54:00:00:00:0a", "image": "demo", "target": {"guid": "0fc63daf-8483-4772-8e79-3d69d8477de4"}}`,
+		`{"mac": "52:54:00:00:00:0a", "image": "demo", "seed_for": "-5s"}`,
+		`{"mac": "52:54:00:00:00:0a", "image": "demo", "seed_for": "9999999999h"}`,
+		`{"mac": "52:54:00:00:00:0a", "image": "../demo"}`,
+		`{"group": "", "mac": "", "image": "demo"}`,
+		`{"mac": "52:54:00:00:00:0a", "image": "demo", "target": {"disk": "first", "partition": -1}}`,
+		`{"mac": "52:54:00:00:00:0a", "image": "demo", "create_table": "yes"}`,
+		`[]`, `null`, ``, `{"mac": 1}`,
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		w := serveRaw(fx.h, "POST", "/api/tasks", body, "Authorization", "Bearer "+testToken)
+		checkReply(t, "POST /api/tasks", w)
+		if w.Code != http.StatusCreated {
+			return
+		}
+		var ct CreatedTasks
+		if err := json.Unmarshal(w.Body.Bytes(), &ct); err != nil || len(ct.Tasks) == 0 {
+			t.Fatalf("201 reply %q: %v", w.Body, err)
+		}
+		for _, task := range ct.Tasks {
+			// What was accepted must make a plan that verifies.
+			pw := serveRaw(fx.h, "GET", "/plan/"+task.MAC, nil)
+			if _, err := Verify(pw.Body.Bytes(), fx.pub, task.MAC); err != nil {
+				t.Fatalf("task from %q: plan does not verify: %v (%d %s)", body, err, pw.Code, pw.Body)
+			}
+			cw := serveRaw(fx.h, "POST", "/api/tasks/"+task.ID+"/cancel", nil, "Authorization", "Bearer "+testToken)
+			if cw.Code != http.StatusOK {
+				t.Fatalf("cancel %s = %d %s", task.ID, cw.Code, cw.Body)
+			}
+		}
+	})
+}

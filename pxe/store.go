@@ -1,0 +1,412 @@
+package pxe
+
+import (
+	"cmp"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
+)
+
+// Store keeps machines and tasks in a bbolt file. Every change is one
+// bbolt transaction, fsynced on commit, so a restart (or a power cut)
+// loses nothing that was acknowledged. Its methods are safe for
+// concurrent use; a second process opening the same file fails after a
+// second instead of waiting for the lock.
+//
+// Layout: bucket "machines" (MAC → Machine JSON), "tasks" (ID → Task
+// JSON) and "active" (MAC → ID of its one active task).
+type Store struct {
+	db   *bolt.DB
+	path string
+	now  func() time.Time // injectable clock for tests
+}
+
+var (
+	bucketMachines = []byte("machines")
+	bucketTasks    = []byte("tasks")
+	bucketActive   = []byte("active")
+)
+
+// storeLockTimeout bounds the wait for another process's file lock.
+const storeLockTimeout = time.Second
+
+// OpenStore opens or creates the store file at path (and its folder).
+func OpenStore(path string) (*Store, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("store folder for %s: %w", path, err)
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: storeLockTimeout})
+	if errors.Is(err, berrors.ErrTimeout) {
+		return nil, fmt.Errorf("store %s is locked: is another pxeswarm serve running with the same state folder? %w", path, err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open store %s: if the file is damaged, move it away (machines and tasks start empty): %w", path, err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketMachines, bucketTasks, bucketActive} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("init store %s: %w", path, err)
+	}
+	return &Store{db: db, path: path, now: func() time.Time { return time.Now().UTC() }}, nil
+}
+
+// Close closes the file.
+func (s *Store) Close() error { return s.db.Close() }
+
+// Path is the store's file.
+func (s *Store) Path() string { return s.path }
+
+func getJSON[T any](b *bolt.Bucket, key string) (T, bool, error) {
+	var v T
+	data := b.Get([]byte(key))
+	if data == nil {
+		return v, false, nil
+	}
+	if err := json.Unmarshal(data, &v); err != nil {
+		return v, false, fmt.Errorf("store record %q is damaged: %w", key, err)
+	}
+	return v, true, nil
+}
+
+func putJSON(b *bolt.Bucket, key string, v any) error {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return b.Put([]byte(key), data)
+}
+
+func allJSON[T any](b *bolt.Bucket) ([]T, error) {
+	var ret []T
+	err := b.ForEach(func(k, data []byte) error {
+		var v T
+		if err := json.Unmarshal(data, &v); err != nil {
+			return fmt.Errorf("store record %q is damaged: %w", k, err)
+		}
+		ret = append(ret, v)
+		return nil
+	})
+	return ret, err
+}
+
+// seeLocked updates (or creates) the machine record inside tx.
+func (s *Store) seeLocked(tx *bolt.Tx, mac, ip, arch string, now time.Time, report *Report) error {
+	b := tx.Bucket(bucketMachines)
+	m, ok, err := getJSON[Machine](b, mac)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		m = Machine{MAC: mac, FirstSeen: now}
+	}
+	if m.FirstSeen.IsZero() {
+		m.FirstSeen = now
+	}
+	m.LastSeen = now
+	if ip != "" {
+		m.IP = ip
+	}
+	if arch != "" {
+		m.Arch = arch
+	}
+	if report != nil {
+		m.LastReport = report
+	}
+	return putJSON(b, mac, m)
+}
+
+// SeeMachine records that mac asked for something from ip (empty: keep
+// the last) with firmware arch (empty: keep the last). Unknown machines
+// are added.
+func (s *Store) SeeMachine(mac, ip, arch string) error {
+	mac, err := ParseMAC(mac)
+	if err != nil {
+		return err
+	}
+	now := s.now()
+	return s.db.Batch(func(tx *bolt.Tx) error { return s.seeLocked(tx, mac, ip, arch, now, nil) })
+}
+
+// PutMachine sets a machine's Name and Group (from the site config),
+// adding the machine if it is new. What was seen of it (IP, arch, times,
+// last report) is kept.
+func (s *Store) PutMachine(m Machine) error {
+	mac, err := ParseMAC(m.MAC)
+	if err != nil {
+		return err
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketMachines)
+		old, _, err := getJSON[Machine](b, mac)
+		if err != nil {
+			return err
+		}
+		old.MAC, old.Name, old.Group = mac, m.Name, m.Group
+		return putJSON(b, mac, old)
+	})
+}
+
+// Machines returns every machine, sorted by MAC.
+func (s *Store) Machines() ([]Machine, error) {
+	var ret []Machine
+	err := s.db.View(func(tx *bolt.Tx) error {
+		var err error
+		ret, err = allJSON[Machine](tx.Bucket(bucketMachines))
+		return err
+	})
+	return ret, err
+}
+
+// Machine returns one machine, or an error wrapping ErrNoMachine.
+func (s *Store) Machine(mac string) (Machine, error) {
+	mac, err := ParseMAC(mac)
+	if err != nil {
+		return Machine{}, err
+	}
+	var m Machine
+	err = s.db.View(func(tx *bolt.Tx) error {
+		var ok bool
+		var err error
+		m, ok, err = getJSON[Machine](tx.Bucket(bucketMachines), mac)
+		if err == nil && !ok {
+			err = fmt.Errorf("%w: %s has never booted from this server nor is it in the config", ErrNoMachine, mac)
+		}
+		return err
+	})
+	return m, err
+}
+
+// AddTask creates a pending task; see AddTasks.
+func (s *Store) AddTask(t Task) (Task, error) {
+	ts, err := s.AddTasks([]Task{t})
+	if err != nil {
+		return Task{}, err
+	}
+	return ts[0], nil
+}
+
+// AddTasks creates pending tasks, all or none: if any machine already has
+// an active task (or appears twice), nothing is created and the error,
+// wrapping ErrActiveTask, names the task in the way. Each task needs a
+// MAC and an Image; ID, State, Error, times and LastReport are set here.
+// Settings are not checked against the plan rules here: the HTTP API
+// does that, since it knows the defaults and the images.
+func (s *Store) AddTasks(ts []Task) ([]Task, error) {
+	now := s.now()
+	ret := make([]Task, 0, len(ts))
+	for _, t := range ts {
+		mac, err := ParseMAC(t.MAC)
+		if err != nil {
+			return nil, err
+		}
+		if t.Image == "" {
+			return nil, fmt.Errorf("%w: no image for %s: name one", ErrBadTask, mac)
+		}
+		t.MAC, t.State, t.Error, t.Created, t.Updated, t.LastReport = mac, TaskPending, "", now, now, nil
+		ret = append(ret, t)
+	}
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		tasks, active := tx.Bucket(bucketTasks), tx.Bucket(bucketActive)
+		for i := range ret {
+			t := &ret[i]
+			if id := active.Get([]byte(t.MAC)); id != nil {
+				other, _, err := getJSON[Task](tasks, string(id))
+				if err != nil {
+					return err
+				}
+				return fmt.Errorf("%w: %s has task %s (%s, image %s): cancel it first (POST /api/tasks/%s/cancel) or wait for it to finish",
+					ErrActiveTask, t.MAC, id, other.State, other.Image, id)
+			}
+			seq, err := tasks.NextSequence()
+			if err != nil {
+				return err
+			}
+			t.ID = "t" + strconv.FormatUint(seq, 10)
+			if err := putJSON(tasks, t.ID, t); err != nil {
+				return err
+			}
+			// Also catches the same MAC twice in one call.
+			if err := active.Put([]byte(t.MAC), []byte(t.ID)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return ret, nil
+}
+
+// taskSeq orders task IDs by their sequence number.
+func taskSeq(id string) uint64 {
+	n, _ := strconv.ParseUint(strings.TrimPrefix(id, "t"), 10, 64)
+	return n
+}
+
+// Tasks returns every task, oldest first.
+func (s *Store) Tasks() ([]Task, error) {
+	var ret []Task
+	err := s.db.View(func(tx *bolt.Tx) error {
+		var err error
+		ret, err = allJSON[Task](tx.Bucket(bucketTasks))
+		return err
+	})
+	slices.SortFunc(ret, func(a, b Task) int { return cmp.Compare(taskSeq(a.ID), taskSeq(b.ID)) })
+	return ret, err
+}
+
+// Task returns one task, or an error wrapping ErrNoTask.
+func (s *Store) Task(id string) (Task, error) {
+	var t Task
+	err := s.db.View(func(tx *bolt.Tx) error {
+		var err error
+		t, err = taskLocked(tx, id)
+		return err
+	})
+	return t, err
+}
+
+func taskLocked(tx *bolt.Tx, id string) (Task, error) {
+	t, ok, err := getJSON[Task](tx.Bucket(bucketTasks), id)
+	if err == nil && !ok {
+		err = fmt.Errorf("%w: %q: list tasks with GET /api/tasks", ErrNoTask, clip(id, 64))
+	}
+	return t, err
+}
+
+// ActiveTask returns mac's active task, and false if it has none.
+func (s *Store) ActiveTask(mac string) (Task, bool, error) {
+	mac, err := ParseMAC(mac)
+	if err != nil {
+		return Task{}, false, err
+	}
+	var t Task
+	var ok bool
+	err = s.db.View(func(tx *bolt.Tx) error {
+		id := tx.Bucket(bucketActive).Get([]byte(mac))
+		if id == nil {
+			return nil
+		}
+		var err error
+		t, err = taskLocked(tx, string(id))
+		ok = err == nil
+		return err
+	})
+	return t, ok, err
+}
+
+// Transition moves a task to state to. errText is kept as the task's
+// Error when to is failed or canceled (for failed, a reason is required:
+// an empty one becomes "failed (no reason given)"). Illegal moves (see
+// CanTransition) wrap ErrBadTransition; moving to the state the task is
+// already in changes nothing but Updated.
+func (s *Store) Transition(id string, to TaskState, errText string) (Task, error) {
+	var t Task
+	now := s.now()
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		var err error
+		t, err = s.transitionLocked(tx, id, to, errText, now, nil)
+		return err
+	})
+	return t, err
+}
+
+func (s *Store) transitionLocked(tx *bolt.Tx, id string, to TaskState, errText string, now time.Time, report *Report) (Task, error) {
+	t, err := taskLocked(tx, id)
+	if err != nil {
+		return Task{}, err
+	}
+	if !CanTransition(t.State, to) {
+		if !to.Valid() {
+			return t, fmt.Errorf("%w: %q is not a task state", ErrBadTransition, clip(string(to), 40))
+		}
+		return t, fmt.Errorf("%w: task %s is %s and cannot become %s", ErrBadTransition, t.ID, t.State, to)
+	}
+	if t.State != to {
+		switch to {
+		case TaskFailed:
+			t.Error = cmp.Or(errText, "failed (no reason given)")
+		case TaskCanceled:
+			t.Error = errText
+		}
+	}
+	t.State, t.Updated = to, now
+	if report != nil {
+		t.LastReport = report
+	}
+	if err := putJSON(tx.Bucket(bucketTasks), t.ID, t); err != nil {
+		return t, err
+	}
+	if !to.Active() {
+		active := tx.Bucket(bucketActive)
+		if string(active.Get([]byte(t.MAC))) == t.ID {
+			if err := active.Delete([]byte(t.MAC)); err != nil {
+				return t, err
+			}
+		}
+	}
+	return t, nil
+}
+
+// Report applies an agent's report: the machine's last report and last
+// seen time, and, when r.TaskID is set, the task's last report and state
+// (the phase's state; see the Phase constants). A task ID that does not
+// exist or belongs to another machine wraps ErrNoTask; a report that would
+// move a finished task (say, progress on a canceled one) wraps
+// ErrBadTransition and changes nothing but the machine. r.At is set here.
+// It returns the task after the change (zero if r.TaskID is empty).
+func (s *Store) Report(mac string, r Report) (Task, error) {
+	mac, err := ParseMAC(mac)
+	if err != nil {
+		return Task{}, err
+	}
+	if err := r.Check(); err != nil {
+		return Task{}, err
+	}
+	now := s.now()
+	r.At = now
+	var t Task
+	var taskErr error
+	err = s.db.Batch(func(tx *bolt.Tx) error {
+		t, taskErr = Task{}, nil
+		if err := s.seeLocked(tx, mac, r.From, "", now, &r); err != nil {
+			return err
+		}
+		if r.TaskID == "" {
+			return nil
+		}
+		cur, err := taskLocked(tx, r.TaskID)
+		if err != nil || cur.MAC != mac {
+			// Keep the machine update; refuse the task part.
+			taskErr = fmt.Errorf("%w: task %q is not a task of %s: send the task_id of this machine's plan", ErrNoTask, clip(r.TaskID, 64), mac)
+			return nil
+		}
+		t, err = s.transitionLocked(tx, r.TaskID, phaseState[r.Phase], r.Error, now, &r)
+		if errors.Is(err, ErrBadTransition) {
+			taskErr, t = err, cur
+			return nil
+		}
+		return err
+	})
+	if err == nil {
+		err = taskErr
+	}
+	return t, err
+}
