@@ -1,0 +1,243 @@
+package partition
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/pxeswarm/pxeswarm/imager"
+)
+
+// CreateTable writes the partition table of im's layout to dev, a whole
+// disk or a disk image file, and returns where each of im's files goes, in
+// file order.
+//
+// Before writing it checks that dev is a whole disk, is not the boot
+// medium, is not in use (the disk is opened with O_EXCL) and is large
+// enough ([ErrTooSmall]); nothing is written otherwise. With
+// Config.Discard it first discards the whole disk. It then writes and
+// reads back the table ([WriteTable]).
+//
+// On a block device it makes the kernel see the new partitions: BLKRRPART
+// first; if the kernel's partitions then differ from the table (a kernel
+// without the GPT or MBR parser), it deletes them and adds the new ones
+// with BLKPG, as partx does. It waits up to Config.NodeTimeout for the
+// partitions' device nodes and returns them. A device that cannot be
+// partitioned at all (a loop device attached without --partscan) gets
+// places at offsets on the disk instead; use [OpenParts] for those.
+func (c Config) CreateTable(ctx context.Context, log *slog.Logger, dev string, im *imager.Image) ([]Place, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	c = c.withDefaults()
+	fi, err := os.Stat(dev)
+	if err != nil {
+		return nil, fmt.Errorf("target %s: %w", dev, err)
+	}
+	block := fi.Mode()&fs.ModeDevice != 0 && fi.Mode()&fs.ModeCharDevice == 0
+	if !block && !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is neither a block device nor a regular file: name a whole disk", dev)
+	}
+	var sys string // the disk's sysfs directory
+	if block {
+		if sys, err = c.sysDir(fi); err != nil {
+			return nil, err
+		}
+		if n := readInt(sys, "partition"); n > 0 {
+			return nil, fmt.Errorf("%s is partition %d of a disk: a partition table goes on the whole disk", dev, n)
+		}
+		d := c.disk(log, sys, filepath.Base(sys))
+		c.markBusy(&d, sys, readMounts(c.Mounts, log))
+		c.markBoot(&d)
+		switch {
+		case d.Boot != "":
+			return nil, fmt.Errorf("%w: %s is the medium the agent booted from (%s): it is never written; pick another disk", ErrBootMedium, dev, d.Boot)
+		case d.InUse != "":
+			return nil, fmt.Errorf("%w: %s is in use (%s): unmount or stop what holds it, or pick another disk", ErrInUse, dev, d.InUse)
+		case d.ReadOnly:
+			return nil, fmt.Errorf("%w: %s is read-only: check its write-protect switch or pick another disk", ErrReadOnly, dev)
+		}
+	}
+	var f *os.File
+	if block {
+		f, err = openExclusive(dev)
+	} else {
+		f, err = os.OpenFile(dev, os.O_RDWR, 0)
+	}
+	if err != nil {
+		if errors.Is(err, errBusy) {
+			return nil, fmt.Errorf("%w: open %s exclusively: a partition is mounted or held: unmount it first", ErrInUse, dev)
+		}
+		return nil, fmt.Errorf("open %s for writing: %w", dev, err)
+	}
+	defer f.Close()
+	size, ss := fi.Size(), 512
+	if block {
+		if size, ss, err = geometry(f); err != nil {
+			return nil, fmt.Errorf("size of %s: %w", dev, err)
+		}
+	}
+	need, err := Need(im, ss)
+	if err != nil {
+		return nil, fmt.Errorf("image %s: %w", im.Name, err)
+	}
+	if size < need {
+		return nil, tooSmall(dev, size, im.Name, need, "disk")
+	}
+	t, err := PlanTable(im.Layout, size, ss)
+	if err != nil {
+		return nil, fmt.Errorf("image %s on %s: %w", im.Name, dev, err)
+	}
+	if c.Discard && block {
+		start := time.Now()
+		if err := discard(f, 0, size); err != nil {
+			log.Warn("cannot discard the disk; writing the table anyway", "disk", dev, "err", err)
+		} else {
+			log.Info("discarded the disk", "disk", dev, "size", imager.FormatBytes(size), "took", time.Since(start).Round(time.Millisecond))
+		}
+	}
+	log.Info("writing partition table", "disk", dev, "table", t.Kind, "partitions", len(t.Partitions), "image", im.Name)
+	if err := WriteTable(f, size, t); err != nil {
+		return nil, fmt.Errorf("%s: %w", dev, err)
+	}
+	byNum := map[int]Partition{}
+	for _, p := range t.Partitions {
+		byNum[p.Number] = p
+		log.Debug("partition", "disk", dev, "number", p.Number, "start", p.Start, "size", p.Size, "type", p.Type, "label", p.Label, "guid", p.GUID)
+	}
+	names := map[int]string{}
+	if block {
+		names, err = c.kernelPartitions(log, f, dev, sys, t)
+		switch {
+		case errors.Is(err, syscall.EINVAL):
+			log.Warn("the kernel cannot partition this device; its partitions are addressed by offset", "disk", dev, "err", err)
+			names = map[int]string{}
+		case err != nil:
+			return nil, err
+		default:
+			if err := c.waitNodes(ctx, sys, names); err != nil {
+				return nil, err
+			}
+		}
+	}
+	var out []Place
+	for _, file := range im.Files {
+		p := byNum[file.Part.Number]
+		if name, ok := names[p.Number]; ok {
+			out = append(out, Place{Number: p.Number, Path: filepath.Join(c.Dev, name), Size: p.Size, Length: file.Length})
+		} else {
+			out = append(out, Place{Number: p.Number, Path: dev, Offset: p.Start, Size: p.Size, Length: file.Length})
+		}
+	}
+	return out, nil
+}
+
+// sysDir returns the sysfs directory of a block device node.
+func (c Config) sysDir(fi os.FileInfo) (string, error) {
+	num, err := devNumber(fi)
+	if err != nil {
+		return "", err
+	}
+	dir, err := filepath.EvalSymlinks(filepath.Join(c.Sys, "dev", "block", num))
+	if err != nil {
+		return "", fmt.Errorf("sysfs entry of block device %s: is sysfs mounted? %w", num, err)
+	}
+	return dir, nil
+}
+
+// kernelPartitions makes the kernel's partitions of the disk match t and
+// returns their kernel names by number.
+func (c Config) kernelPartitions(log *slog.Logger, f *os.File, dev, sys string, t *Table) (map[int]string, error) {
+	match := func() (map[int]string, bool) {
+		ks := sysPartitions(sys, c.Dev)
+		if len(ks) != len(t.Partitions) {
+			return nil, false
+		}
+		names := map[int]string{}
+		for i, k := range ks {
+			p := t.Partitions[i]
+			if k.Number != p.Number || k.Start != p.Start || k.Size != p.Size {
+				return nil, false
+			}
+			names[k.Number] = k.Name
+		}
+		return names, true
+	}
+	// udev's probe of the old partitions can hold them open for a moment,
+	// and BLKRRPART fails with EBUSY while any partition is open.
+	var err error
+	for range 20 {
+		if err = rereadTable(f); !errors.Is(err, errBusy) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err == nil {
+		if names, ok := match(); ok {
+			log.Info("the kernel re-read the partition table", "disk", dev)
+			return names, nil
+		}
+		log.Info("the kernel found other partitions than were written (no parser for this table?); adding them with BLKPG", "disk", dev)
+	} else {
+		log.Info("BLKRRPART failed; adding the partitions with BLKPG", "disk", dev, "err", err)
+	}
+	for _, k := range sysPartitions(sys, c.Dev) {
+		if err := deletePartition(f, k.Number); err != nil {
+			if errors.Is(err, errBusy) {
+				return nil, fmt.Errorf("%w: the kernel's partition %s of %s is open: unmount it, then try again", ErrInUse, k.Name, dev)
+			}
+			return nil, fmt.Errorf("remove the kernel's partition %s of %s (BLKPG): %w", k.Name, dev, err)
+		}
+	}
+	for _, p := range t.Partitions {
+		if err := addPartition(f, p.Number, p.Start, p.Size); err != nil {
+			return nil, fmt.Errorf("add partition %d of %s to the kernel (BLKPG): %w", p.Number, dev, err)
+		}
+	}
+	if names, ok := match(); ok {
+		return names, nil
+	}
+	return nil, fmt.Errorf("the kernel's partitions of %s do not match the table just written: run partx --update %s and check dmesg", dev, dev)
+}
+
+// waitNodes waits for each partition's device node to exist with the
+// device number sysfs gives it: devtmpfs creates nodes as the kernel adds
+// partitions; udev may replace them a moment later.
+func (c Config) waitNodes(ctx context.Context, sys string, names map[int]string) error {
+	deadline := time.Now().Add(c.NodeTimeout)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		missing := ""
+		for _, name := range names {
+			want := readString(filepath.Join(sys, name), "dev")
+			fi, err := os.Stat(filepath.Join(c.Dev, name))
+			if err != nil || fi.Mode()&fs.ModeDevice == 0 {
+				missing = name
+				break
+			}
+			if got, err := devNumber(fi); err != nil || got != want {
+				missing = name
+				break
+			}
+		}
+		if missing == "" {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("partition node %s did not appear within %s: is devtmpfs mounted on %s (or udev running)?",
+				filepath.Join(c.Dev, missing), c.NodeTimeout, c.Dev)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("wait for partition node %s: %w", filepath.Join(c.Dev, missing), ctx.Err())
+		case <-tick.C:
+		}
+	}
+}

@@ -1,0 +1,495 @@
+package partition
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"slices"
+	"strings"
+
+	"github.com/pxeswarm/pxeswarm/imager"
+)
+
+// First selects the first disk that can be a target: see [Choose].
+const First = "first"
+
+// Selector names where an image goes. It mirrors pxe.Target field for
+// field (the agent maps one to the other, so neither package imports the
+// other). Set exactly one of Disk, Label and GUID; Partition goes with
+// Disk, or alone to mean "the one disk that has this partition number".
+type Selector struct {
+	// Disk is [First] or a kernel disk name: "sda", "nvme0n1", or the same
+	// with "/dev/" in front.
+	Disk string
+	// Partition is a partition number (1-based) on Disk. Without Disk, it
+	// matches that number on every disk that is not the boot medium, and
+	// more than one match is an error.
+	Partition int
+	// Label is a GPT partition name, matched exactly, on any disk that is
+	// not the boot medium.
+	Label string
+	// GUID is a GPT unique partition GUID (any case, braces allowed) or an
+	// MBR PARTUUID ("1a2b3c4d-02"), on any disk that is not the boot medium.
+	GUID string
+}
+
+func (s Selector) String() string {
+	var parts []string
+	if s.Disk != "" {
+		parts = append(parts, "disk="+s.Disk)
+	}
+	if s.Partition != 0 {
+		parts = append(parts, fmt.Sprintf("partition=%d", s.Partition))
+	}
+	if s.Label != "" {
+		parts = append(parts, fmt.Sprintf("label=%q", s.Label))
+	}
+	if s.GUID != "" {
+		parts = append(parts, "guid="+s.GUID)
+	}
+	if len(parts) == 0 {
+		return "(empty selector)"
+	}
+	return strings.Join(parts, " ")
+}
+
+func (s Selector) check() error {
+	n := 0
+	for _, set := range []bool{s.Disk != "", s.Label != "", s.GUID != ""} {
+		if set {
+			n++
+		}
+	}
+	if s.Partition < 0 || n > 1 || (n == 0 && s.Partition == 0) || (s.Partition != 0 && (s.Label != "" || s.GUID != "")) {
+		return fmt.Errorf("%w: target %s: set exactly one of disk, label or guid (partition goes with disk, or alone)", ErrNoTarget, s)
+	}
+	return nil
+}
+
+// Target is the disk, or the partition of a disk, an image goes to.
+type Target struct {
+	Disk Disk
+	Part *Partition // nil: the whole disk
+}
+
+// Path is the device node to open: the partition's if it has one, else
+// the disk's.
+func (t Target) Path() string {
+	if t.Part != nil && t.Part.Path != "" {
+		return t.Part.Path
+	}
+	return t.Disk.Path
+}
+
+// Size is the bytes of the partition or the whole disk.
+func (t Target) Size() int64 {
+	if t.Part != nil {
+		return t.Part.Size
+	}
+	return t.Disk.Size
+}
+
+func (t Target) String() string {
+	switch {
+	case t.Part == nil:
+		return t.Disk.Path
+	case t.Part.Path != "":
+		return t.Part.Path
+	}
+	return fmt.Sprintf("partition %d of %s", t.Part.Number, t.Disk.Path)
+}
+
+// Choose picks the target sel names among disks (as [Config.List] returns
+// them) and checks that it can take im.
+//
+//   - Disk "first" is the first disk, in name order, that is not
+//     removable, not the boot medium, not read-only, not in use and has a
+//     medium. If it is too small, that is an error: Choose does not go on
+//     to a disk the plan's author may not expect to be written.
+//   - Disk by name must exist and must not be the boot medium (an error
+//     saying so, [ErrBootMedium]), read-only ([ErrReadOnly]) or in use
+//     ([ErrInUse]). A removable disk named explicitly is fine.
+//   - Partition, Label and GUID match partitions; matches on the boot
+//     medium are ignored, and more than one match is [ErrAmbiguous].
+//
+// The target must hold the image ([Need]), or for a partition target the
+// image's one part and its partition size in the layout; otherwise the
+// error wraps [ErrTooSmall]. Nothing matching is [ErrNoTarget], with the
+// disks that were seen.
+func Choose(disks []Disk, sel Selector, im *imager.Image) (Target, error) {
+	if err := sel.check(); err != nil {
+		return Target{}, err
+	}
+	disks = slices.Clone(disks)
+	slices.SortStableFunc(disks, func(a, b Disk) int {
+		switch {
+		case lessName(a.Name, b.Name):
+			return -1
+		case lessName(b.Name, a.Name):
+			return 1
+		}
+		return 0
+	})
+	var t Target
+	var err error
+	if sel.Disk != "" {
+		t, err = chooseDisk(disks, sel)
+	} else {
+		t, err = choosePartition(disks, sel)
+	}
+	if err != nil {
+		return Target{}, err
+	}
+	if err := fits(t, im); err != nil {
+		return Target{}, err
+	}
+	return t, nil
+}
+
+func chooseDisk(disks []Disk, sel Selector) (Target, error) {
+	var d *Disk
+	if sel.Disk == First {
+		for i := range disks {
+			c := &disks[i]
+			if !c.Removable && c.Boot == "" && !c.ReadOnly && c.InUse == "" && c.Size > 0 {
+				d = c
+				break
+			}
+		}
+		if d == nil {
+			return Target{}, fmt.Errorf("%w: target %s: no disk is fixed, writable, free and not the boot medium; saw %s: attach a disk or name one in the plan",
+				ErrNoTarget, sel, seen(disks))
+		}
+	} else {
+		name := strings.TrimPrefix(sel.Disk, "/dev/")
+		for i := range disks {
+			if disks[i].Name == name {
+				d = &disks[i]
+			}
+		}
+		if d == nil {
+			hint := ""
+			for _, c := range disks {
+				for _, p := range c.Partitions {
+					if p.Name == name {
+						hint = fmt.Sprintf(" (%s is partition %d of %s: select disk %s and partition %d)", name, p.Number, c.Name, c.Name, p.Number)
+					}
+				}
+			}
+			return Target{}, fmt.Errorf("%w: target %s: there is no disk %s%s; saw %s: check the plan's disk name", ErrNoTarget, sel, name, hint, seen(disks))
+		}
+		switch {
+		case d.Boot != "":
+			return Target{}, fmt.Errorf("%w: %s is the medium the agent booted from (%s): it is never written; pick another disk",
+				ErrBootMedium, d.Path, d.Boot)
+		case d.ReadOnly:
+			return Target{}, fmt.Errorf("%w: %s is read-only: check its write-protect switch or pick another disk", ErrReadOnly, d.Path)
+		case d.InUse != "":
+			return Target{}, fmt.Errorf("%w: %s is in use (%s): unmount or stop what holds it, or pick another disk", ErrInUse, d.Path, d.InUse)
+		case d.Size == 0:
+			return Target{}, fmt.Errorf("%w: %s has no medium: insert one or pick another disk", ErrNoTarget, d.Path)
+		}
+	}
+	if sel.Partition == 0 {
+		return Target{Disk: *d}, nil
+	}
+	for i := range d.Partitions {
+		if d.Partitions[i].Number == sel.Partition {
+			p := d.Partitions[i]
+			return Target{Disk: *d, Part: &p}, nil
+		}
+	}
+	var have []string
+	for _, p := range d.Partitions {
+		have = append(have, fmt.Sprint(p.Number))
+	}
+	return Target{}, fmt.Errorf("%w: target %s: %s has no partition %d (it has %s): create the table first or pick another partition",
+		ErrNoTarget, sel, d.Path, sel.Partition, orNone(strings.Join(have, ", ")))
+}
+
+func choosePartition(disks []Disk, sel Selector) (Target, error) {
+	want := normGUID(sel.GUID)
+	var matches, onBoot []Target
+	for _, d := range disks {
+		for _, p := range d.Partitions {
+			ok := (sel.Label != "" && p.Label == sel.Label) ||
+				(want != "" && normGUID(p.GUID) == want) ||
+				(sel.Partition != 0 && p.Number == sel.Partition)
+			if !ok {
+				continue
+			}
+			t := Target{Disk: d, Part: &p}
+			if d.Boot != "" {
+				onBoot = append(onBoot, t)
+			} else {
+				matches = append(matches, t)
+			}
+		}
+	}
+	switch {
+	case len(matches) == 0 && len(onBoot) > 0:
+		return Target{}, fmt.Errorf("%w: target %s is %s on %s, the medium the agent booted from (%s): it is never written; pick another partition",
+			ErrBootMedium, sel, onBoot[0], onBoot[0].Disk.Path, onBoot[0].Disk.Boot)
+	case len(matches) == 0:
+		return Target{}, fmt.Errorf("%w: no partition matches target %s; saw %s: check the plan or create the partition table first",
+			ErrNoTarget, sel, seen(disks))
+	case len(matches) > 1:
+		var names []string
+		for _, m := range matches {
+			names = append(names, m.String())
+		}
+		return Target{}, fmt.Errorf("%w: target %s matches %s: select by disk and partition, or give the partitions distinct labels",
+			ErrAmbiguous, sel, strings.Join(names, ", "))
+	}
+	t := matches[0]
+	switch {
+	case t.Disk.ReadOnly:
+		return Target{}, fmt.Errorf("%w: %s is on read-only %s: check its write-protect switch or pick another partition", ErrReadOnly, t, t.Disk.Path)
+	case t.Part.InUse != "":
+		return Target{}, fmt.Errorf("%w: %s is in use (%s): unmount or stop what holds it, or pick another partition", ErrInUse, t, t.Part.InUse)
+	}
+	return t, nil
+}
+
+// normGUID upper-cases a GUID and drops braces, for comparing.
+func normGUID(s string) string {
+	return strings.ToUpper(strings.Trim(strings.TrimSpace(s), "{}"))
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "none"
+	}
+	return s
+}
+
+// seen lists disks for an error message.
+func seen(disks []Disk) string {
+	if len(disks) == 0 {
+		return "no disks at all (are the disk drivers loaded?)"
+	}
+	var out []string
+	for _, d := range disks {
+		s := d.String()
+		var labels []string
+		for _, p := range d.Partitions {
+			if p.Label != "" {
+				labels = append(labels, fmt.Sprintf("%d=%q", p.Number, p.Label))
+			}
+		}
+		if len(labels) > 0 {
+			s += " partitions " + strings.Join(labels, " ")
+		}
+		out = append(out, s)
+	}
+	return strings.Join(out, "; ")
+}
+
+// fits checks that t can hold im.
+func fits(t Target, im *imager.Image) error {
+	if t.Part != nil {
+		if len(im.Files) != 1 {
+			return fmt.Errorf("%w: image %s has %d parts, but %s is one partition: select a disk", ErrLayout, im.Name, len(im.Files), t)
+		}
+		if need := partNeed(im.Files[0]); t.Part.Size < need {
+			return tooSmall(t.String(), t.Part.Size, im.Name, need, "partition")
+		}
+		return nil
+	}
+	need, err := Need(im, t.Disk.SectorSize)
+	if err != nil {
+		return fmt.Errorf("image %s: %w", im.Name, err)
+	}
+	if t.Disk.Size < need {
+		return tooSmall(t.Disk.Path, t.Disk.Size, im.Name, need, "disk")
+	}
+	return nil
+}
+
+func tooSmall(what string, have int64, image string, need int64, kind string) error {
+	return fmt.Errorf("%w: target %s (%s) is smaller than image %s (%s): pick a larger %s or a smaller image",
+		ErrTooSmall, what, imager.FormatBytes(have), image, imager.FormatBytes(need), kind)
+}
+
+// Place is where one image file goes.
+type Place struct {
+	Number int // partition number, 0 for the whole disk
+	// Path is the partition's device node, or the disk (or disk image
+	// file) that holds the partition when it has no node.
+	Path string
+	// Offset is where the partition starts in Path: 0 for a device node.
+	Offset int64
+	Size   int64 // bytes of the partition: the room the file has
+	Length int64 // bytes of the image file written there
+}
+
+func (p Place) String() string {
+	if p.Offset == 0 {
+		return p.Path
+	}
+	return fmt.Sprintf("%s at %s", p.Path, imager.FormatBytes(p.Offset))
+}
+
+// placeOn addresses partition p of disk d for file f.
+func placeOn(d Disk, p Partition, f imager.File) Place {
+	if p.Path != "" {
+		return Place{Number: p.Number, Path: p.Path, Size: p.Size, Length: f.Length}
+	}
+	return Place{Number: p.Number, Path: d.Path, Offset: p.Start, Size: p.Size, Length: f.Length}
+}
+
+// Map returns where each of im's files goes on t, in file order, using the
+// partitions t's disk has now. (After [Config.CreateTable], use the places
+// it returns.) A partition target takes a one-part image; a whole-disk
+// image goes to the disk; partition images go to the disk's partitions of
+// the same numbers, which must exist, be free and be large enough.
+func Map(t Target, im *imager.Image) ([]Place, error) {
+	if err := fits(t, im); err != nil {
+		return nil, err
+	}
+	if t.Part != nil {
+		return []Place{placeOn(t.Disk, *t.Part, im.Files[0])}, nil
+	}
+	var out []Place
+	for _, f := range im.Files {
+		n := f.Part.Number
+		if n == 0 {
+			if len(im.Files) != 1 {
+				return nil, fmt.Errorf("%w: image %s has a whole-disk part %s among %d parts: rebuild the image", ErrLayout, im.Name, f.Path, len(im.Files))
+			}
+			return []Place{{Path: t.Disk.Path, Size: t.Disk.Size, Length: f.Length}}, nil
+		}
+		i := slices.IndexFunc(t.Disk.Partitions, func(p Partition) bool { return p.Number == n })
+		if i < 0 {
+			return nil, fmt.Errorf("%w: %s has no partition %d for part %s of image %s: let the plan create the partition table, or pick a disk laid out for this image",
+				ErrNoTarget, t.Disk.Path, n, f.Path, im.Name)
+		}
+		p := t.Disk.Partitions[i]
+		if p.InUse != "" {
+			return nil, fmt.Errorf("%w: partition %d of %s is in use (%s): unmount it or pick another disk", ErrInUse, n, t.Disk.Path, p.InUse)
+		}
+		if need := partNeed(f); p.Size < need {
+			return nil, tooSmall(placeOn(t.Disk, p, f).String(), p.Size, im.Name+" part "+f.Path, need, "partition (or let the plan create the table)")
+		}
+		out = append(out, placeOn(t.Disk, p, f))
+	}
+	return out, nil
+}
+
+// Paths returns the places as imager.Config.Paths, one per image file.
+// That needs a device node per partition; when a place is an offset into a
+// disk or image file, use [OpenParts] instead.
+func Paths(places []Place) ([]string, error) {
+	var out []string
+	for _, p := range places {
+		if p.Offset != 0 {
+			return nil, fmt.Errorf("partition %d has no device node, only an offset in %s: open the places with OpenParts", p.Number, p.Path)
+		}
+		out = append(out, p.Path)
+	}
+	return out, nil
+}
+
+// OpenParts opens the places for writing and returns them as
+// imager.Config.Parts. Each part is a window on its device: reads and
+// writes are offset by the partition's start and refused past its end, so
+// a part never spills into its neighbour. Block devices are opened with
+// O_EXCL (the kernel refuses a mounted or held device); a device shared by
+// several places is opened once. closeAll flushes and closes them all;
+// call it once the imager session is done.
+func OpenParts(places []Place) (parts []imager.Part, closeAll func() error, err error) {
+	files := map[string]*os.File{}
+	var order []*os.File
+	closeAll = func() error {
+		var errs []error
+		for _, f := range order {
+			if err := f.Sync(); err != nil {
+				errs = append(errs, fmt.Errorf("flush %s: %w", f.Name(), err))
+			}
+			errs = append(errs, f.Close())
+		}
+		order = nil
+		return errors.Join(errs...)
+	}
+	defer func() {
+		if err != nil {
+			closeAll()
+		}
+	}()
+	for _, pl := range places {
+		f, ok := files[pl.Path]
+		if !ok {
+			fi, err := os.Stat(pl.Path)
+			if err != nil {
+				return nil, nil, fmt.Errorf("target %s: %w", pl.Path, err)
+			}
+			block := fi.Mode()&fs.ModeDevice != 0 && fi.Mode()&fs.ModeCharDevice == 0
+			switch {
+			case block:
+				f, err = openExclusive(pl.Path)
+			case fi.Mode().IsRegular():
+				f, err = os.OpenFile(pl.Path, os.O_RDWR, 0)
+			default:
+				err = fmt.Errorf("%s is neither a block device nor a regular file", pl.Path)
+			}
+			if err != nil {
+				if errors.Is(err, errBusy) {
+					return nil, nil, fmt.Errorf("%w: open %s: it is mounted or held: unmount it first", ErrInUse, pl.Path)
+				}
+				return nil, nil, fmt.Errorf("open target %s for writing: %w", pl.Path, err)
+			}
+			files[pl.Path] = f
+			order = append(order, f)
+			size := fi.Size()
+			if block {
+				if size, _, err = geometry(f); err != nil {
+					return nil, nil, fmt.Errorf("size of %s: %w", pl.Path, err)
+				}
+			}
+			for _, other := range places {
+				if other.Path == pl.Path && (other.Offset < 0 || other.Size < other.Length || other.Offset > size-other.Size) {
+					return nil, nil, fmt.Errorf("%w: %s (%s) cannot hold partition %d (%s at %s)",
+						ErrTooSmall, pl.Path, imager.FormatBytes(size), other.Number, imager.FormatBytes(other.Size), imager.FormatBytes(other.Offset))
+				}
+			}
+		}
+		parts = append(parts, imager.Part{RW: &window{f: f, off: pl.Offset, size: pl.Size}, Length: pl.Length})
+	}
+	return parts, closeAll, nil
+}
+
+// window is one partition of an open device.
+type window struct {
+	f         *os.File
+	off, size int64
+}
+
+func (w *window) ReadAt(b []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, fmt.Errorf("read at negative offset %d", off)
+	}
+	if off >= w.size {
+		return 0, io.EOF
+	}
+	short := int64(len(b)) > w.size-off
+	if short {
+		b = b[:w.size-off]
+	}
+	n, err := w.f.ReadAt(b, w.off+off)
+	if err == nil && short {
+		err = io.EOF
+	}
+	return n, err
+}
+
+func (w *window) WriteAt(b []byte, off int64) (int, error) {
+	if off < 0 || off > w.size || int64(len(b)) > w.size-off {
+		return 0, fmt.Errorf("write of %d bytes at %d is outside the %d-byte partition at %d of %s", len(b), off, w.size, w.off, w.f.Name())
+	}
+	return w.f.WriteAt(b, w.off+off)
+}
+
+// Sync flushes the device under the window.
+func (w *window) Sync() error { return w.f.Sync() }
