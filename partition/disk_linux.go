@@ -1,9 +1,9 @@
 package partition
 
 import (
-	"errors"
 	"fmt"
 	"os"
+	"syscall"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -88,9 +88,9 @@ func discard(f *os.File, off, length int64) error {
 
 // devNumber returns the major:minor of a device node, as sysfs spells it.
 func devNumber(fi os.FileInfo) (string, error) {
-	st, ok := fi.Sys().(*unix.Stat_t)
+	st, ok := fi.Sys().(*syscall.Stat_t)
 	if !ok {
-		return "", errors.New("no device number")
+		return "", fmt.Errorf("%s: no device number", fi.Name())
 	}
 	return fmt.Sprintf("%d:%d", unix.Major(uint64(st.Rdev)), unix.Minor(uint64(st.Rdev))), nil
 }

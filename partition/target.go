@@ -402,7 +402,7 @@ func Paths(places []Place) ([]string, error) {
 func OpenParts(places []Place) (parts []imager.Part, closeAll func() error, err error) {
 	files := map[string]*os.File{}
 	var order []*os.File
-	closeAll = func() error {
+	closeFiles := func() error {
 		var errs []error
 		for _, f := range order {
 			if err := f.Sync(); err != nil {
@@ -415,7 +415,7 @@ func OpenParts(places []Place) (parts []imager.Part, closeAll func() error, err 
 	}
 	defer func() {
 		if err != nil {
-			closeAll()
+			closeFiles()
 		}
 	}()
 	for _, pl := range places {
@@ -457,7 +457,7 @@ func OpenParts(places []Place) (parts []imager.Part, closeAll func() error, err 
 		}
 		parts = append(parts, imager.Part{RW: &window{f: f, off: pl.Offset, size: pl.Size}, Length: pl.Length})
 	}
-	return parts, closeAll, nil
+	return parts, closeFiles, nil
 }
 
 // window is one partition of an open device.
