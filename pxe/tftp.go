@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -33,6 +34,12 @@ const DefaultTFTPRoot = "/usr/lib/ipxe"
 // refused), confined to Root (no "..", no absolute escapes, no symlinks
 // out of it: os.Root), and support the blksize (RFC 2348) and tsize
 // (RFC 2349) options that PXE ROMs send.
+//
+// One exception to "no symlinks out": links to regular files that sit
+// directly in Root when the server starts are the admin's (Debian's ipxe
+// package makes /usr/lib/ipxe/ipxe.efi a link to /boot/ipxe.efi), so they
+// are resolved once at start and served. A requested name still never
+// leaves Root, and links that appear later are not followed.
 func (c TFTPConfig) Start(ctx context.Context, log *slog.Logger) error {
 	conn, err := net.ListenPacket("udp4", c.Listen)
 	if err != nil {
@@ -52,9 +59,10 @@ func (c TFTPConfig) Serve(ctx context.Context, log *slog.Logger, conn net.Packet
 		return fmt.Errorf("tftp: root %s: install Debian's ipxe package or set the TFTP root: %w", c.Root, err)
 	}
 	defer root.Close()
+	links := rootLinks(c.Root)
 	read := func(name string, rf io.ReaderFrom) error {
 		addr := rf.(tftp.OutgoingTransfer).RemoteAddr()
-		f, st, err := openUnder(root, name)
+		f, st, err := openUnder(root, links, name)
 		if err != nil {
 			log.Warn("tftp: refused", "file", name, "client", addr.String(), "err", err)
 			return err
@@ -92,12 +100,18 @@ func (c TFTPConfig) Serve(ctx context.Context, log *slog.Logger, conn net.Packet
 // openUnder opens a regular file by its TFTP name inside root. PXE ROMs
 // send names like "undionly.kpxe" or "/ipxe.efi"; a leading slash means
 // the root, never the host's /.
-func openUnder(root *os.Root, name string) (*os.File, fs.FileInfo, error) {
+func openUnder(root *os.Root, links map[string]string, name string) (*os.File, fs.FileInfo, error) {
 	clean := strings.TrimLeft(strings.ReplaceAll(name, `\`, "/"), "/")
 	if clean == "" || !fs.ValidPath(clean) {
 		return nil, nil, fmt.Errorf("file %q is outside the TFTP root", name)
 	}
-	f, err := root.Open(clean)
+	var f *os.File
+	var err error
+	if target, ok := links[clean]; ok {
+		f, err = os.Open(target)
+	} else {
+		f, err = root.Open(clean)
+	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("file %q: %w", name, err)
 	}
@@ -107,4 +121,24 @@ func openUnder(root *os.Root, name string) (*os.File, fs.FileInfo, error) {
 		return nil, nil, fmt.Errorf("file %q is not a regular file", name)
 	}
 	return f, st, nil
+}
+
+// rootLinks maps the names of symlinks directly in dir that point to
+// regular files (anywhere) to their resolved paths.
+func rootLinks(dir string) map[string]string {
+	links := map[string]string{}
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if e.Type()&fs.ModeSymlink == 0 {
+			continue
+		}
+		p, err := filepath.EvalSymlinks(filepath.Join(dir, e.Name()))
+		if err != nil {
+			continue
+		}
+		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() {
+			links[e.Name()] = p
+		}
+	}
+	return links
 }

@@ -32,7 +32,12 @@ func TestTFTPWithTFTPHPA(t *testing.T) {
 	os.WriteFile(filepath.Join(root, "undionly.kpxe"), want, 0o644)
 	secret := filepath.Join(filepath.Dir(root), "secret")
 	os.WriteFile(secret, []byte("must not leak"), 0o644)
-	os.Symlink(secret, filepath.Join(root, "link"))
+	// A link the admin put there before start is served (Debian links
+	// ipxe.efi to /boot/ipxe.efi); one that appears later is not.
+	outside := filepath.Join(t.TempDir(), "fw.efi")
+	fw := bytes.Repeat([]byte("firmware "), 5000)
+	os.WriteFile(outside, fw, 0o644)
+	os.Symlink(outside, filepath.Join(root, "fw.efi"))
 
 	conn, err := net.ListenPacket("udp4", "127.0.0.1:0")
 	if err != nil {
@@ -50,6 +55,7 @@ func TestTFTPWithTFTPHPA(t *testing.T) {
 		}
 	}()
 	port := conn.LocalAddr().(*net.UDPAddr).Port
+
 	get := func(remote, local string) (string, error) {
 		cmd := exec.Command(client, "-m", "binary", "127.0.0.1", strconv.Itoa(port), "-v", "-c", "get", remote, local)
 		cmd.Env = append(os.Environ(), "LC_ALL=C")
@@ -64,6 +70,14 @@ func TestTFTPWithTFTPHPA(t *testing.T) {
 	if !bytes.Equal(got, want) {
 		t.Errorf("downloaded %d bytes, want %d identical bytes", len(got), len(want))
 	}
+	if res, err := get("fw.efi", out); err != nil {
+		t.Fatalf("tftp get fw.efi (a link made before start): %v: %s", err, res)
+	}
+	if got, _ := os.ReadFile(out); !bytes.Equal(got, fw) {
+		t.Errorf("fw.efi: downloaded %d bytes, want %d identical bytes", len(got), len(fw))
+	}
+	// The server is up (it answered), so it scanned the root before this.
+	os.Symlink(secret, filepath.Join(root, "link"))
 	for _, bad := range []string{"../secret", "/../secret", "..\\secret", "link", "/etc/passwd", "nope"} {
 		dst := filepath.Join(t.TempDir(), "bad")
 		res, _ := get(bad, dst)
