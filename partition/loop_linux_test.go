@@ -40,6 +40,16 @@ func loopDevice(t *testing.T, size int64, noPartscan bool) (dev, backing string)
 	}
 	dev = strings.TrimSpace(string(out))
 	t.Cleanup(func() {
+		// Without partscan, detaching leaves partitions added by BLKPG
+		// behind on the free loop device: remove them first.
+		if f, err := os.Open(dev); err == nil {
+			for _, p := range sysPartitions(filepath.Join("/sys/block", filepath.Base(dev)), "/dev") {
+				if err := deletePartition(f, p.Number); err != nil {
+					t.Errorf("remove partition %s: %v", p.Name, err)
+				}
+			}
+			f.Close()
+		}
 		if out, err := exec.Command("losetup", "-d", dev).CombinedOutput(); err != nil {
 			t.Errorf("losetup -d %s: %v: %s", dev, err, out)
 		}

@@ -130,8 +130,7 @@ func checkGPTHeaders(r io.ReaderAt, size int64, ss int) (seen bool, err error) {
 	sectors := uint64(size) / uint64(ss)
 	b := make([]byte, ss)
 	for _, lba := range []uint64{1, sectors - 1} {
-		if n, err := r.ReadAt(b, int64(lba)*int64(ss)); n != len(b) {
-			_ = err
+		if n, _ := r.ReadAt(b, int64(lba)*int64(ss)); n != len(b) {
 			continue
 		}
 		if !gptHeaderValid(b) {

@@ -16,8 +16,8 @@ import (
 const First = "first"
 
 // Selector names where an image goes. It mirrors pxe.Target field for
-// field (the agent maps one to the other, so neither package imports the
-// other). Set exactly one of Disk, Label and GUID; Partition goes with
+// field, so the agent converts one to the other (partition.Selector(
+// plan.Target)) and neither package imports the other. Set exactly one of Disk, Label and GUID; Partition goes with
 // Disk, or alone to mean "the one disk that has this partition number".
 type Selector struct {
 	// Disk is [First] or a kernel disk name: "sda", "nvme0n1", or the same
@@ -186,7 +186,7 @@ func chooseDisk(disks []Disk, sel Selector) (Target, error) {
 				ErrBootMedium, d.Path, d.Boot)
 		case d.ReadOnly:
 			return Target{}, fmt.Errorf("%w: %s is read-only: check its write-protect switch or pick another disk", ErrReadOnly, d.Path)
-		case d.InUse != "":
+		case d.InUse != "" && sel.Partition == 0:
 			return Target{}, fmt.Errorf("%w: %s is in use (%s): unmount or stop what holds it, or pick another disk", ErrInUse, d.Path, d.InUse)
 		case d.Size == 0:
 			return Target{}, fmt.Errorf("%w: %s has no medium: insert one or pick another disk", ErrNoTarget, d.Path)
@@ -198,7 +198,11 @@ func chooseDisk(disks []Disk, sel Selector) (Target, error) {
 	for i := range d.Partitions {
 		if d.Partitions[i].Number == sel.Partition {
 			p := d.Partitions[i]
-			return Target{Disk: *d, Part: &p}, nil
+			t := Target{Disk: *d, Part: &p}
+			if p.InUse != "" {
+				return Target{}, fmt.Errorf("%w: %s is in use (%s): unmount or stop what holds it, or pick another partition", ErrInUse, t, p.InUse)
+			}
+			return t, nil
 		}
 	}
 	var have []string

@@ -91,6 +91,8 @@ func TestChoose(t *testing.T) {
 		{name: "boot medium partition by name", sel: Selector{Disk: "/dev/sdc", Partition: 2}, im: small, err: ErrBootMedium},
 		{name: "read-only by name", sel: Selector{Disk: "sdd"}, im: small, err: ErrReadOnly},
 		{name: "in use by name", sel: Selector{Disk: "nvme0n1"}, im: small, err: ErrInUse, msg: "nvme0n1p2 mounted on /"},
+		{name: "free partition of a busy disk", sel: Selector{Disk: "nvme0n1", Partition: 1}, im: small, want: "/dev/nvme0n1p1"},
+		{name: "mounted partition by number", sel: Selector{Disk: "nvme0n1", Partition: 2}, im: small, err: ErrInUse, msg: "/dev/nvme0n1p2 is in use"},
 		{name: "no medium", sel: Selector{Disk: "sde"}, im: small, err: ErrNoTarget, msg: "no medium"},
 		{name: "unknown name", sel: Selector{Disk: "sdz"}, im: small, err: ErrNoTarget, msg: "there is no disk sdz; saw /dev/nvme0n1 (256GiB, in use: nvme0n1p2 mounted on /) partitions 1=\"boot\" 2=\"system\"; /dev/sda (500GiB)"},
 		{name: "a partition named as a disk", sel: Selector{Disk: "sda1"}, im: small, err: ErrNoTarget, msg: "select disk sda and partition 1"},
