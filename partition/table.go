@@ -214,8 +214,11 @@ func fromMBR(mt *mbr.Table, size int64, ss int) *Table {
 // of its last partition plus the backup GPT when its layout has a table;
 // otherwise the whole-disk image's length or, for partition images
 // without a table, the sum of their partitions (a lower bound: the disk's
-// own partitions must hold them).
+// own partitions must hold them). A sectorSize of 0 means 512.
 func Need(im *imager.Image, sectorSize int) (int64, error) {
+	if sectorSize == 0 {
+		sectorSize = 512
+	}
 	if im.Layout.Table != "" {
 		_, need, _, err := plan(im.Layout, sectorSize)
 		return need, err

@@ -82,6 +82,7 @@ func TestChoose(t *testing.T) {
 		{name: "no usable disk", disks: without("sda", "sdb"), sel: Selector{Disk: First}, im: small, err: ErrNoTarget,
 			msg: "/dev/sdc (32GiB, removable, boot medium: its partition 1 is named PXESWARM)"},
 		{name: "no disks", disks: []Disk{}, sel: Selector{Disk: First}, im: small, err: ErrNoTarget, msg: "no disks at all"},
+		{name: "sector size unknown (0) counts as 512", disks: []Disk{{Name: "vda", Path: "/dev/vda", Size: 201 * GiB}}, sel: Selector{Disk: First}, im: win11, want: "/dev/vda"},
 		{name: "by name", sel: Selector{Disk: "sdb"}, im: small, want: "/dev/sdb"},
 		{name: "by /dev path", sel: Selector{Disk: "/dev/sda"}, im: win11, want: "/dev/sda"},
 		{name: "removable by name is fine", sel: Selector{Disk: "sdc", Partition: 2}, disks: []Disk{func() Disk { d := testDisks()[3]; d.Boot = ""; return d }()}, im: small, want: "/dev/sdc2"},
