@@ -19,6 +19,9 @@ want transmission-cli transmission-cli
 want udhcpc udhcpc
 want dhclient isc-dhcp-client
 want dnsmasq dnsmasq
+# Partition-table cross-checks.
+want sfdisk fdisk
+want blkid util-linux
 # QEMU machines (software emulation): SeaBIOS with iPXE NIC ROMs, OVMF for
 # UEFI, and Debian's kernel for the terminals.
 want qemu-system-x86_64 qemu-system-x86
