@@ -220,9 +220,12 @@ func localDiskScript(mac, why string) string {
 
 // agentScript boots our kernel and initramfs. The initramfs is named
 // "initramfs" with initrd --name and the kernel gets initrd=initramfs:
-// under UEFI, kernels before 5.7 (and iPXE builds without LoadFile2
-// initrd support, such as Debian's 2019 ipxe) find the initrd only by
-// that name through the EFI stub. BIOS boots ignore the argument.
+// under UEFI the kernel's EFI stub then loads it by that name from iPXE's
+// file system. Kernels before 5.7, and iPXE builds without LoadFile2
+// initrd support, need that; measured: Debian's iPXE (git 20190125) under
+// OVMF with Linux 6.1 boots without any initramfs if the argument is
+// missing ("VFS: Unable to mount root fs"; TestIPXEBootsScript/uefi).
+// BIOS boots ignore the argument.
 // pxeswarm.server is the agent's fallback when DHCP does not carry the
 // server URL option.
 func (s *bootServer) agentScript(mac string, t Task) string {
