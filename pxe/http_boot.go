@@ -195,6 +195,9 @@ func (s *bootServer) serveScript(w http.ResponseWriter, r *http.Request, raw str
 	case !ok:
 		s.log.Info("http: no task; local disk", "mac", mac, "client", ip)
 		script = localDiskScript(mac, "no task")
+	case r.Method == http.MethodHead:
+		// A probe, not a boot: the same script, the task does not move.
+		script = s.agentScript(mac, task)
 	default:
 		id := task.ID
 		if task, err = s.backend.Transition(id, TaskBooting, ""); err != nil {

@@ -227,6 +227,9 @@ func TestBootScript(t *testing.T) {
 	}
 
 	task := f.addTask(`{"mac": "` + macA + `", "image": "demo"}`)
+	if w := f.do("HEAD", "/boot/"+macA+".ipxe", ""); w.Code != 200 || f.state(task.ID) != TaskPending {
+		t.Errorf("HEAD script = %d, state %s, want 200 and still pending", w.Code, f.state(task.ID))
+	}
 	if s := script(macA); !isAgentScript(s, macA) || !strings.Contains(s, "pxeswarm.task="+task.ID) {
 		t.Errorf("script for pending task =\n%s\nwant our kernel and initramfs", s)
 	}
