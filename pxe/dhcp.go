@@ -1,0 +1,1010 @@
+package pxe
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"net/url"
+	"runtime/debug"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+)
+
+// DHCPMode says what the DHCP service does on the classroom network.
+type DHCPMode string
+
+const (
+	// DHCPOff serves nothing: another server does everything (the site's
+	// DHCP server points PXE clients at us itself). The zero Mode is off,
+	// so a DHCP server never starts by accident.
+	DHCPOff DHCPMode = "off"
+	// DHCPFull hands out addresses from a pool (a network of our own) and
+	// tells PXE clients what to boot.
+	DHCPFull DHCPMode = "full"
+	// DHCPProxy is PXE 2.1 proxyDHCP beside the school's DHCP server:
+	// never an address, only the boot file and the server URL.
+	DHCPProxy DHCPMode = "proxy"
+)
+
+// ParseDHCPMode checks a mode name ("full", "proxy" or "off").
+func ParseDHCPMode(s string) (DHCPMode, error) {
+	switch m := DHCPMode(s); m {
+	case DHCPFull, DHCPProxy, DHCPOff:
+		return m, nil
+	}
+	return "", fmt.Errorf("%w: DHCP mode %q: want full (our own address pool), proxy (beside the school's DHCP server) or off", ErrBadDHCPConfig, s)
+}
+
+func (m DHCPMode) String() string { return string(m) }
+
+// Set implements flag.Value, so a bad mode fails when the flag is parsed.
+func (m *DHCPMode) Set(s string) error {
+	v, err := ParseDHCPMode(s)
+	if err != nil {
+		return err
+	}
+	*m = v
+	return nil
+}
+
+// UnmarshalText checks the mode when read from a config file.
+func (m *DHCPMode) UnmarshalText(b []byte) error { return m.Set(string(b)) }
+
+// Errors callers can branch on.
+var (
+	// ErrBadDHCPConfig: a DHCPConfig or DiscoverConfig field is invalid.
+	ErrBadDHCPConfig = errors.New("bad DHCP configuration")
+	// ErrLeaseFile: the lease file cannot be read or is corrupt.
+	ErrLeaseFile = errors.New("bad DHCP lease file")
+)
+
+// Defaults for DHCPConfig and DiscoverConfig.
+const (
+	// DefaultURLOption carries the server URL: the first of the
+	// site-specific options 224–254 (RFC 2132 §1, RFC 3942).
+	DefaultURLOption uint8 = 224
+	// DefaultBootFileBIOS is iPXE for legacy BIOS PXE ROMs (Debian ipxe).
+	DefaultBootFileBIOS = "undionly.kpxe"
+	// DefaultBootFileUEFI is iPXE for x86-64 UEFI (Debian ipxe). snponly.efi
+	// (which uses the firmware's own NIC driver) is the usual alternative.
+	DefaultBootFileUEFI = "ipxe.efi"
+	// DefaultLeaseTime is how long a full-mode lease lasts.
+	DefaultLeaseTime = time.Hour
+	// AgentVendorClass is the vendor class (option 60) our agent sends.
+	// proxyDHCP answers any vendor class starting with "pxeswarm", so the
+	// agent learns the server URL although its address came from the
+	// school's server.
+	AgentVendorClass = "pxeswarm-agent"
+	// PXEPort is the PXE 2.1 boot server port: after the address, PXE
+	// firmware and iPXE ask the proxyDHCP server again here.
+	PXEPort = 4011
+	// dhcpServerPort and dhcpClientPort are RFC 2131's ports.
+	dhcpServerPort = 67
+	dhcpClientPort = 68
+)
+
+// DHCPConfig configures the DHCP service. The zero value is off.
+type DHCPConfig struct {
+	// Mode is full, proxy or off ("" is off).
+	Mode DHCPMode
+	// Interface is the classroom network interface (e.g. "eth1"). The
+	// sockets are bound to it (SO_BINDTODEVICE) so nothing is answered on
+	// other networks, and broadcast replies leave through it. Required
+	// unless Mode is off.
+	Interface string
+	// ServerIP is our address on Interface: the server identifier (option
+	// 54), siaddr (next-server) and option 66 (TFTP server). Default: the
+	// first IPv4 address of Interface.
+	ServerIP netip.Addr
+	// PrefixLen is the network's prefix length (24 for 255.255.255.0),
+	// sent as the subnet mask in full mode. Default: the prefix of
+	// ServerIP's address on Interface.
+	PrefixLen int
+
+	// PoolStart and PoolEnd (full mode) bound the addresses handed out,
+	// both inclusive, inside ServerIP's network. ServerIP, Router and
+	// reserved addresses inside the range are skipped.
+	PoolStart, PoolEnd netip.Addr
+	// Router (full mode, optional) is the default gateway, option 3.
+	Router netip.Addr
+	// DNS (full mode, optional) are the name servers, option 6.
+	DNS []netip.Addr
+	// LeaseTime (full mode) is how long a lease lasts; default 1h, at
+	// least 30s.
+	LeaseTime time.Duration
+	// LeaseFile (full mode) keeps leases across restarts, so a machine
+	// gets the same address back. It is rewritten atomically (temporary
+	// file, fsync, rename) on every change and read at start; a corrupt
+	// file stops Start with ErrLeaseFile. Empty: leases live in memory.
+	LeaseFile string
+	// Reservations (full mode, optional) pins addresses: MAC
+	// ("52:54:00:12:34:56") → address in the network, inside or outside
+	// the pool. A reserved address is never given to another machine.
+	Reservations map[string]netip.Addr
+
+	// BootFileBIOS is the boot file for legacy BIOS PXE (client
+	// architecture 0); default "undionly.kpxe".
+	BootFileBIOS string
+	// BootFileUEFI is the boot file for x86-64 UEFI (architectures 7 and
+	// 9); default "ipxe.efi" ("snponly.efi" also works).
+	BootFileUEFI string
+	// ScriptURL is what iPXE (user class "iPXE") is told to boot instead of
+	// a binary, so it does not load itself again. "{mac}" is replaced by
+	// the client's MAC in lower case with hyphens (52-54-00-12-34-56).
+	// Default: ServerURL + "boot/{mac}.ipxe".
+	ScriptURL string
+	// URLOption is the DHCP option that carries ServerURL; default 224,
+	// must be a site-specific option (224–254).
+	URLOption uint8
+	// ServerURL is the pxeswarm server's base URL (e.g.
+	// "http://198.18.0.1:8080/"), sent in option URLOption in every
+	// full-mode OFFER and ACK and in every proxy reply. Empty: not sent.
+	ServerURL string
+
+	// OnBoot, if set, is called after each OFFER or ACK that carried a
+	// boot file to a PXE client (firmware or iPXE): the MAC, its client
+	// architecture (option 93; 0xffff if it sent none) and the address it
+	// was given (full mode), its own address (proxy requests on port
+	// 4011) or the zero Addr (proxy offers). One boot calls it several
+	// times (OFFER and ACK, then again from iPXE). It runs on the serving
+	// goroutine, outside any lock: keep it short.
+	OnBoot func(mac net.HardwareAddr, arch uint16, ip netip.Addr) `json:"-" toml:"-"`
+}
+
+// dhcpMaxPool bounds the pool (a /15 holds 131072 addresses): picking an
+// address walks it.
+const dhcpMaxPool = 1 << 17
+
+// withDefaults validates c and fills in defaults. It needs ServerIP and
+// PrefixLen (Start takes them from Interface first).
+func (c DHCPConfig) withDefaults() (DHCPConfig, error) {
+	bad := func(format string, args ...any) (DHCPConfig, error) {
+		return c, fmt.Errorf("%w: "+format, append([]any{ErrBadDHCPConfig}, args...)...)
+	}
+	if c.Mode == "" {
+		c.Mode = DHCPOff
+	}
+	if _, err := ParseDHCPMode(string(c.Mode)); err != nil {
+		return c, err
+	}
+	if c.Mode == DHCPOff {
+		return c, nil
+	}
+	if !c.ServerIP.Is4() {
+		return bad("server address %v is not IPv4: set ServerIP to our IPv4 address on %q", c.ServerIP, c.Interface)
+	}
+	if c.URLOption == 0 {
+		c.URLOption = DefaultURLOption
+	}
+	if c.URLOption < 224 || c.URLOption > 254 {
+		return bad("URL option %d is not site-specific: pick one of 224–254 (RFC 3942)", c.URLOption)
+	}
+	if c.ServerURL != "" {
+		u, err := url.Parse(c.ServerURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return bad("server URL %q: want http://host:port/", c.ServerURL)
+		}
+		if len(c.ServerURL) > 255 {
+			return bad("server URL is %d bytes: one DHCP option holds 255", len(c.ServerURL))
+		}
+	}
+	if c.BootFileBIOS == "" {
+		c.BootFileBIOS = DefaultBootFileBIOS
+	}
+	if c.BootFileUEFI == "" {
+		c.BootFileUEFI = DefaultBootFileUEFI
+	}
+	for _, f := range []string{c.BootFileBIOS, c.BootFileUEFI} {
+		// The BOOTP file field holds 128 bytes with its NUL; PXE ROMs read
+		// only that field.
+		if len(f) > 127 {
+			return bad("boot file %q is longer than 127 bytes: PXE ROMs read it from the 128-byte file field", f)
+		}
+	}
+	if c.ScriptURL == "" && c.ServerURL != "" {
+		c.ScriptURL = strings.TrimSuffix(c.ServerURL, "/") + "/boot/{mac}.ipxe"
+	}
+	if len(c.ScriptURL) > 240 {
+		return bad("script URL %q is too long for one DHCP option", c.ScriptURL)
+	}
+	if c.Mode == DHCPProxy {
+		return c, nil
+	}
+
+	// Full mode.
+	if c.PrefixLen < 8 || c.PrefixLen > 30 {
+		return bad("prefix length %d: set PrefixLen between 8 and 30 (24 for 255.255.255.0)", c.PrefixLen)
+	}
+	subnet := netip.PrefixFrom(c.ServerIP, c.PrefixLen).Masked()
+	if c.LeaseTime == 0 {
+		c.LeaseTime = DefaultLeaseTime
+	}
+	if c.LeaseTime < 30*time.Second || c.LeaseTime > 365*24*time.Hour {
+		return bad("lease time %v: pick between 30s and a year (default 1h)", c.LeaseTime)
+	}
+	if !c.PoolStart.Is4() || !c.PoolEnd.Is4() {
+		return bad("full mode needs an address pool: set PoolStart and PoolEnd inside %s", subnet)
+	}
+	if !subnet.Contains(c.PoolStart) || !subnet.Contains(c.PoolEnd) {
+		return bad("pool %v–%v is not inside our network %s (ServerIP %v/%d)", c.PoolStart, c.PoolEnd, subnet, c.ServerIP, c.PrefixLen)
+	}
+	if c.PoolEnd.Less(c.PoolStart) {
+		return bad("pool start %v is after pool end %v", c.PoolStart, c.PoolEnd)
+	}
+	if c.PoolStart == subnet.Addr() || c.PoolEnd == dhcpBroadcast(subnet) {
+		return bad("pool %v–%v includes the network or broadcast address of %s", c.PoolStart, c.PoolEnd, subnet)
+	}
+	if n := dhcpU32(c.PoolEnd) - dhcpU32(c.PoolStart) + 1; n > dhcpMaxPool {
+		return bad("pool of %d addresses is larger than %d: shrink it", n, dhcpMaxPool)
+	}
+	if c.Router.IsValid() && (!c.Router.Is4() || !subnet.Contains(c.Router)) {
+		return bad("router %v is not inside %s", c.Router, subnet)
+	}
+	for _, d := range c.DNS {
+		if !d.Is4() {
+			return bad("DNS server %v is not IPv4", d)
+		}
+	}
+	seen := map[netip.Addr]string{}
+	res := make(map[string]netip.Addr, len(c.Reservations))
+	for m, ip := range c.Reservations {
+		hw, err := net.ParseMAC(m)
+		if err != nil || len(hw) != 6 {
+			return bad("reservation %q: want a MAC such as 52:54:00:12:34:56", m)
+		}
+		if !ip.Is4() || !subnet.Contains(ip) || ip == c.ServerIP || ip == c.Router || ip == subnet.Addr() || ip == dhcpBroadcast(subnet) {
+			return bad("reservation %s → %v: want a free host address inside %s", m, ip, subnet)
+		}
+		if other, dup := seen[ip]; dup {
+			return bad("address %v is reserved for both %s and %s", ip, other, m)
+		}
+		seen[ip] = m
+		res[hw.String()] = ip
+	}
+	c.Reservations = res
+	return c, nil
+}
+
+// DHCPHandler answers DHCP packets: the socket-free core of Start, for
+// tests and fuzzing. It is safe for concurrent use.
+type DHCPHandler struct {
+	cfg    DHCPConfig
+	subnet netip.Prefix
+	log    *slog.Logger
+	now    func() time.Time
+	chain  []dhcpStep
+
+	mu     sync.Mutex
+	leases *dhcpLeases // full mode only
+}
+
+// Handler validates c and returns its packet handler; in full mode it
+// loads LeaseFile. ServerIP and, for full mode, PrefixLen must be set
+// (Start fills them in from Interface).
+func (c DHCPConfig) Handler(log *slog.Logger) (*DHCPHandler, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	c, err := c.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	h := &DHCPHandler{cfg: c, log: log, now: time.Now}
+	// The handler chain: each step reads the request and adds to (or
+	// decides) the reply, in this order. Registered here, in code, per
+	// mode; there is no global registry.
+	switch c.Mode {
+	case DHCPFull:
+		h.subnet = netip.PrefixFrom(c.ServerIP, c.PrefixLen).Masked()
+		h.leases, err = loadDHCPLeases(c, h.subnet, log)
+		if err != nil {
+			return nil, err
+		}
+		h.chain = []dhcpStep{
+			{"client", dhcpStepClient},
+			{"lease", dhcpStepLease},
+			{"server-id", dhcpStepServerID},
+			{"network", dhcpStepNetwork},
+			{"boot-file", dhcpStepBootFile},
+			{"pxe-vendor", dhcpStepPXEVendor},
+			{"server-url", dhcpStepServerURL},
+			{"fit", dhcpStepFit},
+		}
+	case DHCPProxy:
+		h.chain = []dhcpStep{
+			{"client", dhcpStepClient},
+			{"proxy", dhcpStepProxy},
+			{"server-id", dhcpStepServerID},
+			{"boot-file", dhcpStepBootFile},
+			{"pxe-vendor", dhcpStepPXEVendor},
+			{"server-url", dhcpStepServerURL},
+			{"fit", dhcpStepFit},
+		}
+	default:
+		return nil, fmt.Errorf("%w: mode %q serves nothing, so it has no handler", ErrBadDHCPConfig, c.Mode)
+	}
+	return h, nil
+}
+
+// Config returns the handler's configuration with defaults filled in.
+func (h *DHCPHandler) Config() DHCPConfig { return h.cfg }
+
+// A dhcpStep is one link of the handler chain. It returns
+// errDHCPIgnore (wrapped with a reason) to end the exchange without an
+// answer; steps after the deciding one skip when there is no OFFER/ACK to
+// add to.
+type dhcpStep struct {
+	name string
+	run  func(*DHCPHandler, *dhcpExchange) error
+}
+
+// errDHCPIgnore ends an exchange silently (logged at debug).
+var errDHCPIgnore = errors.New("no reply")
+
+func dhcpIgnore(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{errDHCPIgnore}, args...)...)
+}
+
+// dhcpExchange is one request and the reply being built for it.
+type dhcpExchange struct {
+	req  *dhcpv4.DHCPv4
+	resp *dhcpv4.DHCPv4 // nil until a step decides to answer
+	port int            // the local port it arrived on: 67 or 4011
+	from netip.AddrPort
+
+	mac         net.HardwareAddr
+	vendorClass string
+	pxe         bool   // option 60 starts with "PXEClient"
+	ipxe        bool   // option 77 says "iPXE"
+	agent       bool   // option 60 starts with "pxeswarm"
+	arch        uint16 // option 93, or dhcpNoArch
+	bootFile    string // what the boot-file step chose
+	wire        []byte // the marshalled reply (fit step)
+}
+
+// dhcpNoArch marks a client that sent no architecture.
+const dhcpNoArch = 0xffff
+
+func (x *dhcpExchange) answering() bool {
+	if x.resp == nil {
+		return false
+	}
+	t := x.resp.MessageType()
+	return t == dhcpv4.MessageTypeOffer || t == dhcpv4.MessageTypeAck
+}
+
+// Reply answers one packet that arrived on local port port (67, or 4011
+// in proxy mode) from from. It returns the reply and where to send it,
+// or nil if the packet gets no answer (malformed, not for us, or a
+// RELEASE/DECLINE). Malformed input is logged at debug and dropped.
+func (h *DHCPHandler) Reply(pkt []byte, port int, from netip.AddrPort) ([]byte, netip.AddrPort) {
+	req, err := dhcpv4.FromBytes(pkt)
+	if err != nil {
+		h.log.Debug("dhcp: malformed packet dropped", "from", from, "bytes", len(pkt), "err", err)
+		return nil, netip.AddrPort{}
+	}
+	x := &dhcpExchange{req: req, port: port, from: from, arch: dhcpNoArch}
+	h.mu.Lock()
+	err = h.runChain(x)
+	h.mu.Unlock()
+	if err != nil {
+		lvl := slog.LevelWarn
+		if errors.Is(err, errDHCPIgnore) {
+			lvl = slog.LevelDebug
+		}
+		h.log.Log(context.Background(), lvl, "dhcp: no reply", "type", req.MessageType().String(), "mac", x.mac.String(), "from", from, "port", port, "why", err)
+		return nil, netip.AddrPort{}
+	}
+	to := dhcpDest(x, h.cfg.Mode)
+	h.log.Info("dhcp: reply", "type", x.resp.MessageType().String(), "mac", x.mac.String(), "yiaddr", x.resp.YourIPAddr,
+		"boot", x.bootFile, "arch", x.arch, "to", to, "port", port)
+	if h.cfg.OnBoot != nil && x.bootFile != "" && x.answering() {
+		ip, _ := netip.AddrFromSlice(x.resp.YourIPAddr.To4())
+		if !ip.IsValid() || ip.IsUnspecified() {
+			ip, _ = netip.AddrFromSlice(x.req.ClientIPAddr.To4())
+		}
+		if ip.IsUnspecified() {
+			ip = netip.Addr{}
+		}
+		h.cfg.OnBoot(x.mac, x.arch, ip)
+	}
+	return x.wire, to
+}
+
+func (h *DHCPHandler) runChain(x *dhcpExchange) error {
+	for _, s := range h.chain {
+		if err := s.run(h, x); err != nil {
+			return fmt.Errorf("%s: %w", s.name, err)
+		}
+	}
+	if x.resp == nil || x.wire == nil {
+		return dhcpIgnore("nothing to send")
+	}
+	return nil
+}
+
+// dhcpDest picks the reply's destination per RFC 2131 §4.1.
+func dhcpDest(x *dhcpExchange, mode DHCPMode) netip.AddrPort {
+	bcast := netip.AddrPortFrom(netip.AddrFrom4([4]byte{255, 255, 255, 255}), dhcpClientPort)
+	if x.port == PXEPort {
+		// PXE 2.1: the boot server answers a port-4011 request at the
+		// address and port it came from (the client has its address).
+		return x.from
+	}
+	if gi := dhcpAddr(x.req.GatewayIPAddr); gi.IsValid() && !gi.IsUnspecified() {
+		// Relayed: back to the relay agent's server port.
+		return netip.AddrPortFrom(gi, dhcpServerPort)
+	}
+	if x.resp.MessageType() == dhcpv4.MessageTypeNak {
+		// "In all cases, when 'giaddr' is zero, the server broadcasts any
+		// DHCPNAK messages to 0xffffffff."
+		return bcast
+	}
+	if ci := dhcpAddr(x.req.ClientIPAddr); ci.IsValid() && !ci.IsUnspecified() {
+		// RENEWING, REBINDING, INFORM: the client has its address.
+		return netip.AddrPortFrom(ci, dhcpClientPort)
+	}
+	// A client without an address: the RFC would have us unicast to
+	// yiaddr at chaddr when the broadcast bit is clear, which needs an ARP
+	// entry forged for a host that cannot answer ARP yet. "If unicasting
+	// is not possible, the message MAY be sent as an IP broadcast", which
+	// every client we know accepts (PXE ROMs, iPXE, udhcpc, dhclient).
+	return bcast
+}
+
+// dhcpStepClient checks the request's shape and classifies the client.
+func dhcpStepClient(h *DHCPHandler, x *dhcpExchange) error {
+	r := x.req
+	if r.OpCode != dhcpv4.OpcodeBootRequest {
+		return dhcpIgnore("op %v is not a client request", r.OpCode)
+	}
+	if r.HWType != 1 || len(r.ClientHWAddr) != 6 {
+		return dhcpIgnore("hardware type %d length %d: only Ethernet clients are served", r.HWType, len(r.ClientHWAddr))
+	}
+	if r.MessageType() == dhcpv4.MessageTypeNone {
+		return dhcpIgnore("BOOTP request without DHCP message type")
+	}
+	x.mac = r.ClientHWAddr
+	x.vendorClass = r.ClassIdentifier()
+	// PXE 2.1 §2.2.1: firmware sends "PXEClient:Arch:xxxxx:UNDI:yyyzzz";
+	// iPXE sends the same.
+	x.pxe = strings.HasPrefix(x.vendorClass, "PXEClient")
+	x.agent = strings.HasPrefix(x.vendorClass, "pxeswarm")
+	// Option 77: iPXE sends the bare string "iPXE" (not the RFC 3004
+	// length-prefixed list), others may send the RFC form.
+	if uc := r.Options.Get(dhcpv4.OptionUserClassInformation); uc != nil {
+		x.ipxe = string(uc) == "iPXE" || string(uc) == "\x04iPXE"
+	}
+	// Option 93 (RFC 4578 §2.1): a list of 16-bit architecture types; the
+	// first is the one booting. Without it, the vendor class may say.
+	if a := r.Options.Get(dhcpv4.OptionClientSystemArchitectureType); len(a) >= 2 {
+		x.arch = uint16(a[0])<<8 | uint16(a[1])
+	} else if _, rest, ok := strings.Cut(x.vendorClass, "PXEClient:Arch:"); ok && len(rest) >= 5 {
+		var n uint16
+		valid := true
+		for _, c := range rest[:5] {
+			if c < '0' || c > '9' {
+				valid = false
+				break
+			}
+			n = n*10 + uint16(c-'0')
+		}
+		if valid {
+			x.arch = n
+		}
+	}
+	return nil
+}
+
+// newReply starts a reply of type t: BOOTREPLY with the request's xid,
+// chaddr, flags and giaddr (RFC 2131 Table 3).
+func (x *dhcpExchange) newReply(t dhcpv4.MessageType) *dhcpv4.DHCPv4 {
+	r := x.req
+	resp := &dhcpv4.DHCPv4{
+		OpCode:        dhcpv4.OpcodeBootReply,
+		HWType:        r.HWType,
+		TransactionID: r.TransactionID,
+		Flags:         r.Flags,
+		ClientIPAddr:  net.IPv4zero,
+		YourIPAddr:    net.IPv4zero,
+		ServerIPAddr:  net.IPv4zero,
+		GatewayIPAddr: r.GatewayIPAddr,
+		ClientHWAddr:  r.ClientHWAddr,
+		Options:       dhcpv4.Options{},
+	}
+	resp.UpdateOption(dhcpv4.OptMessageType(t))
+	if gi := dhcpAddr(r.GatewayIPAddr); gi.IsValid() && !gi.IsUnspecified() {
+		// RFC 3046 §2.2: echo the relay agent information.
+		if v := r.Options.Get(dhcpv4.OptionRelayAgentInformation); v != nil {
+			resp.UpdateOption(dhcpv4.OptGeneric(dhcpv4.OptionRelayAgentInformation, v))
+		}
+		if t == dhcpv4.MessageTypeNak {
+			resp.SetBroadcast() // RFC 2131 §4.1: NAK via a relay is broadcast
+		}
+	}
+	// RFC 6842: echo the client identifier (bounded; the fit step may
+	// still shed it).
+	if v := r.Options.Get(dhcpv4.OptionClientIdentifier); len(v) > 0 && len(v) <= 255 {
+		resp.UpdateOption(dhcpv4.OptGeneric(dhcpv4.OptionClientIdentifier, v))
+	}
+	x.resp = resp
+	return resp
+}
+
+// dhcpStepLease is full mode's decision: which message answers, with
+// which address (RFC 2131 §4.3).
+func dhcpStepLease(h *DHCPHandler, x *dhcpExchange) error {
+	r := x.req
+	if x.port != dhcpServerPort {
+		return dhcpIgnore("full mode answers on port 67 only")
+	}
+	if gi := dhcpAddr(r.GatewayIPAddr); gi.IsValid() && !gi.IsUnspecified() && !h.subnet.Contains(gi) {
+		return dhcpIgnore("relayed from %v, outside our network %s: pxeswarm serves one network", gi, h.subnet)
+	}
+	mac := x.mac.String()
+	now := h.now()
+	l := h.leases
+	switch r.MessageType() {
+	case dhcpv4.MessageTypeDiscover:
+		ip := l.pick(mac, dhcpAddr(r.RequestedIPAddress()), now)
+		if !ip.IsValid() {
+			return fmt.Errorf("no free address for %s in pool %v–%v: enlarge the pool or shorten LeaseTime", mac, h.cfg.PoolStart, h.cfg.PoolEnd)
+		}
+		l.offer(mac, ip, now)
+		resp := x.newReply(dhcpv4.MessageTypeOffer)
+		resp.YourIPAddr = ip.AsSlice()
+		return nil
+
+	case dhcpv4.MessageTypeRequest:
+		sid := dhcpAddr(r.ServerIdentifier())
+		reqIP := dhcpAddr(r.RequestedIPAddress())
+		ciaddr := dhcpAddr(r.ClientIPAddr)
+		var ip netip.Addr
+		switch {
+		case sid.IsValid():
+			// SELECTING: the client answers one server's OFFER.
+			if sid != h.cfg.ServerIP {
+				l.dropOffer(mac)
+				return dhcpIgnore("client chose server %v", sid)
+			}
+			ip = reqIP
+			if !ip.IsValid() {
+				ip = ciaddr
+			}
+		case reqIP.IsValid():
+			ip = reqIP // INIT-REBOOT: verifying a remembered address
+		case ciaddr.IsValid() && !ciaddr.IsUnspecified():
+			ip = ciaddr // RENEWING (unicast to us) or REBINDING (broadcast)
+		default:
+			return dhcpIgnore("REQUEST names no address")
+		}
+		if !ip.IsValid() || ip.IsUnspecified() || !h.subnet.Contains(ip) {
+			return x.nak(h, fmt.Sprintf("address %v is not on network %s", ip, h.subnet))
+		}
+		if !l.canGrant(mac, ip, now) {
+			return x.nak(h, fmt.Sprintf("address %v is not yours", ip))
+		}
+		if err := l.bind(mac, ip, now.Add(h.cfg.LeaseTime)); err != nil {
+			// The lease holds in memory; only the file is behind.
+			h.log.Error("dhcp: could not save the lease file: leases given since may be forgotten on restart; check the disk and permissions", "file", h.cfg.LeaseFile, "err", err)
+		}
+		resp := x.newReply(dhcpv4.MessageTypeAck)
+		resp.YourIPAddr = ip.AsSlice()
+		resp.ClientIPAddr = r.ClientIPAddr
+		return nil
+
+	case dhcpv4.MessageTypeRelease:
+		sid := dhcpAddr(r.ServerIdentifier())
+		if sid.IsValid() && sid != h.cfg.ServerIP {
+			return dhcpIgnore("RELEASE for server %v", sid)
+		}
+		if released, err := l.release(mac, dhcpAddr(r.ClientIPAddr), now); err != nil {
+			h.log.Error("dhcp: could not save the lease file; check the disk and permissions", "file", h.cfg.LeaseFile, "err", err)
+		} else if released {
+			h.log.Info("dhcp: released", "mac", mac, "ip", r.ClientIPAddr)
+		}
+		return dhcpIgnore("RELEASE needs no answer")
+
+	case dhcpv4.MessageTypeDecline:
+		sid := dhcpAddr(r.ServerIdentifier())
+		if sid.IsValid() && sid != h.cfg.ServerIP {
+			return dhcpIgnore("DECLINE for server %v", sid)
+		}
+		ip := dhcpAddr(r.RequestedIPAddress())
+		if declined, err := l.decline(mac, ip, now); err != nil {
+			h.log.Error("dhcp: could not save the lease file; check the disk and permissions", "file", h.cfg.LeaseFile, "err", err)
+		} else if declined {
+			// RFC 2131 §4.3.3: mark it unavailable and tell the admin.
+			h.log.Warn("dhcp: address declined: another host on the network uses it; find it, or reserve the address", "mac", mac, "ip", ip, "held", dhcpDeclineHold)
+		}
+		return dhcpIgnore("DECLINE needs no answer")
+
+	case dhcpv4.MessageTypeInform:
+		// RFC 2131 §4.3.5: configuration only, no lease, no yiaddr.
+		ci := dhcpAddr(r.ClientIPAddr)
+		if !ci.IsValid() || ci.IsUnspecified() {
+			ci = x.from.Addr()
+		}
+		if !h.subnet.Contains(ci) {
+			return dhcpIgnore("INFORM from %v outside %s", ci, h.subnet)
+		}
+		resp := x.newReply(dhcpv4.MessageTypeAck)
+		resp.ClientIPAddr = r.ClientIPAddr
+		return nil
+	}
+	return dhcpIgnore("message type %v is not for a server", r.MessageType())
+}
+
+// nak answers with DHCPNAK: server identifier and a message only.
+func (x *dhcpExchange) nak(h *DHCPHandler, why string) error {
+	resp := x.newReply(dhcpv4.MessageTypeNak)
+	resp.UpdateOption(dhcpv4.OptMessage(why))
+	h.log.Info("dhcp: NAK", "mac", x.mac.String(), "why", why)
+	return nil
+}
+
+// dhcpStepProxy is proxy mode's decision (PXE 2.1 §2.2.1): answer PXE
+// DISCOVERs on port 67 with an OFFER without an address, and REQUESTs
+// on port 4011 with an ACK. Everything else belongs to the school's
+// DHCP server: never NAK, never ACK a lease.
+func dhcpStepProxy(h *DHCPHandler, x *dhcpExchange) error {
+	if !x.pxe && !x.agent {
+		return dhcpIgnore("vendor class %q is neither PXEClient nor pxeswarm", x.vendorClass)
+	}
+	t := x.req.MessageType()
+	switch {
+	case x.port == dhcpServerPort && t == dhcpv4.MessageTypeDiscover:
+		x.newReply(dhcpv4.MessageTypeOffer)
+	case x.port == PXEPort && t == dhcpv4.MessageTypeRequest:
+		resp := x.newReply(dhcpv4.MessageTypeAck)
+		resp.ClientIPAddr = x.req.ClientIPAddr
+	default:
+		return dhcpIgnore("proxyDHCP leaves %v on port %d to the DHCP server", t, x.port)
+	}
+	x.resp.YourIPAddr = net.IPv4zero // never an address
+	x.resp.ServerIPAddr = h.cfg.ServerIP.AsSlice()
+	return nil
+}
+
+// dhcpStepServerID adds option 54 to every reply (NAK included) and
+// siaddr to OFFER/ACK.
+func dhcpStepServerID(h *DHCPHandler, x *dhcpExchange) error {
+	if x.resp == nil {
+		return nil
+	}
+	x.resp.UpdateOption(dhcpv4.OptServerIdentifier(h.cfg.ServerIP.AsSlice()))
+	if x.answering() {
+		x.resp.ServerIPAddr = h.cfg.ServerIP.AsSlice()
+	}
+	return nil
+}
+
+// dhcpStepNetwork adds the network's settings (full mode).
+func dhcpStepNetwork(h *DHCPHandler, x *dhcpExchange) error {
+	if !x.answering() {
+		return nil
+	}
+	r := x.resp
+	r.UpdateOption(dhcpv4.OptSubnetMask(net.CIDRMask(h.subnet.Bits(), 32)))
+	r.UpdateOption(dhcpv4.OptBroadcastAddress(dhcpBroadcast(h.subnet).AsSlice()))
+	if h.cfg.Router.IsValid() {
+		r.UpdateOption(dhcpv4.OptRouter(h.cfg.Router.AsSlice()))
+	}
+	if len(h.cfg.DNS) > 0 {
+		ips := make([]net.IP, len(h.cfg.DNS))
+		for i, d := range h.cfg.DNS {
+			ips[i] = d.AsSlice()
+		}
+		r.UpdateOption(dhcpv4.OptDNS(ips...))
+	}
+	if x.req.MessageType() != dhcpv4.MessageTypeInform {
+		lt := h.cfg.LeaseTime
+		r.UpdateOption(dhcpv4.OptIPAddressLeaseTime(lt))
+		r.UpdateOption(dhcpv4.OptRenewTimeValue(lt / 2))         // T1, RFC 2131 §4.4.5
+		r.UpdateOption(dhcpv4.OptRebindingTimeValue(lt * 7 / 8)) // T2
+	}
+	return nil
+}
+
+// Client architecture types (option 93), RFC 4578 §2.1 and IANA's
+// "Processor Architecture Types" registry.
+const (
+	dhcpArchBIOS = 0 // x86 BIOS (legacy PXE ROM)
+	// 6 is 32-bit x86 UEFI: not served.
+	dhcpArchUEFIx64 = 7 // x64 UEFI: what OVMF and nearly all real x86-64 firmware send
+	// 9 was "EFI x86-64" in RFC 4578 before erratum 4624 swapped 7 and
+	// 9 (now "EBC"); some older x86-64 firmware still sends 9.
+	dhcpArchUEFIx64Old = 9
+	// 10/11 are ARM UEFI, 16 x64 UEFI HTTP boot: not served.
+)
+
+// dhcpStepBootFile picks what a PXE client boots: the iPXE script URL
+// for iPXE (so it does not load iPXE again), else iPXE for the client's
+// architecture.
+func dhcpStepBootFile(h *DHCPHandler, x *dhcpExchange) error {
+	if !x.answering() || (!x.pxe && !x.ipxe) {
+		return nil
+	}
+	var file string
+	switch {
+	case x.ipxe:
+		file = h.scriptURL(x.mac)
+		if file == "" {
+			h.log.Warn("dhcp: iPXE asked what to boot but ScriptURL and ServerURL are empty: set one", "mac", x.mac.String())
+		}
+	case x.arch == dhcpArchBIOS:
+		file = h.cfg.BootFileBIOS
+	case x.arch == dhcpArchUEFIx64 || x.arch == dhcpArchUEFIx64Old:
+		file = h.cfg.BootFileUEFI
+	default:
+		h.log.Info("dhcp: PXE client architecture not served (0 BIOS, 7/9 x86-64 UEFI are)", "mac", x.mac.String(), "arch", x.arch, "vendor", x.vendorClass)
+		if h.cfg.Mode == DHCPProxy {
+			return dhcpIgnore("architecture %d not served", x.arch)
+		}
+		return nil
+	}
+	if file == "" {
+		return nil
+	}
+	x.bootFile = file
+	if len(file) <= 127 {
+		x.resp.BootFileName = file
+	}
+	x.resp.UpdateOption(dhcpv4.OptBootFileName(file))
+	x.resp.UpdateOption(dhcpv4.OptTFTPServerName(h.cfg.ServerIP.String()))
+	x.resp.ServerIPAddr = h.cfg.ServerIP.AsSlice()
+	return nil
+}
+
+// scriptURL expands ScriptURL for mac.
+func (h *DHCPHandler) scriptURL(mac net.HardwareAddr) string {
+	return strings.ReplaceAll(h.cfg.ScriptURL, "{mac}", strings.ReplaceAll(mac.String(), ":", "-"))
+}
+
+// pxeVendorOptions is option 43 for PXE clients (PXE 2.1 §2.2.5):
+// sub-option 6 PXE_DISCOVERY_CONTROL = 0x08, "if set, and a boot file name
+// is present in the initial DHCP or ProxyDHCP offer packet, download the
+// boot file (do not prompt/menu/discover)"; then the end tag.
+const pxeVendorOptions = "\x06\x01\x08\xff"
+
+// dhcpStepPXEVendor marks replies to PXE clients as PXE-aware: option 60
+// "PXEClient" (without it firmware ignores a proxy offer), option 43, and
+// the client's UUID (option 97) echoed, which some UEFI firmware checks.
+func dhcpStepPXEVendor(h *DHCPHandler, x *dhcpExchange) error {
+	if !x.answering() || !x.pxe {
+		return nil
+	}
+	x.resp.UpdateOption(dhcpv4.OptClassIdentifier("PXEClient"))
+	x.resp.UpdateOption(dhcpv4.OptGeneric(dhcpv4.OptionVendorSpecificInformation, []byte(pxeVendorOptions)))
+	// RFC 4578 §2.3: type 0 then a 16-byte UUID.
+	if g := x.req.Options.Get(dhcpv4.OptionClientMachineIdentifier); len(g) == 17 && g[0] == 0 {
+		x.resp.UpdateOption(dhcpv4.OptGeneric(dhcpv4.OptionClientMachineIdentifier, g))
+	}
+	return nil
+}
+
+// dhcpStepServerURL adds the server URL option to every OFFER and ACK
+// (not only PXE clients': the agent reads it from its own lease).
+func dhcpStepServerURL(h *DHCPHandler, x *dhcpExchange) error {
+	if !x.answering() || h.cfg.ServerURL == "" {
+		return nil
+	}
+	x.resp.UpdateOption(dhcpv4.OptGeneric(dhcpv4.GenericOptionCode(h.cfg.URLOption), []byte(h.cfg.ServerURL)))
+	return nil
+}
+
+// dhcpShedOrder is what the fit step drops, first to last, when a reply
+// is larger than the client accepts.
+var dhcpShedOrder = [...]dhcpv4.OptionCode{
+	dhcpv4.OptionDomainNameServer,
+	dhcpv4.OptionTFTPServerName,
+	dhcpv4.OptionClientMachineIdentifier,
+	dhcpv4.OptionClientIdentifier,
+	dhcpv4.OptionBroadcastAddress,
+	dhcpv4.OptionRenewTimeValue,
+	dhcpv4.OptionRebindingTimeValue,
+}
+
+// dhcpMaxReply is the reply size (DHCP payload) the client accepts.
+// Option 57 counts the IP and UDP headers (RFC 2131 §2: 576 octets is
+// the smallest datagram a client must accept, 28 of them headers); below
+// 576 it is illegal and ignored. We never send more than an Ethernet
+// frame holds.
+func dhcpMaxReply(req *dhcpv4.DHCPv4) int {
+	limit := 576
+	if v, err := req.MaxMessageSize(); err == nil && int(v) > limit {
+		limit = int(v)
+	}
+	return min(limit, 1500) - 28
+}
+
+// dhcpStepFit marshals the reply, shedding optional options until it is
+// no larger than the client accepts.
+func dhcpStepFit(h *DHCPHandler, x *dhcpExchange) error {
+	if x.resp == nil {
+		return nil
+	}
+	limit := dhcpMaxReply(x.req)
+	wire := x.resp.ToBytes()
+	for _, code := range dhcpShedOrder {
+		if len(wire) <= limit {
+			break
+		}
+		if x.resp.Options.Has(code) {
+			x.resp.Options.Del(code)
+			wire = x.resp.ToBytes()
+		}
+	}
+	// Option 67 can go too when the file field holds the same name (a
+	// longer name, such as a script URL, lives in option 67 only).
+	if len(wire) > limit && x.resp.BootFileName != "" && x.resp.Options.Has(dhcpv4.OptionBootfileName) {
+		x.resp.Options.Del(dhcpv4.OptionBootfileName)
+		wire = x.resp.ToBytes()
+	}
+	if len(wire) > limit {
+		return fmt.Errorf("reply is %d bytes, client accepts %d: shorten ServerURL, ScriptURL or the boot file names", len(wire), limit)
+	}
+	x.wire = wire
+	return nil
+}
+
+// Start serves DHCP on Interface until ctx ends (then returns nil). In
+// proxy mode it also serves PXE requests on port 4011. Mode off serves
+// nothing and just waits for ctx.
+func (c DHCPConfig) Start(ctx context.Context, log *slog.Logger) error {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if c.Mode == "" || c.Mode == DHCPOff {
+		log.Info("dhcp: off")
+		<-ctx.Done()
+		return nil
+	}
+	if _, err := ParseDHCPMode(string(c.Mode)); err != nil {
+		return err
+	}
+	if c.Interface == "" {
+		return fmt.Errorf("%w: no interface: set Interface to the classroom network's interface (e.g. eth1)", ErrBadDHCPConfig)
+	}
+	c, err := c.fromInterface()
+	if err != nil {
+		return err
+	}
+	h, err := c.Handler(log)
+	if err != nil {
+		return err
+	}
+	ports := []int{dhcpServerPort}
+	if c.Mode == DHCPProxy {
+		ports = append(ports, PXEPort)
+	}
+	var conns []*net.UDPConn
+	closeAll := func() {
+		for _, conn := range conns {
+			conn.Close()
+		}
+	}
+	for _, p := range ports {
+		conn, err := dhcpListen(c.Interface, p)
+		if err != nil {
+			closeAll()
+			return fmt.Errorf("dhcp: listen on %s port %d: is another DHCP server (dnsmasq, isc-dhcp-server) running on this host? %w", c.Interface, p, err)
+		}
+		conns = append(conns, conn)
+	}
+	hc := h.cfg
+	log.Info("dhcp: serving", "mode", hc.Mode, "interface", hc.Interface, "server", hc.ServerIP, "ports", ports,
+		"pool_start", hc.PoolStart, "pool_end", hc.PoolEnd, "url_option", hc.URLOption, "server_url", hc.ServerURL)
+	var wg sync.WaitGroup
+	for i, conn := range conns {
+		wg.Go(func() { h.serve(ctx, conn, ports[i]) })
+	}
+	<-ctx.Done()
+	closeAll()
+	wg.Wait()
+	log.Info("dhcp: stopped")
+	return nil
+}
+
+// fromInterface fills ServerIP and PrefixLen from Interface's addresses.
+func (c DHCPConfig) fromInterface() (DHCPConfig, error) {
+	ifi, err := net.InterfaceByName(c.Interface)
+	if err != nil {
+		return c, fmt.Errorf("%w: interface %q: %v: check the name with `ip link`", ErrBadDHCPConfig, c.Interface, err)
+	}
+	addrs, err := ifi.Addrs()
+	if err != nil {
+		return c, fmt.Errorf("dhcp: addresses of %s: %w", c.Interface, err)
+	}
+	var have []string
+	for _, a := range addrs {
+		ipn, ok := a.(*net.IPNet)
+		if !ok {
+			continue
+		}
+		ip, ok := netip.AddrFromSlice(ipn.IP.To4())
+		if !ok {
+			continue
+		}
+		bits, _ := ipn.Mask.Size()
+		have = append(have, fmt.Sprintf("%v/%d", ip, bits))
+		if !c.ServerIP.IsValid() {
+			c.ServerIP = ip
+		}
+		if ip == c.ServerIP {
+			if c.PrefixLen == 0 {
+				c.PrefixLen = bits
+			}
+			return c, nil
+		}
+	}
+	if len(have) == 0 {
+		return c, fmt.Errorf("%w: interface %s has no IPv4 address: give it one (ip addr add 198.18.0.1/24 dev %s)", ErrBadDHCPConfig, c.Interface, c.Interface)
+	}
+	return c, fmt.Errorf("%w: ServerIP %v is not an address of %s (it has %s): pick one of those", ErrBadDHCPConfig, c.ServerIP, c.Interface, strings.Join(have, ", "))
+}
+
+// serve answers packets on conn until ctx ends. A bug that panics on one
+// packet costs that packet, not the server.
+func (h *DHCPHandler) serve(ctx context.Context, conn *net.UDPConn, port int) {
+	buf := make([]byte, 64<<10)
+	for ctx.Err() == nil {
+		n, from, err := conn.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			h.log.Warn("dhcp: read failed", "port", port, "err", err)
+			select {
+			case <-ctx.Done():
+			case <-time.After(100 * time.Millisecond):
+			}
+			continue
+		}
+		out, to := h.safeReply(buf[:n], port, netip.AddrPortFrom(from.Addr().Unmap(), from.Port()))
+		if out == nil {
+			continue
+		}
+		if _, err := conn.WriteToUDPAddrPort(out, to); err != nil {
+			h.log.Warn("dhcp: send failed", "to", to, "err", err)
+		}
+	}
+}
+
+func (h *DHCPHandler) safeReply(pkt []byte, port int, from netip.AddrPort) (out []byte, to netip.AddrPort) {
+	defer func() {
+		if r := recover(); r != nil {
+			h.log.Error("dhcp: bug: panic while answering a packet; dropped it (please report)", "from", from, "panic", r, "stack", string(debug.Stack()))
+			out = nil
+		}
+	}()
+	return h.Reply(pkt, port, from)
+}
+
+// dhcpAddr converts a packet's IPv4 field; invalid if absent or not IPv4.
+func dhcpAddr(ip net.IP) netip.Addr {
+	a, ok := netip.AddrFromSlice(ip.To4())
+	if !ok {
+		return netip.Addr{}
+	}
+	return a
+}
+
+func dhcpU32(a netip.Addr) uint32 {
+	b := a.As4()
+	return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+}
+
+func dhcpFromU32(v uint32) netip.Addr {
+	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
+}
+
+func dhcpBroadcast(p netip.Prefix) netip.Addr {
+	return dhcpFromU32(dhcpU32(p.Masked().Addr()) | (1<<(32-p.Bits()) - 1))
+}
