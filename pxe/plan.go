@@ -56,8 +56,8 @@ func (p *Plan) Check() error {
 	bad := func(format string, args ...any) error {
 		return fmt.Errorf("%w: %s", ErrBadPlan, fmt.Sprintf(format, args...))
 	}
-	if _, err := parseMAC(p.MAC); err != nil {
-		return bad("mac %q: %v", p.MAC, err)
+	if mac, err := ParseMAC(p.MAC); err != nil || mac != p.MAC {
+		return bad("mac %q: want lower-case six hex bytes such as 52:54:00:12:34:56", p.MAC)
 	}
 	if p.Image == "" || p.Torrent == "" {
 		return bad("no image or torrent URL: assign an image to the task")
@@ -90,19 +90,6 @@ func (p *Plan) Check() error {
 		return bad("after %q: want reboot, poweroff or shell", p.After)
 	}
 	return nil
-}
-
-func parseMAC(s string) (string, error) {
-	parts := strings.Split(s, ":")
-	if len(parts) != 6 {
-		return "", errors.New("want six colon-separated hex bytes")
-	}
-	for _, p := range parts {
-		if len(p) != 2 || strings.Trim(p, "0123456789abcdef") != "" {
-			return "", errors.New("want lower-case hex bytes such as 52:54:00:12:34:56")
-		}
-	}
-	return s, nil
 }
 
 // SignedPlan is what the server sends: the plan's exact JSON bytes and an

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"net/url"
 	"os"
@@ -456,11 +455,7 @@ func (s *Site) Check() error {
 	for i := range s.Machines {
 		m := &s.Machines[i]
 		key := fmt.Sprintf("machine[%d].mac", i)
-		hw, err := net.ParseMAC(m.MAC)
-		if err == nil && len(hw) != 6 {
-			err = fmt.Errorf("want six bytes like 52:54:00:12:34:56")
-		}
-		mac := hw.String()
+		mac, err := ParseMAC(m.MAC)
 		if err != nil {
 			return bad(key, "%q: %v", m.MAC, err)
 		}

@@ -28,7 +28,7 @@ func TestSiteDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	checks := []struct {
-		name     string
+		name      string
 		got, want any
 	}{
 		{"dhcp.mode", s.DHCP.Mode, "proxy"},

@@ -61,6 +61,22 @@ func (fs *flagSet) Bool(name string, value bool, usage string) *bool {
 	return fs.FlagSet.Bool(name, value, usage)
 }
 
+func (fs *flagSet) Int(name string, value int, usage string) *int {
+	fs.note(name)
+	return fs.FlagSet.Int(name, value, usage)
+}
+
+// setFlags lists the flags given on the command line.
+func (fs *flagSet) setFlags() []string {
+	var names []string
+	fs.Visit(func(f *flag.Flag) { names = append(names, f.Name) })
+	return names
+}
+
+func isLogFlag(name string) bool {
+	return name == "log-format" || name == "log-level" || name == "progress-every"
+}
+
 func (fs *flagSet) Var(v flag.Value, name, usage string) {
 	fs.note(name)
 	fs.FlagSet.Var(v, name, usage)

@@ -25,6 +25,7 @@ func commands() []command {
 		{"seed", "seed an image from trusted sources (optionally with a tracker)", runSeed},
 		{"fetch", "fetch an image from the swarm straight onto disks or files", runFetch},
 		{"tracker", "run the LAN tracker", runTracker},
+		{"serve", "run the boot server: DHCP, TFTP, HTTP, tracker and seeders", runServe},
 		{"version", "print the version", func(context.Context, []string) error {
 			fmt.Println("pxeswarm", imager.Version())
 			return nil
