@@ -24,11 +24,18 @@ unit:
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 30m ./...
 
-# Every fuzz target runs briefly; FUZZTIME=5m for a longer search.
+# Every fuzz target runs briefly; FUZZTIME=5m for a longer search. Each
+# parser of network or file input has one: torrents, announces, plans,
+# site configs, DHCP packets and lease files, the status and admin APIs,
+# partition tables.
+FUZZ_TARGETS := imager:FuzzLoad tracker:FuzzParseAnnounce pxe:FuzzVerify pxe:FuzzParseSite \
+	pxe:FuzzDHCPFull pxe:FuzzDHCPProxy pxe:FuzzDHCPLeaseFile pxe:FuzzStatusAPI pxe:FuzzAdminAPI \
+	partition:FuzzReadTable
 fuzz:
-	$(GO) test -run=NONE -fuzz='^FuzzLoad$$' -fuzztime=$(FUZZTIME) ./imager/
-	$(GO) test -run=NONE -fuzz='^FuzzParseAnnounce$$' -fuzztime=$(FUZZTIME) ./tracker/
-	$(GO) test -run=NONE -fuzz='^FuzzVerify$$' -fuzztime=$(FUZZTIME) ./pxe/
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; fn=$${t#*:}; echo "fuzz $$pkg $$fn"; \
+		$(GO) test -run=NONE -fuzz="^$$fn\$$" -fuzztime=$(FUZZTIME) -fuzzminimizetime=200x ./$$pkg/; \
+	done
 
 # The fleet benchmark on a simulated LAN (network namespaces, needs root):
 # every method side by side; writes docs/BENCHMARKS.md and docs/bench.svg.
