@@ -109,12 +109,19 @@ func admin(t *testing.T, ns *netns.NS, token, method, path, body string) string 
 	return out[:max(i, 0)]
 }
 
-// TestFirmwarePXEBoot boots SeaBIOS (with the NIC's iPXE ROM) and OVMF
-// (with its own PXE, chaining our ipxe.efi over TFTP) against `pxeswarm
-// serve` in full DHCP mode. A machine with a task loads our kernel and
-// initramfs (the marker init shows the kernel command line carries the
-// server URL); a machine without one is sent to its local disk.
-func TestFirmwarePXEBoot(t *testing.T) {
+// bootEnv is a test LAN with `pxeswarm serve` in it.
+type bootEnv struct {
+	lan    *netns.LAN
+	token  string
+	log    *syncBuffer
+	kernel string
+	initrd string
+}
+
+// startServe builds pxeswarm and the marker initramfs and runs `pxeswarm
+// serve` in a new LAN namespace with the given DHCP mode.
+func startServe(t *testing.T, tag, mode string) *bootEnv {
+	t.Helper()
 	kernel := requireTools(t)
 	bin := buildPxeswarm(t)
 	ctx := context.Background()
@@ -129,27 +136,25 @@ func TestFirmwarePXEBoot(t *testing.T) {
 	if err := os.WriteFile(img, data, 0o644); err != nil {
 		t.Fatal(err)
 	}
-
-	lan := netns.NewLAN(t, "fw", netip.MustParsePrefix(serverAddr+"/24"))
+	env := &bootEnv{lan: netns.NewLAN(t, tag, netip.MustParsePrefix(serverAddr+"/24")), log: &syncBuffer{}, kernel: kernel, initrd: initrd}
 	state := filepath.Join(work, "state")
-	var serverLog syncBuffer
-	serve := lan.NS.Command(ctx, bin, "serve", "--image", img, "--interface", lan.Bridge, "--dhcp", "full",
+	serve := env.lan.NS.Command(ctx, bin, "serve", "--image", img, "--interface", env.lan.Bridge, "--dhcp", mode,
 		"--state-dir", state, "--kernel", kernel, "--initramfs", initrd,
 		"--cmdline", "console=ttyS0 panic=-1")
-	serve.Stdout, serve.Stderr = &serverLog, &serverLog
+	serve.Stdout, serve.Stderr = env.log, env.log
 	exited := netns.Start(t, serve)
-	defer func() {
+	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("server log:\n%s", serverLog.String())
+			t.Logf("server log:\n%s", env.log.String())
 		}
-	}()
+	})
 	deadline := time.After(2 * time.Minute)
-	for !strings.Contains(serverLog.String(), pxe.Ready) {
+	for !strings.Contains(env.log.String(), pxe.Ready) {
 		select {
 		case err := <-exited:
-			t.Fatalf("pxeswarm serve exited before ready: %v\n%s", err, serverLog.String())
+			t.Fatalf("pxeswarm serve exited before ready: %v\n%s", err, env.log.String())
 		case <-deadline:
-			t.Fatalf("pxeswarm serve not ready in 2m:\n%s", serverLog.String())
+			t.Fatalf("pxeswarm serve not ready in 2m:\n%s", env.log.String())
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
@@ -157,29 +162,27 @@ func TestFirmwarePXEBoot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	token := strings.TrimSpace(string(tokenBytes))
+	env.token = strings.TrimSpace(string(tokenBytes))
+	return env
+}
 
-	machines := []struct {
-		name    string
-		fw      qemu.Firmware
-		mac     string
-		task    bool
-		markers []string
-	}{
-		{name: "bios-task", fw: qemu.BIOS, mac: "52:54:00:c1:00:01", task: true},
-		{name: "uefi-task", fw: qemu.UEFI, mac: "52:54:00:c1:00:02", task: true,
-			markers: []string{"NBP filename is ipxe.efi", "NBP file downloaded successfully", "/boot/52-54-00-c1-00-02.ipxe"}},
-		{name: "bios-local", fw: qemu.BIOS, mac: "52:54:00:c1:00:03",
-			markers: []string{qemu.LocalDiskMarker}},
-		{name: "uefi-local", fw: qemu.UEFI, mac: "52:54:00:c1:00:04",
-			markers: []string{"NBP filename is ipxe.efi", "booting local disk"}},
-	}
+type machine struct {
+	name    string
+	fw      qemu.Firmware
+	mac     string
+	task    bool
+	markers []string // in order; a machine with a task also waits for the init marker
+}
+
+// boot gives the machines with task=true a task, boots all of them (two at
+// a time: CI has two cores) and checks what each one printed, then that
+// the server moved exactly those tasks to booting.
+func (env *bootEnv) boot(t *testing.T, machines []machine) {
 	for _, m := range machines {
 		if m.task {
-			admin(t, lan.NS, token, "POST", "/api/tasks", fmt.Sprintf(`{"mac":%q,"image":"lab"}`, m.mac))
+			admin(t, env.lan.NS, env.token, "POST", "/api/tasks", fmt.Sprintf(`{"mac":%q,"image":"lab"}`, m.mac))
 		}
 	}
-	// Two machines at a time: the CI runner has two cores.
 	slots := make(chan struct{}, 2)
 	t.Run("machines", func(t *testing.T) {
 		for _, m := range machines {
@@ -195,9 +198,9 @@ func TestFirmwarePXEBoot(t *testing.T) {
 					t.Fatal(err)
 				}
 				var console syncBuffer
-				vm, err := qemu.Config{Name: m.name, Firmware: m.fw, NetNS: lan.NS.Name, Tap: lan.AddTap(t), MAC: m.mac,
+				vm, err := qemu.Config{Name: m.name, Firmware: m.fw, NetNS: env.lan.NS.Name, Tap: env.lan.AddTap(t), MAC: m.mac,
 					BootNetwork: true, Disks: []qemu.Disk{{Path: disk}}, Timeout: 5 * time.Minute, Console: &console,
-				}.Start(ctx, imager.TestLogger(t))
+				}.Start(context.Background(), imager.TestLogger(t))
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -223,23 +226,92 @@ func TestFirmwarePXEBoot(t *testing.T) {
 		}
 	})
 
-	// The server saw it all: tasks of the booted machines moved on, the
-	// others got no task, and the UEFI machine fetched ipxe.efi over TFTP.
 	var tasks []pxe.Task
-	if err := json.Unmarshal([]byte(admin(t, lan.NS, token, "GET", "/api/tasks", "")), &tasks); err != nil {
+	if err := json.Unmarshal([]byte(admin(t, env.lan.NS, env.token, "GET", "/api/tasks", "")), &tasks); err != nil {
 		t.Fatal(err)
 	}
-	state2 := map[string]pxe.TaskState{}
+	states := map[string]pxe.TaskState{}
 	for _, task := range tasks {
-		state2[task.MAC] = task.State
+		states[task.MAC] = task.State
 	}
 	for _, m := range machines {
-		got, has := state2[m.mac]
+		got, has := states[m.mac]
 		switch {
 		case m.task && got != pxe.TaskBooting:
 			t.Errorf("task of %s is %q, want %q (the script handed out our kernel)", m.name, got, pxe.TaskBooting)
 		case !m.task && has:
 			t.Errorf("%s has a task (%q), want none", m.name, got)
 		}
+	}
+}
+
+// TestFirmwarePXEBoot boots SeaBIOS (with the NIC's iPXE ROM) and OVMF
+// (with its own PXE, chaining our ipxe.efi over TFTP) against `pxeswarm
+// serve` in full DHCP mode. A machine with a task loads our kernel and
+// initramfs (the marker init shows the kernel command line carries the
+// server URL); a machine without one is sent to its local disk.
+func TestFirmwarePXEBoot(t *testing.T) {
+	env := startServe(t, "fw", "full")
+	env.boot(t, []machine{
+		{name: "bios-task", fw: qemu.BIOS, mac: "52:54:00:c1:00:01", task: true},
+		{name: "uefi-task", fw: qemu.UEFI, mac: "52:54:00:c1:00:02", task: true,
+			markers: []string{"NBP filename is ipxe.efi", "NBP file downloaded successfully", "/boot/52-54-00-c1-00-02.ipxe"}},
+		{name: "bios-local", fw: qemu.BIOS, mac: "52:54:00:c1:00:03",
+			markers: []string{qemu.LocalDiskMarker}},
+		{name: "uefi-local", fw: qemu.UEFI, mac: "52:54:00:c1:00:04",
+			markers: []string{"NBP filename is ipxe.efi", "booting local disk"}},
+	})
+	// Every address came from our pool.
+	if !strings.Contains(env.log.String(), "yiaddr=198.18.0.1") {
+		t.Errorf("server log shows no lease from the pool")
+	}
+}
+
+// TestFirmwarePXEBootProxy is the school network: dnsmasq on another host
+// hands out addresses, pxeswarm runs in proxy mode beside it. OVMF gets its
+// address from dnsmasq and ipxe.efi and then the script from pxeswarm;
+// SeaBIOS's iPXE ROM likewise gets the script URL from the proxy. pxeswarm
+// hands out no address (its DHCP tests check every packet; here the
+// dnsmasq lease file must hold both machines).
+func TestFirmwarePXEBootProxy(t *testing.T) {
+	env := startServe(t, "fwp", "proxy")
+	if _, err := exec.LookPath("dnsmasq"); err != nil {
+		t.Skip("dnsmasq missing (make test installs it):", err)
+	}
+	school := env.lan.AddHost(t, "school", netip.MustParsePrefix("198.18.0.2/24"), nil)
+	dir := t.TempDir()
+	leases := filepath.Join(dir, "dnsmasq.leases")
+	var dmLog syncBuffer
+	dm := school.Command(context.Background(), "dnsmasq", "--no-daemon", "--conf-file=/dev/null",
+		"--port=0", "--interface="+school.Link, "--bind-interfaces", "--dhcp-authoritative",
+		"--dhcp-range=198.18.0.50,198.18.0.90,255.255.255.0,10m", "--dhcp-leasefile="+leases,
+		"--pid-file="+filepath.Join(dir, "dnsmasq.pid"), "--user=root", "--log-dhcp", "--log-facility=-")
+	dm.Stdout, dm.Stderr = &dmLog, &dmLog
+	netns.Start(t, dm)
+	waitFor(t, "dnsmasq up", 10*time.Second, func() bool { return strings.Contains(dmLog.String(), "DHCP, IP range") })
+	machines := []machine{
+		{name: "bios-task", fw: qemu.BIOS, mac: "52:54:00:c2:00:01", task: true},
+		{name: "uefi-task", fw: qemu.UEFI, mac: "52:54:00:c2:00:02", task: true,
+			markers: []string{"NBP filename is ipxe.efi", "/boot/52-54-00-c2-00-02.ipxe"}},
+	}
+	env.boot(t, machines)
+	b, _ := os.ReadFile(leases)
+	for _, m := range machines {
+		if !strings.Contains(string(b), m.mac+" 198.18.0.") {
+			t.Errorf("dnsmasq leases %q lack %s: its address did not come from the school's server", b, m.mac)
+		}
+	}
+	replies := 0
+	for _, line := range strings.Split(env.log.String(), "\n") {
+		if !strings.Contains(line, "dhcp: reply") {
+			continue
+		}
+		replies++
+		if !strings.Contains(line, "yiaddr=0.0.0.0") {
+			t.Errorf("pxeswarm in proxy mode offered an address: %s", line)
+		}
+	}
+	if replies == 0 {
+		t.Error("pxeswarm in proxy mode logged no replies")
 	}
 }
