@@ -1,0 +1,726 @@
+package initramfs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/pxeswarm/pxeswarm/imager"
+	"github.com/pxeswarm/pxeswarm/partition"
+	"github.com/pxeswarm/pxeswarm/pxe"
+)
+
+// Defaults of Config's paths.
+const (
+	DefaultKeyPath    = "/etc/pxeswarm/plan-key.pub"
+	DefaultCmdline    = "/proc/cmdline"
+	DefaultShell      = "/bbin/gosh" // u-root's shell
+	FallbackShell     = "/bin/sh"
+	DefaultResolvConf = "/etc/resolv.conf"
+)
+
+// Config configures the agent. The zero value runs on the real machine:
+// the paths above, DHCP on every Ethernet link, the machine's disks, and
+// a real reboot. Tests set ServerURL and MAC (no DHCP), Disks to a fake
+// machine or a loop device, and the Reboot and StartShell hooks.
+type Config struct {
+	// ServerURL, if set, is the server (for example
+	// "http://198.18.0.1:8080") and the network is taken as already
+	// configured: no links are touched and no DHCP is done. For tests and
+	// machines set up by hand. Empty: DHCP's URL option, then
+	// pxeswarm.server= on the kernel command line.
+	ServerURL string
+	// MAC, if set, is the machine's MAC for the plan and reports
+	// (aa:bb:cc:dd:ee:ff). Empty: pxeswarm.mac= from the kernel command
+	// line, then the MAC of the link that got the lease.
+	MAC string
+	// KeyPath is the server's public plan key (plan-key.pub, built into
+	// the initramfs). Default DefaultKeyPath.
+	KeyPath string
+	// Cmdline is the file holding the kernel command line. Default
+	// DefaultCmdline; "-" reads none.
+	Cmdline string
+	// Coldplug, if set, loads the drivers for the machine's devices (NICs,
+	// disk controllers) and returns the modules it loaded; in the
+	// initramfs this is coldplug.Load. An error is logged, not fatal: a
+	// missing driver shows up as a missing link or disk later, with a
+	// clearer message.
+	Coldplug func(ctx context.Context, log *slog.Logger) ([]string, error)
+	// Disks says where the disks are (Sys and Dev roots, mount table,
+	// boot medium). The zero value is the running machine.
+	Disks partition.Config
+	// Shell is the shell to stop at after an error or when the plan says
+	// "shell". Default DefaultShell; if it does not exist, FallbackShell.
+	Shell string
+	// StartShell runs the shell and returns when it exits. Default: run it
+	// on the agent's own stdin, stdout and stderr (the console).
+	StartShell func(ctx context.Context, path string) error
+	// Reboot restarts or powers off the machine (RebootRestart,
+	// RebootPowerOff); it returns only on failure. Default: sync, then
+	// reboot(2).
+	Reboot func(cmd int) error
+	// Console receives the markers and the progress bar. Default stdout.
+	// Pass a *Console (NewConsole) and route the log through it too, so
+	// log lines do not break the bar.
+	Console io.Writer
+	// HTTP is the client for the plan, the torrent and reports. Default: a
+	// client with no proxy and a 2 minute timeout.
+	HTTP *http.Client
+	// DHCP configures pxe.Discover (Interface is set per link).
+	DHCP pxe.DiscoverConfig
+	// ResolvConf receives the lease's name servers. Default
+	// DefaultResolvConf.
+	ResolvConf string
+	// LinkTimeout bounds the wait for an Ethernet link to appear after
+	// coldplug (default 30 s); CarrierTimeout the wait for a carrier after
+	// the links are up (default 15 s); DiskTimeout the wait for a disk
+	// (default 30 s).
+	LinkTimeout, CarrierTimeout, DiskTimeout time.Duration
+	// PlanTries is how often the plan is fetched before giving up when
+	// the server cannot be reached (default 5; 1 s, 2 s, 4 s … apart).
+	PlanTries int
+	// ReportEvery is the status report period (default 2 s);
+	// ProgressEvery the console refresh (default 1 s).
+	ReportEvery, ProgressEvery time.Duration
+	// Listen is host:port for BitTorrent peers; "" any address, a free
+	// port.
+	Listen string
+	// Tuning holds the swarm's knobs; zero fields take imager's defaults.
+	Tuning imager.Tuning
+	// NoReadBack skips reading the image back from the disk after it is
+	// written. The IMAGE DONE marker then has no sha256, only the
+	// info-hash: every piece was SHA-1 checked as it arrived, but nothing
+	// proves it reached the disk. pxeswarm.readback=0 does the same.
+	NoReadBack bool
+}
+
+func (c Config) withDefaults() Config {
+	if c.KeyPath == "" {
+		c.KeyPath = DefaultKeyPath
+	}
+	if c.Cmdline == "" {
+		c.Cmdline = DefaultCmdline
+	}
+	if c.Shell == "" {
+		c.Shell = DefaultShell
+	}
+	if c.StartShell == nil {
+		c.StartShell = runShell
+	}
+	if c.Reboot == nil {
+		c.Reboot = sysReboot
+	}
+	if c.HTTP == nil {
+		c.HTTP = &http.Client{Timeout: 2 * time.Minute, Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 4, IdleConnTimeout: time.Minute}}
+	}
+	if c.ResolvConf == "" {
+		c.ResolvConf = DefaultResolvConf
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&c.LinkTimeout, 30*time.Second)
+	def(&c.CarrierTimeout, 15*time.Second)
+	def(&c.DiskTimeout, 30*time.Second)
+	def(&c.ReportEvery, 2*time.Second)
+	def(&c.ProgressEvery, time.Second)
+	if c.PlanTries <= 0 {
+		c.PlanTries = 5
+	}
+	return c
+}
+
+// agent is one run.
+type agent struct {
+	cfg      Config
+	log      *slog.Logger
+	con      *Console
+	cmd      Cmdline
+	rep      *reporter // nil until the server is known
+	readBack bool
+
+	mu    sync.Mutex
+	phase string          // pxe.Phase*
+	prog  imager.Progress // the swarm's
+	rb    imager.Progress // the read-back's
+}
+
+// Run takes the machine from power-on to a written disk: coldplug,
+// network, plan, disk, swarm, read-back, seeding, then the plan's
+// after-action. A reboot or power-off does not return (Config.Reboot
+// returns nil only in tests); "shell" returns nil when the shell exits.
+// On any error Run prints the ERROR marker, reports the failure, runs the
+// shell, and returns the error once the shell exits: the machine is
+// never rebooted into a half-written disk.
+func (c Config) Run(ctx context.Context, log *slog.Logger) error {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	c = c.withDefaults()
+	a := &agent{cfg: c, log: log, con: console(c.Console)}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	after, err := a.run(ctx)
+	if err == nil {
+		if err = a.after(after); err == nil {
+			return nil
+		}
+	}
+	a.fail(ctx, err)
+	return err
+}
+
+func (a *agent) setPhase(p string) {
+	a.mu.Lock()
+	a.phase = p
+	a.mu.Unlock()
+}
+
+// report sends a report of the current phase and progress now.
+func (a *agent) report(ctx context.Context, msg string) error {
+	if a.rep == nil {
+		return nil
+	}
+	return a.rep.sendFunc(ctx, func() pxe.Report {
+		r := a.current()
+		r.Message = msg
+		return r
+	})
+}
+
+// current is the report for the current phase and progress.
+func (a *agent) current() pxe.Report {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	phase, p := a.phase, a.prog
+	switch {
+	case phase == pxe.PhaseVerifying:
+		p = a.rb
+	case phase == pxe.PhaseImaging && p.State == imager.StateVerifying:
+		phase = pxe.PhaseVerifying
+	}
+	rate := p.Rate
+	if phase == pxe.PhaseSeeding {
+		rate = p.UpRate
+	}
+	r := pxe.Report{Phase: phase, BytesDone: p.Done, BytesTotal: p.Total, RateBPS: int64(max(rate, 0)), Peers: p.Peers}
+	if r.BytesTotal > 0 && r.BytesDone > r.BytesTotal {
+		r.BytesDone = r.BytesTotal
+	}
+	return r
+}
+
+// onProgress is the swarm's progress callback.
+func (a *agent) onProgress(p imager.Progress) {
+	a.mu.Lock()
+	a.prog = p
+	show := a.phase == pxe.PhaseImaging || a.phase == pxe.PhaseSeeding
+	a.mu.Unlock()
+	if show {
+		a.con.Progress(p)
+	}
+}
+
+func (a *agent) run(ctx context.Context) (after string, err error) {
+	c := a.cfg
+	a.con.Println(markVersion(imager.Version()))
+	a.log.Info("pxeswarm agent starting", "version", imager.Version())
+	if c.Cmdline != "-" {
+		data, err := os.ReadFile(c.Cmdline)
+		if err != nil {
+			a.log.Warn("cannot read the kernel command line", "file", c.Cmdline, "err", err)
+		} else {
+			a.cmd, err = ParseCmdline(string(data))
+			if err != nil {
+				a.log.Warn("kernel command line: ignoring bad values", "err", err)
+			}
+			a.log.Info("kernel command line", "server", a.cmd.Server, "mac", a.cmd.MAC, "task", a.cmd.Task, "debug", a.cmd.Debug)
+		}
+	}
+	a.readBack = !c.NoReadBack && !a.cmd.NoReadBack
+	if c.Coldplug != nil {
+		start := time.Now()
+		mods, err := c.Coldplug(ctx, a.log)
+		if err != nil {
+			a.log.Warn("coldplug: some drivers did not load", "err", err)
+		}
+		a.log.Info("coldplug done", "modules", len(mods), "took", time.Since(start).Round(time.Millisecond))
+		a.con.Println(markColdplug(len(mods)))
+	}
+
+	// Network.
+	server, from, mac, l, err := a.network(ctx)
+	if err != nil {
+		return "", err
+	}
+	if l != nil {
+		a.con.Println(markLease(server, from, l.link.Attrs().Name, l.d.Addr.String()))
+		go a.keepLease(ctx, l)
+	} else {
+		a.con.Println(markLease(server, from, "", ""))
+	}
+	a.rep = newReporter(c.HTTP, server, mac, a.log)
+	a.setPhase(pxe.PhaseBooting)
+	a.report(ctx, "agent "+imager.Version()+" up")
+
+	// Plan.
+	plan, err := a.plan(ctx, server, mac)
+	if err != nil {
+		return "", err
+	}
+	a.con.Println(markPlan(plan.TaskID, plan.Image))
+	a.log.Info("plan verified", "task", plan.TaskID, "image", plan.Image, "target", fmt.Sprintf("%+v", plan.Target),
+		"create_table", plan.CreateTable, "check", plan.CheckMode, "seed_for", plan.SeedFor, "after", plan.After)
+	if a.cmd.Task != "" && a.cmd.Task != plan.TaskID {
+		a.log.Warn("the kernel command line names another task than the plan; following the signed plan", "cmdline_task", a.cmd.Task, "plan_task", plan.TaskID)
+	}
+	a.rep.setTask(plan.TaskID)
+	if err := a.report(ctx, "plan verified"); errors.Is(err, ErrTaskEnded) {
+		return "", a.ended(plan, false)
+	}
+
+	// The torrent, pinned by the plan.
+	im, err := imager.LoadURL(ctx, c.HTTP, plan.Torrent)
+	if err != nil {
+		return "", &Error{What: "cannot load the image torrent " + plan.Torrent, Err: err, Network: isNetErr(err),
+			Do: "check that the server still publishes image " + plan.Image + " (GET /api/status) and that this network reaches it"}
+	}
+	if !strings.EqualFold(im.InfoHash.HexString(), plan.InfoHash) {
+		return "", &Error{What: fmt.Sprintf("the torrent at %s has info-hash %s but the signed plan pins %s", plan.Torrent, im.InfoHash.HexString(), strings.ToLower(plan.InfoHash)),
+			Err: ErrInfoHashMismatch,
+			Do:  "nothing was written; the image changed on the server after the plan was made, or something rewrites HTTP on the way: reboot to fetch a fresh plan, and if it repeats check the server's image files"}
+	}
+	a.log.Info("image torrent", "image", im.String(), "size", imager.FormatBytes(im.Length), "pieces", im.NumPieces(), "table", im.Layout.Table)
+
+	// Disks.
+	a.setPhase(pxe.PhaseDisk)
+	a.report(ctx, "")
+	disks, err := a.waitDisks(ctx)
+	if err != nil {
+		return "", err
+	}
+	for _, d := range disks {
+		a.con.Println(markDisk(d))
+	}
+	tgt, err := partition.Choose(disks, partition.Selector(plan.Target), im)
+	if err != nil {
+		return "", &Error{What: "no disk to write the image to", Err: err, Do: diskAdvice(err)}
+	}
+	a.con.Println(markTarget(tgt.String(), tgt.Size()))
+	var places []partition.Place
+	if plan.CreateTable {
+		if tgt.Part != nil {
+			return "", &Error{What: fmt.Sprintf("the plan asks for a new partition table but targets %s, a partition", tgt),
+				Do: "target a whole disk, or turn create_table off for this task"}
+		}
+		places, err = c.Disks.CreateTable(ctx, a.log, tgt.Disk.Path, im)
+		if err != nil {
+			return "", &Error{What: "cannot make the partition table on " + tgt.Disk.Path, Err: err, Do: diskAdvice(err)}
+		}
+		a.con.Println(markTable(im.Layout.Table, tgt.Disk.Path, len(places)))
+	} else if places, err = partition.Map(tgt, im); err != nil {
+		return "", &Error{What: "the image does not fit " + tgt.String(), Err: err, Do: diskAdvice(err)}
+	}
+	for _, p := range places {
+		a.log.Info("image part goes to", "place", p.String())
+	}
+	parts, closeParts, err := partition.OpenParts(places)
+	if err != nil {
+		return "", &Error{What: "cannot open the target for writing", Err: err, Do: diskAdvice(err)}
+	}
+	var closeOnce sync.Once
+	closeAll := func() error {
+		var err error
+		closeOnce.Do(func() { err = closeParts() })
+		return err
+	}
+	defer closeAll()
+
+	// Swarm.
+	mode, err := imager.ParseMode(plan.CheckMode)
+	if err != nil || mode == imager.ModeSeed {
+		return "", &Error{What: "the plan's check mode " + plan.CheckMode + " is not one the agent knows", Err: err, Do: "set check to fresh or verify on the server"}
+	}
+	a.con.Println(markWriting(im.Name, im.Length, tgt.String()))
+	a.setPhase(pxe.PhaseImaging)
+	a.report(ctx, "")
+	imgCtx, stopImg := context.WithCancel(ctx)
+	defer stopImg()
+	go a.rep.every(imgCtx, c.ReportEvery, a.current)
+	go func() {
+		select {
+		case <-a.rep.Ended():
+			stopImg()
+		case <-imgCtx.Done():
+		}
+	}()
+	icfg := imager.Config{Image: im, Parts: parts, Mode: mode, Listen: c.Listen, Trackers: plan.Trackers,
+		Tuning: c.Tuning, Progress: a.onProgress, ProgressEvery: c.ProgressEvery}
+	sess, err := icfg.Start(imgCtx, a.log)
+	if err != nil {
+		if isEnded(a.rep) {
+			return "", a.ended(plan, true)
+		}
+		return "", &Error{What: "cannot join the swarm for " + im.Name, Err: err, Do: "check the log above; reboot to try again"}
+	}
+	defer sess.Close()
+	if err := sess.Wait(imgCtx); err != nil {
+		if isEnded(a.rep) {
+			return "", a.ended(plan, true)
+		}
+		return "", &Error{What: "writing the image failed", Err: err, Do: "the disk is half-written and will not be booted: check the disk and the log above, then reboot to try again"}
+	}
+	syncAll()
+	p := sess.Progress()
+	a.log.Info("image written", "took", p.Took, "downloaded", imager.FormatBytes(p.Downloaded), "from_seeders", imager.FormatBytes(p.FromSeeders),
+		"uploaded", imager.FormatBytes(p.Uploaded), "bad_pieces", p.BadPieces)
+
+	// Read back.
+	digest := ""
+	if a.readBack {
+		a.setPhase(pxe.PhaseVerifying)
+		start := time.Now()
+		a.setReadBack(0, im.Length, start)
+		a.report(ctx, "reading the image back")
+		digest, err = readBack(imgCtx, places, im, func(done int64) { a.setReadBack(done, im.Length, start) })
+		if err != nil {
+			if isEnded(a.rep) {
+				return "", a.ended(plan, true)
+			}
+			return "", &Error{What: "the image does not read back from " + tgt.String() + " as it was written", Err: err,
+				Do: "the disk (or its cable or controller) may be failing: check it, or pick another disk, and start a new task"}
+		}
+		a.log.Info("image read back", "sha256", digest, "took", time.Since(start).Round(time.Millisecond))
+	}
+	ih := im.InfoHash.HexString()
+	a.con.Println(markImageDone(digest, ih, im.Length))
+	msg := "infohash=" + ih
+	if digest != "" {
+		msg = "sha256=" + digest + " " + msg
+	}
+
+	// Seed.
+	seedFor, _ := time.ParseDuration(plan.SeedFor) // checked by Verify
+	a.setPhase(pxe.PhaseSeeding)
+	if err := a.report(ctx, msg); !errors.Is(err, ErrTaskEnded) && seedFor > 0 {
+		a.con.Println(markSeeding(seedFor.String()))
+		select {
+		case <-time.After(seedFor):
+		case <-a.rep.Ended():
+			a.log.Info("the server ended the task; stopping seeding", "state", a.rep.EndState())
+		case <-ctx.Done():
+			return "", &Error{What: "stopped while seeding", Err: ctx.Err(), Do: "the image is complete on the disk; reboot by hand"}
+		}
+	}
+	stopImg()
+	if err := sess.Close(); err != nil {
+		return "", &Error{What: "flushing the image to " + tgt.String() + " failed", Err: err, Do: "check the disk; start a new task"}
+	}
+	if err := closeAll(); err != nil {
+		return "", &Error{What: "flushing the image to " + tgt.String() + " failed", Err: err, Do: "check the disk; start a new task"}
+	}
+	syncAll()
+	if wholeDiskImage(tgt, im) {
+		// The image brought its own partition table: let the kernel see
+		// it (a shell after-action, or the next task, wants the nodes).
+		// After CreateTable the kernel already has the right partitions,
+		// some added by BLKPG on kernels without the table's parser, and
+		// a BLKRRPART there would drop them.
+		if err := rereadTable(tgt.Disk.Path); err != nil {
+			a.log.Warn("the kernel did not re-read the partition table (the next boot will)", "disk", tgt.Disk.Path, "err", err)
+		} else {
+			a.log.Info("the kernel re-read the partition table", "disk", tgt.Disk.Path)
+		}
+	}
+	a.setPhase(pxe.PhaseDone)
+	a.report(ctx, msg)
+	return plan.After, nil
+}
+
+// wholeDiskImage reports whether im is one whole-disk image written to
+// the whole of tgt's disk: then the disk's partition table is the image's.
+func wholeDiskImage(tgt partition.Target, im *imager.Image) bool {
+	return tgt.Part == nil && len(im.Files) == 1 && im.Files[0].Part.Number == 0
+}
+
+// setReadBack records the read-back's progress and shows it.
+func (a *agent) setReadBack(done, total int64, start time.Time) {
+	el := time.Since(start)
+	p := imager.Progress{State: imager.StateVerifying, Total: total, Done: done, Elapsed: el.Round(time.Millisecond)}
+	if s := el.Seconds(); s > 0 {
+		p.Rate = float64(done) / s
+	}
+	a.mu.Lock()
+	last := a.rb
+	a.rb = p
+	a.mu.Unlock()
+	if done == total || p.Elapsed-last.Elapsed >= a.cfg.ProgressEvery || done == 0 {
+		a.con.Progress(p)
+	}
+}
+
+func isEnded(r *reporter) bool {
+	select {
+	case <-r.Ended():
+		return true
+	default:
+		return false
+	}
+}
+
+// ended is the error for a task the server ended under the agent.
+func (a *agent) ended(plan *pxe.Plan, written bool) error {
+	do := "nothing was written; start a new task for this machine if it still needs imaging"
+	if written {
+		do = "the disk is half-written and will not be booted: start a new task for this machine"
+	}
+	return &Error{What: fmt.Sprintf("the server ended task %s (now %s)", plan.TaskID, a.rep.EndState()), Err: ErrTaskEnded, Do: do}
+}
+
+// network finds the server: Config.ServerURL as is, or DHCP and the URL
+// from its option or the kernel command line.
+func (a *agent) network(ctx context.Context) (server, from, mac string, l *lease, err error) {
+	c := a.cfg
+	if c.ServerURL != "" {
+		mac = cmpOr(c.MAC, a.cmd.MAC)
+		if mac == "" {
+			return "", "", "", nil, &Error{What: "the agent does not know this machine's MAC", Err: ErrNoMAC,
+				Do: "boot with pxeswarm.mac=aa:bb:cc:dd:ee:ff (the server's iPXE script adds it) or let the agent do DHCP"}
+		}
+		a.log.Info("server URL", "url", c.ServerURL, "from", FromConfig, "mac", mac)
+		return strings.TrimRight(c.ServerURL, "/"), FromConfig, mac, nil, nil
+	}
+	l, err = a.dhcp(ctx, cmpOr(c.MAC, a.cmd.MAC))
+	if err != nil {
+		return "", "", "", nil, &Error{What: "no network", Err: err, Network: true,
+			Do: "check the cable and the switch port, that the NIC's driver is in the initramfs, and that a DHCP server answers on this network"}
+	}
+	server, from = l.d.ServerURL, FromDHCP
+	if server != "" && !httpURL(server) {
+		a.log.Warn("the DHCP server URL option is not an http URL; ignoring it", "url", server)
+		server = ""
+	}
+	if server == "" {
+		server, from = a.cmd.Server, FromCmdline
+	}
+	if server == "" {
+		return "", "", "", nil, &Error{What: "nothing names the pxeswarm server", Err: ErrNoServer, Network: true,
+			Do: "let the DHCP server send the server URL option (pxeswarm serve does; option 224 by default), or boot with pxeswarm.server=http://…"}
+	}
+	a.log.Info("server URL", "url", server, "from", from, "dhcp_url", l.d.ServerURL, "dhcp_url_from", l.d.ServerURLFrom, "cmdline_url", a.cmd.Server)
+	mac = cmpOr(c.MAC, a.cmd.MAC, l.mac)
+	return strings.TrimRight(server, "/"), from, mac, l, nil
+}
+
+func httpURL(s string) bool {
+	u, err := url.Parse(s)
+	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != ""
+}
+
+func cmpOr(vals ...string) string {
+	for _, v := range vals {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+// plan fetches and verifies this machine's plan.
+func (a *agent) plan(ctx context.Context, server, mac string) (*pxe.Plan, error) {
+	keyData, err := os.ReadFile(a.cfg.KeyPath)
+	if err == nil {
+		var pub []byte
+		if pub, err = pxe.ParsePublicKey(keyData); err == nil {
+			return a.fetchPlan(ctx, server, mac, pub)
+		}
+	}
+	return nil, &Error{What: "no usable plan key at " + a.cfg.KeyPath, Err: fmt.Errorf("%w: %v", ErrNoKey, err),
+		Do: "rebuild the initramfs with the server's plan-key.pub"}
+}
+
+func (a *agent) fetchPlan(ctx context.Context, server, mac string, pub []byte) (*pxe.Plan, error) {
+	u := server + "/plan/" + url.PathEscape(mac)
+	var data []byte
+	wait := time.Second
+	for try := 1; ; try++ {
+		var status int
+		var err error
+		data, status, err = a.get(ctx, u, pxe.MaxPlanBytes+1)
+		if err == nil && status == http.StatusOK {
+			break
+		}
+		if status == http.StatusNotFound {
+			return nil, &Error{What: fmt.Sprintf("the server has no task for %s", mac), Err: fmt.Errorf("%w: %v", ErrNoPlan, err),
+				Do: "create a task for this machine on the server (POST /api/tasks), then reboot it"}
+		}
+		if err == nil {
+			err = fmt.Errorf("GET %s: %d", u, status)
+		}
+		if try >= a.cfg.PlanTries || ctx.Err() != nil {
+			return nil, &Error{What: "cannot fetch the plan from " + server, Err: err, Network: isNetErr(err),
+				Do: "check that pxeswarm serve runs and that this network reaches it"}
+		}
+		a.log.Warn("cannot fetch the plan; retrying", "url", u, "try", try, "err", err, "wait", wait)
+		if sleep(ctx, wait) != nil {
+			return nil, &Error{What: "cannot fetch the plan from " + server, Err: ctx.Err()}
+		}
+		wait *= 2
+	}
+	plan, err := pxe.Verify(data, pub, mac)
+	switch {
+	case errors.Is(err, pxe.ErrBadSignature):
+		return nil, &Error{What: "the plan is not signed by this server's key", Err: err,
+			Do: "nothing was written; rebuild the initramfs with the server's plan-key.pub"}
+	case err != nil:
+		return nil, &Error{What: "the server's plan is not valid", Err: err,
+			Do: "nothing was written; check the task's settings on the server, and that server and agent are the same version"}
+	}
+	return plan, nil
+}
+
+// get fetches u, at most limit bytes. A non-200 answer returns its status
+// and the server's error text.
+func (a *agent) get(ctx context.Context, u string, limit int64) ([]byte, int, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, 0, err
+	}
+	resp, err := a.cfg.HTTP.Do(req)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, limit))
+	if err != nil {
+		return nil, resp.StatusCode, fmt.Errorf("GET %s: %w", u, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, resp.StatusCode, fmt.Errorf("GET %s: %s: %s", u, resp.Status, clipText(strings.TrimSpace(string(data)), 300))
+	}
+	return data, resp.StatusCode, nil
+}
+
+// waitDisks lists the disks until there is one, or DiskTimeout.
+func (a *agent) waitDisks(ctx context.Context) ([]partition.Disk, error) {
+	deadline := time.Now().Add(a.cfg.DiskTimeout)
+	for {
+		disks, err := a.cfg.Disks.List(a.log)
+		if err == nil && len(disks) > 0 {
+			return disks, nil
+		}
+		if time.Now().After(deadline) {
+			if err != nil {
+				return nil, &Error{What: "cannot list the disks", Err: err, Do: "is sysfs mounted on /sys? check the log above"}
+			}
+			return nil, nil // Choose says what it saw
+		}
+		if err := sleep(ctx, 250*time.Millisecond); err != nil {
+			return nil, &Error{What: "stopped while waiting for disks", Err: err}
+		}
+	}
+}
+
+// diskAdvice says what to do about a disk error.
+func diskAdvice(err error) string {
+	switch {
+	case errors.Is(err, partition.ErrTooSmall):
+		return "nothing was written; give the task a larger disk (or a smaller image)"
+	case errors.Is(err, partition.ErrBootMedium):
+		return "nothing was written; the agent never writes the medium it booted from: target another disk"
+	case errors.Is(err, partition.ErrAmbiguous):
+		return "nothing was written; name the disk in the task's target so only one partition matches"
+	case errors.Is(err, partition.ErrNoTarget):
+		return "nothing was written; check that the disk's driver is in the initramfs and that the task's target names a disk this machine has (see the disk lines above)"
+	case errors.Is(err, partition.ErrInUse):
+		return "nothing was written; the target is mounted or held: reboot into the agent without mounting it"
+	case errors.Is(err, partition.ErrReadOnly):
+		return "nothing was written; the disk is read-only: check its write-protect switch, or target another disk"
+	case errors.Is(err, partition.ErrLayout):
+		return "nothing was written; the image's partition layout does not fit this target: rebuild the image or change the task's target"
+	}
+	return "check the disk and the log above, then reboot to try again"
+}
+
+// after does the plan's after-action.
+func (a *agent) after(what string) error {
+	switch what {
+	case "poweroff":
+		a.con.Println(MarkPowerOff)
+		a.log.Info("powering off")
+		if err := a.cfg.Reboot(RebootPowerOff); err != nil {
+			return &Error{What: "cannot power off", Err: err, Do: "the image is complete: power the machine off by hand"}
+		}
+	case "shell":
+		a.shell()
+	default: // "reboot", as Verify allows nothing else
+		a.con.Println(MarkReboot)
+		a.log.Info("rebooting")
+		if err := a.cfg.Reboot(RebootRestart); err != nil {
+			return &Error{What: "cannot reboot", Err: err, Do: "the image is complete: reset the machine by hand"}
+		}
+	}
+	return nil
+}
+
+// fail shows, reports and dumps an error, then stops at the shell.
+func (a *agent) fail(ctx context.Context, err error) {
+	var e *Error
+	if !errors.As(err, &e) {
+		e = &Error{What: "the agent stopped", Err: err, Do: "check the log above, then reboot to try again"}
+	}
+	a.con.Println(markError(e.Error(), e.Do))
+	a.log.Error("agent failed", "err", err)
+	if e.Network {
+		dumpNetwork(a.con.Println)
+	}
+	if a.rep != nil {
+		r := pxe.Report{Phase: pxe.PhaseFailed, Error: clipText(markError(e.Error(), e.Do), pxe.MaxReportText-8)}
+		a.rep.mu.Lock()
+		if a.rep.taskID == "" {
+			// No verified plan: the task the iPXE script named is the best
+			// guess at whose failure this is.
+			r.TaskID = a.cmd.Task
+		}
+		a.rep.mu.Unlock()
+		if err := a.rep.send(ctx, r); err != nil && r.TaskID != "" && !errors.Is(err, ErrTaskEnded) {
+			// The task ID may be stale; at least tell the machine record.
+			r.TaskID = ""
+			a.rep.send(ctx, r)
+		}
+	}
+	a.shell()
+}
+
+// shell runs the configured shell (or the fallback) and waits for it.
+func (a *agent) shell() {
+	path := a.cfg.Shell
+	if _, err := os.Stat(path); err != nil {
+		if _, err2 := os.Stat(FallbackShell); err2 == nil {
+			a.log.Info("shell not found; using the fallback", "shell", path, "fallback", FallbackShell)
+			path = FallbackShell
+		}
+	}
+	a.con.Println(markShell(path))
+	if err := a.cfg.StartShell(context.Background(), path); err != nil {
+		a.log.Error("shell", "path", path, "err", err)
+	}
+}
+
+// runShell is the default StartShell: the shell on the agent's console.
+func runShell(ctx context.Context, path string) error {
+	cmd := exec.CommandContext(ctx, path)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	return cmd.Run()
+}

@@ -1,0 +1,705 @@
+package initramfs
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pxeswarm/pxeswarm/imager"
+	"github.com/pxeswarm/pxeswarm/partition"
+	"github.com/pxeswarm/pxeswarm/pxe"
+	"github.com/pxeswarm/pxeswarm/tracker"
+)
+
+const (
+	MiB     = 1 << 20
+	testMAC = "52:54:00:aa:00:01"
+)
+
+// testImage makes a two-partition GPT image of random bytes, 1 MiB
+// pieces, the second part not a whole number of pieces.
+func testImage(t testing.TB, name string, seed uint64) (*imager.Image, []string, [][]byte) {
+	t.Helper()
+	dir := t.TempDir()
+	rng := rand.New(rand.NewPCG(seed, 7))
+	var paths []string
+	var parts [][]byte
+	for i, n := range []int{3*MiB + 12345, 2*MiB + 7} {
+		b := make([]byte, n)
+		for j := range b {
+			b[j] = byte(rng.Uint32())
+		}
+		p := filepath.Join(dir, fmt.Sprintf("part%d.img", i+1))
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		paths, parts = append(paths, p), append(parts, b)
+	}
+	im, err := imager.Create(context.Background(), slog.New(slog.DiscardHandler), imager.CreateConfig{
+		Name: name, Sources: paths, Table: "gpt", PieceLength: imager.MinPieceLength,
+		Parts: []imager.PartInfo{
+			{Number: 1, Size: 4 * MiB, Label: "ESP", Type: "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"},
+			{Number: 2, Size: 4 * MiB, Label: "root"},
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return im, paths, parts
+}
+
+// server is a real boot server (pxe.HTTPConfig with a bbolt store and a
+// signed-plan key), a real tracker on its port and a real seeder, all on
+// loopback. tamper, if set, may rewrite any answer.
+type server struct {
+	url     string
+	store   *pxe.Store
+	key     ed25519.PrivateKey
+	pubPath string
+	im      *imager.Image
+	parts   [][]byte
+
+	mu      sync.Mutex
+	reports []pxe.Report
+	status  []int // of each report
+	tamper  func(path string, body []byte) []byte
+}
+
+func newServer(t *testing.T) *server {
+	t.Helper()
+	im, paths, parts := testImage(t, "demo", 1)
+	return newServerImage(t, im, paths, parts)
+}
+
+// newServerImage serves im (from paths, holding parts) as image "demo".
+func newServerImage(t *testing.T, im *imager.Image, paths []string, parts [][]byte) *server {
+	t.Helper()
+	log := infoLogger(t)
+	s := &server{im: im, parts: parts}
+	var err error
+	if s.store, err = pxe.OpenStore(filepath.Join(t.TempDir(), "pxeswarm.db")); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.store.Close() })
+	pub, key, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.key = key
+	s.pubPath = writeKey(t, pub)
+
+	trk, err := tracker.New(tracker.TestingConfig(t), log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	trk.Publish(s.im.InfoHash, "demo")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.url = "http://" + ln.Addr().String()
+	h, err := pxe.HTTPConfig{
+		PublicURL: s.url,
+		Store:     s.store,
+		Key:       key,
+		Images:    map[string]pxe.HTTPImage{"demo": {Image: s.im}},
+		Trackers:  []string{s.url + "/announce"},
+		Tracker:   trk.Handler(),
+	}.HandlerWithLog(log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &httptest.Server{Listener: ln, Config: &http.Server{Handler: s.wrap(h)}}
+	srv.Start()
+	t.Cleanup(srv.Close)
+
+	seed := imager.TestingConfig(t)
+	seed.Image, seed.Paths, seed.Mode, seed.Trackers = s.im, paths, imager.ModeSeed, []string{s.url + "/announce"}
+	sess, err := seed.Start(context.Background(), log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sess.Close() })
+	return s
+}
+
+func writeKey(t *testing.T, pub ed25519.PublicKey) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "plan-key.pub")
+	if err := os.WriteFile(p, []byte(base64.StdEncoding.EncodeToString(pub)+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// wrap records reports (and their answers) and lets a test rewrite
+// answers.
+func (s *server) wrap(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var rep *pxe.Report
+		if r.Method == http.MethodPost && strings.HasPrefix(r.URL.Path, "/api/report/") {
+			body, _ := io.ReadAll(r.Body)
+			r.Body = io.NopCloser(bytes.NewReader(body))
+			rep = new(pxe.Report)
+			if err := json.Unmarshal(body, rep); err != nil {
+				rep = &pxe.Report{Phase: "unparsable: " + string(body)}
+			}
+		}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, r)
+		body := rec.Body.Bytes()
+		s.mu.Lock()
+		tamper := s.tamper
+		if rep != nil {
+			s.reports = append(s.reports, *rep)
+			s.status = append(s.status, rec.Code)
+		}
+		s.mu.Unlock()
+		if tamper != nil {
+			body = tamper(r.URL.Path, body)
+		}
+		for k, v := range rec.Header() {
+			w.Header()[k] = v
+		}
+		w.Header().Del("Content-Length")
+		w.WriteHeader(rec.Code)
+		w.Write(body)
+	})
+}
+
+func (s *server) setTamper(f func(path string, body []byte) []byte) {
+	s.mu.Lock()
+	s.tamper = f
+	s.mu.Unlock()
+}
+
+// phases returns the phases of the reports for task id, runs of the same
+// phase collapsed.
+func (s *server) phases(id string) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for _, r := range s.reports {
+		if r.TaskID != id {
+			continue
+		}
+		if len(out) == 0 || out[len(out)-1] != r.Phase {
+			out = append(out, r.Phase)
+		}
+	}
+	return out
+}
+
+func (s *server) addTask(t *testing.T, set pxe.TaskSettings) pxe.Task {
+	t.Helper()
+	task, err := s.store.AddTask(pxe.Task{MAC: testMAC, Image: "demo", TaskSettings: set})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return task
+}
+
+func (s *server) state(t *testing.T, id string) pxe.Task {
+	t.Helper()
+	task, err := s.store.Task(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return task
+}
+
+// syncBuffer is a console for tests.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// run is one agent run with its hooks' calls.
+type run struct {
+	cfg     Config
+	console *syncBuffer
+	shells  []string
+	reboots []int
+	cold    int
+	err     error
+}
+
+// agentConfig returns a Config against s with the disks of disks, DHCP
+// skipped, and hooks that record instead of rebooting or starting a
+// shell.
+func agentConfig(t *testing.T, s *server, disks partition.Config, cmdline string) *run {
+	t.Helper()
+	r := &run{console: &syncBuffer{}}
+	cl := filepath.Join(t.TempDir(), "cmdline")
+	if err := os.WriteFile(cl, []byte(cmdline+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r.cfg = Config{
+		ServerURL: s.url,
+		MAC:       testMAC,
+		KeyPath:   s.pubPath,
+		Cmdline:   cl,
+		Coldplug: func(ctx context.Context, log *slog.Logger) ([]string, error) {
+			r.cold++
+			return []string{"virtio_net", "virtio_blk"}, nil
+		},
+		Disks:         disks,
+		StartShell:    func(ctx context.Context, path string) error { r.shells = append(r.shells, path); return nil },
+		Reboot:        func(cmd int) error { r.reboots = append(r.reboots, cmd); return nil },
+		Console:       r.console,
+		Listen:        "127.0.0.1:0",
+		ReportEvery:   100 * time.Millisecond,
+		ProgressEvery: 100 * time.Millisecond,
+		DiskTimeout:   time.Second,
+		PlanTries:     2,
+	}
+	return r
+}
+
+func (r *run) run(t *testing.T) error {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	start := time.Now()
+	r.err = r.cfg.Run(ctx, infoLogger(t))
+	t.Logf("Run took %v; console:\n%s", time.Since(start).Round(time.Millisecond), r.console)
+	return r.err
+}
+
+// wantMarkers checks that the console has lines starting with each
+// marker, in this order.
+func (r *run) wantMarkers(t *testing.T, markers ...string) {
+	t.Helper()
+	lines := strings.Split(r.console.String(), "\n")
+	i := 0
+	for _, m := range markers {
+		for i < len(lines) && !strings.HasPrefix(lines[i], m) {
+			i++
+		}
+		if i == len(lines) {
+			t.Errorf("console has no line starting %q after the markers before it", m)
+			return
+		}
+		i++
+	}
+}
+
+func (r *run) line(prefix string) string {
+	for _, l := range strings.Split(r.console.String(), "\n") {
+		if strings.HasPrefix(l, prefix) {
+			return l
+		}
+	}
+	return ""
+}
+
+func fileSum(t *testing.T, path string) [32]byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sha256.Sum256(b)
+}
+
+func wholeSum(parts [][]byte) string {
+	h := sha256.New()
+	for _, p := range parts {
+		h.Write(p)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// checkDisk reads the disk's GPT and each partition's bytes.
+func checkDisk(t *testing.T, path string, size int64, parts [][]byte) {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	tab, err := partition.ReadTable(f, size, 512)
+	if err != nil {
+		t.Fatalf("ReadTable(%s) after the agent: %v", path, err)
+	}
+	if tab.Kind != "gpt" || len(tab.Partitions) != len(parts) {
+		t.Fatalf("ReadTable(%s) = %s with %d partitions, want gpt with %d", path, tab.Kind, len(tab.Partitions), len(parts))
+	}
+	for i, p := range tab.Partitions {
+		got := make([]byte, len(parts[i]))
+		if _, err := f.ReadAt(got, p.Start); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, parts[i]) {
+			t.Errorf("partition %d of %s (at %d) differs from image part %d", p.Number, path, p.Start, i+1)
+		}
+	}
+	if tab.Partitions[0].Label != "ESP" || tab.Partitions[1].Label != "root" {
+		t.Errorf("partition names %q %q, want ESP root", tab.Partitions[0].Label, tab.Partitions[1].Label)
+	}
+}
+
+// fakeMachine is a fake sysfs machine with one disk of size bytes that
+// already holds an old GPT (so "untouched" means something).
+func fakeMachine(t *testing.T, size int64) (partition.Config, string) {
+	t.Helper()
+	c := partition.TestingConfig(t)
+	c.AddFakeDisk(t, partition.FakeDisk{Name: "vda", Size: size, Model: "QEMU HARDDISK", Serial: "SN-1",
+		Layout: &imager.Layout{Table: "gpt", Parts: []imager.PartInfo{{Number: 1, Size: size / 2, Label: "old"}}}, KernelPartitions: true})
+	disk := filepath.Join(c.Dev, "vda")
+	// Some old data in the old partition.
+	f, err := os.OpenFile(disk, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteAt(bytes.Repeat([]byte("old system "), 10000), 2*MiB)
+	f.Close()
+	return c, disk
+}
+
+// TestRunImagesDisk: the whole flow against a real server, tracker and
+// seeder: the table is made, the image lands byte-identical, the read-back
+// SHA-256 is the image's, reports move the task to done, and the agent
+// reboots.
+func TestRunImagesDisk(t *testing.T) {
+	s := newServer(t)
+	task := s.addTask(t, pxe.TaskSettings{Target: pxe.Target{Disk: "first"}, CreateTable: true, CheckMode: "fresh", SeedFor: "1s", After: "reboot"})
+	disks, disk := fakeMachine(t, 32*MiB)
+	r := agentConfig(t, s, disks, "console=ttyS0 pxeswarm.task="+task.ID)
+	start := time.Now()
+	if err := r.run(t); err != nil {
+		t.Fatalf("Run = %v", err)
+	}
+	took := time.Since(start)
+	sum := wholeSum(s.parts)
+	r.wantMarkers(t,
+		"pxeswarm: version ",
+		"pxeswarm: coldplug 2 modules",
+		"pxeswarm: lease ok server="+s.url+" from=config",
+		"pxeswarm: plan ok task="+task.ID+" image=demo",
+		"pxeswarm: disk "+disk+" 32MiB model=\"QEMU HARDDISK\" serial=SN-1 removable=no table=gpt",
+		"pxeswarm: target "+disk+" (32MiB)",
+		"pxeswarm: table gpt created on "+disk+" (2 partitions)",
+		"pxeswarm: writing demo ("+imager.FormatBytes(s.im.Length)+") to "+disk,
+		"pxeswarm: IMAGE DONE sha256="+sum+" infohash="+s.im.InfoHash.HexString(),
+		"pxeswarm: seeding for 1s",
+		"pxeswarm: rebooting",
+	)
+	if strings.Contains(r.console.String(), MarkError) {
+		t.Errorf("console has an ERROR line")
+	}
+	if !slices.Equal(r.reboots, []int{RebootRestart}) || len(r.shells) != 0 || r.cold != 1 {
+		t.Errorf("hooks: reboots %v shells %v coldplug %d, want one restart, no shell, one coldplug", r.reboots, r.shells, r.cold)
+	}
+	if took < time.Second {
+		t.Errorf("Run took %v, want at least the plan's 1s of seeding", took)
+	}
+	checkDisk(t, disk, 32*MiB, s.parts)
+
+	got := s.state(t, task.ID)
+	if got.State != pxe.TaskDone || got.LastReport == nil || got.LastReport.Phase != pxe.PhaseDone ||
+		!strings.Contains(got.LastReport.Message, "sha256="+sum) {
+		t.Errorf("task after Run = %s, last report %+v; want done with the digest", got.State, got.LastReport)
+	}
+	ph := s.phases(task.ID)
+	wantOrder := []string{pxe.PhaseBooting, pxe.PhaseDisk, pxe.PhaseImaging, pxe.PhaseVerifying, pxe.PhaseSeeding, pxe.PhaseDone}
+	if !isSubsequence(wantOrder, ph) || ph[len(ph)-1] != pxe.PhaseDone {
+		t.Errorf("report phases for %s = %v, want %v in order, ending in done", task.ID, ph, wantOrder)
+	}
+	s.mu.Lock()
+	for i, code := range s.status {
+		if code != http.StatusOK {
+			t.Errorf("report %d (%+v) answered %d", i, s.reports[i], code)
+		}
+	}
+	n := len(s.reports)
+	s.mu.Unlock()
+	if n < 7 {
+		t.Errorf("server saw %d reports, want the phase changes and periodic ones", n)
+	}
+	m, err := s.store.Machine(testMAC)
+	if err != nil || m.LastReport == nil || m.LastReport.Phase != pxe.PhaseDone {
+		t.Errorf("machine %s: %v, last report %+v, want done", testMAC, err, m.LastReport)
+	}
+}
+
+// isSubsequence reports whether want appears in got in order.
+func isSubsequence(want, got []string) bool {
+	i := 0
+	for _, g := range got {
+		if i < len(want) && g == want[i] {
+			i++
+		}
+	}
+	return i == len(want)
+}
+
+// TestRunVerifyExisting: a second task in verify mode on a disk that
+// already holds the image (no new table) finds every piece present,
+// downloads nothing, and powers off as the plan says.
+func TestRunVerifyExisting(t *testing.T) {
+	s := newServer(t)
+	first := s.addTask(t, pxe.TaskSettings{Target: pxe.Target{Disk: "vda"}, CreateTable: true, CheckMode: "fresh", After: "reboot"})
+	disks, disk := fakeMachine(t, 32*MiB)
+	r := agentConfig(t, s, disks, "")
+	if err := r.run(t); err != nil {
+		t.Fatalf("first Run = %v", err)
+	}
+	if st := s.state(t, first.ID).State; st != pxe.TaskDone {
+		t.Fatalf("first task is %s, want done", st)
+	}
+	// The fake kernel still lists the old partition 1; a real kernel
+	// re-read the table. Drop the stale entry so the partitions come from
+	// the new table (addressed by offset on the disk image file).
+	if err := os.RemoveAll(filepath.Join(disks.Sys, "block", "vda", "vda1")); err != nil {
+		t.Fatal(err)
+	}
+	second := s.addTask(t, pxe.TaskSettings{Target: pxe.Target{Disk: "vda"}, CheckMode: "verify", After: "poweroff"})
+	r2 := agentConfig(t, s, disks, "")
+	if err := r2.run(t); err != nil {
+		t.Fatalf("second Run = %v", err)
+	}
+	r2.wantMarkers(t, "pxeswarm: plan ok task="+second.ID, "pxeswarm: writing demo", "pxeswarm: IMAGE DONE sha256="+wholeSum(s.parts), "pxeswarm: powering off")
+	if r2.line(MarkTable) != "" {
+		t.Errorf("second run made a table: %q", r2.line(MarkTable))
+	}
+	if !slices.Equal(r2.reboots, []int{RebootPowerOff}) {
+		t.Errorf("reboot hook calls %v, want one power-off", r2.reboots)
+	}
+	if st := s.state(t, second.ID).State; st != pxe.TaskDone {
+		t.Errorf("second task is %s, want done", st)
+	}
+	if ph := s.phases(second.ID); !slices.Contains(ph, pxe.PhaseVerifying) {
+		t.Errorf("second task's phases %v, want verifying among them", ph)
+	}
+	checkDisk(t, disk, 32*MiB, s.parts)
+}
+
+// refused runs the agent on a fresh fake disk and checks that it stopped
+// with the ERROR marker (containing each of want), at the shell, with the
+// disk untouched, without rebooting, and with the task failed.
+func refused(t *testing.T, s *server, r *run, disk string, taskID string, want ...string) {
+	t.Helper()
+	before := fileSum(t, disk)
+	err := r.run(t)
+	if err == nil {
+		t.Fatalf("Run = nil, want an error")
+	}
+	line := r.line(MarkError)
+	if line == "" {
+		t.Fatalf("console has no %q line", MarkError)
+	}
+	for _, w := range want {
+		if !strings.Contains(line, w) {
+			t.Errorf("ERROR line %q does not say %q", line, w)
+		}
+	}
+	r.wantMarkers(t, MarkVersion, MarkError, MarkShell)
+	if len(r.shells) != 1 || len(r.reboots) != 0 {
+		t.Errorf("hooks: shells %v reboots %v, want the shell once and no reboot", r.shells, r.reboots)
+	}
+	if after := fileSum(t, disk); after != before {
+		t.Errorf("disk %s changed (sha256 %x → %x), want it untouched", disk, before, after)
+	}
+	if r.line(MarkWriting) != "" || r.line(MarkTable) != "" {
+		t.Errorf("console says it wrote: %q %q", r.line(MarkTable), r.line(MarkWriting))
+	}
+	if taskID != "" {
+		if got := s.state(t, taskID); got.State != pxe.TaskFailed || !strings.Contains(got.Error, want[0]) {
+			t.Errorf("task %s = %s %q, want failed with the agent's error", taskID, got.State, got.Error)
+		}
+	}
+}
+
+// TestRunRefusesBadPlan: a plan changed on the way, an unsigned plan and
+// a plan signed by another key all leave the disk untouched.
+func TestRunRefusesBadPlan(t *testing.T) {
+	const msg, todo = "the plan is not signed by this server's key", "rebuild the initramfs with the server's plan-key.pub"
+	changePlan := func(f func(sp *pxe.SignedPlan)) func(string, []byte) []byte {
+		return func(path string, body []byte) []byte {
+			if !strings.HasPrefix(path, "/plan/") {
+				return body
+			}
+			var sp pxe.SignedPlan
+			if err := json.Unmarshal(body, &sp); err != nil {
+				panic(err)
+			}
+			f(&sp)
+			out, _ := json.Marshal(sp)
+			return out
+		}
+	}
+	for _, tc := range []struct {
+		name   string
+		tamper func(string, []byte) []byte
+		badKey bool
+	}{
+		{"changed target", changePlan(func(sp *pxe.SignedPlan) {
+			sp.Plan = bytes.Replace(sp.Plan, []byte(`"disk":"first"`), []byte(`"disk":"vdb"`), 1)
+		}), false},
+		{"unsigned", changePlan(func(sp *pxe.SignedPlan) { sp.Signature = "" }), false},
+		{"other key", nil, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newServer(t)
+			task := s.addTask(t, pxe.TaskSettings{Target: pxe.Target{Disk: "first"}, CreateTable: true, CheckMode: "fresh", After: "reboot"})
+			s.setTamper(tc.tamper)
+			disks, disk := fakeMachine(t, 32*MiB)
+			r := agentConfig(t, s, disks, "pxeswarm.task="+task.ID)
+			if tc.badKey {
+				pub, _, _ := ed25519.GenerateKey(nil)
+				r.cfg.KeyPath = writeKey(t, pub)
+			}
+			refused(t, s, r, disk, task.ID, msg, todo)
+			if !errors.Is(r.err, pxe.ErrBadSignature) {
+				t.Errorf("Run = %v, want pxe.ErrBadSignature", r.err)
+			}
+		})
+	}
+}
+
+// TestRunRefusesSmallDisk: a disk smaller than the image is left alone.
+func TestRunRefusesSmallDisk(t *testing.T) {
+	s := newServer(t)
+	task := s.addTask(t, pxe.TaskSettings{Target: pxe.Target{Disk: "first"}, CreateTable: true, CheckMode: "fresh", After: "reboot"})
+	disks, disk := fakeMachine(t, 6*MiB)
+	r := agentConfig(t, s, disks, "pxeswarm.task="+task.ID)
+	refused(t, s, r, disk, task.ID, "no disk to write the image to", "larger disk")
+	if !errors.Is(r.err, partition.ErrTooSmall) {
+		t.Errorf("Run = %v, want partition.ErrTooSmall", r.err)
+	}
+	r.wantMarkers(t, MarkPlan, "pxeswarm: disk "+disk+" 6MiB", MarkError)
+}
+
+// TestRunRefusesOtherTorrent: the server (or something on the way) hands
+// out a torrent other than the one the signed plan pins.
+func TestRunRefusesOtherTorrent(t *testing.T) {
+	s := newServer(t)
+	task := s.addTask(t, pxe.TaskSettings{Target: pxe.Target{Disk: "first"}, CreateTable: true, CheckMode: "fresh", After: "reboot"})
+	other, _, _ := testImage(t, "demo", 2)
+	var buf bytes.Buffer
+	if err := other.Write(&buf); err != nil {
+		t.Fatal(err)
+	}
+	s.setTamper(func(path string, body []byte) []byte {
+		if strings.HasPrefix(path, "/torrents/") {
+			return buf.Bytes()
+		}
+		return body
+	})
+	disks, disk := fakeMachine(t, 32*MiB)
+	r := agentConfig(t, s, disks, "pxeswarm.task="+task.ID)
+	refused(t, s, r, disk, task.ID, "info-hash "+other.InfoHash.HexString(), s.im.InfoHash.HexString(), "nothing was written")
+	if !errors.Is(r.err, ErrInfoHashMismatch) {
+		t.Errorf("Run = %v, want ErrInfoHashMismatch", r.err)
+	}
+}
+
+// TestRunNoTask: a machine without a task stops before any disk work.
+func TestRunNoTask(t *testing.T) {
+	s := newServer(t)
+	disks, disk := fakeMachine(t, 32*MiB)
+	r := agentConfig(t, s, disks, "")
+	refused(t, s, r, disk, "", "the server has no task for "+testMAC, "create a task")
+	if !errors.Is(r.err, ErrNoPlan) {
+		t.Errorf("Run = %v, want ErrNoPlan", r.err)
+	}
+}
+
+// TestRunServerDown: an unreachable server is a network failure: the
+// ERROR line, then the dump of links, addresses and routes.
+func TestRunServerDown(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := "http://" + ln.Addr().String()
+	ln.Close()
+	s := &server{url: dead, pubPath: writeKey(t, make(ed25519.PublicKey, ed25519.PublicKeySize))}
+	disks, disk := fakeMachine(t, 32*MiB)
+	r := agentConfig(t, s, disks, "")
+	r.cfg.PlanTries = 2
+	refused(t, s, r, disk, "", "cannot fetch the plan from "+dead, "check that pxeswarm serve runs")
+	r.wantMarkers(t, MarkError, MarkNet+" link 1 lo", MarkNet+" route", MarkShell)
+}
+
+// TestRunCanceledWhileImaging: an admin cancels the task while the agent
+// downloads; the 409 on its next report stops it with the disk
+// half-written, and it does not reboot.
+func TestRunCanceledWhileImaging(t *testing.T) {
+	s := newServer(t)
+	task := s.addTask(t, pxe.TaskSettings{Target: pxe.Target{Disk: "first"}, CreateTable: true, CheckMode: "fresh", After: "reboot"})
+	// Slow the swarm down so the cancel lands mid-download: 256 KiB/s
+	// for a 5 MiB image.
+	disks, _ := fakeMachine(t, 32*MiB)
+	r := agentConfig(t, s, disks, "")
+	r.cfg.Tuning = imager.Tuning{DownloadLimit: 256 << 10}
+	go func() {
+		deadline := time.Now().Add(30 * time.Second)
+		for time.Now().Before(deadline) {
+			if got, _ := s.store.Task(task.ID); got.State == pxe.TaskImaging && got.LastReport != nil && got.LastReport.BytesDone > 0 {
+				s.store.Transition(task.ID, pxe.TaskCanceled, "canceled by the test")
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+	err := r.run(t)
+	if !errors.Is(err, ErrTaskEnded) {
+		t.Fatalf("Run = %v, want ErrTaskEnded", err)
+	}
+	r.wantMarkers(t, MarkWriting, MarkError, MarkShell)
+	if l := r.line(MarkError); !strings.Contains(l, "half-written") || !strings.Contains(l, "canceled") {
+		t.Errorf("ERROR line %q, want it to say the task was canceled and the disk is half-written", l)
+	}
+	if r.line(MarkImageDone) != "" || len(r.reboots) != 0 || len(r.shells) != 1 {
+		t.Errorf("IMAGE DONE %q, reboots %v, shells %v: want no IMAGE DONE, no reboot, the shell", r.line(MarkImageDone), r.reboots, r.shells)
+	}
+	if st := s.state(t, task.ID).State; st != pxe.TaskCanceled {
+		t.Errorf("task is %s, want it to stay canceled", st)
+	}
+}
+
+// infoLogger routes Info and above to t.Log (anacrolix is chatty at
+// Debug).
+func infoLogger(t testing.TB) *slog.Logger {
+	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+}
+
+type tWriter struct{ t testing.TB }
+
+func (w tWriter) Write(b []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(b), "\n"))
+	return len(b), nil
+}

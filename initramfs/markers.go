@@ -1,0 +1,143 @@
+package initramfs
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/pxeswarm/pxeswarm/imager"
+	"github.com/pxeswarm/pxeswarm/partition"
+)
+
+// Console markers. Every line the agent prints for tests and people to
+// grep starts with one of these; they are stable: QEMU tests wait for
+// them in this order, each with its own deadline:
+//
+//	pxeswarm: version v0.3.0
+//	pxeswarm: coldplug 7 modules
+//	pxeswarm: lease ok server=http://198.18.0.1:8080 from=dhcp iface=eth0 addr=198.18.0.100/24
+//	pxeswarm: plan ok task=t1 image=win11
+//	pxeswarm: disk /dev/vda 64GiB model="QEMU HARDDISK" serial=- removable=no table=gpt
+//	pxeswarm: target /dev/vda (64GiB)
+//	pxeswarm: table gpt created on /dev/vda (2 partitions)
+//	pxeswarm: writing win11 (20GiB) to /dev/vda
+//	pxeswarm: IMAGE DONE sha256=… infohash=… bytes=…
+//	pxeswarm: seeding for 10m
+//	pxeswarm: rebooting
+//
+// or, on any error, pxeswarm: ERROR <what> — <what to do>, then
+// pxeswarm: shell.
+const (
+	MarkVersion   = "pxeswarm: version"
+	MarkColdplug  = "pxeswarm: coldplug"
+	MarkLease     = "pxeswarm: lease ok"
+	MarkPlan      = "pxeswarm: plan ok"
+	MarkDisk      = "pxeswarm: disk"
+	MarkTarget    = "pxeswarm: target"
+	MarkTable     = "pxeswarm: table"
+	MarkWriting   = "pxeswarm: writing"
+	MarkImageDone = "pxeswarm: IMAGE DONE"
+	MarkSeeding   = "pxeswarm: seeding"
+	// MarkProgress starts a progress line on a console that is not a
+	// terminal (a terminal gets a bar redrawn in place).
+	MarkProgress = "pxeswarm: progress"
+	MarkError    = "pxeswarm: ERROR"
+	MarkReboot   = "pxeswarm: rebooting"
+	MarkPowerOff = "pxeswarm: powering off"
+	MarkShell    = "pxeswarm: shell"
+	// MarkNet starts each line of the network dump printed when the
+	// network is why the agent gave up.
+	MarkNet = "pxeswarm: net"
+)
+
+// Where the server URL came from, as MarkLease says it.
+const (
+	FromDHCP    = "dhcp"    // the DHCP option (lease or proxyDHCP reply)
+	FromCmdline = "cmdline" // pxeswarm.server= on the kernel command line
+	FromConfig  = "config"  // Config.ServerURL (tests, a machine set up by hand)
+)
+
+func markVersion(v string) string { return fmt.Sprintf("%s %s", MarkVersion, v) }
+
+func markColdplug(n int) string { return fmt.Sprintf("%s %d modules", MarkColdplug, n) }
+
+// markLease: iface and addr are "" when the network was not configured
+// by the agent (FromConfig).
+func markLease(server, from, iface, addr string) string {
+	s := fmt.Sprintf("%s server=%s from=%s", MarkLease, server, from)
+	if iface != "" {
+		s += " iface=" + iface + " addr=" + addr
+	}
+	return s
+}
+
+func markPlan(task, image string) string {
+	return fmt.Sprintf("%s task=%s image=%s", MarkPlan, task, image)
+}
+
+func markDisk(d partition.Disk) string {
+	yesNo := func(b bool) string {
+		if b {
+			return "yes"
+		}
+		return "no"
+	}
+	s := fmt.Sprintf("%s %s %s model=%q serial=%s removable=%s table=%s",
+		MarkDisk, d.Path, imager.FormatBytes(d.Size), d.Model, orDash(d.Serial), yesNo(d.Removable), orDash(d.Table))
+	if d.Boot != "" {
+		s += " boot-medium"
+	}
+	if d.InUse != "" {
+		s += " in-use"
+	}
+	if d.ReadOnly {
+		s += " read-only"
+	}
+	return s
+}
+
+func orDash(s string) string {
+	if strings.TrimSpace(s) == "" {
+		return "-"
+	}
+	return s
+}
+
+func markTarget(path string, size int64) string {
+	return fmt.Sprintf("%s %s (%s)", MarkTarget, path, imager.FormatBytes(size))
+}
+
+func markTable(kind, disk string, parts int) string {
+	return fmt.Sprintf("%s %s created on %s (%d partitions)", MarkTable, kind, disk, parts)
+}
+
+func markWriting(image string, size int64, dev string) string {
+	return fmt.Sprintf("%s %s (%s) to %s", MarkWriting, image, imager.FormatBytes(size), dev)
+}
+
+// markImageDone: sha256 is "" when the image was not read back; the
+// info-hash then stands alone (every piece was SHA-1 verified as it
+// arrived, but nothing was read back from the disk).
+func markImageDone(sha256, infohash string, n int64) string {
+	if sha256 == "" {
+		return fmt.Sprintf("%s infohash=%s bytes=%d (pieces verified on arrival; not read back)", MarkImageDone, infohash, n)
+	}
+	return fmt.Sprintf("%s sha256=%s infohash=%s bytes=%d", MarkImageDone, sha256, infohash, n)
+}
+
+func markSeeding(d string) string { return fmt.Sprintf("%s for %s", MarkSeeding, d) }
+
+// markError is the one line that says what failed and what to do next.
+func markError(what, todo string) string {
+	what = oneLine(what)
+	if todo == "" {
+		return fmt.Sprintf("%s %s", MarkError, what)
+	}
+	return fmt.Sprintf("%s %s — %s", MarkError, what, oneLine(todo))
+}
+
+func markShell(path string) string { return fmt.Sprintf("%s %s", MarkShell, path) }
+
+// oneLine keeps a marker on one line whatever an error text holds.
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(s), " ")
+}

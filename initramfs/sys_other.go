@@ -1,0 +1,23 @@
+//go:build !linux
+
+package initramfs
+
+import (
+	"errors"
+	"os"
+)
+
+// Reboot commands for Config.Reboot (Linux values; the agent runs only
+// on Linux).
+const (
+	RebootRestart  = 0x1234567
+	RebootPowerOff = 0x4321fedc
+)
+
+var errLinuxOnly = errors.New("the agent runs only on Linux")
+
+func sysReboot(int) error                    { return errLinuxOnly }
+func syncAll()                               {}
+func isTerminal(*os.File) bool               { return false }
+func dropCache(*os.File, int64, int64) error { return nil }
+func rereadTable(string) error               { return nil }
