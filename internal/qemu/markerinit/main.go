@@ -9,6 +9,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"strings"
 	"syscall"
 )
 
@@ -29,6 +30,13 @@ func main() {
 		con = os.Stdout
 	}
 	fmt.Fprintf(con, "\n%s\npxeswarm-test: cmdline %s\n", Marker, cmdline)
+	// As the test OS on an imaged disk (build.TestOSConfig), say so with
+	// the digest its loader entry carries.
+	for _, f := range strings.Fields(string(cmdline)) {
+		if d, ok := strings.CutPrefix(f, "pxeswarm.testos="); ok {
+			fmt.Fprintf(con, "NEW SYSTEM BOOTED %s\n", d)
+		}
+	}
 	syscall.Sync()
 	_ = syscall.Reboot(syscall.LINUX_REBOOT_CMD_POWER_OFF)
 	select {}

@@ -1,0 +1,185 @@
+package build
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+
+	diskfs "github.com/diskfs/go-diskfs"
+	"github.com/diskfs/go-diskfs/disk"
+	"github.com/diskfs/go-diskfs/filesystem"
+
+	"github.com/pxeswarm/pxeswarm/imager"
+	"github.com/pxeswarm/pxeswarm/internal/qemu"
+)
+
+// NewSystemMarker is printed by a booted test OS, followed by its digest.
+const NewSystemMarker = "NEW SYSTEM BOOTED"
+
+// GPT partition type GUIDs (UEFI spec; freedesktop discoverable partitions).
+const (
+	typeESP       = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
+	typeLinuxData = "0FC63DAF-8483-4772-8E79-3D69E4772E4F"
+)
+
+// TestOSConfig describes the small bootable OS the classroom tests and
+// the demo write onto their machines: a GPT disk with an EFI system
+// partition (systemd-boot, Debian's kernel and an initramfs whose init
+// prints NewSystemMarker and the image digest, then powers off) and a data
+// partition of random bytes. Booting it under UEFI proves the machine runs
+// what the swarm wrote.
+type TestOSConfig struct {
+	// Dir receives esp.img, data.img and testos.torrent.
+	Dir string
+	// Kernel; default Debian's newest /boot/vmlinuz-*.
+	Kernel string
+	// SystemdBoot is the EFI boot manager; default Debian's
+	// systemd-boot-efi (/usr/lib/systemd/boot/efi/systemd-bootx64.efi).
+	SystemdBoot string
+	// ESPSize and DataSize in bytes; defaults 48 MiB and 32 MiB.
+	ESPSize, DataSize int64
+	// PieceLength of the torrent; default 1 MiB.
+	PieceLength int64
+	// Trackers go into the torrent (the server overrides them in plans).
+	Trackers []string
+}
+
+// TestOS is a built test OS image.
+type TestOS struct {
+	ESP, Data string // the two partition images
+	Torrent   string
+	Image     *imager.Image
+	// Digest is what the booted system prints after NewSystemMarker:
+	// the SHA-256 of the data partition, carried on the kernel command
+	// line in the ESP's loader entry.
+	Digest string
+}
+
+// Build makes the test OS image.
+func (c TestOSConfig) Build(ctx context.Context, log *slog.Logger) (*TestOS, error) {
+	if c.Kernel == "" {
+		k, err := qemu.DebianKernel()
+		if err != nil {
+			return nil, err
+		}
+		c.Kernel = k
+	}
+	if c.SystemdBoot == "" {
+		c.SystemdBoot = "/usr/lib/systemd/boot/efi/systemd-bootx64.efi"
+	}
+	if _, err := os.Stat(c.SystemdBoot); err != nil {
+		return nil, fmt.Errorf("test OS: %w (install Debian's systemd-boot-efi package)", err)
+	}
+	if c.ESPSize == 0 {
+		c.ESPSize = 48 << 20
+	}
+	if c.DataSize == 0 {
+		c.DataSize = 32 << 20
+	}
+	if c.PieceLength == 0 {
+		c.PieceLength = 1 << 20
+	}
+	if err := os.MkdirAll(c.Dir, 0o755); err != nil {
+		return nil, err
+	}
+	out := &TestOS{ESP: filepath.Join(c.Dir, "esp.img"), Data: filepath.Join(c.Dir, "data.img"), Torrent: filepath.Join(c.Dir, "testos.torrent")}
+
+	// Data partition: random bytes, hashed for the marker.
+	data := make([]byte, c.DataSize)
+	if _, err := io.ReadFull(rand.Reader, data); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(out.Data, data, 0o644); err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256(data)
+	out.Digest = hex.EncodeToString(sum[:])
+
+	initrd, err := qemu.BuildMarkerInitramfs(ctx, c.Dir)
+	if err != nil {
+		return nil, err
+	}
+	files := map[string]string{ // ESP path → host file
+		"/EFI/BOOT/BOOTX64.EFI": c.SystemdBoot,
+		"/vmlinuz":              c.Kernel,
+		"/initrd.img":           initrd,
+	}
+	text := map[string]string{
+		"/loader/loader.conf": "default testos.conf\ntimeout 0\nconsole-mode keep\n",
+		"/loader/entries/testos.conf": "title pxeswarm test OS\nlinux /vmlinuz\ninitrd /initrd.img\n" +
+			"options console=ttyS0 panic=-1 quiet pxeswarm.testos=" + out.Digest + "\n",
+	}
+	if err := writeESP(out.ESP, c.ESPSize, files, text); err != nil {
+		return nil, fmt.Errorf("test OS: ESP: %w", err)
+	}
+	im, err := imager.Create(ctx, log, imager.CreateConfig{
+		Name: "testos", Sources: []string{out.ESP, out.Data}, Table: "gpt", PieceLength: c.PieceLength, Trackers: c.Trackers,
+		Parts: []imager.PartInfo{
+			{Number: 1, Type: typeESP, Label: "ESP"},
+			{Number: 2, Type: typeLinuxData, Label: "data"},
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := im.WriteFile(out.Torrent); err != nil {
+		return nil, err
+	}
+	out.Image = im
+	log.Info("test OS built", "esp", out.ESP, "data", out.Data, "torrent", out.Torrent, "digest", out.Digest)
+	return out, nil
+}
+
+// writeESP makes a FAT32 filesystem image holding the given files.
+func writeESP(path string, size int64, files, text map[string]string) error {
+	os.Remove(path)
+	d, err := diskfs.Create(path, size, diskfs.SectorSizeDefault)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	fs, err := d.CreateFilesystem(disk.FilesystemSpec{Partition: 0, FSType: filesystem.TypeFat32, VolumeLabel: "ESP"})
+	if err != nil {
+		return err
+	}
+	put := func(name string, r io.Reader) error {
+		dir := filepath.Dir(name)
+		if dir != "/" {
+			if err := fs.Mkdir(dir); err != nil {
+				return fmt.Errorf("mkdir %s: %w", dir, err)
+			}
+		}
+		f, err := fs.OpenFile(name, os.O_CREATE|os.O_RDWR)
+		if err != nil {
+			return fmt.Errorf("create %s: %w", name, err)
+		}
+		if _, err := io.Copy(f, r); err != nil {
+			return fmt.Errorf("write %s: %w", name, err)
+		}
+		return f.Close()
+	}
+	for name, src := range files {
+		f, err := os.Open(src)
+		if err != nil {
+			return err
+		}
+		err = put(name, f)
+		f.Close()
+		if err != nil {
+			return err
+		}
+	}
+	for name, body := range text {
+		if err := put(name, strings.NewReader(body)); err != nil {
+			return err
+		}
+	}
+	return nil
+}

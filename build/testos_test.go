@@ -1,0 +1,68 @@
+package build
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/pxeswarm/pxeswarm/imager"
+	"github.com/pxeswarm/pxeswarm/internal/qemu"
+	"github.com/pxeswarm/pxeswarm/partition"
+)
+
+// TestTestOSBootsUnderOVMF lays the test OS onto a disk file the way the
+// agent does (table from the image layout, each part at its partition) and
+// boots it with OVMF: it must print the new-system marker with its digest.
+func TestTestOSBootsUnderOVMF(t *testing.T) {
+	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
+		t.Skip("qemu-system-x86_64 missing (make test installs it):", err)
+	}
+	if _, err := os.Stat(qemu.OVMF); err != nil {
+		t.Skip("OVMF missing (make test installs ovmf):", err)
+	}
+	if _, err := qemu.DebianKernel(); err != nil {
+		t.Skip(err)
+	}
+	ctx := context.Background()
+	log := imager.TestLogger(t)
+	dir := t.TempDir()
+	tos, err := TestOSConfig{Dir: dir}.Build(ctx, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const size = 128 << 20
+	disk := filepath.Join(dir, "disk.img")
+	f, err := os.Create(disk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Truncate(size)
+	tab, err := partition.PlanTable(tos.Image.Layout, size, 512)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := partition.WriteTable(f, size, tab); err != nil {
+		t.Fatal(err)
+	}
+	for i, src := range []string{tos.ESP, tos.Data} {
+		b, err := os.ReadFile(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.WriteAt(b, tab.Partitions[i].Start); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.Close()
+	vm, err := qemu.Config{Name: "testos", Firmware: qemu.UEFI, Disks: []qemu.Disk{{Path: disk}}, Timeout: 3 * time.Minute}.Start(ctx, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer vm.Kill()
+	if _, err := vm.Expect(NewSystemMarker+" "+tos.Digest, 150*time.Second); err != nil {
+		t.Fatalf("%v\nreproduce: %s\nconsole:\n%s", err, vm.CommandLine(), vm.Console())
+	}
+}
