@@ -22,6 +22,8 @@ want dnsmasq dnsmasq
 # Partition-table cross-checks.
 want sfdisk fdisk
 want blkid util-linux
+# The test OS image boots with systemd-boot under OVMF.
+[ -e /usr/lib/systemd/boot/efi/systemd-bootx64.efi ] || need+=(systemd-boot-efi)
 # QEMU machines (software emulation): SeaBIOS with iPXE NIC ROMs, OVMF for
 # UEFI, and Debian's kernel for the terminals.
 want qemu-system-x86_64 qemu-system-x86
