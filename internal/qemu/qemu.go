@@ -77,6 +77,10 @@ type Config struct {
 	Timeout time.Duration
 	// Console, if set, receives a copy of everything on the serial console.
 	Console io.Writer
+	// FirmwareLog, if set, is a file that receives the firmware's debug
+	// console (I/O port 0x402: SeaBIOS prints "Booting from Hard Disk…"
+	// there, which its serial console does not show).
+	FirmwareLog string
 	// Extra arguments for QEMU.
 	Extra []string
 }
@@ -174,6 +178,9 @@ func (c Config) Args() ([]string, error) {
 	}
 	if c.BootNetwork {
 		a = append(a, "-boot", "order=nc")
+	}
+	if c.FirmwareLog != "" {
+		a = append(a, "-chardev", "file,id=fwlog,path="+c.FirmwareLog, "-device", "isa-debugcon,iobase=0x402,chardev=fwlog")
 	}
 	return append(a, c.Extra...), nil
 }
