@@ -122,6 +122,9 @@ func readBack(ctx context.Context, places []partition.Place, im *imager.Image, p
 		}
 	}
 	if off != im.Length {
+		if err := ctx.Err(); err != nil {
+			return "", err
+		}
 		return "", errors.New("read back: stopped early")
 	}
 	return hex.EncodeToString(whole.Sum(nil)), nil

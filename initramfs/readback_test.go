@@ -1,0 +1,115 @@
+package initramfs
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/pxeswarm/pxeswarm/imager"
+	"github.com/pxeswarm/pxeswarm/partition"
+)
+
+// diskWith writes parts into one disk image file at 1 MiB and 5 MiB, as
+// the table the tests make places them, and returns the places.
+func diskWith(t testing.TB, parts [][]byte) (string, []partition.Place) {
+	t.Helper()
+	disk := filepath.Join(t.TempDir(), "disk")
+	f, err := os.Create(disk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var places []partition.Place
+	off := int64(MiB)
+	for i, p := range parts {
+		if _, err := f.WriteAt(p, off); err != nil {
+			t.Fatal(err)
+		}
+		size := (int64(len(p)) + MiB - 1) / MiB * MiB
+		places = append(places, partition.Place{Number: i + 1, Path: disk, Offset: off, Size: size, Length: int64(len(p))})
+		off += size
+	}
+	return disk, places
+}
+
+func TestReadBack(t *testing.T) {
+	im, _, parts := testImage(t, "demo", 3)
+	disk, places := diskWith(t, parts)
+	var seen []int64
+	got, err := readBack(context.Background(), places, im, func(done int64) { seen = append(seen, done) })
+	if err != nil {
+		t.Fatalf("readBack = %v", err)
+	}
+	if want := wholeSum(parts); got != want {
+		t.Errorf("readBack = %s, want %s", got, want)
+	}
+	if len(seen) == 0 || seen[len(seen)-1] != im.Length {
+		t.Errorf("readBack progress %v, want it to end at %d", seen, im.Length)
+	}
+
+	// One flipped byte in piece 3 (which starts in part 1 and ends in part
+	// 2: part 1 is 3 MiB + 12345 bytes).
+	f, err := os.OpenFile(disk, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := []byte{0}
+	at := places[1].Offset + 100 // byte 3MiB+12345+100 of the image: piece 3
+	f.ReadAt(b, at)
+	b[0] ^= 0x40
+	f.WriteAt(b, at)
+	f.Close()
+	_, err = readBack(context.Background(), places, im, nil)
+	if !errors.Is(err, ErrReadBack) || !strings.Contains(err.Error(), "piece 3 ") {
+		t.Errorf("readBack of a disk with a flipped byte = %v, want ErrReadBack naming piece 3", err)
+	}
+
+	// A disk shorter than the image.
+	short := append([]partition.Place(nil), places...)
+	os.Truncate(disk, places[1].Offset+10)
+	if _, err := readBack(context.Background(), short, im, nil); err == nil || !strings.Contains(err.Error(), "read back the image at byte") {
+		t.Errorf("readBack of a truncated disk = %v, want a read error", err)
+	}
+	// Places that do not match the image.
+	if _, err := readBack(context.Background(), places[:1], im, nil); err == nil {
+		t.Errorf("readBack with one place for two files = nil, want an error")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	os.Truncate(disk, 16*MiB)
+	if _, err := readBack(ctx, places, im, nil); !errors.Is(err, context.Canceled) {
+		t.Errorf("readBack with a canceled context = %v, want context.Canceled", err)
+	}
+}
+
+// BenchmarkReadBack measures the read-back of a 256 MiB image in 8 MiB
+// pieces from a file (from the page cache after the first round: the
+// hashing cost, not the disk's).
+func BenchmarkReadBack(b *testing.B) {
+	dir := b.TempDir()
+	src := filepath.Join(dir, "part.img")
+	f, _ := os.Create(src)
+	buf := make([]byte, MiB)
+	for i := range 256 {
+		for j := range buf {
+			buf[j] = byte(i*31 + j)
+		}
+		f.Write(buf)
+	}
+	f.Close()
+	im, err := imager.Create(context.Background(), slog.New(slog.DiscardHandler), imager.CreateConfig{Sources: []string{src}, Parts: []imager.PartInfo{{Number: 1}}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	places := []partition.Place{{Number: 1, Path: src, Size: im.Length, Length: im.Length}}
+	b.SetBytes(im.Length)
+	for b.Loop() {
+		if _, err := readBack(context.Background(), places, im, nil); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
