@@ -686,7 +686,7 @@ func (a *agent) fail(ctx context.Context, err error) {
 		dumpNetwork(a.con.Println)
 	}
 	if a.rep != nil {
-		r := pxe.Report{Phase: pxe.PhaseFailed, Error: clipText(markError(e.Error(), e.Do), pxe.MaxReportText-8)}
+		r := pxe.Report{Phase: pxe.PhaseFailed, Error: clipText(oneLine(e.Error()+" — "+e.Do), pxe.MaxReportText-8)}
 		a.rep.mu.Lock()
 		if a.rep.taskID == "" {
 			// No verified plan: the task the iPXE script named is the best

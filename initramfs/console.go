@@ -25,6 +25,7 @@ type Console struct {
 	bar      bool      // the current line holds a progress bar
 	lastLine time.Time // of the last plain progress line
 	lastSt   imager.State
+	lastDone int64
 }
 
 // NewConsole wraps w. w is treated as a terminal when it is an *os.File
@@ -64,7 +65,8 @@ func (c *Console) endBarLocked() {
 const plainEvery = 5 * time.Second
 
 // Progress shows p: a redrawn bar on a terminal, a line every few
-// seconds (and at each state change) elsewhere.
+// seconds (and at each state change, and when Done reaches Total)
+// elsewhere.
 func (c *Console) Progress(p imager.Progress) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -77,10 +79,11 @@ func (c *Console) Progress(p imager.Progress) {
 		c.bar = true
 		return
 	}
-	if p.State == c.lastSt && time.Since(c.lastLine) < plainEvery {
+	finished := p.Total > 0 && p.Done == p.Total && c.lastDone != p.Total
+	if p.State == c.lastSt && time.Since(c.lastLine) < plainEvery && !finished {
 		return
 	}
-	c.lastSt, c.lastLine = p.State, time.Now()
+	c.lastSt, c.lastLine, c.lastDone = p.State, time.Now(), p.Done
 	fmt.Fprintln(c.w, MarkProgress+" "+p.Line())
 }
 
