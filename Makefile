@@ -55,3 +55,13 @@ bench-hash:
 
 clean:
 	rm -rf bin
+
+# The terminals' kernel and initramfs (build/, from this checkout): Debian's
+# kernel with its NIC and disk drivers, u-root, the agent, and the server's
+# public plan key. PLAN_KEY and BOOT_DIR default to `pxeswarm serve`'s state
+# folder, so a rebuilt pair is served at once.
+PLAN_KEY ?= /var/lib/pxeswarm/plan-key.pub
+BOOT_DIR ?= /var/lib/pxeswarm/boot
+.PHONY: initramfs
+initramfs: deps build
+	$(BIN) build initramfs --out $(BOOT_DIR) --key $(PLAN_KEY)

@@ -26,6 +26,7 @@ func commands() []command {
 		{"fetch", "fetch an image from the swarm straight onto disks or files", runFetch},
 		{"tracker", "run the LAN tracker", runTracker},
 		{"serve", "run the boot server: DHCP, TFTP, HTTP, tracker and seeders", runServe},
+		{"build", "build the terminals' kernel and initramfs (build initramfs)", runBuild},
 		{"version", "print the version", func(context.Context, []string) error {
 			fmt.Println("pxeswarm", imager.Version())
 			return nil

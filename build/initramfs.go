@@ -1,0 +1,434 @@
+package build
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/pxeswarm/pxeswarm/pxe"
+)
+
+// Defaults for InitramfsConfig.
+const (
+	// DefaultAgent is the Go command run as u-root's uinit.
+	DefaultAgent = "github.com/pxeswarm/pxeswarm/cmd/pxeswarm-agent"
+	// DefaultPublicKey is where `pxeswarm serve` keeps its public plan key
+	// (pxe.LoadOrCreateKey in the default state folder).
+	DefaultPublicKey = "/var/lib/pxeswarm/plan-key.pub"
+	// DefaultShell is the rescue shell, a u-root command.
+	DefaultShell = "gosh"
+	// DefaultBoot is where Debian installs its kernels.
+	DefaultBoot = "/boot"
+)
+
+// Names of the files Build writes into OutDir; `pxeswarm serve` serves
+// <state_dir>/boot/vmlinuz and <state_dir>/boot/initramfs by default.
+const (
+	KernelFile    = "vmlinuz"
+	InitramfsFile = "initramfs"
+)
+
+// Paths inside the initramfs.
+const (
+	// PublicKeyPath holds the server's ed25519 public plan key, as written
+	// to plan-key.pub (read it with pxe.ParsePublicKey).
+	PublicKeyPath = "/etc/pxeswarm/plan-key.pub"
+	// ModulesRoot holds lib/modules/<kver>/ with modules.dep,
+	// modules.alias, modules.softdep and modules.builtin restricted to
+	// the carried modules (initramfs/coldplug loads from there).
+	ModulesRoot = "/lib/modules"
+)
+
+// DefaultCommands are the u-root commands in the initramfs's busybox: init
+// and what a rescue shell needs. build/dependencies.go lists the same
+// packages so that `go mod tidy` keeps them.
+var DefaultCommands = []string{
+	"init", "gosh",
+	"ls", "cat", "cp", "mv", "ln", "rm", "mkdir", "more", "echo", "hexdump", "dd",
+	"mount", "umount", "df", "blkid", "sync",
+	"dmesg", "ps", "kill", "free", "uname", "sleep", "pci",
+	"insmod", "rmmod", "lsmod",
+	"ip", "ping", "dhclient",
+	"poweroff", "shutdown",
+}
+
+// uroot is where u-root's core commands live.
+const uroot = "github.com/u-root/u-root/cmds/core/"
+
+// InitramfsConfig says what goes into a terminal's boot files: a kernel
+// and a u-root initramfs whose uinit is the pxeswarm agent. Build writes
+// OutDir/vmlinuz and OutDir/initramfs; a rebuild from the same inputs
+// writes the same bytes.
+type InitramfsConfig struct {
+	// OutDir receives KernelFile and InitramfsFile (created if missing).
+	// Required. `pxeswarm serve` reads <state_dir>/boot by default.
+	OutDir string
+
+	// Kernel is the x86 bzImage to ship. Default: the newest
+	// /boot/vmlinuz-* (Debian's linux-image-amd64).
+	Kernel string
+	// ModulesDir is the kernel's module tree (modules.dep and the .ko
+	// files). Default: /lib/modules/<release>, the release read from the
+	// kernel image itself.
+	ModulesDir string
+	// KernelConfig is the kernel's .config, read to pick the compression
+	// and to check that the partition-table parsers are built in.
+	// Default: /boot/config-<release> if it exists.
+	KernelConfig string
+	// Modules are the module names to carry; their dependencies come
+	// along. Default: DefaultModules. Built-in names are skipped.
+	Modules []string
+
+	// PublicKey is the server's public plan key file (plan-key.pub in the
+	// server's state folder). Required to exist; it is checked with
+	// pxe.ParsePublicKey and goes in at PublicKeyPath.
+	PublicKey string
+
+	// Agent is the Go package built as /bin/uinit. Default: DefaultAgent.
+	Agent string
+	// Commands are u-root core command names (github.com/u-root/u-root/
+	// cmds/core/<name>) or full package paths, built into one busybox in
+	// /bbin. Default: DefaultCommands. "init" must be among them.
+	Commands []string
+	// Shell is the command /bin/sh and /bin/defaultsh point to (u-root's
+	// init runs it after uinit exits). Default: DefaultShell.
+	Shell string
+	// SourceDir is a folder inside the Go module the agent and the u-root
+	// commands are built from (its go.mod pins u-root). Default: the
+	// working directory.
+	SourceDir string
+
+	// Compression is CompressAuto (default: xz when the kernel config
+	// says CONFIG_RD_XZ=y, else gzip), CompressXZ or CompressGzip.
+	Compression string
+
+	// TempDir holds the build's scratch folder (removed afterwards).
+	// Default: os.TempDir().
+	TempDir string
+}
+
+// Result says what Build wrote.
+type Result struct {
+	Kernel        string // OutDir/vmlinuz
+	Initramfs     string // OutDir/initramfs
+	KernelSize    int64
+	InitramfsSize int64 // compressed
+	// Uncompressed is the size of the initramfs's cpio archive.
+	Uncompressed int64
+	Compression  string
+	// KernelRelease is the kernel's version, e.g. "6.1.0-56-amd64".
+	KernelRelease string
+	// Modules are the carried modules (with dependencies); Builtin the
+	// asked-for ones the kernel has built in.
+	Modules, Builtin []string
+	AgentSize        int64 // uncompressed binary
+	BusyboxSize      int64
+	Took             time.Duration
+}
+
+// Total is the kernel plus the initramfs, the bytes a terminal downloads.
+func (r Result) Total() int64 { return r.KernelSize + r.InitramfsSize }
+
+// ErrConfig means the InitramfsConfig is incomplete or wrong.
+var ErrConfig = errors.New("bad initramfs config")
+
+// ErrKernelConfig means the kernel lacks something the agent needs.
+var ErrKernelConfig = errors.New("kernel not suitable")
+
+// withDefaults fills in defaults and checks the fields it can without
+// touching the disk.
+func (c InitramfsConfig) withDefaults() (InitramfsConfig, error) {
+	if c.OutDir == "" {
+		return c, fmt.Errorf("%w: no output folder: give one (--out /var/lib/pxeswarm/boot)", ErrConfig)
+	}
+	if c.PublicKey == "" {
+		return c, fmt.Errorf("%w: no public plan key: give the server's plan-key.pub (--key %s)", ErrConfig, DefaultPublicKey)
+	}
+	if c.Modules == nil {
+		c.Modules = DefaultModules
+	}
+	if c.Agent == "" {
+		c.Agent = DefaultAgent
+	}
+	if c.Commands == nil {
+		c.Commands = DefaultCommands
+	}
+	if c.Shell == "" {
+		c.Shell = DefaultShell
+	}
+	if c.SourceDir == "" {
+		c.SourceDir = "."
+	}
+	if c.Compression == "" {
+		c.Compression = CompressAuto
+	}
+	if c.TempDir == "" {
+		c.TempDir = os.TempDir()
+	}
+	names := commandNames(c.commandPackages())
+	seen := map[string]bool{}
+	for _, n := range names {
+		if seen[n] {
+			return c, fmt.Errorf("%w: command %s listed twice", ErrConfig, n)
+		}
+		seen[n] = true
+	}
+	if !seen["init"] {
+		return c, fmt.Errorf("%w: the commands must include u-root's init", ErrConfig)
+	}
+	if !seen[c.Shell] {
+		return c, fmt.Errorf("%w: shell %s is not among the commands", ErrConfig, c.Shell)
+	}
+	if seen[path.Base(c.Agent)] || path.Base(c.Agent) == "uinit" {
+		return c, fmt.Errorf("%w: agent %s has the name of a busybox command", ErrConfig, c.Agent)
+	}
+	return c, nil
+}
+
+func (c InitramfsConfig) commandPackages() []string {
+	pkgs := make([]string, len(c.Commands))
+	for i, cmd := range c.Commands {
+		if strings.Contains(cmd, "/") {
+			pkgs[i] = cmd
+		} else {
+			pkgs[i] = uroot + cmd
+		}
+	}
+	return pkgs
+}
+
+// Build compiles the agent and the u-root busybox, collects the kernel
+// modules, and writes OutDir/vmlinuz and OutDir/initramfs (each replaced
+// atomically, so a running server never serves half a file).
+func (c InitramfsConfig) Build(ctx context.Context, log *slog.Logger) (Result, error) {
+	start := time.Now()
+	c, err := c.withDefaults()
+	if err != nil {
+		return Result{}, err
+	}
+	var res Result
+
+	// The key first: it is the input most likely to be missing.
+	keyData, err := os.ReadFile(c.PublicKey)
+	if err != nil {
+		return res, fmt.Errorf("%w: public plan key: %w (run `pxeswarm serve` once to make it, or give the server's plan-key.pub with --key)", ErrConfig, err)
+	}
+	if _, err := pxe.ParsePublicKey(keyData); err != nil {
+		return res, fmt.Errorf("%w: %s: %w", ErrConfig, c.PublicKey, err)
+	}
+
+	// Kernel, its release, config and modules.
+	if c.Kernel == "" {
+		if c.Kernel, err = newestKernel(DefaultBoot); err != nil {
+			return res, err
+		}
+	}
+	if res.KernelRelease, err = kernelVersion(c.Kernel); err != nil {
+		return res, err
+	}
+	kver := res.KernelRelease
+	if c.ModulesDir == "" {
+		c.ModulesDir = filepath.Join("/lib/modules", kver)
+	}
+	var kcfg map[string]string
+	if c.KernelConfig == "" {
+		if p := filepath.Join(DefaultBoot, "config-"+kver); fileExists(p) {
+			c.KernelConfig = p
+		}
+	}
+	if c.KernelConfig != "" {
+		if kcfg, err = kernelConfig(c.KernelConfig); err != nil {
+			return res, fmt.Errorf("kernel config: %w", err)
+		}
+		if err := checkKernelConfig(kcfg); err != nil {
+			return res, fmt.Errorf("kernel %s (config %s): %w", c.Kernel, c.KernelConfig, err)
+		}
+	} else {
+		log.Warn("build: kernel config not found; cannot check it, compressing with gzip", "kernel", c.Kernel, "release", kver)
+	}
+	if res.Compression, err = pickCompression(c.Compression, kcfg); err != nil {
+		return res, err
+	}
+	tree, err := readModuleTree(c.ModulesDir)
+	if err != nil {
+		return res, err
+	}
+	if res.Modules, res.Builtin, err = tree.closure(c.Modules); err != nil {
+		return res, err
+	}
+	modFiles, err := tree.moduleFiles(res.Modules)
+	if err != nil {
+		return res, err
+	}
+	log.Info("build: kernel", "kernel", c.Kernel, "release", kver, "modules", len(res.Modules), "builtin", strings.Join(res.Builtin, ","))
+
+	// Go programs.
+	src, err := moduleDir(ctx, c.SourceDir)
+	if err != nil {
+		return res, err
+	}
+	tmp, err := os.MkdirTemp(c.TempDir, "pxeswarm-initramfs-")
+	if err != nil {
+		return res, fmt.Errorf("build: scratch folder: %w", err)
+	}
+	defer os.RemoveAll(tmp)
+	agentBin := filepath.Join(tmp, "agent")
+	bbBin := filepath.Join(tmp, "bbin-bb")
+	t0 := time.Now()
+	// The two compiles share the machine's cores; running them one after
+	// the other is about as fast and keeps errors readable.
+	if err := buildAgent(ctx, log, src, c.Agent, agentBin); err != nil {
+		return res, err
+	}
+	log.Info("build: agent compiled", "package", c.Agent, "took", time.Since(t0).Round(time.Millisecond))
+	t0 = time.Now()
+	if err := buildBusybox(ctx, log, src, c.commandPackages(), tmp, bbBin); err != nil {
+		return res, err
+	}
+	log.Info("build: u-root busybox compiled", "commands", len(c.Commands), "took", time.Since(t0).Round(time.Millisecond))
+
+	// Assemble.
+	a := newArchive()
+	agent, err := os.ReadFile(agentBin)
+	if err != nil {
+		return res, err
+	}
+	bbData, err := os.ReadFile(bbBin)
+	if err != nil {
+		return res, err
+	}
+	res.AgentSize, res.BusyboxSize = int64(len(agent)), int64(len(bbData))
+	if err := c.layout(a, agent, bbData, keyData, kver, modFiles); err != nil {
+		return res, err
+	}
+	var raw bytes.Buffer
+	if err := a.writeTo(&raw); err != nil {
+		return res, err
+	}
+	res.Uncompressed = int64(raw.Len())
+
+	if err := os.MkdirAll(c.OutDir, 0o755); err != nil {
+		return res, fmt.Errorf("output folder: %w", err)
+	}
+	res.Initramfs = filepath.Join(c.OutDir, InitramfsFile)
+	t0 = time.Now()
+	if res.InitramfsSize, err = writeAtomic(res.Initramfs, func(w io.Writer) error {
+		return compress(w, raw.Bytes(), res.Compression)
+	}); err != nil {
+		return res, fmt.Errorf("write initramfs: %w", err)
+	}
+	log.Info("build: initramfs compressed", "compression", res.Compression, "took", time.Since(t0).Round(time.Millisecond))
+	res.Kernel = filepath.Join(c.OutDir, KernelFile)
+	if res.KernelSize, err = writeAtomic(res.Kernel, func(w io.Writer) error {
+		f, err := os.Open(c.Kernel)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		_, err = io.Copy(w, f)
+		return err
+	}); err != nil {
+		return res, fmt.Errorf("write kernel: %w", err)
+	}
+	res.Took = time.Since(start)
+	return res, nil
+}
+
+// layout puts everything in its place. u-root's init makes /proc, /sys,
+// /tmp and the rest at boot; the archive needs /dev/console (the kernel
+// opens it for init's stdio before any devtmpfs exists), the busybox with
+// a link per command, /init, /bin/uinit, the shell links, the key and the
+// modules.
+func (c InitramfsConfig) layout(a *archive, agent, bbData, key []byte, kver string, mods []moduleFile) error {
+	steps := []func() error{
+		func() error { return a.dir("dev", 0o755) },
+		func() error { return a.charDev("dev/console", 0o600, 5, 1) },
+		func() error { return a.charDev("dev/null", 0o666, 1, 3) },
+		func() error { return a.charDev("dev/tty", 0o666, 5, 0) },
+		func() error { return a.dir("proc", 0o555) },
+		func() error { return a.dir("sys", 0o555) },
+		func() error { return a.dir("tmp", 0o1777) },
+		func() error { return a.dir("etc", 0o755) },
+		func() error { return a.file("bbin/bb", 0o755, bbData) },
+		func() error { return a.symlink("init", "bbin/init") },
+		func() error { return a.file("bin/"+path.Base(c.Agent), 0o755, agent) },
+		func() error { return a.symlink("bin/uinit", path.Base(c.Agent)) },
+		func() error { return a.symlink("bin/sh", "../bbin/"+c.Shell) },
+		func() error { return a.symlink("bin/defaultsh", "../bbin/"+c.Shell) },
+		func() error { return a.file(strings.TrimPrefix(PublicKeyPath, "/"), 0o644, key) },
+	}
+	for _, name := range commandNames(c.commandPackages()) {
+		steps = append(steps, func() error { return a.symlink("bbin/"+name, "bb") })
+	}
+	modDir := path.Join(strings.TrimPrefix(ModulesRoot, "/"), kver)
+	for _, m := range mods {
+		steps = append(steps, func() error { return a.file(path.Join(modDir, m.name), 0o644, m.data) })
+	}
+	for _, s := range steps {
+		if err := s(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkKernelConfig checks what the agent needs built in: initramfs
+// support, devtmpfs (u-root's init mounts it), the MBR and GPT partition
+// parsers (Linux builds them into the block layer; they cannot be modules)
+// and AF_PACKET for the DHCP client.
+func checkKernelConfig(cfg map[string]string) error {
+	var missing []string
+	for _, opt := range []string{"CONFIG_BLK_DEV_INITRD", "CONFIG_DEVTMPFS", "CONFIG_MSDOS_PARTITION", "CONFIG_EFI_PARTITION", "CONFIG_PACKET"} {
+		if cfg[opt] != "y" {
+			missing = append(missing, opt+"=y")
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("%w: it needs %s: use Debian's linux-image-amd64 or build the kernel with them", ErrKernelConfig, strings.Join(missing, ", "))
+	}
+	return nil
+}
+
+// writeAtomic writes file through a temporary file in the same folder and
+// renames it into place. It returns the size written.
+func writeAtomic(file string, write func(io.Writer) error) (int64, error) {
+	tmp, err := os.CreateTemp(filepath.Dir(file), "."+filepath.Base(file)+".tmp-")
+	if err != nil {
+		return 0, err
+	}
+	defer os.Remove(tmp.Name())
+	if err := write(tmp); err != nil {
+		tmp.Close()
+		return 0, err
+	}
+	if err := tmp.Chmod(0o644); err != nil {
+		tmp.Close()
+		return 0, err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return 0, err
+	}
+	st, err := tmp.Stat()
+	if err != nil {
+		tmp.Close()
+		return 0, err
+	}
+	if err := tmp.Close(); err != nil {
+		return 0, err
+	}
+	return st.Size(), os.Rename(tmp.Name(), file)
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}

@@ -1,0 +1,374 @@
+package build
+
+import (
+	"bufio"
+	"bytes"
+	"compress/gzip"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+
+	"github.com/klauspost/compress/zstd"
+	"github.com/ulikunitz/xz"
+)
+
+// DefaultModules are the kernel modules the initramfs carries (with what
+// they need, from modules.dep and modules.softdep): the NIC and disk
+// drivers of the PCs and virtual machines a classroom has, USB storage and
+// keyboards for the rescue shell, and the virtio PCI transport.
+//
+// Debian's linux-image-amd64 builds all of these as modules. Names may be
+// written with '-' or '_' (modprobe treats them alike). A name that the
+// kernel has built in (modules.builtin) is skipped.
+//
+// The partition-table parsers (CONFIG_MSDOS_PARTITION, CONFIG_EFI_PARTITION)
+// are not listed: Linux cannot build them as modules, they are part of the
+// block layer. Build checks the kernel's config for them instead.
+var DefaultModules = []string{
+	// NICs: QEMU/KVM, Intel (e1000 in older VMs, e1000e/igb/igc on
+	// desktops, ixgbe 10G), Realtek, Broadcom.
+	"virtio_net", "e1000", "e1000e", "igb", "igc", "r8169", "tg3", "bnx2", "ixgbe",
+	// Disks: SATA (AHCI), NVMe, virtio, SCSI disks (SATA and USB sticks
+	// show up as sd*).
+	"ahci", "nvme", "virtio_blk", "virtio_scsi", "sd_mod",
+	// USB sticks (the rescue stick, or a target) and their host controllers.
+	"usb-storage", "uas", "xhci_pci", "xhci_hcd", "ehci_pci", "ehci_hcd",
+	// USB keyboards, so the rescue shell can be typed into.
+	"usbhid", "hid_generic",
+	// The virtio PCI transport (virtio_net and virtio_blk need it in QEMU).
+	"virtio_pci",
+}
+
+// ErrModuleNotFound means a module asked for is neither in the kernel's
+// modules.dep nor built in (modules.builtin).
+var ErrModuleNotFound = errors.New("kernel module not found")
+
+// modName is the name the kernel and modprobe know a module file by:
+// "kernel/drivers/usb/storage/usb-storage.ko.xz" is "usb_storage".
+func modName(file string) string {
+	base := path.Base(file)
+	if i := strings.Index(base, ".ko"); i >= 0 {
+		base = base[:i]
+	}
+	return strings.ReplaceAll(base, "-", "_")
+}
+
+// normName makes a requested name comparable with modName.
+func normName(s string) string { return strings.ReplaceAll(strings.TrimSpace(s), "-", "_") }
+
+// moduleTree is what depmod wrote for one kernel (/lib/modules/<kver>).
+type moduleTree struct {
+	dir     string
+	path    map[string]string   // module name -> path relative to dir
+	deps    map[string][]string // module name -> dependency names, as listed
+	builtin map[string]bool
+	aliases []alias
+	softdep map[string]softdep
+}
+
+type alias struct{ pattern, module string }
+
+type softdep struct{ pre, post []string }
+
+// readModuleTree reads modules.dep, modules.builtin, modules.alias and
+// modules.softdep from dir. Only modules.dep is required.
+func readModuleTree(dir string) (*moduleTree, error) {
+	t := &moduleTree{dir: dir, path: map[string]string{}, deps: map[string][]string{},
+		builtin: map[string]bool{}, softdep: map[string]softdep{}}
+	dep, err := os.ReadFile(filepath.Join(dir, "modules.dep"))
+	if err != nil {
+		return nil, fmt.Errorf("kernel modules: %w (is the kernel's modules package installed? give the modules folder of the kernel)", err)
+	}
+	if err := t.parseDep(dep); err != nil {
+		return nil, fmt.Errorf("%s: %w", filepath.Join(dir, "modules.dep"), err)
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "modules.builtin")); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if l = strings.TrimSpace(l); l != "" {
+				t.builtin[modName(l)] = true
+			}
+		}
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "modules.alias")); err == nil {
+		t.aliases = parseAliases(b)
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "modules.softdep")); err == nil {
+		t.softdep = parseSoftdeps(b)
+	}
+	return t, nil
+}
+
+// parseDep reads depmod's modules.dep: "path: dep-path dep-path ...".
+func (t *moduleTree) parseDep(b []byte) error {
+	for n, line := range strings.Split(string(b), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		file, deps, ok := strings.Cut(line, ":")
+		if !ok {
+			return fmt.Errorf("line %d: %q has no ':' (not a modules.dep made by depmod)", n+1, line)
+		}
+		name := modName(file)
+		t.path[name] = strings.TrimSpace(file)
+		var names []string
+		for _, d := range strings.Fields(deps) {
+			names = append(names, modName(d))
+		}
+		t.deps[name] = names
+	}
+	return nil
+}
+
+// parseAliases reads "alias <glob> <module>" lines.
+func parseAliases(b []byte) []alias {
+	var out []alias
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 3 && f[0] == "alias" {
+			out = append(out, alias{pattern: f[1], module: normName(f[2])})
+		}
+	}
+	return out
+}
+
+// parseSoftdeps reads "softdep <module> pre: a b post: c" lines
+// (modprobe.d(5)).
+func parseSoftdeps(b []byte) map[string]softdep {
+	out := map[string]softdep{}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 3 || f[0] != "softdep" {
+			continue
+		}
+		name := normName(f[1])
+		sd := out[name]
+		list := &sd.pre // depmod writes "softdep cifs gcm" meaning pre
+		for _, w := range f[2:] {
+			switch w {
+			case "pre:":
+				list = &sd.pre
+			case "post:":
+				list = &sd.post
+			default:
+				*list = append(*list, w)
+			}
+		}
+		out[name] = sd
+	}
+	return out
+}
+
+// resolve turns a softdep target (a module name or an alias such as
+// "crypto-crc32c") into module names present in modules.dep.
+func (t *moduleTree) resolve(name string) []string {
+	if _, ok := t.path[normName(name)]; ok {
+		return []string{normName(name)}
+	}
+	var out []string
+	for _, a := range t.aliases {
+		if ok, _ := path.Match(a.pattern, name); ok {
+			if _, present := t.path[a.module]; present && !slices.Contains(out, a.module) {
+				out = append(out, a.module)
+			}
+		}
+	}
+	return out
+}
+
+// closure returns the modules to carry for the names asked for: each one
+// with its dependencies (modules.dep) and soft dependencies
+// (modules.softdep, resolved through modules.alias), sorted. Built-in names
+// are returned separately. A name the kernel knows nothing of is an error.
+func (t *moduleTree) closure(want []string) (mods, builtin []string, err error) {
+	seen := map[string]bool{}
+	var missing []string
+	var visit func(name string)
+	visit = func(name string) {
+		if seen[name] {
+			return
+		}
+		seen[name] = true
+		for _, d := range t.deps[name] {
+			if _, ok := t.path[d]; ok {
+				visit(d)
+			}
+		}
+		sd := t.softdep[name]
+		for _, s := range append(slices.Clone(sd.pre), sd.post...) {
+			for _, m := range t.resolve(s) {
+				visit(m)
+			}
+		}
+	}
+	for _, w := range want {
+		name := normName(w)
+		switch {
+		case t.path[name] != "":
+			visit(name)
+		case t.builtin[name]:
+			builtin = append(builtin, name)
+		default:
+			missing = append(missing, w)
+		}
+	}
+	if len(missing) > 0 {
+		return nil, nil, fmt.Errorf("%w: %s in %s (not in modules.dep, not built in): drop them from the module list, or use a kernel that has them", ErrModuleNotFound, strings.Join(missing, ", "), t.dir)
+	}
+	for m := range seen {
+		mods = append(mods, m)
+	}
+	sort.Strings(mods)
+	sort.Strings(builtin)
+	return mods, builtin, nil
+}
+
+// moduleFile is one file of the carried module tree, relative to
+// lib/modules/<kver>.
+type moduleFile struct {
+	name string
+	data []byte
+}
+
+// moduleFiles reads the carried modules (decompressed: Debian may ship
+// .ko.xz or .ko.zst, and neither u-root's loader nor a 6.1 kernel's
+// finit_module takes them compressed; the whole initramfs is compressed
+// anyway) and writes modules.dep, modules.alias, modules.softdep and
+// modules.builtin restricted to them.
+func (t *moduleTree) moduleFiles(mods []string) ([]moduleFile, error) {
+	carried := map[string]bool{}
+	for _, m := range mods {
+		carried[m] = true
+	}
+	var files []moduleFile
+	rel := map[string]string{}
+	for _, m := range mods {
+		p := t.path[m]
+		data, err := readModule(filepath.Join(t.dir, p))
+		if err != nil {
+			return nil, err
+		}
+		out := plainKo(p)
+		rel[m] = out
+		files = append(files, moduleFile{name: out, data: data})
+	}
+	var dep bytes.Buffer
+	for _, m := range mods {
+		fmt.Fprintf(&dep, "%s:", rel[m])
+		for _, d := range t.deps[m] {
+			if carried[d] {
+				fmt.Fprintf(&dep, " %s", rel[d])
+			}
+		}
+		dep.WriteByte('\n')
+	}
+	var al bytes.Buffer
+	for _, a := range t.aliases {
+		if carried[a.module] {
+			fmt.Fprintf(&al, "alias %s %s\n", a.pattern, a.module)
+		}
+	}
+	var sd bytes.Buffer
+	for _, m := range mods {
+		s, ok := t.softdep[m]
+		if !ok {
+			continue
+		}
+		fmt.Fprintf(&sd, "softdep %s", m)
+		if len(s.pre) > 0 {
+			fmt.Fprintf(&sd, " pre: %s", strings.Join(s.pre, " "))
+		}
+		if len(s.post) > 0 {
+			fmt.Fprintf(&sd, " post: %s", strings.Join(s.post, " "))
+		}
+		sd.WriteByte('\n')
+	}
+	var bi bytes.Buffer
+	var builtins []string
+	for b := range t.builtin {
+		builtins = append(builtins, b)
+	}
+	sort.Strings(builtins)
+	for _, b := range builtins {
+		fmt.Fprintln(&bi, b)
+	}
+	files = append(files,
+		moduleFile{"modules.dep", dep.Bytes()},
+		moduleFile{"modules.alias", al.Bytes()},
+		moduleFile{"modules.softdep", sd.Bytes()},
+		// Names only (not depmod's paths): the loader just needs to
+		// know which modules it need not look for.
+		moduleFile{"modules.builtin", bi.Bytes()},
+	)
+	return files, nil
+}
+
+// plainKo strips a compression suffix: "x.ko.xz" -> "x.ko".
+func plainKo(p string) string {
+	if i := strings.LastIndex(p, ".ko"); i >= 0 {
+		return p[:i+3]
+	}
+	return p
+}
+
+// readModule reads a module file, decompressing .ko.xz, .ko.zst and .ko.gz.
+func readModule(file string) ([]byte, error) {
+	raw, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("kernel module: %w (modules.dep lists it: is the modules folder complete?)", err)
+	}
+	var r io.Reader
+	switch {
+	case strings.HasSuffix(file, ".ko"):
+		return raw, nil
+	case strings.HasSuffix(file, ".ko.xz"):
+		r, err = xz.NewReader(bytes.NewReader(raw))
+	case strings.HasSuffix(file, ".ko.zst"):
+		var d *zstd.Decoder
+		d, err = zstd.NewReader(bytes.NewReader(raw))
+		if err == nil {
+			defer d.Close()
+			r = d
+		}
+	case strings.HasSuffix(file, ".ko.gz"):
+		r, err = gzip.NewReader(bytes.NewReader(raw))
+	default:
+		return nil, fmt.Errorf("kernel module %s: unknown compression (want .ko, .ko.xz, .ko.zst or .ko.gz)", file)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("kernel module %s: %w", file, err)
+	}
+	out, err := io.ReadAll(r)
+	if err != nil {
+		return nil, fmt.Errorf("kernel module %s: decompress: %w", file, err)
+	}
+	return out, nil
+}
+
+// kernelConfig reads a kernel's .config into a map of CONFIG_X -> value
+// ("y", "m", ...). Unset options are absent.
+func kernelConfig(file string) (map[string]string, error) {
+	f, err := os.Open(file)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	cfg := map[string]string{}
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		line := s.Text()
+		if strings.HasPrefix(line, "#") {
+			continue
+		}
+		if k, v, ok := strings.Cut(line, "="); ok {
+			cfg[k] = v
+		}
+	}
+	return cfg, s.Err()
+}
