@@ -84,7 +84,7 @@ func (s *Site) Start(ctx context.Context, log *slog.Logger) error {
 	if defaultImage == "" && len(s.Images) == 1 {
 		defaultImage = images[0].name
 	}
-	backend := &autoBackend{Store: store, mode: s.Plan.Auto, image: defaultImage, log: log}
+	backend := &autoBackend{Store: store, mode: s.Plan.Auto, image: defaultImage, settings: defaults, log: log}
 	for _, m := range s.Machines {
 		backend.known.Store(m.MAC, true)
 	}
@@ -343,11 +343,12 @@ func (s *Site) makeTorrent(ctx context.Context, log *slog.Logger, si SiteImage) 
 // covers it and it never had a task for that image.
 type autoBackend struct {
 	*Store
-	mode  string // none, known, all
-	image string
-	known sync.Map // MAC → true, from [[machine]]
-	mu    sync.Mutex
-	log   *slog.Logger
+	mode     string // none, known, all
+	image    string
+	settings TaskSettings // the [plan] defaults, stored with the task
+	known    sync.Map     // MAC → true, from [[machine]]
+	mu       sync.Mutex
+	log      *slog.Logger
 }
 
 func (b *autoBackend) ActiveTask(mac string) (Task, bool, error) {
@@ -369,7 +370,7 @@ func (b *autoBackend) ActiveTask(mac string) (Task, bool, error) {
 			return Task{}, false, nil // once per image
 		}
 	}
-	t, err = b.Store.AddTask(Task{MAC: mac, Image: b.image})
+	t, err = b.Store.AddTask(Task{MAC: mac, Image: b.image, TaskSettings: b.settings})
 	if err != nil {
 		return Task{}, false, err
 	}

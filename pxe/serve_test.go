@@ -116,7 +116,7 @@ func loopbackSite(t *testing.T, state string, size int) *Site {
 		DHCP:   SiteDHCP{Mode: "off"},
 		TFTP:   SiteTFTP{Listen: "off"},
 		Seed:   SiteSeed{Port: freeTCPPort(t)},
-		Plan:   SitePlan{Auto: "all"},
+		Plan:   SitePlan{Auto: "all", CreateTable: true, Check: "fresh", After: "poweroff"},
 		Images: []SiteImage{{Source: []string{img}, PieceLength: 1 << 20}},
 	}
 	return s
@@ -178,6 +178,10 @@ func TestServeComposes(t *testing.T) {
 	}
 	if plan.Image != "lab" || len(plan.Trackers) != 1 || plan.Trackers[0] != base+"/announce" {
 		t.Errorf("plan = %+v, want image lab tracked at %s/announce", plan, base)
+	}
+	// The automatic task carries the [plan] settings, booleans included.
+	if !plan.CreateTable || plan.CheckMode != "fresh" || plan.After != "poweroff" || plan.SeedFor != "10m0s" {
+		t.Errorf("auto task's plan = %+v, want create_table, fresh, poweroff, 10m0s from [plan]", plan)
 	}
 	// The seeder announced itself to the tracker on the HTTP port.
 	deadline := time.Now().Add(15 * time.Second)
