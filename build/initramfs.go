@@ -10,6 +10,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"sort"
 	"strings"
 	"time"
 
@@ -86,6 +87,12 @@ type InitramfsConfig struct {
 	// Modules are the module names to carry; their dependencies come
 	// along. Default: DefaultModules. Built-in names are skipped.
 	Modules []string
+	// FirmwareDir is where the firmware the carried modules name
+	// (MODULE_FIRMWARE) is looked for; what is there goes in at
+	// /lib/firmware. Default: /lib/firmware; "none" carries none. Some
+	// Realtek and Broadcom NICs need Debian's non-free firmware-realtek,
+	// firmware-bnx2 or firmware-misc-nonfree packages installed.
+	FirmwareDir string
 
 	// PublicKey is the server's public plan key file (plan-key.pub in the
 	// server's state folder). Required to exist; it is checked with
@@ -129,9 +136,12 @@ type Result struct {
 	// Modules are the carried modules (with dependencies); Builtin the
 	// asked-for ones the kernel has built in.
 	Modules, Builtin []string
-	AgentSize        int64 // uncompressed binary
-	BusyboxSize      int64
-	Took             time.Duration
+	// Firmware are the firmware files carried; MissingFirmware those the
+	// modules name that FirmwareDir does not have.
+	Firmware, MissingFirmware []string
+	AgentSize                 int64 // uncompressed binary
+	BusyboxSize               int64
+	Took                      time.Duration
 }
 
 // Total is the kernel plus the initramfs, the bytes a terminal downloads.
@@ -169,6 +179,9 @@ func (c InitramfsConfig) withDefaults() (InitramfsConfig, error) {
 	}
 	if c.Compression == "" {
 		c.Compression = CompressAuto
+	}
+	if c.FirmwareDir == "" {
+		c.FirmwareDir = "/lib/firmware"
 	}
 	if c.TempDir == "" {
 		c.TempDir = os.TempDir()
@@ -269,6 +282,10 @@ func (c InitramfsConfig) Build(ctx context.Context, log *slog.Logger) (Result, e
 		return res, err
 	}
 	log.Info("build: kernel", "kernel", c.Kernel, "release", kver, "modules", len(res.Modules), "builtin", strings.Join(res.Builtin, ","))
+	fwFiles, err := c.firmware(log, modFiles, &res)
+	if err != nil {
+		return res, err
+	}
 
 	// Go programs.
 	src, err := moduleDir(ctx, c.SourceDir)
@@ -306,7 +323,7 @@ func (c InitramfsConfig) Build(ctx context.Context, log *slog.Logger) (Result, e
 		return res, err
 	}
 	res.AgentSize, res.BusyboxSize = int64(len(agent)), int64(len(bbData))
-	if err := c.layout(a, agent, bbData, keyData, kver, modFiles); err != nil {
+	if err := c.layout(a, agent, bbData, keyData, kver, modFiles, fwFiles); err != nil {
 		return res, err
 	}
 	var raw bytes.Buffer
@@ -347,7 +364,7 @@ func (c InitramfsConfig) Build(ctx context.Context, log *slog.Logger) (Result, e
 // opens it for init's stdio before any devtmpfs exists), the busybox with
 // a link per command, /init, /bin/uinit, the shell links, the key and the
 // modules.
-func (c InitramfsConfig) layout(a *archive, agent, bbData, key []byte, kver string, mods []moduleFile) error {
+func (c InitramfsConfig) layout(a *archive, agent, bbData, key []byte, kver string, mods, firmware []moduleFile) error {
 	steps := []func() error{
 		func() error { return a.dir("dev", 0o755) },
 		func() error { return a.charDev("dev/console", 0o600, 5, 1) },
@@ -372,12 +389,59 @@ func (c InitramfsConfig) layout(a *archive, agent, bbData, key []byte, kver stri
 	for _, m := range mods {
 		steps = append(steps, func() error { return a.file(path.Join(modDir, m.name), 0o644, m.data) })
 	}
+	for _, f := range firmware {
+		steps = append(steps, func() error { return a.file(path.Join("lib/firmware", f.name), 0o644, f.data) })
+	}
 	for _, s := range steps {
 		if err := s(); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// firmware collects the firmware files the carried modules name.
+func (c InitramfsConfig) firmware(log *slog.Logger, mods []moduleFile, res *Result) ([]moduleFile, error) {
+	if c.FirmwareDir == "none" {
+		return nil, nil
+	}
+	if !fileExists(c.FirmwareDir) {
+		log.Warn("build: no firmware folder; carrying no firmware", "dir", c.FirmwareDir)
+		return nil, nil
+	}
+	var names []string
+	for _, m := range mods {
+		if !strings.HasSuffix(m.name, ".ko") {
+			continue
+		}
+		n, err := firmwareNames(m.data)
+		if err != nil {
+			return nil, fmt.Errorf("kernel module %s: read its firmware list: %w", m.name, err)
+		}
+		names = append(names, n...)
+	}
+	files, missing, err := firmwareFiles(c.FirmwareDir, names)
+	if err != nil {
+		return nil, err
+	}
+	for _, f := range files {
+		res.Firmware = append(res.Firmware, f.name)
+	}
+	res.MissingFirmware = missing
+	if len(missing) > 0 {
+		dirs := map[string]bool{}
+		for _, m := range missing {
+			dirs[path.Dir(m)] = true
+		}
+		var list []string
+		for d := range dirs {
+			list = append(list, d)
+		}
+		sort.Strings(list)
+		log.Warn("build: firmware the drivers may ask for is not installed; NICs that need it (some Realtek and Broadcom chips) may not come up (install Debian's firmware-realtek, firmware-bnx2, firmware-misc-nonfree and rebuild)",
+			"missing", len(missing), "folders", strings.Join(list, ","), "carried", len(files))
+	}
+	return files, nil
 }
 
 // checkKernelConfig checks what the agent needs built in: initramfs

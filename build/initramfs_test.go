@@ -103,6 +103,7 @@ func TestBuildReproducible(t *testing.T) {
 	second, took2 := testBuild(t, key, agent)
 	t.Logf("agent %s", agent)
 	t.Logf("build 1 (first in this run, cold if the Go cache was): %v; build 2 (warm): %v", took1.Round(time.Millisecond), took2.Round(time.Millisecond))
+	t.Logf("firmware: %d carried, %d named by the modules but not installed", len(first.Firmware), len(first.MissingFirmware))
 	t.Logf("kernel %s %s; initramfs %s %s (%s uncompressed; agent %s, busybox %s); total %s",
 		first.KernelRelease, imager.FormatBytes(first.KernelSize), first.Compression, imager.FormatBytes(first.InitramfsSize),
 		imager.FormatBytes(first.Uncompressed), imager.FormatBytes(first.AgentSize), imager.FormatBytes(first.BusyboxSize), imager.FormatBytes(first.Total()))

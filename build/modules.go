@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"compress/gzip"
+	"debug/elf"
 	"errors"
 	"fmt"
 	"io"
@@ -371,4 +372,90 @@ func kernelConfig(file string) (map[string]string, error) {
 		}
 	}
 	return cfg, s.Err()
+}
+
+// firmwareNames lists the firmware files a module may ask for: the
+// "firmware=" entries of its .modinfo ELF section (MODULE_FIRMWARE), as
+// modinfo -F firmware prints them.
+func firmwareNames(ko []byte) ([]string, error) {
+	f, err := elf.NewFile(bytes.NewReader(ko))
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	sec := f.Section(".modinfo")
+	if sec == nil {
+		return nil, nil
+	}
+	data, err := sec.Data()
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, kv := range bytes.Split(data, []byte{0}) {
+		if v, ok := bytes.CutPrefix(kv, []byte("firmware=")); ok && len(v) > 0 {
+			names = append(names, string(v))
+		}
+	}
+	return names, nil
+}
+
+// firmwareFiles reads the named firmware files from dir (Debian's
+// /lib/firmware), decompressing .xz and .zst copies, and says which are
+// not there. The kernel's firmware loader reads /lib/firmware/<name>
+// straight from the initramfs, without udev.
+func firmwareFiles(dir string, names []string) (files []moduleFile, missing []string, err error) {
+	seen := map[string]bool{}
+	for _, n := range names {
+		if seen[n] {
+			continue
+		}
+		seen[n] = true
+		if strings.Contains(n, "..") || path.IsAbs(n) {
+			return nil, nil, fmt.Errorf("firmware name %q: not a plain relative path", n)
+		}
+		var data []byte
+		found := false
+		for _, ext := range []string{"", ".xz", ".zst"} {
+			raw, err := os.ReadFile(filepath.Join(dir, n+ext))
+			if errors.Is(err, os.ErrNotExist) {
+				continue
+			}
+			if err != nil {
+				return nil, nil, fmt.Errorf("firmware %s: %w", n, err)
+			}
+			if data, err = decompressFirmware(raw, ext); err != nil {
+				return nil, nil, fmt.Errorf("firmware %s%s: %w", n, ext, err)
+			}
+			found = true
+			break
+		}
+		if !found {
+			missing = append(missing, n)
+			continue
+		}
+		files = append(files, moduleFile{name: n, data: data})
+	}
+	sort.Slice(files, func(i, j int) bool { return files[i].name < files[j].name })
+	sort.Strings(missing)
+	return files, missing, nil
+}
+
+func decompressFirmware(raw []byte, ext string) ([]byte, error) {
+	switch ext {
+	case ".xz":
+		r, err := xz.NewReader(bytes.NewReader(raw))
+		if err != nil {
+			return nil, err
+		}
+		return io.ReadAll(r)
+	case ".zst":
+		d, err := zstd.NewReader(bytes.NewReader(raw))
+		if err != nil {
+			return nil, err
+		}
+		defer d.Close()
+		return io.ReadAll(d)
+	}
+	return raw, nil
 }

@@ -257,6 +257,48 @@ func TestDebianModules(t *testing.T) {
 		}
 	}
 	t.Logf("%s: %d modules, %d bytes uncompressed", kver, len(mods), total)
+
+	// r8169 names its chips' PHY firmware (MODULE_FIRMWARE), as
+	// modinfo -F firmware shows.
+	for _, f := range files {
+		if path.Base(f.name) != "r8169.ko" {
+			continue
+		}
+		names, err := firmwareNames(f.data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(names) == 0 || !strings.HasPrefix(names[0], "rtl_nic/") {
+			t.Errorf("firmwareNames(r8169.ko) = %q, want rtl_nic/... files", names)
+		}
+	}
+}
+
+func TestFirmwareFiles(t *testing.T) {
+	dir := fakeTree(t, map[string][]byte{
+		"rtl_nic/rtl8168g-2.fw":    []byte("PLAIN"),
+		"rtl_nic/rtl8168h-2.fw.xz": xzBytes(t, []byte("XZ")),
+		"bnx2/bnx2-mips-09.fw.zst": zstdBytes(t, []byte("ZSTD")),
+		"unrelated/other.fw":       []byte("NOT ASKED FOR"),
+	})
+	files, missing, err := firmwareFiles(dir, []string{"rtl_nic/rtl8168h-2.fw", "tigon/tg3.bin", "rtl_nic/rtl8168g-2.fw", "bnx2/bnx2-mips-09.fw", "rtl_nic/rtl8168g-2.fw"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, f := range files {
+		got[f.name] = string(f.data)
+	}
+	want := map[string]string{"rtl_nic/rtl8168g-2.fw": "PLAIN", "rtl_nic/rtl8168h-2.fw": "XZ", "bnx2/bnx2-mips-09.fw": "ZSTD"}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("firmwareFiles() files (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]string{"tigon/tg3.bin"}, missing); diff != "" {
+		t.Errorf("firmwareFiles() missing (-want +got):\n%s", diff)
+	}
+	if _, _, err := firmwareFiles(dir, []string{"../../etc/shadow"}); err == nil {
+		t.Error("firmwareFiles(../../etc/shadow) = nil error, want one")
+	}
 }
 
 // bzImage makes a minimal x86 boot header holding version.

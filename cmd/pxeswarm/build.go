@@ -64,6 +64,7 @@ Examples:
 	var modules, addModules listFlag
 	fs.Var(&modules, "modules", "modules to carry, replacing the default list ("+strings.Join(build.DefaultModules, ",")+"); dependencies come along")
 	fs.Var(&addModules, "add-module", "a module to carry besides the list; repeatable")
+	fwDir := fs.String("firmware-dir", "/lib/firmware", `where the firmware the modules name is taken from; "none" carries none`)
 	fs.logFlags()
 	if err := fs.parse(args); err != nil {
 		return err
@@ -75,7 +76,7 @@ Examples:
 	cfg := build.InitramfsConfig{
 		OutDir: *out, PublicKey: *key, Agent: *agent, SourceDir: *src,
 		Compression: compress.val,
-		Kernel:      *kernel, ModulesDir: *modDir, KernelConfig: *kconfig,
+		Kernel:      *kernel, ModulesDir: *modDir, KernelConfig: *kconfig, FirmwareDir: *fwDir,
 	}
 	if len(modules) > 0 {
 		cfg.Modules = modules
@@ -87,11 +88,14 @@ Examples:
 	if err != nil {
 		return err
 	}
+	if len(res.MissingFirmware) > 0 {
+		fmt.Fprintf(os.Stderr, "pxeswarm build initramfs: note: %d firmware files the drivers name are not in %s (some Realtek/Broadcom NICs need them: install firmware-realtek, firmware-bnx2, firmware-misc-nonfree and rebuild)\n", len(res.MissingFirmware), *fwDir)
+	}
 	const goal = 40 << 20
 	fmt.Printf("kernel     %s  %s (%s)\n", res.Kernel, imager.FormatBytes(res.KernelSize), res.KernelRelease)
-	fmt.Printf("initramfs  %s  %s (%s; %s unpacked: agent %s, u-root %s, %d modules)\n", res.Initramfs,
+	fmt.Printf("initramfs  %s  %s (%s; %s unpacked: agent %s, u-root %s, %d modules, %d firmware files)\n", res.Initramfs,
 		imager.FormatBytes(res.InitramfsSize), res.Compression, imager.FormatBytes(res.Uncompressed),
-		imager.FormatBytes(res.AgentSize), imager.FormatBytes(res.BusyboxSize), len(res.Modules))
+		imager.FormatBytes(res.AgentSize), imager.FormatBytes(res.BusyboxSize), len(res.Modules), len(res.Firmware))
 	fmt.Printf("total      %s (goal: at most %s); built in %v\n", imager.FormatBytes(res.Total()), imager.FormatBytes(goal), res.Took.Round(100_000_000))
 	if res.Total() > goal {
 		fmt.Fprintf(os.Stderr, "pxeswarm build initramfs: warning: kernel + initramfs is %s, over the %s goal: every terminal downloads it over HTTP\n",
