@@ -127,7 +127,7 @@ type SiteSeed struct {
 	Port int `toml:"port"`
 	// UploadLimit caps the server's upload per image in bytes per second,
 	// e.g. "100MiB"; default none.
-	UploadLimit byteSize `toml:"upload_limit"`
+	UploadLimit ByteSize `toml:"upload_limit"`
 	// WebSeed also serves image data over HTTP (BEP 19) so terminals can
 	// fetch from the server without a peer connection; default false.
 	WebSeed bool `toml:"web_seed"`
@@ -171,7 +171,7 @@ type SiteImage struct {
 	// Source files, one per image part in order: the seeder reads them.
 	Source []string `toml:"source"`
 	// PieceLength for a torrent made from Source; default 8MiB.
-	PieceLength byteSize `toml:"piece_length"`
+	PieceLength ByteSize `toml:"piece_length"`
 }
 
 // SiteMachine is one [[machine]].
@@ -195,15 +195,15 @@ func (d *duration) UnmarshalText(b []byte) error {
 
 func (d duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
 
-// byteSize is a size read from "8MiB", "1GB" or a plain number of bytes.
-type byteSize int64
+// ByteSize is a size read from "8MiB", "1GB" or a plain number of bytes.
+type ByteSize int64
 
-func (b *byteSize) UnmarshalText(t []byte) error {
+func (b *ByteSize) UnmarshalText(t []byte) error {
 	n, err := imager.ParseBytes(string(t))
 	if err != nil {
 		return err
 	}
-	*b = byteSize(n)
+	*b = ByteSize(n)
 	return nil
 }
 

@@ -90,23 +90,33 @@ func buildPxeswarm(t *testing.T) string {
 	return bin
 }
 
-// admin calls the admin API from inside the namespace with curl.
+// admin calls the admin API from inside the namespace with curl and fails
+// the test on any error.
 func admin(t *testing.T, ns *netns.NS, token, method, path, body string) string {
 	t.Helper()
+	out, err := adminTry(ns, token, method, path, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// adminTry is admin for callers that expect the server to be away at times.
+func adminTry(ns *netns.NS, token, method, path, body string) (string, error) {
 	args := []string{"-sS", "-X", method, "-H", "Authorization: Bearer " + token, "-H", "Content-Type: application/json", "-w", "\n%{http_code}"}
 	if body != "" {
 		args = append(args, "--data", body)
 	}
 	out, err := ns.Run(15*time.Second, "curl", append(args, serverURL+path)...)
 	if err != nil {
-		t.Fatalf("curl %s %s: %v\n%s", method, path, err, out)
+		return "", fmt.Errorf("curl %s %s: %v\n%s", method, path, err, out)
 	}
 	out = strings.TrimSpace(out)
 	i := strings.LastIndexByte(out, '\n')
 	if code := out[i+1:]; !strings.HasPrefix(code, "2") {
-		t.Fatalf("%s %s = HTTP %s: %s", method, path, code, out[:max(i, 0)])
+		return "", fmt.Errorf("%s %s = HTTP %s: %s", method, path, code, out[:max(i, 0)])
 	}
-	return out[:max(i, 0)]
+	return out[:max(i, 0)], nil
 }
 
 // bootEnv is a test LAN with `pxeswarm serve` in it.

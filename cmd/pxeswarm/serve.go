@@ -63,6 +63,8 @@ Examples:
 	tftpRoot := fs.String("tftp-root", pxe.DefaultTFTPRoot, "folder with undionly.kpxe and ipxe.efi")
 	fs.section("seed")
 	seedPort := fs.Int("seed-port", 6881, "first peer port (image k uses port+k)")
+	var uploadLimit bytesFlag
+	fs.Var(&uploadLimit, "upload-limit", "cap the server's upload per image, bytes per second (e.g. 50MiB); default none")
 	fs.logFlags()
 	if err := fs.parse(args); err != nil {
 		return err
@@ -96,7 +98,7 @@ Examples:
 		site.HTTP = pxe.SiteHTTP{Listen: *httpListen, Kernel: *kernel, Initramfs: *initramfs, Cmdline: *cmdline}
 		site.DHCP = pxe.SiteDHCP{Mode: dhcpMode.val, Option: *option}
 		site.TFTP = pxe.SiteTFTP{Listen: *tftpListen, Root: *tftpRoot}
-		site.Seed = pxe.SiteSeed{Port: *seedPort}
+		site.Seed = pxe.SiteSeed{Port: *seedPort, UploadLimit: pxe.ByteSize(uploadLimit)}
 		site.Plan = pxe.SitePlan{Disk: *disk, CreateTable: *createTable, Check: check.val, After: after.val, Auto: auto.val}
 		if err := site.Plan.SeedFor.UnmarshalText([]byte(*seedFor)); err != nil {
 			return fmt.Errorf("%w: --seed-for: %v", errUsage, err)

@@ -62,7 +62,7 @@ type Config struct {
 	Kernel    string
 	Initramfs string
 	Append    string
-	// BootNetwork tries PXE first, then the disks.
+	// BootNetwork tries PXE first, then the disks (in order).
 	BootNetwork bool
 	// NetNS runs QEMU inside this network namespace (ip netns exec), so
 	// Tap can live there.
@@ -148,6 +148,11 @@ func (c Config) Args() ([]string, error) {
 			// firmware; the iPXE ROM would take over the NIC instead.
 			dev += ",romfile="
 		}
+		if c.BootNetwork {
+			// bootindex, not -boot order: OVMF otherwise puts a disk
+			// that has an ESP before the network.
+			dev += ",bootindex=1"
+		}
 		a = append(a, "-device", dev)
 	}
 	usb := false
@@ -174,10 +179,10 @@ func (c Config) Args() ([]string, error) {
 		if d.Serial != "" {
 			dev += ",serial=" + d.Serial
 		}
+		if c.BootNetwork {
+			dev += fmt.Sprintf(",bootindex=%d", 2+i)
+		}
 		a = append(a, "-device", dev)
-	}
-	if c.BootNetwork {
-		a = append(a, "-boot", "order=nc")
 	}
 	if c.FirmwareLog != "" {
 		a = append(a, "-chardev", "file,id=fwlog,path="+c.FirmwareLog, "-device", "isa-debugcon,iobase=0x402,chardev=fwlog")
