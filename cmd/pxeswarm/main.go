@@ -26,6 +26,7 @@ func commands() []command {
 		{"fetch", "fetch an image from the swarm straight onto disks or files", runFetch},
 		{"tracker", "run the LAN tracker", runTracker},
 		{"serve", "run the boot server: DHCP, TFTP, HTTP, tracker and seeders", runServe},
+		{"status", "show the boot server's machines, tasks and swarms", runStatus},
 		{"build", "build the terminals' kernel and initramfs (build initramfs)", runBuild},
 		{"version", "print the version", func(context.Context, []string) error {
 			fmt.Println("pxeswarm", imager.Version())
@@ -64,6 +65,11 @@ func main() {
 				return
 			}
 			if errors.Is(err, errUsage) {
+				// The flag package or the help text said it already,
+				// unless the error carries its own message.
+				if err != errUsage && !errors.Is(err, errHelp) {
+					fmt.Fprintf(os.Stderr, "pxeswarm %s: %v\n", c.name, err)
+				}
 				os.Exit(2)
 			}
 			fmt.Fprintf(os.Stderr, "pxeswarm %s: %v\n", c.name, err)

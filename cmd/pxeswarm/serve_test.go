@@ -1,0 +1,64 @@
+package main
+
+import (
+	"crypto/rand"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestServeQuickModeAndStatus runs `pxeswarm serve` in quick mode on
+// loopback (DHCP and TFTP off), lets a machine fetch its iPXE script
+// (--auto all gives it a task) and checks `pxeswarm status` shows it.
+func TestServeQuickModeAndStatus(t *testing.T) {
+	dir := t.TempDir()
+	img := filepath.Join(dir, "lab.img")
+	data := make([]byte, 2<<20)
+	rand.Read(data)
+	os.WriteFile(img, data, 0o644)
+	for _, f := range []string{"vmlinuz", "initramfs"} {
+		os.WriteFile(filepath.Join(dir, f), []byte(f), 0o644)
+	}
+	port := strconv.Itoa(freePort(t))
+	url := "http://127.0.0.1:" + port
+	srv := start(t, "serve", "--image", img, "--dhcp", "off", "--tftp-listen", "off", "--address", "127.0.0.1",
+		"--http-listen", "127.0.0.1:"+port, "--seed-port", strconv.Itoa(freePort(t)), "--state-dir", filepath.Join(dir, "state"),
+		"--kernel", filepath.Join(dir, "vmlinuz"), "--initramfs", filepath.Join(dir, "initramfs"), "--auto", "all")
+	srv.waitFor(t, regexp.MustCompile(`pxeswarm serve: ready`), 30*time.Second)
+
+	resp, err := http.Get(url + "/boot/52-54-00-ab-00-01.ipxe")
+	if err != nil {
+		t.Fatal(err)
+	}
+	script, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(script), "kernel "+url+"/boot/vmlinuz") {
+		t.Fatalf("script = %q, want our kernel", script)
+	}
+	st := start(t, "status", "--server", url)
+	if err := st.wait(t, 20*time.Second); err != nil {
+		t.Fatalf("pxeswarm status: %v\n%s", err, st.output())
+	}
+	out := st.output()
+	for _, want := range []string{"MACHINE", "52:54:00:ab:00:01", "booting", "swarm lab"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("status output lacks %q:\n%s", want, out)
+		}
+	}
+
+	// Bad flags and a wrong server are clear errors.
+	bad := start(t, "serve", "--config", "x.toml", "--dhcp", "full")
+	if err := bad.wait(t, 10*time.Second); err == nil || !strings.Contains(bad.output(), "cannot be combined with --config") {
+		t.Errorf("serve --config with --dhcp: %v %q", err, bad.output())
+	}
+	off := start(t, "status", "--server", "http://127.0.0.1:"+strconv.Itoa(freePort(t)))
+	if err := off.wait(t, 20*time.Second); err == nil || !strings.Contains(off.output(), "is pxeswarm serve running") {
+		t.Errorf("status against nothing: %v %q", err, off.output())
+	}
+}

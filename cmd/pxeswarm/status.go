@@ -1,0 +1,172 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/pxeswarm/pxeswarm/imager"
+	"github.com/pxeswarm/pxeswarm/pxe"
+	"github.com/pxeswarm/pxeswarm/tracker"
+)
+
+func runStatus(ctx context.Context, args []string) error {
+	fs := newFlagSet("status", "[--server URL] [--watch] [--until-done]", `
+Show what the boot server's machines are doing: each machine's task, the
+phase its agent reported, progress, rate and peers, and for each swarm how
+much the server sent against what the machines traded among themselves.
+It reads the server's read API (no token needed).
+
+Examples:
+  pxeswarm status --server http://198.18.0.1:8080
+  pxeswarm status --watch                      # redraw every 2s
+  pxeswarm status --watch --until-done         # exit when no task is active (1 if any failed)`)
+	fs.section("status")
+	server := fs.String("server", "http://127.0.0.1:8080", "the boot server's URL")
+	watch := fs.Bool("watch", false, "keep showing the status")
+	every := fs.Duration("every", 2*time.Second, "how often --watch refreshes")
+	fs.note("every")
+	untilDone := fs.Bool("until-done", false, "with --watch: exit once every task has ended (exit status 1 if any failed)")
+	if err := fs.parse(args); err != nil {
+		return err
+	}
+	base := strings.TrimRight(*server, "/")
+	client := &http.Client{Timeout: 5 * time.Second}
+	tty := isTerminal(os.Stdout)
+	for {
+		snap, err := fetchStatus(ctx, client, base)
+		switch {
+		case err != nil && !*watch:
+			return err
+		case err != nil:
+			fmt.Printf("%s  server unreachable: %v (retrying)\n", time.Now().Format("15:04:05"), err)
+		default:
+			if *watch && tty {
+				fmt.Print("\033[H\033[2J")
+			}
+			snap.print(os.Stdout, base)
+			if *untilDone && snap.status.Active == 0 && len(snap.tasks()) > 0 {
+				if n := snap.status.Tasks[pxe.TaskFailed]; n > 0 {
+					return fmt.Errorf("%d task(s) failed: see the errors above and the machines' consoles", n)
+				}
+				return nil
+			}
+		}
+		if !*watch {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(*every):
+		}
+	}
+}
+
+// statusSnapshot is one read of the server's API.
+type statusSnapshot struct {
+	status   pxe.Status
+	machines []pxe.MachineStatus
+	swarms   []tracker.SwarmStats
+}
+
+func (s *statusSnapshot) tasks() []*pxe.Task {
+	var ts []*pxe.Task
+	for _, m := range s.machines {
+		if m.Task != nil {
+			ts = append(ts, m.Task)
+		}
+	}
+	return ts
+}
+
+func fetchStatus(ctx context.Context, c *http.Client, base string) (*statusSnapshot, error) {
+	var s statusSnapshot
+	for _, q := range []struct {
+		path string
+		into any
+	}{{"/api/status", &s.status}, {"/api/machines", &s.machines}, {"/api/swarms", &s.swarms}} {
+		req, err := http.NewRequestWithContext(ctx, "GET", base+q.path, nil)
+		if err != nil {
+			return nil, fmt.Errorf("--server %q: %w", base, err)
+		}
+		resp, err := c.Do(req)
+		if err != nil {
+			return nil, fmt.Errorf("%w (is pxeswarm serve running, and is --server right?)", err)
+		}
+		body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+		resp.Body.Close()
+		if err != nil {
+			return nil, err
+		}
+		if resp.StatusCode != http.StatusOK {
+			return nil, fmt.Errorf("GET %s: %s: %s", q.path, resp.Status, strings.TrimSpace(string(body)))
+		}
+		if err := json.Unmarshal(body, q.into); err != nil {
+			return nil, fmt.Errorf("GET %s: %w: is %s a pxeswarm server?", q.path, err, base)
+		}
+	}
+	return &s, nil
+}
+
+func (s *statusSnapshot) print(w io.Writer, base string) {
+	fmt.Fprintf(w, "pxeswarm %s  %s  up %s  machines %d  active tasks %d\n\n",
+		base, time.Now().Format("15:04:05"), s.status.Uptime, s.status.Machines, s.status.Active)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "MACHINE\tNAME\tIP\tTASK\tSTATE\tPHASE\tDONE\tRATE\tPEERS\tNOTE")
+	sort.Slice(s.machines, func(i, j int) bool { return s.machines[i].MAC < s.machines[j].MAC })
+	for _, m := range s.machines {
+		task, state, phase, done, rate, peers, note := "-", "-", "-", "-", "-", "-", ""
+		if t := m.Task; t != nil {
+			task, state = t.ID, string(t.State)
+			note = t.Error
+			if r := t.LastReport; r != nil {
+				phase = r.Phase
+				if r.BytesTotal > 0 {
+					done = fmt.Sprintf("%3.0f%%", 100*float64(r.BytesDone)/float64(r.BytesTotal))
+				}
+				rate = imager.FormatBytes(r.RateBPS) + "/s"
+				peers = fmt.Sprint(r.Peers)
+				if note == "" {
+					note = r.Message
+				}
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.MAC, dash(m.Name), dash(m.IP), task, state, phase, done, rate, peers, note)
+	}
+	tw.Flush()
+	host := ""
+	if u, err := url.Parse(base); err == nil {
+		host = u.Hostname()
+	}
+	for _, sw := range s.swarms {
+		var fromServer int64
+		for _, p := range sw.PeerList {
+			if p.Addr.Addr().String() == host {
+				fromServer += p.Uploaded
+			}
+		}
+		fmt.Fprintf(w, "\nswarm %s: %d peers (%d complete), downloaded %s in all, the server sent %s, the machines traded the rest\n",
+			sw.Name, sw.Peers, sw.Seeders, imager.FormatBytes(sw.Downloaded), imager.FormatBytes(fromServer))
+	}
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func isTerminal(f *os.File) bool {
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
