@@ -215,10 +215,13 @@ func (s *bootServer) serveScript(w http.ResponseWriter, r *http.Request, raw str
 }
 
 // localDiskScript makes iPXE return to the firmware, which then tries its
-// next boot device (SeaBIOS and UEFI boot managers both do; the local disk
-// should follow the network in the boot order).
+// next boot device; the local disk should follow the network in the boot
+// order. It exits with status 1: a UEFI boot manager (OVMF's BdsDxe) only
+// moves on to the next Boot#### entry when an entry fails; a plain `exit`
+// returns EFI_SUCCESS and OVMF stops in its boot manager instead (seen in
+// the classroom test). SeaBIOS moves on either way.
 func localDiskScript(mac, why string) string {
-	return fmt.Sprintf("#!ipxe\necho pxeswarm: %s for %s, booting local disk\nexit\n", why, mac)
+	return fmt.Sprintf("#!ipxe\necho pxeswarm: %s for %s, booting local disk\nexit 1\n", why, mac)
 }
 
 // agentScript boots our kernel and initramfs. The initramfs is named

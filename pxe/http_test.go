@@ -203,7 +203,7 @@ func isAgentScript(s, mac string) bool {
 
 func isLocalScript(s, mac string) bool {
 	return strings.HasPrefix(s, "#!ipxe\necho pxeswarm: ") &&
-		strings.Contains(s, " for "+mac+", booting local disk\n") && strings.HasSuffix(s, "\nexit\n") &&
+		strings.Contains(s, " for "+mac+", booting local disk\n") && strings.HasSuffix(s, "\nexit 1\n") &&
 		!strings.Contains(s, "kernel")
 }
 
