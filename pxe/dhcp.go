@@ -147,6 +147,15 @@ type DHCPConfig struct {
 	// full-mode OFFER and ACK and in every proxy reply. Empty: not sent.
 	ServerURL string
 
+	// Boot, if set, says whether a machine should network-boot now (the
+	// server has an active task for it). When it says no, PXE firmware and
+	// iPXE get no boot file: in full mode the reply carries the address
+	// only, in proxy mode there is no reply. The firmware then goes on to
+	// its next boot device, the local disk, without loading iPXE at all.
+	// (iPXE's own "exit" back to UEFI firmware is not reliable: Debian's
+	// iPXE 1.0.0+git-20190125 under OVMF never reached the disk.) Nil: every
+	// PXE client gets iPXE and the iPXE script decides.
+	Boot func(mac net.HardwareAddr) bool `json:"-" toml:"-"`
 	// OnBoot, if set, is called after each OFFER or ACK that carried a
 	// boot file to a PXE client (firmware or iPXE): the MAC, its client
 	// architecture (option 93; 0xffff if it sent none) and the address it
@@ -729,6 +738,13 @@ const (
 // architecture.
 func dhcpStepBootFile(h *DHCPHandler, x *dhcpExchange) error {
 	if !x.answering() || (!x.pxe && !x.ipxe) {
+		return nil
+	}
+	if h.cfg.Boot != nil && !h.cfg.Boot(x.mac) {
+		h.log.Info("dhcp: no task; no boot file, the firmware boots its disk", "mac", x.mac.String(), "arch", x.arch)
+		if h.cfg.Mode == DHCPProxy {
+			return dhcpIgnore("no task for %s", x.mac)
+		}
 		return nil
 	}
 	var file string

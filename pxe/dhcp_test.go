@@ -602,6 +602,45 @@ func TestDHCPOnBoot(t *testing.T) {
 	}
 }
 
+// TestDHCPBootFilter: a machine without a task gets no boot file (full:
+// the address only; proxy: no reply), so its firmware boots the disk; one
+// with a task gets iPXE; the agent's own requests are not filtered.
+func TestDHCPBootFilter(t *testing.T) {
+	withTask := mac(1)
+	for _, mode := range []DHCPMode{DHCPFull, DHCPProxy} {
+		cfg := testDHCPConfig(t, mode)
+		cfg.Boot = func(m net.HardwareAddr) bool { return m.String() == withTask.String() }
+		h := newTestHandler(t, cfg)
+		for _, tc := range []struct {
+			name     string
+			m        *dhcpv4.DHCPv4
+			wantFile string // "" and wantReply: an answer without a boot file
+			reply    bool
+		}{
+			{"task, UEFI", pkt(t, dhcpv4.MessageTypeDiscover, withTask, pxeArch(7)...), "ipxe.efi", true},
+			{"task, iPXE", pkt(t, dhcpv4.MessageTypeDiscover, withTask, append(pxeBIOS(), withIPXE())...), "http://198.18.0.1:8080/boot/52-54-00-00-00-01.ipxe", true},
+			{"no task, UEFI", pkt(t, dhcpv4.MessageTypeDiscover, mac(2), pxeArch(7)...), "", mode == DHCPFull},
+			{"no task, iPXE", pkt(t, dhcpv4.MessageTypeDiscover, mac(2), append(pxeBIOS(), withIPXE())...), "", mode == DHCPFull},
+			{"no task, agent", pkt(t, dhcpv4.MessageTypeDiscover, mac(2), dhcpv4.WithOption(dhcpv4.OptClassIdentifier(AgentVendorClass))), "", true},
+		} {
+			r, _ := ask(t, h, tc.m, 67, fromNone)
+			if (r != nil) != tc.reply {
+				t.Errorf("%s %s: reply %v, want reply=%v", mode, tc.name, r, tc.reply)
+				continue
+			}
+			if r == nil {
+				continue
+			}
+			if got := r.BootFileNameOption(); got != tc.wantFile {
+				t.Errorf("%s %s: boot file %q, want %q", mode, tc.name, got, tc.wantFile)
+			}
+			if mode == DHCPProxy && tc.name == "no task, agent" && opt(r, 224) == "" {
+				t.Errorf("proxy: the agent without a task still needs the URL option")
+			}
+		}
+	}
+}
+
 // TestDHCPOversized sends hostile but parseable requests: replies stay
 // within the client's limit and nothing panics.
 func TestDHCPOversized(t *testing.T) {

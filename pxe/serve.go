@@ -120,6 +120,13 @@ func (s *Site) Start(ctx context.Context, log *slog.Logger) error {
 			BootFileBIOS: s.DHCP.BootFileBIOS, BootFileUEFI: s.DHCP.BootFileUEFI,
 			ScriptURL: s.PublicURL + "/boot/{mac}.ipxe",
 			URLOption: uint8(s.DHCP.Option), ServerURL: s.PublicURL + "/",
+			// Only machines with a task load iPXE; the others boot their
+			// disk straight from the firmware. On a store error, let iPXE
+			// ask: its script falls back to the local disk too.
+			Boot: func(mac net.HardwareAddr) bool {
+				_, ok, err := backend.ActiveTask(mac.String())
+				return ok || err != nil
+			},
 			OnBoot: func(mac net.HardwareAddr, arch uint16, ip netip.Addr) {
 				addr := ""
 				if ip.IsValid() && !ip.IsUnspecified() {

@@ -18,9 +18,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pxeswarm/pxeswarm/build"
 	"github.com/pxeswarm/pxeswarm/imager"
 	"github.com/pxeswarm/pxeswarm/internal/netns"
 	"github.com/pxeswarm/pxeswarm/internal/qemu"
+	"github.com/pxeswarm/pxeswarm/partition"
 	"github.com/pxeswarm/pxeswarm/pxe"
 )
 
@@ -182,6 +184,44 @@ type machine struct {
 	mac     string
 	task    bool
 	markers []string // in order; a machine with a task also waits for the init marker
+	// testOS puts the test OS on the machine's disk (instead of a BIOS
+	// boot sector) and waits for its marker last.
+	testOS bool
+}
+
+// testOSDisk builds the test OS and lays it out on a raw disk the way the
+// agent would; it returns the disk and the marker the booted OS prints.
+func testOSDisk(t *testing.T, dir string) (string, string) {
+	t.Helper()
+	tos, err := build.TestOSConfig{Dir: dir, ESPSize: 40 << 20, DataSize: 1 << 20}.Build(context.Background(), imager.TestLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const size = 64 << 20
+	disk := filepath.Join(dir, "disk.img")
+	f, err := os.Create(disk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	f.Truncate(size)
+	tab, err := partition.PlanTable(tos.Image.Layout, size, 512)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := partition.WriteTable(f, size, tab); err != nil {
+		t.Fatal(err)
+	}
+	for i, src := range []string{tos.ESP, tos.Data} {
+		b, err := os.ReadFile(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.WriteAt(b, tab.Partitions[i].Start); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return disk, build.NewSystemMarker + " " + tos.Digest
 }
 
 // boot gives the machines with task=true a task, boots all of them (two at
@@ -204,7 +244,11 @@ func (env *bootEnv) boot(t *testing.T, machines []machine) {
 					m.markers = append(m.markers, qemu.InitMarker)
 				}
 				disk := filepath.Join(t.TempDir(), "disk.img")
-				if err := qemu.WriteLocalDisk(disk, 8<<20); err != nil {
+				if m.testOS {
+					var marker string
+					disk, marker = testOSDisk(t, t.TempDir())
+					m.markers = append(m.markers, marker)
+				} else if err := qemu.WriteLocalDisk(disk, 8<<20); err != nil {
 					t.Fatal(err)
 				}
 				var console syncBuffer
@@ -259,7 +303,8 @@ func (env *bootEnv) boot(t *testing.T, machines []machine) {
 // (with its own PXE, chaining our ipxe.efi over TFTP) against `pxeswarm
 // serve` in full DHCP mode. A machine with a task loads our kernel and
 // initramfs (the marker init shows the kernel command line carries the
-// server URL); a machine without one is sent to its local disk.
+// server URL); a machine without one boots its local disk: under SeaBIOS
+// a boot sector prints its marker, under OVMF the test OS does.
 func TestFirmwarePXEBoot(t *testing.T) {
 	env := startServe(t, "fw", "full")
 	env.boot(t, []machine{
@@ -268,9 +313,13 @@ func TestFirmwarePXEBoot(t *testing.T) {
 			markers: []string{"NBP filename is ipxe.efi", "NBP file downloaded successfully", "/boot/52-54-00-c1-00-02.ipxe"}},
 		{name: "bios-local", fw: qemu.BIOS, mac: "52:54:00:c1:00:03",
 			markers: []string{qemu.LocalDiskMarker}},
-		{name: "uefi-local", fw: qemu.UEFI, mac: "52:54:00:c1:00:04",
-			markers: []string{"NBP filename is ipxe.efi", "booting local disk"}},
+		// No task: the DHCP server offers no boot file, so OVMF does not
+		// load iPXE and goes on to its disk.
+		{name: "uefi-local", fw: qemu.UEFI, mac: "52:54:00:c1:00:04", testOS: true},
 	})
+	if !strings.Contains(env.log.String(), "dhcp: no task; no boot file") {
+		t.Error("the server log does not show a machine refused a boot file")
+	}
 	// Every address came from our pool.
 	if !strings.Contains(env.log.String(), "yiaddr=198.18.0.1") {
 		t.Errorf("server log shows no lease from the pool")

@@ -127,7 +127,9 @@ func (c Config) Args() ([]string, error) {
 		if _, err := os.Stat(OVMF); err != nil {
 			return nil, fmt.Errorf("qemu: UEFI firmware %s: %w (install Debian's ovmf package)", OVMF, err)
 		}
-		a = append(a, "-bios", OVMF)
+		// No IPv6 PXE: there is no DHCPv6 on our test networks, and
+		// each attempt costs about a minute before the next boot entry.
+		a = append(a, "-bios", OVMF, "-fw_cfg", "name=opt/org.tianocore/IPv6PXESupport,string=n")
 	default:
 		return nil, fmt.Errorf("qemu: unknown firmware %q: use %q or %q", c.Firmware, BIOS, UEFI)
 	}
