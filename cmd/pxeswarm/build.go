@@ -2,12 +2,15 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/pxeswarm/pxeswarm/build"
 	"github.com/pxeswarm/pxeswarm/imager"
+	"github.com/pxeswarm/pxeswarm/pxe"
 )
 
 // buildTargets are what `pxeswarm build` makes.
@@ -52,7 +55,7 @@ Examples:
   pxeswarm build initramfs --kernel ~/linux/arch/x86/boot/bzImage --modules-dir /lib/modules/6.12.0-test`)
 	fs.section("initramfs")
 	out := fs.String("out", "/var/lib/pxeswarm/boot", "folder for vmlinuz and initramfs (serve's default is <state_dir>/boot)")
-	key := fs.String("key", build.DefaultPublicKey, "the server's public plan key (written by 'pxeswarm serve' to <state_dir>/plan-key.pub); must exist")
+	key := fs.String("key", build.DefaultPublicKey, "the server's public plan key, <state_dir>/plan-key.pub; when it is missing there, a new key pair is made in that folder (as 'pxeswarm serve' would on first start)")
 	agent := fs.String("agent", build.DefaultAgent, "Go package run as u-root's uinit")
 	src := fs.String("src", ".", "a folder inside the Go module to build from (its go.mod pins u-root)")
 	compress := enumFlag{val: build.CompressAuto, allowed: []string{build.CompressAuto, build.CompressXZ, build.CompressGzip}}
@@ -72,6 +75,14 @@ Examples:
 	if fs.NArg() > 0 {
 		fmt.Fprintf(fs.Output(), "pxeswarm build initramfs: unexpected arguments %q\n", fs.Args())
 		return errUsage
+	}
+	if _, err := os.Stat(*key); errors.Is(err, os.ErrNotExist) && filepath.Base(*key) == "plan-key.pub" {
+		// First build on a new image host: make the server's key pair now,
+		// so the initramfs can be built before serve ever ran.
+		if _, err := pxe.LoadOrCreateKey(filepath.Dir(*key)); err != nil {
+			return fmt.Errorf("no %s, and making a key pair there failed: %w", *key, err)
+		}
+		fmt.Fprintf(os.Stderr, "pxeswarm build initramfs: made a new plan-signing key pair in %s (pxeswarm serve with --state-dir %s uses it)\n", filepath.Dir(*key), filepath.Dir(*key))
 	}
 	cfg := build.InitramfsConfig{
 		OutDir: *out, PublicKey: *key, Agent: *agent, SourceDir: *src,
