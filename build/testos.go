@@ -18,6 +18,7 @@ import (
 
 	"github.com/pxeswarm/pxeswarm/imager"
 	"github.com/pxeswarm/pxeswarm/internal/qemu"
+	"github.com/pxeswarm/pxeswarm/partition"
 )
 
 // NewSystemMarker is printed by a booted test OS, followed by its digest.
@@ -135,6 +136,38 @@ func (c TestOSConfig) Build(ctx context.Context, log *slog.Logger) (*TestOS, err
 	out.Image = im
 	log.Info("test OS built", "esp", out.ESP, "data", out.Data, "torrent", out.Torrent, "digest", out.Digest)
 	return out, nil
+}
+
+// WriteDisk lays the test OS out on a raw disk file of size bytes the way
+// the agent does: the partition table from the image's layout, then each
+// part at its partition's start. Tests use it to give a machine a disk
+// that already holds the system.
+func (t *TestOS) WriteDisk(path string, size int64) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := f.Truncate(size); err != nil {
+		return err
+	}
+	tab, err := partition.PlanTable(t.Image.Layout, size, 512)
+	if err != nil {
+		return err
+	}
+	if err := partition.WriteTable(f, size, tab); err != nil {
+		return err
+	}
+	for i, src := range []string{t.ESP, t.Data} {
+		b, err := os.ReadFile(src)
+		if err != nil {
+			return err
+		}
+		if _, err := f.WriteAt(b, tab.Partitions[i].Start); err != nil {
+			return err
+		}
+	}
+	return f.Close()
 }
 
 // writeESP makes a FAT32 filesystem image holding the given files.

@@ -10,7 +10,6 @@ import (
 
 	"github.com/pxeswarm/pxeswarm/imager"
 	"github.com/pxeswarm/pxeswarm/internal/qemu"
-	"github.com/pxeswarm/pxeswarm/partition"
 )
 
 // TestTestOSBootsUnderOVMF lays the test OS onto a disk file the way the
@@ -33,30 +32,10 @@ func TestTestOSBootsUnderOVMF(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	const size = 128 << 20
 	disk := filepath.Join(dir, "disk.img")
-	f, err := os.Create(disk)
-	if err != nil {
+	if err := tos.WriteDisk(disk, 128<<20); err != nil {
 		t.Fatal(err)
 	}
-	f.Truncate(size)
-	tab, err := partition.PlanTable(tos.Image.Layout, size, 512)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := partition.WriteTable(f, size, tab); err != nil {
-		t.Fatal(err)
-	}
-	for i, src := range []string{tos.ESP, tos.Data} {
-		b, err := os.ReadFile(src)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := f.WriteAt(b, tab.Partitions[i].Start); err != nil {
-			t.Fatal(err)
-		}
-	}
-	f.Close()
 	vm, err := qemu.Config{Name: "testos", Firmware: qemu.UEFI, Disks: []qemu.Disk{{Path: disk}}, Timeout: 3 * time.Minute}.Start(ctx, log)
 	if err != nil {
 		t.Fatal(err)

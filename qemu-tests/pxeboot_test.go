@@ -22,7 +22,6 @@ import (
 	"github.com/pxeswarm/pxeswarm/imager"
 	"github.com/pxeswarm/pxeswarm/internal/netns"
 	"github.com/pxeswarm/pxeswarm/internal/qemu"
-	"github.com/pxeswarm/pxeswarm/partition"
 	"github.com/pxeswarm/pxeswarm/pxe"
 )
 
@@ -197,29 +196,9 @@ func testOSDisk(t *testing.T, dir string) (string, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	const size = 64 << 20
 	disk := filepath.Join(dir, "disk.img")
-	f, err := os.Create(disk)
-	if err != nil {
+	if err := tos.WriteDisk(disk, 64<<20); err != nil {
 		t.Fatal(err)
-	}
-	defer f.Close()
-	f.Truncate(size)
-	tab, err := partition.PlanTable(tos.Image.Layout, size, 512)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := partition.WriteTable(f, size, tab); err != nil {
-		t.Fatal(err)
-	}
-	for i, src := range []string{tos.ESP, tos.Data} {
-		b, err := os.ReadFile(src)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := f.WriteAt(b, tab.Partitions[i].Start); err != nil {
-			t.Fatal(err)
-		}
 	}
 	return disk, build.NewSystemMarker + " " + tos.Digest
 }
