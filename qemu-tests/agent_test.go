@@ -1,0 +1,135 @@
+package qemutests
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pxeswarm/pxeswarm/imager"
+	"github.com/pxeswarm/pxeswarm/initramfs"
+	"github.com/pxeswarm/pxeswarm/internal/qemu"
+	"github.com/pxeswarm/pxeswarm/pxe"
+)
+
+// startDirect boots the machine straight into a kernel and initramfs
+// (-kernel/-initrd), no firmware network boot: the agent must find the
+// server by DHCP alone (the command line names no server).
+func (c *classroom) startDirect(t *testing.T, v *vm, initrd string) *qemu.VM {
+	t.Helper()
+	m, err := qemu.Config{Name: v.name, Memory: 768, NetNS: c.lan.NS.Name, Tap: v.tap, MAC: v.mac,
+		Kernel: c.kernel, Initramfs: initrd, Append: "console=ttyS0 panic=-1",
+		Disks: []qemu.Disk{{Path: v.disk}}, Timeout: 10 * time.Minute, Console: &v.console,
+	}.Start(c.ctx, imager.TestLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Kill() })
+	return m
+}
+
+func fileSum(t *testing.T, path string) [32]byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sha256.Sum256(b)
+}
+
+// TestAgent boots the real agent directly (-kernel/-initrd) in two VMs at
+// once with blank virtio disks: each discovers the server by DHCP,
+// verifies its plan, creates the table, writes the two-partition image
+// from the swarm and reports done; every partition matches the image and
+// together they got bytes from each other, not only from the server. Two
+// more machines must refuse: one whose disk is too small, one whose
+// initramfs trusts another key (so the server's plan does not verify).
+// Both end at the shell with the ERROR marker and their disks untouched.
+func TestAgent(t *testing.T) {
+	c := newClassroom(t, "agt", "full")
+	// The server's upload is capped (like a server on one gigabit link
+	// feeding a room): with an uncapped server on loopback-fast taps, two
+	// machines need nothing from each other.
+	c.serve = append(c.serve, "--upload-limit", "3MiB")
+	c.restartServer(t)
+	a := c.newVM(t, "agent-1", "", "52:54:00:c6:00:01")
+	b := c.newVM(t, "agent-2", "", "52:54:00:c6:00:02")
+	small := c.newVM(t, "too-small", "", "52:54:00:c6:00:03")
+	os.Truncate(small.disk, 16<<20)
+	foreign := c.newVM(t, "other-key", "", "52:54:00:c6:00:04")
+
+	// An initramfs with another server's key.
+	otherState := t.TempDir()
+	if _, err := pxe.LoadOrCreateKey(otherState); err != nil {
+		t.Fatal(err)
+	}
+	otherBoot := t.TempDir()
+	out, err := exec.Command(c.bin, "build", "initramfs", "--out", otherBoot, "--kernel", c.kernel,
+		"--key", filepath.Join(otherState, "plan-key.pub")).CombinedOutput()
+	if err != nil {
+		t.Fatalf("build initramfs with another key: %v\n%s", err, out)
+	}
+	smallSum, foreignSum := fileSum(t, small.disk), fileSum(t, foreign.disk)
+
+	t.Run("machines", func(t *testing.T) {
+		for _, v := range []*vm{a, b} {
+			t.Run(v.name, func(t *testing.T) {
+				t.Parallel()
+				m := c.startDirect(t, v, c.initrd)
+				line := expect(t, v, m, 3*time.Minute, initramfs.MarkVersion, initramfs.MarkLease)
+				if !strings.Contains(line, "from=dhcp") {
+					t.Errorf("%s: lease line %q, want the server URL from DHCP", v.name, line)
+				}
+				expect(t, v, m, 2*time.Minute, initramfs.MarkPlan, initramfs.MarkTable, initramfs.MarkWriting)
+				expect(t, v, m, 8*time.Minute, initramfs.MarkImageDone, initramfs.MarkReboot)
+				m.Wait()
+			})
+		}
+		refuse := func(v *vm, initrd, why string) {
+			t.Run(v.name, func(t *testing.T) {
+				t.Parallel()
+				m := c.startDirect(t, v, initrd)
+				line := expect(t, v, m, 4*time.Minute, initramfs.MarkError)
+				if !strings.Contains(line, why) {
+					t.Errorf("%s: %q, want it to mention %q", v.name, line, why)
+				}
+				expect(t, v, m, time.Minute, initramfs.MarkShell)
+				if strings.Contains(v.console.String(), initramfs.MarkWriting) {
+					t.Errorf("%s: the agent started writing", v.name)
+				}
+			})
+		}
+		refuse(small, c.initrd, "smaller than")
+		refuse(foreign, filepath.Join(otherBoot, "initramfs"), "signature")
+	})
+	if t.Failed() {
+		return
+	}
+	var peers int64
+	for _, v := range []*vm{a, b} {
+		c.checkDisk(t, v)
+		peers += fromPeers(t, v.console.String())
+	}
+	if peers <= 0 {
+		t.Errorf("neither machine got bytes from the other: the swarm did not swarm")
+	}
+	t.Logf("bytes the two machines got from each other: %s", imager.FormatBytes(peers))
+	if fileSum(t, small.disk) != smallSum || fileSum(t, foreign.disk) != foreignSum {
+		t.Error("a refused machine's disk changed")
+	}
+	tasks := c.tasks(t)
+	for _, v := range []*vm{a, b} {
+		if tasks[v.mac].State != pxe.TaskDone {
+			t.Errorf("%s: task %+v, want done", v.name, tasks[v.mac])
+		}
+	}
+	for _, v := range []*vm{small, foreign} {
+		if st := tasks[v.mac].State; st != pxe.TaskFailed && !bytes.Contains([]byte(v.console.String()), []byte(initramfs.MarkError)) {
+			t.Errorf("%s: task state %q", v.name, st)
+		}
+	}
+}
