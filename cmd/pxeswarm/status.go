@@ -53,7 +53,7 @@ Examples:
 				fmt.Print("\033[H\033[2J")
 			}
 			snap.print(os.Stdout, base)
-			if *untilDone && snap.status.Active == 0 && len(snap.tasks()) > 0 {
+			if *untilDone && snap.status.Active == 0 && len(snap.tasks) > 0 {
 				if n := snap.status.Tasks[pxe.TaskFailed]; n > 0 {
 					return fmt.Errorf("%d task(s) failed: see the errors above and the machines' consoles", n)
 				}
@@ -75,17 +75,20 @@ Examples:
 type statusSnapshot struct {
 	status   pxe.Status
 	machines []pxe.MachineStatus
+	tasks    []pxe.Task
 	swarms   []tracker.SwarmStats
 }
 
-func (s *statusSnapshot) tasks() []*pxe.Task {
-	var ts []*pxe.Task
-	for _, m := range s.machines {
-		if m.Task != nil {
-			ts = append(ts, m.Task)
+// latest is each machine's newest task (active or finished).
+func (s *statusSnapshot) latest() map[string]*pxe.Task {
+	m := map[string]*pxe.Task{}
+	for i := range s.tasks {
+		t := &s.tasks[i]
+		if old, ok := m[t.MAC]; !ok || t.Created.After(old.Created) {
+			m[t.MAC] = t
 		}
 	}
-	return ts
+	return m
 }
 
 func fetchStatus(ctx context.Context, c *http.Client, base string) (*statusSnapshot, error) {
@@ -93,7 +96,7 @@ func fetchStatus(ctx context.Context, c *http.Client, base string) (*statusSnaps
 	for _, q := range []struct {
 		path string
 		into any
-	}{{"/api/status", &s.status}, {"/api/machines", &s.machines}, {"/api/swarms", &s.swarms}} {
+	}{{"/api/status", &s.status}, {"/api/machines", &s.machines}, {"/api/tasks", &s.tasks}, {"/api/swarms", &s.swarms}} {
 		req, err := http.NewRequestWithContext(ctx, "GET", base+q.path, nil)
 		if err != nil {
 			return nil, fmt.Errorf("--server %q: %w", base, err)
@@ -123,9 +126,10 @@ func (s *statusSnapshot) print(w io.Writer, base string) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "MACHINE\tNAME\tIP\tTASK\tSTATE\tPHASE\tDONE\tRATE\tPEERS\tNOTE")
 	sort.Slice(s.machines, func(i, j int) bool { return s.machines[i].MAC < s.machines[j].MAC })
+	latest := s.latest()
 	for _, m := range s.machines {
 		task, state, phase, done, rate, peers, note := "-", "-", "-", "-", "-", "-", ""
-		if t := m.Task; t != nil {
+		if t := latest[m.MAC]; t != nil {
 			task, state = t.ID, string(t.State)
 			note = t.Error
 			if r := t.LastReport; r != nil {
@@ -154,8 +158,14 @@ func (s *statusSnapshot) print(w io.Writer, base string) {
 				fromServer += p.Uploaded
 			}
 		}
-		fmt.Fprintf(w, "\nswarm %s: %d peers (%d complete), downloaded %s in all, the server sent %s, the machines traded the rest\n",
-			sw.Name, sw.Peers, sw.Seeders, imager.FormatBytes(sw.Downloaded), imager.FormatBytes(fromServer))
+		copies := ""
+		for _, im := range s.status.Images {
+			if im.InfoHash == sw.InfoHash && im.Size > 0 {
+				copies = fmt.Sprintf(" (%.2f× the image)", float64(fromServer)/float64(im.Size))
+			}
+		}
+		fmt.Fprintf(w, "\nswarm %s: %d peers now (%d complete); the server has sent %s%s, the machines trade the rest among themselves\n",
+			sw.Name, sw.Peers, sw.Seeders, imager.FormatBytes(fromServer), copies)
 	}
 }
 
