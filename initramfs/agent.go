@@ -659,6 +659,7 @@ func (a *agent) after(what string) error {
 	case "poweroff":
 		a.con.Println(MarkPowerOff)
 		a.log.Info("powering off")
+		a.con.Drain()
 		if err := a.cfg.Reboot(RebootPowerOff); err != nil {
 			return &Error{What: "cannot power off", Err: err, Do: "the image is complete: power the machine off by hand"}
 		}
@@ -667,6 +668,7 @@ func (a *agent) after(what string) error {
 	default: // "reboot", as Verify allows nothing else
 		a.con.Println(MarkReboot)
 		a.log.Info("rebooting")
+		a.con.Drain()
 		if err := a.cfg.Reboot(RebootRestart); err != nil {
 			return &Error{What: "cannot reboot", Err: err, Do: "the image is complete: reset the machine by hand"}
 		}

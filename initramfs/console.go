@@ -54,6 +54,29 @@ func (c *Console) Println(s string) {
 	fmt.Fprintln(c.w, s)
 }
 
+// Drain waits until the console has shown everything written so far
+// (before a reboot or power-off). Writers that are not files, or not
+// terminals, return at once.
+func (c *Console) Drain() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, w := range c.files() {
+		drainTTY(w)
+	}
+}
+
+// files lists the *os.File behind c.w (itself, or the parts of a
+// multiFile).
+func (c *Console) files() []*os.File {
+	switch w := c.w.(type) {
+	case *os.File:
+		return []*os.File{w}
+	case interface{ Files() []*os.File }:
+		return w.Files()
+	}
+	return nil
+}
+
 func (c *Console) endBarLocked() {
 	if c.bar {
 		fmt.Fprintln(c.w)

@@ -78,3 +78,11 @@ func rereadTable(path string) error {
 	}
 	return unix.EBUSY
 }
+
+// drainTTY waits until what was written to f has left the terminal (a
+// serial console drains slowly; a reboot right after a write loses the
+// tail, the "rebooting" marker included). tcdrain(3) is TCSBRK with a
+// non-zero argument.
+func drainTTY(f *os.File) {
+	_ = unix.IoctlSetInt(int(f.Fd()), unix.TCSBRK, 1)
+}
