@@ -15,7 +15,8 @@ want tftp tftp-hpa
 [ -e /usr/lib/ipxe/undionly.kpxe ] || need+=(ipxe)
 want transmission-cli transmission-cli
 # Boot server tests: real DHCP clients and an existing school DHCP server.
-[ -x /bin/busybox ] && /bin/busybox --list 2>/dev/null | grep -qx udhcpc || need+=(busybox-static)
+# (not grep -q: with pipefail, busybox would die of SIGPIPE and look missing)
+[ -x /bin/busybox ] && /bin/busybox --list 2>/dev/null | grep -x udhcpc >/dev/null || need+=(busybox-static)
 want udhcpc udhcpc
 want dhclient isc-dhcp-client
 want dnsmasq dnsmasq
