@@ -55,13 +55,21 @@ func (c *Console) Println(s string) {
 }
 
 // Drain waits until the console has shown everything written so far
-// (before a reboot or power-off). Writers that are not files, or not
-// terminals, return at once.
+// (before a reboot or power-off). On a terminal it waits for the output to
+// leave (tcdrain). Otherwise, as under u-root's init, which passes our
+// output through a pipe and copies it to every console itself, there is
+// no way to know: it gives the copier a second. (Without this a demo
+// machine lost its "rebooting" marker: the kernel rebooted first.)
 func (c *Console) Drain() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for _, w := range c.files() {
-		drainTTY(w)
+	for _, f := range c.files() {
+		if isTerminal(f) {
+			drainTTY(f)
+			continue
+		}
+		time.Sleep(time.Second)
+		return
 	}
 }
 
