@@ -5,7 +5,7 @@ BIN     := bin/pxeswarm
 FUZZTIME ?= 10s
 export CGO_ENABLED := 0
 
-.PHONY: all build deps demo test unit fuzz bench bench-quick bench-hash clean
+.PHONY: all build deps demo demo-local test unit fuzz bench bench-quick bench-hash clean
 
 all: build
 
@@ -15,7 +15,13 @@ build:
 deps:
 	@scripts/deps.sh
 
+# The virtual classroom: 3 QEMU machines PXE-boot and get imaged (root).
 demo: deps build
+	$(GO) build -o bin/demo ./demo
+	bin/demo --pxeswarm $(BIN)
+
+# The swarm alone, on loopback: a seeder and six fetchers, no VMs.
+demo-local: deps build
 	BIN=$(BIN) scripts/demo-local.sh
 
 test: deps unit fuzz bench-quick
