@@ -365,6 +365,46 @@ func TestClassroomServerRestart(t *testing.T) {
 	}
 }
 
+// TestClassroomPowerLoss: a machine is killed (SIGKILL to QEMU, a power
+// cut) once its report shows 30% of the image written, and started again.
+// Its task is still active, so it PXE-boots the agent again, which checks
+// what the disk holds (verify mode) and fetches only the rest: it receives
+// less than the image, and the disk ends byte-identical.
+func TestClassroomPowerLoss(t *testing.T) {
+	c := newClassroom(t, "pwr", "full")
+	c.serve = append(c.serve, "--check", "verify", "--upload-limit", "3MiB")
+	c.restartServer(t)
+	v := c.newVM(t, "power", qemu.UEFI, "52:54:00:c7:00:01")
+	m := c.start(t, v)
+	expect(t, v, m, 4*time.Minute, initramfs.MarkPlan, initramfs.MarkWriting)
+	c.waitReport(t, v.mac, 0.3, 4*time.Minute)
+	m.Kill()
+	t.Logf("%s: power cut at 30%%+", v.name)
+	v.console = syncBuffer{}
+	m = c.start(t, v)
+	expect(t, v, m, 4*time.Minute, initramfs.MarkPlan, initramfs.MarkWriting)
+	expect(t, v, m, 6*time.Minute, initramfs.MarkImageDone, initramfs.MarkReboot)
+	m.Wait()
+	m2 := downloadedRE.FindStringSubmatch(v.console.String())
+	if m2 == nil {
+		t.Fatal("no 'image written' line after the restart")
+	}
+	down, err := imager.ParseBytes(m2[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if down >= c.tos.Image.Length {
+		t.Errorf("after the power cut it downloaded %s, want less than the image (%s)", m2[1], imager.FormatBytes(c.tos.Image.Length))
+	}
+	t.Logf("resumed: downloaded %s of %s", m2[1], imager.FormatBytes(c.tos.Image.Length))
+	c.checkDisk(t, v)
+	if task := c.tasks(t)[v.mac]; task.State != pxe.TaskDone {
+		t.Errorf("task %+v, want done", task)
+	}
+}
+
+var downloadedRE = regexp.MustCompile(`image written.*downloaded=(\S+)`)
+
 // TestClassroomProxy is the school network: dnsmasq on another host hands
 // out addresses; pxeswarm in proxy mode boots and images the machine, and
 // the agent finds the server through the proxy's option.
