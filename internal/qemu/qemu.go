@@ -22,6 +22,7 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -216,6 +217,9 @@ func (c Config) Start(ctx context.Context, log *slog.Logger) (*VM, error) {
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
 	cmd.WaitDelay = 5 * time.Second
+	// If the test process dies (timeout, ^C) the machine must not outlive
+	// it: one did, for an hour, after an interrupted run.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	log.Info("qemu: starting", "name", c.Name, "cmd", shellQuote(argv))
 	if err := cmd.Start(); err != nil {
 		cancel()
