@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/pxeswarm/pxeswarm/imager"
+	"github.com/pxeswarm/pxeswarm/initramfs"
 	"github.com/pxeswarm/pxeswarm/internal/qemu"
 	"github.com/u-root/u-root/pkg/cpio"
 )
@@ -51,7 +52,7 @@ func needBuildTools(t *testing.T) {
 		t.Skip("builds an initramfs (about a minute cold); skipped with -short")
 	}
 	if _, err := exec.LookPath("go"); err != nil {
-		t.Skip("go tool chain missing:", err)
+		t.Skip("go tool chain missing (install Go; make test needs it anyway):", err)
 	}
 	if _, err := newestKernel(DefaultBoot); err != nil {
 		t.Skip(err, "(make deps installs linux-image-amd64)")
@@ -297,5 +298,13 @@ func TestBuildConfigErrors(t *testing.T) {
 	}
 	if ents, _ := os.ReadDir(out); len(ents) != 0 {
 		t.Errorf("failed builds left %d files in the output folder", len(ents))
+	}
+}
+
+// TestKeyPathMatchesAgent: the builder puts the key where the agent reads
+// it; only the slow QEMU tests would notice otherwise.
+func TestKeyPathMatchesAgent(t *testing.T) {
+	if PublicKeyPath != initramfs.DefaultKeyPath {
+		t.Errorf("build puts the key at %s, the agent reads %s", PublicKeyPath, initramfs.DefaultKeyPath)
 	}
 }

@@ -223,7 +223,7 @@ func TestReadModuleTreeErrors(t *testing.T) {
 func TestDebianModules(t *testing.T) {
 	kernel, err := newestKernel(DefaultBoot)
 	if err != nil {
-		t.Skip(err)
+		t.Skipf("%v (make test installs linux-image-amd64)", err)
 	}
 	kver, err := kernelVersion(kernel)
 	if err != nil {
@@ -234,7 +234,7 @@ func TestDebianModules(t *testing.T) {
 	}
 	tree, err := readModuleTree(filepath.Join("/lib/modules", kver))
 	if err != nil {
-		t.Skip(err)
+		t.Skipf("%v: apt-get install linux-image-amd64 (make test installs it)", err)
 	}
 	mods, _, err := tree.closure(DefaultModules)
 	if err != nil {

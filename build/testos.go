@@ -15,6 +15,7 @@ import (
 	diskfs "github.com/diskfs/go-diskfs"
 	"github.com/diskfs/go-diskfs/disk"
 	"github.com/diskfs/go-diskfs/filesystem"
+	"github.com/diskfs/go-diskfs/partition/gpt"
 
 	"github.com/pxeswarm/pxeswarm/imager"
 	"github.com/pxeswarm/pxeswarm/internal/qemu"
@@ -23,12 +24,6 @@ import (
 
 // NewSystemMarker is printed by a booted test OS, followed by its digest.
 const NewSystemMarker = "NEW SYSTEM BOOTED"
-
-// GPT partition type GUIDs (UEFI spec; freedesktop discoverable partitions).
-const (
-	typeESP       = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
-	typeLinuxData = "0FC63DAF-8483-4772-8E79-3D69E4772E4F"
-)
 
 // TestOSConfig describes the small bootable OS the classroom tests and
 // the demo write onto their machines: a GPT disk with an EFI system
@@ -66,7 +61,7 @@ type TestOS struct {
 // Build makes the test OS image.
 func (c TestOSConfig) Build(ctx context.Context, log *slog.Logger) (*TestOS, error) {
 	if c.Kernel == "" {
-		k, err := qemu.DebianKernel()
+		k, err := newestKernel(DefaultBoot)
 		if err != nil {
 			return nil, err
 		}
@@ -123,8 +118,8 @@ func (c TestOSConfig) Build(ctx context.Context, log *slog.Logger) (*TestOS, err
 	im, err := imager.Create(ctx, log, imager.CreateConfig{
 		Name: "testos", Sources: []string{out.ESP, out.Data}, Table: "gpt", PieceLength: c.PieceLength, Trackers: c.Trackers,
 		Parts: []imager.PartInfo{
-			{Number: 1, Type: typeESP, Label: "ESP"},
-			{Number: 2, Type: typeLinuxData, Label: "data"},
+			{Number: 1, Type: string(gpt.EFISystemPartition), Label: "ESP"},
+			{Number: 2, Type: string(gpt.LinuxFilesystem), Label: "data"},
 		},
 	})
 	if err != nil {

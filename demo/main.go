@@ -121,10 +121,7 @@ func (d *demo) run(ctx context.Context, dataSize int64) error {
 	if d.work, err = os.MkdirTemp("", "pxeswarm-demo-"); err != nil {
 		return err
 	}
-	state := filepath.Join(d.work, "state")
-	if _, err := pxe.LoadOrCreateKey(state); err != nil {
-		return err
-	}
+	state := filepath.Join(d.work, "state") // build initramfs makes the key pair here
 
 	step("building the terminals' kernel and initramfs (u-root + the pxeswarm agent + NIC/disk modules)")
 	boot := filepath.Join(d.work, "boot")

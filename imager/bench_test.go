@@ -20,7 +20,7 @@ import (
 func BenchmarkHashVsSha1sum(b *testing.B) {
 	sha1sum, err := exec.LookPath("sha1sum")
 	if err != nil {
-		b.Skip("sha1sum missing: apt-get install coreutils")
+		b.Skip("sha1sum missing: apt-get install coreutils (make test installs it)")
 	}
 	size := int64(1 << 30)
 	if testing.Short() {

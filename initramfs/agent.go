@@ -1,6 +1,7 @@
 package initramfs
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -339,13 +340,7 @@ func (a *agent) run(ctx context.Context) (after string, err error) {
 	if err != nil {
 		return "", &Error{What: "cannot open the target for writing", Err: err, Do: diskAdvice(err)}
 	}
-	var closeOnce sync.Once
-	closeAll := func() error {
-		var err error
-		closeOnce.Do(func() { err = closeParts() })
-		return err
-	}
-	defer closeAll()
+	defer closeParts() // safe to call again after the explicit close below
 
 	// Swarm.
 	mode, err := imager.ParseMode(plan.CheckMode)
@@ -427,7 +422,7 @@ func (a *agent) run(ctx context.Context) (after string, err error) {
 	if err := sess.Close(); err != nil {
 		return "", &Error{What: "flushing the image to " + tgt.String() + " failed", Err: err, Do: "check the disk; start a new task"}
 	}
-	if err := closeAll(); err != nil {
+	if err := closeParts(); err != nil {
 		return "", &Error{What: "flushing the image to " + tgt.String() + " failed", Err: err, Do: "check the disk; start a new task"}
 	}
 	syncAll()
@@ -493,7 +488,7 @@ func (a *agent) ended(plan *pxe.Plan, written bool) error {
 func (a *agent) network(ctx context.Context) (server, from, mac string, l *lease, err error) {
 	c := a.cfg
 	if c.ServerURL != "" {
-		mac = cmpOr(c.MAC, a.cmd.MAC)
+		mac = cmp.Or(c.MAC, a.cmd.MAC)
 		if mac == "" {
 			return "", "", "", nil, &Error{What: "the agent does not know this machine's MAC", Err: ErrNoMAC,
 				Do: "boot with pxeswarm.mac=aa:bb:cc:dd:ee:ff (the server's iPXE script adds it) or let the agent do DHCP"}
@@ -501,7 +496,7 @@ func (a *agent) network(ctx context.Context) (server, from, mac string, l *lease
 		a.log.Info("server URL", "url", c.ServerURL, "from", FromConfig, "mac", mac)
 		return strings.TrimRight(c.ServerURL, "/"), FromConfig, mac, nil, nil
 	}
-	l, err = a.dhcp(ctx, cmpOr(c.MAC, a.cmd.MAC))
+	l, err = a.dhcp(ctx, cmp.Or(c.MAC, a.cmd.MAC))
 	if err != nil {
 		return "", "", "", nil, &Error{What: "no network", Err: err, Network: true,
 			Do: "check the cable and the switch port, that the NIC's driver is in the initramfs, and that a DHCP server answers on this network"}
@@ -519,22 +514,13 @@ func (a *agent) network(ctx context.Context) (server, from, mac string, l *lease
 			Do: "let the DHCP server send the server URL option (pxeswarm serve does; option 224 by default), or boot with pxeswarm.server=http://…"}
 	}
 	a.log.Info("server URL", "url", server, "from", from, "dhcp_url", l.d.ServerURL, "dhcp_url_from", l.d.ServerURLFrom, "cmdline_url", a.cmd.Server)
-	mac = cmpOr(c.MAC, a.cmd.MAC, l.mac)
+	mac = cmp.Or(c.MAC, a.cmd.MAC, l.mac)
 	return strings.TrimRight(server, "/"), from, mac, l, nil
 }
 
 func httpURL(s string) bool {
 	u, err := url.Parse(s)
 	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != ""
-}
-
-func cmpOr(vals ...string) string {
-	for _, v := range vals {
-		if v != "" {
-			return v
-		}
-	}
-	return ""
 }
 
 // plan fetches and verifies this machine's plan.

@@ -3,7 +3,6 @@ package initramfs
 import (
 	"errors"
 	"fmt"
-	"net/url"
 	"strconv"
 	"strings"
 
@@ -51,8 +50,7 @@ func ParseCmdline(s string) (Cmdline, error) {
 		}
 		switch key {
 		case "pxeswarm.server":
-			u, err := url.Parse(val)
-			if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			if !httpURL(val) {
 				bad("an http URL such as http://198.18.0.1:8080")
 				continue
 			}

@@ -73,14 +73,11 @@ func (c *Console) Drain() {
 	}
 }
 
-// files lists the *os.File behind c.w (itself, or the parts of a
-// multiFile).
+// files lists the *os.File behind c.w: the agent under u-root's init
+// writes to stderr; other writers are not drained.
 func (c *Console) files() []*os.File {
-	switch w := c.w.(type) {
-	case *os.File:
-		return []*os.File{w}
-	case interface{ Files() []*os.File }:
-		return w.Files()
+	if f, ok := c.w.(*os.File); ok {
+		return []*os.File{f}
 	}
 	return nil
 }

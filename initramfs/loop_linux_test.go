@@ -21,10 +21,10 @@ import (
 func loopDisk(t *testing.T, size int64) string {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("needs root for losetup")
+		t.Skip("needs root for losetup (CI runs make test as root)")
 	}
 	if _, err := exec.LookPath("losetup"); err != nil {
-		t.Skip("losetup missing (Debian package mount)")
+		t.Skip("losetup missing: apt-get install mount (make test installs it)")
 	}
 	backing := filepath.Join(t.TempDir(), "disk.img")
 	f, err := os.Create(backing)
@@ -37,7 +37,7 @@ func loopDisk(t *testing.T, size int64) string {
 	f.Close()
 	out, err := exec.Command("losetup", "--find", "--show", "--partscan", backing).CombinedOutput()
 	if err != nil {
-		t.Skipf("losetup --find --show --partscan: %v: %s (no loop devices in this container?)", err, out)
+		t.Fatalf("losetup --find --show --partscan: %v: %s (no loop devices in this container?)", err, out)
 	}
 	dev := strings.TrimSpace(string(out))
 	t.Cleanup(func() {

@@ -22,7 +22,7 @@ const lanURL = "http://198.18.0.1:8080"
 func startDnsmasq(t *testing.T, lan *netns.LAN, extra ...string) *syncBuffer {
 	t.Helper()
 	if _, err := exec.LookPath("dnsmasq"); err != nil {
-		t.Skip("dnsmasq not installed (Debian package dnsmasq)")
+		t.Skip("dnsmasq missing: apt-get install dnsmasq (make test installs it)")
 	}
 	dir := t.TempDir()
 	args := append([]string{"--no-daemon", "--conf-file=/dev/null", "--port=0", "--interface=" + lan.Bridge, "--bind-interfaces",

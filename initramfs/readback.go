@@ -16,8 +16,9 @@ import (
 	"github.com/pxeswarm/pxeswarm/partition"
 )
 
-// readChunk is the read size of readBack. Piece lengths are powers of two
-// of at least 1 MiB, so a chunk never spans two pieces.
+// readChunk is the most readBack reads at once. Chunks are cut at piece
+// boundaries (a loaded torrent may have pieces down to 16 KiB), so a
+// chunk never spans two pieces.
 const readChunk = 1 << 20
 
 // readBack reads the image back from where it was written, after the
@@ -75,7 +76,7 @@ func readBack(ctx context.Context, places []partition.Place, im *imager.Image, p
 			case <-rctx.Done():
 				return
 			}
-			n := int(min(int64(readChunk), left))
+			n := int(min(int64(readChunk), im.PieceLength, left))
 			_, err := io.ReadFull(src, b[:n])
 			full <- chunk{b[:n], err}
 			if err != nil {

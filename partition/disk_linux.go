@@ -49,26 +49,14 @@ func rereadTable(f *os.File) error {
 	return ioctl(f, unix.BLKRRPART, nil)
 }
 
-// blkpgPartition is struct blkpg_partition of linux/blkpg.h.
-type blkpgPartition struct {
-	Start   int64 // bytes
-	Length  int64 // bytes
-	Pno     int32
-	Devname [64]byte
-	Volname [64]byte
-}
-
-// blkpgIoctl is BLKPG, _IO(0x12, 105), of linux/fs.h.
-const blkpgIoctl = 0x1269
-
 // blkpg adds or deletes one partition in the kernel's view without
 // parsing any table, as partx does: the way to get partition devices from
 // a kernel built without the GPT or MBR parser (CONFIG_EFI_PARTITION,
 // CONFIG_MSDOS_PARTITION).
 func blkpg(f *os.File, op int32, number int, start, length int64) error {
-	p := blkpgPartition{Start: start, Length: length, Pno: int32(number)}
+	p := unix.BlkpgPartition{Start: start, Length: length, Pno: int32(number)}
 	arg := unix.BlkpgIoctlArg{Op: op, Datalen: int32(unsafe.Sizeof(p)), Data: (*byte)(unsafe.Pointer(&p))}
-	return ioctl(f, blkpgIoctl, unsafe.Pointer(&arg))
+	return ioctl(f, unix.BLKPG, unsafe.Pointer(&arg))
 }
 
 func addPartition(f *os.File, number int, start, length int64) error {

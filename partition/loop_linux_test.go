@@ -27,7 +27,7 @@ func loopDevice(t *testing.T, size int64, noPartscan bool) (dev, backing string)
 		t.Skip("needs root for losetup (make test runs as root in CI)")
 	}
 	if _, err := exec.LookPath("losetup"); err != nil {
-		t.Skip("losetup missing: apt-get install mount")
+		t.Skip("losetup missing: apt-get install mount (make test installs it)")
 	}
 	backing = sparse(t, size).Name()
 	args := []string{"--find", "--show", "--partscan", backing}

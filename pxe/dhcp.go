@@ -154,7 +154,8 @@ type DHCPConfig struct {
 	// its next boot device, the local disk, without loading iPXE at all.
 	// (iPXE's own "exit" back to UEFI firmware is not reliable: Debian's
 	// iPXE 1.0.0+git-20190125 under OVMF never reached the disk.) Nil: every
-	// PXE client gets iPXE and the iPXE script decides.
+	// PXE client gets iPXE and the iPXE script decides. It is called with
+	// the handler's lock held, so every reply waits for it: keep it quick.
 	Boot func(mac net.HardwareAddr) bool `json:"-" toml:"-"`
 	// OnBoot, if set, is called after each OFFER or ACK that carried a
 	// boot file to a PXE client (firmware or iPXE): the MAC, its client
@@ -340,9 +341,6 @@ func (c DHCPConfig) Handler(log *slog.Logger) (*DHCPHandler, error) {
 	}
 	return h, nil
 }
-
-// Config returns the handler's configuration with defaults filled in.
-func (h *DHCPHandler) Config() DHCPConfig { return h.cfg }
 
 // A dhcpStep is one link of the handler chain. It returns
 // errDHCPIgnore (wrapped with a reason) to end the exchange without an
@@ -676,8 +674,7 @@ func dhcpStepProxy(h *DHCPHandler, x *dhcpExchange) error {
 	default:
 		return dhcpIgnore("proxyDHCP leaves %v on port %d to the DHCP server", t, x.port)
 	}
-	x.resp.YourIPAddr = net.IPv4zero // never an address
-	x.resp.ServerIPAddr = h.cfg.ServerIP.AsSlice()
+	x.resp.YourIPAddr = net.IPv4zero // never an address (siaddr: dhcpStepServerID)
 	return nil
 }
 
@@ -773,8 +770,7 @@ func dhcpStepBootFile(h *DHCPHandler, x *dhcpExchange) error {
 		x.resp.BootFileName = file
 	}
 	x.resp.UpdateOption(dhcpv4.OptBootFileName(file))
-	x.resp.UpdateOption(dhcpv4.OptTFTPServerName(h.cfg.ServerIP.String()))
-	x.resp.ServerIPAddr = h.cfg.ServerIP.AsSlice()
+	x.resp.UpdateOption(dhcpv4.OptTFTPServerName(h.cfg.ServerIP.String())) // siaddr: dhcpStepServerID
 	return nil
 }
 

@@ -12,8 +12,10 @@ import (
 // dhcpListen opens the UDP socket for port on iface: bound to the
 // device (SO_BINDTODEVICE), so requests from other networks never reach
 // us and broadcast replies leave through iface, and allowed to
-// broadcast. It deliberately does not set SO_REUSEPORT: a second DHCP
-// server on the same host must fail loudly, not split the traffic.
+// broadcast. It sets SO_REUSEADDR, which on Linux lets a second UDP
+// socket bind the same port too: a second DHCP server on this host (on the
+// same interface) is therefore not refused here. It does not set
+// SO_REUSEPORT, so the kernel does not spread requests between them.
 func dhcpListen(iface string, port int) (*net.UDPConn, error) {
 	lc := net.ListenConfig{Control: func(network, address string, rc syscall.RawConn) error {
 		var serr error

@@ -929,9 +929,10 @@ func startDHCPServer(t *testing.T, ns *netns.NS, cfg DHCPConfig) *dhcpProc {
 func needTools(t *testing.T, tools ...string) {
 	t.Helper()
 	netns.Require(t)
+	pkg := map[string]string{"busybox": "busybox-static", "dhclient": "isc-dhcp-client", "dnsmasq": "dnsmasq"}
 	for _, tool := range tools {
 		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not installed (Debian packages busybox-static, isc-dhcp-client, dnsmasq): %v", tool, err)
+			t.Skipf("%s missing: apt-get install %s (make test installs it): %v", tool, pkg[tool], err)
 		}
 	}
 }

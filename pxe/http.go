@@ -2,6 +2,7 @@ package pxe
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/ed25519"
 	"crypto/sha256"
@@ -261,10 +262,6 @@ func (s *bootServer) loadImage(name string, hi HTTPImage) (*servedImage, error) 
 	// the info dictionary, so the info-hash (and the signed plan's pin)
 	// does not change.
 	mi := *hi.Image.Meta
-	if hi.Torrent != "" {
-		parsed, _ := imager.Parse(si.torrent)
-		mi = *parsed.Meta
-	}
 	mi.UrlList = append(append([]string(nil), mi.UrlList...), s.webSeedURL(name))
 	b, err := bencode.Marshal(mi)
 	if err != nil {
@@ -283,19 +280,10 @@ func withPlanDefaults(d, def PlanDefaults) PlanDefaults {
 	if d.Target == (Target{}) {
 		d.Target = Target{Disk: "first"}
 	}
-	d.CheckMode = cmpOr(d.CheckMode, def.CheckMode, "fresh")
-	d.After = cmpOr(d.After, def.After, "reboot")
-	d.SeedFor = cmpOr(d.SeedFor, def.SeedFor)
+	d.CheckMode = cmp.Or(d.CheckMode, def.CheckMode, "fresh")
+	d.After = cmp.Or(d.After, def.After, "reboot")
+	d.SeedFor = cmp.Or(d.SeedFor, def.SeedFor)
 	return d
-}
-
-func cmpOr(vals ...string) string {
-	for _, v := range vals {
-		if v != "" {
-			return v
-		}
-	}
-	return ""
 }
 
 // checkSettings validates plan settings by the plan's own rules.
@@ -393,6 +381,11 @@ func (c HTTPConfig) Serve(ctx context.Context, log *slog.Logger, ln net.Listener
 		ln.Close()
 		return err
 	}
+	return c.serve(ctx, log, ln, s)
+}
+
+// serve runs an already built server on ln until ctx ends.
+func (c HTTPConfig) serve(ctx context.Context, log *slog.Logger, ln net.Listener, s *bootServer) error {
 	srv := &http.Server{
 		Handler:           s,
 		ReadHeaderTimeout: 10 * time.Second,

@@ -51,8 +51,9 @@ func (s *bootServer) serveMachines(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	ret := make([]MachineStatus, 0, len(ms))
+	group := r.URL.Query().Get("group")
 	for _, m := range ms {
-		if g := r.URL.Query().Get("group"); g != "" && m.Group != g {
+		if group != "" && m.Group != group {
 			continue
 		}
 		ret = append(ret, MachineStatus{Machine: m, Task: active[m.MAC]})

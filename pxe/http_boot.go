@@ -230,7 +230,8 @@ func localDiskScript(mac, why string) string {
 // file system. Kernels before 5.7, and iPXE builds without LoadFile2
 // initrd support, need that; measured: Debian's iPXE (git 20190125) under
 // OVMF with Linux 6.1 boots without any initramfs if the argument is
-// missing ("VFS: Unable to mount root fs"; TestIPXEBootsScript/uefi).
+// missing ("VFS: Unable to mount root fs"; seen by hand and in the first
+// firmware tests, which now pass with it).
 // BIOS boots ignore the argument.
 // pxeswarm.server is the agent's fallback when DHCP does not carry the
 // server URL option.

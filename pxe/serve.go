@@ -84,9 +84,10 @@ func (s *Site) Start(ctx context.Context, log *slog.Logger) error {
 	if defaultImage == "" && len(s.Images) == 1 {
 		defaultImage = images[0].name
 	}
-	backend := &autoBackend{Store: store, mode: s.Plan.Auto, image: defaultImage, settings: defaults, log: log}
+	backend := &autoBackend{Store: store, mode: s.Plan.Auto, image: defaultImage, settings: defaults, log: log,
+		known: map[string]bool{}, tasked: map[string]bool{}}
 	for _, m := range s.Machines {
-		backend.known.Store(m.MAC, true)
+		backend.known[m.MAC] = true
 	}
 	hcfg := HTTPConfig{
 		Listen: s.HTTP.Listen, PublicURL: s.PublicURL, Store: store, Backend: backend, Key: key,
@@ -101,7 +102,9 @@ func (s *Site) Start(ctx context.Context, log *slog.Logger) error {
 		}
 		hcfg.Images[im.name] = hi
 	}
-	if _, err := hcfg.HandlerWithLog(log); err != nil { // checks the config before anything listens
+	hlog := log.With("service", "http")
+	hsrv, err := hcfg.newServer(hlog) // checks the config before anything listens
+	if err != nil {
 		return err
 	}
 	ln, err := net.Listen("tcp", s.HTTP.Listen)
@@ -109,16 +112,16 @@ func (s *Site) Start(ctx context.Context, log *slog.Logger) error {
 		return fmt.Errorf("http: listen on %s: is another web server using the port? set http.listen: %w", s.HTTP.Listen, err)
 	}
 	g, ctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return hcfg.Serve(ctx, log.With("service", "http"), ln) })
+	g.Go(func() error { return hcfg.serve(ctx, hlog, ln, hsrv) })
 
 	if s.DHCP.Mode != "off" {
+		seen := make(chan Machine, 256)
 		dcfg := DHCPConfig{
 			Mode: DHCPMode(s.DHCP.Mode), Interface: s.Interface, ServerIP: s.Address,
 			PoolStart: s.DHCP.PoolStart, PoolEnd: s.DHCP.PoolEnd, PrefixLen: s.DHCP.PrefixLen,
 			Router: s.DHCP.Router, DNS: s.DHCP.DNS, LeaseTime: s.DHCP.LeaseTime.Duration,
 			LeaseFile:    filepath.Join(s.StateDir, "dhcp-leases.json"),
 			BootFileBIOS: s.DHCP.BootFileBIOS, BootFileUEFI: s.DHCP.BootFileUEFI,
-			ScriptURL: s.PublicURL + "/boot/{mac}.ipxe",
 			URLOption: uint8(s.DHCP.Option), ServerURL: s.PublicURL + "/",
 			// Only machines with a task load iPXE; the others boot their
 			// disk straight from the firmware. On a store error, let iPXE
@@ -127,16 +130,34 @@ func (s *Site) Start(ctx context.Context, log *slog.Logger) error {
 				_, ok, err := backend.ActiveTask(mac.String())
 				return ok || err != nil
 			},
+			// Recording the machine is a store commit (an fsync): done
+			// off the reply path, so a room's PXE replies do not queue
+			// behind the disk. When the queue is full the record waits
+			// for the machine's next request.
 			OnBoot: func(mac net.HardwareAddr, arch uint16, ip netip.Addr) {
 				addr := ""
 				if ip.IsValid() && !ip.IsUnspecified() {
 					addr = ip.String()
 				}
-				if err := store.SeeMachine(mac.String(), addr, ArchName(arch)); err != nil {
-					log.Warn("store: record machine", "mac", mac, "err", err)
+				select {
+				case seen <- Machine{MAC: mac.String(), IP: addr, Arch: ArchName(arch)}:
+				default:
+					log.Debug("store: machine record queue full; skipped", "mac", mac)
 				}
 			},
 		}
+		g.Go(func() error {
+			for {
+				select {
+				case m := <-seen:
+					if err := store.SeeMachine(m.MAC, m.IP, m.Arch); err != nil {
+						log.Warn("store: record machine", "mac", m.MAC, "err", err)
+					}
+				case <-ctx.Done():
+					return nil
+				}
+			}
+		})
 		g.Go(func() error { return dcfg.Start(ctx, log.With("service", "dhcp")) })
 	}
 	if s.TFTP.Listen != "off" {
@@ -352,10 +373,12 @@ type autoBackend struct {
 	*Store
 	mode     string // none, known, all
 	image    string
-	settings TaskSettings // the [plan] defaults, stored with the task
-	known    sync.Map     // MAC → true, from [[machine]]
-	mu       sync.Mutex
+	settings TaskSettings    // the [plan] defaults, stored with the task
+	known    map[string]bool // MACs from [[machine]]; read-only once serving
 	log      *slog.Logger
+
+	mu     sync.Mutex
+	tasked map[string]bool // MACs known to have had a task for image (tasks are never deleted)
 }
 
 func (b *autoBackend) ActiveTask(mac string) (Task, bool, error) {
@@ -363,24 +386,33 @@ func (b *autoBackend) ActiveTask(mac string) (Task, bool, error) {
 	if err != nil || ok || b.mode == "none" || b.image == "" {
 		return t, ok, err
 	}
-	if _, known := b.known.Load(mac); b.mode == "known" && !known {
+	if b.mode == "known" && !b.known[mac] {
 		return t, false, nil
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	all, err := b.Store.Tasks()
-	if err != nil {
-		return Task{}, false, err
-	}
-	for _, old := range all {
-		if old.MAC == mac && old.Image == b.image {
-			return Task{}, false, nil // once per image
+	if !b.tasked[mac] {
+		// Only a machine not yet seen with a task for the image pays for
+		// a scan (this runs on the DHCP reply path); the scan also learns
+		// tasks the admin API made.
+		all, err := b.Store.Tasks()
+		if err != nil {
+			return Task{}, false, err
 		}
+		for _, old := range all {
+			if old.Image == b.image {
+				b.tasked[old.MAC] = true
+			}
+		}
+	}
+	if b.tasked[mac] {
+		return Task{}, false, nil // once per image
 	}
 	t, err = b.Store.AddTask(Task{MAC: mac, Image: b.image, TaskSettings: b.settings})
 	if err != nil {
 		return Task{}, false, err
 	}
+	b.tasked[mac] = true
 	b.log.Info("task started automatically (plan.auto)", "mac", mac, "image", b.image, "task", t.ID, "auto", b.mode)
 	return t, true, nil
 }

@@ -193,8 +193,6 @@ func (d *duration) UnmarshalText(b []byte) error {
 	return nil
 }
 
-func (d duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
-
 // ByteSize is a size read from "8MiB", "1GB" or a plain number of bytes.
 type ByteSize int64
 
@@ -339,22 +337,22 @@ func (s *Site) Check() error {
 		}
 	}
 	if d.LeaseTime.Duration == 0 {
-		d.LeaseTime.Duration = time.Hour
+		d.LeaseTime.Duration = DefaultLeaseTime
 	}
 	if d.LeaseTime.Duration < time.Minute {
 		return bad("dhcp.lease_time", "%v: at least 1m", d.LeaseTime.Duration)
 	}
 	if d.Option == 0 {
-		d.Option = 224
+		d.Option = int(DefaultURLOption)
 	}
 	if d.Option < 224 || d.Option > 254 {
 		return bad("dhcp.option", "%d: use a site-specific option, 224–254", d.Option)
 	}
 	if d.BootFileBIOS == "" {
-		d.BootFileBIOS = "undionly.kpxe"
+		d.BootFileBIOS = DefaultBootFileBIOS
 	}
 	if d.BootFileUEFI == "" {
-		d.BootFileUEFI = "ipxe.efi"
+		d.BootFileUEFI = DefaultBootFileUEFI
 	}
 	// [tftp]
 	if s.TFTP.Listen == "" {

@@ -50,12 +50,10 @@ func fileSum(t *testing.T, path string) [32]byte {
 // initramfs trusts another key (so the server's plan does not verify).
 // Both end at the shell with the ERROR marker and their disks untouched.
 func TestAgent(t *testing.T) {
-	c := newClassroom(t, "agt", "full")
 	// The server's upload is capped (like a server on one gigabit link
 	// feeding a room): with an uncapped server on loopback-fast taps, two
 	// machines need nothing from each other.
-	c.serve = append(c.serve, "--upload-limit", "3MiB")
-	c.restartServer(t)
+	c := newClassroom(t, "agt", "full", "--upload-limit", "3MiB")
 	a := c.newVM(t, "agent-1", "", "52:54:00:c6:00:01")
 	b := c.newVM(t, "agent-2", "", "52:54:00:c6:00:02")
 	small := c.newVM(t, "too-small", "", "52:54:00:c6:00:03")
@@ -63,10 +61,7 @@ func TestAgent(t *testing.T) {
 	foreign := c.newVM(t, "other-key", "", "52:54:00:c6:00:04")
 
 	// An initramfs with another server's key.
-	otherState := t.TempDir()
-	if _, err := pxe.LoadOrCreateKey(otherState); err != nil {
-		t.Fatal(err)
-	}
+	otherState := t.TempDir() // build initramfs makes a key pair here
 	otherBoot := t.TempDir()
 	out, err := exec.Command(c.bin, "build", "initramfs", "--out", otherBoot, "--kernel", c.kernel,
 		"--key", filepath.Join(otherState, "plan-key.pub")).CombinedOutput()

@@ -40,8 +40,9 @@ type classroom struct {
 
 // newClassroom builds everything and starts the server in the given DHCP
 // mode. Tasks start by themselves (--auto all), with the table created
-// from the image's layout.
-func newClassroom(t *testing.T, tag, mode string) *classroom {
+// from the image's layout; extra flags are added to `pxeswarm serve` (a
+// later flag wins over the defaults here).
+func newClassroom(t *testing.T, tag, mode string, extra ...string) *classroom {
 	t.Helper()
 	kernel := requireTools(t)
 	if _, err := os.Stat("/usr/lib/systemd/boot/efi/systemd-bootx64.efi"); err != nil {
@@ -50,10 +51,7 @@ func newClassroom(t *testing.T, tag, mode string) *classroom {
 	bin := buildPxeswarm(t)
 	ctx := context.Background()
 	work := t.TempDir()
-	state := filepath.Join(work, "state")
-	if _, err := pxe.LoadOrCreateKey(state); err != nil {
-		t.Fatal(err)
-	}
+	state := filepath.Join(work, "state") // build initramfs makes the key pair here
 	boot := filepath.Join(work, "boot")
 	start := time.Now()
 	out, err := exec.Command(bin, "build", "initramfs", "--out", boot, "--kernel", kernel,
@@ -73,6 +71,7 @@ func newClassroom(t *testing.T, tag, mode string) *classroom {
 		"--kernel", filepath.Join(boot, "vmlinuz"), "--initramfs", filepath.Join(boot, "initramfs"),
 		"--cmdline", "console=ttyS0 panic=-1", "--auto", "all", "--create-table", "--check", "fresh",
 		"--seed-for", "15s", "--after", "reboot"}
+	c.serve = append(c.serve, extra...)
 	c.kill = c.startServer(t)
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -271,8 +270,9 @@ func TestClassroom(t *testing.T) {
 	if peers <= 0 {
 		t.Errorf("no machine got any bytes from another: the swarm did not swarm")
 	}
+	tasks := c.tasks(t)
 	for _, v := range vms {
-		if task := c.tasks(t)[v.mac]; task.State != pxe.TaskDone {
+		if task := tasks[v.mac]; task.State != pxe.TaskDone {
 			t.Errorf("%s: task %s is %q, want done", v.name, task.ID, task.State)
 		}
 	}
@@ -342,9 +342,7 @@ func (c *classroom) waitReport(t *testing.T, mac string, frac float64, timeout t
 // the DHCP lease file still holds it. The server's upload is capped so the
 // kill lands mid-transfer.
 func TestClassroomServerRestart(t *testing.T) {
-	c := newClassroom(t, "rst", "full")
-	c.serve = append(c.serve, "--check", "verify", "--upload-limit", "3MiB")
-	c.restartServer(t)
+	c := newClassroom(t, "rst", "full", "--check", "verify", "--upload-limit", "3MiB")
 
 	v := c.newVM(t, "restart", qemu.UEFI, "52:54:00:c4:00:02")
 	m := c.start(t, v)
@@ -371,9 +369,7 @@ func TestClassroomServerRestart(t *testing.T) {
 // what the disk holds (verify mode) and fetches only the rest: it receives
 // less than the image, and the disk ends byte-identical.
 func TestClassroomPowerLoss(t *testing.T) {
-	c := newClassroom(t, "pwr", "full")
-	c.serve = append(c.serve, "--check", "verify", "--upload-limit", "3MiB")
-	c.restartServer(t)
+	c := newClassroom(t, "pwr", "full", "--check", "verify", "--upload-limit", "3MiB")
 	v := c.newVM(t, "power", qemu.UEFI, "52:54:00:c7:00:01")
 	m := c.start(t, v)
 	expect(t, v, m, 4*time.Minute, initramfs.MarkPlan, initramfs.MarkWriting)
@@ -385,7 +381,7 @@ func TestClassroomPowerLoss(t *testing.T) {
 	expect(t, v, m, 4*time.Minute, initramfs.MarkPlan, initramfs.MarkWriting)
 	expect(t, v, m, 6*time.Minute, initramfs.MarkImageDone, initramfs.MarkReboot)
 	m.Wait()
-	m2 := downloadedRE.FindStringSubmatch(v.console.String())
+	m2 := writtenRE.FindStringSubmatch(v.console.String())
 	if m2 == nil {
 		t.Fatal("no 'image written' line after the restart")
 	}
@@ -403,27 +399,13 @@ func TestClassroomPowerLoss(t *testing.T) {
 	}
 }
 
-var downloadedRE = regexp.MustCompile(`image written.*downloaded=(\S+)`)
-
 // TestClassroomProxy is the school network: dnsmasq on another host hands
 // out addresses; pxeswarm in proxy mode boots and images the machine, and
 // the agent finds the server through the proxy's option.
 func TestClassroomProxy(t *testing.T) {
-	if _, err := exec.LookPath("dnsmasq"); err != nil {
-		t.Skip("dnsmasq missing (make test installs it):", err)
-	}
+	needDnsmasq(t)
 	c := newClassroom(t, "clp", "proxy")
-	school := c.lan.AddHost(t, "school", netip.MustParsePrefix("198.18.0.2/24"), nil)
-	dir := t.TempDir()
-	leases := filepath.Join(dir, "dnsmasq.leases")
-	var dmLog syncBuffer
-	dm := school.Command(c.ctx, "dnsmasq", "--no-daemon", "--conf-file=/dev/null",
-		"--port=0", "--interface="+school.Link, "--bind-interfaces", "--dhcp-authoritative",
-		"--dhcp-range=198.18.0.50,198.18.0.90,255.255.255.0,10m", "--dhcp-leasefile="+leases,
-		"--pid-file="+filepath.Join(dir, "dnsmasq.pid"), "--user=root", "--log-dhcp", "--log-facility=-")
-	dm.Stdout, dm.Stderr = &dmLog, &dmLog
-	netns.Start(t, dm)
-	waitFor(t, "dnsmasq up", 10*time.Second, func() bool { return strings.Contains(dmLog.String(), "DHCP, IP range") })
+	leases := schoolDHCP(t, c.lan)
 
 	v := c.newVM(t, "uefi-proxy", qemu.UEFI, "52:54:00:c5:00:01")
 	m := c.start(t, v)

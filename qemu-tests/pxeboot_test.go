@@ -122,11 +122,9 @@ func adminTry(ns *netns.NS, token, method, path, body string) (string, error) {
 
 // bootEnv is a test LAN with `pxeswarm serve` in it.
 type bootEnv struct {
-	lan    *netns.LAN
-	token  string
-	log    *syncBuffer
-	kernel string
-	initrd string
+	lan   *netns.LAN
+	token string
+	log   *syncBuffer
 }
 
 // startServe builds pxeswarm and the marker initramfs and runs `pxeswarm
@@ -147,7 +145,7 @@ func startServe(t *testing.T, tag, mode string) *bootEnv {
 	if err := os.WriteFile(img, data, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	env := &bootEnv{lan: netns.NewLAN(t, tag, netip.MustParsePrefix(serverAddr+"/24")), log: &syncBuffer{}, kernel: kernel, initrd: initrd}
+	env := &bootEnv{lan: netns.NewLAN(t, tag, netip.MustParsePrefix(serverAddr+"/24")), log: &syncBuffer{}}
 	state := filepath.Join(work, "state")
 	serve := env.lan.NS.Command(ctx, bin, "serve", "--image", img, "--interface", env.lan.Bridge, "--dhcp", mode,
 		"--state-dir", state, "--kernel", kernel, "--initramfs", initrd,
@@ -299,24 +297,24 @@ func TestFirmwarePXEBoot(t *testing.T) {
 	if !strings.Contains(env.log.String(), "dhcp: no task; no boot file") {
 		t.Error("the server log does not show a machine refused a boot file")
 	}
-	// Every address came from our pool.
+	// Full mode: the server handed out addresses from its pool (.100 and up).
 	if !strings.Contains(env.log.String(), "yiaddr=198.18.0.1") {
 		t.Errorf("server log shows no lease from the pool")
 	}
 }
 
-// TestFirmwarePXEBootProxy is the school network: dnsmasq on another host
-// hands out addresses, pxeswarm runs in proxy mode beside it. OVMF gets its
-// address from dnsmasq and ipxe.efi and then the script from pxeswarm;
-// SeaBIOS's iPXE ROM likewise gets the script URL from the proxy. pxeswarm
-// hands out no address (its DHCP tests check every packet; here the
-// dnsmasq lease file must hold both machines).
-func TestFirmwarePXEBootProxy(t *testing.T) {
-	env := startServe(t, "fwp", "proxy")
+func needDnsmasq(t *testing.T) {
+	t.Helper()
 	if _, err := exec.LookPath("dnsmasq"); err != nil {
-		t.Skip("dnsmasq missing (make test installs it):", err)
+		t.Skip("dnsmasq missing: apt-get install dnsmasq (make test installs it):", err)
 	}
-	school := env.lan.AddHost(t, "school", netip.MustParsePrefix("198.18.0.2/24"), nil)
+}
+
+// schoolDHCP runs dnsmasq on its own host on lan as the school's existing
+// DHCP server (198.18.0.50–90) and returns its lease file.
+func schoolDHCP(t *testing.T, lan *netns.LAN) string {
+	t.Helper()
+	school := lan.AddHost(t, "school", netip.MustParsePrefix("198.18.0.2/24"), nil)
 	dir := t.TempDir()
 	leases := filepath.Join(dir, "dnsmasq.leases")
 	var dmLog syncBuffer
@@ -327,6 +325,19 @@ func TestFirmwarePXEBootProxy(t *testing.T) {
 	dm.Stdout, dm.Stderr = &dmLog, &dmLog
 	netns.Start(t, dm)
 	waitFor(t, "dnsmasq up", 10*time.Second, func() bool { return strings.Contains(dmLog.String(), "DHCP, IP range") })
+	return leases
+}
+
+// TestFirmwarePXEBootProxy is the school network: dnsmasq on another host
+// hands out addresses, pxeswarm runs in proxy mode beside it. OVMF gets its
+// address from dnsmasq and ipxe.efi and then the script from pxeswarm;
+// SeaBIOS's iPXE ROM likewise gets the script URL from the proxy. pxeswarm
+// hands out no address (its DHCP tests check every packet; here the
+// dnsmasq lease file must hold both machines).
+func TestFirmwarePXEBootProxy(t *testing.T) {
+	needDnsmasq(t)
+	env := startServe(t, "fwp", "proxy")
+	leases := schoolDHCP(t, env.lan)
 	machines := []machine{
 		{name: "bios-task", fw: qemu.BIOS, mac: "52:54:00:c2:00:01", task: true},
 		{name: "uefi-task", fw: qemu.UEFI, mac: "52:54:00:c2:00:02", task: true,

@@ -13,7 +13,8 @@ import (
 	"github.com/pxeswarm/pxeswarm/imager"
 )
 
-// errUsage means the flag package already printed what was wrong.
+// errUsage marks a usage error: alone, the flag package (or the help text)
+// already said what was wrong; wrapped with a message, main prints it.
 var errUsage = errors.New("usage")
 
 // flagSet is a flag.FlagSet whose help text is grouped by section.

@@ -17,8 +17,8 @@ the iPXE binaries, HTTP for iPXE scripts, kernel, initramfs, torrents,
 signed plans and the status/admin API, the tracker (on the HTTP port) and a
 seeder for every image.
 
-A terminal boots our kernel only when it has a pending task; otherwise its
-iPXE script sends it to its local disk. Tasks come from the admin API
+Only a terminal with an active task gets a boot file from DHCP, and then
+our kernel; the others boot their local disk straight from the firmware. Tasks come from the admin API
 (POST /api/tasks with the token in <state-dir>/admin-token) or from --auto.
 
 With --config, everything comes from the site file (every key is documented

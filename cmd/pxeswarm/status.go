@@ -147,9 +147,13 @@ func (s *statusSnapshot) print(w io.Writer, base string) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.MAC, dash(m.Name), dash(m.IP), task, state, phase, done, rate, peers, note)
 	}
 	tw.Flush()
+	// The seeder announces from the server's public address, which the
+	// torrent URLs carry; --server may name another (127.0.0.1).
 	host := ""
-	if u, err := url.Parse(base); err == nil {
-		host = u.Hostname()
+	for _, raw := range append([]string{base}, imageTorrents(s.status.Images)...) {
+		if u, err := url.Parse(raw); err == nil && u.Hostname() != "" {
+			host = u.Hostname()
+		}
 	}
 	for _, sw := range s.swarms {
 		var fromServer int64
@@ -179,4 +183,12 @@ func dash(s string) string {
 func isTerminal(f *os.File) bool {
 	st, err := f.Stat()
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+func imageTorrents(ims []pxe.ImageStatus) []string {
+	var urls []string
+	for _, im := range ims {
+		urls = append(urls, im.Torrent)
+	}
+	return urls
 }

@@ -213,7 +213,7 @@ func TestBadInputBlockDevice(t *testing.T) {
 		t.Skip("needs root for losetup (make test runs as root in CI)")
 	}
 	if _, err := exec.LookPath("losetup"); err != nil {
-		t.Skip("losetup missing: apt-get install mount")
+		t.Skip("losetup missing: apt-get install mount (make test installs it)")
 	}
 	img := makeImage(t, []int64{4 << 20}, "1MiB")
 	backing := filepath.Join(t.TempDir(), "small.disk")

@@ -46,10 +46,10 @@ type NS struct {
 func Require(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("network namespace tests need root")
+		t.Skip("network namespace tests need root (CI runs make test as root)")
 	}
 	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("ip(8) not installed (Debian package iproute2)")
+		t.Skip("ip(8) missing: apt-get install iproute2 (make test installs it)")
 	}
 }
 
