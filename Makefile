@@ -40,7 +40,7 @@ unit:
 # partition tables.
 FUZZ_TARGETS := imager:FuzzLoad tracker:FuzzParseAnnounce pxe:FuzzVerify pxe:FuzzParseSite \
 	pxe:FuzzDHCPFull pxe:FuzzDHCPProxy pxe:FuzzDHCPLeaseFile pxe:FuzzStatusAPI pxe:FuzzAdminAPI \
-	partition:FuzzReadTable initramfs:FuzzParseCmdline
+	partition:FuzzReadTable initramfs:FuzzParseCmdline initramfs:FuzzParseStickConfig
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; fn=$${t#*:}; echo "fuzz $$pkg $$fn"; \

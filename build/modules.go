@@ -44,6 +44,9 @@ var DefaultModules = []string{
 	"usbhid", "hid_generic",
 	// The virtio PCI transport (virtio_net and virtio_blk need it in QEMU).
 	"virtio_pci",
+	// The boot loader's EFI variables: the rescue stick finds itself by
+	// the partition systemd-boot says it was loaded from.
+	"efivarfs",
 }
 
 // ErrModuleNotFound means a module asked for is neither in the kernel's

@@ -177,6 +177,12 @@ func writeESP(path string, size int64, files, text map[string]string) error {
 	if err != nil {
 		return err
 	}
+	return fillFAT(fs, files, text)
+}
+
+// fillFAT writes files (FAT path → host file) and text (FAT path →
+// contents) into a FAT filesystem.
+func fillFAT(fs filesystem.FileSystem, files, text map[string]string) error {
 	put := func(name string, r io.Reader) error {
 		dir := filepath.Dir(name)
 		if dir != "/" {

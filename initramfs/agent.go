@@ -1,6 +1,7 @@
 package initramfs
 
 import (
+	"bufio"
 	"cmp"
 	"context"
 	"errors"
@@ -69,6 +70,13 @@ type Config struct {
 	// RebootPowerOff); it returns only on failure. Default: sync, then
 	// reboot(2).
 	Reboot func(cmd int) error
+	// Input is where the console menu reads a person's choices (several
+	// images or disks on a rescue stick). Default os.Stdin.
+	Input io.Reader
+	// EFIVars is where efivarfs is (or gets) mounted, to read which
+	// partition the boot loader was loaded from. Default
+	// partition.DefaultEFIVars; "-" reads none.
+	EFIVars string
 	// Console receives the markers and the progress bar. Default stdout.
 	// Pass a *Console (NewConsole) and route the log through it too, so
 	// log lines do not break the bar.
@@ -126,6 +134,12 @@ func (c Config) withDefaults() Config {
 	if c.ResolvConf == "" {
 		c.ResolvConf = DefaultResolvConf
 	}
+	if c.Input == nil {
+		c.Input = os.Stdin
+	}
+	if c.EFIVars == "" {
+		c.EFIVars = partition.DefaultEFIVars
+	}
 	def := func(d *time.Duration, v time.Duration) {
 		if *d <= 0 {
 			*d = v
@@ -148,8 +162,9 @@ type agent struct {
 	log      *slog.Logger
 	con      *Console
 	cmd      Cmdline
-	rep      *reporter // nil until the server is known
+	rep      *reporter // nil until the server is known (never in local mode)
 	readBack bool
+	in       *bufio.Reader // the console's input, for choose
 
 	mu    sync.Mutex
 	phase string          // pxe.Phase*
@@ -258,6 +273,16 @@ func (a *agent) run(ctx context.Context) (after string, err error) {
 		}
 		a.log.Info("coldplug done", "modules", len(mods), "took", time.Since(start).Round(time.Millisecond))
 		a.con.Println(markColdplug(len(mods)))
+	}
+
+	// The rescue stick, if the machine booted from one: never a target,
+	// and in local mode the source.
+	st, bootMode, err := a.findStick(ctx)
+	if err != nil {
+		return "", err
+	}
+	if bootMode == ModeLocal {
+		return a.runLocal(ctx, st)
 	}
 
 	// Network.

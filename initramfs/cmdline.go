@@ -28,6 +28,12 @@ type Cmdline struct {
 	// NoReadBack is pxeswarm.readback=0: skip reading the written image
 	// back for its SHA-256 (see Config.NoReadBack).
 	NoReadBack bool
+	// Stick is pxeswarm.stick=PARTUUID: the rescue stick's boot loader
+	// entry names the ESP it was built with. The boot loader's own word
+	// (the LoaderDevicePartUUID EFI variable) wins when it has one.
+	Stick string
+	// Mode is pxeswarm.mode=network|local: the stick's boot entry.
+	Mode string
 }
 
 // ParseCmdline reads the pxeswarm.* parameters of a kernel command line
@@ -68,6 +74,18 @@ func ParseCmdline(s string) (Cmdline, error) {
 				continue
 			}
 			c.Task = val
+		case "pxeswarm.stick":
+			if !partitionGUID(val) {
+				bad("a partition GUID such as 1c5e2d4f-9a0b-4c3d-8e7f-0123456789ab")
+				continue
+			}
+			c.Stick = strings.ToLower(val)
+		case "pxeswarm.mode":
+			if val != ModeNetwork && val != ModeLocal {
+				bad(ModeNetwork + " or " + ModeLocal)
+				continue
+			}
+			c.Mode = val
 		case "pxeswarm.debug":
 			b, ok := parseFlag(val, hasVal)
 			if !ok {
@@ -83,10 +101,27 @@ func ParseCmdline(s string) (Cmdline, error) {
 			}
 			c.NoReadBack = !b
 		default:
-			errs = append(errs, fmt.Errorf("kernel command line: unknown parameter %s: the agent knows pxeswarm.server, .mac, .task, .debug and .readback", clipText(key, 40)))
+			errs = append(errs, fmt.Errorf("kernel command line: unknown parameter %s: the agent knows pxeswarm.server, .mac, .task, .stick, .mode, .debug and .readback", clipText(key, 40)))
 		}
 	}
 	return c, errors.Join(errs...)
+}
+
+// partitionGUID reports whether s is 8-4-4-4-12 hex digits.
+func partitionGUID(s string) bool {
+	if len(s) != 36 {
+		return false
+	}
+	for i, c := range s {
+		if i == 8 || i == 13 || i == 18 || i == 23 {
+			if c != '-' {
+				return false
+			}
+		} else if !strings.ContainsRune("0123456789abcdefABCDEF", c) {
+			return false
+		}
+	}
+	return true
 }
 
 // parseFlag reads a boolean parameter: bare means true.

@@ -27,6 +27,11 @@ func TestParseCmdline(t *testing.T) {
 		{"pxeswarm.debug=yes pxeswarm.debug=0", Cmdline{}, ""},
 		{"pxeswarm.readback=0", Cmdline{NoReadBack: true}, ""},
 		{"pxeswarm.readback=1", Cmdline{}, ""},
+		// What the rescue stick's boot entry writes.
+		{"console=ttyS0 pxeswarm.stick=1C5E2D4F-9A0B-4C3D-8E7F-0123456789AB pxeswarm.mode=local",
+			Cmdline{Stick: "1c5e2d4f-9a0b-4c3d-8e7f-0123456789ab", Mode: ModeLocal}, ""},
+		{"pxeswarm.stick=sda1 pxeswarm.mode=network", Cmdline{Mode: ModeNetwork}, "partition GUID"},
+		{"pxeswarm.mode=usb", Cmdline{}, "pxeswarm.mode"},
 		// A later parameter wins.
 		{"pxeswarm.task=t1 pxeswarm.task=t2", Cmdline{Task: "t2"}, ""},
 		// Bad values are dropped and named; good ones kept.

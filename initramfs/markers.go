@@ -14,6 +14,7 @@ import (
 //
 //	pxeswarm: version v0.3.0
 //	pxeswarm: coldplug 7 modules
+//	pxeswarm: stick /dev/sda esp=/dev/sda1 partuuid=… found-by=efi mode=local images=1   (rescue stick only)
 //	pxeswarm: lease ok server=http://198.18.0.1:8080 from=dhcp iface=eth0 addr=198.18.0.100/24
 //	pxeswarm: plan ok task=t1 image=win11
 //	pxeswarm: disk /dev/vda 64GiB model="QEMU HARDDISK" serial=- removable=no table=gpt
@@ -27,8 +28,15 @@ import (
 // or, on any error, pxeswarm: ERROR <what> — <what to do>, then
 // pxeswarm: shell.
 const (
-	MarkVersion   = "pxeswarm: version"
-	MarkColdplug  = "pxeswarm: coldplug"
+	MarkVersion  = "pxeswarm: version"
+	MarkColdplug = "pxeswarm: coldplug"
+	// MarkStick: booted from the rescue stick (which disk, how it was
+	// found, the mode).
+	MarkStick = "pxeswarm: stick"
+	// MarkChoose asks the person at the console; MarkChosen says what
+	// they chose.
+	MarkChoose    = "pxeswarm: choose"
+	MarkChosen    = "pxeswarm: chosen"
 	MarkLease     = "pxeswarm: lease ok"
 	MarkPlan      = "pxeswarm: plan ok"
 	MarkDisk      = "pxeswarm: disk"
@@ -57,6 +65,15 @@ const (
 )
 
 func markVersion(v string) string { return fmt.Sprintf("%s %s", MarkVersion, v) }
+
+func markStick(s *stick, foundBy, mode string) string {
+	n := 0
+	if s.cfg != nil {
+		n = len(s.cfg.Images)
+	}
+	return fmt.Sprintf("%s %s esp=%s partuuid=%s found-by=%s mode=%s images=%d", MarkStick, s.disk.Path, orDash(s.esp.Path),
+		strings.ToLower(s.esp.GUID), foundBy, mode, n)
+}
 
 func markColdplug(n int) string { return fmt.Sprintf("%s %d modules", MarkColdplug, n) }
 

@@ -86,3 +86,17 @@ func rereadTable(path string) error {
 func drainTTY(f *os.File) {
 	_ = unix.IoctlSetInt(int(f.Fd()), unix.TCSBRK, 1)
 }
+
+// mountEFIVars mounts efivarfs read-only on dir if the machine booted
+// through UEFI and nothing is mounted there yet (u-root's init does not
+// mount it). Errors are for the log: without it the stick is found by its
+// kernel command line instead.
+func mountEFIVars(dir string) error {
+	if _, err := os.Stat("/sys/firmware/efi"); err != nil {
+		return nil // not booted through UEFI
+	}
+	if ents, err := os.ReadDir(dir); err == nil && len(ents) > 0 {
+		return nil // already mounted
+	}
+	return unix.Mount("efivarfs", dir, "efivarfs", unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "")
+}

@@ -41,6 +41,11 @@ type Config struct {
 	// "/dev/sdb" or a partition of it ("sdb1"), for example from the kernel
 	// command line. Those disks are never targets.
 	BootDevices []string
+	// BootPartUUIDs name the boot medium by the unique GUID (PARTUUID) of
+	// the partition the machine was loaded from: what the boot loader
+	// reports (LoaderPartUUID) or the rescue stick's kernel command line
+	// says. The disk holding such a partition is never a target.
+	BootPartUUIDs []string
 	// BootLabels mark the boot medium by a GPT partition name or a
 	// filesystem label (FAT, ext2/3/4, ISO 9660; compared without regard to
 	// case). Nil means [DefaultBootLabel]; an empty non-nil slice turns
@@ -327,8 +332,16 @@ func (c Config) markBusy(d *Disk, sys string, mounts map[string]string) {
 	}
 }
 
-// markBoot fills Boot from BootDevices and BootLabels.
+// markBoot fills Boot from BootPartUUIDs, BootDevices and BootLabels.
 func (c Config) markBoot(d *Disk) {
+	for _, u := range c.BootPartUUIDs {
+		for _, p := range d.Partitions {
+			if u != "" && normGUID(p.GUID) == normGUID(u) {
+				d.Boot = fmt.Sprintf("the machine was loaded from its partition %d (PARTUUID %s)", p.Number, strings.ToLower(p.GUID))
+				return
+			}
+		}
+	}
 	for _, b := range c.BootDevices {
 		b = strings.TrimPrefix(b, "/dev/")
 		if b == d.Name {

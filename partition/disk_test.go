@@ -3,6 +3,7 @@ package partition
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -141,6 +142,32 @@ func TestList(t *testing.T) {
 		t.Errorf("List(BootDevices=%v, BootLabels=[]) boot media (-want +got):\n%s", c.BootDevices, d)
 	}
 	wantNames := []string{"loop0", "nvme0n1", "sda", "sdb", "sdc", "sdd", "sde", "sdaa", "zram0"}
+	if d := cmp.Diff(wantNames, names); d != "" {
+		t.Errorf("List(IncludeVirtual) names (-want +got):\n%s", d)
+	}
+
+	// The partition the boot loader was loaded from (lower case, as the
+	// EFI variable has it) marks its disk, and only that disk.
+	c.BootDevices = nil
+	c.BootPartUUIDs = []string{strings.ToLower(sdb.Partitions[0].GUID)}
+	got, err = c.List(imager.TestLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	boot = map[string]string{}
+	for _, d := range got {
+		if d.Boot != "" {
+			boot[d.Name] = d.Boot
+		}
+	}
+	wantBoot = map[string]string{"sdb": "the machine was loaded from its partition 1 (PARTUUID " + strings.ToLower(sdb.Partitions[0].GUID) + ")"}
+	if d := cmp.Diff(wantBoot, boot); d != "" {
+		t.Errorf("List(BootPartUUIDs=%v) boot media (-want +got):\n%s", c.BootPartUUIDs, d)
+	}
+	names = names[:0]
+	for _, d := range got {
+		names = append(names, d.Name)
+	}
 	if d := cmp.Diff(wantNames, names); d != "" {
 		t.Errorf("List(IncludeVirtual) names (-want +got):\n%s", d)
 	}

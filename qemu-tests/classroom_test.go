@@ -21,6 +21,7 @@ import (
 	"github.com/pxeswarm/pxeswarm/internal/qemu"
 	"github.com/pxeswarm/pxeswarm/partition"
 	"github.com/pxeswarm/pxeswarm/pxe"
+	"github.com/pxeswarm/pxeswarm/tracker"
 )
 
 // classroom is a LAN with `pxeswarm serve` publishing the test OS, and the
@@ -213,6 +214,30 @@ func fromPeers(t *testing.T, console string) int64 {
 	return down - seed
 }
 
+// machineUploads reads the tracker's statistics (/stats) for the test OS
+// image and returns what each host other than the server uploaded, as
+// the machines announced it (BEP 3 uploaded, kept by the tracker after a
+// machine leaves): the bytes the machines gave each other.
+func (c *classroom) machineUploads(t *testing.T) map[string]int64 {
+	t.Helper()
+	var stats []tracker.SwarmStats
+	if err := json.Unmarshal([]byte(admin(t, c.lan.NS, c.token, "GET", "/stats", "")), &stats); err != nil {
+		t.Fatal(err)
+	}
+	up := map[string]int64{}
+	for _, s := range stats {
+		if s.InfoHash != c.tos.Image.InfoHash.HexString() {
+			continue
+		}
+		for _, h := range s.Hosts {
+			if a := h.Addr.String(); a != serverAddr && !h.Addr.IsLoopback() {
+				up[a] += h.Uploaded
+			}
+		}
+	}
+	return up
+}
+
 func (c *classroom) tasks(t *testing.T) map[string]pxe.Task {
 	t.Helper()
 	var list []pxe.Task
@@ -260,15 +285,18 @@ func TestClassroom(t *testing.T) {
 	if t.Failed() {
 		return
 	}
-	var peers int64
 	for _, v := range vms {
 		c.checkDisk(t, v)
-		p := fromPeers(t, v.console.String())
-		t.Logf("%s got %s from other terminals", v.name, imager.FormatBytes(p))
-		peers += p
+		t.Logf("%s says it got %s from other terminals", v.name, imager.FormatBytes(fromPeers(t, v.console.String())))
+	}
+	// The tracker's statistics: the machines uploaded to each other.
+	var peers int64
+	for addr, n := range c.machineUploads(t) {
+		t.Logf("tracker: machine %s uploaded %s", addr, imager.FormatBytes(n))
+		peers += n
 	}
 	if peers <= 0 {
-		t.Errorf("no machine got any bytes from another: the swarm did not swarm")
+		t.Errorf("the tracker saw no machine upload anything: the machines got no pieces from each other")
 	}
 	tasks := c.tasks(t)
 	for _, v := range vms {

@@ -151,7 +151,21 @@ type swarm struct {
 	name      string
 	peers     map[netip.AddrPort]*peerState
 	completed int64 // event=completed announces, at most one per peer stay
+	// hosts keeps each host's transfer totals across its peer stays, so
+	// what a machine gave the swarm still counts after it stopped or
+	// expired. At most MaxSwarmPeers hosts are kept.
+	hosts map[netip.Addr]*hostTotals
 }
+
+type counters struct{ uploaded, downloaded int64 }
+
+type hostTotals struct {
+	counters                     // all-time totals
+	last     map[uint16]counters // per port: what its last announce said
+}
+
+// maxPortsPerHost bounds hostTotals.last.
+const maxPortsPerHost = 64
 
 type peerState struct {
 	Peer
@@ -191,7 +205,7 @@ func (t *Tracker) Publish(ih [20]byte, name string) {
 		sw.name = name
 		return
 	}
-	t.swarms[ih] = &swarm{name: name, peers: map[netip.AddrPort]*peerState{}}
+	t.swarms[ih] = &swarm{name: name, peers: map[netip.AddrPort]*peerState{}, hosts: map[netip.Addr]*hostTotals{}}
 	t.log.Info("tracker: published", "info_hash", hex.EncodeToString(ih[:]), "name", name)
 }
 
@@ -222,6 +236,18 @@ type SwarmStats struct {
 	Downloaded int64       `json:"downloaded"`
 	Left       int64       `json:"left"` // over peers that reported it
 	PeerList   []PeerStats `json:"peer_list"`
+	// Hosts are per-host totals since the tracker started, over all the
+	// host's peer stays: they keep counting after a peer stops or
+	// expires, so they show who served whom after the imaging is over.
+	Hosts []HostStats `json:"hosts"`
+}
+
+// HostStats is one host's all-time transfer totals in a swarm, as its
+// peers announced them (BEP 3 uploaded and downloaded).
+type HostStats struct {
+	Addr       netip.Addr `json:"addr"`
+	Uploaded   int64      `json:"uploaded"`
+	Downloaded int64      `json:"downloaded"`
 }
 
 // PeerStats is one peer in SwarmStats.
@@ -293,6 +319,11 @@ func (t *Tracker) swarmStatsLocked(ih [20]byte, sw *swarm, now time.Time) SwarmS
 		})
 	}
 	slices.SortFunc(s.PeerList, func(a, b PeerStats) int { return a.Addr.Compare(b.Addr) })
+	s.Hosts = make([]HostStats, 0, len(sw.hosts))
+	for a, h := range sw.hosts {
+		s.Hosts = append(s.Hosts, HostStats{Addr: a, Uploaded: h.uploaded, Downloaded: h.downloaded})
+	}
+	slices.SortFunc(s.Hosts, func(a, b HostStats) int { return a.Addr.Compare(b.Addr) })
 	return s
 }
 
@@ -352,11 +383,12 @@ func (t *Tracker) track(a Announce, addr netip.AddrPort) error {
 		return err
 	}
 	sw := t.swarms[a.InfoHash]
+	sw.countHost(addr, a, t.cfg.MaxSwarmPeers)
+	p, ok := sw.peers[addr]
 	if a.Event == EventStopped {
 		delete(sw.peers, addr)
 		return nil
 	}
-	p, ok := sw.peers[addr]
 	if !ok {
 		p = &peerState{Peer: Peer{Addr: addr}}
 		sw.peers[addr] = p
@@ -371,6 +403,35 @@ func (t *Tracker) track(a Announce, addr netip.AddrPort) error {
 		sw.completed++
 	}
 	return nil
+}
+
+// countHost adds what announce a reports beyond the previous announce
+// from the same address and port to the host's totals. The previous
+// counters are kept with the host, not the peer, so a peer that expired
+// and announces again is not counted twice. Counters that went down
+// belong to a new client session on the same port: all of it is new.
+func (sw *swarm) countHost(addr netip.AddrPort, a Announce, maxHosts int) {
+	h, ok := sw.hosts[addr.Addr()]
+	if !ok {
+		if len(sw.hosts) >= maxHosts {
+			return
+		}
+		h = &hostTotals{last: map[uint16]counters{}}
+		sw.hosts[addr.Addr()] = h
+	}
+	delta := func(now, before int64) int64 {
+		if now >= before {
+			return now - before
+		}
+		return now
+	}
+	prev, seen := h.last[addr.Port()]
+	if !seen && len(h.last) >= maxPortsPerHost {
+		clear(h.last) // a host with this many ports is odd; forget, do not grow
+	}
+	h.uploaded = addSat(h.uploaded, delta(a.Uploaded, prev.uploaded))
+	h.downloaded = addSat(h.downloaded, delta(a.Downloaded, prev.downloaded))
+	h.last[addr.Port()] = counters{a.Uploaded, a.Downloaded}
 }
 
 // peersFor returns a copy of the swarm's peers and its seeder and leecher

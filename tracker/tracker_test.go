@@ -203,7 +203,7 @@ func TestAnnounceFailures(t *testing.T) {
 			if !strings.Contains(r.FailureReason, tc.want) {
 				t.Errorf("GET %s failure reason = %q, want it to contain %q", tc.target, r.FailureReason, tc.want)
 			}
-			if diff := cmp.Diff(before, tr.Stats(), cmpopts.EquateComparable(netip.AddrPort{})); diff != "" {
+			if diff := cmp.Diff(before, tr.Stats(), cmpopts.EquateComparable(netip.AddrPort{}, netip.Addr{})); diff != "" {
 				t.Errorf("GET %s changed swarm state (-before +after):\n%s", tc.target, diff)
 			}
 		})
@@ -425,10 +425,14 @@ func TestStatsJSON(t *testing.T) {
 				map[string]any{"addr": "10.0.0.1:6881", "complete": true, "left": 0.0, "uploaded": 100.0, "downloaded": 0.0, "last_seen": ts},
 				map[string]any{"addr": "10.0.0.2:6881", "complete": false, "left": 40.0, "uploaded": 7.0, "downloaded": 60.0, "last_seen": ts},
 			},
+			"hosts": []any{
+				map[string]any{"addr": "10.0.0.1", "uploaded": 100.0, "downloaded": 0.0},
+				map[string]any{"addr": "10.0.0.2", "uploaded": 7.0, "downloaded": 60.0},
+			},
 		},
 		{
 			"info_hash": hex.EncodeToString(b[:]), "name": "zeta", "peers": 0.0, "seeders": 0.0, "leechers": 0.0,
-			"completed": 0.0, "uploaded": 0.0, "downloaded": 0.0, "left": 0.0, "peer_list": []any{},
+			"completed": 0.0, "uploaded": 0.0, "downloaded": 0.0, "left": 0.0, "peer_list": []any{}, "hosts": []any{},
 		},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
@@ -568,5 +572,44 @@ func TestAnnounceRaceWithUnpublish(t *testing.T) {
 	r := announceFrom(t, tr.Handler(), "10.0.0.1:1", query(ih, peerID(1), 6881).Encode())
 	if !strings.Contains(r.FailureReason, "is not published") {
 		t.Errorf("announce racing Unpublish = %+v, want a not-published failure reason", r)
+	}
+}
+
+// TestHostTotals: a host's uploaded and downloaded bytes keep counting
+// across its peer stays (stopped, expired, a restarted client on the same
+// port) without being counted twice.
+func TestHostTotals(t *testing.T) {
+	ih := hashOf("lab")
+	tr, clk := newTestTracker(t, Config{Published: []Published{{InfoHash: ih, Name: "lab"}}})
+	a := netip.MustParseAddrPort("198.18.0.11:6881")
+	b := netip.MustParseAddrPort("198.18.0.12:6881")
+	ann := func(addr netip.AddrPort, up, down int64, ev string) {
+		t.Helper()
+		if err := tr.track(Announce{InfoHash: ih, PeerID: peerID(int(addr.Addr().As4()[3])), Port: addr.Port(), Left: 1,
+			Uploaded: up, Downloaded: down, Event: ev}, addr); err != nil {
+			t.Fatalf("track(%v) = %v", addr, err)
+		}
+	}
+	ann(a, 0, 0, EventStarted)
+	ann(a, 100, 1000, "")
+	ann(a, 300, 2000, "") // +200 up, +1000 down
+	ann(b, 50, 0, EventStarted)
+	ann(a, 400, 2500, EventStopped) // gone, its last 100/500 still count
+	clk.Advance(time.Hour)          // b expires with 50/0
+	ann(b, 70, 10, "")              // back on the same port: +20/+10, not 70/10 again
+	ann(a, 5, 5, EventStarted)      // a restarted client: counters from 0 again
+	st, ok := tr.Swarm(ih)
+	if !ok {
+		t.Fatal("Swarm: not published")
+	}
+	want := []HostStats{
+		{Addr: a.Addr(), Uploaded: 405, Downloaded: 2505},
+		{Addr: b.Addr(), Uploaded: 70, Downloaded: 10},
+	}
+	if diff := cmp.Diff(want, st.Hosts, cmpopts.EquateComparable(netip.Addr{})); diff != "" {
+		t.Errorf("Hosts mismatch (-want +got):\n%s", diff)
+	}
+	if st.Uploaded != 75 { // current peers only: a's new session 5 + b 70
+		t.Errorf("Uploaded (current peers) = %d, want 75", st.Uploaded)
 	}
 }

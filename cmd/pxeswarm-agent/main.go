@@ -51,7 +51,14 @@ func run() int {
 	cfg.Console = con
 	if !*noColdplug {
 		cfg.Coldplug = func(ctx context.Context, log *slog.Logger) ([]string, error) {
-			return coldplug.Load(ctx, log, coldplug.Config{Root: "/"})
+			var always []string
+			if _, err := os.Stat("/sys/firmware/efi"); err == nil {
+				// Booted through UEFI: efivarfs, which no device asks
+				// for, tells the agent which partition the boot loader
+				// (the rescue stick's) was loaded from.
+				always = []string{"efivarfs"}
+			}
+			return coldplug.Load(ctx, log, coldplug.Config{Root: "/", Always: always})
 		}
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

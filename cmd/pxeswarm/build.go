@@ -7,15 +7,18 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/pxeswarm/pxeswarm/build"
 	"github.com/pxeswarm/pxeswarm/imager"
+	"github.com/pxeswarm/pxeswarm/initramfs"
 	"github.com/pxeswarm/pxeswarm/pxe"
 )
 
 // buildTargets are what `pxeswarm build` makes.
 var buildTargets = []struct{ name, summary string }{
 	{"initramfs", "the terminals' kernel and u-root initramfs (agent, drivers, plan key)"},
+	{"usb", "a rescue stick image for dd: the same agent from USB, with network or on-stick images"},
 }
 
 func runBuild(ctx context.Context, args []string) error {
@@ -33,8 +36,10 @@ func runBuild(ctx context.Context, args []string) error {
 	switch args[0] {
 	case "initramfs":
 		return runBuildInitramfs(ctx, args[1:])
+	case "usb":
+		return runBuildUSB(ctx, args[1:])
 	}
-	fmt.Fprintf(os.Stderr, "pxeswarm build: unknown target %q (targets: initramfs)\n", args[0])
+	fmt.Fprintf(os.Stderr, "pxeswarm build: unknown target %q (targets: initramfs, usb)\n", args[0])
 	return errUsage
 }
 
@@ -112,5 +117,108 @@ Examples:
 		fmt.Fprintf(os.Stderr, "pxeswarm build initramfs: warning: kernel + initramfs is %s, over the %s goal: every terminal downloads it over HTTP\n",
 			imager.FormatBytes(res.Total()), imager.FormatBytes(goal))
 	}
+	return nil
+}
+
+func runBuildUSB(ctx context.Context, args []string) error {
+	fs := newFlagSet("build usb", "--out rescue.img [--image X.img ...] [--server URL] [flags]", `
+Build a rescue stick image for machines that cannot PXE-boot (a broken NIC
+ROM, a locked BIOS) or sites with no server. Write it to a stick with dd;
+everything on the stick is replaced:
+
+  sudo dd if=rescue.img of=/dev/sdX bs=4M conv=fsync status=progress
+
+The stick is a GPT disk: an EFI system partition (FAT32, named PXESWARM)
+with systemd-boot, the kernel and initramfs from 'pxeswarm build
+initramfs', and, with --image, a data partition (PXESWARM-DATA) holding
+the images. It boots under UEFI on x86-64 PCs (no legacy BIOS boot).
+
+Two modes, chosen in the stick's boot menu (the default is the first):
+  network  find the server by DHCP, or the --server baked in, and follow
+           its plan, as after a PXE boot (the server needs a task for the
+           machine, or --auto all)
+  local    write an image from the stick to the machine's disk, check it,
+           then seed it to the LAN where a tracker is known (--tracker, or
+           the server DHCP names): the stick's machine becomes the room's
+           first seeder. Then power off (--after).
+A stick with images defaults to local; without, to network. The agent
+never writes the stick it booted from: it finds it by the partition
+systemd-boot was loaded from. With several images (and no --default) or
+several disks that fit (and no --target), it asks at the console.
+
+Examples:
+  pxeswarm build usb --out rescue.img --server http://10.0.0.5:8080
+  pxeswarm build usb --out lab-stick.img --image lab.img --target first
+  pxeswarm build usb --out lab-stick.img --image lab.torrent --source esp.img,root.img --create-table`)
+	fs.section("stick")
+	out := fs.String("out", "", "the stick image to write (required)")
+	bootDir := fs.String("boot-dir", build.DefaultBootDir, "where 'pxeswarm build initramfs' put vmlinuz and initramfs")
+	kernel := fs.String("kernel", "", "kernel to boot (default <boot-dir>/vmlinuz)")
+	initrd := fs.String("initramfs", "", "initramfs with the agent (default <boot-dir>/initramfs)")
+	sdBoot := fs.String("systemd-boot", build.DefaultSystemdBoot, "the EFI boot manager (Debian's systemd-boot-efi)")
+	mode := enumFlag{allowed: []string{"", initramfs.ModeNetwork, initramfs.ModeLocal}}
+	fs.Var(&mode, "mode", "default boot entry: network or local (default: local with --image, else network)")
+	server := fs.String("server", "", "bake in the server URL, for networks whose DHCP cannot carry the URL option")
+	var consoles repeatFlag
+	fs.Var(&consoles, "console", "kernel console, repeatable; the last one is where the menu reads (default ttyS0,115200 then tty0)")
+	menu := fs.Int("menu-timeout", build.DefaultMenuTimeout, "seconds the boot menu waits when it has two entries; -1 boots the default at once")
+	fs.section("images (local mode)")
+	var images, sources, trackers listFlag
+	fs.Var(&images, "image", "raw disk image to carry (repeat for more; hashed into a torrent here), or one image torrent with --source")
+	fs.Var(&sources, "source", "with a torrent --image: its source file(s), one per part, in order")
+	def := fs.String("default", "", "image to write when the stick has several (default: ask at the console)")
+	target := fs.String("target", "", `disk to write: "first" (first fixed disk that is not the stick) or a name like sda (default: the one disk that fits, else ask)`)
+	createTable := fs.Bool("create-table", true, "write the image's partition table first (off: the disk's table must already fit)")
+	seedFor := fs.Duration("seed-for", initramfs.DefaultStickSeedFor, "how long to seed the written image when a tracker is known (0 never)")
+	fs.note("seed-for")
+	after := enumFlag{val: initramfs.DefaultStickAfter, allowed: []string{"poweroff", "reboot", "shell"}}
+	fs.Var(&after, "after", "what the machine does when done (reboot boots the stick again if it is still in)")
+	fs.Var(&trackers, "tracker", "announce URL to seed to, repeatable (default: the server's tracker if DHCP names one)")
+	fs.logFlags()
+	if err := fs.parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(fs.Output(), "pxeswarm build usb: unexpected arguments %q\n", fs.Args())
+		return errUsage
+	}
+	if *out == "" {
+		return fmt.Errorf("%w: need --out rescue.img", errUsage)
+	}
+	site := &pxe.Site{}
+	if err := quickImages(site, images, sources); err != nil {
+		return err
+	}
+	cfg := build.USBConfig{Out: *out, BootDir: *bootDir, Kernel: *kernel, Initramfs: *initrd, SystemdBoot: *sdBoot,
+		Server: strings.TrimRight(*server, "/"), Mode: mode.val, Default: *def, CreateTable: *createTable,
+		SeedFor: *seedFor, After: after.val, Trackers: trackers, Consoles: consoles, MenuTimeout: *menu}
+	if *menu == 0 {
+		cfg.MenuTimeout = -1
+	}
+	if *target != "" {
+		cfg.Target = pxe.Target{Disk: strings.TrimPrefix(*target, "/dev/")}
+	}
+	for _, si := range site.Images {
+		cfg.Images = append(cfg.Images, build.USBImage{Name: si.Name, Torrent: si.Torrent, Sources: si.Source})
+	}
+	log := fs.logger()
+	last := time.Now()
+	cfg.Progress = func(done, total int64) {
+		if time.Since(last) >= *fs.progress || done == total {
+			last = time.Now()
+			log.Info("usb: copying images", "done", imager.FormatBytes(done), "total", imager.FormatBytes(total))
+		}
+	}
+	res, err := cfg.Build(ctx, log)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("stick      %s  %s (mode %s, ESP %s, data %s)\n", res.Path, imager.FormatBytes(res.Size), res.Config.Mode,
+		imager.FormatBytes(res.ESPSize), imager.FormatBytes(res.DataSize))
+	for _, im := range res.Config.Images {
+		fmt.Printf("image      %s  %s (info-hash %s)\n", im.Name, imager.FormatBytes(im.Length), im.InfoHash)
+	}
+	fmt.Printf("boot       %s\n", res.Cmdline)
+	fmt.Printf("\nWrite it to a stick (everything on /dev/sdX is replaced; check the name with lsblk):\n  sudo dd if=%s of=/dev/sdX bs=4M conv=fsync status=progress\n", res.Path)
 	return nil
 }

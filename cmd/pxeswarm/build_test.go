@@ -60,13 +60,29 @@ func TestBuildInitramfsCommand(t *testing.T) {
 		}
 	}
 
+	// The rescue stick from that pair (any file stands in for
+	// systemd-boot): a console with a comma stays whole.
+	stick := filepath.Join(dir, "stick.img")
+	out, code = run("build", "usb", "--out", stick, "--boot-dir", boot, "--systemd-boot", key, "--console", "ttyS0,115200", "--server", "http://198.18.0.1:8080/")
+	if code != 0 {
+		t.Fatalf("pxeswarm build usb: exit %d\n%s", code, out)
+	}
+	for _, want := range []string{"mode network", "console=ttyS0,115200 panic=-1", "pxeswarm.server=http://198.18.0.1:8080\n", "sudo dd if=" + stick + " of=/dev/sdX"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("pxeswarm build usb printed %q, want %q", out, want)
+		}
+	}
+
 	for _, tc := range []struct {
 		args []string
 		code int
 		say  string
 	}{
 		{[]string{"build"}, 2, "Targets:"},
-		{[]string{"build", "usb"}, 2, "unknown target"},
+		{[]string{"build", "iso"}, 2, "unknown target"},
+		{[]string{"build", "usb"}, 2, "need --out"},
+		{[]string{"build", "usb", "--out", filepath.Join(dir, "x.img"), "--boot-dir", boot, "--systemd-boot", key, "--mode", "local"}, 1, "local mode needs an image"},
+		{[]string{"build", "usb", "--out", filepath.Join(dir, "x.img"), "--boot-dir", dir}, 1, "pxeswarm build initramfs"},
 		{[]string{"build", "initramfs", "--out", boot, "--key", filepath.Join(dir, "nope.pub")}, 1, "--key"},
 		{[]string{"build", "initramfs", "--compress", "lz4"}, 2, "want one of"},
 		{[]string{"build", "initramfs", "extra"}, 2, "unexpected arguments"},

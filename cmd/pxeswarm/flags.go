@@ -149,6 +149,13 @@ func (l *listFlag) Set(s string) error {
 	return nil
 }
 
+// repeatFlag collects a repeatable flag whose values may hold commas
+// (console=ttyS0,115200).
+type repeatFlag []string
+
+func (r *repeatFlag) String() string     { return strings.Join(*r, " ") }
+func (r *repeatFlag) Set(s string) error { *r = append(*r, s); return nil }
+
 // enumFlag accepts one of a fixed set of values, checked when set.
 type enumFlag struct {
 	val     string

@@ -48,6 +48,10 @@ type Config struct {
 	Quiet time.Duration
 	// Timeout bounds Load however busy the buses stay. Default 20s.
 	Timeout time.Duration
+	// Always are modules loaded first whatever the hardware: ones no
+	// device asks for, such as efivarfs (the boot loader's variables).
+	// One missing from the tree is an error like any failed load.
+	Always []string
 }
 
 // ErrNoModules means the module tree is missing (no modules.dep).
@@ -100,6 +104,9 @@ func load(ctx context.Context, log *slog.Logger, cfg Config, ld loader) ([]strin
 	s := &session{cfg: cfg, log: log, tree: t, load: ld, state: map[string]state{},
 		params: moduleParams(filepath.Join(cfg.Root, "proc/cmdline"))}
 	s.readLoaded()
+	for _, m := range cfg.Always {
+		s.modprobe(norm(m), nil)
+	}
 	start := time.Now()
 	lastChange := start
 	seen := map[string]bool{}

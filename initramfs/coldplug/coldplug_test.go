@@ -53,6 +53,7 @@ kernel/drivers/net/phy/realtek.ko: kernel/drivers/net/phy/libphy.ko
 kernel/drivers/usb/host/xhci-pci.ko: kernel/drivers/usb/host/xhci-hcd.ko
 kernel/drivers/usb/host/xhci-hcd.ko:
 kernel/drivers/usb/storage/usb-storage.ko:
+kernel/fs/efivarfs/efivarfs.ko:
 `,
 		m + "modules.alias": `alias pci:v00001AF4d00001041sv*sd*bc*sc*i* virtio_net
 alias virtio:d00000001v* virtio_net
@@ -124,15 +125,17 @@ func (k *fakeKernel) load(file, params string) error {
 func TestLoad(t *testing.T) {
 	root := fakeRoot(t)
 	k := &fakeKernel{t: t, root: root, params: map[string]string{}}
-	loaded, err := load(context.Background(), imager.TestLogger(t), Config{Root: root, Release: kver, Poll: time.Millisecond, Quiet: 30 * time.Millisecond}, k.load)
+	loaded, err := load(context.Background(), imager.TestLogger(t), Config{Root: root, Release: kver, Poll: time.Millisecond, Quiet: 30 * time.Millisecond,
+		Always: []string{"efivarfs"}}, k.load)
 	if err != nil {
 		t.Fatalf("load() error = %v", err)
 	}
-	// Round 1: PCI devices in modules.alias order, each after its
+	// First what is always loaded (efivarfs, which no device asks for). Round 1: PCI devices in modules.alias order, each after its
 	// dependencies (e1000e is already loaded). Round 2: the virtio
 	// devices virtio_pci brought, and the USB stick. Nothing for the
 	// unknown device or the platform serial port.
 	want := []string{
+		"efivarfs",
 		"failover", "net_failover", "virtio", "virtio_ring", "virtio_net",
 		"virtio_pci_modern_dev", "virtio_pci",
 		"xhci_hcd", "xhci_pci",

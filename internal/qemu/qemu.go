@@ -48,6 +48,10 @@ type Disk struct {
 	Serial string // shows up as /dev/disk/by-id/virtio-<serial>
 	// USB attaches the disk as a USB mass-storage stick instead of virtio.
 	USB bool
+	// BootIndex, if above 0, puts the disk in the firmware's boot order
+	// (bootindex): 1 boots it first, as a person picking the stick in
+	// the boot menu would.
+	BootIndex int
 }
 
 // Config describes one machine.
@@ -91,6 +95,7 @@ type VM struct {
 	cfg    Config
 	cmd    *exec.Cmd
 	args   []string
+	in     io.Writer // the console pty's master
 	cancel context.CancelFunc
 
 	mu      sync.Mutex
@@ -175,6 +180,9 @@ func (c Config) Args() ([]string, error) {
 			if d.Serial != "" {
 				dev += ",serial=" + d.Serial
 			}
+			if d.BootIndex > 0 {
+				dev += fmt.Sprintf(",bootindex=%d", d.BootIndex)
+			}
 			a = append(a, "-device", dev)
 			continue
 		}
@@ -182,7 +190,10 @@ func (c Config) Args() ([]string, error) {
 		if d.Serial != "" {
 			dev += ",serial=" + d.Serial
 		}
-		if c.BootNetwork {
+		switch {
+		case d.BootIndex > 0:
+			dev += fmt.Sprintf(",bootindex=%d", d.BootIndex)
+		case c.BootNetwork:
 			dev += fmt.Sprintf(",bootindex=%d", 2+i)
 		}
 		a = append(a, "-device", dev)
@@ -228,7 +239,7 @@ func (c Config) Start(ctx context.Context, log *slog.Logger) (*VM, error) {
 		return nil, fmt.Errorf("qemu: start: %w", err)
 	}
 	slave.Close()
-	vm := &VM{cfg: c, cmd: cmd, args: argv, cancel: cancel, changed: make(chan struct{}), done: make(chan struct{})}
+	vm := &VM{cfg: c, cmd: cmd, args: argv, in: master, cancel: cancel, changed: make(chan struct{}), done: make(chan struct{})}
 	read := make(chan struct{})
 	go func() {
 		defer close(read)
@@ -264,6 +275,16 @@ func (c Config) Start(ctx context.Context, log *slog.Logger) (*VM, error) {
 		cancel()
 	}()
 	return vm, nil
+}
+
+// Type sends s to the machine's serial console, as if typed there (a
+// menu's answer, a shell command).
+func (vm *VM) Type(s string) error {
+	if vm.in == nil {
+		return errors.New("qemu: no console input")
+	}
+	_, err := io.WriteString(vm.in, s)
+	return err
 }
 
 // CommandLine is the command as run, quoted for a shell.
