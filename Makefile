@@ -33,8 +33,8 @@ unit:
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 45m ./...
 
-# Every fuzz target runs briefly (30000 inputs); FUZZTIME=5m for a longer
-# search. Each
+# Every fuzz target runs briefly (30000 inputs); FUZZTIME=1000000x for a
+# longer search. Each
 # parser of network or file input has one: torrents, announces, plans,
 # site configs, DHCP packets and lease files, the status and admin APIs,
 # partition tables.

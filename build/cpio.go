@@ -21,7 +21,6 @@ import (
 // 0, uid and gid 0 (root), one link each.
 type archive struct {
 	recs map[string]cpio.Record
-	size int64 // file bytes held
 }
 
 func newArchive() *archive { return &archive{recs: map[string]cpio.Record{}} }
@@ -49,7 +48,6 @@ func (a *archive) add(r cpio.Record) error {
 		}
 	}
 	a.recs[r.Name] = r
-	a.size += int64(r.FileSize)
 	return nil
 }
 

@@ -1,5 +1,6 @@
 // Package build makes what pxeswarm ships to machines: the terminals' boot
-// pair, and test OS images for the end-to-end tests (testos.go).
+// pair, the USB rescue stick (usb.go), and test OS images for the
+// end-to-end tests (testos.go).
 //
 // The boot pair (InitramfsConfig.Build) is a kernel (Debian's
 // linux-image-amd64 by default) and a u-root initramfs holding
@@ -21,5 +22,5 @@
 //
 // It owns assembling images. It does not own what runs in them (initramfs/,
 // cmd/pxeswarm-agent), module loading at boot (initramfs/coldplug) nor
-// serving them (pxe/). The USB stick image is to come.
+// serving them (pxe/).
 package build

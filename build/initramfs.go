@@ -240,7 +240,7 @@ func (c InitramfsConfig) Build(ctx context.Context, log *slog.Logger) (Result, e
 
 	// Kernel, its release, config and modules.
 	if c.Kernel == "" {
-		if c.Kernel, err = newestKernel(DefaultBoot); err != nil {
+		if c.Kernel, err = NewestKernel(DefaultBoot); err != nil {
 			return res, err
 		}
 	}

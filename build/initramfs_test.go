@@ -18,10 +18,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/u-root/u-root/pkg/cpio"
+
 	"github.com/pxeswarm/pxeswarm/imager"
 	"github.com/pxeswarm/pxeswarm/initramfs"
+	"github.com/pxeswarm/pxeswarm/internal/needs"
 	"github.com/pxeswarm/pxeswarm/internal/qemu"
-	"github.com/u-root/u-root/pkg/cpio"
 )
 
 // standin is the agent stand-in the smoke test boots: it loads modules
@@ -48,15 +50,10 @@ func testKey(t *testing.T) (string, string) {
 
 func needBuildTools(t *testing.T) {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("builds an initramfs (about a minute cold); skipped with -short")
-	}
 	if _, err := exec.LookPath("go"); err != nil {
-		t.Skip("go tool chain missing (install Go; make test needs it anyway):", err)
+		t.Fatalf("the go tool is not on PATH; the builder compiles the agent and u-root with it: %v", err)
 	}
-	if _, err := newestKernel(DefaultBoot); err != nil {
-		t.Skip(err, "(make deps installs linux-image-amd64)")
-	}
+	needs.Tool(t, "/boot/vmlinuz-*")
 }
 
 // testBuild builds with agent into a fresh folder.
@@ -193,9 +190,7 @@ func TestBuildReproducible(t *testing.T) {
 // drivers (initramfs/coldplug) and shows eth0, vda and sda.
 func TestBuildQEMU(t *testing.T) {
 	needBuildTools(t)
-	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
-		t.Skip("qemu-system-x86_64 missing (make deps installs qemu-system-x86):", err)
-	}
+	needs.Tool(t, "qemu-system-x86_64")
 	key, keyText := testKey(t)
 	res, took := testBuild(t, key, standin)
 	t.Logf("built with the stand-in agent in %v", took.Round(time.Millisecond))

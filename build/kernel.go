@@ -17,10 +17,10 @@ var ErrNoKernel = errors.New("no kernel found")
 // ErrNotBzImage means the kernel file is not an x86 bzImage.
 var ErrNotBzImage = errors.New("not an x86 Linux kernel (bzImage)")
 
-// newestKernel returns the newest /boot/vmlinuz-* (Debian's
+// NewestKernel returns the newest /boot/vmlinuz-* (Debian's
 // linux-image-amd64), comparing versions the way dpkg orders them for the
 // usual "6.1.0-56-amd64" shape: number by number.
-func newestKernel(boot string) (string, error) {
+func NewestKernel(boot string) (string, error) {
 	m, _ := filepath.Glob(filepath.Join(boot, "vmlinuz-*"))
 	if len(m) == 0 {
 		return "", fmt.Errorf("%w in %s: install Debian's linux-image-amd64 package, or give a kernel with --kernel", ErrNoKernel, boot)

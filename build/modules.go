@@ -327,28 +327,10 @@ func readModule(file string) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kernel module: %w (modules.dep lists it: is the modules folder complete?)", err)
 	}
-	var r io.Reader
-	switch {
-	case strings.HasSuffix(file, ".ko"):
-		return raw, nil
-	case strings.HasSuffix(file, ".ko.xz"):
-		r, err = xz.NewReader(bytes.NewReader(raw))
-	case strings.HasSuffix(file, ".ko.zst"):
-		var d *zstd.Decoder
-		d, err = zstd.NewReader(bytes.NewReader(raw))
-		if err == nil {
-			defer d.Close()
-			r = d
-		}
-	case strings.HasSuffix(file, ".ko.gz"):
-		r, err = gzip.NewReader(bytes.NewReader(raw))
-	default:
+	if !strings.HasSuffix(file, ".ko") && !strings.HasSuffix(file, ".ko.xz") && !strings.HasSuffix(file, ".ko.zst") && !strings.HasSuffix(file, ".ko.gz") {
 		return nil, fmt.Errorf("kernel module %s: unknown compression (want .ko, .ko.xz, .ko.zst or .ko.gz)", file)
 	}
-	if err != nil {
-		return nil, fmt.Errorf("kernel module %s: %w", file, err)
-	}
-	out, err := io.ReadAll(r)
+	out, err := unpack(raw, path.Ext(file))
 	if err != nil {
 		return nil, fmt.Errorf("kernel module %s: decompress: %w", file, err)
 	}
@@ -427,7 +409,7 @@ func firmwareFiles(dir string, names []string) (files []moduleFile, missing []st
 			if err != nil {
 				return nil, nil, fmt.Errorf("firmware %s: %w", n, err)
 			}
-			if data, err = decompressFirmware(raw, ext); err != nil {
+			if data, err = unpack(raw, ext); err != nil {
 				return nil, nil, fmt.Errorf("firmware %s%s: %w", n, ext, err)
 			}
 			found = true
@@ -444,21 +426,27 @@ func firmwareFiles(dir string, names []string) (files []moduleFile, missing []st
 	return files, missing, nil
 }
 
-func decompressFirmware(raw []byte, ext string) ([]byte, error) {
+// unpack undoes a module's or firmware file's compression by its
+// extension (.xz, .zst, .gz); other files are returned as they are.
+func unpack(raw []byte, ext string) ([]byte, error) {
+	var r io.Reader
+	var err error
 	switch ext {
 	case ".xz":
-		r, err := xz.NewReader(bytes.NewReader(raw))
-		if err != nil {
-			return nil, err
-		}
-		return io.ReadAll(r)
+		r, err = xz.NewReader(bytes.NewReader(raw))
 	case ".zst":
-		d, err := zstd.NewReader(bytes.NewReader(raw))
-		if err != nil {
-			return nil, err
+		var d *zstd.Decoder
+		if d, err = zstd.NewReader(bytes.NewReader(raw)); err == nil {
+			defer d.Close()
+			r = d
 		}
-		defer d.Close()
-		return io.ReadAll(d)
+	case ".gz":
+		r, err = gzip.NewReader(bytes.NewReader(raw))
+	default:
+		return raw, nil
 	}
-	return raw, nil
+	if err != nil {
+		return nil, err
+	}
+	return io.ReadAll(r)
 }

@@ -1,6 +1,7 @@
 package build
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -61,15 +62,13 @@ type TestOS struct {
 // Build makes the test OS image.
 func (c TestOSConfig) Build(ctx context.Context, log *slog.Logger) (*TestOS, error) {
 	if c.Kernel == "" {
-		k, err := newestKernel(DefaultBoot)
+		k, err := NewestKernel(DefaultBoot)
 		if err != nil {
 			return nil, err
 		}
 		c.Kernel = k
 	}
-	if c.SystemdBoot == "" {
-		c.SystemdBoot = "/usr/lib/systemd/boot/efi/systemd-bootx64.efi"
-	}
+	c.SystemdBoot = cmp.Or(c.SystemdBoot, DefaultSystemdBoot)
 	if _, err := os.Stat(c.SystemdBoot); err != nil {
 		return nil, fmt.Errorf("test OS: %w (install Debian's systemd-boot-efi package)", err)
 	}

@@ -2,13 +2,12 @@ package build
 
 import (
 	"context"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/pxeswarm/pxeswarm/imager"
+	"github.com/pxeswarm/pxeswarm/internal/needs"
 	"github.com/pxeswarm/pxeswarm/internal/qemu"
 )
 
@@ -16,15 +15,7 @@ import (
 // agent does (table from the image layout, each part at its partition) and
 // boots it with OVMF: it must print the new-system marker with its digest.
 func TestTestOSBootsUnderOVMF(t *testing.T) {
-	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
-		t.Skip("qemu-system-x86_64 missing (make test installs it):", err)
-	}
-	if _, err := os.Stat(qemu.OVMF); err != nil {
-		t.Skip("OVMF missing (make test installs ovmf):", err)
-	}
-	if _, err := qemu.DebianKernel(); err != nil {
-		t.Skip(err)
-	}
+	needs.Tool(t, "qemu-system-x86_64", qemu.OVMF, "/boot/vmlinuz-*")
 	ctx := context.Background()
 	log := imager.TestLogger(t)
 	dir := t.TempDir()

@@ -3,11 +3,9 @@ package build
 import (
 	"cmp"
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -18,9 +16,11 @@ import (
 	"github.com/diskfs/go-diskfs/disk"
 	"github.com/diskfs/go-diskfs/filesystem"
 	"github.com/diskfs/go-diskfs/partition/gpt"
+	"github.com/google/uuid"
 
 	"github.com/pxeswarm/pxeswarm/imager"
 	"github.com/pxeswarm/pxeswarm/initramfs"
+	"github.com/pxeswarm/pxeswarm/partition"
 	"github.com/pxeswarm/pxeswarm/pxe"
 )
 
@@ -179,14 +179,10 @@ func (c USBConfig) Build(ctx context.Context, log *slog.Logger) (*USB, error) {
 		if err := im.WriteFile(tp); err != nil {
 			return nil, err
 		}
-		seed := ""
-		if c.SeedFor > 0 || c.SeedFor < 0 {
-			seed = max(c.SeedFor, 0).String()
-		}
 		out.Config.Images = append(out.Config.Images, initramfs.StickImage{
 			Name: name, Torrent: "/pxeswarm/images/" + name + ".torrent", InfoHash: im.InfoHash.HexString(),
 			Offset: dataSize, Length: im.Length, Target: c.Target, CreateTable: c.CreateTable,
-			SeedFor: seed, After: after, Trackers: c.Trackers,
+			SeedFor: max(c.SeedFor, 0).String(), After: after, Trackers: c.Trackers,
 		})
 		ims = append(ims, placed{im, ui.Sources, tp})
 		dataSize += (im.Length + mib - 1) / mib * mib
@@ -219,7 +215,7 @@ func (c USBConfig) Build(ctx context.Context, log *slog.Logger) (*USB, error) {
 	}
 	espSize := max(64*mib, (payload*5/4+16*mib+mib-1)/mib*mib)
 	out.ESPSize, out.DataSize = espSize, dataSize
-	out.ESPUUID = newUUID()
+	out.ESPUUID = uuid.NewString()
 	entry := func(mode string) string {
 		var b strings.Builder
 		for _, con := range c.Consoles {
@@ -253,75 +249,54 @@ func (c USBConfig) Build(ctx context.Context, log *slog.Logger) (*USB, error) {
 	}
 	text["/loader/loader.conf"] = fmt.Sprintf("default pxeswarm-%s.conf\ntimeout %s\nconsole-mode keep\n", c.Mode, timeout)
 
-	// The disk: 1 MiB, ESP, data, 1 MiB for the backup GPT.
+	// The disk: a GPT laid out and written by partition (as the agent
+	// writes an image's table), then FAT32 on the ESP, then the images.
+	layout := imager.Layout{Table: "gpt", Parts: []imager.PartInfo{{Number: 1, Size: espSize,
+		Type: string(gpt.EFISystemPartition), Label: initramfs.StickESPLabel, GUID: strings.ToUpper(out.ESPUUID)}}}
+	if dataSize > 0 {
+		layout.Parts = append(layout.Parts, imager.PartInfo{Number: 2, Size: dataSize, Type: string(gpt.LinuxFilesystem), Label: initramfs.StickDataLabel})
+	}
 	const sector = 512
-	size := mib + espSize + dataSize + mib
+	size := mib + espSize + dataSize + mib // 1 MiB before, 1 MiB for the backup GPT
 	out.Size = size
 	tmpOut := filepath.Join(tmp, "stick.img")
-	d, err := diskfs.Create(tmpOut, size, diskfs.SectorSizeDefault)
+	tab, err := partition.PlanTable(layout, size, sector)
 	if err != nil {
-		return nil, fmt.Errorf("%w: create %s: %w", ErrUSB, c.Out, err)
-	}
-	closed := false
-	defer func() {
-		if !closed {
-			d.Close()
-		}
-	}()
-	espStart := uint64(mib / sector)
-	espEnd := espStart + uint64(espSize/sector) - 1
-	parts := []*gpt.Partition{{Index: 1, Start: espStart, End: espEnd, Size: uint64(espSize), Type: gpt.EFISystemPartition,
-		Name: initramfs.StickESPLabel, GUID: strings.ToUpper(out.ESPUUID)}}
-	if dataSize > 0 {
-		parts = append(parts, &gpt.Partition{Index: 2, Start: espEnd + 1, End: espEnd + uint64(dataSize/sector), Size: uint64(dataSize),
-			Type: gpt.LinuxFilesystem, Name: initramfs.StickDataLabel})
-	}
-	if err := d.Partition(&gpt.Table{LogicalSectorSize: sector, PhysicalSectorSize: sector, ProtectiveMBR: true, Partitions: parts}); err != nil {
 		return nil, fmt.Errorf("%w: partition table: %w", ErrUSB, err)
 	}
-	fs, err := d.CreateFilesystem(disk.FilesystemSpec{Partition: 1, FSType: filesystem.TypeFat32, VolumeLabel: initramfs.StickESPLabel})
-	if err != nil {
-		return nil, fmt.Errorf("%w: ESP filesystem: %w", ErrUSB, err)
+	if err := writeTable(tmpOut, size, tab); err != nil {
+		return nil, fmt.Errorf("%w: partition table: %w", ErrUSB, err)
 	}
-	if err := fillFAT(fs, files, text); err != nil {
+	d, err := diskfs.Open(tmpOut, diskfs.WithOpenMode(diskfs.ReadWrite))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrUSB, err)
+	}
+	fs, err := d.CreateFilesystem(disk.FilesystemSpec{Partition: 1, FSType: filesystem.TypeFat32, VolumeLabel: initramfs.StickESPLabel})
+	if err == nil {
+		err = fillFAT(fs, files, text)
+	}
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
 		return nil, fmt.Errorf("%w: ESP: %w", ErrUSB, err)
 	}
-	closed = true
-	if err := d.Close(); err != nil {
-		return nil, err
-	}
 
-	// Image bytes into the data partition.
-	if len(ims) > 0 {
-		f, err := os.OpenFile(tmpOut, os.O_RDWR, 0)
-		if err != nil {
-			return nil, err
-		}
-		defer f.Close()
-		base := int64(espEnd+1) * sector
-		var done int64
-		for i, p := range ims {
-			off := base + out.Config.Images[i].Offset
-			for j, src := range p.sources {
-				n, err := copySource(ctx, f, off, src, p.im.Files[j].Length, func(k int64) {
-					if c.Progress != nil {
-						c.Progress(done+k, dataSize)
-					}
-				})
-				if err != nil {
-					return nil, fmt.Errorf("%w: image %s: %w", ErrUSB, out.Config.Images[i].Name, err)
-				}
-				off += n
-				done += n
+	// Image bytes into the data partition, each piece checked against
+	// its torrent on the way: a wrong source file fails here, not in the
+	// classroom.
+	var done int64
+	for i, p := range ims {
+		si := out.Config.Images[i]
+		if err := c.copyImage(ctx, p.im, p.sources, tmpOut, tab.Partitions[1].Start+si.Offset, func(n int64) {
+			if c.Progress != nil {
+				c.Progress(done+n, dataSize)
 			}
-			log.Info("usb: image on the stick", "image", out.Config.Images[i].Name, "bytes", imager.FormatBytes(p.im.Length))
+		}); err != nil {
+			return nil, fmt.Errorf("%w: image %s: %w", ErrUSB, si.Name, err)
 		}
-		if err := f.Sync(); err != nil {
-			return nil, err
-		}
-		if err := f.Close(); err != nil {
-			return nil, err
-		}
+		done += p.im.Length
+		log.Info("usb: image on the stick", "image", si.Name, "bytes", imager.FormatBytes(p.im.Length))
 	}
 	if err := os.Rename(tmpOut, c.Out); err != nil {
 		return nil, err
@@ -364,39 +339,45 @@ func (c USBConfig) loadImage(ctx context.Context, log *slog.Logger, ui USBImage,
 	return im, nil
 }
 
-// copySource copies n bytes of src to f at off.
-func copySource(ctx context.Context, f *os.File, off int64, src string, n int64, progress func(int64)) (int64, error) {
-	in, err := os.Open(src)
+// writeTable makes the stick file and writes its partition table.
+func writeTable(path string, size int64, tab *partition.Table) error {
+	f, err := os.Create(path)
 	if err != nil {
-		return 0, err
+		return err
 	}
-	defer in.Close()
-	buf := make([]byte, 4*mib)
-	var done int64
-	for done < n {
-		if err := ctx.Err(); err != nil {
-			return done, err
-		}
-		k, err := io.ReadFull(in, buf[:min(int64(len(buf)), n-done)])
-		if k > 0 {
-			if _, werr := f.WriteAt(buf[:k], off+done); werr != nil {
-				return done, werr
-			}
-			done += int64(k)
-			progress(done)
-		}
-		if err != nil && done < n {
-			return done, fmt.Errorf("read %s: %w", src, err)
-		}
+	defer f.Close()
+	if err := f.Truncate(size); err != nil {
+		return err
 	}
-	return done, nil
+	if err := partition.WriteTable(f, size, tab); err != nil {
+		return err
+	}
+	return f.Close()
 }
 
-// newUUID is a random (version 4) UUID in lower case.
-func newUUID() string {
-	var b [16]byte
-	rand.Read(b[:])
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
+// copyImage copies an image's source files to the stick file from byte
+// off on (its files back to back), through imager's checked copy.
+func (c USBConfig) copyImage(ctx context.Context, im *imager.Image, sources []string, stick string, off int64, progress func(done int64)) error {
+	var from []imager.Part
+	var places []partition.Place
+	for j, src := range sources {
+		dev, err := imager.OpenSource(src)
+		if err != nil {
+			return err
+		}
+		defer dev.Close()
+		n := im.Files[j].Length
+		from = append(from, imager.Part{RW: dev, Length: n})
+		places = append(places, partition.Place{Path: stick, Offset: off + im.Files[j].Offset, Size: n, Length: n})
+	}
+	to, closeTo, err := partition.OpenParts(places)
+	if err != nil {
+		return err
+	}
+	defer closeTo()
+	if err := (imager.CopyConfig{Image: im, From: from, To: to, ProgressEvery: 5 * time.Second,
+		Progress: func(p imager.Progress) { progress(p.Done) }}).Run(ctx); err != nil {
+		return err
+	}
+	return closeTo()
 }

@@ -96,6 +96,7 @@ type demo struct {
 	work     string
 	ns       string
 	serve    *exec.Cmd
+	vmsMu    sync.Mutex // machines start from several goroutines
 	vms      []*qemu.VM
 	machines []*machine
 	tos      *build.TestOS
@@ -169,10 +170,23 @@ func (d *demo) run(ctx context.Context, dataSize int64) error {
 		wg.Add(1)
 		go func() { defer wg.Done(); d.image(ctx, m) }()
 	}
-	watch := exec.CommandContext(ctx, "ip", "netns", "exec", d.nsName(), d.bin, "status", "--server", serverURL, "--watch", "--every", "3s", "--until-done")
+	// The status view ends when no task is active; it is also stopped a
+	// little after the machines are done, so a task left active by a
+	// machine that failed cannot keep it running.
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	watch := exec.CommandContext(watchCtx, "ip", "netns", "exec", d.nsName(), d.bin, "status", "--server", serverURL, "--watch", "--every", "3s", "--until-done")
 	watch.Stdout, watch.Stderr = os.Stdout, os.Stdout
-	watchErr := watch.Run()
+	watchDone := make(chan error, 1)
+	go func() { watchDone <- watch.Run() }()
 	wg.Wait()
+	var watchErr error
+	select {
+	case watchErr = <-watchDone:
+	case <-time.After(30 * time.Second):
+		stopWatch()
+		<-watchDone
+	}
 	for _, m := range d.machines {
 		if m.err != nil {
 			return fmt.Errorf("%s: %w (console: %s)", m.name, m.err, m.console.f.Name())
@@ -235,6 +249,7 @@ func (d *demo) startServer(ctx context.Context, boot string) error {
 		"--cmdline", "console=ttyS0 panic=-1", "--auto", "all", "--create-table", "--check", "fresh",
 		"--seed-for", "20s", "--after", "reboot")
 	d.serve.Stdout, d.serve.Stderr = logf, logf
+	d.serve.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // never outlive the demo
 	if err := d.serve.Start(); err != nil {
 		return err
 	}
@@ -263,7 +278,9 @@ func (d *demo) start(ctx context.Context, m *machine, phase string) (*qemu.VM, e
 		FirmwareLog: m.disk + ".fw.log",
 	}.Start(ctx, d.log)
 	if err == nil {
+		d.vmsMu.Lock()
 		d.vms = append(d.vms, vm)
+		d.vmsMu.Unlock()
 	}
 	return vm, err
 }

@@ -3,11 +3,10 @@ package imager
 import (
 	"context"
 	"crypto/sha1"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -20,10 +19,10 @@ const StateCopying State = "copying"
 var ErrBadSource = errors.New("copy source does not match the image")
 
 // CopyConfig copies an image from one set of parts to another without a
-// swarm: a rescue stick's data partition to the machine's disk. Every
-// piece is read from From and checked against the torrent's SHA-1 before
-// it is written to To, so a damaged stick never writes a byte it cannot
-// vouch for.
+// swarm: a rescue stick's data partition to the machine's disk, or image
+// files onto the stick. Every piece is read from From and checked against
+// the torrent's SHA-1 before it is written to To, so a damaged source never
+// writes a byte it cannot vouch for.
 type CopyConfig struct {
 	Image *Image
 	// From and To hold one part per image file, in order (To usually
@@ -35,34 +34,22 @@ type CopyConfig struct {
 	ProgressEvery time.Duration
 }
 
-// Run copies the image and returns the SHA-256 of its bytes (the
-// torrent's files concatenated in order). The caller syncs and closes To.
-func (c CopyConfig) Run(ctx context.Context) (string, error) {
+// Run copies the image. The caller syncs and closes To.
+func (c CopyConfig) Run(ctx context.Context) error {
 	im := c.Image
 	if im == nil {
-		return "", errors.New("copy: no image")
+		return errors.New("copy: no image")
 	}
-	for _, ps := range []struct {
-		what  string
-		parts []Part
-	}{{"source", c.From}, {"target", c.To}} {
-		if len(ps.parts) != len(im.Files) {
-			return "", fmt.Errorf("%w: copy: %d %s parts for %d image files", ErrTargets, len(ps.parts), ps.what, len(im.Files))
-		}
-		for i, p := range ps.parts {
-			if p.Length != im.Files[i].Length {
-				return "", fmt.Errorf("%w: copy: %s part %d holds %d bytes, image file %s has %d", ErrTargets, ps.what, i, p.Length, im.Files[i].Path, im.Files[i].Length)
-			}
-		}
+	if err := checkParts(im, c.From); err != nil {
+		return fmt.Errorf("copy source: %w", err)
 	}
-	every := c.ProgressEvery
-	if every <= 0 {
-		every = time.Second
+	if err := checkParts(im, c.To); err != nil {
+		return fmt.Errorf("copy target: %w", err)
 	}
 	from, to := newSpan(c.From), newSpan(c.To)
 
 	// One goroutine reads pieces ahead while this one checks and writes:
-	// the stick and the disk work at the same time.
+	// source and target work at the same time.
 	type piece struct {
 		i   int
 		b   []byte
@@ -102,56 +89,47 @@ func (c CopyConfig) Run(ctx context.Context) (string, error) {
 	defer stop()
 
 	start := time.Now()
-	last := start
-	var done int64
-	report := func(force bool) {
-		now := time.Now()
-		if c.Progress == nil || (!force && now.Sub(last) < every) {
+	var done atomic.Int64
+	var rate rateMeter
+	every := c.ProgressEvery
+	if every <= 0 {
+		every = time.Second
+	}
+	stopReport := reportEvery(rctx, every, func() {
+		if c.Progress == nil {
 			return
 		}
-		last = now
-		p := Progress{State: StateCopying, Total: im.Length, Done: done, Elapsed: now.Sub(start).Round(time.Millisecond)}
-		if s := now.Sub(start).Seconds(); s > 0 {
-			p.Rate = float64(done) / s
-		}
-		if done == im.Length {
+		now, d := time.Now(), done.Load()
+		p := Progress{State: StateCopying, Total: im.Length, Done: d, Rate: rate.update(now, d), Elapsed: now.Sub(start).Round(time.Millisecond)}
+		if d == im.Length {
 			p.Took = p.Elapsed
 		}
 		c.Progress(p)
-	}
-	report(true)
-	whole := sha256.New()
+	})
 	for p := range full {
 		off := int64(p.i) * im.PieceLength
 		if p.err != nil {
-			return "", fmt.Errorf("copy: read piece %d (bytes %d to %d) from the source: %w", p.i, off, off+int64(len(p.b)), p.err)
+			return fmt.Errorf("copy: read piece %d (bytes %d to %d) from the source: %w", p.i, off, off+int64(len(p.b)), p.err)
 		}
-		var sum [sha1.Size]byte
-		var hw sync.WaitGroup
-		hw.Add(1)
-		go func() { defer hw.Done(); whole.Write(p.b) }()
-		sum = sha1.Sum(p.b)
-		hw.Wait()
-		if sum != im.PieceHash(p.i) {
-			return "", fmt.Errorf("%w: piece %d (bytes %d to %d) on the source fails its SHA-1 check: the source is damaged or holds another image; nothing of this piece was written",
+		if sha1.Sum(p.b) != im.PieceHash(p.i) {
+			return fmt.Errorf("%w: piece %d (bytes %d to %d) on the source fails its SHA-1 check: the source is damaged or holds another image; nothing of this piece was written",
 				ErrBadSource, p.i, off, off+int64(len(p.b)))
 		}
 		if _, err := to.WriteAt(p.b, off); err != nil {
-			return "", fmt.Errorf("copy: write piece %d (bytes %d to %d) to the target: %w", p.i, off, off+int64(len(p.b)), err)
+			return fmt.Errorf("copy: write piece %d (bytes %d to %d) to the target: %w", p.i, off, off+int64(len(p.b)), err)
 		}
-		done += int64(len(p.b))
+		done.Add(int64(len(p.b)))
 		free <- p.b[:cap(p.b)]
-		report(false)
 		if err := ctx.Err(); err != nil {
-			return "", err
+			return err
 		}
 	}
-	if done != im.Length {
+	if done.Load() != im.Length {
 		if err := ctx.Err(); err != nil {
-			return "", err
+			return err
 		}
-		return "", errors.New("copy: stopped early")
+		return errors.New("copy: stopped early")
 	}
-	report(true)
-	return hex.EncodeToString(whole.Sum(nil)), nil
+	stopReport() // the last report: all done
+	return nil
 }

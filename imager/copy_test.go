@@ -3,8 +3,6 @@ package imager
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"os"
 	"testing"
@@ -23,22 +21,20 @@ func (m *memPart) WriteAt(p []byte, off int64) (int, error) {
 }
 
 // TestCopy: an image of two parts (the second not a whole number of
-// pieces) is copied to blank targets byte for byte, with the SHA-256 of
-// the whole; a source with one flipped byte stops the copy at that piece
+// pieces) is copied to blank targets byte for byte; a source with one
+// flipped byte stops the copy at that piece
 // with ErrBadSource and writes none of it.
 func TestCopy(t *testing.T) {
 	dir := t.TempDir()
 	im, srcs := makeImage(t, dir, []int64{3 * MinPieceLength, 2*MinPieceLength + 1234}, MinPieceLength)
 	var from []Part
 	var want [][]byte
-	all := sha256.New()
 	for _, s := range srcs {
 		b, err := os.ReadFile(s)
 		if err != nil {
 			t.Fatal(err)
 		}
 		want = append(want, b)
-		all.Write(b)
 		from = append(from, Part{RW: &memPart{b: bytes.Clone(b)}, Length: int64(len(b))})
 	}
 	blank := func() ([]Part, []*memPart) {
@@ -52,12 +48,9 @@ func TestCopy(t *testing.T) {
 	}
 	to, mems := blank()
 	var last Progress
-	sum, err := CopyConfig{Image: im, From: from, To: to, Progress: func(p Progress) { last = p }}.Run(context.Background())
+	err := CopyConfig{Image: im, From: from, To: to, Progress: func(p Progress) { last = p }}.Run(context.Background())
 	if err != nil {
 		t.Fatalf("Copy: %v", err)
-	}
-	if sum != hex.EncodeToString(all.Sum(nil)) {
-		t.Errorf("Copy sha256 = %s, want %x", sum, all.Sum(nil))
 	}
 	for i, m := range mems {
 		if !bytes.Equal(m.b, want[i]) {
@@ -71,7 +64,7 @@ func TestCopy(t *testing.T) {
 	// Damage piece 3 (the first of part 2) on the source.
 	from[1].RW.(*memPart).b[100] ^= 1
 	to, mems = blank()
-	_, err = CopyConfig{Image: im, From: from, To: to}.Run(context.Background())
+	err = CopyConfig{Image: im, From: from, To: to}.Run(context.Background())
 	if !errors.Is(err, ErrBadSource) {
 		t.Fatalf("Copy from a damaged source = %v, want ErrBadSource", err)
 	}
@@ -80,7 +73,7 @@ func TestCopy(t *testing.T) {
 	}
 
 	// Parts that do not match the image are refused before anything is read.
-	if _, err := (CopyConfig{Image: im, From: from[:1], To: to}).Run(context.Background()); !errors.Is(err, ErrTargets) {
+	if err := (CopyConfig{Image: im, From: from[:1], To: to}).Run(context.Background()); !errors.Is(err, ErrTargets) {
 		t.Errorf("Copy with one source part = %v, want ErrTargets", err)
 	}
 }

@@ -23,15 +23,24 @@ var _ storage.ClientImpl = (*Storage)(nil)
 
 // NewStorage maps the image's files onto parts, one per file, in order.
 func newStorage(im *Image, parts []Part, comp *completion) (*Storage, error) {
+	if err := checkParts(im, parts); err != nil {
+		return nil, err
+	}
+	return &Storage{im: im, sp: newSpan(parts), comp: comp}, nil
+}
+
+// checkParts checks that parts hold one part per image file, each as long
+// as its file.
+func checkParts(im *Image, parts []Part) error {
 	if len(parts) != len(im.Files) {
-		return nil, fmt.Errorf("%w: image %s has %d parts, got %d targets: name one target per part", ErrTargets, im.Name, len(im.Files), len(parts))
+		return fmt.Errorf("%w: image %s has %d parts, got %d targets: name one target per part", ErrTargets, im.Name, len(im.Files), len(parts))
 	}
 	for i, p := range parts {
 		if p.Length != im.Files[i].Length {
-			return nil, fmt.Errorf("part %d: %d bytes mapped for a %d-byte file", i, p.Length, im.Files[i].Length)
+			return fmt.Errorf("part %d: %d bytes mapped for a %d-byte file", i, p.Length, im.Files[i].Length)
 		}
 	}
-	return &Storage{im: im, sp: newSpan(parts), comp: comp}, nil
+	return nil
 }
 
 // OpenTorrent implements storage.ClientImpl for this storage's one image.

@@ -170,6 +170,7 @@ type agent struct {
 	phase string          // pxe.Phase*
 	prog  imager.Progress // the swarm's
 	rb    imager.Progress // the read-back's
+	rbAt  time.Duration   // rb.Elapsed when the read-back was last shown
 }
 
 // Run takes the machine from power-on to a written disk: coldplug,
@@ -482,10 +483,13 @@ func (a *agent) setReadBack(done, total int64, start time.Time) {
 		p.Rate = float64(done) / s
 	}
 	a.mu.Lock()
-	last := a.rb
 	a.rb = p
+	show := done == total || done == 0 || p.Elapsed-a.rbAt >= a.cfg.ProgressEvery
+	if show {
+		a.rbAt = p.Elapsed
+	}
 	a.mu.Unlock()
-	if done == total || p.Elapsed-last.Elapsed >= a.cfg.ProgressEvery || done == 0 {
+	if show {
 		a.con.Progress(p)
 	}
 }
@@ -526,6 +530,20 @@ func (a *agent) network(ctx context.Context) (server, from, mac string, l *lease
 		return "", "", "", nil, &Error{What: "no network", Err: err, Network: true,
 			Do: "check the cable and the switch port, that the NIC's driver is in the initramfs, and that a DHCP server answers on this network"}
 	}
+	server, from = a.serverFrom(l)
+	if server == "" {
+		return "", "", "", nil, &Error{What: "nothing names the pxeswarm server", Err: ErrNoServer, Network: true,
+			Do: "let the DHCP server send the server URL option (pxeswarm serve does; option 224 by default), or boot with pxeswarm.server=http://…"}
+	}
+	a.log.Info("server URL", "url", server, "from", from, "dhcp_url", l.d.ServerURL, "dhcp_url_from", l.d.ServerURLFrom, "cmdline_url", a.cmd.Server)
+	mac = cmp.Or(c.MAC, a.cmd.MAC, l.mac)
+	return server, from, mac, l, nil
+}
+
+// serverFrom is the server a lease names (its URL option), else the
+// kernel command line's pxeswarm.server=, and which of the two it was;
+// "" if neither names one.
+func (a *agent) serverFrom(l *lease) (server, from string) {
 	server, from = l.d.ServerURL, FromDHCP
 	if server != "" && !httpURL(server) {
 		a.log.Warn("the DHCP server URL option is not an http URL; ignoring it", "url", server)
@@ -534,13 +552,7 @@ func (a *agent) network(ctx context.Context) (server, from, mac string, l *lease
 	if server == "" {
 		server, from = a.cmd.Server, FromCmdline
 	}
-	if server == "" {
-		return "", "", "", nil, &Error{What: "nothing names the pxeswarm server", Err: ErrNoServer, Network: true,
-			Do: "let the DHCP server send the server URL option (pxeswarm serve does; option 224 by default), or boot with pxeswarm.server=http://…"}
-	}
-	a.log.Info("server URL", "url", server, "from", from, "dhcp_url", l.d.ServerURL, "dhcp_url_from", l.d.ServerURLFrom, "cmdline_url", a.cmd.Server)
-	mac = cmp.Or(c.MAC, a.cmd.MAC, l.mac)
-	return strings.TrimRight(server, "/"), from, mac, l, nil
+	return strings.TrimRight(server, "/"), from
 }
 
 func httpURL(s string) bool {

@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/pxeswarm/pxeswarm/partition"
 	"github.com/pxeswarm/pxeswarm/pxe"
 )
 
@@ -75,7 +76,7 @@ func ParseCmdline(s string) (Cmdline, error) {
 			}
 			c.Task = val
 		case "pxeswarm.stick":
-			if !partitionGUID(val) {
+			if !partition.IsGUID(val) {
 				bad("a partition GUID such as 1c5e2d4f-9a0b-4c3d-8e7f-0123456789ab")
 				continue
 			}
@@ -105,23 +106,6 @@ func ParseCmdline(s string) (Cmdline, error) {
 		}
 	}
 	return c, errors.Join(errs...)
-}
-
-// partitionGUID reports whether s is 8-4-4-4-12 hex digits.
-func partitionGUID(s string) bool {
-	if len(s) != 36 {
-		return false
-	}
-	for i, c := range s {
-		if i == 8 || i == 13 || i == 18 || i == 23 {
-			if c != '-' {
-				return false
-			}
-		} else if !strings.ContainsRune("0123456789abcdefABCDEF", c) {
-			return false
-		}
-	}
-	return true
 }
 
 // parseFlag reads a boolean parameter: bare means true.

@@ -140,14 +140,7 @@ func (a *agent) runLocal(ctx context.Context, st *stick) (after string, err erro
 	defer stopNet()
 	go func() {
 		l, err := a.dhcp(netCtx, a.cfg.MAC)
-		r := netResult{l: l, err: err}
-		if err == nil {
-			r.server = l.d.ServerURL
-			if r.server != "" && !httpURL(r.server) {
-				r.server = ""
-			}
-		}
-		netCh <- r
+		netCh <- netResult{l: l, err: err}
 	}()
 
 	// The image.
@@ -228,7 +221,7 @@ func (a *agent) runLocal(ctx context.Context, st *stick) (after string, err erro
 	// Copy, every piece checked before it is written.
 	a.con.Println(markWriting(im.Name, im.Length, tgt.String()))
 	a.setPhase(pxe.PhaseImaging)
-	if _, err := (imager.CopyConfig{Image: im, From: from, To: parts, Progress: a.onProgress, ProgressEvery: a.cfg.ProgressEvery}).Run(ctx); err != nil {
+	if err := (imager.CopyConfig{Image: im, From: from, To: parts, Progress: a.onProgress, ProgressEvery: a.cfg.ProgressEvery}).Run(ctx); err != nil {
 		return "", &Error{What: "copying image " + si.Name + " from the stick failed", Err: err,
 			Do: "the disk is half-written and will not be booted: if the stick is damaged, rewrite it; then boot it again"}
 	}
@@ -277,21 +270,11 @@ func (a *agent) localTarget(ctx context.Context, disks []partition.Disk, si Stic
 		}
 		return t, nil
 	}
-	var fit []partition.Target
-	for _, d := range disks {
-		if d.Removable || d.Boot != "" {
-			continue
-		}
-		if t, err := partition.Choose(disks, partition.Selector{Disk: d.Name}, im); err == nil {
-			fit = append(fit, t)
-		}
-	}
+	fit := partition.Candidates(disks, im)
 	switch len(fit) {
 	case 0:
+		// What "first" would have said: no fixed disk, or it is too small.
 		_, err := partition.Choose(disks, partition.Selector{Disk: partition.First}, im)
-		if err == nil {
-			err = fmt.Errorf("%w: no fixed disk can take %s", partition.ErrNoTarget, imager.FormatBytes(im.Length))
-		}
 		return partition.Target{}, &Error{What: "no disk to write the image to", Err: err, Do: diskAdvice(err)}
 	case 1:
 		return fit[0], nil
@@ -309,9 +292,8 @@ func (a *agent) localTarget(ctx context.Context, disks []partition.Disk, si Stic
 
 // netResult is the network found while a stick image is written.
 type netResult struct {
-	server string // the server URL DHCP named, "" if none
-	l      *lease
-	err    error
+	l   *lease
+	err error
 }
 
 // seedLocal seeds the written image for d where a tracker is known: the
@@ -330,16 +312,13 @@ func (a *agent) seedLocal(ctx context.Context, netCh <-chan netResult, si StickI
 		return nil
 	}
 	go a.keepLease(ctx, r.l)
-	server, from := r.server, FromDHCP
-	if server == "" {
-		server, from = a.cmd.Server, FromCmdline
-	}
+	server, from := a.serverFrom(r.l)
 	if server != "" {
 		a.con.Println(markLease(server, from, r.l.link.Attrs().Name, r.l.d.Addr.String()))
 	}
 	trackers := si.Trackers
 	if len(trackers) == 0 && server != "" {
-		trackers = []string{strings.TrimRight(server, "/") + "/announce"}
+		trackers = []string{server + "/announce"}
 	}
 	if len(trackers) == 0 && len(im.Meta.UpvertedAnnounceList().DistinctValues()) == 0 {
 		a.log.Info("no tracker known: not seeding")

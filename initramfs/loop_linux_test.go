@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/pxeswarm/pxeswarm/imager"
+	"github.com/pxeswarm/pxeswarm/internal/needs"
 	"github.com/pxeswarm/pxeswarm/partition"
 	"github.com/pxeswarm/pxeswarm/pxe"
 )
@@ -20,12 +21,8 @@ import (
 // scanning and detaches it when the test ends.
 func loopDisk(t *testing.T, size int64) string {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root for losetup (CI runs make test as root)")
-	}
-	if _, err := exec.LookPath("losetup"); err != nil {
-		t.Skip("losetup missing: apt-get install mount (make test installs it)")
-	}
+	needs.Root(t, "losetup")
+	needs.Tool(t, "losetup")
 	backing := filepath.Join(t.TempDir(), "disk.img")
 	f, err := os.Create(backing)
 	if err != nil {

@@ -27,6 +27,12 @@ import (
 //
 // or, on any error, pxeswarm: ERROR <what> — <what to do>, then
 // pxeswarm: shell.
+//
+// The rescue stick's local mode has no server and no signed plan; its
+// order is stick, plan ok task=stick (the stick's config, not a signed
+// plan), disk…, choose/chosen (only when there is a choice), target,
+// table, writing, IMAGE DONE, then lease ok (the network found meanwhile,
+// if any), seeding, powering off.
 const (
 	MarkVersion  = "pxeswarm: version"
 	MarkColdplug = "pxeswarm: coldplug"

@@ -5,12 +5,12 @@ import (
 	"errors"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/pxeswarm/pxeswarm/internal/needs"
 	"github.com/pxeswarm/pxeswarm/internal/netns"
 	"github.com/pxeswarm/pxeswarm/pxe"
 )
@@ -21,9 +21,7 @@ const lanURL = "http://198.18.0.1:8080"
 // server, a reference implementation) on the bridge, with extra options.
 func startDnsmasq(t *testing.T, lan *netns.LAN, extra ...string) *syncBuffer {
 	t.Helper()
-	if _, err := exec.LookPath("dnsmasq"); err != nil {
-		t.Skip("dnsmasq missing: apt-get install dnsmasq (make test installs it)")
-	}
+	needs.Tool(t, "dnsmasq")
 	dir := t.TempDir()
 	args := append([]string{"--no-daemon", "--conf-file=/dev/null", "--port=0", "--interface=" + lan.Bridge, "--bind-interfaces",
 		"--dhcp-authoritative", "--dhcp-range=198.18.0.100,198.18.0.150,255.255.255.0,2m",
@@ -103,9 +101,8 @@ func TestNetworkDHCP(t *testing.T) {
 		t.Errorf("resolv.conf = %q, %v; want nameserver 198.18.0.1", b, err)
 	}
 	// The network works: the bridge answers a ping from the new address.
-	if _, err := exec.LookPath("busybox"); err != nil {
-		t.Log("busybox missing: the new address is not pinged")
-	} else if out, err := host.Run(10*time.Second, "busybox", "ping", "-c", "1", "-W", "2", "198.18.0.1"); err != nil {
+	needs.Tool(t, "busybox")
+	if out, err := host.Run(10*time.Second, "busybox", "ping", "-c", "1", "-W", "2", "198.18.0.1"); err != nil {
 		t.Errorf("ping the LAN after network(): %v\n%s", err, out)
 	}
 

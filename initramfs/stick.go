@@ -22,7 +22,7 @@ import (
 // initramfs and StickFile, and optionally a raw partition named
 // StickDataLabel holding image bytes at the offsets StickFile gives.
 const (
-	StickESPLabel  = "PXESWARM"
+	StickESPLabel  = partition.DefaultBootLabel // also marks it as the boot medium
 	StickDataLabel = "PXESWARM-DATA"
 	// StickFile is the stick's config on its ESP.
 	StickFile = "/pxeswarm/stick.json"
@@ -141,14 +141,8 @@ func ParseStickConfig(data []byte) (*StickConfig, error) {
 		}
 		names[im.Name] = true
 		if t := im.Target; t != (pxe.Target{}) {
-			n := 0
-			for _, set := range []bool{t.Disk != "", t.Label != "", t.GUID != ""} {
-				if set {
-					n++
-				}
-			}
-			if n != 1 || t.Partition < 0 || (t.Partition != 0 && t.Disk == "") {
-				return nil, bad("%s: target %+v: set one of disk, label or guid (partition goes with disk), or none to choose at the console", where, t)
+			if err := t.Check(); err != nil {
+				return nil, bad("%s: %v, or none to choose at the console", where, err)
 			}
 		}
 		if im.SeedFor != "" {

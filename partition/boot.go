@@ -55,14 +55,15 @@ func parseLoaderPartUUID(b []byte) (string, error) {
 		u = append(u, c)
 	}
 	s := strings.ToLower(string(utf16.Decode(u)))
-	if !isGUID(s) {
+	if !IsGUID(s) {
 		return "", fmt.Errorf("%w: %s holds %q, not a GUID", ErrNoLoaderPartUUID, loaderDevicePartUUID, s)
 	}
 	return s, nil
 }
 
-// isGUID reports whether s looks like 8-4-4-4-12 hex digits.
-func isGUID(s string) bool {
+// IsGUID reports whether s is a GUID written as 8-4-4-4-12 hex digits
+// (either case), as PARTUUIDs and GPT GUIDs are.
+func IsGUID(s string) bool {
 	if len(s) != 36 {
 		return false
 	}

@@ -15,20 +15,18 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/pxeswarm/pxeswarm/imager"
 	"golang.org/x/sys/unix"
+
+	"github.com/pxeswarm/pxeswarm/imager"
+	"github.com/pxeswarm/pxeswarm/internal/needs"
 )
 
 // loopDevice attaches a sparse file of size bytes as a loop device (with
 // partition scanning unless noPartscan) and detaches it when the test ends.
 func loopDevice(t *testing.T, size int64, noPartscan bool) (dev, backing string) {
 	t.Helper()
-	if os.Getuid() != 0 {
-		t.Skip("needs root for losetup (make test runs as root in CI)")
-	}
-	if _, err := exec.LookPath("losetup"); err != nil {
-		t.Skip("losetup missing: apt-get install mount (make test installs it)")
-	}
+	needs.Root(t, "losetup")
+	needs.Tool(t, "losetup")
 	backing = sparse(t, size).Name()
 	args := []string{"--find", "--show", "--partscan", backing}
 	if noPartscan {
@@ -92,10 +90,7 @@ func sha(t *testing.T, path string) [32]byte {
 // blkidExport returns `blkid -p -o export` of a device as a map.
 func blkidExport(t *testing.T, dev string) map[string]string {
 	t.Helper()
-	if _, err := exec.LookPath("blkid"); err != nil {
-		t.Log("blkid missing (apt-get install util-linux): not cross-checked")
-		return nil
-	}
+	needs.Tool(t, "blkid")
 	out, _ := exec.Command("blkid", "-p", "-o", "export", dev).CombinedOutput()
 	m := map[string]string{}
 	for _, l := range strings.Split(string(out), "\n") {

@@ -15,7 +15,9 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
 	"github.com/pxeswarm/pxeswarm/imager"
+	"github.com/pxeswarm/pxeswarm/internal/needs"
 )
 
 const (
@@ -211,10 +213,7 @@ var sfdiskLine = regexp.MustCompile(`^\S*?(\d+) : start=\s*(\d+), size=\s*(\d+),
 // checkSfdisk compares `sfdisk --dump` of path with a table.
 func checkSfdisk(t *testing.T, path string, want *Table) {
 	t.Helper()
-	if _, err := exec.LookPath("sfdisk"); err != nil {
-		t.Log("sfdisk missing (apt-get install fdisk): checked with go-diskfs only")
-		return
-	}
+	needs.Tool(t, "sfdisk")
 	out, err := exec.Command("sfdisk", "--dump", path).CombinedOutput()
 	if err != nil {
 		t.Fatalf("sfdisk --dump %s: %v\n%s", path, err, out)
@@ -286,11 +285,10 @@ func TestWriteTableClearsStale(t *testing.T) {
 			t.Errorf("byte %d still holds %q after the new table", off, b)
 		}
 	}
-	if _, err := exec.LookPath("blkid"); err == nil {
-		out, err := exec.Command("blkid", "-p", "-o", "export", f.Name()).CombinedOutput()
-		if err != nil || !strings.Contains(string(out), "PTTYPE=dos") || strings.Contains(string(out), "iso9660") {
-			t.Errorf("blkid -p %s = %v\n%s; want PTTYPE=dos and nothing else", f.Name(), err, out)
-		}
+	needs.Tool(t, "blkid")
+	out, err := exec.Command("blkid", "-p", "-o", "export", f.Name()).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "PTTYPE=dos") || strings.Contains(string(out), "iso9660") {
+		t.Errorf("blkid -p %s = %v\n%s; want PTTYPE=dos and nothing else", f.Name(), err, out)
 	}
 }
 

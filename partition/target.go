@@ -122,16 +122,7 @@ func Choose(disks []Disk, sel Selector, im *imager.Image) (Target, error) {
 	if err := sel.check(); err != nil {
 		return Target{}, err
 	}
-	disks = slices.Clone(disks)
-	slices.SortStableFunc(disks, func(a, b Disk) int {
-		switch {
-		case lessName(a.Name, b.Name):
-			return -1
-		case lessName(b.Name, a.Name):
-			return 1
-		}
-		return 0
-	})
+	disks = byName(disks)
 	var t Target
 	var err error
 	if sel.Disk != "" {
@@ -148,13 +139,48 @@ func Choose(disks []Disk, sel Selector, im *imager.Image) (Target, error) {
 	return t, nil
 }
 
+// Candidates returns, in name order, the whole disks that can take im
+// and that disk "first" would consider: fixed, not the boot medium,
+// writable, free and with a medium. [First] is the first disk that passes
+// those tests, whether it fits or not; when a person may choose (the
+// rescue stick's menu) these are the choices.
+func Candidates(disks []Disk, im *imager.Image) []Target {
+	var out []Target
+	for _, d := range byName(disks) {
+		t := Target{Disk: d}
+		if firstCandidate(d) && fits(t, im) == nil {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+// firstCandidate: a disk "first" may pick.
+func firstCandidate(d Disk) bool {
+	return !d.Removable && d.Boot == "" && !d.ReadOnly && d.InUse == "" && d.Size > 0
+}
+
+// byName returns a copy of disks sorted by kernel name (sda < sdb < sdaa).
+func byName(disks []Disk) []Disk {
+	disks = slices.Clone(disks)
+	slices.SortStableFunc(disks, func(a, b Disk) int {
+		switch {
+		case lessName(a.Name, b.Name):
+			return -1
+		case lessName(b.Name, a.Name):
+			return 1
+		}
+		return 0
+	})
+	return disks
+}
+
 func chooseDisk(disks []Disk, sel Selector) (Target, error) {
 	var d *Disk
 	if sel.Disk == First {
 		for i := range disks {
-			c := &disks[i]
-			if !c.Removable && c.Boot == "" && !c.ReadOnly && c.InUse == "" && c.Size > 0 {
-				d = c
+			if firstCandidate(disks[i]) {
+				d = &disks[i]
 				break
 			}
 		}

@@ -264,8 +264,8 @@ func (c DHCPConfig) withDefaults() (DHCPConfig, error) {
 	seen := map[netip.Addr]string{}
 	res := make(map[string]netip.Addr, len(c.Reservations))
 	for m, ip := range c.Reservations {
-		hw, err := net.ParseMAC(m)
-		if err != nil || len(hw) != 6 {
+		mac, err := ParseMAC(m)
+		if err != nil {
 			return bad("reservation %q: want a MAC such as 52:54:00:12:34:56", m)
 		}
 		if !ip.Is4() || !subnet.Contains(ip) || ip == c.ServerIP || ip == c.Router || ip == subnet.Addr() || ip == dhcpBroadcast(subnet) {
@@ -275,7 +275,7 @@ func (c DHCPConfig) withDefaults() (DHCPConfig, error) {
 			return bad("address %v is reserved for both %s and %s", ip, other, m)
 		}
 		seen[ip] = m
-		res[hw.String()] = ip
+		res[mac] = ip
 	}
 	c.Reservations = res
 	return c, nil
@@ -408,7 +408,7 @@ func (h *DHCPHandler) Reply(pkt []byte, port int, from netip.AddrPort) ([]byte, 
 		h.log.Log(context.Background(), lvl, "dhcp: no reply", "type", req.MessageType().String(), "mac", x.mac.String(), "from", from, "port", port, "why", err)
 		return nil, netip.AddrPort{}
 	}
-	to := dhcpDest(x, h.cfg.Mode)
+	to := dhcpDest(x)
 	h.log.Info("dhcp: reply", "type", x.resp.MessageType().String(), "mac", x.mac.String(), "yiaddr", x.resp.YourIPAddr,
 		"boot", x.bootFile, "arch", x.arch, "to", to, "port", port)
 	if h.cfg.OnBoot != nil && x.bootFile != "" && x.answering() {
@@ -437,7 +437,7 @@ func (h *DHCPHandler) runChain(x *dhcpExchange) error {
 }
 
 // dhcpDest picks the reply's destination per RFC 2131 §4.1.
-func dhcpDest(x *dhcpExchange, mode DHCPMode) netip.AddrPort {
+func dhcpDest(x *dhcpExchange) netip.AddrPort {
 	bcast := netip.AddrPortFrom(netip.AddrFrom4([4]byte{255, 255, 255, 255}), dhcpClientPort)
 	if x.port == PXEPort {
 		// PXE 2.1: the boot server answers a port-4011 request at the

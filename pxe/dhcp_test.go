@@ -8,8 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/pxeswarm/pxeswarm/internal/netns"
-	"golang.org/x/sys/unix"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -23,9 +21,15 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
+	"github.com/pxeswarm/pxeswarm/internal/needs"
+	"github.com/pxeswarm/pxeswarm/internal/netns"
+
 	"github.com/google/go-cmp/cmp"
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/dhcpv4/nclient4"
+
 	"github.com/pxeswarm/pxeswarm/imager"
 )
 
@@ -783,15 +787,11 @@ func TestDHCPLeaseFileCorrupt(t *testing.T) {
 // dhcpServerEnv carries the DHCPConfig (JSON) to the server process.
 const dhcpServerEnv = "PXESWARM_TEST_DHCP_SERVER"
 
-// TestDHCPServerProcess is not a test on its own: it is the server
-// process the live tests start inside a namespace (os/exec's
-// helper-process pattern), so each server is a real process that can be
+// dhcpServerProcess is the server process the live tests start inside a
+// namespace (os/exec's helper-process pattern, entered from TestMain when
+// dhcpServerEnv is set), so each server is a real process that can be
 // stopped and restarted. OnBoot calls are printed as "ONBOOT ..." lines.
-func TestDHCPServerProcess(t *testing.T) {
-	js := os.Getenv(dhcpServerEnv)
-	if js == "" {
-		t.Skip("helper process for the live DHCP tests; runs only when they start it")
-	}
+func dhcpServerProcess(js string) {
 	var cfg DHCPConfig
 	if err := json.Unmarshal([]byte(js), &cfg); err != nil {
 		fmt.Fprintln(os.Stderr, "bad config:", err)
@@ -917,7 +917,7 @@ func startDHCPServer(t *testing.T, ns *netns.NS, cfg DHCPConfig) *dhcpProc {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := ns.Command(context.Background(), exe, "-test.run=^TestDHCPServerProcess$", "-test.count=1")
+	cmd := ns.Command(context.Background(), exe)
 	cmd.Env = append(os.Environ(), dhcpServerEnv+"="+string(js))
 	p := startProc(t, "pxeswarm dhcp "+string(cfg.Mode), cmd)
 	if !p.waitFor("dhcp: serving", 10*time.Second) {
@@ -929,12 +929,7 @@ func startDHCPServer(t *testing.T, ns *netns.NS, cfg DHCPConfig) *dhcpProc {
 func needTools(t *testing.T, tools ...string) {
 	t.Helper()
 	netns.Require(t)
-	pkg := map[string]string{"busybox": "busybox-static", "dhclient": "isc-dhcp-client", "dnsmasq": "dnsmasq"}
-	for _, tool := range tools {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s missing: apt-get install %s (make test installs it): %v", tool, pkg[tool], err)
-		}
-	}
+	needs.Tool(t, tools...)
 }
 
 // runUdhcpc runs busybox udhcpc once on h and returns the environment its

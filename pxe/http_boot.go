@@ -196,7 +196,9 @@ func (s *bootServer) serveScript(w http.ResponseWriter, r *http.Request, raw str
 		s.log.Info("http: no task; local disk", "mac", mac, "client", ip)
 		script = localDiskScript(mac, "no task")
 	case r.Method == http.MethodHead:
-		// A probe, not a boot: the same script, the task does not move.
+		// A probe, not a boot: the same script, and the task does not
+		// move. (With plan.auto, ActiveTask above may already have made
+		// the machine's task: the machine asked to boot.)
 		script = s.agentScript(mac, task)
 	default:
 		id := task.ID
@@ -214,12 +216,13 @@ func (s *bootServer) serveScript(w http.ResponseWriter, r *http.Request, raw str
 	io.WriteString(w, script)
 }
 
-// localDiskScript makes iPXE return to the firmware, which then tries its
-// next boot device; the local disk should follow the network in the boot
-// order. It exits with status 1: a UEFI boot manager (OVMF's BdsDxe) only
-// moves on to the next Boot#### entry when an entry fails; a plain `exit`
-// returns EFI_SUCCESS and OVMF stops in its boot manager instead (seen in
-// the classroom test). SeaBIOS moves on either way.
+// localDiskScript asks iPXE to return to the firmware, which then tries
+// its next boot device; the local disk should follow the network in the
+// boot order. It exits with status 1, since a UEFI boot manager only moves
+// on to the next Boot#### entry when an entry fails. That is best effort:
+// SeaBIOS moves on, but Debian's iPXE under OVMF was seen to stay in iPXE
+// after `exit` and `exit 1` alike, so machines without a task get no boot
+// file from DHCP in the first place (DHCPConfig.Boot) and rarely get here.
 func localDiskScript(mac, why string) string {
 	return fmt.Sprintf("#!ipxe\necho pxeswarm: %s for %s, booting local disk\nexit 1\n", why, mac)
 }

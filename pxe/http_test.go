@@ -23,7 +23,9 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
+
 	"github.com/pxeswarm/pxeswarm/imager"
+	"github.com/pxeswarm/pxeswarm/internal/needs"
 	"github.com/pxeswarm/pxeswarm/tracker"
 )
 
@@ -89,6 +91,9 @@ func testImage(t testing.TB) (*imager.Image, []string, [][]byte) {
 }
 
 func TestMain(m *testing.M) {
+	if js := os.Getenv(dhcpServerEnv); js != "" {
+		dhcpServerProcess(js) // a live DHCP test's server; never returns
+	}
 	code := m.Run()
 	if sharedImage.dir != "" {
 		os.RemoveAll(sharedImage.dir)
@@ -749,9 +754,10 @@ func TestBootFilesRange(t *testing.T) {
 		t.Errorf("GET /boot/vmlinuz past the end = %d, want 416", code)
 	}
 
+	needs.Tool(t, "curl")
 	curl, err := exec.LookPath("curl")
 	if err != nil {
-		t.Skip("curl missing: apt-get install curl (make test installs it)")
+		t.Fatal(err)
 	}
 	out := filepath.Join(t.TempDir(), "part")
 	res, err := exec.Command(curl, "-sS", "--fail", "-r", "65000-", "-o", out, base+"/boot/vmlinuz").CombinedOutput()

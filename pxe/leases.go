@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
-	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -141,8 +140,7 @@ func parseDHCPLeases(b []byte) ([]dhcpLease, error) {
 	macs := map[string]bool{}
 	ips := map[netip.Addr]bool{}
 	for i, le := range f.Leases {
-		hw, err := net.ParseMAC(le.MAC)
-		if err != nil || len(hw) != 6 || hw.String() != le.MAC {
+		if mac, err := ParseMAC(le.MAC); err != nil || mac != le.MAC {
 			return nil, fmt.Errorf("lease %d: MAC %q", i, le.MAC)
 		}
 		if !le.IP.Is4() {

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -44,6 +45,21 @@ type Target struct {
 	GUID      string `json:"guid,omitempty"`      // a GPT unique partition GUID
 }
 
+// Check says whether exactly one of Disk, Label and GUID is set, with
+// Partition only beside Disk.
+func (t Target) Check() error {
+	n := 0
+	for _, set := range []bool{t.Disk != "", t.Label != "", t.GUID != ""} {
+		if set {
+			n++
+		}
+	}
+	if n != 1 || (t.Partition != 0 && t.Disk == "") || t.Partition < 0 {
+		return fmt.Errorf("target %+v: set exactly one of disk, label or guid (partition goes with disk)", t)
+	}
+	return nil
+}
+
 // Sentinel errors for plan checks.
 var (
 	ErrBadPlan      = errors.New("bad plan")
@@ -65,14 +81,8 @@ func (p *Plan) Check() error {
 	if len(p.InfoHash) != 40 || strings.Trim(strings.ToLower(p.InfoHash), "0123456789abcdef") != "" {
 		return bad("info_hash %q: want 40 hex digits", p.InfoHash)
 	}
-	n := 0
-	for _, set := range []bool{p.Target.Disk != "", p.Target.Label != "", p.Target.GUID != ""} {
-		if set {
-			n++
-		}
-	}
-	if n != 1 || (p.Target.Partition != 0 && p.Target.Disk == "") || p.Target.Partition < 0 {
-		return bad("target %+v: set exactly one of disk, label or guid (partition goes with disk)", p.Target)
+	if err := p.Target.Check(); err != nil {
+		return bad("%v", err)
 	}
 	switch p.CheckMode {
 	case "fresh", "verify":
@@ -131,6 +141,9 @@ func Verify(data []byte, pub ed25519.PublicKey, mac string) (*Plan, error) {
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&sp); err != nil {
 		return nil, fmt.Errorf("%w: not a signed plan (%v): is the server URL right?", ErrBadPlan, err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, fmt.Errorf("%w: bytes after the signed plan: something on the way changed the reply; check the server URL and any proxy", ErrBadPlan)
 	}
 	sig, err := base64.StdEncoding.DecodeString(sp.Signature)
 	if err != nil || len(sig) != ed25519.SignatureSize {

@@ -420,11 +420,11 @@ func (b *autoBackend) ActiveTask(mac string) (Task, bool, error) {
 // ArchName names an RFC 4578 option 93 client architecture for people.
 func ArchName(arch uint16) string {
 	switch arch {
-	case 0:
+	case dhcpArchBIOS:
 		return "bios"
 	case 6:
 		return "efi-ia32"
-	case 7, 9:
+	case dhcpArchUEFIx64, dhcpArchUEFIx64Old:
 		return "efi-x86_64"
 	case 10:
 		return "efi-arm32"

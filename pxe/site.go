@@ -411,17 +411,10 @@ func (s *Site) Check() error {
 	if p.Image != "" && !names[p.Image] {
 		return bad("plan.image", "%q is not the name of an [[image]]", p.Image)
 	}
-	sel := 0
-	for _, v := range []string{p.Disk, p.Label, p.GUID} {
-		if v != "" {
-			sel++
-		}
-	}
-	if sel == 0 && p.Partition == 0 {
+	if p.Disk == "" && p.Label == "" && p.GUID == "" && p.Partition == 0 {
 		p.Disk = "first"
-		sel = 1
 	}
-	if sel != 1 || (p.Partition != 0 && p.Disk == "") || p.Partition < 0 {
+	if (Target{Disk: p.Disk, Partition: p.Partition, Label: p.Label, GUID: p.GUID}).Check() != nil {
 		return bad("plan.disk", "set exactly one of disk, label or guid (partition goes with disk)")
 	}
 	if p.Check == "" {

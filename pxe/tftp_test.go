@@ -3,8 +3,6 @@ package pxe
 import (
 	"bytes"
 	"context"
-	"github.com/pin/tftp/v3"
-	"github.com/pxeswarm/pxeswarm/imager"
 	"net"
 	"os"
 	"os/exec"
@@ -12,15 +10,21 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/pin/tftp/v3"
+
+	"github.com/pxeswarm/pxeswarm/imager"
+	"github.com/pxeswarm/pxeswarm/internal/needs"
 )
 
 // TestTFTPWithTFTPHPA downloads the iPXE binary with the real tftp-hpa
 // client (blksize and tsize options on) and checks it byte for byte, then
 // tries path traversal.
 func TestTFTPWithTFTPHPA(t *testing.T) {
+	needs.Tool(t, "tftp")
 	client, err := exec.LookPath("tftp")
 	if err != nil {
-		t.Skip("tftp-hpa client missing: apt-get install tftp-hpa (make test installs it)")
+		t.Fatal(err)
 	}
 	root := t.TempDir()
 	src := DefaultTFTPRoot + "/undionly.kpxe"

@@ -20,6 +20,7 @@ import (
 
 	"github.com/pxeswarm/pxeswarm/build"
 	"github.com/pxeswarm/pxeswarm/imager"
+	"github.com/pxeswarm/pxeswarm/internal/needs"
 	"github.com/pxeswarm/pxeswarm/internal/netns"
 	"github.com/pxeswarm/pxeswarm/internal/qemu"
 	"github.com/pxeswarm/pxeswarm/pxe"
@@ -63,19 +64,11 @@ func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool)
 func requireTools(t *testing.T) string {
 	t.Helper()
 	netns.Require(t)
-	for _, tool := range []string{"qemu-system-x86_64", "curl"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s missing (make test installs it): %v", tool, err)
-		}
-	}
-	for _, f := range []string{qemu.OVMF, "/usr/lib/ipxe/undionly.kpxe", "/usr/lib/ipxe/ipxe.efi"} {
-		if _, err := os.Stat(f); err != nil {
-			t.Skipf("%s missing (make test installs ovmf and ipxe): %v", f, err)
-		}
-	}
-	kernel, err := qemu.DebianKernel()
+	needs.Tool(t, "qemu-system-x86_64", "curl", qemu.OVMF, "/usr/lib/ipxe/undionly.kpxe", "/usr/lib/ipxe/ipxe.efi", "/usr/lib/ipxe/qemu/pxe-virtio.rom",
+		"/usr/lib/systemd/boot/efi/systemd-bootx64.efi", "/boot/vmlinuz-*")
+	kernel, err := build.NewestKernel(build.DefaultBoot)
 	if err != nil {
-		t.Skip(err)
+		t.Fatal(err)
 	}
 	return kernel
 }
@@ -305,9 +298,7 @@ func TestFirmwarePXEBoot(t *testing.T) {
 
 func needDnsmasq(t *testing.T) {
 	t.Helper()
-	if _, err := exec.LookPath("dnsmasq"); err != nil {
-		t.Skip("dnsmasq missing: apt-get install dnsmasq (make test installs it):", err)
-	}
+	needs.Tool(t, "dnsmasq")
 }
 
 // schoolDHCP runs dnsmasq on its own host on lan as the school's existing

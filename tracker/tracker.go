@@ -238,7 +238,8 @@ type SwarmStats struct {
 	PeerList   []PeerStats `json:"peer_list"`
 	// Hosts are per-host totals since the tracker started, over all the
 	// host's peer stays: they keep counting after a peer stops or
-	// expires, so they show who served whom after the imaging is over.
+	// expires, so after the imaging they still say how much each machine
+	// gave the swarm (per host, not per pair).
 	Hosts []HostStats `json:"hosts"`
 }
 

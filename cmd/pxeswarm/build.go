@@ -59,7 +59,7 @@ Examples:
   pxeswarm build initramfs --out /var/lib/pxeswarm/boot --key /var/lib/pxeswarm/plan-key.pub
   pxeswarm build initramfs --kernel ~/linux/arch/x86/boot/bzImage --modules-dir /lib/modules/6.12.0-test`)
 	fs.section("initramfs")
-	out := fs.String("out", "/var/lib/pxeswarm/boot", "folder for vmlinuz and initramfs (serve's default is <state_dir>/boot)")
+	out := fs.String("out", build.DefaultBootDir, "folder for vmlinuz and initramfs (serve's default is <state_dir>/boot)")
 	key := fs.String("key", build.DefaultPublicKey, "the server's public plan key, <state_dir>/plan-key.pub; when it is missing there, a new key pair is made in that folder (as 'pxeswarm serve' would on first start)")
 	agent := fs.String("agent", build.DefaultAgent, "Go package run as u-root's uinit")
 	src := fs.String("src", ".", "a folder inside the Go module to build from (its go.mod pins u-root)")

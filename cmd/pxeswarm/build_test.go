@@ -10,18 +10,15 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/pxeswarm/pxeswarm/internal/needs"
 )
 
 // TestBuildInitramfsCommand runs `pxeswarm build initramfs` as `make build`
 // builds it (-trimpath, which leaves runtime.GOROOT empty) with the
 // build package's stand-in agent, and checks its usage errors.
 func TestBuildInitramfsCommand(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds an initramfs; skipped with -short")
-	}
-	if m, _ := filepath.Glob("/boot/vmlinuz-*"); len(m) == 0 {
-		t.Skip("no /boot/vmlinuz-* (make deps installs linux-image-amd64)")
-	}
+	needs.Tool(t, "/boot/vmlinuz-*")
 	dir := t.TempDir()
 	trimmed := filepath.Join(dir, "pxeswarm")
 	if out, err := exec.Command("go", "build", "-trimpath", "-o", trimmed, ".").CombinedOutput(); err != nil {

@@ -156,10 +156,14 @@ func (s *statusSnapshot) print(w io.Writer, base string) {
 		}
 	}
 	for _, sw := range s.swarms {
-		var fromServer int64
-		for _, p := range sw.PeerList {
-			if p.Addr.Addr().String() == host {
-				fromServer += p.Uploaded
+		// The tracker's per-host totals: they keep counting after a
+		// machine leaves the swarm.
+		var fromServer, fromMachines int64
+		for _, h := range sw.Hosts {
+			if h.Addr.String() == host {
+				fromServer += h.Uploaded
+			} else {
+				fromMachines += h.Uploaded
 			}
 		}
 		copies := ""
@@ -168,8 +172,8 @@ func (s *statusSnapshot) print(w io.Writer, base string) {
 				copies = fmt.Sprintf(" (%.2f× the image)", float64(fromServer)/float64(im.Size))
 			}
 		}
-		fmt.Fprintf(w, "\nswarm %s: %d peers now (%d complete); the server has sent %s%s, the machines trade the rest among themselves\n",
-			sw.Name, sw.Peers, sw.Seeders, imager.FormatBytes(fromServer), copies)
+		fmt.Fprintf(w, "\nswarm %s: %d peers now (%d complete); the server has sent %s%s, the machines %s to each other\n",
+			sw.Name, sw.Peers, sw.Seeders, imager.FormatBytes(fromServer), copies, imager.FormatBytes(fromMachines))
 	}
 }
 

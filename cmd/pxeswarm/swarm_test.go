@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pxeswarm/pxeswarm/internal/needs"
+
 	"github.com/anacrolix/torrent/bencode"
 )
 
@@ -209,12 +211,8 @@ func TestBadInput(t *testing.T) {
 // TestBadInputBlockDevice: a loop device smaller than the image is refused
 // and left untouched.
 func TestBadInputBlockDevice(t *testing.T) {
-	if os.Getuid() != 0 {
-		t.Skip("needs root for losetup (make test runs as root in CI)")
-	}
-	if _, err := exec.LookPath("losetup"); err != nil {
-		t.Skip("losetup missing: apt-get install mount (make test installs it)")
-	}
+	needs.Root(t, "losetup")
+	needs.Tool(t, "losetup")
 	img := makeImage(t, []int64{4 << 20}, "1MiB")
 	backing := filepath.Join(t.TempDir(), "small.disk")
 	writeRandom(t, backing, 2<<20, 99)

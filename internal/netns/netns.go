@@ -29,6 +29,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pxeswarm/pxeswarm/internal/needs"
+
 	"golang.org/x/sys/unix"
 )
 
@@ -45,12 +47,8 @@ type NS struct {
 // Require skips t unless it runs as root with ip(8) available.
 func Require(t testing.TB) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("network namespace tests need root (CI runs make test as root)")
-	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("ip(8) missing: apt-get install iproute2 (make test installs it)")
-	}
+	needs.Root(t, "ip netns")
+	needs.Tool(t, "ip")
 }
 
 // New creates a namespace named "pxs<pid>-<tag>-<random>", with its
@@ -95,9 +93,13 @@ func (n *NS) MustIP(args ...string) string {
 
 // Command returns a command that runs name inside the namespace
 // (`ip netns exec NS name args...`). ip execs the program in place, so
-// cmd.Process.Pid is the program's own PID.
+// cmd.Process.Pid is the program's own PID, and it is killed if the test
+// process dies first (a server or dnsmasq must not outlive an interrupted
+// run).
 func (n *NS) Command(ctx context.Context, name string, args ...string) *exec.Cmd {
-	return exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", n.Name, name}, args...)...)
+	cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", n.Name, name}, args...)...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	return cmd
 }
 
 // Run runs name inside the namespace, bounded by timeout, and returns its

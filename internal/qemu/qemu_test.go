@@ -1,24 +1,24 @@
-package qemu
+package qemu_test
 
 import (
 	"context"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/pxeswarm/pxeswarm/build"
 	"github.com/pxeswarm/pxeswarm/imager"
+	"github.com/pxeswarm/pxeswarm/internal/needs"
+	. "github.com/pxeswarm/pxeswarm/internal/qemu"
 )
 
 // TestDirectBoot boots Debian's kernel with the marker initramfs: the
 // harness sees markers in order and the machine powers itself off.
 func TestDirectBoot(t *testing.T) {
-	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
-		t.Skip("qemu-system-x86_64 missing (make test installs qemu-system-x86):", err)
-	}
-	kernel, err := DebianKernel()
+	needs.Tool(t, "qemu-system-x86_64", "/boot/vmlinuz-*")
+	kernel, err := build.NewestKernel(build.DefaultBoot)
 	if err != nil {
-		t.Skip(err)
+		t.Fatal(err)
 	}
 	ctx := context.Background()
 	initrd, err := BuildMarkerInitramfs(ctx, t.TempDir())
