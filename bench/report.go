@@ -10,22 +10,25 @@ import (
 )
 
 // writeReport writes the Markdown table and the SVG plot.
-func writeReport(cfg *config, results []result) error {
+func writeReport(cfg *config, img *benchImage, results []result, took time.Duration) error {
 	tmin := cfg.tmin()
 	var b strings.Builder
 	kernel, _ := exec.Command("uname", "-r").Output()
 	fmt.Fprintf(&b, `# Fleet benchmark
 
 Written by `+"`make bench`"+` on %s, in one run on one machine (%d cores, Linux %s,
-%s). Every number below comes from that run; rerun `+"`make bench`"+` to regenerate.
+%s) that took %s. Every number below comes from that run; rerun `+"`make bench`"+` to regenerate.
 
 - Links: R = **%d Mbit/s** per link, both directions (tc tbf on each veth end),
   every client and the server in its own network namespace on one bridge,
   addresses in 198.18.0.0/15.
-- Image: S = **%d MiB** of random data, one partition, %s pieces (a 256 GB
-  image at the default 8 MiB has 32,768 pieces; this keeps the bench image
-  at hundreds of pieces rather than a few dozen).
+- Image: S = **%d MiB** of random data, one partition, %s (pxeswarm
+  mktorrent's default for this size: about 2048 pieces, at least 256 KiB; a
+  256 GB image gets 8 MiB pieces, 30,518 of them).
 - Physical floor: T_min = S/R = **%.1f s**. Times are given as multiples of it.
+  T_min counts image bytes only: Ethernet, IP and TCP headers take 4.6%% of
+  each emulated link (1514 bytes on the link per 1448 of payload), so no
+  TCP method can go below about 1.05, and udpcast is capped at 0.95 R.
 - Command: `+"`%s`"+`
 - Methods, all against the same image and links: **pxeswarm** (`+"`pxeswarm seed`"+`
   with its tracker on the server, `+"`pxeswarm fetch`"+` on every client);
@@ -43,7 +46,7 @@ Written by `+"`make bench`"+` on %s, in one run on one machine (%d cores, Linux 
 | method | scenario | T_all | T_all/T_min | median/T_min | worst/T_min | server sent | CPU avg (peak) | note |
 | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |
 `, time.Now().UTC().Format("2006-01-02 15:04 MST"), runtime.NumCPU(), strings.TrimSpace(string(kernel)), runtime.Version(),
-		cfg.rate/1e6, cfg.size>>20, cfg.piece, tmin.Seconds(), strings.Join(os.Args, " "))
+		took.Round(time.Second), cfg.rate/1e6, cfg.size>>20, img.pieces, tmin.Seconds(), strings.Join(os.Args, " "))
 	for _, r := range results {
 		note := r.Note
 		if r.CPUAvg >= 0.95 {

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -41,13 +42,20 @@ func (r *run) start(ctx context.Context, host, name string, args ...string) (*pr
 		return nil, fmt.Errorf("start %s in %s: %w", name, host, err)
 	}
 	r.procs = append(r.procs, p)
+	trace := r.traceFile(host, name)
 	go func() {
+		if trace != nil {
+			defer trace.Close()
+		}
 		sc := bufio.NewScanner(pr)
 		sc.Buffer(make([]byte, 64<<10), 1<<20)
 		sc.Split(scanCRLF)
 		for sc.Scan() {
 			line := sc.Text()
 			now := time.Since(r.t0)
+			if trace != nil {
+				fmt.Fprintf(trace, "%8.3f %s\n", now.Seconds(), line)
+			}
 			p.mu.Lock()
 			if len(p.lines) < 5000 {
 				p.lines = append(p.lines, line)
@@ -78,6 +86,21 @@ func (r *run) start(ctx context.Context, host, name string, args ...string) (*pr
 		close(p.exited)
 	}()
 	return p, nil
+}
+
+// traceFile is where a process's output goes, each line with its time
+// since the clients started, when --trace is set.
+func (r *run) traceFile(host, name string) *os.File {
+	if r.cfg.trace == "" {
+		return nil
+	}
+	dir := filepath.Join(r.cfg.trace, strings.NewReplacer(" ", "", "/", "", "(", "", ")", "", ",", "-", "%", "").Replace(r.m.name()+"-"+r.sc.label()))
+	os.MkdirAll(dir, 0o755)
+	f, err := os.Create(filepath.Join(dir, host+"-"+filepath.Base(name)+".log"))
+	if err != nil {
+		return nil
+	}
+	return f
 }
 
 func scanCRLF(data []byte, atEOF bool) (int, []byte, error) {
@@ -286,11 +309,18 @@ func runOne(ctx context.Context, cfg *config, img *benchImage, m method, sc scen
 	res.ServerSent = l.serverSent() - sent0
 	var recv, wasted int64
 	var nsum int
+	// Stop every client at once: each may take up to 5 s to exit.
+	var wg sync.WaitGroup
+	for k := 1; k <= started; k++ {
+		if clients[k] != nil && healthy(k) {
+			wg.Go(clients[k].stop)
+		}
+	}
+	wg.Wait()
 	for k := 1; k <= started; k++ {
 		if clients[k] == nil || !healthy(k) {
 			continue
 		}
-		clients[k].stop()
 		if os.Getenv("BENCH_DEBUG") != "" {
 			for _, l := range clients[k].lines {
 				if strings.Contains(l, "fetch finished") {

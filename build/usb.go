@@ -93,7 +93,7 @@ type USBImage struct {
 	Name        string   // default: from the torrent, or the raw file's name
 	Torrent     string   // made with `pxeswarm mktorrent`; empty for a raw image
 	Sources     []string // one per image part, in order
-	PieceLength int64    // for a raw image; default imager.DefaultPieceLength
+	PieceLength int64    // for a raw image; default imager.PieceLengthFor its size
 }
 
 // USB is a built stick.
@@ -316,7 +316,7 @@ func (c USBConfig) loadImage(ctx context.Context, log *slog.Logger, ui USBImage,
 			return nil, errors.New("a multi-part image needs its torrent (make one with pxeswarm mktorrent)")
 		}
 		name := cmp.Or(ui.Name, strings.TrimSuffix(filepath.Base(ui.Sources[0]), filepath.Ext(ui.Sources[0])))
-		return imager.Create(ctx, log, imager.CreateConfig{Name: name, Sources: ui.Sources, PieceLength: cmp.Or(ui.PieceLength, imager.DefaultPieceLength)})
+		return imager.Create(ctx, log, imager.CreateConfig{Name: name, Sources: ui.Sources, PieceLength: ui.PieceLength})
 	}
 	im, err := imager.LoadFile(ui.Torrent)
 	if err != nil {

@@ -29,8 +29,8 @@ type CreateConfig struct {
 	// Table is the partition table kind the layout describes ("gpt",
 	// "mbr" or "").
 	Table string
-	// PieceLength in bytes; a power of two from 1 MiB to 64 MiB.
-	// 0 means DefaultPieceLength (8 MiB).
+	// PieceLength in bytes; a power of two from 256 KiB to 64 MiB.
+	// 0 means PieceLengthFor the sources' total size.
 	PieceLength int64
 	// Trackers are announce URLs, in order of preference.
 	Trackers []string
@@ -42,11 +42,11 @@ type CreateConfig struct {
 	Progress func(Progress)
 }
 
-// CheckPieceLength returns an error unless n is a power of two from 1 MiB
-// to 64 MiB.
+// CheckPieceLength returns an error unless n is a power of two from
+// 256 KiB to 64 MiB.
 func CheckPieceLength(n int64) error {
 	if n < MinPieceLength || n > MaxPieceLength || n&(n-1) != 0 {
-		return fmt.Errorf("piece size %s: want a power of two from %s to %s, such as 8MiB (the default)",
+		return fmt.Errorf("piece size %s: want a power of two from %s to %s, or leave it out for the default by image size",
 			FormatBytes(n), FormatBytes(MinPieceLength), FormatBytes(MaxPieceLength))
 	}
 	return nil
@@ -58,11 +58,10 @@ func Create(ctx context.Context, log *slog.Logger, cfg CreateConfig) (*Image, er
 	if len(cfg.Sources) == 0 {
 		return nil, fmt.Errorf("no sources: name at least one image file, disk or partition")
 	}
-	if cfg.PieceLength == 0 {
-		cfg.PieceLength = DefaultPieceLength
-	}
-	if err := CheckPieceLength(cfg.PieceLength); err != nil {
-		return nil, err
+	if cfg.PieceLength != 0 {
+		if err := CheckPieceLength(cfg.PieceLength); err != nil {
+			return nil, err
+		}
 	}
 	if cfg.Parts != nil && len(cfg.Parts) != len(cfg.Sources) {
 		return nil, fmt.Errorf("%d layout entries for %d sources", len(cfg.Parts), len(cfg.Sources))
@@ -73,7 +72,7 @@ func Create(ctx context.Context, log *slog.Logger, cfg CreateConfig) (*Image, er
 			d.Close()
 		}
 	}()
-	info := infoDict{PieceLength: cfg.PieceLength, Name: cfg.Name, Layout: &Layout{Table: cfg.Table}}
+	info := infoDict{Name: cfg.Name, Layout: &Layout{Table: cfg.Table}}
 	var parts []Part
 	for i, src := range cfg.Sources {
 		d, err := OpenSource(src)
@@ -112,6 +111,10 @@ func Create(ctx context.Context, log *slog.Logger, cfg CreateConfig) (*Image, er
 		info.Name = filepath.Base(cfg.Sources[0])
 	}
 	sp := newSpan(parts)
+	if cfg.PieceLength == 0 {
+		cfg.PieceLength = PieceLengthFor(sp.length)
+	}
+	info.PieceLength = cfg.PieceLength
 	n := int((sp.length + cfg.PieceLength - 1) / cfg.PieceLength)
 	info.Pieces = make([]byte, n*sha1.Size)
 	log.Info("hashing image", "name", info.Name, "size", FormatBytes(sp.length),

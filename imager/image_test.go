@@ -116,11 +116,42 @@ func TestCreateErrors(t *testing.T) {
 		{"empty source", CreateConfig{Sources: []string{empty}}, "is empty"},
 		{"piece size not power of two", CreateConfig{Sources: []string{empty}, PieceLength: 3 << 20}, "power of two"},
 		{"piece size too large", CreateConfig{Sources: []string{empty}, PieceLength: 128 << 20}, "power of two"},
+		{"piece size too small", CreateConfig{Sources: []string{empty}, PieceLength: 128 << 10}, "power of two"},
 	} {
 		_, err := Create(context.Background(), TestLogger(t), tc.cfg)
 		if err == nil || !bytes.Contains([]byte(err.Error()), []byte(tc.want)) {
 			t.Errorf("%s: Create() error = %v, want it to contain %q", tc.name, err, tc.want)
 		}
+	}
+}
+
+func TestPieceLengthFor(t *testing.T) {
+	for _, tc := range []struct{ size, want int64 }{
+		{1, 256 << 10},
+		{64 << 20, 256 << 10},
+		{512 << 20, 256 << 10},   // exactly 2048 pieces
+		{512<<20 + 1, 512 << 10}, // one byte more would be 2049
+		{1 << 30, 512 << 10},
+		{4 << 30, 2 << 20},
+		{16 << 30, 8 << 20},
+		{256e9, 8 << 20}, // capped: 30,518 pieces
+		{4 << 40, 8 << 20},
+	} {
+		if got := PieceLengthFor(tc.size); got != tc.want {
+			t.Errorf("PieceLengthFor(%s) = %s, want %s", FormatBytes(tc.size), FormatBytes(got), FormatBytes(tc.want))
+		}
+		if err := CheckPieceLength(PieceLengthFor(tc.size)); err != nil {
+			t.Errorf("PieceLengthFor(%d) is not a valid piece size: %v", tc.size, err)
+		}
+	}
+}
+
+func TestCreateDefaultsPieceLengthBySize(t *testing.T) {
+	dir := t.TempDir()
+	// 3 MiB over two parts: 256 KiB pieces, 12 of them.
+	im, _ := makeImage(t, dir, []int64{2 << 20, 1 << 20}, 0)
+	if im.PieceLength != 256<<10 || im.NumPieces() != 12 {
+		t.Errorf("Create with no piece size: %s pieces × %d, want 256KiB × 12", FormatBytes(im.PieceLength), im.NumPieces())
 	}
 }
 

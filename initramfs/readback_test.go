@@ -3,6 +3,7 @@ package initramfs
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -51,21 +52,22 @@ func TestReadBack(t *testing.T) {
 		t.Errorf("readBack progress %v, want it to end at %d", seen, im.Length)
 	}
 
-	// One flipped byte in piece 3 (which starts in part 1 and ends in part
-	// 2: part 1 is 3 MiB + 12345 bytes).
+	// One flipped byte early in part 2 (part 1 is 3 MiB + 12345 bytes), in
+	// the piece that straddles parts 1 and 2.
 	f, err := os.OpenFile(disk, os.O_RDWR, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	b := []byte{0}
-	at := places[1].Offset + 100 // byte 3MiB+12345+100 of the image: piece 3
+	at := places[1].Offset + 100
+	piece := (places[0].Length + 100) / im.PieceLength
 	f.ReadAt(b, at)
 	b[0] ^= 0x40
 	f.WriteAt(b, at)
 	f.Close()
 	_, err = readBack(context.Background(), places, im, nil)
-	if !errors.Is(err, ErrReadBack) || !strings.Contains(err.Error(), "piece 3 ") {
-		t.Errorf("readBack of a disk with a flipped byte = %v, want ErrReadBack naming piece 3", err)
+	if want := fmt.Sprintf("piece %d ", piece); !errors.Is(err, ErrReadBack) || !strings.Contains(err.Error(), want) {
+		t.Errorf("readBack of a disk with a flipped byte = %v, want ErrReadBack naming piece %d", err, piece)
 	}
 
 	// A disk shorter than the image.

@@ -326,7 +326,7 @@ func (s *Site) makeTorrent(ctx context.Context, log *slog.Logger, si SiteImage) 
 	}
 	piece := int64(si.PieceLength)
 	if piece == 0 {
-		piece = imager.DefaultPieceLength
+		piece = imager.PieceLengthFor(size)
 	}
 	want := torrentCache{Source: src, Size: size, ModTime: st.ModTime().UTC(), PieceLength: piece}
 	path := filepath.Join(dir, si.Name+".torrent")

@@ -170,7 +170,8 @@ type SiteImage struct {
 	Torrent string `toml:"torrent"`
 	// Source files, one per image part in order: the seeder reads them.
 	Source []string `toml:"source"`
-	// PieceLength for a torrent made from Source; default 8MiB.
+	// PieceLength for a torrent made from Source; default by the image's
+	// size (imager.PieceLengthFor: about 2048 pieces, 256KiB to 8MiB).
 	PieceLength ByteSize `toml:"piece_length"`
 }
 

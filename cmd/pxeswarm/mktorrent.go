@@ -21,8 +21,8 @@ Example:
 	fs.section("torrent")
 	out := fs.String("o", "", "write the torrent to this file (required)")
 	name := fs.String("name", "", "image name (default: the first source's file name)")
-	piece := bytesFlag(imager.DefaultPieceLength)
-	fs.Var(&piece, "piece-size", "piece size, a power of two from 1MiB to 64MiB")
+	var piece bytesFlag
+	fs.Var(&piece, "piece-size", "piece size, a power of two from 256KiB to 64MiB (default: by image size, about 2048 pieces from 256KiB up to 8MiB at 16GiB and more)")
 	var trackers, webseeds listFlag
 	fs.Var(&trackers, "tracker", "announce URL; repeat for fallbacks")
 	fs.Var(&webseeds, "webseed", "BEP 19 HTTP URL that serves the same files; repeatable")
@@ -36,8 +36,10 @@ Example:
 		fs.Usage()
 		return fmt.Errorf("%w: need -o X.torrent and at least one SOURCE", errUsage)
 	}
-	if err := imager.CheckPieceLength(int64(piece)); err != nil {
-		return err
+	if piece != 0 {
+		if err := imager.CheckPieceLength(int64(piece)); err != nil {
+			return err
+		}
 	}
 	log := fs.logger()
 	pp := newProgressPrinter("mktorrent", *fs.progress)
