@@ -1,10 +1,11 @@
 // Command bench is the fleet benchmark: it builds a simulated LAN of
 // network namespaces (198.18.0.0/15, every link shaped to the same rate
 // with tc), and images N clients with pxeswarm, HTTP unicast, udpcast
-// multicast and Transmission, side by side in one run on the same image
-// and links. It writes docs/BENCHMARKS.md and a plot. Run it as root:
+// multicast and qBittorrent (libtorrent), side by side in one run on the
+// same image and links. It writes docs/BENCHMARKS.md and a plot. Run it as
+// root:
 //
-//	make bench          # the whole matrix, about 30–35 minutes
+//	make bench          # the whole matrix, under 30 minutes
 //	make bench-quick    # N=4, pxeswarm against HTTP unicast
 package main
 
@@ -103,7 +104,7 @@ func main() {
 	flag.StringVar(&cfg.piece, "piece-size", "", "piece size of the bench image (default: pxeswarm mktorrent's default for its size)")
 	flag.StringVar(&ns, "n", "4,8,16", "client counts for the homogeneous scenario")
 	flag.IntVar(&cfg.scenN, "scenario-n", 8, "client count for the other scenarios")
-	flag.StringVar(&methods, "methods", "pxeswarm,http,udpcast,transmission", "methods to run")
+	flag.StringVar(&methods, "methods", "pxeswarm,http,udpcast,qbittorrent", "methods to run: pxeswarm, http, udpcast, qbittorrent, transmission")
 	flag.StringVar(&scenarios, "scenarios", "homogeneous,slow,late,loss,killed", "scenarios to run")
 	flag.StringVar(&cfg.out, "out", "docs/BENCHMARKS.md", "report to write")
 	flag.StringVar(&cfg.svg, "svg", "docs/bench.svg", "plot to write")
@@ -121,11 +122,11 @@ func main() {
 		}
 		cfg.ns = append(cfg.ns, n)
 	}
-	all := map[string]method{"pxeswarm": pxeswarmMethod{}, "http": httpMethod{}, "udpcast": multicastMethod{}, "transmission": transmissionMethod{}}
+	all := map[string]method{"pxeswarm": pxeswarmMethod{}, "http": httpMethod{}, "udpcast": multicastMethod{}, "transmission": transmissionMethod{}, "qbittorrent": qbittorrentMethod{}}
 	for _, f := range strings.Split(methods, ",") {
 		m, ok := all[f]
 		if !ok {
-			log.Fatalf("-methods: unknown %q; want pxeswarm, http, udpcast, transmission", f)
+			log.Fatalf("-methods: unknown %q; want pxeswarm, http, udpcast, qbittorrent, transmission", f)
 		}
 		cfg.methods = append(cfg.methods, m)
 	}
@@ -162,6 +163,8 @@ func checkTools(cfg *config) error {
 			need["udp-sender"] = "udpcast"
 		case "transmission":
 			need["transmission-cli"] = "transmission-cli"
+		case "qbittorrent":
+			need["qbittorrent-nox"] = "qbittorrent-nox"
 		}
 	}
 	for tool, pkg := range need {

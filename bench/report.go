@@ -35,8 +35,11 @@ Written by `+"`make bench`"+` on %s, in one run on one machine (%d cores, Linux 
   **http** (Go's file server, `+"`curl`"+` on every client: the one-to-many copy);
   **udpcast** (`+"`udp-sender --broadcast --max-bitrate 0.95R`"+` / `+"`udp-receiver`"+`, the
   transport of Clonezilla and FOG; broadcast because this machine's kernel did not
-  deliver udpcast's multicast rendezvous between namespaces, same protocol otherwise); **transmission** (`+"`transmission-cli`"+`,
-  libtransmission, as the leechers against the same pxeswarm seeder and tracker).
+  deliver udpcast's multicast rendezvous between namespaces, same protocol otherwise); **qbittorrent** (`+"`qbittorrent-nox`"+` 4.5,
+  libtorrent-rasterbar 2.0, as the leechers against the same pxeswarm seeder and
+  tracker: no DHT, PeX, LSD, uTP or encryption, unlimited upload slots, done when
+  its run-on-completion program ran). `+"`--methods`"+` also takes **transmission**
+  (`+"`transmission-cli`"+`, libtransmission).
 - T_all: time until every healthy client holds a verified copy (the slow or
   killed client is not counted). Server sent: bytes on the server's link, as a
   multiple of S (includes protocol overhead). CPU: whole-machine average and

@@ -29,12 +29,15 @@ type proc struct {
 	pctRe      *regexp.Regexp // lines that carry a percentage
 	doneOnExit bool           // exit 0 means complete
 	sizeOf     string         // progress is this file's size / S
+	allocOf    string         // progress is this file's allocated blocks / S
+	doneFile   string         // complete once this file exists (its mtime)
 	doneAt     time.Duration
+	t0         time.Time // the run's start, for doneFile
 	pct        float64
 }
 
 func (r *run) start(ctx context.Context, host, name string, args ...string) (*proc, error) {
-	p := &proc{cmd: r.lab.command(ctx, host, name, args...), exited: make(chan struct{})}
+	p := &proc{cmd: r.lab.command(ctx, host, name, args...), exited: make(chan struct{}), t0: r.t0}
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	pr, pw := io.Pipe()
 	p.cmd.Stdout, p.cmd.Stderr = pw, pw
@@ -145,6 +148,18 @@ func (p *proc) progress(size int64) (float64, time.Duration) {
 	if p.sizeOf != "" && p.doneAt == 0 {
 		if st, err := os.Stat(p.sizeOf); err == nil {
 			p.pct = float64(st.Size()) / float64(size)
+		}
+	}
+	if p.allocOf != "" && p.doneAt == 0 {
+		var st syscall.Stat_t
+		if syscall.Stat(p.allocOf, &st) == nil {
+			p.pct = min(1, float64(st.Blocks*512)/float64(size))
+		}
+	}
+	if p.doneFile != "" && p.doneAt == 0 {
+		if st, err := os.Stat(p.doneFile); err == nil {
+			p.doneAt = max(st.ModTime().Sub(p.t0), time.Millisecond)
+			p.pct = 1
 		}
 	}
 	return p.pct, p.doneAt

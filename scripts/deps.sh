@@ -14,6 +14,7 @@ want nft nftables
 want tftp tftp-hpa
 [ -e /usr/lib/ipxe/undionly.kpxe ] || need+=(ipxe)
 want transmission-cli transmission-cli
+want qbittorrent-nox qbittorrent-nox
 # Boot server tests: real DHCP clients and an existing school DHCP server.
 # (not grep -q: with pipefail, busybox would die of SIGPIPE and look missing)
 [ -x /bin/busybox ] && /bin/busybox --list 2>/dev/null | grep -x udhcpc >/dev/null || need+=(busybox-static)
