@@ -103,6 +103,11 @@ func (tu Tuning) clientConfig(log *slog.Logger, st *Storage, listenHost string, 
 	cc.MaxUnverifiedBytes = 0
 	cc.KeepAliveTimeout = tu.KeepAlive
 	cc.MaxAllocPeerRequestDataPerConn = max(tu.RequestBuffer, tu.ChunkSize)
+	// Two machines that both learn of each other from the tracker dial
+	// each other; anacrolix keeps both connections unless told otherwise,
+	// so 8 connections were only 4 partners, and a late joiner found
+	// every slot of the machines that had data taken.
+	cc.DropDuplicatePeerIds = true
 	cc.EstablishedConnsPerTorrent = tu.MaxConns
 	if sched != nil {
 		cc.EstablishedConnsPerTorrent = seederConns

@@ -141,3 +141,51 @@ func TestScheduleCountsCompletedLeechersThatLeave(t *testing.T) {
 		t.Errorf("held = %d after a complete leecher left, want 2", held)
 	}
 }
+
+// TestScheduleKeepsNewPiecesForTheFront: a leecher that joined late (it
+// holds less than half of what the median leecher holds) gets no piece the
+// swarm lacks; the leechers at the front do. Once the swarm holds every
+// piece, the late one gets the rarest.
+func TestScheduleKeepsNewPiecesForTheFront(t *testing.T) {
+	const pieces = 8
+	f := newFakeSwarm(t, pieces)
+	a, b, late := &torrent.PeerConn{}, &torrent.PeerConn{}, &torrent.PeerConn{}
+	f.s.add(a)
+	f.s.add(b)
+	// a and b get pieces 0..3 from the seeder and trade them.
+	for round := 1; round <= 2; round++ {
+		for _, pc := range []*torrent.PeerConn{a, b} {
+			got := f.wait(t, pc, round)
+			f.s.have(pc, got[round-1])
+		}
+	}
+	for _, pc := range []*torrent.PeerConn{a, b} {
+		for i := range 4 {
+			f.s.have(pc, i)
+		}
+	}
+	f.s.add(late)
+	// a and b go on getting new pieces; late gets nothing while 4..7 are
+	// not all held.
+	for round := 3; round <= 4; round++ {
+		for _, pc := range []*torrent.PeerConn{a, b} {
+			got := f.wait(t, pc, round)
+			f.s.have(pc, got[round-1])
+		}
+	}
+	f.mu.Lock()
+	early := append([]int(nil), f.revealed[late]...)
+	f.mu.Unlock()
+	if len(early) != 0 {
+		t.Fatalf("a leecher holding nothing got reveals %v while pieces were new to the swarm", early)
+	}
+	for _, pc := range []*torrent.PeerConn{a, b} {
+		for i := range pieces {
+			f.s.have(pc, i)
+		}
+	}
+	got := f.wait(t, late, 1)
+	if got[0] < 0 || got[0] >= pieces {
+		t.Errorf("late leecher got reveal %d, want a piece", got[0])
+	}
+}

@@ -3,10 +3,13 @@ package imager
 import (
 	"bytes"
 	"context"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/anacrolix/torrent"
 )
 
 func startSeed(t *testing.T, im *Image, srcs []string) *Session {
@@ -146,5 +149,41 @@ func TestTargetChecks(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "b")); err == nil {
 		t.Errorf("first target was created although the second was refused")
+	}
+}
+
+// TestOneConnectionPerPeer: two machines that each dial the other keep one
+// connection between them, not two. anacrolix keeps both by default, and
+// then 8 connections were only 4 partners: on the bench LAN, machines that
+// joined late found every slot of the machines that had data taken.
+func TestOneConnectionPerPeer(t *testing.T) {
+	dir := t.TempDir()
+	im, _ := makeImage(t, dir, []int64{2 << 20}, 0)
+	start := func(name string, peers ...string) *Session {
+		cfg := TestingConfig(t)
+		cfg.Image, cfg.Paths, cfg.Mode, cfg.Peers = im, []string{filepath.Join(dir, name)}, ModeFresh, peers
+		cfg.Trackers = []string{}
+		s, err := cfg.Start(context.Background(), TestLogger(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	}
+	a := start("a")
+	b := start("b", a.ListenAddr())
+	// Now a dials b too, as a tracker would have told it to.
+	a.t.AddPeers([]torrent.PeerInfo{{Addr: netip.MustParseAddrPort(b.ListenAddr()), Source: torrent.PeerSourceDirect}})
+	// Both dials complete within milliseconds on loopback; give them time,
+	// and anacrolix time to drop the duplicate.
+	var na, nb int
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		na, nb = len(a.t.PeerConns()), len(b.t.PeerConns())
+		if na >= 1 && nb >= 1 && time.Until(deadline) < 3*time.Second {
+			break
+		}
+	}
+	if na != 1 || nb != 1 {
+		t.Errorf("connections between two machines: a has %d, b has %d, want 1 each", na, nb)
 	}
 }
