@@ -122,7 +122,7 @@ func main() {
 		}
 		cfg.ns = append(cfg.ns, n)
 	}
-	all := map[string]method{"pxeswarm": pxeswarmMethod{}, "http": httpMethod{}, "udpcast": multicastMethod{}, "transmission": transmissionMethod{}, "qbittorrent": qbittorrentMethod{}}
+	all := map[string]method{"pxeswarm": pxeswarmMethod{}, "http": httpMethod{}, "udpcast": multicastMethod{}, "transmission": transmissionMethod{btClient{"tr"}}, "qbittorrent": qbittorrentMethod{btClient{"qb"}}}
 	for _, f := range strings.Split(methods, ",") {
 		m, ok := all[f]
 		if !ok {

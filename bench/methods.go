@@ -137,23 +137,35 @@ func (m multicastMethod) client(ctx context.Context, r *run, k int) (*proc, erro
 	return p, nil
 }
 
+// --- other BitTorrent clients as the leechers ------------------------------
+
+// btClient is what the other BitTorrent clients share: they run every
+// scenario, as leechers against the pxeswarm seeder and tracker, each
+// client downloading into its own folder (prefix and client number).
+type btClient struct{ prefix string }
+
+func (btClient) supports(scenario) bool { return true }
+
+func (c btClient) server(ctx context.Context, r *run) (*proc, error) { return seedPxeswarm(ctx, r) }
+
+// dir is client k's download folder.
+func (c btClient) dir(r *run, k int) string {
+	return filepath.Join(r.dir, fmt.Sprintf("%s%d", c.prefix, k))
+}
+
+func (c btClient) target(r *run, k int) string {
+	return filepath.Join(c.dir(r, k), r.img.name, filepath.Base(r.img.path))
+}
+
 // --- Transmission (libtransmission) ----------------------------------------
 
-type transmissionMethod struct{}
+type transmissionMethod struct{ btClient }
 
-func (transmissionMethod) name() string           { return "transmission" }
-func (transmissionMethod) supports(scenario) bool { return true }
-func (transmissionMethod) target(r *run, k int) string {
-	return filepath.Join(r.dir, fmt.Sprintf("tr%d", k), r.img.name, filepath.Base(r.img.path))
-}
-
-func (transmissionMethod) server(ctx context.Context, r *run) (*proc, error) {
-	return seedPxeswarm(ctx, r)
-}
+func (transmissionMethod) name() string { return "transmission" }
 
 func (m transmissionMethod) client(ctx context.Context, r *run, k int) (*proc, error) {
 	conf := filepath.Join(r.dir, fmt.Sprintf("trconf%d", k))
-	dl := filepath.Join(r.dir, fmt.Sprintf("tr%d", k))
+	dl := m.dir(r, k)
 	os.MkdirAll(conf, 0o755)
 	os.MkdirAll(dl, 0o755)
 	settings := map[string]any{
@@ -182,23 +194,16 @@ func (m transmissionMethod) client(ctx context.Context, r *run, k int) (*proc, e
 // against the same pxeswarm seeder and tracker: the libtorrent-class
 // reference. Its settings are an admin's LAN settings: no DHT, PeX, LSD or
 // uTP, no encryption (the seeder speaks plain BitTorrent), no queueing, no
-// ratio limit, and unlimited upload slots (the default 4 per torrent would
-// starve a 16-machine swarm).
-type qbittorrentMethod struct{}
+// ratio limit, and no cap on upload slots or connections (qBittorrent caps
+// them per torrent by default; how much that would cost here was not
+// measured).
+type qbittorrentMethod struct{ btClient }
 
-func (qbittorrentMethod) name() string           { return "qbittorrent" }
-func (qbittorrentMethod) supports(scenario) bool { return true }
-func (qbittorrentMethod) target(r *run, k int) string {
-	return filepath.Join(r.dir, fmt.Sprintf("qb%d", k), r.img.name, filepath.Base(r.img.path))
-}
-
-func (qbittorrentMethod) server(ctx context.Context, r *run) (*proc, error) {
-	return seedPxeswarm(ctx, r)
-}
+func (qbittorrentMethod) name() string { return "qbittorrent" }
 
 func (m qbittorrentMethod) client(ctx context.Context, r *run, k int) (*proc, error) {
 	profile := filepath.Join(r.dir, fmt.Sprintf("qbprofile%d", k))
-	dl := filepath.Join(r.dir, fmt.Sprintf("qb%d", k))
+	dl := m.dir(r, k)
 	done := filepath.Join(r.dir, fmt.Sprintf("qb%d.done", k))
 	conf := filepath.Join(profile, "qBittorrent", "config")
 	if err := os.MkdirAll(conf, 0o755); err != nil {

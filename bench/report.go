@@ -26,9 +26,10 @@ Written by `+"`make bench`"+` on %s, in one run on one machine (%d cores, Linux 
   mktorrent's default for this size: about 2048 pieces, at least 256 KiB; a
   256 GB image gets 8 MiB pieces, 30,518 of them).
 - Physical floor: T_min = S/R = **%.1f s**. Times are given as multiples of it.
-  T_min counts image bytes only: Ethernet, IP and TCP headers take 4.6%% of
-  each emulated link (1514 bytes on the link per 1448 of payload), so no
-  TCP method can go below about 1.05, and udpcast is capped at 0.95 R.
+  T_min counts image bytes only. By arithmetic (not measured), Ethernet, IP
+  and TCP headers take 4.6%% of each emulated link (a full frame is 1514
+  bytes on the link for 1448 of payload), so no TCP method can go below
+  about 1.05; udpcast is capped at 0.95 R.
 - Command: `+"`%s`"+`
 - Methods, all against the same image and links: **pxeswarm** (`+"`pxeswarm seed`"+`
   with its tracker on the server, `+"`pxeswarm fetch`"+` on every client);

@@ -101,6 +101,7 @@ func (r *run) traceFile(host, name string) *os.File {
 	os.MkdirAll(dir, 0o755)
 	f, err := os.Create(filepath.Join(dir, host+"-"+filepath.Base(name)+".log"))
 	if err != nil {
+		fmt.Fprintf(os.Stderr, "bench: --trace: %v; this process's output is not traced\n", err)
 		return nil
 	}
 	return f

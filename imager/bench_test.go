@@ -21,10 +21,6 @@ import (
 //	go test -run=NONE -bench=HashVsSha1sum -benchtime=3x ./imager/
 func BenchmarkHashVsSha1sum(b *testing.B) {
 	needs.Tool(b, "sha1sum")
-	sha1sum, err := exec.LookPath("sha1sum")
-	if err != nil {
-		b.Fatal(err)
-	}
 	size := int64(1 << 30)
 	if testing.Short() {
 		size = 256 << 20
@@ -39,7 +35,7 @@ func BenchmarkHashVsSha1sum(b *testing.B) {
 	b.ResetTimer()
 	for b.Loop() {
 		t0 := time.Now()
-		if out, err := exec.Command(sha1sum, path).CombinedOutput(); err != nil {
+		if out, err := exec.Command("sha1sum", path).CombinedOutput(); err != nil {
 			b.Fatalf("sha1sum: %v %s", err, out)
 		}
 		t1 := time.Now()

@@ -297,9 +297,12 @@ func (s *schedule) fill(now time.Time) {
 		ls = append(ls, l)
 	}
 	slices.SortFunc(ls, func(a, b *leecher) int { return a.fromSeeder - b.fromSeeder })
-	behind := s.behind(ls)
+	front := 0
+	if s.held < s.n {
+		front = frontHolds(ls)
+	}
 	for _, l := range ls {
-		if s.held < s.n && behind(l) {
+		if l.holds < front {
 			continue
 		}
 		for activeOf(l, now, stale) < perLeecher && len(l.revealed) < maxPending {
@@ -320,25 +323,24 @@ func (s *schedule) fill(now time.Time) {
 	}
 }
 
-// behind tells which leechers get no piece the swarm lacks: those holding
-// less than half of what the median leecher holds, such as machines that
-// joined late. They have plenty to fetch from their peers, and a new piece
+// frontHolds is what a leecher must hold to get a piece the swarm lacks:
+// half of what the median leecher holds. Leechers below it, such as
+// machines that joined late, are skipped while the swarm lacks pieces. They have plenty to fetch from their peers, and a new piece
 // given to a leecher at the front reaches the others sooner; once the
 // swarm holds every piece they get the rarest ones like everybody. Measured
 // on the bench LAN with half of 8 machines joining when the first half was
 // at 50%: without this rule the seeder split its new pieces among all eight
 // and both halves took 1.54–1.57× T_min for their own download.
-func (s *schedule) behind(ls []*leecher) func(*leecher) bool {
-	holds := make([]int, 0, len(ls))
-	for _, l := range ls {
-		holds = append(holds, l.holds)
+func frontHolds(ls []*leecher) int {
+	if len(ls) == 0 {
+		return 0
+	}
+	holds := make([]int, len(ls))
+	for i, l := range ls {
+		holds[i] = l.holds
 	}
 	slices.Sort(holds)
-	median := 0
-	if len(holds) > 0 {
-		median = holds[len(holds)/2]
-	}
-	return func(l *leecher) bool { return 2*l.holds < median }
+	return (holds[len(holds)/2] + 1) / 2 // 2*holds < median ⇔ holds < ⌈median/2⌉
 }
 
 // pick returns the next piece to reveal to l, or -1:

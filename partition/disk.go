@@ -189,16 +189,19 @@ func (c Config) List(log *slog.Logger) ([]Disk, error) {
 		c.markBoot(&d)
 		disks = append(disks, d)
 	}
-	slices.SortFunc(disks, func(a, b Disk) int {
-		switch {
-		case lessName(a.Name, b.Name):
-			return -1
-		case lessName(b.Name, a.Name):
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(disks, compareName)
 	return disks, nil
+}
+
+// compareName orders disks by [lessName], for slices.SortFunc.
+func compareName(a, b Disk) int {
+	switch {
+	case lessName(a.Name, b.Name):
+		return -1
+	case lessName(b.Name, a.Name):
+		return 1
+	}
+	return 0
 }
 
 // disk reads one disk's sysfs attributes and its partition table.

@@ -163,15 +163,7 @@ func firstCandidate(d Disk) bool {
 // byName returns a copy of disks sorted by kernel name (sda < sdb < sdaa).
 func byName(disks []Disk) []Disk {
 	disks = slices.Clone(disks)
-	slices.SortStableFunc(disks, func(a, b Disk) int {
-		switch {
-		case lessName(a.Name, b.Name):
-			return -1
-		case lessName(b.Name, a.Name):
-			return 1
-		}
-		return 0
-	})
+	slices.SortStableFunc(disks, compareName)
 	return disks
 }
 

@@ -755,19 +755,15 @@ func TestBootFilesRange(t *testing.T) {
 	}
 
 	needs.Tool(t, "curl")
-	curl, err := exec.LookPath("curl")
-	if err != nil {
-		t.Fatal(err)
-	}
 	out := filepath.Join(t.TempDir(), "part")
-	res, err := exec.Command(curl, "-sS", "--fail", "-r", "65000-", "-o", out, base+"/boot/vmlinuz").CombinedOutput()
+	res, err := exec.Command("curl", "-sS", "--fail", "-r", "65000-", "-o", out, base+"/boot/vmlinuz").CombinedOutput()
 	if err != nil {
 		t.Fatalf("curl -r 65000-: %v %s", err, res)
 	}
 	if got, _ := os.ReadFile(out); !bytes.Equal(got, f.kernel[65000:]) {
 		t.Errorf("curl -r 65000- got %d bytes, want the kernel's last %d", len(got), len(f.kernel)-65000)
 	}
-	res, err = exec.Command(curl, "-sS", "--fail", base+"/boot/52-54-00-00-00-0a.ipxe").CombinedOutput()
+	res, err = exec.Command("curl", "-sS", "--fail", base+"/boot/52-54-00-00-00-0a.ipxe").CombinedOutput()
 	if err != nil || !isLocalScript(string(res), macA) {
 		t.Errorf("curl script = %v %s", err, res)
 	}
