@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/anacrolix/torrent"
+	pp "github.com/anacrolix/torrent/peer_protocol"
 	"golang.org/x/time/rate"
 )
 
@@ -23,6 +24,12 @@ type Tuning struct {
 	MaxConns int
 	// HalfOpen is the number of connection attempts in flight per image.
 	HalfOpen int
+	// PartnerRequests is the chunk requests a fetching machine keeps
+	// outstanding with each other pxeswarm fetching machine (not the image
+	// host, whose reveals already bound them, nor foreign clients).
+	// anacrolix otherwise asks a peer for as many chunks as the peer
+	// allows (hundreds), and moves them between peers by cancelling.
+	PartnerRequests int
 	// KeepAlive is the idle time before a keep-alive is sent. anacrolix
 	// v1.61 has a lost wake-up in its peer writer (issue #1070) that stalls
 	// transfers for 25–60 s; a keep-alive of about 3 s wakes the writer.
@@ -45,13 +52,14 @@ type Tuning struct {
 // DefaultTuning returns the LAN defaults.
 func DefaultTuning() Tuning {
 	return Tuning{
-		ChunkSize:     64 << 10,
-		MaxConns:      8,
-		HalfOpen:      30,
-		KeepAlive:     3 * time.Second,
-		RequestBuffer: 1 << 20,
-		DialRate:      100,
-		HashWorkers:   runtime.NumCPU(),
+		ChunkSize:       64 << 10,
+		MaxConns:        8,
+		PartnerRequests: 1,
+		HalfOpen:        30,
+		KeepAlive:       3 * time.Second,
+		RequestBuffer:   1 << 20,
+		DialRate:        100,
+		HashWorkers:     runtime.NumCPU(),
 	}
 }
 
@@ -62,6 +70,9 @@ func (tu Tuning) withDefaults() Tuning {
 	}
 	if tu.MaxConns == 0 {
 		tu.MaxConns = d.MaxConns
+	}
+	if tu.PartnerRequests == 0 {
+		tu.PartnerRequests = d.PartnerRequests
 	}
 	if tu.HalfOpen == 0 {
 		tu.HalfOpen = d.HalfOpen
@@ -125,6 +136,7 @@ func (tu Tuning) clientConfig(log *slog.Logger, st *Storage, listenHost string, 
 		sched.callbacks(&cc.Callbacks)
 	} else {
 		leecherCallbacks(&cc.Callbacks, st.im.NumPieces())
+		cc.Callbacks.ReadExtendedHandshake = capPartnerRequests(tu.PartnerRequests)
 		cc.Callbacks.ReceivedUsefulData = append(cc.Callbacks.ReceivedUsefulData, func(e torrent.ReceivedUsefulDataEvent) {
 			pc, ok := e.Peer.TryAsPeerConn()
 			if !ok || isScheduledSeeder(pc.PeerID) {
@@ -150,3 +162,21 @@ func (tu Tuning) clientConfig(log *slog.Logger, st *Storage, listenHost string, 
 // seederConns is the connections a scheduled seeder keeps: one per
 // leecher, for a room of up to this many, so it can hand each a piece.
 const seederConns = 256
+
+// capPartnerRequests holds a fetching machine to n outstanding chunk
+// requests with each pxeswarm partner. anacrolix caps its requests to a
+// peer at the reqq the peer advertises in its extended handshake; this
+// callback runs before anacrolix reads that field, so lowering it there
+// is our cap. With hundreds in flight per connection, every machine's
+// downlink is offered far more than it can take at once, and anacrolix
+// rebalances by cancelling requests and re-issuing them to other peers,
+// whatever of them was on the wire arriving twice. With one, a machine
+// asks again only when a chunk arrives, so each asks most of whichever
+// partner answers fastest. Measured on the bench LAN (docs/SWARM.md).
+func capPartnerRequests(n int) func(*torrent.PeerConn, *pp.ExtendedHandshakeMessage) {
+	return func(pc *torrent.PeerConn, hs *pp.ExtendedHandshakeMessage) {
+		if isPartner(pc.PeerID) {
+			hs.Reqq = n
+		}
+	}
+}

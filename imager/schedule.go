@@ -61,6 +61,12 @@ func isScheduledSeeder(id torrent.PeerID) bool {
 	return string(id[:len(peerIDPrefix)]) == peerIDPrefix && id[len(peerIDPrefix)] == seederIDMark
 }
 
+// isPartner says whether id is a pxeswarm machine that fetches (and
+// trades), as opposed to a seeder or a foreign client.
+func isPartner(id torrent.PeerID) bool {
+	return string(id[:len(peerIDPrefix)]) == peerIDPrefix && id[len(peerIDPrefix)] == leecherMark
+}
+
 // addRevealExt advertises the extension on every connection.
 func addRevealExt(pc *torrent.PeerConn) {
 	m := *pc.LocalLtepProtocolMap

@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -185,5 +187,75 @@ func TestOneConnectionPerPeer(t *testing.T) {
 	}
 	if na != 1 || nb != 1 {
 		t.Errorf("connections between two machines: a has %d, b has %d, want 1 each", na, nb)
+	}
+}
+
+// TestPartnerRequestsCapped: a fetching machine keeps Tuning.PartnerRequests
+// chunk requests outstanding with another pxeswarm fetching machine, and
+// anacrolix's own cap (the reqq the peer advertises) with the image host.
+// The cap is read from anacrolix's status page, which prints each
+// connection's peer ID and then "reqq: …/(nominal/peer max)".
+func TestPartnerRequestsCapped(t *testing.T) {
+	dir := t.TempDir()
+	im, srcs := makeImage(t, dir, []int64{8 << 20}, 0)
+	// The image host sends slowly, so the fetching machines are still at
+	// it, and connected, when we look. (A download limit would not do:
+	// anacrolix refuses new connections while its limiter is empty.)
+	scfg := TestingConfig(t)
+	scfg.Image, scfg.Paths, scfg.Mode, scfg.Trackers = im, srcs, ModeSeed, []string{}
+	scfg.Tuning.UploadLimit = 512 << 10
+	seed, err := scfg.Start(context.Background(), TestLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { seed.Close() })
+	start := func(name string, peers ...string) *Session {
+		cfg := TestingConfig(t)
+		cfg.Image, cfg.Paths, cfg.Mode, cfg.Peers = im, []string{filepath.Join(dir, name)}, ModeFresh, peers
+		cfg.Trackers = []string{}
+		s, err := cfg.Start(context.Background(), TestLogger(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	}
+	a := start("a", seed.ListenAddr())
+	b := start("b", seed.ListenAddr(), a.ListenAddr())
+	peerID := regexp.MustCompile(`^peer id: .*` + peerIDPrefix + `([A-Z])`)
+	reqq := regexp.MustCompile(`reqq: \d+\+\d+/\(\d+/(\d+)\)`)
+	var caps map[byte]string
+	var last string
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		var buf bytes.Buffer
+		b.cl.WriteStatus(&buf)
+		last = buf.String()
+		caps = map[byte]string{}
+		var mark byte
+		for _, line := range strings.Split(buf.String(), "\n") {
+			line = strings.TrimSpace(line)
+			if m := peerID.FindStringSubmatch(line); m != nil {
+				mark = m[1][0]
+			}
+			if m := reqq.FindStringSubmatch(line); m != nil && mark != 0 {
+				caps[mark] = m[1]
+				mark = 0
+			}
+		}
+		// Before the extended handshake anacrolix assumes 250.
+		if caps[leecherMark] == "1" && caps[seederIDMark] != "" && caps[seederIDMark] != "250" {
+			break
+		}
+	}
+	if caps[leecherMark] != "1" {
+		t.Errorf("requests allowed to the other fetching machine: %q, want 1 (Tuning.PartnerRequests)", caps[leecherMark])
+		for _, l := range strings.Split(last, "\n") {
+			if strings.Contains(l, "peer id:") || strings.Contains(l, "reqq:") || strings.Contains(l, "127.0.0.1") {
+				t.Log(l)
+			}
+		}
+	}
+	if c := caps[seederIDMark]; c == "" || c == "1" || c == "250" {
+		t.Errorf("requests allowed to the image host: %q, want what it advertises (not capped)", c)
 	}
 }

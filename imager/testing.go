@@ -3,6 +3,7 @@ package imager
 import (
 	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -14,15 +15,33 @@ func TestingConfig(t testing.TB) Config {
 	return Config{Listen: "127.0.0.1:0", ProgressEvery: 200 * time.Millisecond}
 }
 
-// TestLogger routes slog output to t.Log.
+// TestLogger routes slog output to t.Log until the test's cleanups are
+// done. anacrolix's connection goroutines can log after a Session's Close
+// returns, and t.Log after the test has completed panics; those lines are
+// dropped instead. Call it before starting what logs to it, so its cleanup
+// runs after theirs.
 func TestLogger(t testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	w := &testWriter{t: t}
+	t.Cleanup(func() {
+		w.mu.Lock()
+		w.done = true
+		w.mu.Unlock()
+	})
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
-type testWriter struct{ t testing.TB }
+type testWriter struct {
+	t    testing.TB
+	mu   sync.Mutex
+	done bool
+}
 
-func (w testWriter) Write(b []byte) (int, error) {
+func (w *testWriter) Write(b []byte) (int, error) {
 	w.t.Helper()
-	w.t.Log(strings.TrimRight(string(b), "\n"))
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.done {
+		w.t.Log(strings.TrimRight(string(b), "\n"))
+	}
 	return len(b), nil
 }
