@@ -44,7 +44,8 @@ const (
 // its link among N machines, needs N piece times to put each piece into
 // the swarm. With few pieces that lag is a large part of the transfer: on
 // the bench LAN, 16 machines took 1.36–1.39× the floor for a 128 MiB image
-// at 1 MiB pieces and 1.25–1.34× at 256 KiB (128 KiB: no better, more CPU).
+// at 1 MiB pieces and 1.25–1.34× at 256 KiB (128 KiB: no better, more CPU),
+// measured before Tuning.PartnerRequests took 256 KiB to 1.14–1.16×.
 func PieceLengthFor(size int64) int64 {
 	p := int64(MinPieceLength)
 	for p < DefaultPieceLength && size > p*TargetPieces {

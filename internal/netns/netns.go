@@ -24,7 +24,9 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -52,10 +54,17 @@ func Require(t testing.TB) {
 }
 
 // New creates a namespace named "pxs<pid>-<tag>-<random>", with its
-// loopback up. It is deleted when the test ends.
+// loopback up. It is deleted when the test ends. The first call in a test
+// process also removes namespaces left by test processes that no longer
+// run (sweepStale).
 func New(t testing.TB, tag string) *NS {
 	t.Helper()
 	Require(t)
+	sweepOnce.Do(func() {
+		for _, name := range sweepStale() {
+			t.Logf("netns: removed %s, left by a test process that no longer runs", name)
+		}
+	})
 	var r [4]byte
 	rand.Read(r[:])
 	name := fmt.Sprintf("pxs%d-%s-%x", os.Getpid(), tag, r)
@@ -70,6 +79,31 @@ func New(t testing.TB, tag string) *NS {
 	})
 	n.MustIP("link", "set", "lo", "up")
 	return n
+}
+
+var sweepOnce sync.Once
+
+// sweepStale deletes the namespaces named "pxs<pid>-…" whose test process
+// (pid) no longer exists, such as those of an interrupted run, and returns
+// their names. Namespaces of running processes, this one's included, are
+// left alone. Deleting a name does not stop what still runs inside.
+func sweepStale() []string {
+	ents, _ := os.ReadDir("/run/netns")
+	var gone []string
+	for _, e := range ents {
+		rest, ok := strings.CutPrefix(e.Name(), "pxs")
+		pid, err := strconv.Atoi(strings.SplitN(rest, "-", 2)[0])
+		if !ok || err != nil || pid <= 0 || pid == os.Getpid() {
+			continue
+		}
+		if unix.Kill(pid, 0) != unix.ESRCH {
+			continue // running (or not ours to judge)
+		}
+		if run("ip", "netns", "del", e.Name()) == nil {
+			gone = append(gone, e.Name())
+		}
+	}
+	return gone
 }
 
 // IP runs `ip -n NS args...` and returns its output.

@@ -1,10 +1,13 @@
 package netns
 
 import (
+	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -103,3 +106,39 @@ func (f *fatalRecorder) Fatalf(format string, args ...any) {
 }
 
 func runtimeGoexit() { runtime.Goexit() }
+
+// TestSweepStale: a namespace left by a test process that has exited is
+// removed; one whose process still runs is kept.
+func TestSweepStale(t *testing.T) {
+	Require(t)
+	dead := exec.Command("true")
+	if err := dead.Run(); err != nil {
+		t.Fatal(err)
+	}
+	alive := exec.Command("sleep", "30")
+	if err := alive.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { alive.Process.Kill(); alive.Wait() }()
+	stale := fmt.Sprintf("pxs%d-sweep-stale", dead.Process.Pid)
+	live := fmt.Sprintf("pxs%d-sweep-live", alive.Process.Pid)
+	for _, name := range []string{stale, live} {
+		if err := run("ip", "netns", "add", name); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { run("ip", "netns", "del", name) })
+	}
+	gone := sweepStale()
+	if !slices.Contains(gone, stale) {
+		t.Errorf("sweep removed %v, want it to include %s (its process exited)", gone, stale)
+	}
+	if slices.Contains(gone, live) {
+		t.Errorf("sweep removed %s, whose process still runs", live)
+	}
+	if _, err := os.Stat("/run/netns/" + live); err != nil {
+		t.Errorf("%s is gone: %v", live, err)
+	}
+	if _, err := os.Stat("/run/netns/" + stale); err == nil {
+		t.Errorf("%s is still there", stale)
+	}
+}
