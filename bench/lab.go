@@ -86,7 +86,7 @@ func newLab(n int, rate int64, links map[int]link) (*lab, error) {
 			return err
 		}
 		if lk.lossPct > 0 {
-			if err := lossy(ns, lk.lossPct); err != nil {
+			if err := lossy(ns, "eth0", sw, out, lk.lossPct); err != nil {
 				return err
 			}
 		}
@@ -120,20 +120,25 @@ func shape(ns, dev string, lk link) error {
 		"burst", fmt.Sprint(burst), "limit", fmt.Sprint(limit))
 }
 
-// lossy drops pct% of a host's packets in both directions with nftables
-// (numgen random). netem would be the usual tool, but this machine's
-// kernel has no sch_netem, and nftables is as random.
-func lossy(ns string, pct float64) error {
-	permille := int(pct * 10)
-	for _, cmd := range [][]string{
-		{"add", "table", "inet", "lossy"},
-		{"add", "chain", "inet", "lossy", "in", "{ type filter hook input priority 0; }"},
-		{"add", "chain", "inet", "lossy", "out", "{ type filter hook output priority 0; }"},
-		{"add", "rule", "inet", "lossy", "in", "numgen", "random", "mod", "1000", "<", fmt.Sprint(permille), "drop"},
-		{"add", "rule", "inet", "lossy", "out", "numgen", "random", "mod", "1000", "<", fmt.Sprint(permille), "drop"},
-	} {
-		if err := sh(append([]string{"ip", "netns", "exec", ns, "nft"}, cmd...)...); err != nil {
-			return err
+// lossy drops pct% of the packets on a host's link in both directions with
+// nftables (numgen random), where a wire would lose them: on the ingress of
+// the host's eth0 (what reaches the host) and of its port on the switch
+// (what leaves it). netem would be the usual tool, but this machine's kernel
+// has no sch_netem. Dropping in the host's own output hook instead made
+// local UDP senders fail with EPERM, which no real link does (udp-receiver
+// quit on it).
+func lossy(ns, dev, sw, port string, pct float64) error {
+	permille := fmt.Sprint(int(pct * 10))
+	for _, end := range []struct{ ns, dev string }{{ns, dev}, {sw, port}} {
+		chain := "{ type filter hook ingress device " + end.dev + " priority 0; }"
+		for _, cmd := range [][]string{
+			{"add", "table", "netdev", "lossy"},
+			{"add", "chain", "netdev", "lossy", end.dev, chain},
+			{"add", "rule", "netdev", "lossy", end.dev, "numgen", "random", "mod", "1000", "<", permille, "drop"},
+		} {
+			if err := sh(append([]string{"ip", "netns", "exec", end.ns, "nft"}, cmd...)...); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
