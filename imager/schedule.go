@@ -57,15 +57,20 @@ func newPeerID(seeder bool) string {
 	return string(id)
 }
 
-func isScheduledSeeder(id torrent.PeerID) bool {
-	return string(id[:len(peerIDPrefix)]) == peerIDPrefix && id[len(peerIDPrefix)] == seederIDMark
+// peerMark returns the role letter of a pxeswarm peer ID (seederIDMark or
+// leecherMark), or 0 for a foreign client.
+func peerMark(id torrent.PeerID) byte {
+	if string(id[:len(peerIDPrefix)]) != peerIDPrefix {
+		return 0
+	}
+	return id[len(peerIDPrefix)]
 }
+
+func isScheduledSeeder(id torrent.PeerID) bool { return peerMark(id) == seederIDMark }
 
 // isPartner says whether id is a pxeswarm machine that fetches (and
 // trades), as opposed to a seeder or a foreign client.
-func isPartner(id torrent.PeerID) bool {
-	return string(id[:len(peerIDPrefix)]) == peerIDPrefix && id[len(peerIDPrefix)] == leecherMark
-}
+func isPartner(id torrent.PeerID) bool { return peerMark(id) == leecherMark }
 
 // addRevealExt advertises the extension on every connection.
 func addRevealExt(pc *torrent.PeerConn) {
@@ -331,9 +336,10 @@ func (s *schedule) fill(now time.Time) {
 
 // frontHolds is what a leecher must hold to get a piece the swarm lacks:
 // half of what the median leecher holds. Leechers below it, such as
-// machines that joined late, are skipped while the swarm lacks pieces. They have plenty to fetch from their peers, and a new piece
-// given to a leecher at the front reaches the others sooner; once the
-// swarm holds every piece they get the rarest ones like everybody. Measured
+// machines that joined late, are skipped while the swarm lacks pieces.
+// They have plenty to fetch from their peers, and a new piece given to a
+// leecher at the front reaches the others sooner; once the swarm holds
+// every piece they get the rarest ones like everybody. Measured
 // on the bench LAN with half of 8 machines joining when the first half was
 // at 50%: without this rule the seeder split its new pieces among all eight
 // and both halves took 1.54–1.57× T_min for their own download.

@@ -14,17 +14,33 @@ import (
 	"github.com/anacrolix/torrent"
 )
 
-func startSeed(t *testing.T, im *Image, srcs []string) *Session {
+// startSession starts cfg without a tracker (peers are given directly in
+// cfg.Peers) and closes it when the test ends.
+func startSession(t *testing.T, cfg Config) *Session {
 	t.Helper()
-	cfg := TestingConfig(t)
-	cfg.Image, cfg.Paths, cfg.Mode = im, srcs, ModeSeed
-	cfg.Trackers = []string{} // none: peers are given directly
+	cfg.Trackers = []string{}
 	s, err := cfg.Start(context.Background(), TestLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
 	return s
+}
+
+func startSeed(t *testing.T, im *Image, srcs []string) *Session {
+	t.Helper()
+	cfg := TestingConfig(t)
+	cfg.Image, cfg.Paths, cfg.Mode = im, srcs, ModeSeed
+	return startSession(t, cfg)
+}
+
+// startFetch starts a fresh fetch of im into target from peers, in the
+// background (see fetch for one that waits).
+func startFetch(t *testing.T, im *Image, target string, peers ...string) *Session {
+	t.Helper()
+	cfg := TestingConfig(t)
+	cfg.Image, cfg.Paths, cfg.Mode, cfg.Peers = im, []string{target}, ModeFresh, peers
+	return startSession(t, cfg)
 }
 
 func fetch(t *testing.T, im *Image, targets []string, mode Mode, peers ...string) Progress {
@@ -161,19 +177,8 @@ func TestTargetChecks(t *testing.T) {
 func TestOneConnectionPerPeer(t *testing.T) {
 	dir := t.TempDir()
 	im, _ := makeImage(t, dir, []int64{2 << 20}, 0)
-	start := func(name string, peers ...string) *Session {
-		cfg := TestingConfig(t)
-		cfg.Image, cfg.Paths, cfg.Mode, cfg.Peers = im, []string{filepath.Join(dir, name)}, ModeFresh, peers
-		cfg.Trackers = []string{}
-		s, err := cfg.Start(context.Background(), TestLogger(t))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { s.Close() })
-		return s
-	}
-	a := start("a")
-	b := start("b", a.ListenAddr())
+	a := startFetch(t, im, filepath.Join(dir, "a"))
+	b := startFetch(t, im, filepath.Join(dir, "b"), a.ListenAddr())
 	// Now a dials b too, as a tracker would have told it to.
 	a.t.AddPeers([]torrent.PeerInfo{{Addr: netip.MustParseAddrPort(b.ListenAddr()), Source: torrent.PeerSourceDirect}})
 	// Both dials complete within milliseconds on loopback; give them time,
@@ -202,26 +207,11 @@ func TestPartnerRequestsCapped(t *testing.T) {
 	// it, and connected, when we look. (A download limit would not do:
 	// anacrolix refuses new connections while its limiter is empty.)
 	scfg := TestingConfig(t)
-	scfg.Image, scfg.Paths, scfg.Mode, scfg.Trackers = im, srcs, ModeSeed, []string{}
+	scfg.Image, scfg.Paths, scfg.Mode = im, srcs, ModeSeed
 	scfg.Tuning.UploadLimit = 512 << 10
-	seed, err := scfg.Start(context.Background(), TestLogger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { seed.Close() })
-	start := func(name string, peers ...string) *Session {
-		cfg := TestingConfig(t)
-		cfg.Image, cfg.Paths, cfg.Mode, cfg.Peers = im, []string{filepath.Join(dir, name)}, ModeFresh, peers
-		cfg.Trackers = []string{}
-		s, err := cfg.Start(context.Background(), TestLogger(t))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { s.Close() })
-		return s
-	}
-	a := start("a", seed.ListenAddr())
-	b := start("b", seed.ListenAddr(), a.ListenAddr())
+	seed := startSession(t, scfg)
+	a := startFetch(t, im, filepath.Join(dir, "a"), seed.ListenAddr())
+	b := startFetch(t, im, filepath.Join(dir, "b"), seed.ListenAddr(), a.ListenAddr())
 	peerID := regexp.MustCompile(`^peer id: .*` + peerIDPrefix + `([A-Z])`)
 	reqq := regexp.MustCompile(`reqq: \d+\+\d+/\(\d+/(\d+)\)`)
 	var caps map[byte]string

@@ -92,7 +92,8 @@ func sweepStale() []string {
 	var gone []string
 	for _, e := range ents {
 		rest, ok := strings.CutPrefix(e.Name(), "pxs")
-		pid, err := strconv.Atoi(strings.SplitN(rest, "-", 2)[0])
+		digits, _, _ := strings.Cut(rest, "-")
+		pid, err := strconv.Atoi(digits)
 		if !ok || err != nil || pid <= 0 || pid == os.Getpid() {
 			continue
 		}
