@@ -20,10 +20,11 @@ import (
 
 	"github.com/u-root/u-root/pkg/cpio"
 
-	"github.com/pxeswarm/pxeswarm/imager"
 	"github.com/pxeswarm/pxeswarm/initramfs"
+	"github.com/pxeswarm/pxeswarm/internal/bytesize"
 	"github.com/pxeswarm/pxeswarm/internal/needs"
 	"github.com/pxeswarm/pxeswarm/internal/qemu"
+	"github.com/pxeswarm/pxeswarm/internal/testlog"
 )
 
 // standin is the agent stand-in the smoke test boots: it loads modules
@@ -60,7 +61,7 @@ func needBuildTools(t *testing.T) {
 func testBuild(t *testing.T, key, agent string) (Result, time.Duration) {
 	t.Helper()
 	start := time.Now()
-	res, err := InitramfsConfig{OutDir: t.TempDir(), PublicKey: key, Agent: agent, TempDir: t.TempDir()}.Build(context.Background(), imager.TestLogger(t))
+	res, err := InitramfsConfig{OutDir: t.TempDir(), PublicKey: key, Agent: agent, TempDir: t.TempDir()}.Build(context.Background(), testlog.New(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,8 +104,8 @@ func TestBuildReproducible(t *testing.T) {
 	t.Logf("build 1 (first in this run, cold if the Go cache was): %v; build 2 (warm): %v", took1.Round(time.Millisecond), took2.Round(time.Millisecond))
 	t.Logf("firmware: %d carried, %d named by the modules but not installed", len(first.Firmware), len(first.MissingFirmware))
 	t.Logf("kernel %s %s; initramfs %s %s (%s uncompressed; agent %s, busybox %s); total %s",
-		first.KernelRelease, imager.FormatBytes(first.KernelSize), first.Compression, imager.FormatBytes(first.InitramfsSize),
-		imager.FormatBytes(first.Uncompressed), imager.FormatBytes(first.AgentSize), imager.FormatBytes(first.BusyboxSize), imager.FormatBytes(first.Total()))
+		first.KernelRelease, bytesize.Format(first.KernelSize), first.Compression, bytesize.Format(first.InitramfsSize),
+		bytesize.Format(first.Uncompressed), bytesize.Format(first.AgentSize), bytesize.Format(first.BusyboxSize), bytesize.Format(first.Total()))
 	for _, f := range []struct{ a, b string }{{first.Kernel, second.Kernel}, {first.Initramfs, second.Initramfs}} {
 		if sa, sb := fileSHA(t, f.a), fileSHA(t, f.b); sa != sb {
 			t.Errorf("sha256(%s) = %s, rebuild %s = %s: not reproducible", f.a, sa, f.b, sb)
@@ -114,7 +115,7 @@ func TestBuildReproducible(t *testing.T) {
 		t.Errorf("Build() wrote %s and %s, want vmlinuz and initramfs (pxeswarm serve's defaults)", first.Kernel, first.Initramfs)
 	}
 	if first.Total() > maxBoot {
-		t.Errorf("kernel + initramfs = %s, want at most %s", imager.FormatBytes(first.Total()), imager.FormatBytes(maxBoot))
+		t.Errorf("kernel + initramfs = %s, want at most %s", bytesize.Format(first.Total()), bytesize.Format(maxBoot))
 	}
 
 	// What is inside.
@@ -216,7 +217,7 @@ func TestBuildQEMU(t *testing.T) {
 		// User networking with restrict=on: the guest gets a NIC and
 		// nothing it sends leaves QEMU.
 		Extra: []string{"-netdev", "user,id=n0,restrict=on", "-device", "virtio-net-pci,netdev=n0"},
-	}.Start(context.Background(), imager.TestLogger(t))
+	}.Boot(context.Background(), testlog.New(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -286,7 +287,7 @@ func TestBuildConfigErrors(t *testing.T) {
 		{"not a kernel", InitramfsConfig{OutDir: out, PublicKey: key, Kernel: key}, ErrNotBzImage},
 		{"bad compression", InitramfsConfig{OutDir: out, PublicKey: key, Compression: "lz4"}, nil},
 	} {
-		_, err := tc.cfg.Build(context.Background(), imager.TestLogger(t))
+		_, err := tc.cfg.Build(context.Background(), testlog.New(t))
 		if err == nil || (tc.err != nil && !errors.Is(err, tc.err)) {
 			t.Errorf("%s: Build() error = %v, want %v", tc.name, err, tc.err)
 		}

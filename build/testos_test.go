@@ -6,9 +6,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pxeswarm/pxeswarm/imager"
 	"github.com/pxeswarm/pxeswarm/internal/needs"
 	"github.com/pxeswarm/pxeswarm/internal/qemu"
+	"github.com/pxeswarm/pxeswarm/internal/testlog"
 )
 
 // TestTestOSBootsUnderOVMF lays the test OS onto a disk file the way the
@@ -17,7 +17,7 @@ import (
 func TestTestOSBootsUnderOVMF(t *testing.T) {
 	needs.Tool(t, "qemu-system-x86_64", qemu.OVMF, "/boot/vmlinuz-*")
 	ctx := context.Background()
-	log := imager.TestLogger(t)
+	log := testlog.New(t)
 	dir := t.TempDir()
 	tos, err := TestOSConfig{Dir: dir}.Build(ctx, log)
 	if err != nil {
@@ -27,7 +27,7 @@ func TestTestOSBootsUnderOVMF(t *testing.T) {
 	if err := tos.WriteDisk(disk, 128<<20); err != nil {
 		t.Fatal(err)
 	}
-	vm, err := qemu.Config{Name: "testos", Firmware: qemu.UEFI, Disks: []qemu.Disk{{Path: disk}}, Timeout: 3 * time.Minute}.Start(ctx, log)
+	vm, err := qemu.Config{Name: "testos", Firmware: qemu.UEFI, Disks: []qemu.Disk{{Path: disk}}, Timeout: 3 * time.Minute}.Boot(ctx, log)
 	if err != nil {
 		t.Fatal(err)
 	}

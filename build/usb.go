@@ -20,6 +20,7 @@ import (
 
 	"github.com/pxeswarm/pxeswarm/imager"
 	"github.com/pxeswarm/pxeswarm/initramfs"
+	"github.com/pxeswarm/pxeswarm/internal/bytesize"
 	"github.com/pxeswarm/pxeswarm/partition"
 	"github.com/pxeswarm/pxeswarm/pxe"
 )
@@ -296,12 +297,12 @@ func (c USBConfig) Build(ctx context.Context, log *slog.Logger) (*USB, error) {
 			return nil, fmt.Errorf("%w: image %s: %w", ErrUSB, si.Name, err)
 		}
 		done += p.im.Length
-		log.Info("usb: image on the stick", "image", si.Name, "bytes", imager.FormatBytes(p.im.Length))
+		log.Info("usb: image on the stick", "image", si.Name, "bytes", bytesize.Format(p.im.Length))
 	}
 	if err := os.Rename(tmpOut, c.Out); err != nil {
 		return nil, err
 	}
-	log.Info("usb: stick image written", "out", c.Out, "size", imager.FormatBytes(size), "mode", c.Mode, "images", len(ims), "esp_partuuid", out.ESPUUID)
+	log.Info("usb: stick image written", "out", c.Out, "size", bytesize.Format(size), "mode", c.Mode, "images", len(ims), "esp_partuuid", out.ESPUUID)
 	return out, nil
 }
 

@@ -14,6 +14,7 @@ import (
 
 	"github.com/pxeswarm/pxeswarm/imager"
 	"github.com/pxeswarm/pxeswarm/initramfs"
+	"github.com/pxeswarm/pxeswarm/internal/testlog"
 	"github.com/pxeswarm/pxeswarm/partition"
 )
 
@@ -63,7 +64,7 @@ func TestUSB(t *testing.T) {
 	raw := write("lab.img", 3<<20+512, 4)
 	espImg, dataImg := write("esp.img", 2<<20, 5), write("data.img", 1<<20, 6)
 	ctx := context.Background()
-	im2, err := imager.Create(ctx, imager.TestLogger(t), imager.CreateConfig{Name: "twopart", Sources: []string{espImg, dataImg}, Table: "gpt", PieceLength: imager.MinPieceLength})
+	im2, err := imager.Create(ctx, testlog.New(t), imager.CreateConfig{Name: "twopart", Sources: []string{espImg, dataImg}, Table: "gpt", PieceLength: imager.MinPieceLength})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,7 +75,7 @@ func TestUSB(t *testing.T) {
 	out := filepath.Join(dir, "stick.img")
 	res, err := USBConfig{Out: out, Kernel: kernel, Initramfs: initrd, SystemdBoot: sdboot, Server: "http://198.18.0.1:8080",
 		Images:   []USBImage{{Sources: []string{raw}, PieceLength: imager.MinPieceLength}, {Torrent: tp, Sources: []string{espImg, dataImg}}},
-		Consoles: []string{"ttyS0"}}.Build(ctx, imager.TestLogger(t))
+		Consoles: []string{"ttyS0"}}.Build(ctx, testlog.New(t))
 	if err != nil {
 		t.Fatalf("Build: %v", err)
 	}
@@ -160,7 +161,7 @@ func TestUSB(t *testing.T) {
 		"no initramfs":         {Out: out, Kernel: kernel, Initramfs: filepath.Join(dir, "nope"), SystemdBoot: sdboot},
 		"wrong sources":        {Out: out, Kernel: kernel, Initramfs: initrd, SystemdBoot: sdboot, Images: []USBImage{{Torrent: tp, Sources: []string{espImg}}}},
 	} {
-		if _, err := c.Build(ctx, imager.TestLogger(t)); !errors.Is(err, ErrUSB) {
+		if _, err := c.Build(ctx, testlog.New(t)); !errors.Is(err, ErrUSB) {
 			t.Errorf("Build(%s) = %v, want ErrUSB", name, err)
 		}
 	}

@@ -28,7 +28,7 @@ import (
 	"time"
 
 	"github.com/pxeswarm/pxeswarm/build"
-	"github.com/pxeswarm/pxeswarm/imager"
+	"github.com/pxeswarm/pxeswarm/internal/bytesize"
 	"github.com/pxeswarm/pxeswarm/internal/qemu"
 	"github.com/pxeswarm/pxeswarm/pxe"
 )
@@ -132,12 +132,12 @@ func (d *demo) run(ctx context.Context, dataSize int64) error {
 		return fmt.Errorf("pxeswarm build initramfs: %w", err)
 	}
 
-	step("building the test OS image: GPT, an EFI system partition (systemd-boot, kernel, an init that prints its marker) and a %s data partition", imager.FormatBytes(dataSize))
+	step("building the test OS image: GPT, an EFI system partition (systemd-boot, kernel, an init that prints its marker) and a %s data partition", bytesize.Format(dataSize))
 	if d.tos, err = (build.TestOSConfig{Dir: filepath.Join(d.work, "testos"), ESPSize: 40 << 20, DataSize: dataSize}).Build(ctx, d.log); err != nil {
 		return err
 	}
 	fmt.Printf("image %s, %s in 2 parts; the new system will print: %s %s\n", d.tos.Image.Name,
-		imager.FormatBytes(d.tos.Image.Length), build.NewSystemMarker, d.tos.Digest)
+		bytesize.Format(d.tos.Image.Length), build.NewSystemMarker, d.tos.Digest)
 
 	step("wiring the classroom: namespace %s, bridge br0 %s, a tap per machine", d.nsName(), serverCIDR)
 	if err := d.network(3); err != nil {
@@ -276,7 +276,7 @@ func (d *demo) start(ctx context.Context, m *machine, phase string) (*qemu.VM, e
 	vm, err := qemu.Config{Name: m.name, Firmware: m.fw, Memory: 768, NetNS: d.ns, Tap: m.tap, MAC: m.mac,
 		BootNetwork: true, Disks: []qemu.Disk{{Path: m.disk}}, Timeout: 15 * time.Minute, Console: m.console,
 		FirmwareLog: m.disk + ".fw.log",
-	}.Start(ctx, d.log)
+	}.Boot(ctx, d.log)
 	if err == nil {
 		d.vmsMu.Lock()
 		d.vms = append(d.vms, vm)
@@ -356,8 +356,8 @@ func (d *demo) summary() {
 	for _, m := range d.machines {
 		bytesCol := "-"
 		if mm := writtenRE.FindStringSubmatch(m.written); mm != nil {
-			dn, _ := imager.ParseBytes(mm[1])
-			sv, _ := imager.ParseBytes(mm[2])
+			dn, _ := bytesize.Parse(mm[1])
+			sv, _ := bytesize.Parse(mm[2])
 			down += dn
 			fromServer += sv
 			bytesCol = fmt.Sprintf("%s / %s", mm[1], mm[2])
@@ -373,7 +373,7 @@ func (d *demo) summary() {
 	}
 	if down > 0 {
 		fmt.Printf("\nall machines downloaded %s: %s from the server, %s (%.0f%%) from each other.\n",
-			imager.FormatBytes(down), imager.FormatBytes(fromServer), imager.FormatBytes(down-fromServer),
+			bytesize.Format(down), bytesize.Format(fromServer), bytesize.Format(down-fromServer),
 			100*float64(down-fromServer)/float64(down))
 	}
 }

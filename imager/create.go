@@ -6,12 +6,13 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
-	"runtime/debug"
 	"sync/atomic"
 	"time"
 
 	"github.com/anacrolix/torrent/bencode"
 	"github.com/anacrolix/torrent/metainfo"
+	"github.com/pxeswarm/pxeswarm/internal/bytesize"
+	"github.com/pxeswarm/pxeswarm/internal/version"
 )
 
 // CreateConfig describes a torrent to build from partition images.
@@ -47,7 +48,7 @@ type CreateConfig struct {
 func CheckPieceLength(n int64) error {
 	if n < MinPieceLength || n > MaxPieceLength || n&(n-1) != 0 {
 		return fmt.Errorf("piece size %s: want a power of two from %s to %s, or leave it out for the default by image size",
-			FormatBytes(n), FormatBytes(MinPieceLength), FormatBytes(MaxPieceLength))
+			bytesize.Format(n), bytesize.Format(MinPieceLength), bytesize.Format(MaxPieceLength))
 	}
 	return nil
 }
@@ -97,7 +98,7 @@ func Create(ctx context.Context, log *slog.Logger, cfg CreateConfig) (*Image, er
 			p.Size = d.Size
 		}
 		if p.Size < d.Size {
-			return nil, fmt.Errorf("source %s is %s but its partition is given as %s", src, FormatBytes(d.Size), FormatBytes(p.Size))
+			return nil, fmt.Errorf("source %s is %s but its partition is given as %s", src, bytesize.Format(d.Size), bytesize.Format(p.Size))
 		}
 		info.Layout.Parts = append(info.Layout.Parts, p)
 		name := filepath.Base(src)
@@ -117,8 +118,8 @@ func Create(ctx context.Context, log *slog.Logger, cfg CreateConfig) (*Image, er
 	info.PieceLength = cfg.PieceLength
 	n := int((sp.length + cfg.PieceLength - 1) / cfg.PieceLength)
 	info.Pieces = make([]byte, n*sha1.Size)
-	log.Info("hashing image", "name", info.Name, "size", FormatBytes(sp.length),
-		"pieces", n, "piece_size", FormatBytes(cfg.PieceLength))
+	log.Info("hashing image", "name", info.Name, "size", bytesize.Format(sp.length),
+		"pieces", n, "piece_size", bytesize.Format(cfg.PieceLength))
 
 	var hashed atomic.Int64
 	stop := reportEvery(ctx, 500*time.Millisecond, func() {
@@ -136,13 +137,13 @@ func Create(ctx context.Context, log *slog.Logger, cfg CreateConfig) (*Image, er
 	}
 	el := time.Since(start)
 	log.Info("hashed image", "name", info.Name, "took", el.Round(time.Millisecond),
-		"rate", FormatBytes(int64(float64(sp.length)/max(el.Seconds(), 1e-9)))+"/s")
+		"rate", bytesize.Format(int64(float64(sp.length)/max(el.Seconds(), 1e-9)))+"/s")
 
 	infoBytes, err := bencode.Marshal(info)
 	if err != nil {
 		return nil, fmt.Errorf("encode info: %w", err)
 	}
-	mi := &metainfo.MetaInfo{InfoBytes: infoBytes, CreationDate: time.Now().Unix(), CreatedBy: "pxeswarm " + Version()}
+	mi := &metainfo.MetaInfo{InfoBytes: infoBytes, CreationDate: time.Now().Unix(), CreatedBy: "pxeswarm " + version.String()}
 	if len(cfg.Trackers) > 0 {
 		mi.Announce = cfg.Trackers[0]
 		mi.AnnounceList = metainfo.AnnounceList{cfg.Trackers}
@@ -180,20 +181,4 @@ func reportEvery(ctx context.Context, period time.Duration, f func()) (stop func
 		<-exited
 		f()
 	}
-}
-
-// Version is pxeswarm's module version from the build info, or "devel".
-func Version() string {
-	bi, ok := debug.ReadBuildInfo()
-	if !ok || bi.Main.Version == "" || bi.Main.Version == "(devel)" {
-		if ok {
-			for _, s := range bi.Settings {
-				if s.Key == "vcs.revision" && len(s.Value) >= 12 {
-					return "devel-" + s.Value[:12]
-				}
-			}
-		}
-		return "devel"
-	}
-	return bi.Main.Version
 }

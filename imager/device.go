@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+
+	"github.com/pxeswarm/pxeswarm/internal/bytesize"
 )
 
 // Device is an opened source or target: a regular file, a whole block
@@ -52,7 +54,7 @@ func OpenTarget(path string, length int64) (*Device, error) {
 		if err := f.Truncate(length); err != nil {
 			f.Close()
 			os.Remove(path)
-			return nil, fmt.Errorf("size new target %s to %s: %w", path, FormatBytes(length), err)
+			return nil, fmt.Errorf("size new target %s to %s: %w", path, bytesize.Format(length), err)
 		}
 		return &Device{File: f, Path: path, Size: length}, nil
 	case err != nil:
@@ -75,7 +77,7 @@ func OpenTarget(path string, length int64) (*Device, error) {
 		// An empty file (touch target.img) is sized like a new one.
 		if err := f.Truncate(length); err != nil {
 			f.Close()
-			return nil, fmt.Errorf("size target %s to %s: %w", path, FormatBytes(length), err)
+			return nil, fmt.Errorf("size target %s to %s: %w", path, bytesize.Format(length), err)
 		}
 		d.Size = length
 	}
@@ -90,7 +92,7 @@ func OpenTarget(path string, length int64) (*Device, error) {
 func (d *Device) fits(length int64) error {
 	if d.Size < length {
 		return fmt.Errorf("%w: target %s (%s) is smaller than its image part (%s): pick a larger disk or partition",
-			ErrTooSmall, d.Path, FormatBytes(d.Size), FormatBytes(length))
+			ErrTooSmall, d.Path, bytesize.Format(d.Size), bytesize.Format(length))
 	}
 	return nil
 }

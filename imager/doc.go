@@ -9,7 +9,7 @@
 //   - the storage that reads and writes pieces by offset on the targets
 //     ([NewStorage]), with piece completion kept in memory and saved for resume;
 //   - the check modes (trusted seed, fresh target, verify);
-//   - seeding and fetching with LAN settings ([Config.Start], [Session]) and
+//   - seeding and fetching with LAN settings ([Config.Join], [Session]) and
 //     the [Progress] that the agent, server and CLI share.
 //
 // It does not own peer discovery (package tracker), disk discovery and

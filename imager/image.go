@@ -13,6 +13,7 @@ import (
 
 	"github.com/anacrolix/torrent/bencode"
 	"github.com/anacrolix/torrent/metainfo"
+	"github.com/pxeswarm/pxeswarm/internal/bytesize"
 )
 
 // Piece sizes. Large pieces keep the metadata small and the request
@@ -128,7 +129,7 @@ func (im *Image) pieceSize(i int) int64 {
 
 // String names the image for logs: name and short info-hash.
 func (im *Image) String() string {
-	return fmt.Sprintf("%s (%s, %s)", im.Name, FormatBytes(im.Length), hex.EncodeToString(im.InfoHash[:4]))
+	return fmt.Sprintf("%s (%s, %s)", im.Name, bytesize.Format(im.Length), hex.EncodeToString(im.InfoHash[:4]))
 }
 
 // Write encodes the torrent file.
@@ -201,7 +202,7 @@ func Load(r io.Reader) (*Image, error) {
 		return nil, fmt.Errorf("%w: read: %w", ErrBadTorrent, err)
 	}
 	if len(data) > MaxTorrentBytes {
-		return nil, fmt.Errorf("%w: larger than %s: this is not a pxeswarm image torrent", ErrBadTorrent, FormatBytes(MaxTorrentBytes))
+		return nil, fmt.Errorf("%w: larger than %s: this is not a pxeswarm image torrent", ErrBadTorrent, bytesize.Format(MaxTorrentBytes))
 	}
 	return Parse(data)
 }
@@ -234,7 +235,7 @@ func Parse(data []byte) (*Image, error) {
 	}
 	pl := info.PieceLength
 	if pl < 16<<10 || pl > MaxPieceLength || pl&(pl-1) != 0 {
-		return nil, bad("piece length %d is not a power of two between 16 KiB and %s", pl, FormatBytes(MaxPieceLength))
+		return nil, bad("piece length %d is not a power of two between 16 KiB and %s", pl, bytesize.Format(MaxPieceLength))
 	}
 	if len(info.Files) == 0 {
 		return nil, bad("no files: a single-file or v2-only torrent is not an image torrent")

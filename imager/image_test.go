@@ -12,6 +12,8 @@ import (
 
 	"github.com/anacrolix/torrent/bencode"
 	"github.com/google/go-cmp/cmp"
+	"github.com/pxeswarm/pxeswarm/internal/bytesize"
+	"github.com/pxeswarm/pxeswarm/internal/testlog"
 )
 
 // writeRandom writes n pseudo-random bytes (seeded) to a new file.
@@ -47,7 +49,7 @@ func makeImage(t testing.TB, dir string, sizes []int64, pieceLen int64) (*Image,
 		writeRandom(t, p, sz, uint64(i+1))
 		srcs = append(srcs, p)
 	}
-	im, err := Create(context.Background(), TestLogger(t), CreateConfig{
+	im, err := Create(context.Background(), testlog.New(t), CreateConfig{
 		Name: "test", Sources: srcs, PieceLength: pieceLen, Table: "gpt",
 		Trackers: []string{"http://127.0.0.1:1/announce"},
 	})
@@ -118,7 +120,7 @@ func TestCreateErrors(t *testing.T) {
 		{"piece size too large", CreateConfig{Sources: []string{empty}, PieceLength: 128 << 20}, "power of two"},
 		{"piece size too small", CreateConfig{Sources: []string{empty}, PieceLength: 128 << 10}, "power of two"},
 	} {
-		_, err := Create(context.Background(), TestLogger(t), tc.cfg)
+		_, err := Create(context.Background(), testlog.New(t), tc.cfg)
 		if err == nil || !bytes.Contains([]byte(err.Error()), []byte(tc.want)) {
 			t.Errorf("%s: Create() error = %v, want it to contain %q", tc.name, err, tc.want)
 		}
@@ -138,7 +140,7 @@ func TestPieceLengthFor(t *testing.T) {
 		{4 << 40, 8 << 20},
 	} {
 		if got := PieceLengthFor(tc.size); got != tc.want {
-			t.Errorf("PieceLengthFor(%s) = %s, want %s", FormatBytes(tc.size), FormatBytes(got), FormatBytes(tc.want))
+			t.Errorf("PieceLengthFor(%s) = %s, want %s", bytesize.Format(tc.size), bytesize.Format(got), bytesize.Format(tc.want))
 		}
 		if err := CheckPieceLength(PieceLengthFor(tc.size)); err != nil {
 			t.Errorf("PieceLengthFor(%d) is not a valid piece size: %v", tc.size, err)
@@ -151,7 +153,7 @@ func TestCreateDefaultsPieceLengthBySize(t *testing.T) {
 	// 3 MiB over two parts: 256 KiB pieces, 12 of them.
 	im, _ := makeImage(t, dir, []int64{2 << 20, 1 << 20}, 0)
 	if im.PieceLength != 256<<10 || im.NumPieces() != 12 {
-		t.Errorf("Create with no piece size: %s pieces × %d, want 256KiB × 12", FormatBytes(im.PieceLength), im.NumPieces())
+		t.Errorf("Create with no piece size: %s pieces × %d, want 256KiB × 12", bytesize.Format(im.PieceLength), im.NumPieces())
 	}
 }
 
@@ -220,9 +222,9 @@ func TestMetadataSize256GB(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("256 GB at 8 MiB pieces: %d pieces, torrent %d bytes (%s)", n, len(b), FormatBytes(int64(len(b))))
+	t.Logf("256 GB at 8 MiB pieces: %d pieces, torrent %d bytes (%s)", n, len(b), bytesize.Format(int64(len(b))))
 	if len(b) > 700<<10 {
-		t.Errorf("torrent for 256 GB is %s, want at most 700KiB", FormatBytes(int64(len(b))))
+		t.Errorf("torrent for 256 GB is %s, want at most 700KiB", bytesize.Format(int64(len(b))))
 	}
 	if _, err := Parse(b); err != nil {
 		t.Errorf("Parse(256 GB torrent) = %v", err)

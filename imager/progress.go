@@ -6,6 +6,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/pxeswarm/pxeswarm/internal/bytesize"
 )
 
 // State is a session's phase, as shown to people and reported to the server.
@@ -69,12 +71,12 @@ func (p Progress) Line() string {
 		rate = p.UpRate
 	}
 	fmt.Fprintf(&b, "%s %5.1f%% %s/%s %s/s", p.State, 100*p.Fraction(),
-		FormatBytes(p.Done), FormatBytes(p.Total), FormatBytes(int64(rate)))
+		bytesize.Format(p.Done), bytesize.Format(p.Total), bytesize.Format(int64(rate)))
 	if eta := p.ETA(); eta > 0 {
 		fmt.Fprintf(&b, " eta %s", eta)
 	}
 	if p.State == StateDownloading || p.State == StateSeeding {
-		fmt.Fprintf(&b, " peers %d (%d seeders) up %s", p.Peers, p.Seeders, FormatBytes(p.Uploaded))
+		fmt.Fprintf(&b, " peers %d (%d seeders) up %s", p.Peers, p.Seeders, bytesize.Format(p.Uploaded))
 	}
 	return b.String()
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/anacrolix/torrent"
 	pp "github.com/anacrolix/torrent/peer_protocol"
+	"github.com/pxeswarm/pxeswarm/internal/bytesize"
 )
 
 // Mode is how a session treats what its targets already hold.
@@ -101,11 +102,11 @@ type Session struct {
 	final      *Progress // set by Close
 }
 
-// Start opens the sources or targets, applies the check mode and joins the
+// Join opens the sources or targets, applies the check mode and joins the
 // swarm. It returns once the session is running; use Wait to block until
 // the image is complete and Close to leave the swarm. Targets are checked
 // (count and size) before anything is written.
-func (c Config) Start(ctx context.Context, log *slog.Logger) (*Session, error) {
+func (c Config) Join(ctx context.Context, log *slog.Logger) (*Session, error) {
 	if c.Image == nil {
 		return nil, errors.New("no image: load a torrent first")
 	}
@@ -228,7 +229,7 @@ func (c Config) Start(ctx context.Context, log *slog.Logger) (*Session, error) {
 		t.DownloadAll()
 	}
 	s.log.Info("joined swarm", "mode", c.Mode, "infohash", im.InfoHash.HexString(),
-		"listen", s.ListenAddr(), "trackers", trackers, "present", FormatBytes(s.present()))
+		"listen", s.ListenAddr(), "trackers", trackers, "present", bytesize.Format(s.present()))
 	ok = true
 	return s, nil
 }
@@ -250,7 +251,7 @@ func (s *Session) open(paths []string) ([]Part, error) {
 			d, err = OpenSource(p)
 			if err == nil && (d.Size < f.Length || (!d.Block && d.Size != f.Length)) {
 				err = fmt.Errorf("source %s is %s but part %s of %s is %s: is this the right source?",
-					p, FormatBytes(d.Size), f.Path, s.im.Name, FormatBytes(f.Length))
+					p, bytesize.Format(d.Size), f.Path, s.im.Name, bytesize.Format(f.Length))
 				d.Close()
 			}
 		} else {
@@ -316,7 +317,7 @@ func checkTarget(path string, length int64) error {
 
 // verify hashes the targets and marks the pieces that match.
 func (s *Session) verify(ctx context.Context, sp *span, workers int) error {
-	s.log.Info("verifying what the target holds", "size", FormatBytes(s.im.Length))
+	s.log.Info("verifying what the target holds", "size", bytesize.Format(s.im.Length))
 	err := hashPieces(ctx, sp, s.im.Length, s.im.PieceLength, workers, &s.verified, func(i int, sum [20]byte) {
 		if sum == s.im.PieceHash(i) {
 			s.comp.set(i, true)
@@ -326,7 +327,7 @@ func (s *Session) verify(ctx context.Context, sp *span, workers int) error {
 		return fmt.Errorf("verify targets: %w", err)
 	}
 	s.log.Info("verified target", "pieces_present", s.comp.complete(), "pieces", s.im.NumPieces(),
-		"missing", FormatBytes(s.im.Length-s.present()))
+		"missing", bytesize.Format(s.im.Length-s.present()))
 	return nil
 }
 
@@ -541,10 +542,10 @@ func (s *Session) closeDevices() {
 	s.devs = nil
 }
 
-// Run is Start, Wait, Seed(seedFor) and Close in one call: a whole fetch
+// Run is Join, Wait, Seed(seedFor) and Close in one call: a whole fetch
 // (or, for ModeSeed, a seed until ctx ends).
 func (c Config) Run(ctx context.Context, log *slog.Logger, seedFor time.Duration) (Progress, error) {
-	s, err := c.Start(ctx, log)
+	s, err := c.Join(ctx, log)
 	if err != nil {
 		return Progress{State: StateFailed, Err: err.Error()}, err
 	}

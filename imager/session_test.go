@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/anacrolix/torrent"
+	"github.com/pxeswarm/pxeswarm/internal/testlog"
 )
 
 // startSession starts cfg without a tracker (peers are given directly in
@@ -19,7 +20,7 @@ import (
 func startSession(t *testing.T, cfg Config) *Session {
 	t.Helper()
 	cfg.Trackers = []string{}
-	s, err := cfg.Start(context.Background(), TestLogger(t))
+	s, err := cfg.Join(context.Background(), testlog.New(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -29,7 +30,7 @@ func startSession(t *testing.T, cfg Config) *Session {
 
 func startSeed(t *testing.T, im *Image, srcs []string) *Session {
 	t.Helper()
-	cfg := TestingConfig(t)
+	cfg := testingConfig(t)
 	cfg.Image, cfg.Paths, cfg.Mode = im, srcs, ModeSeed
 	return startSession(t, cfg)
 }
@@ -38,18 +39,18 @@ func startSeed(t *testing.T, im *Image, srcs []string) *Session {
 // background (see fetch for one that waits).
 func startFetch(t *testing.T, im *Image, target string, peers ...string) *Session {
 	t.Helper()
-	cfg := TestingConfig(t)
+	cfg := testingConfig(t)
 	cfg.Image, cfg.Paths, cfg.Mode, cfg.Peers = im, []string{target}, ModeFresh, peers
 	return startSession(t, cfg)
 }
 
 func fetch(t *testing.T, im *Image, targets []string, mode Mode, peers ...string) Progress {
 	t.Helper()
-	cfg := TestingConfig(t)
+	cfg := testingConfig(t)
 	cfg.Image, cfg.Paths, cfg.Mode, cfg.Peers = im, targets, mode, peers
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	p, err := cfg.Run(ctx, TestLogger(t), 0)
+	p, err := cfg.Run(ctx, testlog.New(t), 0)
 	if err != nil {
 		t.Fatalf("fetch: %v", err)
 	}
@@ -116,13 +117,13 @@ func TestStateFileResume(t *testing.T) {
 	seed := startSeed(t, im, srcs)
 	targets := []string{filepath.Join(dir, "t1")}
 	state := filepath.Join(dir, "state")
-	cfg := TestingConfig(t)
+	cfg := testingConfig(t)
 	cfg.Image, cfg.Paths, cfg.Mode, cfg.Peers, cfg.StateFile = im, targets, ModeFresh, []string{seed.ListenAddr()}, state
-	if _, err := cfg.Run(context.Background(), TestLogger(t), 0); err != nil {
+	if _, err := cfg.Run(context.Background(), testlog.New(t), 0); err != nil {
 		t.Fatal(err)
 	}
 	// A second run with the saved state fetches nothing.
-	p, err := cfg.Run(context.Background(), TestLogger(t), 0)
+	p, err := cfg.Run(context.Background(), testlog.New(t), 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,8 +133,8 @@ func TestStateFileResume(t *testing.T) {
 	// A state for another image is refused before anything is written.
 	other, _ := makeImage(t, t.TempDir(), []int64{4<<20 - 1}, 1<<20)
 	cfg.Image = other
-	if _, err := cfg.Start(context.Background(), TestLogger(t)); err == nil {
-		t.Errorf("Start with another image's state file: want an error")
+	if _, err := cfg.Join(context.Background(), testlog.New(t)); err == nil {
+		t.Errorf("Join with another image's state file: want an error")
 	}
 	sameFiles(t, srcs, targets)
 }
@@ -153,11 +154,11 @@ func TestTargetChecks(t *testing.T) {
 		{"missing source", []string{srcs[0], filepath.Join(dir, "nope")}, ModeSeed},
 		{"wrong source", []string{srcs[1], srcs[0]}, ModeSeed},
 	} {
-		cfg := TestingConfig(t)
+		cfg := testingConfig(t)
 		cfg.Image, cfg.Paths, cfg.Mode = im, tc.paths, tc.mode
-		if s, err := cfg.Start(context.Background(), TestLogger(t)); err == nil {
+		if s, err := cfg.Join(context.Background(), testlog.New(t)); err == nil {
 			s.Close()
-			t.Errorf("%s: Start() = nil error, want one", tc.name)
+			t.Errorf("%s: Join() = nil error, want one", tc.name)
 		} else {
 			t.Logf("%s: %v", tc.name, err)
 		}
@@ -206,7 +207,7 @@ func TestPartnerRequestsCapped(t *testing.T) {
 	// The image host sends slowly, so the fetching machines are still at
 	// it, and connected, when we look. (A download limit would not do:
 	// anacrolix refuses new connections while its limiter is empty.)
-	scfg := TestingConfig(t)
+	scfg := testingConfig(t)
 	scfg.Image, scfg.Paths, scfg.Mode = im, srcs, ModeSeed
 	scfg.Tuning.UploadLimit = 512 << 10
 	seed := startSession(t, scfg)

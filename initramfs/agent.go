@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/pxeswarm/pxeswarm/imager"
+	"github.com/pxeswarm/pxeswarm/internal/bytesize"
+	"github.com/pxeswarm/pxeswarm/internal/version"
 	"github.com/pxeswarm/pxeswarm/partition"
 	"github.com/pxeswarm/pxeswarm/pxe"
 )
@@ -251,8 +253,8 @@ func (a *agent) onProgress(p imager.Progress) {
 
 func (a *agent) run(ctx context.Context) (after string, err error) {
 	c := a.cfg
-	a.con.Println(markVersion(imager.Version()))
-	a.log.Info("pxeswarm agent starting", "version", imager.Version())
+	a.con.Println(markVersion(version.String()))
+	a.log.Info("pxeswarm agent starting", "version", version.String())
 	if c.Cmdline != "-" {
 		data, err := os.ReadFile(c.Cmdline)
 		if err != nil {
@@ -299,7 +301,7 @@ func (a *agent) run(ctx context.Context) (after string, err error) {
 	}
 	a.rep = newReporter(c.HTTP, server, mac, a.log)
 	a.setPhase(pxe.PhaseBooting)
-	a.report(ctx, "agent "+imager.Version()+" up")
+	a.report(ctx, "agent "+version.String()+" up")
 
 	// Plan.
 	plan, err := a.plan(ctx, server, mac)
@@ -328,7 +330,7 @@ func (a *agent) run(ctx context.Context) (after string, err error) {
 			Err: ErrInfoHashMismatch,
 			Do:  "nothing was written; the image changed on the server after the plan was made, or something rewrites HTTP on the way: reboot to fetch a fresh plan, and if it repeats check the server's image files"}
 	}
-	a.log.Info("image torrent", "image", im.String(), "size", imager.FormatBytes(im.Length), "pieces", im.NumPieces(), "table", im.Layout.Table)
+	a.log.Info("image torrent", "image", im.String(), "size", bytesize.Format(im.Length), "pieces", im.NumPieces(), "table", im.Layout.Table)
 
 	// Disks.
 	a.setPhase(pxe.PhaseDisk)
@@ -388,7 +390,7 @@ func (a *agent) run(ctx context.Context) (after string, err error) {
 	}()
 	icfg := imager.Config{Image: im, Parts: parts, Mode: mode, Listen: c.Listen, Trackers: plan.Trackers,
 		Tuning: c.Tuning, Progress: a.onProgress, ProgressEvery: c.ProgressEvery}
-	sess, err := icfg.Start(imgCtx, a.log)
+	sess, err := icfg.Join(imgCtx, a.log)
 	if err != nil {
 		if isEnded(a.rep) {
 			return "", a.ended(plan, true)
@@ -404,8 +406,8 @@ func (a *agent) run(ctx context.Context) (after string, err error) {
 	}
 	syncAll()
 	p := sess.Progress()
-	a.log.Info("image written", "took", p.Took, "downloaded", imager.FormatBytes(p.Downloaded), "from_seeders", imager.FormatBytes(p.FromSeeders),
-		"uploaded", imager.FormatBytes(p.Uploaded), "bad_pieces", p.BadPieces)
+	a.log.Info("image written", "took", p.Took, "downloaded", bytesize.Format(p.Downloaded), "from_seeders", bytesize.Format(p.FromSeeders),
+		"uploaded", bytesize.Format(p.Uploaded), "bad_pieces", p.BadPieces)
 
 	// Read back.
 	digest := ""

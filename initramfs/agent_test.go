@@ -25,7 +25,9 @@ import (
 	"time"
 
 	"github.com/pxeswarm/pxeswarm/imager"
+	"github.com/pxeswarm/pxeswarm/internal/bytesize"
 	"github.com/pxeswarm/pxeswarm/partition"
+	"github.com/pxeswarm/pxeswarm/partition/partitiontest"
 	"github.com/pxeswarm/pxeswarm/pxe"
 	"github.com/pxeswarm/pxeswarm/tracker"
 )
@@ -107,7 +109,7 @@ func newServerImage(t *testing.T, im *imager.Image, paths []string, parts [][]by
 	s.key = key
 	s.pubPath = writeKey(t, pub)
 
-	trk, err := tracker.New(tracker.TestingConfig(t), log)
+	trk, err := tracker.New(tracker.Config{Listen: "127.0.0.1:0", Interval: time.Second, PeerTTL: 3 * time.Second}, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,9 +134,9 @@ func newServerImage(t *testing.T, im *imager.Image, paths []string, parts [][]by
 	srv.Start()
 	t.Cleanup(srv.Close)
 
-	seed := imager.TestingConfig(t)
+	seed := imager.Config{Listen: "127.0.0.1:0", ProgressEvery: 200 * time.Millisecond}
 	seed.Image, seed.Paths, seed.Mode, seed.Trackers = s.im, paths, imager.ModeSeed, []string{s.url + "/announce"}
-	sess, err := seed.Start(context.Background(), log)
+	sess, err := seed.Join(context.Background(), log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -374,8 +376,8 @@ func checkDisk(t *testing.T, path string, size int64, parts [][]byte) {
 // already holds an old GPT (so "untouched" means something).
 func fakeMachine(t *testing.T, size int64) (partition.Config, string) {
 	t.Helper()
-	c := partition.TestingConfig(t)
-	c.AddFakeDisk(t, partition.FakeDisk{Name: "vda", Size: size, Model: "QEMU HARDDISK", Serial: "SN-1",
+	c := partitiontest.Machine(t)
+	partitiontest.AddDisk(t, c, partitiontest.Disk{Name: "vda", Size: size, Model: "QEMU HARDDISK", Serial: "SN-1",
 		Layout: &imager.Layout{Table: "gpt", Parts: []imager.PartInfo{{Number: 1, Size: size / 2, Label: "old"}}}, KernelPartitions: true})
 	disk := filepath.Join(c.Dev, "vda")
 	// Some old data in the old partition.
@@ -411,7 +413,7 @@ func TestRunImagesDisk(t *testing.T) {
 		"pxeswarm: disk "+disk+" 32MiB model=\"QEMU HARDDISK\" serial=SN-1 removable=no table=gpt",
 		"pxeswarm: target "+disk+" (32MiB)",
 		"pxeswarm: table gpt created on "+disk+" (2 partitions)",
-		"pxeswarm: writing demo ("+imager.FormatBytes(s.im.Length)+") to "+disk,
+		"pxeswarm: writing demo ("+bytesize.Format(s.im.Length)+") to "+disk,
 		"pxeswarm: IMAGE DONE sha256="+sum+" infohash="+s.im.InfoHash.HexString(),
 		"pxeswarm: seeding for 1s",
 		"pxeswarm: rebooting",

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/pxeswarm/pxeswarm/imager"
+	"github.com/pxeswarm/pxeswarm/internal/bytesize"
 	"github.com/pxeswarm/pxeswarm/partition"
 	"github.com/pxeswarm/pxeswarm/pxe"
 )
@@ -152,7 +153,7 @@ func (a *agent) runLocal(ctx context.Context, st *stick) (after string, err erro
 	default:
 		items := make([]string, len(cfg.Images))
 		for i, im := range cfg.Images {
-			items[i] = fmt.Sprintf("%s (%s)", im.Name, imager.FormatBytes(im.Length))
+			items[i] = fmt.Sprintf("%s (%s)", im.Name, bytesize.Format(im.Length))
 		}
 		if idx, err = a.choose(ctx, "which image to write", items); err != nil {
 			return "", &Error{What: "no image chosen", Err: err, Do: "choose at the console, or rebuild the stick with --default NAME to run unattended"}
@@ -326,7 +327,7 @@ func (a *agent) seedLocal(ctx context.Context, netCh <-chan netResult, si StickI
 	}
 	a.setPhase(pxe.PhaseSeeding)
 	sess, err := imager.Config{Image: im, Parts: parts, Mode: imager.ModeSeed, Listen: a.cfg.Listen, Trackers: trackers,
-		Tuning: a.cfg.Tuning, Progress: a.onProgress, ProgressEvery: a.cfg.ProgressEvery}.Start(ctx, a.log)
+		Tuning: a.cfg.Tuning, Progress: a.onProgress, ProgressEvery: a.cfg.ProgressEvery}.Join(ctx, a.log)
 	if err != nil {
 		a.log.Warn("cannot seed the written image; going on", "err", err)
 		return nil
@@ -338,6 +339,6 @@ func (a *agent) seedLocal(ctx context.Context, netCh <-chan netResult, si StickI
 		return &Error{What: "stopped while seeding", Err: ctx.Err(), Do: "the image is complete on the disk; reboot by hand"}
 	}
 	p := sess.Progress()
-	a.log.Info("seeding done", "uploaded", imager.FormatBytes(p.Uploaded))
+	a.log.Info("seeding done", "uploaded", bytesize.Format(p.Uploaded))
 	return sess.Close()
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/pxeswarm/pxeswarm/imager"
+	"github.com/pxeswarm/pxeswarm/internal/bytesize"
 	"github.com/pxeswarm/pxeswarm/internal/needs"
 	"github.com/pxeswarm/pxeswarm/partition"
 	"github.com/pxeswarm/pxeswarm/pxe"
@@ -138,7 +139,7 @@ func TestRunLoopWholeDiskImage(t *testing.T) {
 	if err := r.run(t); err != nil {
 		t.Fatalf("Run = %v", err)
 	}
-	r.wantMarkers(t, "pxeswarm: writing whole ("+imager.FormatBytes(im.Length)+") to "+dev, "pxeswarm: IMAGE DONE sha256="+wholeSum([][]byte{whole}), MarkShell)
+	r.wantMarkers(t, "pxeswarm: writing whole ("+bytesize.Format(im.Length)+") to "+dev, "pxeswarm: IMAGE DONE sha256="+wholeSum([][]byte{whole}), MarkShell)
 	if len(r.shells) != 1 || len(r.reboots) != 0 {
 		t.Errorf("after-action shell: shells %v reboots %v, want the shell once and no reboot", r.shells, r.reboots)
 	}

@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/pxeswarm/pxeswarm/imager"
+	"github.com/pxeswarm/pxeswarm/internal/bytesize"
 	"github.com/pxeswarm/pxeswarm/partition"
 )
 
@@ -105,7 +105,7 @@ func markDisk(d partition.Disk) string {
 		return "no"
 	}
 	s := fmt.Sprintf("%s %s %s model=%q serial=%s removable=%s table=%s",
-		MarkDisk, d.Path, imager.FormatBytes(d.Size), d.Model, orDash(d.Serial), yesNo(d.Removable), orDash(d.Table))
+		MarkDisk, d.Path, bytesize.Format(d.Size), d.Model, orDash(d.Serial), yesNo(d.Removable), orDash(d.Table))
 	if d.Boot != "" {
 		s += " boot-medium"
 	}
@@ -126,7 +126,7 @@ func orDash(s string) string {
 }
 
 func markTarget(path string, size int64) string {
-	return fmt.Sprintf("%s %s (%s)", MarkTarget, path, imager.FormatBytes(size))
+	return fmt.Sprintf("%s %s (%s)", MarkTarget, path, bytesize.Format(size))
 }
 
 func markTable(kind, disk string, parts int) string {
@@ -134,7 +134,7 @@ func markTable(kind, disk string, parts int) string {
 }
 
 func markWriting(image string, size int64, dev string) string {
-	return fmt.Sprintf("%s %s (%s) to %s", MarkWriting, image, imager.FormatBytes(size), dev)
+	return fmt.Sprintf("%s %s (%s) to %s", MarkWriting, image, bytesize.Format(size), dev)
 }
 
 // markImageDone: sha256 is "" when the image was not read back; the

@@ -13,6 +13,7 @@ import (
 	diskfs "github.com/diskfs/go-diskfs"
 
 	"github.com/pxeswarm/pxeswarm/imager"
+	"github.com/pxeswarm/pxeswarm/internal/bytesize"
 	"github.com/pxeswarm/pxeswarm/partition"
 	"github.com/pxeswarm/pxeswarm/pxe"
 )
@@ -209,7 +210,7 @@ func readESPFile(dev, name string, limit int64) ([]byte, error) {
 		return nil, fmt.Errorf("read %s on the stick's ESP %s: %w", name, dev, err)
 	}
 	if int64(len(b)) > limit {
-		return nil, fmt.Errorf("%s on the stick's ESP %s is over %s", name, dev, imager.FormatBytes(limit))
+		return nil, fmt.Errorf("%s on the stick's ESP %s is over %s", name, dev, bytesize.Format(limit))
 	}
 	return b, nil
 }

@@ -1,4 +1,4 @@
-package partition
+package partition_test
 
 import (
 	"errors"
@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"testing"
 	"unicode/utf16"
+
+	. "github.com/pxeswarm/pxeswarm/partition"
 )
 
 // efiVar encodes s as efivarfs shows a variable: attributes, then
@@ -24,7 +26,7 @@ func TestLoaderPartUUID(t *testing.T) {
 		t.Errorf("LoaderPartUUID(no variable) = %v, want ErrNoLoaderPartUUID", err)
 	}
 	const guid = "1C5E2D4F-9A0B-4C3D-8E7F-0123456789AB"
-	if err := os.WriteFile(filepath.Join(dir, loaderDevicePartUUID), efiVar(guid), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, LoaderDevicePartUUID), efiVar(guid), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	got, err := LoaderPartUUID(dir)
@@ -37,8 +39,8 @@ func TestLoaderPartUUID(t *testing.T) {
 		"not guid": efiVar("hello"),
 		"empty":    efiVar(""),
 	} {
-		if got, err := parseLoaderPartUUID(b); !errors.Is(err, ErrNoLoaderPartUUID) {
-			t.Errorf("parseLoaderPartUUID(%s) = %q, %v, want ErrNoLoaderPartUUID", name, got, err)
+		if got, err := ParseLoaderPartUUID(b); !errors.Is(err, ErrNoLoaderPartUUID) {
+			t.Errorf("ParseLoaderPartUUID(%s) = %q, %v, want ErrNoLoaderPartUUID", name, got, err)
 		}
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/pxeswarm/pxeswarm/imager"
+	"github.com/pxeswarm/pxeswarm/internal/bytesize"
 )
 
 // CreateTable writes the partition table of im's layout to dev, a whole
@@ -99,7 +100,7 @@ func (c Config) CreateTable(ctx context.Context, log *slog.Logger, dev string, i
 		if err := discard(f, 0, size); err != nil {
 			log.Warn("cannot discard the disk; writing the table anyway", "disk", dev, "err", err)
 		} else {
-			log.Info("discarded the disk", "disk", dev, "size", imager.FormatBytes(size), "took", time.Since(start).Round(time.Millisecond))
+			log.Info("discarded the disk", "disk", dev, "size", bytesize.Format(size), "took", time.Since(start).Round(time.Millisecond))
 		}
 	}
 	log.Info("writing partition table", "disk", dev, "table", t.Kind, "partitions", len(t.Partitions), "image", im.Name)

@@ -14,7 +14,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/pxeswarm/pxeswarm/imager"
+	"github.com/pxeswarm/pxeswarm/internal/bytesize"
 )
 
 // DefaultBootLabel marks the medium the agent boots from when it is not a
@@ -129,7 +129,7 @@ type Partition struct {
 // and what keeps it from being a target.
 func (d Disk) String() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s (%s", d.Path, imager.FormatBytes(d.Size))
+	fmt.Fprintf(&b, "%s (%s", d.Path, bytesize.Format(d.Size))
 	if d.Model != "" {
 		fmt.Fprintf(&b, ", %s", d.Model)
 	}

@@ -1,10 +1,14 @@
-package partition
+package partition_test
 
 import (
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/pxeswarm/pxeswarm/internal/testlog"
+	. "github.com/pxeswarm/pxeswarm/partition"
+	"github.com/pxeswarm/pxeswarm/partition/partitiontest"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/pxeswarm/pxeswarm/imager"
@@ -53,8 +57,8 @@ func withSys(c Config, disk string, ps []Partition) []Partition {
 }
 
 func TestList(t *testing.T) {
-	c := TestingConfig(t)
-	sdb := c.AddFakeDisk(t, FakeDisk{
+	c := partitiontest.Machine(t)
+	sdb := partitiontest.AddDisk(t, c, partitiontest.Disk{
 		Name: "sdb", Size: 256 * MiB, Model: "QEMU HARDDISK", Serial: "QM0001", KernelPartitions: true,
 		Layout: &imager.Layout{Table: "gpt", Parts: []imager.PartInfo{
 			{Number: 1, Size: 32 * MiB, Type: efiType, Label: "EFI"},
@@ -62,40 +66,40 @@ func TestList(t *testing.T) {
 		}},
 	})
 	writeAt(t, filepath.Join(c.Dev, "sdb"), sdb.Partitions[1].Start, ext4("rootfs"))
-	c.AddFakeDisk(t, FakeDisk{Name: "sda", Size: 512 * MiB, Rotational: true})
-	c.AddFakeDisk(t, FakeDisk{Name: "sdaa", Size: 64 * MiB})
+	partitiontest.AddDisk(t, c, partitiontest.Disk{Name: "sda", Size: 512 * MiB, Rotational: true})
+	partitiontest.AddDisk(t, c, partitiontest.Disk{Name: "sdaa", Size: 64 * MiB})
 	iso := make([]byte, 2048)
 	copy(iso, "\x01CD001")
 	copy(iso[40:], "DEBIAN 12                       ")
 	writeAt(t, filepath.Join(c.Dev, "sdaa"), 32768, iso)
 	// A table the kernel has not read: no partition devices.
-	nvme := c.AddFakeDisk(t, FakeDisk{
+	nvme := partitiontest.AddDisk(t, c, partitiontest.Disk{
 		Name: "nvme0n1", Size: 128 * MiB, SectorSize: 4096, Serial: "S4EWNX0",
 		Layout: &imager.Layout{Table: "mbr", Parts: []imager.PartInfo{{Number: 1, Size: 16 * MiB, Type: "0x07"}}},
 	})
 	// The USB stick: its EFI partition's FAT label marks it.
-	stick := c.AddFakeDisk(t, FakeDisk{
+	stick := partitiontest.AddDisk(t, c, partitiontest.Disk{
 		Name: "sdc", Size: 64 * MiB, Removable: true, KernelPartitions: true,
 		Layout: &imager.Layout{Table: "gpt", Parts: []imager.PartInfo{{Number: 1, Size: 16 * MiB, Type: efiType, Label: "ESP"}}},
 	})
 	writeAt(t, filepath.Join(c.Dev, "sdc"), stick.Partitions[0].Start, fat32("PXESWARM"))
 	// A disk marked by its GPT partition name, and one that is read-only
 	// and held by device mapper.
-	named := c.AddFakeDisk(t, FakeDisk{
+	named := partitiontest.AddDisk(t, c, partitiontest.Disk{
 		Name: "sdd", Size: 64 * MiB, KernelPartitions: true,
 		Layout: &imager.Layout{Table: "gpt", Parts: []imager.PartInfo{{Number: 1, Size: MiB, Label: "pxeswarm"}}},
 	})
-	c.AddFakeDisk(t, FakeDisk{Name: "sde", Size: 64 * MiB, ReadOnly: true})
+	partitiontest.AddDisk(t, c, partitiontest.Disk{Name: "sde", Size: 64 * MiB, ReadOnly: true})
 	if err := os.MkdirAll(filepath.Join(c.Sys, "block/sde/holders/dm-0"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	c.AddFakeDisk(t, FakeDisk{Name: "loop0", Size: 64 * MiB})
-	c.AddFakeDisk(t, FakeDisk{Name: "zram0", Size: 64 * MiB})
+	partitiontest.AddDisk(t, c, partitiontest.Disk{Name: "loop0", Size: 64 * MiB})
+	partitiontest.AddDisk(t, c, partitiontest.Disk{Name: "zram0", Size: 64 * MiB})
 	if err := os.WriteFile(c.Mounts, []byte("/dev/sdb2 /mnt/my\\040root ext4 rw 0 0\nproc /proc proc rw 0 0\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 
-	got, err := c.List(imager.TestLogger(t))
+	got, err := c.List(testlog.New(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,7 +129,7 @@ func TestList(t *testing.T) {
 	c.IncludeVirtual = true
 	c.BootDevices = []string{"/dev/sda", "sdb1"}
 	c.BootLabels = []string{}
-	got, err = c.List(imager.TestLogger(t))
+	got, err = c.List(testlog.New(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -150,7 +154,7 @@ func TestList(t *testing.T) {
 	// EFI variable has it) marks its disk, and only that disk.
 	c.BootDevices = nil
 	c.BootPartUUIDs = []string{strings.ToLower(sdb.Partitions[0].GUID)}
-	got, err = c.List(imager.TestLogger(t))
+	got, err = c.List(testlog.New(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,8 +180,8 @@ func TestList(t *testing.T) {
 // TestListStaleKernelView: when the kernel's partitions differ from the
 // table on disk, the table wins and the partition is addressed on the disk.
 func TestListStaleKernelView(t *testing.T) {
-	c := TestingConfig(t)
-	tab := c.AddFakeDisk(t, FakeDisk{
+	c := partitiontest.Machine(t)
+	tab := partitiontest.AddDisk(t, c, partitiontest.Disk{
 		Name: "vda", Size: 64 * MiB, KernelPartitions: true,
 		Layout: &imager.Layout{Table: "gpt", Parts: []imager.PartInfo{{Number: 1, Size: 8 * MiB}, {Number: 2, Size: 8 * MiB}}},
 	})
@@ -191,7 +195,7 @@ func TestListStaleKernelView(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	disks, err := c.List(imager.TestLogger(t))
+	disks, err := c.List(testlog.New(t))
 	if err != nil || len(disks) != 1 {
 		t.Fatalf("List() = %v, %v", disks, err)
 	}
@@ -216,8 +220,8 @@ func TestLessName(t *testing.T) {
 		{"sdaa", "sr0", true}, {"xvdb", "xvdaa", true}, {"nvme0n1", "sdaa", true},
 		{"mmcblk0", "mmcblk1", true}, {"nvme0n2", "nvme0n10", true},
 	} {
-		if got := lessName(tc.a, tc.b); got != tc.want {
-			t.Errorf("lessName(%q, %q) = %v, want %v", tc.a, tc.b, got, tc.want)
+		if got := LessName(tc.a, tc.b); got != tc.want {
+			t.Errorf("LessName(%q, %q) = %v, want %v", tc.a, tc.b, got, tc.want)
 		}
 	}
 }

@@ -20,7 +20,7 @@
 //     BLKDISCARD) in disk_linux.go.
 //
 // Table logic works on plain io.ReaderAt/io.WriterAt, so it is tested on
-// files; fake sysfs trees ([TestingConfig], [Config.AddFakeDisk]) stand in
+// files; fake sysfs trees (package partitiontest) stand in
 // for a machine's disks.
 //
 // It does not own what is written into the partitions (package imager),

@@ -1,4 +1,4 @@
-package partition
+package partition_test
 
 import (
 	"bytes"
@@ -14,11 +14,14 @@ import (
 	"strings"
 	"testing"
 
+	. "github.com/pxeswarm/pxeswarm/partition"
+
 	"github.com/google/go-cmp/cmp"
 	"golang.org/x/sys/unix"
 
 	"github.com/pxeswarm/pxeswarm/imager"
 	"github.com/pxeswarm/pxeswarm/internal/needs"
+	"github.com/pxeswarm/pxeswarm/internal/testlog"
 )
 
 // loopDevice attaches a sparse file of size bytes as a loop device (with
@@ -41,8 +44,8 @@ func loopDevice(t *testing.T, size int64, noPartscan bool) (dev, backing string)
 		// Without partscan, detaching leaves partitions added by BLKPG
 		// behind on the free loop device: remove them first.
 		if f, err := os.Open(dev); err == nil {
-			for _, p := range sysPartitions(filepath.Join("/sys/block", filepath.Base(dev)), "/dev") {
-				if err := deletePartition(f, p.Number); err != nil {
+			for _, p := range SysPartitions(filepath.Join("/sys/block", filepath.Base(dev)), "/dev") {
+				if err := DeletePartition(f, p.Number); err != nil {
 					t.Errorf("remove partition %s: %v", p.Name, err)
 				}
 			}
@@ -60,7 +63,7 @@ func loopDevice(t *testing.T, size int64, noPartscan bool) (dev, backing string)
 func listOnly(t *testing.T, c Config, devs ...string) []Disk {
 	t.Helper()
 	c.IncludeVirtual = true
-	all, err := c.List(imager.TestLogger(t))
+	all, err := c.List(testlog.New(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,7 +112,7 @@ func TestLoopCreateTableGPT(t *testing.T) {
 	dev, _ := loopDevice(t, 64*MiB, false)
 	im, srcs := realImage(t)
 	var c Config
-	places, err := c.CreateTable(context.Background(), imager.TestLogger(t), dev, im)
+	places, err := c.CreateTable(context.Background(), testlog.New(t), dev, im)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -193,7 +196,7 @@ func TestLoopCreateTableGPT(t *testing.T) {
 func TestLoopRecreateMBR(t *testing.T) {
 	dev, _ := loopDevice(t, 64*MiB, false)
 	var c Config
-	log := imager.TestLogger(t)
+	log := testlog.New(t)
 	gptImage := testImage("gpt3", "gpt", imager.PartInfo{Number: 1, Size: MiB}, imager.PartInfo{Number: 2, Size: MiB}, imager.PartInfo{Number: 3, Size: MiB})
 	if _, err := c.CreateTable(context.Background(), log, dev, gptImage); err != nil {
 		t.Fatal(err)
@@ -210,7 +213,7 @@ func TestLoopRecreateMBR(t *testing.T) {
 	}
 	d := listOnly(t, c, dev)[0]
 	var kernel []string
-	for _, p := range sysPartitions(filepath.Join("/sys/block", d.Name), "/dev") {
+	for _, p := range SysPartitions(filepath.Join("/sys/block", d.Name), "/dev") {
 		kernel = append(kernel, fmt.Sprintf("%s@%d+%d", p.Name, p.Start, p.Size))
 	}
 	name := filepath.Base(dev)
@@ -240,7 +243,7 @@ func TestLoopTooSmall(t *testing.T) {
 	before := sha(t, backing)
 	im := testImage("win11", "gpt", imager.PartInfo{Number: 1, Size: 4 * MiB}, imager.PartInfo{Number: 2, Size: 4 * MiB})
 	var c Config
-	_, err := c.CreateTable(context.Background(), imager.TestLogger(t), dev, im)
+	_, err := c.CreateTable(context.Background(), testlog.New(t), dev, im)
 	if want := fmt.Sprintf("target %s (8MiB) is smaller than image win11 (9.0MiB): pick a larger disk or a smaller image", dev); !errors.Is(err, ErrTooSmall) || !strings.Contains(err.Error(), want) {
 		t.Errorf("CreateTable(8 MiB disk, 9 MiB image) = %v, want %q", err, want)
 	}
@@ -258,7 +261,7 @@ func TestLoopBootMedium(t *testing.T) {
 	stick, stickFile := loopDevice(t, 32*MiB, false)
 	disk, diskFile := loopDevice(t, 64*MiB, false)
 	var c Config
-	log := imager.TestLogger(t)
+	log := testlog.New(t)
 	esp := testImage("stick", "gpt", imager.PartInfo{Number: 1, Size: 8 * MiB, Type: efiType, Label: DefaultBootLabel})
 	if _, err := c.CreateTable(context.Background(), log, stick, esp); err != nil {
 		t.Fatal(err)
@@ -303,7 +306,7 @@ func TestLoopBootMedium(t *testing.T) {
 func TestLoopInUse(t *testing.T) {
 	dev, backing := loopDevice(t, 64*MiB, false)
 	var c Config
-	log := imager.TestLogger(t)
+	log := testlog.New(t)
 	im := testImage("one", "gpt", imager.PartInfo{Number: 1, Size: 8 * MiB})
 	places, err := c.CreateTable(context.Background(), log, dev, im)
 	if err != nil {
@@ -336,7 +339,7 @@ func TestLoopDiscard(t *testing.T) {
 			t.Fatal(err)
 		}
 		c := Config{Discard: disc}
-		if _, err := c.CreateTable(context.Background(), imager.TestLogger(t), dev, testImage("x", "gpt", imager.PartInfo{Number: 1, Size: 16 * MiB})); err != nil {
+		if _, err := c.CreateTable(context.Background(), testlog.New(t), dev, testImage("x", "gpt", imager.PartInfo{Number: 1, Size: 16 * MiB})); err != nil {
 			t.Fatal(err)
 		}
 		f, _ := os.Open(backing)
@@ -358,7 +361,7 @@ func TestLoopNoPartscan(t *testing.T) {
 	dev, backing := loopDevice(t, 32*MiB, true)
 	var c Config
 	im := testImage("x", "gpt", imager.PartInfo{Number: 1, Size: 4 * MiB}, imager.PartInfo{Number: 2, Size: 4 * MiB})
-	places, err := c.CreateTable(context.Background(), imager.TestLogger(t), dev, im)
+	places, err := c.CreateTable(context.Background(), testlog.New(t), dev, im)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/diskfs/go-diskfs/partition/mbr"
 	"github.com/google/uuid"
 	"github.com/pxeswarm/pxeswarm/imager"
+	"github.com/pxeswarm/pxeswarm/internal/bytesize"
 )
 
 // Table is a partition table as read from a disk or planned from a layout.
@@ -247,7 +248,7 @@ func PlanTable(layout imager.Layout, size int64, sectorSize int) (*Table, error)
 	}
 	if size/int64(sectorSize)*int64(sectorSize) < need {
 		return nil, fmt.Errorf("%w: a disk of %s is smaller than the %s this %s layout needs: pick a larger disk or a smaller image",
-			ErrTooSmall, imager.FormatBytes(size), imager.FormatBytes(need), layout.Table)
+			ErrTooSmall, bytesize.Format(size), bytesize.Format(need), layout.Table)
 	}
 	return &Table{Kind: layout.Table, GUID: sig, SectorSize: sectorSize, Partitions: parts}, nil
 }
@@ -441,7 +442,7 @@ func WriteTable(rw imager.ReadWriterAt, size int64, t *Table) error {
 		}
 		if p.Start+p.Size > limit {
 			return fmt.Errorf("%w: partition %d ends at byte %d, past the %s usable on a disk of %s",
-				ErrTooSmall, p.Number, p.Start+p.Size, imager.FormatBytes(limit), imager.FormatBytes(size))
+				ErrTooSmall, p.Number, p.Start+p.Size, bytesize.Format(limit), bytesize.Format(size))
 		}
 	}
 	if err := wipeGap(f, t); err != nil {

@@ -1,4 +1,4 @@
-package partition
+package partition_test
 
 import (
 	"bytes"
@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	. "github.com/pxeswarm/pxeswarm/partition"
 
 	"github.com/google/go-cmp/cmp"
 

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/pxeswarm/pxeswarm/imager"
+	"github.com/pxeswarm/pxeswarm/internal/bytesize"
 )
 
 // First selects the first disk that can be a target: see [Choose].
@@ -332,7 +333,7 @@ func fits(t Target, im *imager.Image) error {
 
 func tooSmall(what string, have int64, image string, need int64, kind string) error {
 	return fmt.Errorf("%w: target %s (%s) is smaller than image %s (%s): pick a larger %s or a smaller image",
-		ErrTooSmall, what, imager.FormatBytes(have), image, imager.FormatBytes(need), kind)
+		ErrTooSmall, what, bytesize.Format(have), image, bytesize.Format(need), kind)
 }
 
 // Place is where one image file goes.
@@ -351,7 +352,7 @@ func (p Place) String() string {
 	if p.Offset == 0 {
 		return p.Path
 	}
-	return fmt.Sprintf("%s at %s", p.Path, imager.FormatBytes(p.Offset))
+	return fmt.Sprintf("%s at %s", p.Path, bytesize.Format(p.Offset))
 }
 
 // placeOn addresses partition p of disk d for file f.
@@ -473,7 +474,7 @@ func OpenParts(places []Place) (parts []imager.Part, closeAll func() error, err 
 			for _, other := range places {
 				if other.Path == pl.Path && (other.Offset < 0 || other.Size < other.Length || other.Offset > size-other.Size) {
 					return nil, nil, fmt.Errorf("%w: %s (%s) cannot hold partition %d (%s at %s)",
-						ErrTooSmall, pl.Path, imager.FormatBytes(size), other.Number, imager.FormatBytes(other.Size), imager.FormatBytes(other.Offset))
+						ErrTooSmall, pl.Path, bytesize.Format(size), other.Number, bytesize.Format(other.Size), bytesize.Format(other.Offset))
 				}
 			}
 		}

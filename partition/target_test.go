@@ -1,4 +1,4 @@
-package partition
+package partition_test
 
 import (
 	"bytes"
@@ -9,6 +9,10 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pxeswarm/pxeswarm/internal/testlog"
+	. "github.com/pxeswarm/pxeswarm/partition"
+	"github.com/pxeswarm/pxeswarm/partition/partitiontest"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/pxeswarm/pxeswarm/imager"
@@ -197,12 +201,12 @@ func TestMap(t *testing.T) {
 // places are offsets into the file, and OpenParts writes each part inside
 // its partition and nowhere else.
 func TestCreateTableFile(t *testing.T) {
-	c := TestingConfig(t)
+	c := partitiontest.Machine(t)
 	im := testImage("twoparts", "gpt",
 		imager.PartInfo{Number: 1, Size: 3*MiB + 5, Type: efiType, Label: "ESP", GUID: guid1},
 		imager.PartInfo{Number: 2, Start: 8 * MiB, Size: 4 * MiB, Label: "root"})
 	disk := sparse(t, 32*MiB).Name()
-	places, err := c.CreateTable(context.Background(), imager.TestLogger(t), disk, im)
+	places, err := c.CreateTable(context.Background(), testlog.New(t), disk, im)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -252,7 +256,7 @@ func TestCreateTableFile(t *testing.T) {
 }
 
 func TestCreateTableRefuses(t *testing.T) {
-	c := TestingConfig(t)
+	c := partitiontest.Machine(t)
 	win11 := testImage("win11", "gpt", imager.PartInfo{Number: 1, Size: 100 * MiB}, imager.PartInfo{Number: 2, Size: 200 * MiB})
 	for _, tc := range []struct {
 		name string
@@ -266,7 +270,7 @@ func TestCreateTableRefuses(t *testing.T) {
 		{"mbr with five", GiB, testImage("five", "mbr", imager.PartInfo{Number: 1, Size: MiB}, imager.PartInfo{Number: 5, Size: MiB}), ErrLayout, "primary partitions 1-4"},
 	} {
 		f := sparse(t, tc.size)
-		_, err := c.CreateTable(context.Background(), imager.TestLogger(t), f.Name(), tc.im)
+		_, err := c.CreateTable(context.Background(), testlog.New(t), f.Name(), tc.im)
 		if !errors.Is(err, tc.err) || !strings.Contains(err.Error(), tc.msg) {
 			t.Errorf("%s: CreateTable() = %v, want %v with %q", tc.name, err, tc.err, tc.msg)
 		}
@@ -283,9 +287,9 @@ func TestCreateTableRefuses(t *testing.T) {
 // CreateTable made in a disk image file.
 func TestCreateTableThenFetch(t *testing.T) {
 	im, srcs := realImage(t)
-	c := TestingConfig(t)
+	c := partitiontest.Machine(t)
 	disk := sparse(t, 64*MiB).Name()
-	places, err := c.CreateTable(context.Background(), imager.TestLogger(t), disk, im)
+	places, err := c.CreateTable(context.Background(), testlog.New(t), disk, im)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -323,7 +327,7 @@ func realImage(t *testing.T) (*imager.Image, []string) {
 		}
 		srcs = append(srcs, p)
 	}
-	im, err := imager.Create(context.Background(), imager.TestLogger(t), imager.CreateConfig{
+	im, err := imager.Create(context.Background(), testlog.New(t), imager.CreateConfig{
 		Name: "parttest", Sources: srcs, Table: "gpt", PieceLength: 1 << 20,
 		Parts: []imager.PartInfo{
 			{Number: 1, Size: 4 * MiB, Type: efiType, Label: "ESP", GUID: guid1},
@@ -340,19 +344,19 @@ func realImage(t *testing.T) (*imager.Image, []string) {
 // target, over loopback.
 func fetchParts(t *testing.T, im *imager.Image, srcs []string, target func(*imager.Config)) {
 	t.Helper()
-	seed := imager.TestingConfig(t)
+	seed := imager.Config{Listen: "127.0.0.1:0", ProgressEvery: 200 * time.Millisecond}
 	seed.Image, seed.Paths, seed.Mode, seed.Trackers = im, srcs, imager.ModeSeed, []string{}
-	s, err := seed.Start(context.Background(), imager.TestLogger(t))
+	s, err := seed.Join(context.Background(), testlog.New(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	cfg := imager.TestingConfig(t)
+	cfg := imager.Config{Listen: "127.0.0.1:0", ProgressEvery: 200 * time.Millisecond}
 	cfg.Image, cfg.Mode, cfg.Trackers, cfg.Peers = im, imager.ModeFresh, []string{}, []string{s.ListenAddr()}
 	target(&cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	if _, err := cfg.Run(ctx, imager.TestLogger(t), 0); err != nil {
+	if _, err := cfg.Run(ctx, testlog.New(t), 0); err != nil {
 		t.Fatalf("fetch: %v", err)
 	}
 }

@@ -25,12 +25,11 @@ import (
 
 	"github.com/pxeswarm/pxeswarm/internal/needs"
 	"github.com/pxeswarm/pxeswarm/internal/netns"
+	"github.com/pxeswarm/pxeswarm/internal/testlog"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/dhcpv4/nclient4"
-
-	"github.com/pxeswarm/pxeswarm/imager"
 )
 
 var (
@@ -62,7 +61,7 @@ func testDHCPConfig(t *testing.T, mode DHCPMode) DHCPConfig {
 
 func newTestHandler(t *testing.T, c DHCPConfig) *DHCPHandler {
 	t.Helper()
-	h, err := c.Handler(imager.TestLogger(t))
+	h, err := c.Handler(testlog.New(t))
 	if err != nil {
 		t.Fatalf("Handler() = %v", err)
 	}
@@ -763,7 +762,7 @@ func TestDHCPLeaseFileCorrupt(t *testing.T) {
 			if err := os.WriteFile(cfg.LeaseFile, []byte(content), 0o600); err != nil {
 				t.Fatal(err)
 			}
-			_, err := cfg.Handler(imager.TestLogger(t))
+			_, err := cfg.Handler(testlog.New(t))
 			if !errors.Is(err, ErrLeaseFile) || !strings.Contains(err.Error(), "mv "+cfg.LeaseFile) {
 				t.Errorf("Handler() with a %s lease file = %v, want ErrLeaseFile telling to move it aside", name, err)
 			}
@@ -772,7 +771,7 @@ func TestDHCPLeaseFileCorrupt(t *testing.T) {
 	// A lease from an old network is dropped, not fatal.
 	cfg := testDHCPConfig(t, DHCPFull)
 	os.WriteFile(cfg.LeaseFile, []byte(`{"version":1,"leases":[{"mac":"52:54:00:00:00:01","ip":"198.19.0.100","expires":"2026-03-01T09:00:00Z"}]}`), 0o600)
-	h, err := cfg.Handler(imager.TestLogger(t))
+	h, err := cfg.Handler(testlog.New(t))
 	if err != nil {
 		t.Fatalf("Handler() with a lease outside the network = %v, want it dropped", err)
 	}
@@ -1264,7 +1263,7 @@ func TestDHCPProxyLive(t *testing.T) {
 	client := lan.AddHost(t, "client", netip.Prefix{}, netns.MAC(0x21))
 	capture := captureDHCP(t, lan, sentBy(tServer))
 	srv := startDHCPServer(t, lan.NS, DHCPConfig{Mode: DHCPProxy, Interface: lan.Bridge, ServerURL: tURL})
-	log := imager.TestLogger(t)
+	log := testlog.New(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
 	defer cancel()
 

@@ -11,8 +11,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/insomniacslk/dhcp/dhcpv4"
-	"github.com/pxeswarm/pxeswarm/imager"
 	"github.com/pxeswarm/pxeswarm/internal/netns"
+	"github.com/pxeswarm/pxeswarm/internal/testlog"
 )
 
 // TestDiscoverFull: Discover against pxeswarm in full mode gets a pool
@@ -34,7 +34,7 @@ func TestDiscoverFull(t *testing.T) {
 	}
 	srv := startDHCPServer(t, lan.NS, cfg)
 	agent := lan.AddHost(t, "agent", netip.Prefix{}, netns.MAC(0x31))
-	log := imager.TestLogger(t)
+	log := testlog.New(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	dcfg := DiscoverConfig{Interface: agent.Link, URLOption: 231, Timeout: time.Second, Retries: 3}
@@ -92,7 +92,7 @@ func TestDiscoverNoServer(t *testing.T) {
 	defer cancel()
 	start := time.Now()
 	err := agent.Do(func() error {
-		_, err := Discover(ctx, imager.TestLogger(t), DiscoverConfig{Interface: agent.Link, Timeout: 200 * time.Millisecond, Retries: 2})
+		_, err := Discover(ctx, testlog.New(t), DiscoverConfig{Interface: agent.Link, Timeout: 200 * time.Millisecond, Retries: 2})
 		return err
 	})
 	took := time.Since(start)

@@ -10,7 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/pxeswarm/pxeswarm/imager"
+	"github.com/pxeswarm/pxeswarm/internal/version"
 )
 
 // store returns the Store for the API routes, answering 503 without one.
@@ -127,7 +127,7 @@ type ImageStatus struct {
 
 func (s *bootServer) serveStatus(w http.ResponseWriter, r *http.Request) {
 	st := Status{
-		Version: imager.Version(), Uptime: time.Since(s.started).Round(time.Second).String(),
+		Version: version.String(), Uptime: time.Since(s.started).Round(time.Second).String(),
 		Tasks: map[TaskState]int{}, Images: []ImageStatus{},
 		AdminAPI: s.cfg.AdminToken != "", Tracker: s.cfg.Tracker != nil,
 	}

@@ -26,6 +26,7 @@ import (
 
 	"github.com/pxeswarm/pxeswarm/imager"
 	"github.com/pxeswarm/pxeswarm/internal/needs"
+	"github.com/pxeswarm/pxeswarm/internal/testlog"
 	"github.com/pxeswarm/pxeswarm/tracker"
 )
 
@@ -131,7 +132,7 @@ func newFixture(t testing.TB, mod func(*HTTPConfig)) *fixture {
 	if mod != nil {
 		mod(&f.cfg)
 	}
-	f.h, err = f.cfg.HandlerWithLog(imager.TestLogger(t))
+	f.h, err = f.cfg.HandlerWithLog(testlog.New(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -410,7 +411,7 @@ func TestPlanImageGone(t *testing.T) {
 	// The same store under a server that no longer publishes "demo".
 	cfg := f.cfg
 	cfg.Images = nil
-	h, err := cfg.HandlerWithLog(imager.TestLogger(t))
+	h, err := cfg.HandlerWithLog(testlog.New(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -706,7 +707,7 @@ func serve(t *testing.T, cfg HTTPConfig) string {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- cfg.Serve(ctx, imager.TestLogger(t), ln) }()
+	go func() { done <- cfg.Serve(ctx, testlog.New(t), ln) }()
 	t.Cleanup(func() {
 		cancel()
 		select {
@@ -788,7 +789,7 @@ func TestTorrentAndWebSeed(t *testing.T) {
 	cfg.PublicURL = "http://" + ln.Addr().String()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- cfg.Serve(ctx, imager.TestLogger(t), ln) }()
+	go func() { done <- cfg.Serve(ctx, testlog.New(t), ln) }()
 	defer func() { cancel(); <-done }()
 	base := cfg.PublicURL
 
@@ -835,9 +836,9 @@ func TestTorrentAndWebSeed(t *testing.T) {
 	// A real BitTorrent client fetches the image from the web seed only.
 	dir := t.TempDir()
 	targets := []string{filepath.Join(dir, "t1"), filepath.Join(dir, "t2")}
-	icfg := imager.TestingConfig(t)
+	icfg := imager.Config{Listen: "127.0.0.1:0", ProgressEvery: 200 * time.Millisecond}
 	icfg.Image, icfg.Paths, icfg.Mode = im, targets, imager.ModeFresh
-	sess, err := icfg.Start(context.Background(), imager.TestLogger(t))
+	sess, err := icfg.Join(context.Background(), testlog.New(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -861,7 +862,7 @@ func TestTorrentAndWebSeed(t *testing.T) {
 // TestTrackerShared mounts a real tracker on the same port and reads the
 // swarm statistics through the API.
 func TestTrackerShared(t *testing.T) {
-	trk, err := tracker.New(tracker.TestingConfig(t), imager.TestLogger(t))
+	trk, err := tracker.New(tracker.Config{Listen: "127.0.0.1:0", Interval: time.Second, PeerTTL: 3 * time.Second}, testlog.New(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -939,7 +940,7 @@ func TestHTTPConfigErrors(t *testing.T) {
 	if want, _ := os.ReadFile(tp); !bytes.Equal(w.Body.Bytes(), want) {
 		t.Errorf("torrent from path: served %d bytes, want the file's %d", w.Body.Len(), len(want))
 	}
-	other, err := imager.Create(context.Background(), imager.TestLogger(t), imager.CreateConfig{Name: "other", Sources: paths[1:], PieceLength: imager.MinPieceLength})
+	other, err := imager.Create(context.Background(), testlog.New(t), imager.CreateConfig{Name: "other", Sources: paths[1:], PieceLength: imager.MinPieceLength})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -953,13 +954,13 @@ func TestHTTPConfigErrors(t *testing.T) {
 func TestStartStop(t *testing.T) {
 	f := newFixture(t, nil)
 	cfg := f.cfg
-	if err := cfg.Start(context.Background(), imager.TestLogger(t)); !errors.Is(err, ErrBadHTTPConfig) {
+	if err := cfg.Start(context.Background(), testlog.New(t)); !errors.Is(err, ErrBadHTTPConfig) {
 		t.Errorf("Start without Listen = %v, want ErrBadHTTPConfig", err)
 	}
 	cfg.Listen = "127.0.0.1:0"
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
-	if err := cfg.Start(ctx, imager.TestLogger(t)); err != nil {
+	if err := cfg.Start(ctx, testlog.New(t)); err != nil {
 		t.Errorf("Start until the context ends = %v, want nil", err)
 	}
 	// A taken port fails with a hint.
@@ -969,7 +970,7 @@ func TestStartStop(t *testing.T) {
 	}
 	defer ln.Close()
 	cfg.Listen = ln.Addr().String()
-	if err := cfg.Start(context.Background(), imager.TestLogger(t)); err == nil || !strings.Contains(err.Error(), "free port") {
+	if err := cfg.Start(context.Background(), testlog.New(t)); err == nil || !strings.Contains(err.Error(), "free port") {
 		t.Errorf("Start on a taken port = %v", err)
 	}
 }

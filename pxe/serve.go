@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/pxeswarm/pxeswarm/imager"
+	"github.com/pxeswarm/pxeswarm/internal/bytesize"
 	"github.com/pxeswarm/pxeswarm/tracker"
 )
 
@@ -343,7 +344,7 @@ func (s *Site) makeTorrent(ctx context.Context, log *slog.Logger, si SiteImage) 
 			}
 		}
 	}
-	log.Info("image: making torrent (hashing the whole source once; cached afterwards)", "image", si.Name, "source", src, "size", imager.FormatBytes(size))
+	log.Info("image: making torrent (hashing the whole source once; cached afterwards)", "image", si.Name, "source", src, "size", bytesize.Format(size))
 	last := time.Now()
 	im, err := imager.Create(ctx, log, imager.CreateConfig{Name: si.Name, Sources: []string{src}, PieceLength: piece,
 		Progress: func(p imager.Progress) {

@@ -15,6 +15,7 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"github.com/pxeswarm/pxeswarm/imager"
+	"github.com/pxeswarm/pxeswarm/internal/bytesize"
 )
 
 // ErrBadConfig is wrapped by every site-config error.
@@ -198,7 +199,7 @@ func (d *duration) UnmarshalText(b []byte) error {
 type ByteSize int64
 
 func (b *ByteSize) UnmarshalText(t []byte) error {
-	n, err := imager.ParseBytes(string(t))
+	n, err := bytesize.Parse(string(t))
 	if err != nil {
 		return err
 	}

@@ -13,8 +13,8 @@ import (
 
 	"github.com/pin/tftp/v3"
 
-	"github.com/pxeswarm/pxeswarm/imager"
 	"github.com/pxeswarm/pxeswarm/internal/needs"
+	"github.com/pxeswarm/pxeswarm/internal/testlog"
 )
 
 // TestTFTPWithTFTPHPA downloads the iPXE binary with the real tftp-hpa
@@ -46,7 +46,7 @@ func TestTFTPWithTFTPHPA(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() {
-		done <- TFTPConfig{Root: root}.Serve(ctx, imager.TestLogger(t), conn)
+		done <- TFTPConfig{Root: root}.Serve(ctx, testlog.New(t), conn)
 	}()
 	defer func() {
 		cancel()

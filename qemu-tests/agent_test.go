@@ -10,9 +10,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pxeswarm/pxeswarm/imager"
 	"github.com/pxeswarm/pxeswarm/initramfs"
+	"github.com/pxeswarm/pxeswarm/internal/bytesize"
 	"github.com/pxeswarm/pxeswarm/internal/qemu"
+	"github.com/pxeswarm/pxeswarm/internal/testlog"
 	"github.com/pxeswarm/pxeswarm/pxe"
 )
 
@@ -24,7 +25,7 @@ func (c *classroom) startDirect(t *testing.T, v *vm, initrd string) *qemu.VM {
 	m, err := qemu.Config{Name: v.name, Memory: 768, NetNS: c.lan.NS.Name, Tap: v.tap, MAC: v.mac,
 		Kernel: c.kernel, Initramfs: initrd, Append: "console=ttyS0 panic=-1",
 		Disks: []qemu.Disk{{Path: v.disk}}, Timeout: 10 * time.Minute, Console: &v.console,
-	}.Start(c.ctx, imager.TestLogger(t))
+	}.Boot(c.ctx, testlog.New(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,7 +113,7 @@ func TestAgent(t *testing.T) {
 	if peers <= 0 {
 		t.Errorf("neither machine got bytes from the other: the swarm did not swarm")
 	}
-	t.Logf("bytes the two machines got from each other: %s", imager.FormatBytes(peers))
+	t.Logf("bytes the two machines got from each other: %s", bytesize.Format(peers))
 	if fileSum(t, small.disk) != smallSum || fileSum(t, foreign.disk) != foreignSum {
 		t.Error("a refused machine's disk changed")
 	}

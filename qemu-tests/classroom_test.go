@@ -15,10 +15,11 @@ import (
 	"time"
 
 	"github.com/pxeswarm/pxeswarm/build"
-	"github.com/pxeswarm/pxeswarm/imager"
 	"github.com/pxeswarm/pxeswarm/initramfs"
+	"github.com/pxeswarm/pxeswarm/internal/bytesize"
 	"github.com/pxeswarm/pxeswarm/internal/netns"
 	"github.com/pxeswarm/pxeswarm/internal/qemu"
+	"github.com/pxeswarm/pxeswarm/internal/testlog"
 	"github.com/pxeswarm/pxeswarm/partition"
 	"github.com/pxeswarm/pxeswarm/pxe"
 	"github.com/pxeswarm/pxeswarm/tracker"
@@ -58,7 +59,7 @@ func newClassroom(t *testing.T, tag, mode string, extra ...string) *classroom {
 		t.Fatalf("pxeswarm build initramfs: %v\n%s", err, out)
 	}
 	t.Logf("initramfs built in %v:\n%s", time.Since(start).Round(time.Second), out)
-	tos, err := build.TestOSConfig{Dir: filepath.Join(work, "testos"), ESPSize: 40 << 20, DataSize: 16 << 20}.Build(ctx, imager.TestLogger(t))
+	tos, err := build.TestOSConfig{Dir: filepath.Join(work, "testos"), ESPSize: 40 << 20, DataSize: 16 << 20}.Build(ctx, testlog.New(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,7 +145,7 @@ func (c *classroom) start(t *testing.T, v *vm) *qemu.VM {
 	m, err := qemu.Config{Name: v.name, Firmware: v.fw, Memory: 768, NetNS: c.lan.NS.Name, Tap: v.tap, MAC: v.mac,
 		BootNetwork: true, Disks: []qemu.Disk{{Path: v.disk}}, Timeout: 10 * time.Minute, Console: &v.console,
 		FirmwareLog: v.disk + ".fw.log",
-	}.Start(c.ctx, imager.TestLogger(t))
+	}.Boot(c.ctx, testlog.New(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -203,8 +204,8 @@ func fromPeers(t *testing.T, console string) int64 {
 		t.Errorf("no 'image written' line on the console")
 		return 0
 	}
-	down, err1 := imager.ParseBytes(m[1])
-	seed, err2 := imager.ParseBytes(m[2])
+	down, err1 := bytesize.Parse(m[1])
+	seed, err2 := bytesize.Parse(m[2])
 	if err1 != nil || err2 != nil {
 		t.Errorf("image written line %q: %v %v", m[0], err1, err2)
 	}
@@ -284,12 +285,12 @@ func TestClassroom(t *testing.T) {
 	}
 	for _, v := range vms {
 		c.checkDisk(t, v)
-		t.Logf("%s says it got %s from other terminals", v.name, imager.FormatBytes(fromPeers(t, v.console.String())))
+		t.Logf("%s says it got %s from other terminals", v.name, bytesize.Format(fromPeers(t, v.console.String())))
 	}
 	// The tracker's statistics: the machines uploaded to each other.
 	var peers int64
 	for addr, n := range c.machineUploads(t) {
-		t.Logf("tracker: machine %s uploaded %s", addr, imager.FormatBytes(n))
+		t.Logf("tracker: machine %s uploaded %s", addr, bytesize.Format(n))
 		peers += n
 	}
 	if peers <= 0 {
@@ -410,14 +411,14 @@ func TestClassroomPowerLoss(t *testing.T) {
 	if m2 == nil {
 		t.Fatal("no 'image written' line after the restart")
 	}
-	down, err := imager.ParseBytes(m2[1])
+	down, err := bytesize.Parse(m2[1])
 	if err != nil {
 		t.Fatal(err)
 	}
 	if down >= c.tos.Image.Length {
-		t.Errorf("after the power cut it downloaded %s, want less than the image (%s)", m2[1], imager.FormatBytes(c.tos.Image.Length))
+		t.Errorf("after the power cut it downloaded %s, want less than the image (%s)", m2[1], bytesize.Format(c.tos.Image.Length))
 	}
-	t.Logf("resumed: downloaded %s of %s", m2[1], imager.FormatBytes(c.tos.Image.Length))
+	t.Logf("resumed: downloaded %s of %s", m2[1], bytesize.Format(c.tos.Image.Length))
 	c.checkDisk(t, v)
 	if task := c.tasks(t)[v.mac]; task.State != pxe.TaskDone {
 		t.Errorf("task %+v, want done", task)

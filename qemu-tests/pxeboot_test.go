@@ -19,10 +19,10 @@ import (
 	"time"
 
 	"github.com/pxeswarm/pxeswarm/build"
-	"github.com/pxeswarm/pxeswarm/imager"
 	"github.com/pxeswarm/pxeswarm/internal/needs"
 	"github.com/pxeswarm/pxeswarm/internal/netns"
 	"github.com/pxeswarm/pxeswarm/internal/qemu"
+	"github.com/pxeswarm/pxeswarm/internal/testlog"
 	"github.com/pxeswarm/pxeswarm/pxe"
 )
 
@@ -183,7 +183,7 @@ type machine struct {
 // agent would; it returns the disk and the marker the booted OS prints.
 func testOSDisk(t *testing.T, dir string) (string, string) {
 	t.Helper()
-	tos, err := build.TestOSConfig{Dir: dir, ESPSize: 40 << 20, DataSize: 1 << 20}.Build(context.Background(), imager.TestLogger(t))
+	tos, err := build.TestOSConfig{Dir: dir, ESPSize: 40 << 20, DataSize: 1 << 20}.Build(context.Background(), testlog.New(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -224,7 +224,7 @@ func (env *bootEnv) boot(t *testing.T, machines []machine) {
 				var console syncBuffer
 				vm, err := qemu.Config{Name: m.name, Firmware: m.fw, NetNS: env.lan.NS.Name, Tap: env.lan.AddTap(t), MAC: m.mac,
 					BootNetwork: true, Disks: []qemu.Disk{{Path: disk}}, Timeout: 5 * time.Minute, Console: &console,
-				}.Start(context.Background(), imager.TestLogger(t))
+				}.Boot(context.Background(), testlog.New(t))
 				if err != nil {
 					t.Fatal(err)
 				}

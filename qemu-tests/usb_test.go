@@ -10,9 +10,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pxeswarm/pxeswarm/imager"
 	"github.com/pxeswarm/pxeswarm/initramfs"
 	"github.com/pxeswarm/pxeswarm/internal/qemu"
+	"github.com/pxeswarm/pxeswarm/internal/testlog"
 	"github.com/pxeswarm/pxeswarm/pxe"
 	"github.com/pxeswarm/pxeswarm/tracker"
 )
@@ -43,7 +43,7 @@ func (c *classroom) startStick(t *testing.T, v *vm, stick string, disks ...strin
 	}
 	m, err := qemu.Config{Name: v.name, Firmware: qemu.UEFI, Memory: 768, NetNS: c.lan.NS.Name, Tap: v.tap, MAC: v.mac,
 		Disks: ds, Timeout: 10 * time.Minute, Console: &v.console,
-	}.Start(c.ctx, imager.TestLogger(t))
+	}.Boot(c.ctx, testlog.New(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,30 +2,29 @@ package tracker
 
 import (
 	"crypto/sha1"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/anacrolix/torrent/bencode"
+	"github.com/pxeswarm/pxeswarm/internal/testlog"
 )
 
-// tWriter routes slog output to t.Log.
-type tWriter struct{ t testing.TB }
-
-func (w tWriter) Write(p []byte) (int, error) {
-	w.t.Helper()
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
-}
-
-func testLogger(t testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+// testingConfig returns a Config for tests: loopback listen on a free
+// port, 1s interval, short peer TTL, small caps.
+func testingConfig(t testing.TB) Config {
+	t.Helper()
+	return Config{
+		Listen:        "127.0.0.1:0",
+		Interval:      time.Second,
+		PeerTTL:       3 * time.Second,
+		MaxPeers:      50,
+		MaxSwarmPeers: 256,
+	}
 }
 
 // fakeClock is a settable clock for Tracker.now.
@@ -49,7 +48,7 @@ func (c *fakeClock) Advance(d time.Duration) {
 // newTestTracker returns a tracker on a fake clock.
 func newTestTracker(t testing.TB, cfg Config) (*Tracker, *fakeClock) {
 	t.Helper()
-	tr, err := New(cfg, testLogger(t))
+	tr, err := New(cfg, testlog.New(t))
 	if err != nil {
 		t.Fatalf("New(%+v) = %v, want nil error", cfg, err)
 	}

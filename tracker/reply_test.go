@@ -12,7 +12,7 @@ import (
 // "failure reason" key at all, even empty; Transmission treats its
 // presence as an error and never asks for peers (seen with 3.00).
 func TestSuccessReplyHasNoFailureKey(t *testing.T) {
-	tr, _ := newTestTracker(t, TestingConfig(t))
+	tr, _ := newTestTracker(t, testingConfig(t))
 	ih := hashOf("img")
 	tr.Publish(ih, "img")
 	// The extra keys Transmission 3.00 sends.

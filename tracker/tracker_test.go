@@ -22,12 +22,13 @@ import (
 	anacrolixTracker "github.com/anacrolix/torrent/tracker"
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
+	"github.com/pxeswarm/pxeswarm/internal/testlog"
 )
 
 // TestRoundTrip announces over loopback with anacrolix's own tracker
 // client and checks what a real client sees.
 func TestRoundTrip(t *testing.T) {
-	tr, err := New(TestingConfig(t), testLogger(t))
+	tr, err := New(testingConfig(t), testlog.New(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -152,7 +153,7 @@ func rawGet(t *testing.T, addr, target string) (int, []byte) {
 }
 
 func TestAnnounceFailures(t *testing.T) {
-	tr, _ := newTestTracker(t, TestingConfig(t))
+	tr, _ := newTestTracker(t, testingConfig(t))
 	ih := hashOf("image")
 	tr.Publish(ih, "image")
 	srv := httptest.NewServer(tr.Handler())
@@ -211,7 +212,7 @@ func TestAnnounceFailures(t *testing.T) {
 }
 
 func TestAnnounceNumWantAndStopped(t *testing.T) {
-	cfg := TestingConfig(t)
+	cfg := testingConfig(t)
 	cfg.MaxPeers = 3
 	tr, _ := newTestTracker(t, cfg)
 	ih := hashOf("image")
@@ -247,7 +248,7 @@ func TestAnnounceNumWantAndStopped(t *testing.T) {
 
 // The announce port, not the TCP source port, names the peer.
 func TestAnnounceUsesAnnouncedPort(t *testing.T) {
-	tr, _ := newTestTracker(t, TestingConfig(t))
+	tr, _ := newTestTracker(t, testingConfig(t))
 	ih := hashOf("image")
 	tr.Publish(ih, "image")
 	announceFrom(t, tr.Handler(), "10.0.0.7:40001", query(ih, peerID(1), 6881).Encode())
@@ -264,7 +265,7 @@ func TestAnnounceUsesAnnouncedPort(t *testing.T) {
 }
 
 func TestExpiry(t *testing.T) {
-	cfg := TestingConfig(t) // Interval 1s, PeerTTL 3s
+	cfg := testingConfig(t) // Interval 1s, PeerTTL 3s
 	tr, clk := newTestTracker(t, cfg)
 	ih := hashOf("image")
 	tr.Publish(ih, "image")
@@ -297,7 +298,7 @@ func TestExpiry(t *testing.T) {
 }
 
 func TestSwarmCap(t *testing.T) {
-	cfg := TestingConfig(t)
+	cfg := testingConfig(t)
 	cfg.MaxSwarmPeers = 3
 	tr, _ := newTestTracker(t, cfg)
 	ih := hashOf("image")
@@ -330,7 +331,7 @@ func TestSwarmCap(t *testing.T) {
 }
 
 func TestUnpublish(t *testing.T) {
-	tr, _ := newTestTracker(t, TestingConfig(t))
+	tr, _ := newTestTracker(t, testingConfig(t))
 	ih := hashOf("image")
 	tr.Publish(ih, "image")
 	h := tr.Handler()
@@ -353,7 +354,7 @@ func TestUnpublish(t *testing.T) {
 }
 
 func TestScrape(t *testing.T) {
-	tr, _ := newTestTracker(t, TestingConfig(t))
+	tr, _ := newTestTracker(t, testingConfig(t))
 	a, b, unknown := hashOf("a"), hashOf("b"), hashOf("unknown")
 	tr.Publish(a, "alpha")
 	tr.Publish(b, "beta")
@@ -398,7 +399,7 @@ func TestScrape(t *testing.T) {
 }
 
 func TestStatsJSON(t *testing.T) {
-	tr, clk := newTestTracker(t, TestingConfig(t))
+	tr, clk := newTestTracker(t, testingConfig(t))
 	a, b := hashOf("a"), hashOf("b")
 	tr.Publish(b, "zeta")
 	tr.Publish(a, "alpha")
@@ -448,7 +449,7 @@ func TestNew(t *testing.T) {
 		wantErr string
 	}{
 		{"zero", Config{}, ""},
-		{"testing", TestingConfig(t), ""},
+		{"testing", testingConfig(t), ""},
 		{"interval too short", Config{Interval: 500 * time.Millisecond}, "Interval 500ms is below 1s"},
 		{"negative interval", Config{Interval: -time.Second}, "below 1s"},
 		{"ttl shorter than interval", Config{Interval: 10 * time.Second, PeerTTL: 5 * time.Second}, "PeerTTL 5s is shorter than Interval 10s"},
@@ -460,7 +461,7 @@ func TestNew(t *testing.T) {
 		{"group bad prefix", Config{Groups: []Group{{Name: "r", Prefixes: []netip.Prefix{{}}}}}, "invalid prefix"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			tr, err := New(tc.cfg, testLogger(t))
+			tr, err := New(tc.cfg, testlog.New(t))
 			if tc.wantErr == "" {
 				if err != nil {
 					t.Fatalf("New(%+v) = %v, want nil error", tc.cfg, err)
@@ -492,7 +493,7 @@ func TestNew(t *testing.T) {
 }
 
 func TestServe(t *testing.T) {
-	tr, err := New(TestingConfig(t), testLogger(t))
+	tr, err := New(testingConfig(t), testlog.New(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -531,7 +532,7 @@ func TestStart(t *testing.T) {
 	t.Run("cancel returns nil", func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 		defer cancel()
-		if err := TestingConfig(t).Start(ctx, testLogger(t)); err != nil {
+		if err := testingConfig(t).Start(ctx, testlog.New(t)); err != nil {
 			t.Errorf("Start until cancel = %v, want nil", err)
 		}
 	})
@@ -544,7 +545,7 @@ func TestStart(t *testing.T) {
 			{Config{Listen: "127.0.0.1:notaport"}, "listening on 127.0.0.1:notaport"},
 			{Config{Listen: "127.0.0.1:0", Interval: time.Millisecond}, "below 1s"},
 		} {
-			err := tc.cfg.Start(context.Background(), testLogger(t))
+			err := tc.cfg.Start(context.Background(), testlog.New(t))
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("Config{Listen: %q}.Start = %v, want error containing %q", tc.cfg.Listen, err, tc.want)
 			}
@@ -555,7 +556,7 @@ func TestStart(t *testing.T) {
 // An Unpublish between the handler's check and TrackAnnounce still ends
 // as a failure reason, not anacrolix's HTTP 500.
 func TestAnnounceRaceWithUnpublish(t *testing.T) {
-	tr, clk := newTestTracker(t, TestingConfig(t))
+	tr, clk := newTestTracker(t, testingConfig(t))
 	ih := hashOf("image")
 	tr.Publish(ih, "image")
 	calls := 0

@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/pxeswarm/pxeswarm/build"
-	"github.com/pxeswarm/pxeswarm/imager"
 	"github.com/pxeswarm/pxeswarm/initramfs"
+	"github.com/pxeswarm/pxeswarm/internal/bytesize"
 	"github.com/pxeswarm/pxeswarm/pxe"
 )
 
@@ -108,14 +108,14 @@ Examples:
 		fmt.Fprintf(os.Stderr, "pxeswarm build initramfs: note: %d firmware files the drivers name are not in %s (some Realtek/Broadcom NICs need them: install firmware-realtek, firmware-bnx2, firmware-misc-nonfree and rebuild)\n", len(res.MissingFirmware), *fwDir)
 	}
 	const goal = 40 << 20
-	fmt.Printf("kernel     %s  %s (%s)\n", res.Kernel, imager.FormatBytes(res.KernelSize), res.KernelRelease)
+	fmt.Printf("kernel     %s  %s (%s)\n", res.Kernel, bytesize.Format(res.KernelSize), res.KernelRelease)
 	fmt.Printf("initramfs  %s  %s (%s; %s unpacked: agent %s, u-root %s, %d modules, %d firmware files)\n", res.Initramfs,
-		imager.FormatBytes(res.InitramfsSize), res.Compression, imager.FormatBytes(res.Uncompressed),
-		imager.FormatBytes(res.AgentSize), imager.FormatBytes(res.BusyboxSize), len(res.Modules), len(res.Firmware))
-	fmt.Printf("total      %s (goal: at most %s); built in %v\n", imager.FormatBytes(res.Total()), imager.FormatBytes(goal), res.Took.Round(100_000_000))
+		bytesize.Format(res.InitramfsSize), res.Compression, bytesize.Format(res.Uncompressed),
+		bytesize.Format(res.AgentSize), bytesize.Format(res.BusyboxSize), len(res.Modules), len(res.Firmware))
+	fmt.Printf("total      %s (goal: at most %s); built in %v\n", bytesize.Format(res.Total()), bytesize.Format(goal), res.Took.Round(100_000_000))
 	if res.Total() > goal {
 		fmt.Fprintf(os.Stderr, "pxeswarm build initramfs: warning: kernel + initramfs is %s, over the %s goal: every terminal downloads it over HTTP\n",
-			imager.FormatBytes(res.Total()), imager.FormatBytes(goal))
+			bytesize.Format(res.Total()), bytesize.Format(goal))
 	}
 	return nil
 }
@@ -206,17 +206,17 @@ Examples:
 	cfg.Progress = func(done, total int64) {
 		if time.Since(last) >= *fs.progress || done == total {
 			last = time.Now()
-			log.Info("usb: copying images", "done", imager.FormatBytes(done), "total", imager.FormatBytes(total))
+			log.Info("usb: copying images", "done", bytesize.Format(done), "total", bytesize.Format(total))
 		}
 	}
 	res, err := cfg.Build(ctx, log)
 	if err != nil {
 		return err
 	}
-	fmt.Printf("stick      %s  %s (mode %s, ESP %s, data %s)\n", res.Path, imager.FormatBytes(res.Size), res.Config.Mode,
-		imager.FormatBytes(res.ESPSize), imager.FormatBytes(res.DataSize))
+	fmt.Printf("stick      %s  %s (mode %s, ESP %s, data %s)\n", res.Path, bytesize.Format(res.Size), res.Config.Mode,
+		bytesize.Format(res.ESPSize), bytesize.Format(res.DataSize))
 	for _, im := range res.Config.Images {
-		fmt.Printf("image      %s  %s (info-hash %s)\n", im.Name, imager.FormatBytes(im.Length), im.InfoHash)
+		fmt.Printf("image      %s  %s (info-hash %s)\n", im.Name, bytesize.Format(im.Length), im.InfoHash)
 	}
 	fmt.Printf("boot       %s\n", res.Cmdline)
 	fmt.Printf("\nWrite it to a stick (everything on /dev/sdX is replaced; check the name with lsblk):\n  sudo dd if=%s of=/dev/sdX bs=4M conv=fsync status=progress\n", res.Path)

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/pxeswarm/pxeswarm/imager"
+	"github.com/pxeswarm/pxeswarm/internal/bytesize"
 )
 
 func runFetch(ctx context.Context, args []string) error {
@@ -64,7 +65,7 @@ Example:
 		return fmt.Errorf("image %s: %w", im.Name, err)
 	}
 	fmt.Printf("fetch: done %s (%s) in %s, received %s (%s from image hosts, %s from other machines), sent %s\n",
-		im.Name, imager.FormatBytes(im.Length), p.Took.Round(time.Second/10), imager.FormatBytes(p.Downloaded),
-		imager.FormatBytes(p.FromSeeders), imager.FormatBytes(max(0, p.Downloaded-p.Wasted-p.FromSeeders)), imager.FormatBytes(p.Uploaded))
+		im.Name, bytesize.Format(im.Length), p.Took.Round(time.Second/10), bytesize.Format(p.Downloaded),
+		bytesize.Format(p.FromSeeders), bytesize.Format(max(0, p.Downloaded-p.Wasted-p.FromSeeders)), bytesize.Format(p.Uploaded))
 	return nil
 }

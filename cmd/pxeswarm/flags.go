@@ -10,7 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/pxeswarm/pxeswarm/imager"
+	"github.com/pxeswarm/pxeswarm/internal/bytesize"
 )
 
 // errUsage marks a usage error: alone, the flag package (or the help text)
@@ -176,9 +176,9 @@ func (e *enumFlag) Set(s string) error {
 // bytesFlag reads sizes such as 8MiB.
 type bytesFlag int64
 
-func (b *bytesFlag) String() string { return imager.FormatBytes(int64(*b)) }
+func (b *bytesFlag) String() string { return bytesize.Format(int64(*b)) }
 func (b *bytesFlag) Set(s string) error {
-	n, err := imager.ParseBytes(s)
+	n, err := bytesize.Parse(s)
 	if err != nil {
 		return err
 	}

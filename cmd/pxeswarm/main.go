@@ -11,7 +11,7 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/pxeswarm/pxeswarm/imager"
+	"github.com/pxeswarm/pxeswarm/internal/version"
 )
 
 type command struct {
@@ -29,7 +29,7 @@ func commands() []command {
 		{"status", "show the boot server's machines, tasks and swarms", runStatus},
 		{"build", "build the terminals' kernel and initramfs (build initramfs)", runBuild},
 		{"version", "print the version", func(context.Context, []string) error {
-			fmt.Println("pxeswarm", imager.Version())
+			fmt.Println("pxeswarm", version.String())
 			return nil
 		}},
 	}
@@ -41,7 +41,7 @@ func usage() {
 Usage: pxeswarm <command> [flags]
 
 Commands:
-`, imager.Version())
+`, version.String())
 	for _, c := range commands() {
 		fmt.Fprintf(os.Stderr, "  %-10s %s\n", c.name, c.summary)
 	}

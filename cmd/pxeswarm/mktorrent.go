@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/pxeswarm/pxeswarm/imager"
+	"github.com/pxeswarm/pxeswarm/internal/bytesize"
 )
 
 func runMktorrent(ctx context.Context, args []string) error {
@@ -58,7 +59,7 @@ Example:
 	for _, f := range im.Files {
 		files = append(files, fmt.Sprintf("%s→p%d", f.Path, f.Part.Number))
 	}
-	fmt.Printf("wrote %s: %s, infohash %s, %d pieces of %s, parts %s\n", *out, imager.FormatBytes(im.Length),
-		im.InfoHash.HexString(), im.NumPieces(), imager.FormatBytes(im.PieceLength), strings.Join(files, " "))
+	fmt.Printf("wrote %s: %s, infohash %s, %d pieces of %s, parts %s\n", *out, bytesize.Format(im.Length),
+		im.InfoHash.HexString(), im.NumPieces(), bytesize.Format(im.PieceLength), strings.Join(files, " "))
 	return nil
 }

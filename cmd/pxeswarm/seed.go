@@ -9,6 +9,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/pxeswarm/pxeswarm/imager"
+	"github.com/pxeswarm/pxeswarm/internal/bytesize"
 	"github.com/pxeswarm/pxeswarm/tracker"
 )
 
@@ -67,7 +68,7 @@ Example:
 	g.Go(func() error {
 		p, err := cfg.Run(ctx, log, -1)
 		pp.done()
-		log.Info("seed stopped", "uploaded_bytes", p.Uploaded, "uploaded", imager.FormatBytes(p.Uploaded))
+		log.Info("seed stopped", "uploaded_bytes", p.Uploaded, "uploaded", bytesize.Format(p.Uploaded))
 		return err
 	})
 	return g.Wait()

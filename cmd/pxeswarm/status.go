@@ -13,7 +13,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/pxeswarm/pxeswarm/imager"
+	"github.com/pxeswarm/pxeswarm/internal/bytesize"
 	"github.com/pxeswarm/pxeswarm/pxe"
 	"github.com/pxeswarm/pxeswarm/tracker"
 )
@@ -137,7 +137,7 @@ func (s *statusSnapshot) print(w io.Writer, base string) {
 				if r.BytesTotal > 0 {
 					done = fmt.Sprintf("%3.0f%%", 100*float64(r.BytesDone)/float64(r.BytesTotal))
 				}
-				rate = imager.FormatBytes(r.RateBPS) + "/s"
+				rate = bytesize.Format(r.RateBPS) + "/s"
 				peers = fmt.Sprint(r.Peers)
 				if note == "" {
 					note = r.Message
@@ -173,7 +173,7 @@ func (s *statusSnapshot) print(w io.Writer, base string) {
 			}
 		}
 		fmt.Fprintf(w, "\nswarm %s: %d peers now (%d complete); the server has sent %s%s, the machines %s to each other\n",
-			sw.Name, sw.Peers, sw.Seeders, imager.FormatBytes(fromServer), copies, imager.FormatBytes(fromMachines))
+			sw.Name, sw.Peers, sw.Seeders, bytesize.Format(fromServer), copies, bytesize.Format(fromMachines))
 	}
 }
 

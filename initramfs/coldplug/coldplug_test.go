@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/pxeswarm/pxeswarm/imager"
+	"github.com/pxeswarm/pxeswarm/internal/testlog"
 )
 
 const kver = "6.1.0-test"
@@ -125,7 +125,7 @@ func (k *fakeKernel) load(file, params string) error {
 func TestLoad(t *testing.T) {
 	root := fakeRoot(t)
 	k := &fakeKernel{t: t, root: root, params: map[string]string{}}
-	loaded, err := load(context.Background(), imager.TestLogger(t), Config{Root: root, Release: kver, Poll: time.Millisecond, Quiet: 30 * time.Millisecond,
+	loaded, err := load(context.Background(), testlog.New(t), Config{Root: root, Release: kver, Poll: time.Millisecond, Quiet: 30 * time.Millisecond,
 		Always: []string{"efivarfs"}}, k.load)
 	if err != nil {
 		t.Fatalf("load() error = %v", err)
@@ -158,7 +158,7 @@ func TestLoad(t *testing.T) {
 	}
 	os.WriteFile(filepath.Join(root, "proc/modules"), []byte(mods.String()), 0o644)
 	k.loads = nil
-	again, err := load(context.Background(), imager.TestLogger(t), Config{Root: root, Release: kver, Poll: time.Millisecond, Quiet: 30 * time.Millisecond}, k.load)
+	again, err := load(context.Background(), testlog.New(t), Config{Root: root, Release: kver, Poll: time.Millisecond, Quiet: 30 * time.Millisecond}, k.load)
 	if err != nil || len(again) != 0 || len(k.loads) != 0 {
 		t.Errorf("load() again = %q, %v (finit_module %q), want nothing loaded and no error", again, err, k.loads)
 	}
@@ -178,7 +178,7 @@ func TestLoadFailures(t *testing.T) {
 		"realtek":    syscall.ENOENT,
 		"xhci_hcd":   errExist,
 	}}
-	loaded, err := load(context.Background(), imager.TestLogger(t), Config{Root: root, Release: kver, Poll: time.Millisecond, Quiet: 30 * time.Millisecond}, k.load)
+	loaded, err := load(context.Background(), testlog.New(t), Config{Root: root, Release: kver, Poll: time.Millisecond, Quiet: 30 * time.Millisecond}, k.load)
 	if !errors.Is(err, ErrLoad) || !errors.Is(err, syscall.ENODEV) || !strings.Contains(err.Error(), "virtio_blk") {
 		t.Errorf("load() error = %v, want %v naming virtio_blk with ENODEV", err, ErrLoad)
 	}
@@ -199,7 +199,7 @@ func TestLoadFailures(t *testing.T) {
 
 func TestLoadNoTree(t *testing.T) {
 	root := t.TempDir()
-	_, err := load(context.Background(), imager.TestLogger(t), Config{Root: root, Release: kver}, func(string, string) error { return nil })
+	_, err := load(context.Background(), testlog.New(t), Config{Root: root, Release: kver}, func(string, string) error { return nil })
 	if !errors.Is(err, ErrNoModules) {
 		t.Errorf("load(empty root) error = %v, want %v", err, ErrNoModules)
 	}
@@ -259,14 +259,14 @@ func TestLoadBounded(t *testing.T) {
 	k := &fakeKernel{t: t, root: root, params: map[string]string{}}
 	// Timeout ends the scanning even if it never gets quiet.
 	start := time.Now()
-	loaded, err := load(context.Background(), imager.TestLogger(t), Config{Root: root, Release: kver, Poll: time.Millisecond, Quiet: time.Hour, Timeout: 50 * time.Millisecond}, k.load)
+	loaded, err := load(context.Background(), testlog.New(t), Config{Root: root, Release: kver, Poll: time.Millisecond, Quiet: time.Hour, Timeout: 50 * time.Millisecond}, k.load)
 	if took := time.Since(start); err != nil || took > 5*time.Second || !contains(loaded, "virtio_blk") {
 		t.Errorf("load(Quiet 1h, Timeout 50ms) = %q, %v after %v, want all loaded, no error, soon", loaded, err, took)
 	}
 	// So does the context.
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
-	_, err = load(ctx, imager.TestLogger(t), Config{Root: root, Release: kver, Poll: time.Millisecond, Quiet: time.Hour, Timeout: time.Hour}, k.load)
+	_, err = load(ctx, testlog.New(t), Config{Root: root, Release: kver, Poll: time.Millisecond, Quiet: time.Hour, Timeout: time.Hour}, k.load)
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("load(ctx with 50ms deadline) error = %v, want %v", err, context.DeadlineExceeded)
 	}

@@ -204,8 +204,8 @@ func (c Config) Args() ([]string, error) {
 	return append(a, c.Extra...), nil
 }
 
-// Start launches the machine. The returned VM must be Waited for or Killed.
-func (c Config) Start(ctx context.Context, log *slog.Logger) (*VM, error) {
+// Boot launches the machine. The returned VM must be Waited for or Killed.
+func (c Config) Boot(ctx context.Context, log *slog.Logger) (*VM, error) {
 	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
 		return nil, fmt.Errorf("qemu: %w (install Debian's qemu-system-x86 package)", err)
 	}

@@ -7,9 +7,9 @@ import (
 	"time"
 
 	"github.com/pxeswarm/pxeswarm/build"
-	"github.com/pxeswarm/pxeswarm/imager"
 	"github.com/pxeswarm/pxeswarm/internal/needs"
 	. "github.com/pxeswarm/pxeswarm/internal/qemu"
+	"github.com/pxeswarm/pxeswarm/internal/testlog"
 )
 
 // TestDirectBoot boots Debian's kernel with the marker initramfs: the
@@ -26,7 +26,7 @@ func TestDirectBoot(t *testing.T) {
 		t.Fatal(err)
 	}
 	vm, err := Config{Name: "direct", Kernel: kernel, Initramfs: initrd,
-		Append: "console=ttyS0 panic=-1 quiet pxeswarm.test=yes", Timeout: 2 * time.Minute}.Start(ctx, imager.TestLogger(t))
+		Append: "console=ttyS0 panic=-1 quiet pxeswarm.test=yes", Timeout: 2 * time.Minute}.Boot(ctx, testlog.New(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,6 @@
-package imager
+// Package bytesize reads and prints byte counts in human units (8MiB, 256GB),
+// for flags, config files, logs and error messages. It owns nothing else.
+package bytesize
 
 import (
 	"fmt"
@@ -6,8 +8,8 @@ import (
 	"strings"
 )
 
-// FormatBytes prints a size in binary units: 512B, 8MiB, 238.4GiB.
-func FormatBytes(n int64) string {
+// Format prints a size in binary units: 512B, 8MiB, 238.4GiB.
+func Format(n int64) string {
 	const unit = 1024
 	if n < unit && n > -unit {
 		return fmt.Sprintf("%dB", n)
@@ -25,10 +27,10 @@ func FormatBytes(n int64) string {
 	return fmt.Sprintf("%dB", n)
 }
 
-// ParseBytes reads a size such as 8MiB, 256GB, 4k or 1048576. Binary
+// Parse reads a size such as 8MiB, 256GB, 4k or 1048576. Binary
 // suffixes (KiB, MiB, GiB, TiB, and the short K, M, G, T) are powers of
 // 1024; decimal ones (KB, MB, GB, TB) powers of 1000, as disk vendors use them.
-func ParseBytes(s string) (int64, error) {
+func Parse(s string) (int64, error) {
 	t := strings.TrimSpace(s)
 	i := len(t)
 	for i > 0 && (t[i-1] < '0' || t[i-1] > '9') && t[i-1] != '.' {

@@ -1,27 +1,21 @@
-package imager
+// Package testlog routes a test's slog output to t.Log. It owns nothing
+// else; it is test plumbing, imported only by _test.go files.
+package testlog
 
 import (
 	"log/slog"
 	"strings"
 	"sync"
 	"testing"
-	"time"
 )
 
-// TestingConfig returns a Config for tests: loopback only, fast progress.
-// The caller sets Image, Paths and Mode.
-func TestingConfig(t testing.TB) Config {
-	t.Helper()
-	return Config{Listen: "127.0.0.1:0", ProgressEvery: 200 * time.Millisecond}
-}
-
-// TestLogger routes slog output to t.Log until the test's cleanups are
-// done. anacrolix's connection goroutines can log after a Session's Close
+// New routes slog output to t.Log until the test's cleanups are done.
+// anacrolix's connection goroutines can log after a Session's Close
 // returns, and t.Log after the test has completed panics; those lines are
 // dropped instead. Call it before starting what logs to it, so its cleanup
 // runs after theirs.
-func TestLogger(t testing.TB) *slog.Logger {
-	w := &testWriter{t: t}
+func New(t testing.TB) *slog.Logger {
+	w := &writer{t: t}
 	t.Cleanup(func() {
 		w.mu.Lock()
 		w.done = true
@@ -30,13 +24,13 @@ func TestLogger(t testing.TB) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
-type testWriter struct {
+type writer struct {
 	t    testing.TB
 	mu   sync.Mutex
 	done bool
 }
 
-func (w *testWriter) Write(b []byte) (int, error) {
+func (w *writer) Write(b []byte) (int, error) {
 	w.t.Helper()
 	w.mu.Lock()
 	defer w.mu.Unlock()

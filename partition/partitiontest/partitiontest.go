@@ -1,4 +1,7 @@
-package partition
+// Package partitiontest makes fake machines for tests: a sysfs tree, a
+// device folder of sparse disk image files and a mount table, which
+// partition.Config reads as it reads a real machine.
+package partitiontest
 
 import (
 	"fmt"
@@ -7,15 +10,16 @@ import (
 	"testing"
 
 	"github.com/pxeswarm/pxeswarm/imager"
+	"github.com/pxeswarm/pxeswarm/partition"
 )
 
-// TestingConfig returns a Config over an empty fake machine in
+// Machine returns a partition.Config over an empty fake machine in
 // t.TempDir(): a sysfs tree (Sys), a device folder of sparse image files
-// (Dev) and an empty mount table. Add disks with [Config.AddFakeDisk].
-func TestingConfig(t testing.TB) Config {
+// (Dev) and an empty mount table. Add disks with [AddDisk].
+func Machine(t testing.TB) partition.Config {
 	t.Helper()
 	dir := t.TempDir()
-	c := Config{
+	c := partition.Config{
 		Sys:    filepath.Join(dir, "sys"),
 		Dev:    filepath.Join(dir, "dev"),
 		Mounts: filepath.Join(dir, "mounts"),
@@ -31,8 +35,8 @@ func TestingConfig(t testing.TB) Config {
 	return c
 }
 
-// FakeDisk describes a disk of a fake machine.
-type FakeDisk struct {
+// Disk describes a disk of a fake machine.
+type Disk struct {
 	Name       string
 	Size       int64 // bytes; the image file is sparse
 	SectorSize int   // 512 if zero
@@ -48,10 +52,10 @@ type FakeDisk struct {
 	KernelPartitions bool
 }
 
-// AddFakeDisk adds a disk to the fake machine of c: its sysfs entry and
+// AddDisk adds a disk to the fake machine of c: its sysfs entry and
 // its image file, with the table of d.Layout if set. It returns the table
 // written (nil without a layout).
-func (c Config) AddFakeDisk(t testing.TB, d FakeDisk) *Table {
+func AddDisk(t testing.TB, c partition.Config, d Disk) *partition.Table {
 	t.Helper()
 	if d.SectorSize == 0 {
 		d.SectorSize = 512
@@ -96,16 +100,16 @@ func (c Config) AddFakeDisk(t testing.TB, d FakeDisk) *Table {
 	if d.Layout == nil {
 		return nil
 	}
-	tab, err := PlanTable(*d.Layout, d.Size, d.SectorSize)
+	tab, err := partition.PlanTable(*d.Layout, d.Size, d.SectorSize)
 	if err != nil {
 		t.Fatalf("fake disk %s: %v", d.Name, err)
 	}
-	if err := WriteTable(f, d.Size, tab); err != nil {
+	if err := partition.WriteTable(f, d.Size, tab); err != nil {
 		t.Fatalf("fake disk %s: %v", d.Name, err)
 	}
 	if d.KernelPartitions {
 		for _, p := range tab.Partitions {
-			name := PartitionName(d.Name, p.Number)
+			name := partition.PartitionName(d.Name, p.Number)
 			put(filepath.Join(sys, name), "partition", fmt.Sprint(p.Number))
 			put(filepath.Join(sys, name), "start", fmt.Sprint(p.Start/512))
 			put(filepath.Join(sys, name), "size", fmt.Sprint(p.Size/512))
