@@ -38,7 +38,7 @@ unit:
 # parser of network or file input has one: torrents, announces, plans,
 # site configs, DHCP packets and lease files, the status and admin APIs,
 # partition tables.
-FUZZ_TARGETS := imager:FuzzLoad tracker:FuzzParseAnnounce pxe:FuzzVerify pxe:FuzzParseSite \
+FUZZ_TARGETS := imager:FuzzLoad tracker:FuzzParseAnnounce protocol:FuzzVerify pxe:FuzzParseSite \
 	pxe:FuzzDHCPFull pxe:FuzzDHCPProxy pxe:FuzzDHCPLeaseFile pxe:FuzzStatusAPI pxe:FuzzAdminAPI \
 	partition:FuzzReadTable initramfs:FuzzParseCmdline initramfs:FuzzParseStickConfig
 fuzz:

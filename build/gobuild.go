@@ -36,6 +36,12 @@ func goEnv(extra ...string) []string {
 // inputs into the binary).
 var goBuildFlags = []string{"-trimpath", "-ldflags=-s -w -buildid="}
 
+// AgentTags are the build tags of the terminals' agent. noboltdb leaves
+// out anacrolix/torrent's bbolt piece-completion store, which the agent
+// never uses (it answers completion itself, imager/completion.go): without
+// it the agent links no database code at all.
+const AgentTags = "noboltdb"
+
 // goEnvVar asks the go command for one of its settings.
 func goEnvVar(ctx context.Context, dir, name string) (string, error) {
 	cmd := exec.CommandContext(ctx, "go", "env", name)
@@ -61,7 +67,7 @@ func moduleDir(ctx context.Context, dir string) (string, error) {
 
 // buildAgent compiles the agent package (module mode, from srcDir) to out.
 func buildAgent(ctx context.Context, log *slog.Logger, srcDir, pkg, out string) error {
-	args := append([]string{"build", "-o", out}, goBuildFlags...)
+	args := append([]string{"build", "-o", out, "-tags", AgentTags}, goBuildFlags...)
 	args = append(args, pkg)
 	cmd := exec.CommandContext(ctx, "go", args...)
 	cmd.Dir = srcDir

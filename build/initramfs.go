@@ -14,7 +14,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/pxeswarm/pxeswarm/pxe"
+	"github.com/pxeswarm/pxeswarm/protocol"
 )
 
 // Defaults for InitramfsConfig.
@@ -40,7 +40,7 @@ const (
 // Paths inside the initramfs.
 const (
 	// PublicKeyPath holds the server's ed25519 public plan key, as written
-	// to plan-key.pub (read it with pxe.ParsePublicKey).
+	// to plan-key.pub (read it with protocol.ParsePublicKey).
 	PublicKeyPath = "/etc/pxeswarm/plan-key.pub"
 	// ModulesRoot holds lib/modules/<kver>/ with modules.dep,
 	// modules.alias, modules.softdep and modules.builtin restricted to
@@ -96,7 +96,7 @@ type InitramfsConfig struct {
 
 	// PublicKey is the server's public plan key file (plan-key.pub in the
 	// server's state folder). Required to exist; it is checked with
-	// pxe.ParsePublicKey and goes in at PublicKeyPath.
+	// protocol.ParsePublicKey and goes in at PublicKeyPath.
 	PublicKey string
 
 	// Agent is the Go package built as /bin/uinit. Default: DefaultAgent.
@@ -234,7 +234,7 @@ func (c InitramfsConfig) Build(ctx context.Context, log *slog.Logger) (Result, e
 	if err != nil {
 		return res, fmt.Errorf("%w: public plan key: %w (run `pxeswarm serve` once to make it, or give the server's plan-key.pub with --key)", ErrConfig, err)
 	}
-	if _, err := pxe.ParsePublicKey(keyData); err != nil {
+	if _, err := protocol.ParsePublicKey(keyData); err != nil {
 		return res, fmt.Errorf("%w: %s: %w", ErrConfig, c.PublicKey, err)
 	}
 

@@ -22,7 +22,7 @@ import (
 	"github.com/pxeswarm/pxeswarm/initramfs"
 	"github.com/pxeswarm/pxeswarm/internal/bytesize"
 	"github.com/pxeswarm/pxeswarm/partition"
-	"github.com/pxeswarm/pxeswarm/pxe"
+	"github.com/pxeswarm/pxeswarm/protocol"
 )
 
 // Defaults of USBConfig.
@@ -73,7 +73,7 @@ type USBConfig struct {
 	// Target, CreateTable, SeedFor, After and Trackers are the local-mode
 	// settings of every image (see initramfs.StickImage). A zero Target
 	// means: the one disk that can take the image, else ask.
-	Target      pxe.Target
+	Target      protocol.Target
 	CreateTable bool
 	SeedFor     time.Duration
 	After       string

@@ -17,10 +17,11 @@ import (
 	"time"
 
 	"github.com/pxeswarm/pxeswarm/imager"
+	"github.com/pxeswarm/pxeswarm/initramfs/dhclient"
 	"github.com/pxeswarm/pxeswarm/internal/bytesize"
 	"github.com/pxeswarm/pxeswarm/internal/version"
 	"github.com/pxeswarm/pxeswarm/partition"
-	"github.com/pxeswarm/pxeswarm/pxe"
+	"github.com/pxeswarm/pxeswarm/protocol"
 )
 
 // Defaults of Config's paths.
@@ -86,8 +87,8 @@ type Config struct {
 	// HTTP is the client for the plan, the torrent and reports. Default: a
 	// client with no proxy and a 2 minute timeout.
 	HTTP *http.Client
-	// DHCP configures pxe.Discover (Interface is set per link).
-	DHCP pxe.DiscoverConfig
+	// DHCP configures dhclient.Discover (Interface is set per link).
+	DHCP dhclient.Config
 	// ResolvConf receives the lease's name servers. Default
 	// DefaultResolvConf.
 	ResolvConf string
@@ -169,7 +170,7 @@ type agent struct {
 	in       *bufio.Reader // the console's input, for choose
 
 	mu    sync.Mutex
-	phase string          // pxe.Phase*
+	phase string          // protocol.Phase*
 	prog  imager.Progress // the swarm's
 	rb    imager.Progress // the read-back's
 	rbAt  time.Duration   // rb.Elapsed when the read-back was last shown
@@ -211,7 +212,7 @@ func (a *agent) report(ctx context.Context, msg string) error {
 	if a.rep == nil {
 		return nil
 	}
-	return a.rep.sendFunc(ctx, func() pxe.Report {
+	return a.rep.sendFunc(ctx, func() protocol.Report {
 		r := a.current()
 		r.Message = msg
 		return r
@@ -219,21 +220,21 @@ func (a *agent) report(ctx context.Context, msg string) error {
 }
 
 // current is the report for the current phase and progress.
-func (a *agent) current() pxe.Report {
+func (a *agent) current() protocol.Report {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	phase, p := a.phase, a.prog
 	switch {
-	case phase == pxe.PhaseVerifying:
+	case phase == protocol.PhaseVerifying:
 		p = a.rb
-	case phase == pxe.PhaseImaging && p.State == imager.StateVerifying:
-		phase = pxe.PhaseVerifying
+	case phase == protocol.PhaseImaging && p.State == imager.StateVerifying:
+		phase = protocol.PhaseVerifying
 	}
 	rate := p.Rate
-	if phase == pxe.PhaseSeeding {
+	if phase == protocol.PhaseSeeding {
 		rate = p.UpRate
 	}
-	r := pxe.Report{Phase: phase, BytesDone: p.Done, BytesTotal: p.Total, RateBPS: int64(max(rate, 0)), Peers: p.Peers}
+	r := protocol.Report{Phase: phase, BytesDone: p.Done, BytesTotal: p.Total, RateBPS: int64(max(rate, 0)), Peers: p.Peers}
 	if r.BytesTotal > 0 && r.BytesDone > r.BytesTotal {
 		r.BytesDone = r.BytesTotal
 	}
@@ -244,7 +245,7 @@ func (a *agent) current() pxe.Report {
 func (a *agent) onProgress(p imager.Progress) {
 	a.mu.Lock()
 	a.prog = p
-	show := a.phase == pxe.PhaseImaging || a.phase == pxe.PhaseSeeding
+	show := a.phase == protocol.PhaseImaging || a.phase == protocol.PhaseSeeding
 	a.mu.Unlock()
 	if show {
 		a.con.Progress(p)
@@ -300,7 +301,7 @@ func (a *agent) run(ctx context.Context) (after string, err error) {
 		a.con.Println(markLease(server, from, "", ""))
 	}
 	a.rep = newReporter(c.HTTP, server, mac, a.log)
-	a.setPhase(pxe.PhaseBooting)
+	a.setPhase(protocol.PhaseBooting)
 	a.report(ctx, "agent "+version.String()+" up")
 
 	// Plan.
@@ -333,7 +334,7 @@ func (a *agent) run(ctx context.Context) (after string, err error) {
 	a.log.Info("image torrent", "image", im.String(), "size", bytesize.Format(im.Length), "pieces", im.NumPieces(), "table", im.Layout.Table)
 
 	// Disks.
-	a.setPhase(pxe.PhaseDisk)
+	a.setPhase(protocol.PhaseDisk)
 	a.report(ctx, "")
 	disks, err := a.waitDisks(ctx)
 	if err != nil {
@@ -342,7 +343,7 @@ func (a *agent) run(ctx context.Context) (after string, err error) {
 	for _, d := range disks {
 		a.con.Println(markDisk(d))
 	}
-	tgt, err := partition.Choose(disks, partition.Selector(plan.Target), im)
+	tgt, err := partition.Choose(disks, plan.Target, im)
 	if err != nil {
 		return "", &Error{What: "no disk to write the image to", Err: err, Do: diskAdvice(err)}
 	}
@@ -376,7 +377,7 @@ func (a *agent) run(ctx context.Context) (after string, err error) {
 		return "", &Error{What: "the plan's check mode " + plan.CheckMode + " is not one the agent knows", Err: err, Do: "set check to fresh or verify on the server"}
 	}
 	a.con.Println(markWriting(im.Name, im.Length, tgt.String()))
-	a.setPhase(pxe.PhaseImaging)
+	a.setPhase(protocol.PhaseImaging)
 	a.report(ctx, "")
 	imgCtx, stopImg := context.WithCancel(ctx)
 	defer stopImg()
@@ -412,7 +413,7 @@ func (a *agent) run(ctx context.Context) (after string, err error) {
 	// Read back.
 	digest := ""
 	if a.readBack {
-		a.setPhase(pxe.PhaseVerifying)
+		a.setPhase(protocol.PhaseVerifying)
 		start := time.Now()
 		a.setReadBack(0, im.Length, start)
 		a.report(ctx, "reading the image back")
@@ -435,7 +436,7 @@ func (a *agent) run(ctx context.Context) (after string, err error) {
 
 	// Seed.
 	seedFor, _ := time.ParseDuration(plan.SeedFor) // checked by Verify
-	a.setPhase(pxe.PhaseSeeding)
+	a.setPhase(protocol.PhaseSeeding)
 	if err := a.report(ctx, msg); !errors.Is(err, ErrTaskEnded) && seedFor > 0 {
 		a.con.Println(markSeeding(seedFor.String()))
 		select {
@@ -466,7 +467,7 @@ func (a *agent) run(ctx context.Context) (after string, err error) {
 			a.log.Info("the kernel re-read the partition table", "disk", tgt.Disk.Path)
 		}
 	}
-	a.setPhase(pxe.PhaseDone)
+	a.setPhase(protocol.PhaseDone)
 	a.report(ctx, msg)
 	return plan.After, nil
 }
@@ -506,7 +507,7 @@ func isEnded(r *reporter) bool {
 }
 
 // ended is the error for a task the server ended under the agent.
-func (a *agent) ended(plan *pxe.Plan, written bool) error {
+func (a *agent) ended(plan *protocol.Plan, written bool) error {
 	do := "nothing was written; start a new task for this machine if it still needs imaging"
 	if written {
 		do = "the disk is half-written and will not be booted: start a new task for this machine"
@@ -563,11 +564,11 @@ func httpURL(s string) bool {
 }
 
 // plan fetches and verifies this machine's plan.
-func (a *agent) plan(ctx context.Context, server, mac string) (*pxe.Plan, error) {
+func (a *agent) plan(ctx context.Context, server, mac string) (*protocol.Plan, error) {
 	keyData, err := os.ReadFile(a.cfg.KeyPath)
 	if err == nil {
 		var pub []byte
-		if pub, err = pxe.ParsePublicKey(keyData); err == nil {
+		if pub, err = protocol.ParsePublicKey(keyData); err == nil {
 			return a.fetchPlan(ctx, server, mac, pub)
 		}
 	}
@@ -575,14 +576,14 @@ func (a *agent) plan(ctx context.Context, server, mac string) (*pxe.Plan, error)
 		Do: "rebuild the initramfs with the server's plan-key.pub"}
 }
 
-func (a *agent) fetchPlan(ctx context.Context, server, mac string, pub []byte) (*pxe.Plan, error) {
+func (a *agent) fetchPlan(ctx context.Context, server, mac string, pub []byte) (*protocol.Plan, error) {
 	u := server + "/plan/" + url.PathEscape(mac)
 	var data []byte
 	wait := time.Second
 	for try := 1; ; try++ {
 		var status int
 		var err error
-		data, status, err = a.get(ctx, u, pxe.MaxPlanBytes+1)
+		data, status, err = a.get(ctx, u, protocol.MaxPlanBytes+1)
 		if err == nil && status == http.StatusOK {
 			break
 		}
@@ -603,9 +604,9 @@ func (a *agent) fetchPlan(ctx context.Context, server, mac string, pub []byte) (
 		}
 		wait *= 2
 	}
-	plan, err := pxe.Verify(data, pub, mac)
+	plan, err := protocol.Verify(data, pub, mac)
 	switch {
-	case errors.Is(err, pxe.ErrBadSignature):
+	case errors.Is(err, protocol.ErrBadSignature):
 		return nil, &Error{What: "the plan is not signed by this server's key", Err: err,
 			Do: "nothing was written; rebuild the initramfs with the server's plan-key.pub"}
 	case err != nil:
@@ -713,7 +714,7 @@ func (a *agent) fail(ctx context.Context, err error) {
 		dumpNetwork(a.con.Println)
 	}
 	if a.rep != nil {
-		r := pxe.Report{Phase: pxe.PhaseFailed, Error: clipText(oneLine(e.Error()+" — "+e.Do), pxe.MaxReportText-8)}
+		r := protocol.Report{Phase: protocol.PhaseFailed, Error: clipText(oneLine(e.Error()+" — "+e.Do), protocol.MaxReportText-8)}
 		a.rep.mu.Lock()
 		if a.rep.taskID == "" {
 			// No verified plan: the task the iPXE script named is the best

@@ -28,6 +28,7 @@ import (
 	"github.com/pxeswarm/pxeswarm/internal/bytesize"
 	"github.com/pxeswarm/pxeswarm/partition"
 	"github.com/pxeswarm/pxeswarm/partition/partitiontest"
+	"github.com/pxeswarm/pxeswarm/protocol"
 	"github.com/pxeswarm/pxeswarm/pxe"
 	"github.com/pxeswarm/pxeswarm/tracker"
 )
@@ -81,7 +82,7 @@ type server struct {
 	parts   [][]byte
 
 	mu      sync.Mutex
-	reports []pxe.Report
+	reports []protocol.Report
 	status  []int // of each report
 	tamper  func(path string, body []byte) []byte
 }
@@ -157,13 +158,13 @@ func writeKey(t *testing.T, pub ed25519.PublicKey) string {
 // answers.
 func (s *server) wrap(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var rep *pxe.Report
+		var rep *protocol.Report
 		if r.Method == http.MethodPost && strings.HasPrefix(r.URL.Path, "/api/report/") {
 			body, _ := io.ReadAll(r.Body)
 			r.Body = io.NopCloser(bytes.NewReader(body))
-			rep = new(pxe.Report)
+			rep = new(protocol.Report)
 			if err := json.Unmarshal(body, rep); err != nil {
-				rep = &pxe.Report{Phase: "unparsable: " + string(body)}
+				rep = &protocol.Report{Phase: "unparsable: " + string(body)}
 			}
 		}
 		rec := httptest.NewRecorder()
@@ -396,7 +397,7 @@ func fakeMachine(t *testing.T, size int64) (partition.Config, string) {
 // reboots.
 func TestRunImagesDisk(t *testing.T) {
 	s := newServer(t)
-	task := s.addTask(t, pxe.TaskSettings{Target: pxe.Target{Disk: "first"}, CreateTable: true, CheckMode: "fresh", SeedFor: "1s", After: "reboot"})
+	task := s.addTask(t, pxe.TaskSettings{Target: protocol.Target{Disk: "first"}, CreateTable: true, CheckMode: "fresh", SeedFor: "1s", After: "reboot"})
 	disks, disk := fakeMachine(t, 32*MiB)
 	r := agentConfig(t, s, disks, "console=ttyS0 pxeswarm.task="+task.ID)
 	start := time.Now()
@@ -430,13 +431,13 @@ func TestRunImagesDisk(t *testing.T) {
 	checkDisk(t, disk, 32*MiB, s.parts)
 
 	got := s.state(t, task.ID)
-	if got.State != pxe.TaskDone || got.LastReport == nil || got.LastReport.Phase != pxe.PhaseDone ||
+	if got.State != protocol.TaskDone || got.LastReport == nil || got.LastReport.Phase != protocol.PhaseDone ||
 		!strings.Contains(got.LastReport.Message, "sha256="+sum) {
 		t.Errorf("task after Run = %s, last report %+v; want done with the digest", got.State, got.LastReport)
 	}
 	ph := s.phases(task.ID)
-	wantOrder := []string{pxe.PhaseBooting, pxe.PhaseDisk, pxe.PhaseImaging, pxe.PhaseVerifying, pxe.PhaseSeeding, pxe.PhaseDone}
-	if !isSubsequence(wantOrder, ph) || ph[len(ph)-1] != pxe.PhaseDone {
+	wantOrder := []string{protocol.PhaseBooting, protocol.PhaseDisk, protocol.PhaseImaging, protocol.PhaseVerifying, protocol.PhaseSeeding, protocol.PhaseDone}
+	if !isSubsequence(wantOrder, ph) || ph[len(ph)-1] != protocol.PhaseDone {
 		t.Errorf("report phases for %s = %v, want %v in order, ending in done", task.ID, ph, wantOrder)
 	}
 	s.mu.Lock()
@@ -451,7 +452,7 @@ func TestRunImagesDisk(t *testing.T) {
 		t.Errorf("server saw %d reports, want the phase changes and periodic ones", n)
 	}
 	m, err := s.store.Machine(testMAC)
-	if err != nil || m.LastReport == nil || m.LastReport.Phase != pxe.PhaseDone {
+	if err != nil || m.LastReport == nil || m.LastReport.Phase != protocol.PhaseDone {
 		t.Errorf("machine %s: %v, last report %+v, want done", testMAC, err, m.LastReport)
 	}
 }
@@ -472,13 +473,13 @@ func isSubsequence(want, got []string) bool {
 // downloads nothing, and powers off as the plan says.
 func TestRunVerifyExisting(t *testing.T) {
 	s := newServer(t)
-	first := s.addTask(t, pxe.TaskSettings{Target: pxe.Target{Disk: "vda"}, CreateTable: true, CheckMode: "fresh", After: "reboot"})
+	first := s.addTask(t, pxe.TaskSettings{Target: protocol.Target{Disk: "vda"}, CreateTable: true, CheckMode: "fresh", After: "reboot"})
 	disks, disk := fakeMachine(t, 32*MiB)
 	r := agentConfig(t, s, disks, "")
 	if err := r.run(t); err != nil {
 		t.Fatalf("first Run = %v", err)
 	}
-	if st := s.state(t, first.ID).State; st != pxe.TaskDone {
+	if st := s.state(t, first.ID).State; st != protocol.TaskDone {
 		t.Fatalf("first task is %s, want done", st)
 	}
 	// The fake kernel still lists the old partition 1; a real kernel
@@ -487,7 +488,7 @@ func TestRunVerifyExisting(t *testing.T) {
 	if err := os.RemoveAll(filepath.Join(disks.Sys, "block", "vda", "vda1")); err != nil {
 		t.Fatal(err)
 	}
-	second := s.addTask(t, pxe.TaskSettings{Target: pxe.Target{Disk: "vda"}, CheckMode: "verify", After: "poweroff"})
+	second := s.addTask(t, pxe.TaskSettings{Target: protocol.Target{Disk: "vda"}, CheckMode: "verify", After: "poweroff"})
 	r2 := agentConfig(t, s, disks, "")
 	if err := r2.run(t); err != nil {
 		t.Fatalf("second Run = %v", err)
@@ -499,10 +500,10 @@ func TestRunVerifyExisting(t *testing.T) {
 	if !slices.Equal(r2.reboots, []int{RebootPowerOff}) {
 		t.Errorf("reboot hook calls %v, want one power-off", r2.reboots)
 	}
-	if st := s.state(t, second.ID).State; st != pxe.TaskDone {
+	if st := s.state(t, second.ID).State; st != protocol.TaskDone {
 		t.Errorf("second task is %s, want done", st)
 	}
-	if ph := s.phases(second.ID); !slices.Contains(ph, pxe.PhaseVerifying) {
+	if ph := s.phases(second.ID); !slices.Contains(ph, protocol.PhaseVerifying) {
 		t.Errorf("second task's phases %v, want verifying among them", ph)
 	}
 	checkDisk(t, disk, 32*MiB, s.parts)
@@ -538,7 +539,7 @@ func refused(t *testing.T, s *server, r *run, disk string, taskID string, want .
 		t.Errorf("console says it wrote: %q %q", r.line(MarkTable), r.line(MarkWriting))
 	}
 	if taskID != "" {
-		if got := s.state(t, taskID); got.State != pxe.TaskFailed || !strings.Contains(got.Error, want[0]) {
+		if got := s.state(t, taskID); got.State != protocol.TaskFailed || !strings.Contains(got.Error, want[0]) {
 			t.Errorf("task %s = %s %q, want failed with the agent's error", taskID, got.State, got.Error)
 		}
 	}
@@ -548,12 +549,12 @@ func refused(t *testing.T, s *server, r *run, disk string, taskID string, want .
 // a plan signed by another key all leave the disk untouched.
 func TestRunRefusesBadPlan(t *testing.T) {
 	const msg, todo = "the plan is not signed by this server's key", "rebuild the initramfs with the server's plan-key.pub"
-	changePlan := func(f func(sp *pxe.SignedPlan)) func(string, []byte) []byte {
+	changePlan := func(f func(sp *protocol.SignedPlan)) func(string, []byte) []byte {
 		return func(path string, body []byte) []byte {
 			if !strings.HasPrefix(path, "/plan/") {
 				return body
 			}
-			var sp pxe.SignedPlan
+			var sp protocol.SignedPlan
 			if err := json.Unmarshal(body, &sp); err != nil {
 				panic(err)
 			}
@@ -567,15 +568,15 @@ func TestRunRefusesBadPlan(t *testing.T) {
 		tamper func(string, []byte) []byte
 		badKey bool
 	}{
-		{"changed target", changePlan(func(sp *pxe.SignedPlan) {
+		{"changed target", changePlan(func(sp *protocol.SignedPlan) {
 			sp.Plan = bytes.Replace(sp.Plan, []byte(`"disk":"first"`), []byte(`"disk":"vdb"`), 1)
 		}), false},
-		{"unsigned", changePlan(func(sp *pxe.SignedPlan) { sp.Signature = "" }), false},
+		{"unsigned", changePlan(func(sp *protocol.SignedPlan) { sp.Signature = "" }), false},
 		{"other key", nil, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := newServer(t)
-			task := s.addTask(t, pxe.TaskSettings{Target: pxe.Target{Disk: "first"}, CreateTable: true, CheckMode: "fresh", After: "reboot"})
+			task := s.addTask(t, pxe.TaskSettings{Target: protocol.Target{Disk: "first"}, CreateTable: true, CheckMode: "fresh", After: "reboot"})
 			s.setTamper(tc.tamper)
 			disks, disk := fakeMachine(t, 32*MiB)
 			r := agentConfig(t, s, disks, "pxeswarm.task="+task.ID)
@@ -584,8 +585,8 @@ func TestRunRefusesBadPlan(t *testing.T) {
 				r.cfg.KeyPath = writeKey(t, pub)
 			}
 			refused(t, s, r, disk, task.ID, msg, todo)
-			if !errors.Is(r.err, pxe.ErrBadSignature) {
-				t.Errorf("Run = %v, want pxe.ErrBadSignature", r.err)
+			if !errors.Is(r.err, protocol.ErrBadSignature) {
+				t.Errorf("Run = %v, want protocol.ErrBadSignature", r.err)
 			}
 		})
 	}
@@ -594,7 +595,7 @@ func TestRunRefusesBadPlan(t *testing.T) {
 // TestRunRefusesSmallDisk: a disk smaller than the image is left alone.
 func TestRunRefusesSmallDisk(t *testing.T) {
 	s := newServer(t)
-	task := s.addTask(t, pxe.TaskSettings{Target: pxe.Target{Disk: "first"}, CreateTable: true, CheckMode: "fresh", After: "reboot"})
+	task := s.addTask(t, pxe.TaskSettings{Target: protocol.Target{Disk: "first"}, CreateTable: true, CheckMode: "fresh", After: "reboot"})
 	disks, disk := fakeMachine(t, 6*MiB)
 	r := agentConfig(t, s, disks, "pxeswarm.task="+task.ID)
 	refused(t, s, r, disk, task.ID, "no disk to write the image to", "larger disk")
@@ -608,7 +609,7 @@ func TestRunRefusesSmallDisk(t *testing.T) {
 // out a torrent other than the one the signed plan pins.
 func TestRunRefusesOtherTorrent(t *testing.T) {
 	s := newServer(t)
-	task := s.addTask(t, pxe.TaskSettings{Target: pxe.Target{Disk: "first"}, CreateTable: true, CheckMode: "fresh", After: "reboot"})
+	task := s.addTask(t, pxe.TaskSettings{Target: protocol.Target{Disk: "first"}, CreateTable: true, CheckMode: "fresh", After: "reboot"})
 	other, _, _ := testImage(t, "demo", 2)
 	var buf bytes.Buffer
 	if err := other.Write(&buf); err != nil {
@@ -664,7 +665,7 @@ func TestRunServerDown(t *testing.T) {
 // half-written, and it does not reboot.
 func TestRunCanceledWhileImaging(t *testing.T) {
 	s := newServer(t)
-	task := s.addTask(t, pxe.TaskSettings{Target: pxe.Target{Disk: "first"}, CreateTable: true, CheckMode: "fresh", After: "reboot"})
+	task := s.addTask(t, pxe.TaskSettings{Target: protocol.Target{Disk: "first"}, CreateTable: true, CheckMode: "fresh", After: "reboot"})
 	// Slow the swarm down so the cancel lands mid-download: 256 KiB/s
 	// for a 5 MiB image.
 	disks, _ := fakeMachine(t, 32*MiB)
@@ -673,8 +674,8 @@ func TestRunCanceledWhileImaging(t *testing.T) {
 	go func() {
 		deadline := time.Now().Add(30 * time.Second)
 		for time.Now().Before(deadline) {
-			if got, _ := s.store.Task(task.ID); got.State == pxe.TaskImaging && got.LastReport != nil && got.LastReport.BytesDone > 0 {
-				s.store.Transition(task.ID, pxe.TaskCanceled, "canceled by the test")
+			if got, _ := s.store.Task(task.ID); got.State == protocol.TaskImaging && got.LastReport != nil && got.LastReport.BytesDone > 0 {
+				s.store.Transition(task.ID, protocol.TaskCanceled, "canceled by the test")
 				return
 			}
 			time.Sleep(20 * time.Millisecond)
@@ -691,7 +692,7 @@ func TestRunCanceledWhileImaging(t *testing.T) {
 	if r.line(MarkImageDone) != "" || len(r.reboots) != 0 || len(r.shells) != 1 {
 		t.Errorf("IMAGE DONE %q, reboots %v, shells %v: want no IMAGE DONE, no reboot, the shell", r.line(MarkImageDone), r.reboots, r.shells)
 	}
-	if st := s.state(t, task.ID).State; st != pxe.TaskCanceled {
+	if st := s.state(t, task.ID).State; st != protocol.TaskCanceled {
 		t.Errorf("task is %s, want it to stay canceled", st)
 	}
 }

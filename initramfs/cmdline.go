@@ -6,8 +6,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/pxeswarm/pxeswarm/partition"
-	"github.com/pxeswarm/pxeswarm/pxe"
+	"github.com/pxeswarm/pxeswarm/protocol"
 )
 
 // Cmdline is what the agent reads from the kernel command line. The boot
@@ -63,7 +62,7 @@ func ParseCmdline(s string) (Cmdline, error) {
 			}
 			c.Server = strings.TrimRight(val, "/")
 		case "pxeswarm.mac":
-			mac, err := pxe.ParseMAC(val)
+			mac, err := protocol.ParseMAC(val)
 			if err != nil {
 				bad("a MAC address such as 52:54:00:12:34:56")
 				continue
@@ -76,7 +75,7 @@ func ParseCmdline(s string) (Cmdline, error) {
 			}
 			c.Task = val
 		case "pxeswarm.stick":
-			if !partition.IsGUID(val) {
+			if !protocol.IsGUID(val) {
 				bad("a partition GUID such as 1c5e2d4f-9a0b-4c3d-8e7f-0123456789ab")
 				continue
 			}

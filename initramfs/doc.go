@@ -4,7 +4,7 @@
 //
 // It owns the boot-to-reboot state machine ([Config.Run]): driver
 // coldplug (through an injected function), the network (DHCP with
-// pxe.Discover on each link with a carrier, the address and default route
+// dhclient.Discover on each link with a carrier, the address and default route
 // configured here over netlink, the lease renewed at T1), the server URL
 // (DHCP option, then pxeswarm.server= on the kernel command line: see
 // [ParseCmdline]), the signed plan (refused unless it verifies against the

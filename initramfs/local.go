@@ -12,7 +12,7 @@ import (
 	"github.com/pxeswarm/pxeswarm/imager"
 	"github.com/pxeswarm/pxeswarm/internal/bytesize"
 	"github.com/pxeswarm/pxeswarm/partition"
-	"github.com/pxeswarm/pxeswarm/pxe"
+	"github.com/pxeswarm/pxeswarm/protocol"
 )
 
 // Where the stick's partition GUID came from, as MarkStick says it.
@@ -181,7 +181,7 @@ func (a *agent) runLocal(ctx context.Context, st *stick) (after string, err erro
 		"seed_for", si.seedFor(), "after", si.after())
 
 	// The target.
-	a.setPhase(pxe.PhaseDisk)
+	a.setPhase(protocol.PhaseDisk)
 	disks, err := a.waitDisks(ctx)
 	if err != nil {
 		return "", err
@@ -221,7 +221,7 @@ func (a *agent) runLocal(ctx context.Context, st *stick) (after string, err erro
 
 	// Copy, every piece checked before it is written.
 	a.con.Println(markWriting(im.Name, im.Length, tgt.String()))
-	a.setPhase(pxe.PhaseImaging)
+	a.setPhase(protocol.PhaseImaging)
 	if err := (imager.CopyConfig{Image: im, From: from, To: parts, Progress: a.onProgress, ProgressEvery: a.cfg.ProgressEvery}).Run(ctx); err != nil {
 		return "", &Error{What: "copying image " + si.Name + " from the stick failed", Err: err,
 			Do: "the disk is half-written and will not be booted: if the stick is damaged, rewrite it; then boot it again"}
@@ -229,7 +229,7 @@ func (a *agent) runLocal(ctx context.Context, st *stick) (after string, err erro
 	syncAll()
 	digest := ""
 	if a.readBack {
-		a.setPhase(pxe.PhaseVerifying)
+		a.setPhase(protocol.PhaseVerifying)
 		start := time.Now()
 		if digest, err = readBack(ctx, places, im, func(done int64) { a.setReadBack(done, im.Length, start) }); err != nil {
 			return "", &Error{What: "the image does not read back from " + tgt.String() + " as it was written", Err: err,
@@ -256,7 +256,7 @@ func (a *agent) runLocal(ctx context.Context, st *stick) (after string, err erro
 			a.log.Warn("the kernel did not re-read the partition table (the next boot will)", "disk", tgt.Disk.Path, "err", err)
 		}
 	}
-	a.setPhase(pxe.PhaseDone)
+	a.setPhase(protocol.PhaseDone)
 	return si.after(), nil
 }
 
@@ -264,8 +264,8 @@ func (a *agent) runLocal(ctx context.Context, st *stick) (after string, err erro
 // names one, else the one disk that can take the image, else the person
 // at the console chooses among those that can.
 func (a *agent) localTarget(ctx context.Context, disks []partition.Disk, si StickImage, im *imager.Image) (partition.Target, error) {
-	if si.Target != (pxe.Target{}) {
-		t, err := partition.Choose(disks, partition.Selector(si.Target), im)
+	if si.Target != (protocol.Target{}) {
+		t, err := partition.Choose(disks, si.Target, im)
 		if err != nil {
 			return t, &Error{What: "no disk to write the image to", Err: err, Do: diskAdvice(err)}
 		}
@@ -275,7 +275,7 @@ func (a *agent) localTarget(ctx context.Context, disks []partition.Disk, si Stic
 	switch len(fit) {
 	case 0:
 		// What "first" would have said: no fixed disk, or it is too small.
-		_, err := partition.Choose(disks, partition.Selector{Disk: partition.First}, im)
+		_, err := partition.Choose(disks, protocol.Target{Disk: protocol.FirstDisk}, im)
 		return partition.Target{}, &Error{What: "no disk to write the image to", Err: err, Do: diskAdvice(err)}
 	case 1:
 		return fit[0], nil
@@ -325,7 +325,7 @@ func (a *agent) seedLocal(ctx context.Context, netCh <-chan netResult, si StickI
 		a.log.Info("no tracker known: not seeding")
 		return nil
 	}
-	a.setPhase(pxe.PhaseSeeding)
+	a.setPhase(protocol.PhaseSeeding)
 	sess, err := imager.Config{Image: im, Parts: parts, Mode: imager.ModeSeed, Listen: a.cfg.Listen, Trackers: trackers,
 		Tuning: a.cfg.Tuning, Progress: a.onProgress, ProgressEvery: a.cfg.ProgressEvery}.Join(ctx, a.log)
 	if err != nil {

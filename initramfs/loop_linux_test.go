@@ -15,6 +15,7 @@ import (
 	"github.com/pxeswarm/pxeswarm/internal/bytesize"
 	"github.com/pxeswarm/pxeswarm/internal/needs"
 	"github.com/pxeswarm/pxeswarm/partition"
+	"github.com/pxeswarm/pxeswarm/protocol"
 	"github.com/pxeswarm/pxeswarm/pxe"
 )
 
@@ -55,7 +56,7 @@ func TestRunLoopDevice(t *testing.T) {
 	dev := loopDisk(t, 32*MiB)
 	name := filepath.Base(dev)
 	s := newServer(t)
-	task := s.addTask(t, pxe.TaskSettings{Target: pxe.Target{Disk: name}, CreateTable: true, CheckMode: "fresh", After: "reboot"})
+	task := s.addTask(t, pxe.TaskSettings{Target: protocol.Target{Disk: name}, CreateTable: true, CheckMode: "fresh", After: "reboot"})
 	r := agentConfig(t, s, partition.Config{IncludeVirtual: true}, "pxeswarm.task="+task.ID)
 	if err := r.run(t); err != nil {
 		t.Fatalf("Run = %v", err)
@@ -80,7 +81,7 @@ func TestRunLoopDevice(t *testing.T) {
 		}
 	}
 	checkDisk(t, dev, 32*MiB, s.parts)
-	if st := s.state(t, task.ID).State; st != pxe.TaskDone {
+	if st := s.state(t, task.ID).State; st != protocol.TaskDone {
 		t.Errorf("task is %s, want done", st)
 	}
 	// The kernel knows both partitions after the final re-read.
@@ -96,7 +97,7 @@ func TestRunLoopDevice(t *testing.T) {
 func TestRunLoopTooSmall(t *testing.T) {
 	dev := loopDisk(t, 6*MiB)
 	s := newServer(t)
-	task := s.addTask(t, pxe.TaskSettings{Target: pxe.Target{Disk: filepath.Base(dev)}, CreateTable: true, CheckMode: "fresh", After: "reboot"})
+	task := s.addTask(t, pxe.TaskSettings{Target: protocol.Target{Disk: filepath.Base(dev)}, CreateTable: true, CheckMode: "fresh", After: "reboot"})
 	r := agentConfig(t, s, partition.Config{IncludeVirtual: true}, "pxeswarm.task="+task.ID)
 	refused(t, s, r, dev, task.ID, "no disk to write the image to", "larger disk")
 }
@@ -134,7 +135,7 @@ func TestRunLoopWholeDiskImage(t *testing.T) {
 	dev := loopDisk(t, 16*MiB)
 	name := filepath.Base(dev)
 	s := newServerImage(t, im, []string{img}, [][]byte{whole})
-	task := s.addTask(t, pxe.TaskSettings{Target: pxe.Target{Disk: name}, CheckMode: "fresh", After: "shell"})
+	task := s.addTask(t, pxe.TaskSettings{Target: protocol.Target{Disk: name}, CheckMode: "fresh", After: "shell"})
 	r := agentConfig(t, s, partition.Config{IncludeVirtual: true}, "")
 	if err := r.run(t); err != nil {
 		t.Fatalf("Run = %v", err)
@@ -153,7 +154,7 @@ func TestRunLoopWholeDiskImage(t *testing.T) {
 	if !bytes.Equal(got, whole) {
 		t.Errorf("the first %d bytes of %s differ from the whole-disk image", len(whole), dev)
 	}
-	if st := s.state(t, task.ID).State; st != pxe.TaskDone {
+	if st := s.state(t, task.ID).State; st != protocol.TaskDone {
 		t.Errorf("task is %s, want done", st)
 	}
 	part := filepath.Join("/sys/block", name, name+"p1")

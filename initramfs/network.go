@@ -10,7 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/pxeswarm/pxeswarm/pxe"
+	"github.com/pxeswarm/pxeswarm/initramfs/dhclient"
 	"github.com/vishvananda/netlink"
 )
 
@@ -44,7 +44,7 @@ func ethLinks() ([]netlink.Link, error) {
 // lease is a configured network: the link, its lease and its MAC.
 type lease struct {
 	link netlink.Link
-	d    *pxe.Discovery
+	d    *dhclient.Discovery
 	mac  string
 }
 
@@ -126,7 +126,7 @@ func (a *agent) dhcp(ctx context.Context, preferMAC string) (*lease, error) {
 	for _, l := range ready {
 		dc := c.DHCP
 		dc.Interface = l.Attrs().Name
-		d, err := pxe.Discover(ctx, a.log, dc)
+		d, err := dhclient.Discover(ctx, a.log, dc)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
@@ -145,7 +145,7 @@ func (a *agent) dhcp(ctx context.Context, preferMAC string) (*lease, error) {
 
 // configure puts the lease's address and default route on the link and
 // writes the name servers.
-func (a *agent) configure(l netlink.Link, d *pxe.Discovery) error {
+func (a *agent) configure(l netlink.Link, d *dhclient.Discovery) error {
 	name := l.Attrs().Name
 	ipn := &net.IPNet{IP: d.Addr.Addr().AsSlice(), Mask: net.CIDRMask(d.Addr.Bits(), 32)}
 	if err := netlink.AddrReplace(l, &netlink.Addr{IPNet: ipn}); err != nil {
@@ -196,7 +196,7 @@ func (a *agent) keepLease(ctx context.Context, l *lease) {
 		}
 		dc := a.cfg.DHCP
 		dc.Interface = l.link.Attrs().Name
-		nd, err := pxe.Renew(ctx, a.log, dc, d)
+		nd, err := dhclient.Renew(ctx, a.log, dc, d)
 		if err == nil {
 			if nd.Addr != d.Addr {
 				a.log.Warn("the renewed lease has another address; configuring it", "old", d.Addr, "new", nd.Addr)

@@ -10,9 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pxeswarm/pxeswarm/initramfs/dhclient"
 	"github.com/pxeswarm/pxeswarm/internal/needs"
 	"github.com/pxeswarm/pxeswarm/internal/netns"
-	"github.com/pxeswarm/pxeswarm/pxe"
 )
 
 const lanURL = "http://198.18.0.1:8080"
@@ -58,7 +58,7 @@ func netAgent(t *testing.T, cmdline Cmdline) (*agent, *syncBuffer) {
 	t.Helper()
 	con := &syncBuffer{}
 	cfg := Config{
-		DHCP:           pxe.DiscoverConfig{Timeout: 500 * time.Millisecond, Retries: 3},
+		DHCP:           dhclient.Config{Timeout: 500 * time.Millisecond, Retries: 3},
 		ResolvConf:     filepath.Join(t.TempDir(), "resolv.conf"),
 		LinkTimeout:    2 * time.Second,
 		CarrierTimeout: 5 * time.Second,
@@ -169,7 +169,7 @@ func TestRunNoDHCP(t *testing.T) {
 	cfg := Config{
 		Cmdline:        "-",
 		KeyPath:        "/nonexistent",
-		DHCP:           pxe.DiscoverConfig{Timeout: 200 * time.Millisecond, Retries: 2},
+		DHCP:           dhclient.Config{Timeout: 200 * time.Millisecond, Retries: 2},
 		ResolvConf:     filepath.Join(t.TempDir(), "resolv.conf"),
 		LinkTimeout:    time.Second,
 		CarrierTimeout: 2 * time.Second,
@@ -181,8 +181,8 @@ func TestRunNoDHCP(t *testing.T) {
 	defer cancel()
 	err := host.Do(func() error { return cfg.Run(ctx, infoLogger(t)) })
 	t.Logf("console:\n%s", con)
-	if !errors.Is(err, pxe.ErrNoOffer) {
-		t.Errorf("Run = %v, want pxe.ErrNoOffer", err)
+	if !errors.Is(err, dhclient.ErrNoOffer) {
+		t.Errorf("Run = %v, want dhclient.ErrNoOffer", err)
 	}
 	r := &run{console: con}
 	r.wantMarkers(t, MarkVersion, MarkError+" no network", MarkNet+" link 1 lo", MarkNet+" link 2 eth0 type=veth mac=52:54:00:00:00:53", MarkNet+" no IPv4 routes", MarkShell)

@@ -13,7 +13,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/pxeswarm/pxeswarm/pxe"
+	"github.com/pxeswarm/pxeswarm/protocol"
 )
 
 // reporter sends the agent's status to POST /api/report/{mac}. A 409
@@ -31,7 +31,7 @@ type reporter struct {
 
 	mu       sync.Mutex
 	taskID   string
-	endState pxe.TaskState
+	endState protocol.TaskState
 	lastWarn time.Time
 	ended    chan struct{}
 	endOnce  sync.Once
@@ -51,7 +51,7 @@ func (r *reporter) setTask(id string) {
 func (r *reporter) Ended() <-chan struct{} { return r.ended }
 
 // EndState is the state the server gave when it ended the task.
-func (r *reporter) EndState() pxe.TaskState {
+func (r *reporter) EndState() protocol.TaskState {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.endState
@@ -65,12 +65,12 @@ const reportTimeout = 5 * time.Second
 // state) on a 409 that says the task is over; other failures are returned
 // too, but callers treat them as warnings: imaging goes on while the
 // server is unreachable.
-func (r *reporter) send(ctx context.Context, rep pxe.Report) error {
-	return r.sendFunc(ctx, func() pxe.Report { return rep })
+func (r *reporter) send(ctx context.Context, rep protocol.Report) error {
+	return r.sendFunc(ctx, func() protocol.Report { return rep })
 }
 
 // sendFunc sends the report get composes once it is this report's turn.
-func (r *reporter) sendFunc(ctx context.Context, get func() pxe.Report) error {
+func (r *reporter) sendFunc(ctx context.Context, get func() protocol.Report) error {
 	r.sendMu.Lock()
 	defer r.sendMu.Unlock()
 	rep := get()
@@ -101,8 +101,8 @@ func (r *reporter) sendFunc(ctx context.Context, get func() pxe.Report) error {
 	defer resp.Body.Close()
 	reply, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	var ans struct {
-		Error string        `json:"error"`
-		State pxe.TaskState `json:"state"`
+		Error string             `json:"error"`
+		State protocol.TaskState `json:"state"`
 	}
 	json.Unmarshal(reply, &ans)
 	switch {
@@ -145,7 +145,7 @@ func (r *reporter) warn(msg, phase string, err error) {
 }
 
 // every sends get()'s report every d until ctx ends.
-func (r *reporter) every(ctx context.Context, d time.Duration, get func() pxe.Report) {
+func (r *reporter) every(ctx context.Context, d time.Duration, get func() protocol.Report) {
 	t := time.NewTicker(d)
 	defer t.Stop()
 	for {

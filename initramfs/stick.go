@@ -15,7 +15,7 @@ import (
 	"github.com/pxeswarm/pxeswarm/imager"
 	"github.com/pxeswarm/pxeswarm/internal/bytesize"
 	"github.com/pxeswarm/pxeswarm/partition"
-	"github.com/pxeswarm/pxeswarm/pxe"
+	"github.com/pxeswarm/pxeswarm/protocol"
 )
 
 // The rescue stick (`pxeswarm build usb`) is a GPT disk: an EFI system
@@ -79,7 +79,7 @@ type StickImage struct {
 	Length int64 `json:"length"`
 	// Target is where the image goes; empty: the one disk that can take
 	// it, or the person at the console chooses among several.
-	Target pxe.Target `json:"target"`
+	Target protocol.Target `json:"target"`
 	// CreateTable makes the partition table from the image's layout.
 	CreateTable bool `json:"create_table"`
 	// SeedFor is how long to seed the written image when a tracker is
@@ -141,7 +141,7 @@ func ParseStickConfig(data []byte) (*StickConfig, error) {
 			return nil, bad("%s: offset %d, length %d: want a place in the data partition", where, im.Offset, im.Length)
 		}
 		names[im.Name] = true
-		if t := im.Target; t != (pxe.Target{}) {
+		if t := im.Target; t != (protocol.Target{}) {
 			if err := t.Check(); err != nil {
 				return nil, bad("%s: %v, or none to choose at the console", where, err)
 			}

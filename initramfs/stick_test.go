@@ -15,14 +15,13 @@ import (
 	diskfs "github.com/diskfs/go-diskfs"
 	"github.com/diskfs/go-diskfs/disk"
 	"github.com/diskfs/go-diskfs/filesystem"
-
-	"github.com/pxeswarm/pxeswarm/pxe"
+	"github.com/pxeswarm/pxeswarm/protocol"
 )
 
 func goodStick() StickConfig {
 	return StickConfig{Version: StickVersion, Mode: ModeLocal, Server: "http://198.18.0.1:8080", Images: []StickImage{
 		{Name: "lab", Torrent: "/pxeswarm/images/lab.torrent", InfoHash: strings.Repeat("ab", 20), Offset: 0, Length: 1 << 20,
-			Target: pxe.Target{Disk: "first"}, CreateTable: true, SeedFor: "10m", After: "reboot"},
+			Target: protocol.Target{Disk: "first"}, CreateTable: true, SeedFor: "10m", After: "reboot"},
 		{Name: "exam", Torrent: "/pxeswarm/images/exam.torrent", InfoHash: strings.Repeat("cd", 20), Offset: 1 << 20, Length: 5},
 	}}
 }
@@ -54,7 +53,7 @@ func TestParseStickConfig(t *testing.T) {
 		"info hash":       func(c *StickConfig) { c.Images[0].InfoHash = "xyz" },
 		"length":          func(c *StickConfig) { c.Images[0].Length = 0 },
 		"offset":          func(c *StickConfig) { c.Images[0].Offset = -1 },
-		"target":          func(c *StickConfig) { c.Images[0].Target = pxe.Target{Disk: "sda", Label: "x"} },
+		"target":          func(c *StickConfig) { c.Images[0].Target = protocol.Target{Disk: "sda", Label: "x"} },
 		"seed_for":        func(c *StickConfig) { c.Images[0].SeedFor = "forever" },
 		"after":           func(c *StickConfig) { c.Images[0].After = "halt" },
 		"tracker":         func(c *StickConfig) { c.Images[0].Trackers = []string{"udp://x"} },

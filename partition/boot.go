@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"unicode/utf16"
+
+	"github.com/pxeswarm/pxeswarm/protocol"
 )
 
 // DefaultEFIVars is where efivarfs is mounted.
@@ -55,29 +57,8 @@ func parseLoaderPartUUID(b []byte) (string, error) {
 		u = append(u, c)
 	}
 	s := strings.ToLower(string(utf16.Decode(u)))
-	if !IsGUID(s) {
+	if !protocol.IsGUID(s) {
 		return "", fmt.Errorf("%w: %s holds %q, not a GUID", ErrNoLoaderPartUUID, loaderDevicePartUUID, s)
 	}
 	return s, nil
-}
-
-// IsGUID reports whether s is a GUID written as 8-4-4-4-12 hex digits
-// (either case), as PARTUUIDs and GPT GUIDs are.
-func IsGUID(s string) bool {
-	if len(s) != 36 {
-		return false
-	}
-	for i, c := range s {
-		switch i {
-		case 8, 13, 18, 23:
-			if c != '-' {
-				return false
-			}
-		default:
-			if !strings.ContainsRune("0123456789abcdefABCDEF", c) {
-				return false
-			}
-		}
-	}
-	return true
 }

@@ -24,7 +24,7 @@
 // for a machine's disks.
 //
 // It does not own what is written into the partitions (package imager),
-// the plan that names the target (package pxe; [Selector] mirrors
-// pxe.Target so neither package imports the other), or the agent's state
-// machine (package initramfs).
+// the plan that names the target (package protocol: [Choose] takes its
+// protocol.Target and the rules that Target.Check sets), or the agent's
+// state machine (package initramfs).
 package partition

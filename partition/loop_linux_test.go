@@ -15,6 +15,7 @@ import (
 	"testing"
 
 	. "github.com/pxeswarm/pxeswarm/partition"
+	"github.com/pxeswarm/pxeswarm/protocol"
 
 	"github.com/google/go-cmp/cmp"
 	"golang.org/x/sys/unix"
@@ -247,7 +248,7 @@ func TestLoopTooSmall(t *testing.T) {
 	if want := fmt.Sprintf("target %s (8MiB) is smaller than image win11 (9.0MiB): pick a larger disk or a smaller image", dev); !errors.Is(err, ErrTooSmall) || !strings.Contains(err.Error(), want) {
 		t.Errorf("CreateTable(8 MiB disk, 9 MiB image) = %v, want %q", err, want)
 	}
-	if _, err := Choose(listOnly(t, c, dev), Selector{Disk: filepath.Base(dev)}, im); !errors.Is(err, ErrTooSmall) {
+	if _, err := Choose(listOnly(t, c, dev), protocol.Target{Disk: filepath.Base(dev)}, im); !errors.Is(err, ErrTooSmall) {
 		t.Errorf("Choose(8 MiB disk, 9 MiB image) = %v, want ErrTooSmall", err)
 	}
 	if sha(t, backing) != before {
@@ -273,15 +274,15 @@ func TestLoopBootMedium(t *testing.T) {
 		t.Fatalf("List() = %v; want %s marked as the boot medium and %s not", disks, stick, disk)
 	}
 	im := testImage("small", "gpt", imager.PartInfo{Number: 1, Size: 4 * MiB})
-	if _, err := Choose(disks, Selector{Disk: stick}, im); !errors.Is(err, ErrBootMedium) || !strings.Contains(err.Error(), "booted from") {
+	if _, err := Choose(disks, protocol.Target{Disk: stick}, im); !errors.Is(err, ErrBootMedium) || !strings.Contains(err.Error(), "booted from") {
 		t.Errorf("Choose(disk=%s) = %v, want ErrBootMedium saying so", stick, err)
 	}
-	if _, err := Choose(disks, Selector{Label: DefaultBootLabel}, im); !errors.Is(err, ErrBootMedium) {
+	if _, err := Choose(disks, protocol.Target{Label: DefaultBootLabel}, im); !errors.Is(err, ErrBootMedium) {
 		t.Errorf("Choose(label=%s) = %v, want ErrBootMedium", DefaultBootLabel, err)
 	}
 	// "first" skips the stick (it is removable=0 as a loop device: only the
 	// boot mark keeps it out).
-	if got, err := Choose(disks, Selector{Disk: First}, im); err != nil || got.Disk.Path != disk {
+	if got, err := Choose(disks, protocol.Target{Disk: protocol.FirstDisk}, im); err != nil || got.Disk.Path != disk {
 		t.Errorf("Choose(first) = %v, %v; want %s", got, err, disk)
 	}
 	if _, err := c.CreateTable(context.Background(), log, stick, im); !errors.Is(err, ErrBootMedium) {

@@ -11,63 +11,8 @@ import (
 
 	"github.com/pxeswarm/pxeswarm/imager"
 	"github.com/pxeswarm/pxeswarm/internal/bytesize"
+	"github.com/pxeswarm/pxeswarm/protocol"
 )
-
-// First selects the first disk that can be a target: see [Choose].
-const First = "first"
-
-// Selector names where an image goes. It mirrors pxe.Target field for
-// field, so the agent converts one to the other (partition.Selector(
-// plan.Target)) and neither package imports the other. Set exactly one of Disk, Label and GUID; Partition goes with
-// Disk, or alone to mean "the one disk that has this partition number".
-type Selector struct {
-	// Disk is [First] or a kernel disk name: "sda", "nvme0n1", or the same
-	// with "/dev/" in front.
-	Disk string
-	// Partition is a partition number (1-based) on Disk. Without Disk, it
-	// matches that number on every disk that is not the boot medium, and
-	// more than one match is an error.
-	Partition int
-	// Label is a GPT partition name, matched exactly, on any disk that is
-	// not the boot medium.
-	Label string
-	// GUID is a GPT unique partition GUID (any case, braces allowed) or an
-	// MBR PARTUUID ("1a2b3c4d-02"), on any disk that is not the boot medium.
-	GUID string
-}
-
-func (s Selector) String() string {
-	var parts []string
-	if s.Disk != "" {
-		parts = append(parts, "disk="+s.Disk)
-	}
-	if s.Partition != 0 {
-		parts = append(parts, fmt.Sprintf("partition=%d", s.Partition))
-	}
-	if s.Label != "" {
-		parts = append(parts, fmt.Sprintf("label=%q", s.Label))
-	}
-	if s.GUID != "" {
-		parts = append(parts, "guid="+s.GUID)
-	}
-	if len(parts) == 0 {
-		return "(empty selector)"
-	}
-	return strings.Join(parts, " ")
-}
-
-func (s Selector) check() error {
-	n := 0
-	for _, set := range []bool{s.Disk != "", s.Label != "", s.GUID != ""} {
-		if set {
-			n++
-		}
-	}
-	if s.Partition < 0 || n > 1 || (n == 0 && s.Partition == 0) || (s.Partition != 0 && (s.Label != "" || s.GUID != "")) {
-		return fmt.Errorf("%w: target %s: set exactly one of disk, label or guid (partition goes with disk, or alone)", ErrNoTarget, s)
-	}
-	return nil
-}
 
 // Target is the disk, or the partition of a disk, an image goes to.
 type Target struct {
@@ -112,16 +57,19 @@ func (t Target) String() string {
 //   - Disk by name must exist and must not be the boot medium (an error
 //     saying so, [ErrBootMedium]), read-only ([ErrReadOnly]) or in use
 //     ([ErrInUse]). A removable disk named explicitly is fine.
-//   - Partition, Label and GUID match partitions; matches on the boot
+//   - Disk with Partition is that partition of the disk.
+//   - Label and GUID match partitions on every disk; matches on the boot
 //     medium are ignored, and more than one match is [ErrAmbiguous].
+//
+// sel must pass protocol.Target.Check (else [ErrNoTarget]).
 //
 // The target must hold the image ([Need]), or for a partition target the
 // image's one part and its partition size in the layout; otherwise the
 // error wraps [ErrTooSmall]. Nothing matching is [ErrNoTarget], with the
 // disks that were seen.
-func Choose(disks []Disk, sel Selector, im *imager.Image) (Target, error) {
-	if err := sel.check(); err != nil {
-		return Target{}, err
+func Choose(disks []Disk, sel protocol.Target, im *imager.Image) (Target, error) {
+	if err := sel.Check(); err != nil {
+		return Target{}, fmt.Errorf("%w: %w", ErrNoTarget, err)
 	}
 	disks = byName(disks)
 	var t Target
@@ -142,7 +90,7 @@ func Choose(disks []Disk, sel Selector, im *imager.Image) (Target, error) {
 
 // Candidates returns, in name order, the whole disks that can take im
 // and that disk "first" would consider: fixed, not the boot medium,
-// writable, free and with a medium. [First] is the first disk that passes
+// writable, free and with a medium. Disk "first" is the first disk that passes
 // those tests, whether it fits or not; when a person may choose (the
 // rescue stick's menu) these are the choices.
 func Candidates(disks []Disk, im *imager.Image) []Target {
@@ -168,9 +116,9 @@ func byName(disks []Disk) []Disk {
 	return disks
 }
 
-func chooseDisk(disks []Disk, sel Selector) (Target, error) {
+func chooseDisk(disks []Disk, sel protocol.Target) (Target, error) {
 	var d *Disk
-	if sel.Disk == First {
+	if sel.Disk == protocol.FirstDisk {
 		for i := range disks {
 			if firstCandidate(disks[i]) {
 				d = &disks[i]
@@ -232,14 +180,13 @@ func chooseDisk(disks []Disk, sel Selector) (Target, error) {
 		ErrNoTarget, sel, d.Path, sel.Partition, orNone(strings.Join(have, ", ")))
 }
 
-func choosePartition(disks []Disk, sel Selector) (Target, error) {
+func choosePartition(disks []Disk, sel protocol.Target) (Target, error) {
 	want := normGUID(sel.GUID)
 	var matches, onBoot []Target
 	for _, d := range disks {
 		for _, p := range d.Partitions {
 			ok := (sel.Label != "" && p.Label == sel.Label) ||
-				(want != "" && normGUID(p.GUID) == want) ||
-				(sel.Partition != 0 && p.Number == sel.Partition)
+				(want != "" && normGUID(p.GUID) == want)
 			if !ok {
 				continue
 			}

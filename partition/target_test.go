@@ -13,6 +13,7 @@ import (
 	"github.com/pxeswarm/pxeswarm/internal/testlog"
 	. "github.com/pxeswarm/pxeswarm/partition"
 	"github.com/pxeswarm/pxeswarm/partition/partitiontest"
+	"github.com/pxeswarm/pxeswarm/protocol"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/pxeswarm/pxeswarm/imager"
@@ -73,53 +74,53 @@ func TestChoose(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
 		disks []Disk
-		sel   Selector
+		sel   protocol.Target
 		im    *imager.Image
 		want  string // Target.String()
 		err   error
 		msg   string // part of the error message
 	}{
-		{name: "first skips read-only, in use, removable boot stick", sel: Selector{Disk: First}, im: win11, want: "/dev/sda"},
-		{name: "first whole-disk image", sel: Selector{Disk: First}, im: whole, want: "/dev/sda"},
-		{name: "first is too small: an error, not the next disk", disks: without("sda"), sel: Selector{Disk: First}, im: win11, err: ErrTooSmall,
+		{name: "first skips read-only, in use, removable boot stick", sel: protocol.Target{Disk: protocol.FirstDisk}, im: win11, want: "/dev/sda"},
+		{name: "first whole-disk image", sel: protocol.Target{Disk: protocol.FirstDisk}, im: whole, want: "/dev/sda"},
+		{name: "first is too small: an error, not the next disk", disks: without("sda"), sel: protocol.Target{Disk: protocol.FirstDisk}, im: win11, err: ErrTooSmall,
 			msg: "target /dev/sdb (120GiB) is smaller than image win11 (200.1GiB): pick a larger disk or a smaller image"},
-		{name: "no usable disk", disks: without("sda", "sdb"), sel: Selector{Disk: First}, im: small, err: ErrNoTarget,
+		{name: "no usable disk", disks: without("sda", "sdb"), sel: protocol.Target{Disk: protocol.FirstDisk}, im: small, err: ErrNoTarget,
 			msg: "/dev/sdc (32GiB, removable, boot medium: its partition 1 is named PXESWARM)"},
-		{name: "no disks", disks: []Disk{}, sel: Selector{Disk: First}, im: small, err: ErrNoTarget, msg: "no disks at all"},
-		{name: "sector size unknown (0) counts as 512", disks: []Disk{{Name: "vda", Path: "/dev/vda", Size: 201 * GiB}}, sel: Selector{Disk: First}, im: win11, want: "/dev/vda"},
-		{name: "by name", sel: Selector{Disk: "sdb"}, im: small, want: "/dev/sdb"},
-		{name: "by /dev path", sel: Selector{Disk: "/dev/sda"}, im: win11, want: "/dev/sda"},
-		{name: "removable by name is fine", sel: Selector{Disk: "sdc", Partition: 2}, disks: []Disk{func() Disk { d := testDisks()[3]; d.Boot = ""; return d }()}, im: small, want: "/dev/sdc2"},
-		{name: "by name too small", sel: Selector{Disk: "sdb"}, im: win11, err: ErrTooSmall, msg: "target /dev/sdb (120GiB)"},
-		{name: "boot medium by name", sel: Selector{Disk: "sdc"}, im: small, err: ErrBootMedium,
+		{name: "no disks", disks: []Disk{}, sel: protocol.Target{Disk: protocol.FirstDisk}, im: small, err: ErrNoTarget, msg: "no disks at all"},
+		{name: "sector size unknown (0) counts as 512", disks: []Disk{{Name: "vda", Path: "/dev/vda", Size: 201 * GiB}}, sel: protocol.Target{Disk: protocol.FirstDisk}, im: win11, want: "/dev/vda"},
+		{name: "by name", sel: protocol.Target{Disk: "sdb"}, im: small, want: "/dev/sdb"},
+		{name: "by /dev path", sel: protocol.Target{Disk: "/dev/sda"}, im: win11, want: "/dev/sda"},
+		{name: "removable by name is fine", sel: protocol.Target{Disk: "sdc", Partition: 2}, disks: []Disk{func() Disk { d := testDisks()[3]; d.Boot = ""; return d }()}, im: small, want: "/dev/sdc2"},
+		{name: "by name too small", sel: protocol.Target{Disk: "sdb"}, im: win11, err: ErrTooSmall, msg: "target /dev/sdb (120GiB)"},
+		{name: "boot medium by name", sel: protocol.Target{Disk: "sdc"}, im: small, err: ErrBootMedium,
 			msg: "/dev/sdc is the medium the agent booted from (its partition 1 is named PXESWARM): it is never written"},
-		{name: "boot medium partition by name", sel: Selector{Disk: "/dev/sdc", Partition: 2}, im: small, err: ErrBootMedium},
-		{name: "read-only by name", sel: Selector{Disk: "sdd"}, im: small, err: ErrReadOnly},
-		{name: "in use by name", sel: Selector{Disk: "nvme0n1"}, im: small, err: ErrInUse, msg: "nvme0n1p2 mounted on /"},
-		{name: "free partition of a busy disk", sel: Selector{Disk: "nvme0n1", Partition: 1}, im: small, want: "/dev/nvme0n1p1"},
-		{name: "mounted partition by number", sel: Selector{Disk: "nvme0n1", Partition: 2}, im: small, err: ErrInUse, msg: "/dev/nvme0n1p2 is in use"},
-		{name: "no medium", sel: Selector{Disk: "sde"}, im: small, err: ErrNoTarget, msg: "no medium"},
-		{name: "unknown name", sel: Selector{Disk: "sdz"}, im: small, err: ErrNoTarget, msg: "there is no disk sdz; saw /dev/nvme0n1 (256GiB, in use: nvme0n1p2 mounted on /) partitions 1=\"boot\" 2=\"system\"; /dev/sda (500GiB)"},
-		{name: "a partition named as a disk", sel: Selector{Disk: "sda1"}, im: small, err: ErrNoTarget, msg: "select disk sda and partition 1"},
-		{name: "disk and partition", sel: Selector{Disk: "sda", Partition: 1}, im: small, want: "/dev/sda1"},
-		{name: "disk and partition without a device", sel: Selector{Disk: "sda", Partition: 2}, im: big, want: "partition 2 of /dev/sda"},
-		{name: "disk and missing partition", sel: Selector{Disk: "sda", Partition: 7}, im: small, err: ErrNoTarget, msg: "has no partition 7 (it has 1, 2)"},
-		{name: "partition too small", sel: Selector{Disk: "sda", Partition: 1}, im: big, err: ErrTooSmall,
+		{name: "boot medium partition by name", sel: protocol.Target{Disk: "/dev/sdc", Partition: 2}, im: small, err: ErrBootMedium},
+		{name: "read-only by name", sel: protocol.Target{Disk: "sdd"}, im: small, err: ErrReadOnly},
+		{name: "in use by name", sel: protocol.Target{Disk: "nvme0n1"}, im: small, err: ErrInUse, msg: "nvme0n1p2 mounted on /"},
+		{name: "free partition of a busy disk", sel: protocol.Target{Disk: "nvme0n1", Partition: 1}, im: small, want: "/dev/nvme0n1p1"},
+		{name: "mounted partition by number", sel: protocol.Target{Disk: "nvme0n1", Partition: 2}, im: small, err: ErrInUse, msg: "/dev/nvme0n1p2 is in use"},
+		{name: "no medium", sel: protocol.Target{Disk: "sde"}, im: small, err: ErrNoTarget, msg: "no medium"},
+		{name: "unknown name", sel: protocol.Target{Disk: "sdz"}, im: small, err: ErrNoTarget, msg: "there is no disk sdz; saw /dev/nvme0n1 (256GiB, in use: nvme0n1p2 mounted on /) partitions 1=\"boot\" 2=\"system\"; /dev/sda (500GiB)"},
+		{name: "a partition named as a disk", sel: protocol.Target{Disk: "sda1"}, im: small, err: ErrNoTarget, msg: "select disk sda and partition 1"},
+		{name: "disk and partition", sel: protocol.Target{Disk: "sda", Partition: 1}, im: small, want: "/dev/sda1"},
+		{name: "disk and partition without a device", sel: protocol.Target{Disk: "sda", Partition: 2}, im: big, want: "partition 2 of /dev/sda"},
+		{name: "disk and missing partition", sel: protocol.Target{Disk: "sda", Partition: 7}, im: small, err: ErrNoTarget, msg: "has no partition 7 (it has 1, 2)"},
+		{name: "partition too small", sel: protocol.Target{Disk: "sda", Partition: 1}, im: big, err: ErrTooSmall,
 			msg: "target /dev/sda1 (100MiB) is smaller than image big (256GiB): pick a larger partition"},
-		{name: "several parts into one partition", sel: Selector{Disk: "sda", Partition: 2}, im: win11, err: ErrLayout},
-		{name: "label", sel: Selector{Label: "EFI"}, im: small, want: "/dev/sda1"},
-		{name: "label is exact", sel: Selector{Label: "efi"}, im: small, err: ErrNoTarget, msg: `partitions 1="EFI" 2="data"`},
-		{name: "label on two disks", sel: Selector{Label: "data"}, im: small, err: ErrAmbiguous, msg: "matches partition 2 of /dev/sda, /dev/sdb1: select by disk and partition"},
-		{name: "label on the boot medium", sel: Selector{Label: "images"}, im: small, err: ErrBootMedium, msg: "/dev/sdc2 on /dev/sdc"},
-		{name: "label of a mounted partition", sel: Selector{Label: "system"}, im: small, err: ErrInUse},
-		{name: "label of a free partition on a busy disk", sel: Selector{Label: "boot"}, im: small, want: "/dev/nvme0n1p1"},
-		{name: "guid any case with braces", sel: Selector{GUID: "{" + strings.ToLower(guid2) + "}"}, im: big, want: "partition 2 of /dev/sda"},
-		{name: "guid too small", sel: Selector{GUID: guid1}, im: big, err: ErrTooSmall},
-		{name: "partition number alone, ambiguous", sel: Selector{Partition: 2}, im: small, err: ErrAmbiguous},
-		{name: "partition number alone", disks: without("nvme0n1", "sdc"), sel: Selector{Partition: 2}, im: small, want: "partition 2 of /dev/sda"},
-		{name: "empty selector", sel: Selector{}, im: small, err: ErrNoTarget},
-		{name: "two selectors", sel: Selector{Disk: "sda", Label: "EFI"}, im: small, err: ErrNoTarget},
-		{name: "label and partition", sel: Selector{Label: "EFI", Partition: 1}, im: small, err: ErrNoTarget},
+		{name: "several parts into one partition", sel: protocol.Target{Disk: "sda", Partition: 2}, im: win11, err: ErrLayout},
+		{name: "label", sel: protocol.Target{Label: "EFI"}, im: small, want: "/dev/sda1"},
+		{name: "label is exact", sel: protocol.Target{Label: "efi"}, im: small, err: ErrNoTarget, msg: `partitions 1="EFI" 2="data"`},
+		{name: "label on two disks", sel: protocol.Target{Label: "data"}, im: small, err: ErrAmbiguous, msg: "matches partition 2 of /dev/sda, /dev/sdb1: select by disk and partition"},
+		{name: "label on the boot medium", sel: protocol.Target{Label: "images"}, im: small, err: ErrBootMedium, msg: "/dev/sdc2 on /dev/sdc"},
+		{name: "label of a mounted partition", sel: protocol.Target{Label: "system"}, im: small, err: ErrInUse},
+		{name: "label of a free partition on a busy disk", sel: protocol.Target{Label: "boot"}, im: small, want: "/dev/nvme0n1p1"},
+		{name: "guid any case", sel: protocol.Target{GUID: strings.ToLower(guid2)}, im: big, want: "partition 2 of /dev/sda"},
+		{name: "guid with braces is refused", sel: protocol.Target{GUID: "{" + guid2 + "}"}, im: big, err: ErrNoTarget, msg: "want a GPT partition GUID"},
+		{name: "guid too small", sel: protocol.Target{GUID: guid1}, im: big, err: ErrTooSmall},
+		{name: "partition number alone is refused", sel: protocol.Target{Partition: 2}, im: small, err: ErrNoTarget, msg: "partition goes with disk"},
+		{name: "empty selector", sel: protocol.Target{}, im: small, err: ErrNoTarget},
+		{name: "two selectors", sel: protocol.Target{Disk: "sda", Label: "EFI"}, im: small, err: ErrNoTarget},
+		{name: "label and partition", sel: protocol.Target{Label: "EFI", Partition: 1}, im: small, err: ErrNoTarget},
 	} {
 		disks := tc.disks
 		if disks == nil {

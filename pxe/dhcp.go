@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
+	"github.com/pxeswarm/pxeswarm/protocol"
 )
 
 // DHCPMode says what the DHCP service does on the classroom network.
@@ -66,9 +67,8 @@ var (
 
 // Defaults for DHCPConfig and DiscoverConfig.
 const (
-	// DefaultURLOption carries the server URL: the first of the
-	// site-specific options 224–254 (RFC 2132 §1, RFC 3942).
-	DefaultURLOption uint8 = 224
+	// DefaultURLOption carries the server URL: the one the agent reads.
+	DefaultURLOption = protocol.URLOption
 	// DefaultBootFileBIOS is iPXE for legacy BIOS PXE ROMs (Debian ipxe).
 	DefaultBootFileBIOS = "undionly.kpxe"
 	// DefaultBootFileUEFI is iPXE for x86-64 UEFI (Debian ipxe). snponly.efi
@@ -76,11 +76,6 @@ const (
 	DefaultBootFileUEFI = "ipxe.efi"
 	// DefaultLeaseTime is how long a full-mode lease lasts.
 	DefaultLeaseTime = time.Hour
-	// AgentVendorClass is the vendor class (option 60) our agent sends.
-	// proxyDHCP answers any vendor class starting with "pxeswarm", so the
-	// agent learns the server URL although its address came from the
-	// school's server.
-	AgentVendorClass = "pxeswarm-agent"
 	// PXEPort is the PXE 2.1 boot server port: after the address, PXE
 	// firmware and iPXE ask the proxyDHCP server again here.
 	PXEPort = 4011
@@ -264,7 +259,7 @@ func (c DHCPConfig) withDefaults() (DHCPConfig, error) {
 	seen := map[netip.Addr]string{}
 	res := make(map[string]netip.Addr, len(c.Reservations))
 	for m, ip := range c.Reservations {
-		mac, err := ParseMAC(m)
+		mac, err := protocol.ParseMAC(m)
 		if err != nil {
 			return bad("reservation %q: want a MAC such as 52:54:00:12:34:56", m)
 		}

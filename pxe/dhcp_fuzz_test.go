@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
+	"github.com/pxeswarm/pxeswarm/protocol"
 )
 
 // dhcpSeeds are real client packets (captured on a test LAN from busybox
@@ -41,7 +42,7 @@ func dhcpSeeds(f *testing.F) [][]byte {
 	seeds = append(seeds,
 		build(dhcpv4.MessageTypeDiscover, pxeBIOS()...),
 		build(dhcpv4.MessageTypeDiscover, append(pxeArch(7), withIPXE())...),
-		build(dhcpv4.MessageTypeDiscover, dhcpv4.WithOption(dhcpv4.OptClassIdentifier(AgentVendorClass))),
+		build(dhcpv4.MessageTypeDiscover, dhcpv4.WithOption(dhcpv4.OptClassIdentifier(protocol.AgentVendorClass))),
 		build(dhcpv4.MessageTypeRequest, sid, req),
 		build(dhcpv4.MessageTypeRequest, append(pxeArch(7), dhcpv4.WithClientIP(net.ParseIP("198.18.0.100")))...),
 		build(dhcpv4.MessageTypeRelease, sid, dhcpv4.WithClientIP(net.ParseIP("198.18.0.100"))),

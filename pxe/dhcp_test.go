@@ -23,9 +23,11 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/pxeswarm/pxeswarm/initramfs/dhclient"
 	"github.com/pxeswarm/pxeswarm/internal/needs"
 	"github.com/pxeswarm/pxeswarm/internal/netns"
 	"github.com/pxeswarm/pxeswarm/internal/testlog"
+	"github.com/pxeswarm/pxeswarm/protocol"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/insomniacslk/dhcp/dhcpv4"
@@ -536,7 +538,7 @@ func TestDHCPProxyReplies(t *testing.T) {
 			want{dhcpv4.MessageTypeOffer, tBcast, "ipxe.efi", tURL}},
 		{"ipxe discover", pkt(t, dhcpv4.MessageTypeDiscover, mac(1), append(pxeBIOS(), withIPXE())...), 67, fromNone,
 			want{dhcpv4.MessageTypeOffer, tBcast, tURL + "boot/52-54-00-00-00-01.ipxe", tURL}},
-		{"agent discover", pkt(t, dhcpv4.MessageTypeDiscover, mac(1), dhcpv4.WithOption(dhcpv4.OptClassIdentifier(AgentVendorClass))), 67, fromNone,
+		{"agent discover", pkt(t, dhcpv4.MessageTypeDiscover, mac(1), dhcpv4.WithOption(dhcpv4.OptClassIdentifier(protocol.AgentVendorClass))), 67, fromNone,
 			want{dhcpv4.MessageTypeOffer, tBcast, "", tURL}},
 		{"pxe request on 4011", pkt(t, dhcpv4.MessageTypeRequest, mac(1), append(pxeArch(7), dhcpv4.WithClientIP(from4011.Addr().AsSlice()))...), PXEPort, from4011,
 			want{dhcpv4.MessageTypeAck, from4011, "ipxe.efi", tURL}},
@@ -548,7 +550,7 @@ func TestDHCPProxyReplies(t *testing.T) {
 			dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(net.ParseIP("198.18.0.120"))))...), 67, fromNone, want{}},
 		{"pxe request naming us on 67", pkt(t, dhcpv4.MessageTypeRequest, mac(1), append(pxeBIOS(),
 			dhcpv4.WithOption(dhcpv4.OptServerIdentifier(tServer.AsSlice())))...), 67, fromNone, want{}},
-		{"agent renewal", pkt(t, dhcpv4.MessageTypeRequest, mac(1), dhcpv4.WithOption(dhcpv4.OptClassIdentifier(AgentVendorClass)),
+		{"agent renewal", pkt(t, dhcpv4.MessageTypeRequest, mac(1), dhcpv4.WithOption(dhcpv4.OptClassIdentifier(protocol.AgentVendorClass)),
 			dhcpv4.WithClientIP(from4011.Addr().AsSlice())), 67, from4011, want{}},
 		{"pxe release", pkt(t, dhcpv4.MessageTypeRelease, mac(1), pxeBIOS()...), 67, fromNone, want{}},
 		{"pxe inform", pkt(t, dhcpv4.MessageTypeInform, mac(1), pxeBIOS()...), 67, fromNone, want{}},
@@ -571,7 +573,7 @@ func TestDHCPProxyReplies(t *testing.T) {
 			if diff := cmp.Diff(tc.want, got, cmp.AllowUnexported(want{}), cmp.Comparer(func(a, b netip.AddrPort) bool { return a == b })); diff != "" {
 				t.Errorf("Reply(%s) (-want +got):\n%s", tc.name, diff)
 			}
-			if tc.req.ClassIdentifier() != AgentVendorClass {
+			if tc.req.ClassIdentifier() != protocol.AgentVendorClass {
 				if opt(r, 60) != "PXEClient" || opt(r, 43) != "\x06\x01\x08\xff" || !r.ServerIPAddr.Equal(tServer.AsSlice()) {
 					t.Errorf("PXE reply: option 60 %q, 43 %x, siaddr %v; want PXEClient, 060108ff, %v", opt(r, 60), opt(r, 43), r.ServerIPAddr, tServer)
 				}
@@ -624,7 +626,7 @@ func TestDHCPBootFilter(t *testing.T) {
 			{"task, iPXE", pkt(t, dhcpv4.MessageTypeDiscover, withTask, append(pxeBIOS(), withIPXE())...), "http://198.18.0.1:8080/boot/52-54-00-00-00-01.ipxe", true},
 			{"no task, UEFI", pkt(t, dhcpv4.MessageTypeDiscover, mac(2), pxeArch(7)...), "", mode == DHCPFull},
 			{"no task, iPXE", pkt(t, dhcpv4.MessageTypeDiscover, mac(2), append(pxeBIOS(), withIPXE())...), "", mode == DHCPFull},
-			{"no task, agent", pkt(t, dhcpv4.MessageTypeDiscover, mac(2), dhcpv4.WithOption(dhcpv4.OptClassIdentifier(AgentVendorClass))), "", true},
+			{"no task, agent", pkt(t, dhcpv4.MessageTypeDiscover, mac(2), dhcpv4.WithOption(dhcpv4.OptClassIdentifier(protocol.AgentVendorClass))), "", true},
 		} {
 			r, _ := ask(t, h, tc.m, 67, fromNone)
 			if (r != nil) != tc.reply {
@@ -1269,11 +1271,11 @@ func TestDHCPProxyLive(t *testing.T) {
 
 	// Without the school's server, Discover says only a proxy answered.
 	err := client.Do(func() error {
-		_, err := Discover(ctx, log, DiscoverConfig{Interface: client.Link, Timeout: 300 * time.Millisecond, Retries: 2})
+		_, err := dhclient.Discover(ctx, log, dhclient.Config{Interface: client.Link, Timeout: 300 * time.Millisecond, Retries: 2})
 		return err
 	})
-	if !errors.Is(err, ErrOnlyProxy) || !strings.Contains(err.Error(), "school's DHCP server") {
-		t.Errorf("Discover with only the proxy = %v, want ErrOnlyProxy pointing at the school's DHCP server", err)
+	if !errors.Is(err, dhclient.ErrOnlyProxy) || !strings.Contains(err.Error(), "school's DHCP server") {
+		t.Errorf("Discover with only the proxy = %v, want dhclient.ErrOnlyProxy pointing at the school's DHCP server", err)
 	}
 
 	dir := t.TempDir()
@@ -1287,15 +1289,15 @@ func TestDHCPProxyLive(t *testing.T) {
 	}
 
 	// The agent: address from dnsmasq, URL from pxeswarm.
-	var d *Discovery
+	var d *dhclient.Discovery
 	if err := client.Do(func() (err error) {
-		d, err = Discover(ctx, log, DiscoverConfig{Interface: client.Link, Timeout: time.Second, Retries: 3})
+		d, err = dhclient.Discover(ctx, log, dhclient.Config{Interface: client.Link, Timeout: time.Second, Retries: 3})
 		return err
 	}); err != nil {
 		t.Fatalf("Discover beside dnsmasq: %v", err)
 	}
 	if !inRange(d.Addr.Addr(), "198.18.0.100", "198.18.0.150") || d.Addr.Bits() != 24 || d.ServerIP != netip.MustParseAddr("198.18.0.2") ||
-		d.ServerURL != tURL || d.ServerURLFrom != URLFromProxy || d.LeaseTime != 10*time.Minute {
+		d.ServerURL != tURL || d.ServerURLFrom != dhclient.URLFromProxy || d.LeaseTime != 10*time.Minute {
 		t.Errorf("Discover = addr %v server %v url %q from %q lease %v; want a dnsmasq address /24 from 198.18.0.2, %q from proxy, 10m",
 			d.Addr, d.ServerIP, d.ServerURL, d.ServerURLFrom, d.LeaseTime, tURL)
 	}

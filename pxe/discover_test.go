@@ -10,7 +10,9 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/insomniacslk/dhcp/dhcpv4"
+	"github.com/pxeswarm/pxeswarm/initramfs/dhclient"
 	"github.com/pxeswarm/pxeswarm/internal/netns"
 	"github.com/pxeswarm/pxeswarm/internal/testlog"
 )
@@ -37,15 +39,15 @@ func TestDiscoverFull(t *testing.T) {
 	log := testlog.New(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	dcfg := DiscoverConfig{Interface: agent.Link, URLOption: 231, Timeout: time.Second, Retries: 3}
+	dcfg := dhclient.Config{Interface: agent.Link, URLOption: 231, Timeout: time.Second, Retries: 3}
 
-	var d *Discovery
+	var d *dhclient.Discovery
 	start := time.Now()
-	if err := agent.Do(func() (err error) { d, err = Discover(ctx, log, dcfg); return err }); err != nil {
+	if err := agent.Do(func() (err error) { d, err = dhclient.Discover(ctx, log, dcfg); return err }); err != nil {
 		t.Fatalf("Discover = %v", err)
 	}
 	took := time.Since(start)
-	want := &Discovery{
+	want := &dhclient.Discovery{
 		Interface:     agent.Link,
 		Addr:          netip.MustParsePrefix("198.18.0.100/24"),
 		Router:        tRouter,
@@ -53,10 +55,10 @@ func TestDiscoverFull(t *testing.T) {
 		LeaseTime:     5 * time.Minute,
 		ServerIP:      tServer,
 		ServerURL:     tURL,
-		ServerURLFrom: URLFromLease,
+		ServerURLFrom: dhclient.URLFromLease,
 	}
 	got := *d
-	got.ACK, got.offer = nil, nil
+	got.ACK = nil
 	if diff := cmpDiscovery(want, &got); diff != "" {
 		t.Errorf("Discover (-want +got):\n%s", diff)
 	}
@@ -70,8 +72,8 @@ func TestDiscoverFull(t *testing.T) {
 
 	// Renew: the agent configures its address, then renews by unicast.
 	agent.MustIP("addr", "add", d.Addr.String(), "dev", agent.Link)
-	var r *Discovery
-	if err := agent.Do(func() (err error) { r, err = Renew(ctx, log, dcfg, d); return err }); err != nil {
+	var r *dhclient.Discovery
+	if err := agent.Do(func() (err error) { r, err = dhclient.Renew(ctx, log, dcfg, d); return err }); err != nil {
 		t.Fatalf("Renew = %v", err)
 	}
 	if r.Addr != d.Addr || r.ServerURL != tURL || r.LeaseTime != 5*time.Minute {
@@ -92,12 +94,12 @@ func TestDiscoverNoServer(t *testing.T) {
 	defer cancel()
 	start := time.Now()
 	err := agent.Do(func() error {
-		_, err := Discover(ctx, testlog.New(t), DiscoverConfig{Interface: agent.Link, Timeout: 200 * time.Millisecond, Retries: 2})
+		_, err := dhclient.Discover(ctx, testlog.New(t), dhclient.Config{Interface: agent.Link, Timeout: 200 * time.Millisecond, Retries: 2})
 		return err
 	})
 	took := time.Since(start)
-	if !errors.Is(err, ErrNoOffer) || !strings.Contains(err.Error(), "cable") || !strings.Contains(err.Error(), "proxy mode") {
-		t.Errorf("Discover with no server = %v, want ErrNoOffer naming the cable, the DHCP server and proxy mode", err)
+	if !errors.Is(err, dhclient.ErrNoOffer) || !strings.Contains(err.Error(), "cable") || !strings.Contains(err.Error(), "proxy mode") {
+		t.Errorf("Discover with no server = %v, want dhclient.ErrNoOffer naming the cable, the DHCP server and proxy mode", err)
 	}
 	if took < 500*time.Millisecond || took > 3*time.Second {
 		t.Errorf("Discover gave up after %v, want about 600ms (200ms + 400ms)", took)
@@ -107,19 +109,19 @@ func TestDiscoverNoServer(t *testing.T) {
 	ctx2, cancel2 := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel2()
 	err = agent.Do(func() error {
-		_, err := Discover(ctx2, nil, DiscoverConfig{Interface: agent.Link, Timeout: 5 * time.Second, Retries: 5})
+		_, err := dhclient.Discover(ctx2, nil, dhclient.Config{Interface: agent.Link, Timeout: 5 * time.Second, Retries: 5})
 		return err
 	})
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("Discover with an expiring context = %v, want context.DeadlineExceeded", err)
 	}
 
-	if _, err := Discover(ctx, nil, DiscoverConfig{}); !errors.Is(err, ErrBadDHCPConfig) {
-		t.Errorf("Discover without an interface = %v, want ErrBadDHCPConfig", err)
+	if _, err := dhclient.Discover(ctx, nil, dhclient.Config{}); !errors.Is(err, dhclient.ErrBadConfig) {
+		t.Errorf("Discover without an interface = %v, want dhclient.ErrBadConfig", err)
 	}
 }
 
-func cmpDiscovery(want, got *Discovery) string {
-	return cmp.Diff(want, got, cmp.AllowUnexported(Discovery{}), cmp.Comparer(func(a, b netip.Addr) bool { return a == b }),
+func cmpDiscovery(want, got *dhclient.Discovery) string {
+	return cmp.Diff(want, got, cmpopts.IgnoreUnexported(dhclient.Discovery{}), cmp.Comparer(func(a, b netip.Addr) bool { return a == b }),
 		cmp.Comparer(func(a, b netip.Prefix) bool { return a == b }))
 }

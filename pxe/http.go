@@ -18,6 +18,7 @@ import (
 
 	"github.com/anacrolix/torrent/bencode"
 	"github.com/pxeswarm/pxeswarm/imager"
+	"github.com/pxeswarm/pxeswarm/protocol"
 )
 
 // Backend answers the boot path's question "which task does this MAC
@@ -30,9 +31,9 @@ type Backend interface {
 	// SeeMachine records that mac asked for something from ip.
 	SeeMachine(mac, ip, arch string) error
 	// Transition moves a task to another state (see Store.Transition).
-	Transition(id string, to TaskState, errText string) (Task, error)
+	Transition(id string, to protocol.TaskState, errText string) (Task, error)
 	// Report applies an agent's status report (see Store.Report).
-	Report(mac string, r Report) (Task, error)
+	Report(mac string, r protocol.Report) (Task, error)
 }
 
 var _ Backend = (*Store)(nil)
@@ -274,11 +275,11 @@ func (s *bootServer) loadImage(name string, hi HTTPImage) (*servedImage, error) 
 // withPlanDefaults fills d's empty fields from def, then the built-in
 // defaults.
 func withPlanDefaults(d, def PlanDefaults) PlanDefaults {
-	if d.Target == (Target{}) {
+	if d.Target == (protocol.Target{}) {
 		d.Target = def.Target
 	}
-	if d.Target == (Target{}) {
-		d.Target = Target{Disk: "first"}
+	if d.Target == (protocol.Target{}) {
+		d.Target = protocol.Target{Disk: "first"}
 	}
 	d.CheckMode = cmp.Or(d.CheckMode, def.CheckMode, "fresh")
 	d.After = cmp.Or(d.After, def.After, "reboot")
@@ -288,56 +289,14 @@ func withPlanDefaults(d, def PlanDefaults) PlanDefaults {
 
 // checkSettings validates plan settings by the plan's own rules.
 func (s *bootServer) checkSettings(ts TaskSettings) error {
-	p := Plan{MAC: "00:00:00:00:00:00", TaskID: "check", Image: "check", Torrent: "check",
+	p := protocol.Plan{MAC: "00:00:00:00:00:00", TaskID: "check", Action: protocol.ActionDeploy, Image: "check", Torrent: "check",
 		InfoHash: strings.Repeat("0", 40), Target: ts.Target, CreateTable: ts.CreateTable,
 		CheckMode: ts.CheckMode, SeedFor: ts.SeedFor, After: ts.After}
 	if err := p.Check(); err != nil {
 		// Drop "bad plan: ": the caller says what was checked.
-		return errors.New(strings.TrimPrefix(err.Error(), ErrBadPlan.Error()+": "))
-	}
-	t := ts.Target
-	switch {
-	case t.Disk != "" && t.Disk != "first" && !deviceNameOK(t.Disk):
-		return fmt.Errorf("target disk %q: want \"first\" or a device name such as vda, sda or nvme0n1", clip(t.Disk, 40))
-	case len(t.Label) > 36:
-		return fmt.Errorf("target label %q: a GPT partition name has at most 36 characters", clip(t.Label, 40))
-	case t.GUID != "" && !guidOK(t.GUID):
-		return fmt.Errorf("target guid %q: want a GPT partition GUID such as 0fc63daf-8483-4772-8e79-3d69d8477de4", clip(t.GUID, 40))
-	case t.Partition > 128:
-		return fmt.Errorf("target partition %d: want a partition number from 1 to 128", t.Partition)
+		return errors.New(strings.TrimPrefix(err.Error(), protocol.ErrBadPlan.Error()+": "))
 	}
 	return nil
-}
-
-// deviceNameOK accepts kernel block device names (vda, sda, nvme0n1,
-// mmcblk0, md127).
-func deviceNameOK(s string) bool {
-	if s == "" || len(s) > 32 {
-		return false
-	}
-	for _, c := range s {
-		if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
-			return false
-		}
-	}
-	return true
-}
-
-// guidOK accepts 8-4-4-4-12 hex digits.
-func guidOK(s string) bool {
-	if len(s) != 36 {
-		return false
-	}
-	for i, c := range strings.ToLower(s) {
-		if i == 8 || i == 13 || i == 18 || i == 23 {
-			if c != '-' {
-				return false
-			}
-		} else if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
-			return false
-		}
-	}
-	return true
 }
 
 // webSeedURL is the BEP 19 url-list entry for an image. It ends in "/":

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/pxeswarm/pxeswarm/internal/version"
+	"github.com/pxeswarm/pxeswarm/protocol"
 )
 
 // store returns the Store for the API routes, answering 503 without one.
@@ -72,14 +73,14 @@ func (s *bootServer) serveTasks(w http.ResponseWriter, r *http.Request) {
 	mac := q.Get("mac")
 	if mac != "" {
 		var err error
-		if mac, err = ParseMAC(mac); err != nil {
+		if mac, err = protocol.ParseMAC(mac); err != nil {
 			writeError(w, http.StatusBadRequest, err)
 			return
 		}
 	}
-	state := TaskState(q.Get("state"))
+	state := protocol.TaskState(q.Get("state"))
 	if state != "" && state != "active" && !state.Valid() {
-		writeError(w, http.StatusBadRequest, fmt.Errorf("state %q: want active, pending, booting, imaging, seeding, done, failed or canceled", clip(string(state), 40)))
+		writeError(w, http.StatusBadRequest, fmt.Errorf("state %q: want active, pending, booting, imaging, seeding, done, failed or canceled", protocol.Clip(string(state), 40)))
 		return
 	}
 	tasks, err := st.Tasks()
@@ -106,14 +107,14 @@ func (s *bootServer) serveSwarms(w http.ResponseWriter, r *http.Request) {
 
 // Status is GET /api/status: a summary of the server.
 type Status struct {
-	Version  string            `json:"version"`
-	Uptime   string            `json:"uptime"`
-	Machines int               `json:"machines"`
-	Tasks    map[TaskState]int `json:"tasks"`  // by state
-	Active   int               `json:"active"` // tasks still to finish
-	Images   []ImageStatus     `json:"images"`
-	AdminAPI bool              `json:"admin_api"` // an admin token is set
-	Tracker  bool              `json:"tracker"`   // the tracker shares this port
+	Version  string                     `json:"version"`
+	Uptime   string                     `json:"uptime"`
+	Machines int                        `json:"machines"`
+	Tasks    map[protocol.TaskState]int `json:"tasks"`  // by state
+	Active   int                        `json:"active"` // tasks still to finish
+	Images   []ImageStatus              `json:"images"`
+	AdminAPI bool                       `json:"admin_api"` // an admin token is set
+	Tracker  bool                       `json:"tracker"`   // the tracker shares this port
 }
 
 // ImageStatus is one published image in Status.
@@ -128,7 +129,7 @@ type ImageStatus struct {
 func (s *bootServer) serveStatus(w http.ResponseWriter, r *http.Request) {
 	st := Status{
 		Version: version.String(), Uptime: time.Since(s.started).Round(time.Second).String(),
-		Tasks: map[TaskState]int{}, Images: []ImageStatus{},
+		Tasks: map[protocol.TaskState]int{}, Images: []ImageStatus{},
 		AdminAPI: s.cfg.AdminToken != "", Tracker: s.cfg.Tracker != nil,
 	}
 	for name, si := range s.images {
@@ -191,14 +192,14 @@ func (s *bootServer) admin(h http.HandlerFunc) http.HandlerFunc {
 // CreateTasks is the body of POST /api/tasks. Exactly one of MAC and Group
 // is set; fields left out take the server's plan defaults.
 type CreateTasks struct {
-	MAC         string  `json:"mac,omitempty"`
-	Group       string  `json:"group,omitempty"` // every known machine of the group
-	Image       string  `json:"image"`
-	Target      *Target `json:"target,omitempty"`
-	Check       string  `json:"check,omitempty"` // fresh or verify
-	CreateTable *bool   `json:"create_table,omitempty"`
-	SeedFor     string  `json:"seed_for,omitempty"` // Go duration, e.g. "10m"
-	After       string  `json:"after,omitempty"`    // reboot, poweroff or shell
+	MAC         string           `json:"mac,omitempty"`
+	Group       string           `json:"group,omitempty"` // every known machine of the group
+	Image       string           `json:"image"`
+	Target      *protocol.Target `json:"target,omitempty"`
+	Check       string           `json:"check,omitempty"` // fresh or verify
+	CreateTable *bool            `json:"create_table,omitempty"`
+	SeedFor     string           `json:"seed_for,omitempty"` // Go duration, e.g. "10m"
+	After       string           `json:"after,omitempty"`    // reboot, poweroff or shell
 }
 
 // CreatedTasks answers POST /api/tasks.
@@ -224,7 +225,7 @@ func (s *bootServer) serveCreateTasks(w http.ResponseWriter, r *http.Request) {
 			names = append(names, n)
 		}
 		slices.Sort(names)
-		bad("image %q is not published by this server: pick one of %s", clip(req.Image, 60), strings.Join(names, ", "))
+		bad("image %q is not published by this server: pick one of %s", protocol.Clip(req.Image, 60), strings.Join(names, ", "))
 		return
 	}
 	set := TaskSettings{CheckMode: req.Check, SeedFor: req.SeedFor, After: req.After, CreateTable: s.cfg.Defaults.CreateTable}
@@ -241,7 +242,7 @@ func (s *bootServer) serveCreateTasks(w http.ResponseWriter, r *http.Request) {
 	}
 	var macs []string
 	if req.MAC != "" {
-		mac, err := ParseMAC(req.MAC)
+		mac, err := protocol.ParseMAC(req.MAC)
 		if err != nil {
 			bad("%v", err)
 			return
@@ -259,7 +260,7 @@ func (s *bootServer) serveCreateTasks(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 		if len(macs) == 0 {
-			bad("no known machine is in group %q: list machines and their groups in the config (or GET /api/machines)", clip(req.Group, 60))
+			bad("no known machine is in group %q: list machines and their groups in the config (or GET /api/machines)", protocol.Clip(req.Group, 60))
 			return
 		}
 	}
@@ -272,7 +273,7 @@ func (s *bootServer) serveCreateTasks(w http.ResponseWriter, r *http.Request) {
 	case errors.Is(err, ErrActiveTask):
 		writeError(w, http.StatusConflict, err)
 		return
-	case errors.Is(err, ErrBadMAC), errors.Is(err, ErrBadTask):
+	case errors.Is(err, protocol.ErrBadMAC), errors.Is(err, ErrBadTask):
 		writeError(w, http.StatusBadRequest, err)
 		return
 	case err != nil:
@@ -286,11 +287,11 @@ func (s *bootServer) serveCreateTasks(w http.ResponseWriter, r *http.Request) {
 }
 
 // serveTaskTo answers POST /api/tasks/{id}/cancel and .../done.
-func (s *bootServer) serveTaskTo(to TaskState) http.HandlerFunc {
+func (s *bootServer) serveTaskTo(to protocol.TaskState) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		id := r.PathValue("id")
 		reason := ""
-		if to == TaskCanceled {
+		if to == protocol.TaskCanceled {
 			reason = "canceled by the admin API from " + remoteIP(r)
 		}
 		t, err := s.cfg.Store.Transition(id, to, reason)

@@ -13,6 +13,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/pxeswarm/pxeswarm/protocol"
 )
 
 // routes registers every path. Go 1.22 patterns need a wildcard to be a
@@ -35,8 +37,8 @@ func (s *bootServer) routes() *http.ServeMux {
 	handle("GET", "/api/swarms", s.serveSwarms)
 	handle("GET", "/api/status", s.serveStatus)
 	handle("POST", "/api/tasks", s.admin(s.serveCreateTasks))
-	handle("POST", "/api/tasks/{id}/cancel", s.admin(s.serveTaskTo(TaskCanceled)))
-	handle("POST", "/api/tasks/{id}/done", s.admin(s.serveTaskTo(TaskDone)))
+	handle("POST", "/api/tasks/{id}/cancel", s.admin(s.serveTaskTo(protocol.TaskCanceled)))
+	handle("POST", "/api/tasks/{id}/done", s.admin(s.serveTaskTo(protocol.TaskDone)))
 	// The catch-all "/" below would swallow wrong methods as 404; answer
 	// them 405 with Allow instead.
 	for path, methods := range allowed {
@@ -46,7 +48,7 @@ func (s *bootServer) routes() *http.ServeMux {
 		}
 		mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Allow", allow)
-			writeError(w, http.StatusMethodNotAllowed, fmt.Errorf("method %s not allowed here: use %s", clip(r.Method, 10), allow))
+			writeError(w, http.StatusMethodNotAllowed, fmt.Errorf("method %s not allowed here: use %s", protocol.Clip(r.Method, 10), allow))
 		})
 	}
 	if s.cfg.Tracker != nil {
@@ -55,7 +57,7 @@ func (s *bootServer) routes() *http.ServeMux {
 		}
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, fmt.Errorf("no such path %q: see GET /api/status", clip(r.URL.Path, 100)))
+		writeError(w, http.StatusNotFound, fmt.Errorf("no such path %q: see GET /api/status", protocol.Clip(r.URL.Path, 100)))
 	})
 	return mux
 }
@@ -84,8 +86,8 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 
 // apiError is every JSON error reply.
 type apiError struct {
-	Error string    `json:"error"`
-	State TaskState `json:"state,omitempty"` // the task's state, when a state change was refused
+	Error string             `json:"error"`
+	State protocol.TaskState `json:"state,omitempty"` // the task's state, when a state change was refused
 }
 
 func writeError(w http.ResponseWriter, code int, err error) {
@@ -121,7 +123,7 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, limit int64, v any) bool
 // macParam reads and normalises the {mac} path wildcard, answering 400
 // if it is not a MAC.
 func macParam(w http.ResponseWriter, r *http.Request, raw string) (string, bool) {
-	mac, err := ParseMAC(raw)
+	mac, err := protocol.ParseMAC(raw)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err)
 		return "", false
@@ -138,7 +140,7 @@ func (s *bootServer) serveBoot(w http.ResponseWriter, r *http.Request) {
 	case strings.HasSuffix(file, ".ipxe"):
 		s.serveScript(w, r, strings.TrimSuffix(file, ".ipxe"))
 	default:
-		writeError(w, http.StatusNotFound, fmt.Errorf("no boot file %q: want vmlinuz, initramfs or <mac>.ipxe", clip(file, 60)))
+		writeError(w, http.StatusNotFound, fmt.Errorf("no boot file %q: want vmlinuz, initramfs or <mac>.ipxe", protocol.Clip(file, 60)))
 	}
 }
 
@@ -202,7 +204,7 @@ func (s *bootServer) serveScript(w http.ResponseWriter, r *http.Request, raw str
 		script = s.agentScript(mac, task)
 	default:
 		id := task.ID
-		if task, err = s.backend.Transition(id, TaskBooting, ""); err != nil {
+		if task, err = s.backend.Transition(id, protocol.TaskBooting, ""); err != nil {
 			// Canceled between the two calls, say.
 			s.log.Warn("http: task changed under us; local disk", "mac", mac, "task", id, "err", err)
 			script = localDiskScript(mac, "task "+id+" ended")
@@ -259,7 +261,7 @@ func (s *bootServer) serveTorrent(w http.ResponseWriter, r *http.Request) {
 	name, ok := strings.CutSuffix(r.PathValue("file"), ".torrent")
 	si := s.images[name]
 	if !ok || si == nil {
-		writeError(w, http.StatusNotFound, fmt.Errorf("no image %q on this server: see GET /api/status for the published images", clip(name, 60)))
+		writeError(w, http.StatusNotFound, fmt.Errorf("no image %q on this server: see GET /api/status for the published images", protocol.Clip(name, 60)))
 		return
 	}
 	w.Header().Set("Content-Type", "application/x-bittorrent")
@@ -275,7 +277,7 @@ func (s *bootServer) serveTorrent(w http.ResponseWriter, r *http.Request) {
 func (s *bootServer) serveImageData(w http.ResponseWriter, r *http.Request) {
 	si := s.images[r.PathValue("image")]
 	if si == nil || len(si.data) == 0 {
-		writeError(w, http.StatusNotFound, fmt.Errorf("no web seed for image %q on this server", clip(r.PathValue("image"), 60)))
+		writeError(w, http.StatusNotFound, fmt.Errorf("no web seed for image %q on this server", protocol.Clip(r.PathValue("image"), 60)))
 		return
 	}
 	rest := r.PathValue("path")
@@ -300,7 +302,7 @@ func (s *bootServer) serveImageData(w http.ResponseWriter, r *http.Request) {
 		http.ServeContent(w, r, "", mod, io.NewSectionReader(fh, 0, f.Length))
 		return
 	}
-	writeError(w, http.StatusNotFound, fmt.Errorf("image %s has no file %q", si.name, clip(rest, 100)))
+	writeError(w, http.StatusNotFound, fmt.Errorf("image %s has no file %q", si.name, protocol.Clip(rest, 100)))
 }
 
 // servePlan answers GET /plan/{mac} with the signed plan of the machine's
@@ -332,14 +334,14 @@ func (s *bootServer) servePlan(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	set := withPlanDefaults(task.TaskSettings, s.cfg.Defaults)
-	p := &Plan{
-		MAC: mac, TaskID: task.ID, Image: task.Image,
+	p := &protocol.Plan{
+		MAC: mac, TaskID: task.ID, Action: protocol.ActionDeploy, Image: task.Image,
 		Torrent: s.torrentURL(task.Image), InfoHash: si.im.InfoHash.HexString(),
 		Trackers: s.cfg.Trackers, Target: set.Target, CreateTable: set.CreateTable,
 		CheckMode: set.CheckMode, SeedFor: set.SeedFor, After: set.After,
 		Issued: time.Now().UTC(),
 	}
-	body, err := Sign(p, s.cfg.Key)
+	body, err := protocol.Sign(p, s.cfg.Key)
 	if err != nil {
 		s.log.Error("http: signing plan", "mac", mac, "task", task.ID, "err", err)
 		writeError(w, http.StatusInternalServerError, fmt.Errorf("task %s does not make a valid plan (%v): cancel it and create it again", task.ID, err))
@@ -353,8 +355,8 @@ func (s *bootServer) servePlan(w http.ResponseWriter, r *http.Request) {
 
 // reportReply answers an accepted report.
 type reportReply struct {
-	TaskID string    `json:"task_id,omitempty"`
-	State  TaskState `json:"state,omitempty"`
+	TaskID string             `json:"task_id,omitempty"`
+	State  protocol.TaskState `json:"state,omitempty"`
 }
 
 // serveReport answers POST /api/report/{mac}: the agent's status. A task
@@ -365,7 +367,7 @@ func (s *bootServer) serveReport(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	var rep Report
+	var rep protocol.Report
 	if !decodeJSON(w, r, s.cfg.MaxBody, &rep) {
 		return
 	}
@@ -373,7 +375,7 @@ func (s *bootServer) serveReport(w http.ResponseWriter, r *http.Request) {
 	task, err := s.backend.Report(mac, rep)
 	switch {
 	case err == nil:
-	case errors.Is(err, ErrBadReport), errors.Is(err, ErrNoTask), errors.Is(err, ErrBadMAC):
+	case errors.Is(err, protocol.ErrBadReport), errors.Is(err, ErrNoTask), errors.Is(err, protocol.ErrBadMAC):
 		writeError(w, http.StatusBadRequest, err)
 		return
 	case errors.Is(err, ErrBadTransition):
@@ -386,7 +388,7 @@ func (s *bootServer) serveReport(w http.ResponseWriter, r *http.Request) {
 	}
 	level := slog.LevelDebug
 	switch rep.Phase {
-	case PhaseBooting, PhaseDone, PhaseFailed:
+	case protocol.PhaseBooting, protocol.PhaseDone, protocol.PhaseFailed:
 		level = slog.LevelInfo
 	}
 	s.log.Log(r.Context(), level, "http: report", "mac", mac, "task", task.ID, "phase", rep.Phase, "state", task.State,

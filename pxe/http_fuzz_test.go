@@ -8,6 +8,8 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+
+	"github.com/pxeswarm/pxeswarm/protocol"
 )
 
 // fuzzFixture is a fixture whose store skips fsync (fuzzing writes
@@ -133,7 +135,7 @@ func FuzzAdminAPI(f *testing.F) {
 		for _, task := range ct.Tasks {
 			// What was accepted must make a plan that verifies.
 			pw := serveRaw(fx.h, "GET", "/plan/"+task.MAC, nil)
-			if _, err := Verify(pw.Body.Bytes(), fx.pub, task.MAC); err != nil {
+			if _, err := protocol.Verify(pw.Body.Bytes(), fx.pub, task.MAC); err != nil {
 				t.Fatalf("task from %q: plan does not verify: %v (%d %s)", body, err, pw.Code, pw.Body)
 			}
 			cw := serveRaw(fx.h, "POST", "/api/tasks/"+task.ID+"/cancel", nil, "Authorization", "Bearer "+testToken)

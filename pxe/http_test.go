@@ -27,6 +27,7 @@ import (
 	"github.com/pxeswarm/pxeswarm/imager"
 	"github.com/pxeswarm/pxeswarm/internal/needs"
 	"github.com/pxeswarm/pxeswarm/internal/testlog"
+	"github.com/pxeswarm/pxeswarm/protocol"
 	"github.com/pxeswarm/pxeswarm/tracker"
 )
 
@@ -174,7 +175,7 @@ func (f *fixture) addTask(body string) Task {
 	return ct.Tasks[0]
 }
 
-func (f *fixture) state(id string) TaskState {
+func (f *fixture) state(id string) protocol.TaskState {
 	f.t.Helper()
 	task, err := f.store.Task(id)
 	if err != nil {
@@ -233,23 +234,23 @@ func TestBootScript(t *testing.T) {
 	}
 
 	task := f.addTask(`{"mac": "` + macA + `", "image": "demo"}`)
-	if w := f.do("HEAD", "/boot/"+macA+".ipxe", ""); w.Code != 200 || f.state(task.ID) != TaskPending {
+	if w := f.do("HEAD", "/boot/"+macA+".ipxe", ""); w.Code != 200 || f.state(task.ID) != protocol.TaskPending {
 		t.Errorf("HEAD script = %d, state %s, want 200 and still pending", w.Code, f.state(task.ID))
 	}
 	if s := script(macA); !isAgentScript(s, macA) || !strings.Contains(s, "pxeswarm.task="+task.ID) {
 		t.Errorf("script for pending task =\n%s\nwant our kernel and initramfs", s)
 	}
-	if st := f.state(task.ID); st != TaskBooting {
+	if st := f.state(task.ID); st != protocol.TaskBooting {
 		t.Errorf("after the script: task state %s, want booting", st)
 	}
 	// A re-boot while booting, and while imaging, retries.
 	if s := script(strings.ReplaceAll(macA, ":", "-")); !isAgentScript(s, macA) {
 		t.Errorf("script for a booting task (hyphen MAC) =\n%s\nwant our kernel again", s)
 	}
-	if _, err := f.store.Transition(task.ID, TaskImaging, ""); err != nil {
+	if _, err := f.store.Transition(task.ID, protocol.TaskImaging, ""); err != nil {
 		t.Fatal(err)
 	}
-	if s := script(macA); !isAgentScript(s, macA) || f.state(task.ID) != TaskBooting {
+	if s := script(macA); !isAgentScript(s, macA) || f.state(task.ID) != protocol.TaskBooting {
 		t.Errorf("re-boot mid-imaging: script =\n%s\nstate %s, want our kernel and booting", s, f.state(task.ID))
 	}
 	// Another machine is unaffected.
@@ -301,23 +302,23 @@ func (b *cannedBackend) SeeMachine(mac, ip, arch string) error {
 	return nil
 }
 
-func (b *cannedBackend) Transition(id string, to TaskState, errText string) (Task, error) {
+func (b *cannedBackend) Transition(id string, to protocol.TaskState, errText string) (Task, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.transitions = append(b.transitions, id+"->"+string(to))
-	if !CanTransition(b.task.State, to) {
+	if !protocol.CanTransition(b.task.State, to) {
 		return b.task, ErrBadTransition
 	}
 	b.task.State = to
 	return b.task, nil
 }
 
-func (b *cannedBackend) Report(mac string, r Report) (Task, error) { return b.task, nil }
+func (b *cannedBackend) Report(mac string, r protocol.Report) (Task, error) { return b.task, nil }
 
 // TestBackendSeam runs the boot path on a canned backend: the handler
 // asks the Backend, not the store.
 func TestBackendSeam(t *testing.T) {
-	b := &cannedBackend{task: Task{ID: "c1", MAC: macA, Image: "demo", State: TaskPending}, has: true}
+	b := &cannedBackend{task: Task{ID: "c1", MAC: macA, Image: "demo", State: protocol.TaskPending}, has: true}
 	f := newFixture(t, func(c *HTTPConfig) { c.Backend = b })
 	w := f.do("GET", "/boot/"+macA+".ipxe", "")
 	if !isAgentScript(w.Body.String(), macA) || !strings.Contains(w.Body.String(), "pxeswarm.task=c1") {
@@ -331,7 +332,7 @@ func TestBackendSeam(t *testing.T) {
 	}
 	// The plan comes from the backend's task, with the server's defaults.
 	w = f.do("GET", "/plan/"+macA, "")
-	p, err := Verify(w.Body.Bytes(), f.pub, macA)
+	p, err := protocol.Verify(w.Body.Bytes(), f.pub, macA)
 	if err != nil || p.TaskID != "c1" || p.Target.Disk != "first" || p.SeedFor != "1m" || p.CheckMode != "fresh" {
 		t.Errorf("plan from canned task = %+v, %v", p, err)
 	}
@@ -346,7 +347,7 @@ func TestBackendSeam(t *testing.T) {
 	wantJSONError(t, "plan on backend error", f.do("GET", "/plan/"+macA, ""), http.StatusInternalServerError, "server log")
 	// A task that ended between lookup and transition: local disk.
 	b.mu.Lock()
-	b.err, b.task.State = nil, TaskDone
+	b.err, b.task.State = nil, protocol.TaskDone
 	b.mu.Unlock()
 	if w := f.do("GET", "/boot/"+macA+".ipxe", ""); !isLocalScript(w.Body.String(), macA) {
 		t.Errorf("script for a task that just ended =\n%s\nwant local disk", w.Body)
@@ -363,23 +364,23 @@ func TestPlan(t *testing.T) {
 	if w.Code != http.StatusOK || w.Header().Get("Content-Type") != "application/json" {
 		t.Fatalf("GET /plan = %d %s", w.Code, w.Body)
 	}
-	got, err := Verify(w.Body.Bytes(), f.pub, macA)
+	got, err := protocol.Verify(w.Body.Bytes(), f.pub, macA)
 	if err != nil {
 		t.Fatalf("Verify(served plan) = %v", err)
 	}
-	want := &Plan{
-		MAC: macA, TaskID: task.ID, Image: "demo", Torrent: testPublic + "/torrents/demo.torrent",
+	want := &protocol.Plan{
+		MAC: macA, TaskID: task.ID, Action: protocol.ActionDeploy, Image: "demo", Torrent: testPublic + "/torrents/demo.torrent",
 		InfoHash: f.im.InfoHash.HexString(), Trackers: []string{testPublic + "/announce"},
-		Target: Target{Disk: "vda", Partition: 3}, CreateTable: true, CheckMode: "verify", SeedFor: "90s", After: "poweroff",
+		Target: protocol.Target{Disk: "vda", Partition: 3}, CreateTable: true, CheckMode: "verify", SeedFor: "90s", After: "poweroff",
 	}
-	if d := cmp.Diff(want, got, cmpopts.IgnoreFields(Plan{}, "Issued")); d != "" {
+	if d := cmp.Diff(want, got, cmpopts.IgnoreFields(protocol.Plan{}, "Issued")); d != "" {
 		t.Errorf("served plan (-want +got):\n%s", d)
 	}
 	if time.Since(got.Issued) > time.Minute {
 		t.Errorf("plan issued %v, want about now", got.Issued)
 	}
 	// The plan does not move the task (reports do).
-	if st := f.state(task.ID); st != TaskPending {
+	if st := f.state(task.ID); st != protocol.TaskPending {
 		t.Errorf("after GET /plan: state %s, want pending", st)
 	}
 	// Tampering breaks the signature; another key does not verify.
@@ -387,14 +388,14 @@ func TestPlan(t *testing.T) {
 	if bytes.Equal(tampered, w.Body.Bytes()) {
 		t.Fatal("test bug: nothing tampered")
 	}
-	if _, err := Verify(tampered, f.pub, macA); !errors.Is(err, ErrBadSignature) {
+	if _, err := protocol.Verify(tampered, f.pub, macA); !errors.Is(err, protocol.ErrBadSignature) {
 		t.Errorf("Verify(tampered plan) = %v, want ErrBadSignature", err)
 	}
 	otherPub, _, _ := ed25519.GenerateKey(nil)
-	if _, err := Verify(w.Body.Bytes(), otherPub, macA); !errors.Is(err, ErrBadSignature) {
+	if _, err := protocol.Verify(w.Body.Bytes(), otherPub, macA); !errors.Is(err, protocol.ErrBadSignature) {
 		t.Errorf("Verify(plan, other key) = %v, want ErrBadSignature", err)
 	}
-	if _, err := Verify(w.Body.Bytes(), f.pub, macB); !errors.Is(err, ErrBadPlan) {
+	if _, err := protocol.Verify(w.Body.Bytes(), f.pub, macB); !errors.Is(err, protocol.ErrBadPlan) {
 		t.Errorf("Verify(plan, other MAC) = %v, want ErrBadPlan", err)
 	}
 	// The pinned info-hash is the torrent the server serves.
@@ -430,16 +431,16 @@ func TestReportAPI(t *testing.T) {
 	steps := []struct {
 		body  string
 		code  int
-		state TaskState
+		state protocol.TaskState
 	}{
-		{`{"task_id": "ID", "phase": "booting", "message": "agent up"}`, 200, TaskBooting},
-		{`{"task_id": "ID", "phase": "disk"}`, 200, TaskImaging},
-		{`{"task_id": "ID", "phase": "imaging", "bytes_done": 100, "bytes_total": 1000, "rate_bps": 50, "peers": 4}`, 200, TaskImaging},
-		{`{"task_id": "ID", "phase": "verifying", "bytes_done": 1000, "bytes_total": 1000}`, 200, TaskImaging},
-		{`{"task_id": "ID", "phase": "seeding", "bytes_done": 1000, "bytes_total": 1000, "peers": 9}`, 200, TaskSeeding},
-		{`{"task_id": "ID", "phase": "imaging"}`, 409, TaskSeeding},
-		{`{"task_id": "ID", "phase": "done"}`, 200, TaskDone},
-		{`{"task_id": "ID", "phase": "done"}`, 200, TaskDone},
+		{`{"task_id": "ID", "phase": "booting", "message": "agent up"}`, 200, protocol.TaskBooting},
+		{`{"task_id": "ID", "phase": "disk"}`, 200, protocol.TaskImaging},
+		{`{"task_id": "ID", "phase": "imaging", "bytes_done": 100, "bytes_total": 1000, "rate_bps": 50, "peers": 4}`, 200, protocol.TaskImaging},
+		{`{"task_id": "ID", "phase": "verifying", "bytes_done": 1000, "bytes_total": 1000}`, 200, protocol.TaskImaging},
+		{`{"task_id": "ID", "phase": "seeding", "bytes_done": 1000, "bytes_total": 1000, "peers": 9}`, 200, protocol.TaskSeeding},
+		{`{"task_id": "ID", "phase": "imaging"}`, 409, protocol.TaskSeeding},
+		{`{"task_id": "ID", "phase": "done"}`, 200, protocol.TaskDone},
+		{`{"task_id": "ID", "phase": "done"}`, 200, protocol.TaskDone},
 	}
 	for _, st := range steps {
 		body := strings.ReplaceAll(st.body, "ID", task.ID)
@@ -456,7 +457,7 @@ func TestReportAPI(t *testing.T) {
 		}
 	}
 	got, _ := f.store.Task(task.ID)
-	if r := got.LastReport; r == nil || r.Phase != PhaseDone || r.From != "192.0.2.1" || r.At.IsZero() {
+	if r := got.LastReport; r == nil || r.Phase != protocol.PhaseDone || r.From != "192.0.2.1" || r.At.IsZero() {
 		t.Errorf("task's last report = %+v", r)
 	}
 
@@ -467,7 +468,7 @@ func TestReportAPI(t *testing.T) {
 		t.Fatalf("report failed = %d %s", w.Code, w.Body)
 	}
 	got, _ = f.store.Task(task2.ID)
-	if got.State != TaskFailed || !strings.Contains(got.Error, "smaller than image") {
+	if got.State != protocol.TaskFailed || !strings.Contains(got.Error, "smaller than image") {
 		t.Errorf("after a failed report: task = %s %q", got.State, got.Error)
 	}
 	w := report(macA, `{"task_id": "`+task2.ID+`", "phase": "imaging"}`)
@@ -513,18 +514,18 @@ func TestReportAPI(t *testing.T) {
 		{"array", macB, `[1,2]`, 400, "JSON"},
 		{"bad MAC", "01:02", `{"phase": "done"}`, 400, "MAC"},
 		{"huge", macB, `{"task_id": "` + task4.ID + `", "phase": "done", "message": "` + strings.Repeat("x", 70<<10) + `"}`, 413, "larger than"},
-		{"long message", macB, `{"task_id": "` + task4.ID + `", "phase": "done", "message": "` + strings.Repeat("x", MaxReportText+1) + `"}`, 400, "at most"},
+		{"long message", macB, `{"task_id": "` + task4.ID + `", "phase": "done", "message": "` + strings.Repeat("x", protocol.MaxReportText+1) + `"}`, 400, "at most"},
 	} {
 		wantJSONError(t, tc.name, report(tc.mac, tc.body), tc.code, tc.hint)
 	}
-	if st := f.state(task4.ID); st != TaskPending {
+	if st := f.state(task4.ID); st != protocol.TaskPending {
 		t.Errorf("after bad reports: state %s, want pending", st)
 	}
-	if st := f.state(task.ID); st != TaskDone {
+	if st := f.state(task.ID); st != protocol.TaskDone {
 		t.Errorf("after another machine's report naming it: task %s state %s, want done", task.ID, st)
 	}
 	// And the server still works.
-	if w := report(macB, `{"task_id": "`+task4.ID+`", "phase": "booting"}`); w.Code != 200 || f.state(task4.ID) != TaskBooting {
+	if w := report(macB, `{"task_id": "`+task4.ID+`", "phase": "booting"}`); w.Code != 200 || f.state(task4.ID) != protocol.TaskBooting {
 		t.Errorf("good report after bad ones = %d %s", w.Code, w.Body)
 	}
 	// GET is not a report.
@@ -615,8 +616,8 @@ func TestAdminTasks(t *testing.T) {
 		t.Fatalf("POST group task = %d %s, want 3 tasks", w.Code, w.Body)
 	}
 	for _, task := range ct.Tasks {
-		want := TaskSettings{Target: Target{Label: "root"}, CreateTable: true, CheckMode: "fresh", SeedFor: "1m", After: "reboot"}
-		if d := cmp.Diff(want, task.TaskSettings); d != "" || task.State != TaskPending || task.Image != "demo" {
+		want := TaskSettings{Target: protocol.Target{Label: "root"}, CreateTable: true, CheckMode: "fresh", SeedFor: "1m", After: "reboot"}
+		if d := cmp.Diff(want, task.TaskSettings); d != "" || task.State != protocol.TaskPending || task.Image != "demo" {
 			t.Errorf("group task %s: state %s, settings (-want +got):\n%s", task.ID, task.State, d)
 		}
 	}
@@ -636,11 +637,11 @@ func TestAdminTasks(t *testing.T) {
 	id := ct.Tasks[0].ID
 	w = f.admin("POST", "/api/tasks/"+id+"/cancel", "")
 	var got Task
-	if w.Code != 200 || json.Unmarshal(w.Body.Bytes(), &got) != nil || got.State != TaskCanceled || !strings.Contains(got.Error, "admin") {
+	if w.Code != 200 || json.Unmarshal(w.Body.Bytes(), &got) != nil || got.State != protocol.TaskCanceled || !strings.Contains(got.Error, "admin") {
 		t.Errorf("cancel = %d %s", w.Code, w.Body)
 	}
 	wantJSONError(t, "done after cancel", f.admin("POST", "/api/tasks/"+id+"/done", ""), http.StatusConflict, "cannot become")
-	if w := f.admin("POST", "/api/tasks/"+ct.Tasks[1].ID+"/done", ""); w.Code != 200 || f.state(ct.Tasks[1].ID) != TaskDone {
+	if w := f.admin("POST", "/api/tasks/"+ct.Tasks[1].ID+"/done", ""); w.Code != 200 || f.state(ct.Tasks[1].ID) != protocol.TaskDone {
 		t.Errorf("done = %d %s", w.Code, w.Body)
 	}
 	wantJSONError(t, "cancel unknown", f.admin("POST", "/api/tasks/t999/cancel", ""), http.StatusNotFound, "no such task")
@@ -667,8 +668,8 @@ func TestAdminTasks(t *testing.T) {
 	}
 	w = f.do("GET", "/api/status", "")
 	var st Status
-	if json.Unmarshal(w.Body.Bytes(), &st) != nil || st.Machines != 4 || st.Active != 2 || st.Tasks[TaskCanceled] != 1 ||
-		st.Tasks[TaskDone] != 1 || len(st.Images) != 1 || !st.Images[0].WebSeed || !st.AdminAPI {
+	if json.Unmarshal(w.Body.Bytes(), &st) != nil || st.Machines != 4 || st.Active != 2 || st.Tasks[protocol.TaskCanceled] != 1 ||
+		st.Tasks[protocol.TaskDone] != 1 || len(st.Images) != 1 || !st.Images[0].WebSeed || !st.AdminAPI {
 		t.Errorf("GET /api/status = %s", w.Body)
 	}
 }
@@ -683,7 +684,7 @@ func TestBadInputKeepsServing(t *testing.T) {
 			for _, method := range []string{"GET", "POST"} {
 				w := f.admin(method, path, body)
 				if w.Code >= 500 {
-					t.Errorf("%s %s with %q = %d %s", method, path, clip(body, 20), w.Code, w.Body)
+					t.Errorf("%s %s with %q = %d %s", method, path, protocol.Clip(body, 20), w.Code, w.Body)
 				}
 			}
 		}
@@ -1011,7 +1012,7 @@ func TestRestartKeepsTasks(t *testing.T) {
 	}
 	w = httptest.NewRecorder()
 	h.ServeHTTP(w, httptest.NewRequest("GET", "/plan/"+macA, nil))
-	if p, err := Verify(w.Body.Bytes(), f.pub, macA); err != nil || p.TaskID != task.ID || p.SeedFor != "5m" {
+	if p, err := protocol.Verify(w.Body.Bytes(), f.pub, macA); err != nil || p.TaskID != task.ID || p.SeedFor != "5m" {
 		t.Errorf("plan after restart = %+v, %v", p, err)
 	}
 }

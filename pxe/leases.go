@@ -12,6 +12,8 @@ import (
 	"path/filepath"
 	"slices"
 	"time"
+
+	"github.com/pxeswarm/pxeswarm/protocol"
 )
 
 // dhcpLease is one machine's address. Expired leases are kept as a
@@ -140,7 +142,7 @@ func parseDHCPLeases(b []byte) ([]dhcpLease, error) {
 	macs := map[string]bool{}
 	ips := map[netip.Addr]bool{}
 	for i, le := range f.Leases {
-		if mac, err := ParseMAC(le.MAC); err != nil || mac != le.MAC {
+		if mac, err := protocol.ParseMAC(le.MAC); err != nil || mac != le.MAC {
 			return nil, fmt.Errorf("lease %d: MAC %q", i, le.MAC)
 		}
 		if !le.IP.Is4() {

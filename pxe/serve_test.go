@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/pxeswarm/pxeswarm/imager"
+	"github.com/pxeswarm/pxeswarm/protocol"
 )
 
 // logBuffer is a concurrency-safe log sink the test can search.
@@ -168,11 +169,11 @@ func TestServeComposes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pub, err := ParsePublicKey(pubBytes)
+	pub, err := protocol.ParsePublicKey(pubBytes)
 	if err != nil {
 		t.Fatal(err)
 	}
-	plan, err := Verify(body, pub, mac)
+	plan, err := protocol.Verify(body, pub, mac)
 	if err != nil {
 		t.Fatalf("plan does not verify with plan-key.pub: %v", err)
 	}
@@ -232,7 +233,7 @@ func TestServeComposes(t *testing.T) {
 	var tasks []Task
 	json.NewDecoder(resp.Body).Decode(&tasks)
 	resp.Body.Close()
-	if len(tasks) != 1 || tasks[0].State != TaskDone {
+	if len(tasks) != 1 || tasks[0].State != protocol.TaskDone {
 		t.Errorf("tasks after restart = %+v, want the one done task", tasks)
 	}
 }

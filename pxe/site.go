@@ -16,6 +16,7 @@ import (
 
 	"github.com/pxeswarm/pxeswarm/imager"
 	"github.com/pxeswarm/pxeswarm/internal/bytesize"
+	"github.com/pxeswarm/pxeswarm/protocol"
 )
 
 // ErrBadConfig is wrapped by every site-config error.
@@ -416,7 +417,7 @@ func (s *Site) Check() error {
 	if p.Disk == "" && p.Label == "" && p.GUID == "" && p.Partition == 0 {
 		p.Disk = "first"
 	}
-	if (Target{Disk: p.Disk, Partition: p.Partition, Label: p.Label, GUID: p.GUID}).Check() != nil {
+	if (protocol.Target{Disk: p.Disk, Partition: p.Partition, Label: p.Label, GUID: p.GUID}).Check() != nil {
 		return bad("plan.disk", "set exactly one of disk, label or guid (partition goes with disk)")
 	}
 	if p.Check == "" {
@@ -448,7 +449,7 @@ func (s *Site) Check() error {
 	for i := range s.Machines {
 		m := &s.Machines[i]
 		key := fmt.Sprintf("machine[%d].mac", i)
-		mac, err := ParseMAC(m.MAC)
+		mac, err := protocol.ParseMAC(m.MAC)
 		if err != nil {
 			return bad(key, "%q: %v", m.MAC, err)
 		}
@@ -462,6 +463,6 @@ func (s *Site) Check() error {
 }
 
 // PlanTarget is the [plan] section's target as a plan Target.
-func (p SitePlan) PlanTarget() Target {
-	return Target{Disk: p.Disk, Partition: p.Partition, Label: p.Label, GUID: p.GUID}
+func (p SitePlan) PlanTarget() protocol.Target {
+	return protocol.Target{Disk: p.Disk, Partition: p.Partition, Label: p.Label, GUID: p.GUID}
 }

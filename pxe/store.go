@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pxeswarm/pxeswarm/protocol"
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
 )
@@ -106,7 +107,7 @@ func allJSON[T any](b *bolt.Bucket) ([]T, error) {
 }
 
 // seeLocked updates (or creates) the machine record inside tx.
-func (s *Store) seeLocked(tx *bolt.Tx, mac, ip, arch string, now time.Time, report *Report) error {
+func (s *Store) seeLocked(tx *bolt.Tx, mac, ip, arch string, now time.Time, report *protocol.Report) error {
 	b := tx.Bucket(bucketMachines)
 	m, ok, err := getJSON[Machine](b, mac)
 	if err != nil {
@@ -135,7 +136,7 @@ func (s *Store) seeLocked(tx *bolt.Tx, mac, ip, arch string, now time.Time, repo
 // the last) with firmware arch (empty: keep the last). Unknown machines
 // are added.
 func (s *Store) SeeMachine(mac, ip, arch string) error {
-	mac, err := ParseMAC(mac)
+	mac, err := protocol.ParseMAC(mac)
 	if err != nil {
 		return err
 	}
@@ -147,7 +148,7 @@ func (s *Store) SeeMachine(mac, ip, arch string) error {
 // adding the machine if it is new. What was seen of it (IP, arch, times,
 // last report) is kept.
 func (s *Store) PutMachine(m Machine) error {
-	mac, err := ParseMAC(m.MAC)
+	mac, err := protocol.ParseMAC(m.MAC)
 	if err != nil {
 		return err
 	}
@@ -175,7 +176,7 @@ func (s *Store) Machines() ([]Machine, error) {
 
 // Machine returns one machine, or an error wrapping ErrNoMachine.
 func (s *Store) Machine(mac string) (Machine, error) {
-	mac, err := ParseMAC(mac)
+	mac, err := protocol.ParseMAC(mac)
 	if err != nil {
 		return Machine{}, err
 	}
@@ -211,14 +212,14 @@ func (s *Store) AddTasks(ts []Task) ([]Task, error) {
 	now := s.now()
 	ret := make([]Task, 0, len(ts))
 	for _, t := range ts {
-		mac, err := ParseMAC(t.MAC)
+		mac, err := protocol.ParseMAC(t.MAC)
 		if err != nil {
 			return nil, err
 		}
 		if t.Image == "" {
 			return nil, fmt.Errorf("%w: no image for %s: name one", ErrBadTask, mac)
 		}
-		t.MAC, t.State, t.Error, t.Created, t.Updated, t.LastReport = mac, TaskPending, "", now, now, nil
+		t.MAC, t.State, t.Error, t.Created, t.Updated, t.LastReport = mac, protocol.TaskPending, "", now, now, nil
 		ret = append(ret, t)
 	}
 	err := s.db.Update(func(tx *bolt.Tx) error {
@@ -286,14 +287,14 @@ func (s *Store) Task(id string) (Task, error) {
 func taskLocked(tx *bolt.Tx, id string) (Task, error) {
 	t, ok, err := getJSON[Task](tx.Bucket(bucketTasks), id)
 	if err == nil && !ok {
-		err = fmt.Errorf("%w: %q: list tasks with GET /api/tasks", ErrNoTask, clip(id, 64))
+		err = fmt.Errorf("%w: %q: list tasks with GET /api/tasks", ErrNoTask, protocol.Clip(id, 64))
 	}
 	return t, err
 }
 
 // ActiveTask returns mac's active task, and false if it has none.
 func (s *Store) ActiveTask(mac string) (Task, bool, error) {
-	mac, err := ParseMAC(mac)
+	mac, err := protocol.ParseMAC(mac)
 	if err != nil {
 		return Task{}, false, err
 	}
@@ -317,7 +318,7 @@ func (s *Store) ActiveTask(mac string) (Task, bool, error) {
 // an empty one becomes "failed (no reason given)"). Illegal moves (see
 // CanTransition) wrap ErrBadTransition; moving to the state the task is
 // already in changes nothing but Updated.
-func (s *Store) Transition(id string, to TaskState, errText string) (Task, error) {
+func (s *Store) Transition(id string, to protocol.TaskState, errText string) (Task, error) {
 	var t Task
 	now := s.now()
 	err := s.db.Update(func(tx *bolt.Tx) error {
@@ -328,22 +329,22 @@ func (s *Store) Transition(id string, to TaskState, errText string) (Task, error
 	return t, err
 }
 
-func (s *Store) transitionLocked(tx *bolt.Tx, id string, to TaskState, errText string, now time.Time, report *Report) (Task, error) {
+func (s *Store) transitionLocked(tx *bolt.Tx, id string, to protocol.TaskState, errText string, now time.Time, report *protocol.Report) (Task, error) {
 	t, err := taskLocked(tx, id)
 	if err != nil {
 		return Task{}, err
 	}
-	if !CanTransition(t.State, to) {
+	if !protocol.CanTransition(t.State, to) {
 		if !to.Valid() {
-			return t, fmt.Errorf("%w: %q is not a task state", ErrBadTransition, clip(string(to), 40))
+			return t, fmt.Errorf("%w: %q is not a task state", ErrBadTransition, protocol.Clip(string(to), 40))
 		}
 		return t, fmt.Errorf("%w: task %s is %s and cannot become %s", ErrBadTransition, t.ID, t.State, to)
 	}
 	if t.State != to {
 		switch to {
-		case TaskFailed:
+		case protocol.TaskFailed:
 			t.Error = cmp.Or(errText, "failed (no reason given)")
-		case TaskCanceled:
+		case protocol.TaskCanceled:
 			t.Error = errText
 		}
 	}
@@ -372,8 +373,8 @@ func (s *Store) transitionLocked(tx *bolt.Tx, id string, to TaskState, errText s
 // move a finished task (say, progress on a canceled one) wraps
 // ErrBadTransition and changes nothing but the machine. r.At is set here.
 // It returns the task after the change (zero if r.TaskID is empty).
-func (s *Store) Report(mac string, r Report) (Task, error) {
-	mac, err := ParseMAC(mac)
+func (s *Store) Report(mac string, r protocol.Report) (Task, error) {
+	mac, err := protocol.ParseMAC(mac)
 	if err != nil {
 		return Task{}, err
 	}
@@ -395,10 +396,10 @@ func (s *Store) Report(mac string, r Report) (Task, error) {
 		cur, err := taskLocked(tx, r.TaskID)
 		if err != nil || cur.MAC != mac {
 			// Keep the machine update; refuse the task part.
-			taskErr = fmt.Errorf("%w: task %q is not a task of %s: send the task_id of this machine's plan", ErrNoTask, clip(r.TaskID, 64), mac)
+			taskErr = fmt.Errorf("%w: task %q is not a task of %s: send the task_id of this machine's plan", ErrNoTask, protocol.Clip(r.TaskID, 64), mac)
 			return nil
 		}
-		t, err = s.transitionLocked(tx, r.TaskID, phaseState[r.Phase], r.Error, now, &r)
+		t, err = s.transitionLocked(tx, r.TaskID, protocol.StateOfPhase(r.Phase), r.Error, now, &r)
 		if errors.Is(err, ErrBadTransition) {
 			taskErr, t = err, cur
 			return nil

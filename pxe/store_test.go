@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/pxeswarm/pxeswarm/protocol"
 )
 
 // testStore opens a store in a temporary folder with a clock that ticks
@@ -52,27 +53,27 @@ func TestParseMAC(t *testing.T) {
 		{"52_54_00_12_34_56", "", false},
 		{"../../../etc/pass", "", false},
 	} {
-		got, err := ParseMAC(tc.in)
+		got, err := protocol.ParseMAC(tc.in)
 		if (err == nil) != tc.ok || got != tc.want {
 			t.Errorf("ParseMAC(%q) = %q, %v, want %q, ok=%v", tc.in, got, err, tc.want, tc.ok)
 		}
-		if err != nil && !errors.Is(err, ErrBadMAC) {
+		if err != nil && !errors.Is(err, protocol.ErrBadMAC) {
 			t.Errorf("ParseMAC(%q) error %v does not wrap ErrBadMAC", tc.in, err)
 		}
 	}
 }
 
 func TestCanTransition(t *testing.T) {
-	all := []TaskState{TaskPending, TaskBooting, TaskImaging, TaskSeeding, TaskDone, TaskFailed, TaskCanceled}
+	all := []protocol.TaskState{protocol.TaskPending, protocol.TaskBooting, protocol.TaskImaging, protocol.TaskSeeding, protocol.TaskDone, protocol.TaskFailed, protocol.TaskCanceled}
 	// legal[from] lists every state from may move to.
-	legal := map[TaskState][]TaskState{
-		TaskPending:  {TaskPending, TaskBooting, TaskImaging, TaskSeeding, TaskDone, TaskFailed, TaskCanceled},
-		TaskBooting:  {TaskBooting, TaskImaging, TaskSeeding, TaskDone, TaskFailed, TaskCanceled},
-		TaskImaging:  {TaskBooting, TaskImaging, TaskSeeding, TaskDone, TaskFailed, TaskCanceled},
-		TaskSeeding:  {TaskBooting, TaskSeeding, TaskDone, TaskFailed, TaskCanceled},
-		TaskDone:     {TaskDone},
-		TaskFailed:   {TaskFailed},
-		TaskCanceled: {TaskCanceled},
+	legal := map[protocol.TaskState][]protocol.TaskState{
+		protocol.TaskPending:  {protocol.TaskPending, protocol.TaskBooting, protocol.TaskImaging, protocol.TaskSeeding, protocol.TaskDone, protocol.TaskFailed, protocol.TaskCanceled},
+		protocol.TaskBooting:  {protocol.TaskBooting, protocol.TaskImaging, protocol.TaskSeeding, protocol.TaskDone, protocol.TaskFailed, protocol.TaskCanceled},
+		protocol.TaskImaging:  {protocol.TaskBooting, protocol.TaskImaging, protocol.TaskSeeding, protocol.TaskDone, protocol.TaskFailed, protocol.TaskCanceled},
+		protocol.TaskSeeding:  {protocol.TaskBooting, protocol.TaskSeeding, protocol.TaskDone, protocol.TaskFailed, protocol.TaskCanceled},
+		protocol.TaskDone:     {protocol.TaskDone},
+		protocol.TaskFailed:   {protocol.TaskFailed},
+		protocol.TaskCanceled: {protocol.TaskCanceled},
 	}
 	for _, from := range all {
 		for _, to := range all {
@@ -80,12 +81,12 @@ func TestCanTransition(t *testing.T) {
 			for _, l := range legal[from] {
 				want = want || l == to
 			}
-			if got := CanTransition(from, to); got != want {
+			if got := protocol.CanTransition(from, to); got != want {
 				t.Errorf("CanTransition(%s, %s) = %v, want %v", from, to, got, want)
 			}
 		}
 	}
-	if CanTransition(TaskPending, "bogus") || CanTransition("bogus", TaskDone) {
+	if protocol.CanTransition(protocol.TaskPending, "bogus") || protocol.CanTransition("bogus", protocol.TaskDone) {
 		t.Errorf("CanTransition accepts an unknown state")
 	}
 }
@@ -110,15 +111,15 @@ func TestStoreReopen(t *testing.T) {
 	must(s.SeeMachine("52:54:00:00:00:02", "198.18.0.12", "bios"))
 	must(s.PutMachine(Machine{MAC: "52:54:00:00:00:02", Name: "pc02", Group: "room1"}))
 	t1, err := s.AddTask(Task{MAC: "52:54:00:00:00:01", Image: "win11", TaskSettings: TaskSettings{
-		Target: Target{Disk: "first", Partition: 2}, CreateTable: true, CheckMode: "verify", SeedFor: "10m", After: "poweroff"}})
+		Target: protocol.Target{Disk: "first", Partition: 2}, CreateTable: true, CheckMode: "verify", SeedFor: "10m", After: "poweroff"}})
 	must(err)
-	_, err = s.Report("52:54:00:00:00:01", Report{TaskID: t1.ID, Phase: PhaseImaging, BytesDone: 5, BytesTotal: 10, RateBPS: 7, Peers: 3, Message: "half", From: "198.18.0.11"})
+	_, err = s.Report("52:54:00:00:00:01", protocol.Report{TaskID: t1.ID, Phase: protocol.PhaseImaging, BytesDone: 5, BytesTotal: 10, RateBPS: 7, Peers: 3, Message: "half", From: "198.18.0.11"})
 	must(err)
-	t2, err := s.AddTask(Task{MAC: "52:54:00:00:00:02", Image: "ubuntu", TaskSettings: TaskSettings{Target: Target{Label: "root"}, CheckMode: "fresh", After: "reboot"}})
+	t2, err := s.AddTask(Task{MAC: "52:54:00:00:00:02", Image: "ubuntu", TaskSettings: TaskSettings{Target: protocol.Target{Label: "root"}, CheckMode: "fresh", After: "reboot"}})
 	must(err)
-	_, err = s.Report("52:54:00:00:00:02", Report{TaskID: t2.ID, Phase: PhaseFailed, Error: "disk too small"})
+	_, err = s.Report("52:54:00:00:00:02", protocol.Report{TaskID: t2.ID, Phase: protocol.PhaseFailed, Error: "disk too small"})
 	must(err)
-	t3, err := s.AddTask(Task{MAC: "52:54:00:00:00:02", Image: "ubuntu", TaskSettings: TaskSettings{Target: Target{GUID: "0fc63daf-8483-4772-8e79-3d69d8477de4"}, CheckMode: "fresh", After: "shell"}})
+	t3, err := s.AddTask(Task{MAC: "52:54:00:00:00:02", Image: "ubuntu", TaskSettings: TaskSettings{Target: protocol.Target{GUID: "0fc63daf-8483-4772-8e79-3d69d8477de4"}, CheckMode: "fresh", After: "shell"}})
 	must(err)
 
 	wantMachines, err := s.Machines()
@@ -135,10 +136,10 @@ func TestStoreReopen(t *testing.T) {
 		m1.FirstSeen.IsZero() || !m1.LastSeen.After(m1.FirstSeen) || m1.LastReport == nil || m1.LastReport.Peers != 3 {
 		t.Errorf("machine 1 before reopen = %+v", m1)
 	}
-	if w := wantTasks[0]; w.State != TaskImaging || w.LastReport == nil || w.LastReport.BytesDone != 5 || !w.CreateTable || w.Target.Partition != 2 {
+	if w := wantTasks[0]; w.State != protocol.TaskImaging || w.LastReport == nil || w.LastReport.BytesDone != 5 || !w.CreateTable || w.Target.Partition != 2 {
 		t.Errorf("task 1 before reopen = %+v", w)
 	}
-	if w := wantTasks[1]; w.State != TaskFailed || w.Error != "disk too small" {
+	if w := wantTasks[1]; w.State != protocol.TaskFailed || w.Error != "disk too small" {
 		t.Errorf("task 2 before reopen = %+v", w)
 	}
 	must(s.Close())
@@ -209,7 +210,7 @@ func TestOneActiveTaskPerMachine(t *testing.T) {
 	if !errors.Is(err, ErrActiveTask) {
 		t.Errorf("AddTasks with one machine twice = %v, want ErrActiveTask", err)
 	}
-	if _, err := s.AddTask(Task{MAC: "nope", Image: "a"}); !errors.Is(err, ErrBadMAC) {
+	if _, err := s.AddTask(Task{MAC: "nope", Image: "a"}); !errors.Is(err, protocol.ErrBadMAC) {
 		t.Errorf("AddTask(bad MAC) = %v, want ErrBadMAC", err)
 	}
 	if _, err := s.AddTask(Task{MAC: "52:54:00:00:00:04"}); !errors.Is(err, ErrBadTask) {
@@ -217,7 +218,7 @@ func TestOneActiveTaskPerMachine(t *testing.T) {
 	}
 
 	// Finishing the task frees the machine.
-	if _, err := s.Transition(first.ID, TaskDone, ""); err != nil {
+	if _, err := s.Transition(first.ID, protocol.TaskDone, ""); err != nil {
 		t.Fatal(err)
 	}
 	if _, ok, _ := s.ActiveTask(mac); ok {
@@ -227,7 +228,7 @@ func TestOneActiveTaskPerMachine(t *testing.T) {
 	if err != nil {
 		t.Fatalf("AddTask after the first finished = %v", err)
 	}
-	if second.ID == first.ID || second.State != TaskPending {
+	if second.ID == first.ID || second.State != protocol.TaskPending {
 		t.Errorf("second task = %+v", second)
 	}
 }
@@ -236,22 +237,22 @@ func TestTransition(t *testing.T) {
 	s := testStore(t)
 	task, _ := s.AddTask(Task{MAC: "52:54:00:00:00:01", Image: "a"})
 	steps := []struct {
-		to      TaskState
+		to      protocol.TaskState
 		errText string
 		wantErr error
-		want    TaskState
+		want    protocol.TaskState
 	}{
-		{TaskBooting, "", nil, TaskBooting},
-		{TaskPending, "", ErrBadTransition, TaskBooting},
-		{TaskImaging, "", nil, TaskImaging},
-		{TaskBooting, "", nil, TaskBooting}, // reboot mid-task
-		{TaskSeeding, "", nil, TaskSeeding},
-		{TaskImaging, "", ErrBadTransition, TaskSeeding},
-		{"bogus", "", ErrBadTransition, TaskSeeding},
-		{TaskFailed, "", nil, TaskFailed},
-		{TaskFailed, "again", nil, TaskFailed},
-		{TaskDone, "", ErrBadTransition, TaskFailed},
-		{TaskCanceled, "", ErrBadTransition, TaskFailed},
+		{protocol.TaskBooting, "", nil, protocol.TaskBooting},
+		{protocol.TaskPending, "", ErrBadTransition, protocol.TaskBooting},
+		{protocol.TaskImaging, "", nil, protocol.TaskImaging},
+		{protocol.TaskBooting, "", nil, protocol.TaskBooting}, // reboot mid-task
+		{protocol.TaskSeeding, "", nil, protocol.TaskSeeding},
+		{protocol.TaskImaging, "", ErrBadTransition, protocol.TaskSeeding},
+		{"bogus", "", ErrBadTransition, protocol.TaskSeeding},
+		{protocol.TaskFailed, "", nil, protocol.TaskFailed},
+		{protocol.TaskFailed, "again", nil, protocol.TaskFailed},
+		{protocol.TaskDone, "", ErrBadTransition, protocol.TaskFailed},
+		{protocol.TaskCanceled, "", ErrBadTransition, protocol.TaskFailed},
 	}
 	for _, st := range steps {
 		got, err := s.Transition(task.ID, st.to, st.errText)
@@ -270,7 +271,7 @@ func TestTransition(t *testing.T) {
 	if cur.Error != "failed (no reason given)" {
 		t.Errorf("failed task Error = %q, want the first reason kept", cur.Error)
 	}
-	if _, err := s.Transition("t999", TaskDone, ""); !errors.Is(err, ErrNoTask) {
+	if _, err := s.Transition("t999", protocol.TaskDone, ""); !errors.Is(err, ErrNoTask) {
 		t.Errorf("Transition(unknown) = %v, want ErrNoTask", err)
 	}
 }
@@ -282,24 +283,24 @@ func TestReportStates(t *testing.T) {
 	task, _ := s.AddTask(Task{MAC: mac, Image: "a"})
 	other, _ := s.AddTask(Task{MAC: "52:54:00:00:00:02", Image: "a"})
 	for _, st := range []struct {
-		r       Report
+		r       protocol.Report
 		wantErr error
-		want    TaskState
+		want    protocol.TaskState
 	}{
-		{Report{TaskID: task.ID, Phase: PhaseBooting}, nil, TaskBooting},
-		{Report{TaskID: task.ID, Phase: PhaseDisk}, nil, TaskImaging},
-		{Report{TaskID: task.ID, Phase: PhaseImaging, BytesDone: 1, BytesTotal: 2}, nil, TaskImaging},
-		{Report{TaskID: task.ID, Phase: PhaseImaging, BytesDone: 3, BytesTotal: 2}, ErrBadReport, TaskImaging},
-		{Report{TaskID: task.ID, Phase: "dancing"}, ErrBadReport, TaskImaging},
-		{Report{TaskID: other.ID, Phase: PhaseDone}, ErrNoTask, TaskImaging},
-		{Report{TaskID: "t999", Phase: PhaseDone}, ErrNoTask, TaskImaging},
-		{Report{Phase: PhaseFailed, Error: "no plan"}, nil, TaskImaging}, // no task: machine only
-		{Report{TaskID: task.ID, Phase: PhaseVerifying}, nil, TaskImaging},
-		{Report{TaskID: task.ID, Phase: PhaseSeeding, BytesDone: 2, BytesTotal: 2}, nil, TaskSeeding},
-		{Report{TaskID: task.ID, Phase: PhaseImaging}, ErrBadTransition, TaskSeeding},
-		{Report{TaskID: task.ID, Phase: PhaseDone}, nil, TaskDone},
-		{Report{TaskID: task.ID, Phase: PhaseDone}, nil, TaskDone}, // repeated: fine
-		{Report{TaskID: task.ID, Phase: PhaseSeeding}, ErrBadTransition, TaskDone},
+		{protocol.Report{TaskID: task.ID, Phase: protocol.PhaseBooting}, nil, protocol.TaskBooting},
+		{protocol.Report{TaskID: task.ID, Phase: protocol.PhaseDisk}, nil, protocol.TaskImaging},
+		{protocol.Report{TaskID: task.ID, Phase: protocol.PhaseImaging, BytesDone: 1, BytesTotal: 2}, nil, protocol.TaskImaging},
+		{protocol.Report{TaskID: task.ID, Phase: protocol.PhaseImaging, BytesDone: 3, BytesTotal: 2}, protocol.ErrBadReport, protocol.TaskImaging},
+		{protocol.Report{TaskID: task.ID, Phase: "dancing"}, protocol.ErrBadReport, protocol.TaskImaging},
+		{protocol.Report{TaskID: other.ID, Phase: protocol.PhaseDone}, ErrNoTask, protocol.TaskImaging},
+		{protocol.Report{TaskID: "t999", Phase: protocol.PhaseDone}, ErrNoTask, protocol.TaskImaging},
+		{protocol.Report{Phase: protocol.PhaseFailed, Error: "no plan"}, nil, protocol.TaskImaging}, // no task: machine only
+		{protocol.Report{TaskID: task.ID, Phase: protocol.PhaseVerifying}, nil, protocol.TaskImaging},
+		{protocol.Report{TaskID: task.ID, Phase: protocol.PhaseSeeding, BytesDone: 2, BytesTotal: 2}, nil, protocol.TaskSeeding},
+		{protocol.Report{TaskID: task.ID, Phase: protocol.PhaseImaging}, ErrBadTransition, protocol.TaskSeeding},
+		{protocol.Report{TaskID: task.ID, Phase: protocol.PhaseDone}, nil, protocol.TaskDone},
+		{protocol.Report{TaskID: task.ID, Phase: protocol.PhaseDone}, nil, protocol.TaskDone}, // repeated: fine
+		{protocol.Report{TaskID: task.ID, Phase: protocol.PhaseSeeding}, ErrBadTransition, protocol.TaskDone},
 	} {
 		_, err := s.Report(mac, st.r)
 		if !errors.Is(err, st.wantErr) || (st.wantErr == nil && err != nil) {
@@ -311,10 +312,10 @@ func TestReportStates(t *testing.T) {
 		}
 	}
 	m, err := s.Machine(mac)
-	if err != nil || m.LastReport == nil || m.LastReport.Phase != PhaseSeeding || m.LastReport.At.IsZero() {
+	if err != nil || m.LastReport == nil || m.LastReport.Phase != protocol.PhaseSeeding || m.LastReport.At.IsZero() {
 		t.Errorf("Machine(%s) = %+v, %v, want the last report (even a refused one) kept", mac, m, err)
 	}
-	if o, _ := s.Task(other.ID); o.State != TaskPending {
+	if o, _ := s.Task(other.ID); o.State != protocol.TaskPending {
 		t.Errorf("another machine's report for task %s moved it to %s", other.ID, o.State)
 	}
 	if _, err := s.Machine("52:54:00:99:99:99"); !errors.Is(err, ErrNoMachine) {
@@ -337,7 +338,7 @@ func TestStoreConcurrent(t *testing.T) {
 				return
 			}
 			for j := range 10 {
-				if _, err := s.Report(mac, Report{TaskID: task.ID, Phase: PhaseImaging, BytesDone: int64(j), BytesTotal: 10}); err != nil {
+				if _, err := s.Report(mac, protocol.Report{TaskID: task.ID, Phase: protocol.PhaseImaging, BytesDone: int64(j), BytesTotal: 10}); err != nil {
 					t.Error(err)
 				}
 			}
@@ -350,7 +351,7 @@ func TestStoreConcurrent(t *testing.T) {
 		t.Fatalf("after %d concurrent writers: %d tasks, %d machines", n, len(tasks), len(ms))
 	}
 	for _, task := range tasks {
-		if task.LastReport == nil || task.LastReport.BytesDone != 9 || task.State != TaskImaging {
+		if task.LastReport == nil || task.LastReport.BytesDone != 9 || task.State != protocol.TaskImaging {
 			t.Errorf("task %s = %+v, want the last report (9/10)", task.ID, task)
 		}
 	}

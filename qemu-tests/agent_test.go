@@ -14,7 +14,7 @@ import (
 	"github.com/pxeswarm/pxeswarm/internal/bytesize"
 	"github.com/pxeswarm/pxeswarm/internal/qemu"
 	"github.com/pxeswarm/pxeswarm/internal/testlog"
-	"github.com/pxeswarm/pxeswarm/pxe"
+	"github.com/pxeswarm/pxeswarm/protocol"
 )
 
 // startDirect boots the machine straight into a kernel and initramfs
@@ -119,12 +119,12 @@ func TestAgent(t *testing.T) {
 	}
 	tasks := c.tasks(t)
 	for _, v := range []*vm{a, b} {
-		if tasks[v.mac].State != pxe.TaskDone {
+		if tasks[v.mac].State != protocol.TaskDone {
 			t.Errorf("%s: task %+v, want done", v.name, tasks[v.mac])
 		}
 	}
 	for _, v := range []*vm{small, foreign} {
-		if st := tasks[v.mac].State; st != pxe.TaskFailed && !bytes.Contains([]byte(v.console.String()), []byte(initramfs.MarkError)) {
+		if st := tasks[v.mac].State; st != protocol.TaskFailed && !bytes.Contains([]byte(v.console.String()), []byte(initramfs.MarkError)) {
 			t.Errorf("%s: task state %q", v.name, st)
 		}
 	}

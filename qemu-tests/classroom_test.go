@@ -21,6 +21,7 @@ import (
 	"github.com/pxeswarm/pxeswarm/internal/qemu"
 	"github.com/pxeswarm/pxeswarm/internal/testlog"
 	"github.com/pxeswarm/pxeswarm/partition"
+	"github.com/pxeswarm/pxeswarm/protocol"
 	"github.com/pxeswarm/pxeswarm/pxe"
 	"github.com/pxeswarm/pxeswarm/tracker"
 )
@@ -298,7 +299,7 @@ func TestClassroom(t *testing.T) {
 	}
 	tasks := c.tasks(t)
 	for _, v := range vms {
-		if task := tasks[v.mac]; task.State != pxe.TaskDone {
+		if task := tasks[v.mac]; task.State != protocol.TaskDone {
 			t.Errorf("%s: task %s is %q, want done", v.name, task.ID, task.State)
 		}
 	}
@@ -351,7 +352,7 @@ func (c *classroom) waitReport(t *testing.T, mac string, frac float64, timeout t
 				}
 			}
 		}
-		if ok && task.LastReport != nil && task.LastReport.Phase == pxe.PhaseImaging && task.LastReport.BytesTotal > 0 &&
+		if ok && task.LastReport != nil && task.LastReport.Phase == protocol.PhaseImaging && task.LastReport.BytesTotal > 0 &&
 			float64(task.LastReport.BytesDone) >= frac*float64(task.LastReport.BytesTotal) {
 			return task
 		}
@@ -380,7 +381,7 @@ func TestClassroomServerRestart(t *testing.T) {
 	m.Wait()
 	c.checkDisk(t, v)
 	tasks := c.tasks(t) // fails on two tasks for one machine
-	if tasks[v.mac].State != pxe.TaskDone {
+	if tasks[v.mac].State != protocol.TaskDone {
 		t.Errorf("%s: task %+v, want done", v.name, tasks[v.mac])
 	}
 	leases, _ := os.ReadFile(filepath.Join(c.state, "dhcp-leases.json"))
@@ -420,7 +421,7 @@ func TestClassroomPowerLoss(t *testing.T) {
 	}
 	t.Logf("resumed: downloaded %s of %s", m2[1], bytesize.Format(c.tos.Image.Length))
 	c.checkDisk(t, v)
-	if task := c.tasks(t)[v.mac]; task.State != pxe.TaskDone {
+	if task := c.tasks(t)[v.mac]; task.State != protocol.TaskDone {
 		t.Errorf("task %+v, want done", task)
 	}
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/pxeswarm/pxeswarm/internal/netns"
 	"github.com/pxeswarm/pxeswarm/internal/qemu"
 	"github.com/pxeswarm/pxeswarm/internal/testlog"
+	"github.com/pxeswarm/pxeswarm/protocol"
 	"github.com/pxeswarm/pxeswarm/pxe"
 )
 
@@ -254,15 +255,15 @@ func (env *bootEnv) boot(t *testing.T, machines []machine) {
 	if err := json.Unmarshal([]byte(admin(t, env.lan.NS, env.token, "GET", "/api/tasks", "")), &tasks); err != nil {
 		t.Fatal(err)
 	}
-	states := map[string]pxe.TaskState{}
+	states := map[string]protocol.TaskState{}
 	for _, task := range tasks {
 		states[task.MAC] = task.State
 	}
 	for _, m := range machines {
 		got, has := states[m.mac]
 		switch {
-		case m.task && got != pxe.TaskBooting:
-			t.Errorf("task of %s is %q, want %q (the script handed out our kernel)", m.name, got, pxe.TaskBooting)
+		case m.task && got != protocol.TaskBooting:
+			t.Errorf("task of %s is %q, want %q (the script handed out our kernel)", m.name, got, protocol.TaskBooting)
 		case !m.task && has:
 			t.Errorf("%s has a task (%q), want none", m.name, got)
 		}

@@ -13,7 +13,7 @@ import (
 	"github.com/pxeswarm/pxeswarm/initramfs"
 	"github.com/pxeswarm/pxeswarm/internal/qemu"
 	"github.com/pxeswarm/pxeswarm/internal/testlog"
-	"github.com/pxeswarm/pxeswarm/pxe"
+	"github.com/pxeswarm/pxeswarm/protocol"
 	"github.com/pxeswarm/pxeswarm/tracker"
 )
 
@@ -87,7 +87,7 @@ func TestUSBStick(t *testing.T) {
 			t.Errorf("the target was not the virtio disk /dev/vda (the stick is /dev/sda)")
 		}
 		c.checkDisk(t, v)
-		if task := c.tasks(t)[v.mac]; task.State != pxe.TaskDone {
+		if task := c.tasks(t)[v.mac]; task.State != protocol.TaskDone {
 			t.Errorf("task %s is %q, want done", task.ID, task.State)
 		}
 		if fileSum(t, stick) != before {

@@ -12,6 +12,7 @@ import (
 	"github.com/pxeswarm/pxeswarm/build"
 	"github.com/pxeswarm/pxeswarm/initramfs"
 	"github.com/pxeswarm/pxeswarm/internal/bytesize"
+	"github.com/pxeswarm/pxeswarm/protocol"
 	"github.com/pxeswarm/pxeswarm/pxe"
 )
 
@@ -196,7 +197,7 @@ Examples:
 		cfg.MenuTimeout = -1
 	}
 	if *target != "" {
-		cfg.Target = pxe.Target{Disk: strings.TrimPrefix(*target, "/dev/")}
+		cfg.Target = protocol.Target{Disk: strings.TrimPrefix(*target, "/dev/")}
 	}
 	for _, si := range site.Images {
 		cfg.Images = append(cfg.Images, build.USBImage{Name: si.Name, Torrent: si.Torrent, Sources: si.Source})

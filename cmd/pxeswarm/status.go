@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/pxeswarm/pxeswarm/internal/bytesize"
+	"github.com/pxeswarm/pxeswarm/protocol"
 	"github.com/pxeswarm/pxeswarm/pxe"
 	"github.com/pxeswarm/pxeswarm/tracker"
 )
@@ -54,7 +55,7 @@ Examples:
 			}
 			snap.print(os.Stdout, base)
 			if *untilDone && snap.status.Active == 0 && len(snap.tasks) > 0 {
-				if n := snap.status.Tasks[pxe.TaskFailed]; n > 0 {
+				if n := snap.status.Tasks[protocol.TaskFailed]; n > 0 {
 					return fmt.Errorf("%d task(s) failed: see the errors above and the machines' consoles", n)
 				}
 				return nil

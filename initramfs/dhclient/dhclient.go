@@ -1,4 +1,10 @@
-package pxe
+// Package dhclient is the agent's DHCPv4 client: it gets a lease on one
+// interface, learns the pxeswarm server's URL from the URL option (from
+// the address server, or from a proxyDHCP offer beside it) and renews the
+// lease. It does not configure the interface (package initramfs does) and
+// shares nothing with the server's DHCP (package pxe) but the constants
+// in package protocol.
+package dhclient
 
 import (
 	"context"
@@ -11,10 +17,13 @@ import (
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/dhcpv4/nclient4"
+	"github.com/pxeswarm/pxeswarm/protocol"
 )
 
 // Errors Discover and Renew return.
 var (
+	// ErrBadConfig: a Config field is invalid.
+	ErrBadConfig = errors.New("bad DHCP client configuration")
 	// ErrNoOffer: no DHCP server offered an address in time.
 	ErrNoOffer = errors.New("no DHCP offer")
 	// ErrOnlyProxy: a proxyDHCP server answered, but nobody offered an
@@ -31,8 +40,8 @@ const (
 	URLFromProxy = "proxy" // the option came from a proxyDHCP offer
 )
 
-// DiscoverConfig configures Discover.
-type DiscoverConfig struct {
+// Config configures Discover.
+type Config struct {
 	// Interface is the network interface to ask on (e.g. "eth0"). It must
 	// be up; it needs no address.
 	Interface string
@@ -50,12 +59,12 @@ type DiscoverConfig struct {
 	OfferWindow time.Duration
 }
 
-func (c DiscoverConfig) withDefaults() (DiscoverConfig, error) {
+func (c Config) withDefaults() (Config, error) {
 	if c.Interface == "" {
-		return c, fmt.Errorf("%w: Discover needs an interface", ErrBadDHCPConfig)
+		return c, fmt.Errorf("%w: Discover needs an interface", ErrBadConfig)
 	}
 	if c.URLOption == 0 {
-		c.URLOption = DefaultURLOption
+		c.URLOption = protocol.URLOption
 	}
 	if c.Timeout <= 0 {
 		c.Timeout = 2 * time.Second
@@ -100,7 +109,7 @@ type Discovery struct {
 // address (a proxyDHCP offer has yiaddr 0.0.0.0 and is no lease: u-root's
 // dhclient wrongly accepts it), completes REQUEST/ACK, and reads the URL
 // option from the ACK or that offer, else from a proxyDHCP offer.
-func Discover(ctx context.Context, log *slog.Logger, cfg DiscoverConfig) (*Discovery, error) {
+func Discover(ctx context.Context, log *slog.Logger, cfg Config) (*Discovery, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -140,7 +149,7 @@ func Discover(ctx context.Context, log *slog.Logger, cfg DiscoverConfig) (*Disco
 		if p.MessageType() != dhcpv4.MessageTypeOffer {
 			return false
 		}
-		yi := dhcpAddr(p.YourIPAddr)
+		yi := addrOf(p.YourIPAddr)
 		hasURL := len(p.Options.Get(dhcpv4.GenericOptionCode(cfg.URLOption))) > 0
 		log.Debug("dhcp: offer", "from", p.ServerIdentifier(), "yiaddr", p.YourIPAddr, "url", hasURL)
 		switch {
@@ -196,7 +205,7 @@ func Discover(ctx context.Context, log *slog.Logger, cfg DiscoverConfig) (*Disco
 // address must already be configured on the interface, as the server
 // answers by unicast. The returned Discovery keeps d's server URL if the
 // new ACK does not carry one.
-func Renew(ctx context.Context, log *slog.Logger, cfg DiscoverConfig, d *Discovery) (*Discovery, error) {
+func Renew(ctx context.Context, log *slog.Logger, cfg Config, d *Discovery) (*Discovery, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -205,20 +214,20 @@ func Renew(ctx context.Context, log *slog.Logger, cfg DiscoverConfig, d *Discove
 		return nil, err
 	}
 	if d == nil || d.ACK == nil || d.offer == nil {
-		return nil, fmt.Errorf("%w: Renew needs a Discovery from Discover", ErrBadDHCPConfig)
+		return nil, fmt.Errorf("%w: Renew needs a Discovery from Discover", ErrBadConfig)
 	}
 	// A RENEWING client sends from its own address (RFC 2131 §4.3.2), so
 	// this uses an ordinary UDP socket on it, not nclient4's raw socket:
 	// that one sends from 0.0.0.0, and a kernel drops a unicast from
 	// 0.0.0.0 as a martian.
-	conn, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(d.Addr.Addr(), dhcpClientPort)))
+	conn, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(d.Addr.Addr(), clientPort)))
 	if err != nil {
 		return nil, fmt.Errorf("dhcp: renew from %v: %w: is the address configured on %s?", d.Addr.Addr(), err, cfg.Interface)
 	}
 	client, err := nclient4.NewWithConn(conn, d.ACK.ClientHWAddr,
 		nclient4.WithTimeout(cfg.Timeout),
 		nclient4.WithRetry(cfg.Retries),
-		nclient4.WithServerAddr(&net.UDPAddr{IP: d.ServerIP.AsSlice(), Port: dhcpServerPort}),
+		nclient4.WithServerAddr(&net.UDPAddr{IP: d.ServerIP.AsSlice(), Port: serverPort}),
 		nclient4.WithLogger(nclientLogger{log}))
 	if err != nil {
 		conn.Close()
@@ -245,9 +254,9 @@ func Renew(ctx context.Context, log *slog.Logger, cfg DiscoverConfig, d *Discove
 }
 
 // discoverModifiers are the options every agent message carries.
-func discoverModifiers(cfg DiscoverConfig) []dhcpv4.Modifier {
+func discoverModifiers(cfg Config) []dhcpv4.Modifier {
 	return []dhcpv4.Modifier{
-		dhcpv4.WithOption(dhcpv4.OptClassIdentifier(AgentVendorClass)),
+		dhcpv4.WithOption(dhcpv4.OptClassIdentifier(protocol.AgentVendorClass)),
 		dhcpv4.WithRequestedOptions(
 			dhcpv4.OptionSubnetMask,
 			dhcpv4.OptionRouter,
@@ -259,20 +268,20 @@ func discoverModifiers(cfg DiscoverConfig) []dhcpv4.Modifier {
 	}
 }
 
-func newDiscovery(cfg DiscoverConfig, offer, ack *dhcpv4.DHCPv4) (*Discovery, error) {
-	ip := dhcpAddr(ack.YourIPAddr)
+func newDiscovery(cfg Config, offer, ack *dhcpv4.DHCPv4) (*Discovery, error) {
+	ip := addrOf(ack.YourIPAddr)
 	if !ip.IsValid() || ip.IsUnspecified() {
 		return nil, fmt.Errorf("%w: server %v acknowledged without an address: is it a proxyDHCP server? check the school's DHCP server", ErrLeaseRefused, ack.ServerIdentifier())
 	}
 	d := &Discovery{
 		Interface: cfg.Interface,
 		LeaseTime: ack.IPAddressLeaseTime(0),
-		ServerIP:  dhcpAddr(ack.ServerIdentifier()),
+		ServerIP:  addrOf(ack.ServerIdentifier()),
 		ACK:       ack,
 		offer:     offer,
 	}
 	if !d.ServerIP.IsValid() {
-		d.ServerIP = dhcpAddr(offer.ServerIdentifier())
+		d.ServerIP = addrOf(offer.ServerIdentifier())
 	}
 	mask := ack.SubnetMask()
 	if mask == nil {
@@ -290,10 +299,10 @@ func newDiscovery(cfg DiscoverConfig, offer, ack *dhcpv4.DHCPv4) (*Discovery, er
 	}
 	d.Addr = netip.PrefixFrom(ip, bits)
 	if rs := ack.Router(); len(rs) > 0 {
-		d.Router = dhcpAddr(rs[0])
+		d.Router = addrOf(rs[0])
 	}
 	for _, s := range ack.DNS() {
-		if a := dhcpAddr(s); a.IsValid() {
+		if a := addrOf(s); a.IsValid() {
 			d.DNS = append(d.DNS, a)
 		}
 	}
@@ -315,4 +324,19 @@ func (l nclientLogger) Printf(format string, v ...any) {
 
 func (l nclientLogger) PrintMessage(prefix string, m *dhcpv4.DHCPv4) {
 	l.log.Debug("dhcp client: "+prefix, "type", m.MessageType().String(), "xid", m.TransactionID.String(), "yiaddr", m.YourIPAddr, "server", m.ServerIdentifier())
+}
+
+// RFC 2131's ports.
+const (
+	serverPort = 67
+	clientPort = 68
+)
+
+// addrOf is ip as an IPv4 netip.Addr; the zero Addr if it is not one.
+func addrOf(ip net.IP) netip.Addr {
+	a, ok := netip.AddrFromSlice(ip.To4())
+	if !ok {
+		return netip.Addr{}
+	}
+	return a
 }

@@ -1,26 +1,34 @@
-package pxe
+package protocol
 
 import (
 	"bytes"
 	"crypto/ed25519"
-	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"strings"
 	"time"
+)
+
+// Actions a plan can carry: what the machine does with it.
+const (
+	// ActionDeploy writes an image from the swarm to the target, reads
+	// it back, seeds it for a while, then does After.
+	ActionDeploy = "deploy"
 )
 
 // A Plan tells one machine what to do. The server signs it with its
 // ed25519 key; the agent verifies it with the public key built into its
 // initramfs and never writes a disk on a plan that does not verify.
 type Plan struct {
-	MAC     string `json:"mac"`     // the machine, lower-case aa:bb:cc:dd:ee:ff
-	TaskID  string `json:"task_id"` // the task this plan belongs to
+	MAC    string `json:"mac"`     // the machine, lower-case aa:bb:cc:dd:ee:ff
+	TaskID string `json:"task_id"` // the task this plan belongs to
+	// Action is what the machine does: [ActionDeploy]. An agent refuses
+	// an action it does not know, and the signature covers it like every
+	// other field.
+	Action  string `json:"action"`
 	Image   string `json:"image"`   // image name
 	Torrent string `json:"torrent"` // URL of the image torrent
 	// InfoHash pins the torrent: the agent refuses a torrent whose
@@ -37,29 +45,6 @@ type Plan struct {
 	Issued      time.Time `json:"issued"`
 }
 
-// Target selects where the image goes. Exactly one selector is set.
-type Target struct {
-	Disk      string `json:"disk,omitempty"`      // a whole disk: "first" (the first non-removable disk that is not the boot medium) or a device name such as "vda" or "nvme0n1"
-	Partition int    `json:"partition,omitempty"` // a partition number on the chosen disk
-	Label     string `json:"label,omitempty"`     // a GPT partition name
-	GUID      string `json:"guid,omitempty"`      // a GPT unique partition GUID
-}
-
-// Check says whether exactly one of Disk, Label and GUID is set, with
-// Partition only beside Disk.
-func (t Target) Check() error {
-	n := 0
-	for _, set := range []bool{t.Disk != "", t.Label != "", t.GUID != ""} {
-		if set {
-			n++
-		}
-	}
-	if n != 1 || (t.Partition != 0 && t.Disk == "") || t.Partition < 0 {
-		return fmt.Errorf("target %+v: set exactly one of disk, label or guid (partition goes with disk)", t)
-	}
-	return nil
-}
-
 // Sentinel errors for plan checks.
 var (
 	ErrBadPlan      = errors.New("bad plan")
@@ -74,6 +59,9 @@ func (p *Plan) Check() error {
 	}
 	if mac, err := ParseMAC(p.MAC); err != nil || mac != p.MAC {
 		return bad("mac %q: want lower-case six hex bytes such as 52:54:00:12:34:56", p.MAC)
+	}
+	if p.Action != ActionDeploy {
+		return bad("action %q: this agent knows only %q; rebuild the initramfs from the server's version", Clip(p.Action, 40), ActionDeploy)
 	}
 	if p.Image == "" || p.Torrent == "" {
 		return bad("no image or torrent URL: assign an image to the task")
@@ -165,38 +153,6 @@ func Verify(data []byte, pub ed25519.PublicKey, mac string) (*Plan, error) {
 		return nil, fmt.Errorf("%w: plan is for %s, this machine is %s", ErrBadPlan, p.MAC, mac)
 	}
 	return &p, nil
-}
-
-// LoadOrCreateKey reads the server's ed25519 key from dir/plan-key, or
-// makes one on first start (mode 0600) and writes the public half to
-// dir/plan-key.pub for the initramfs builder.
-func LoadOrCreateKey(dir string) (ed25519.PrivateKey, error) {
-	path := filepath.Join(dir, "plan-key")
-	data, err := os.ReadFile(path)
-	if err == nil {
-		seed, err := base64.StdEncoding.DecodeString(strings.TrimSpace(string(data)))
-		if err != nil || len(seed) != ed25519.SeedSize {
-			return nil, fmt.Errorf("plan key %s is damaged: restore it from backup, or delete it to make a new one (then rebuild the initramfs)", path)
-		}
-		return ed25519.NewKeyFromSeed(seed), nil
-	}
-	if !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("read plan key: %w", err)
-	}
-	pub, key, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		return nil, err
-	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("state folder %s: %w", dir, err)
-	}
-	if err := os.WriteFile(path, []byte(base64.StdEncoding.EncodeToString(key.Seed())+"\n"), 0o600); err != nil {
-		return nil, fmt.Errorf("write plan key: %w", err)
-	}
-	if err := os.WriteFile(path+".pub", []byte(base64.StdEncoding.EncodeToString(pub)+"\n"), 0o644); err != nil {
-		return nil, fmt.Errorf("write public plan key: %w", err)
-	}
-	return key, nil
 }
 
 // ParsePublicKey reads a public key as written to plan-key.pub.

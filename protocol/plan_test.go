@@ -1,12 +1,10 @@
-package pxe
+package protocol
 
 import (
 	"crypto/ed25519"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -14,7 +12,7 @@ import (
 
 func testPlan() *Plan {
 	return &Plan{
-		MAC: "52:54:00:12:34:56", TaskID: "t1", Image: "win11",
+		MAC: "52:54:00:12:34:56", TaskID: "t1", Action: ActionDeploy, Image: "win11",
 		Torrent: "http://198.18.0.1:8080/images/win11.torrent", InfoHash: strings.Repeat("ab", 20),
 		Target: Target{Disk: "first"}, CreateTable: true, CheckMode: "fresh", SeedFor: "10m", After: "reboot",
 		Issued: time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC),
@@ -22,7 +20,7 @@ func testPlan() *Plan {
 }
 
 func TestSignVerify(t *testing.T) {
-	key, err := LoadOrCreateKey(t.TempDir())
+	_, key, err := ed25519.GenerateKey(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,7 +69,7 @@ func TestSignVerify(t *testing.T) {
 }
 
 func TestSignRefusesBadPlans(t *testing.T) {
-	key, _ := LoadOrCreateKey(t.TempDir())
+	_, key, _ := ed25519.GenerateKey(nil)
 	for _, tc := range []struct {
 		name string
 		edit func(*Plan)
@@ -84,40 +82,18 @@ func TestSignRefusesBadPlans(t *testing.T) {
 		{"bad after", func(p *Plan) { p.After = "dance" }},
 		{"bad seed_for", func(p *Plan) { p.SeedFor = "ten minutes" }},
 		{"bad info-hash", func(p *Plan) { p.InfoHash = "xyz" }},
+		{"no action", func(p *Plan) { p.Action = "" }},
+		{"unknown action", func(p *Plan) { p.Action = "capture" }},
+		{"disk not a device name", func(p *Plan) { p.Target = Target{Disk: "../sda"} }},
+		{"partition past 128", func(p *Plan) { p.Target = Target{Disk: "sda", Partition: 129} }},
+		{"guid not a guid", func(p *Plan) { p.Target = Target{GUID: "1a2b3c4d-02"} }},
+		{"label too long", func(p *Plan) { p.Target = Target{Label: strings.Repeat("x", 37)} }},
 	} {
 		p := testPlan()
 		tc.edit(p)
 		if _, err := Sign(p, key); !errors.Is(err, ErrBadPlan) {
 			t.Errorf("%s: Sign() error = %v, want ErrBadPlan", tc.name, err)
 		}
-	}
-}
-
-func TestKeyIsKept(t *testing.T) {
-	dir := t.TempDir()
-	k1, err := LoadOrCreateKey(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	k2, err := LoadOrCreateKey(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !k1.Equal(k2) {
-		t.Errorf("LoadOrCreateKey made a new key on the second start")
-	}
-	st, _ := os.Stat(filepath.Join(dir, "plan-key"))
-	if st.Mode().Perm() != 0o600 {
-		t.Errorf("plan-key mode = %v, want 0600", st.Mode().Perm())
-	}
-	pubData, _ := os.ReadFile(filepath.Join(dir, "plan-key.pub"))
-	pub, err := ParsePublicKey(pubData)
-	if err != nil || !pub.Equal(k1.Public()) {
-		t.Errorf("plan-key.pub = %q (%v), want the key's public half", pubData, err)
-	}
-	os.WriteFile(filepath.Join(dir, "plan-key"), []byte("garbage"), 0o600)
-	if _, err := LoadOrCreateKey(dir); err == nil || !strings.Contains(err.Error(), "damaged") {
-		t.Errorf("LoadOrCreateKey(damaged) = %v, want a damaged-key error", err)
 	}
 }
 

@@ -1,0 +1,140 @@
+package protocol
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// ErrBadReport: an agent report's fields are invalid.
+var ErrBadReport = errors.New("bad report")
+
+// TaskState is where a task is in its life:
+//
+//	pending → booting → imaging → seeding → done
+//
+// or failed (with its error) or canceled from any active state. See
+// [CanTransition] for the exact rules.
+type TaskState string
+
+const (
+	TaskPending  TaskState = "pending"  // created; the machine has not booted our kernel yet
+	TaskBooting  TaskState = "booting"  // the iPXE script handed out our kernel, or the agent said it booted
+	TaskImaging  TaskState = "imaging"  // the agent works on the disk: table, download, verify
+	TaskSeeding  TaskState = "seeding"  // the image is on the disk; the agent seeds it to the others
+	TaskDone     TaskState = "done"     // finished; the next boot is from the local disk
+	TaskFailed   TaskState = "failed"   // the agent reported an error (Task.Error)
+	TaskCanceled TaskState = "canceled" // stopped by an admin
+)
+
+// taskOrder ranks the active states; terminal states are not in it.
+var taskOrder = map[TaskState]int{TaskPending: 0, TaskBooting: 1, TaskImaging: 2, TaskSeeding: 3}
+
+// Active reports whether the task still has work to do (not done, failed
+// or canceled). A machine has at most one active task.
+func (s TaskState) Active() bool { _, ok := taskOrder[s]; return ok }
+
+// Valid reports whether s is one of the states above.
+func (s TaskState) Valid() bool {
+	return s.Active() || s == TaskDone || s == TaskFailed || s == TaskCanceled
+}
+
+// CanTransition reports whether a task may move from one state to another:
+//   - from an active state forward (pending → booting → imaging → seeding,
+//     skipping allowed: an agent booted from a USB stick never passes the
+//     iPXE script);
+//   - from imaging or seeding back to booting: the machine rebooted mid-task
+//     and retries (its disk may be half-written, so it must not boot it);
+//   - from any active state to done, failed or canceled;
+//   - to the same state (repeated reports, repeated admin calls).
+//
+// Nothing returns to pending, and nothing leaves done, failed or canceled.
+func CanTransition(from, to TaskState) bool {
+	if !from.Valid() || !to.Valid() {
+		return false
+	}
+	if from == to {
+		return true
+	}
+	fromRank, active := taskOrder[from]
+	if !active {
+		return false
+	}
+	toRank, toActive := taskOrder[to]
+	switch {
+	case !toActive:
+		return true
+	case to == TaskBooting:
+		return true
+	default:
+		return toRank > fromRank
+	}
+}
+
+// Agent phases in a [Report]. They map to task states: booting → booting;
+// disk, imaging and verifying → imaging; seeding → seeding; done → done;
+// failed → failed.
+const (
+	PhaseBooting   = "booting"   // the agent is up and looking for its plan
+	PhaseDisk      = "disk"      // inspecting disks, making the partition table
+	PhaseImaging   = "imaging"   // downloading and writing
+	PhaseVerifying = "verifying" // hashing what the target holds
+	PhaseSeeding   = "seeding"   // complete; seeding to the others
+	PhaseDone      = "done"      // finished; about to reboot (or power off)
+	PhaseFailed    = "failed"    // stopped on an error (Report.Error)
+)
+
+var phaseState = map[string]TaskState{
+	PhaseBooting: TaskBooting, PhaseDisk: TaskImaging, PhaseImaging: TaskImaging,
+	PhaseVerifying: TaskImaging, PhaseSeeding: TaskSeeding, PhaseDone: TaskDone, PhaseFailed: TaskFailed,
+}
+
+// MaxReportText bounds Report.Error and Report.Message.
+const MaxReportText = 4 << 10
+
+// Report is the agent's status report, POSTed as JSON to
+// /api/report/{mac} every few seconds and at each phase change.
+type Report struct {
+	// TaskID is the plan's task; empty when the agent has no plan (it
+	// could not fetch or verify one): then only the machine is updated.
+	TaskID     string `json:"task_id"`
+	Phase      string `json:"phase"`
+	BytesDone  int64  `json:"bytes_done"`
+	BytesTotal int64  `json:"bytes_total"`
+	RateBPS    int64  `json:"rate_bps"` // bytes per second, recent
+	Peers      int    `json:"peers"`
+	Error      string `json:"error,omitempty"`
+	Message    string `json:"message,omitempty"`
+	// At and From are set by the server when it receives the report;
+	// whatever the agent sends there is overwritten.
+	At   time.Time `json:"at,omitzero"`
+	From string    `json:"from,omitempty"`
+}
+
+// Check validates a report's fields; errors wrap ErrBadReport.
+func (r *Report) Check() error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: %s", ErrBadReport, fmt.Sprintf(format, args...))
+	}
+	if _, ok := phaseState[r.Phase]; !ok {
+		return bad("phase %q: want booting, disk, imaging, verifying, seeding, done or failed", Clip(r.Phase, 40))
+	}
+	if len(r.TaskID) > 64 {
+		return bad("task_id is %d bytes: send the plan's task_id", len(r.TaskID))
+	}
+	if r.BytesDone < 0 || r.BytesTotal < 0 || r.RateBPS < 0 || r.Peers < 0 {
+		return bad("bytes_done, bytes_total, rate_bps and peers must not be negative")
+	}
+	if r.BytesTotal > 0 && r.BytesDone > r.BytesTotal {
+		return bad("bytes_done %d is more than bytes_total %d", r.BytesDone, r.BytesTotal)
+	}
+	if len(r.Error) > MaxReportText || len(r.Message) > MaxReportText {
+		return bad("error and message must be at most %d bytes each", MaxReportText)
+	}
+	return nil
+}
+
+// StateOfPhase is the task state a report's phase moves its task to;
+// "" for a phase that is not one of the Phase constants (a checked
+// report has none such).
+func StateOfPhase(phase string) TaskState { return phaseState[phase] }
