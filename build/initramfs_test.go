@@ -198,12 +198,11 @@ func TestBuildQEMU(t *testing.T) {
 	var disks []qemu.Disk
 	for _, usb := range []bool{false, true} {
 		disk := filepath.Join(t.TempDir(), "disk.raw")
-		if err := os.WriteFile(disk, nil, 0o644); err != nil {
+		f, err := createDisk(disk, 64<<20)
+		if err != nil {
 			t.Fatal(err)
 		}
-		if err := os.Truncate(disk, 64<<20); err != nil {
-			t.Fatal(err)
-		}
+		f.Close()
 		disks = append(disks, qemu.Disk{Path: disk, USB: usb})
 	}
 	var console bytes.Buffer

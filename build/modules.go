@@ -17,6 +17,8 @@ import (
 
 	"github.com/klauspost/compress/zstd"
 	"github.com/ulikunitz/xz"
+
+	"github.com/pxeswarm/pxeswarm/initramfs/coldplug"
 )
 
 // DefaultModules are the kernel modules the initramfs carries (with what
@@ -53,133 +55,50 @@ var DefaultModules = []string{
 // modules.dep nor built in (modules.builtin).
 var ErrModuleNotFound = errors.New("kernel module not found")
 
-// modName is the name the kernel and modprobe know a module file by:
-// "kernel/drivers/usb/storage/usb-storage.ko.xz" is "usb_storage".
-func modName(file string) string {
-	base := path.Base(file)
-	if i := strings.Index(base, ".ko"); i >= 0 {
-		base = base[:i]
-	}
-	return strings.ReplaceAll(base, "-", "_")
-}
-
-// normName makes a requested name comparable with modName.
-func normName(s string) string { return strings.ReplaceAll(strings.TrimSpace(s), "-", "_") }
-
 // moduleTree is what depmod wrote for one kernel (/lib/modules/<kver>).
 type moduleTree struct {
 	dir     string
 	path    map[string]string   // module name -> path relative to dir
 	deps    map[string][]string // module name -> dependency names, as listed
 	builtin map[string]bool
-	aliases []alias
-	softdep map[string]softdep
+	aliases []coldplug.Alias
+	softdep map[string]coldplug.Softdep
 }
-
-type alias struct{ pattern, module string }
-
-type softdep struct{ pre, post []string }
 
 // readModuleTree reads modules.dep, modules.builtin, modules.alias and
 // modules.softdep from dir. Only modules.dep is required.
 func readModuleTree(dir string) (*moduleTree, error) {
-	t := &moduleTree{dir: dir, path: map[string]string{}, deps: map[string][]string{},
-		builtin: map[string]bool{}, softdep: map[string]softdep{}}
+	t := &moduleTree{dir: dir, builtin: map[string]bool{}, softdep: map[string]coldplug.Softdep{}}
 	dep, err := os.ReadFile(filepath.Join(dir, "modules.dep"))
 	if err != nil {
 		return nil, fmt.Errorf("kernel modules: %w (is the kernel's modules package installed? give the modules folder of the kernel)", err)
 	}
-	if err := t.parseDep(dep); err != nil {
+	if t.path, t.deps, err = coldplug.ParseDep(dep); err != nil {
 		return nil, fmt.Errorf("%s: %w", filepath.Join(dir, "modules.dep"), err)
 	}
 	if b, err := os.ReadFile(filepath.Join(dir, "modules.builtin")); err == nil {
-		for _, l := range strings.Split(string(b), "\n") {
-			if l = strings.TrimSpace(l); l != "" {
-				t.builtin[modName(l)] = true
-			}
-		}
+		t.builtin = coldplug.ParseBuiltin(b)
 	}
 	if b, err := os.ReadFile(filepath.Join(dir, "modules.alias")); err == nil {
-		t.aliases = parseAliases(b)
+		t.aliases = coldplug.ParseAliases(b)
 	}
 	if b, err := os.ReadFile(filepath.Join(dir, "modules.softdep")); err == nil {
-		t.softdep = parseSoftdeps(b)
+		t.softdep = coldplug.ParseSoftdep(b)
 	}
 	return t, nil
-}
-
-// parseDep reads depmod's modules.dep: "path: dep-path dep-path ...".
-func (t *moduleTree) parseDep(b []byte) error {
-	for n, line := range strings.Split(string(b), "\n") {
-		line = strings.TrimSpace(line)
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		file, deps, ok := strings.Cut(line, ":")
-		if !ok {
-			return fmt.Errorf("line %d: %q has no ':' (not a modules.dep made by depmod)", n+1, line)
-		}
-		name := modName(file)
-		t.path[name] = strings.TrimSpace(file)
-		var names []string
-		for _, d := range strings.Fields(deps) {
-			names = append(names, modName(d))
-		}
-		t.deps[name] = names
-	}
-	return nil
-}
-
-// parseAliases reads "alias <glob> <module>" lines.
-func parseAliases(b []byte) []alias {
-	var out []alias
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) == 3 && f[0] == "alias" {
-			out = append(out, alias{pattern: f[1], module: normName(f[2])})
-		}
-	}
-	return out
-}
-
-// parseSoftdeps reads "softdep <module> pre: a b post: c" lines
-// (modprobe.d(5)).
-func parseSoftdeps(b []byte) map[string]softdep {
-	out := map[string]softdep{}
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 3 || f[0] != "softdep" {
-			continue
-		}
-		name := normName(f[1])
-		sd := out[name]
-		list := &sd.pre // depmod writes "softdep cifs gcm" meaning pre
-		for _, w := range f[2:] {
-			switch w {
-			case "pre:":
-				list = &sd.pre
-			case "post:":
-				list = &sd.post
-			default:
-				*list = append(*list, w)
-			}
-		}
-		out[name] = sd
-	}
-	return out
 }
 
 // resolve turns a softdep target (a module name or an alias such as
 // "crypto-crc32c") into module names present in modules.dep.
 func (t *moduleTree) resolve(name string) []string {
-	if _, ok := t.path[normName(name)]; ok {
-		return []string{normName(name)}
+	if _, ok := t.path[coldplug.NormName(name)]; ok {
+		return []string{coldplug.NormName(name)}
 	}
 	var out []string
 	for _, a := range t.aliases {
-		if ok, _ := path.Match(a.pattern, name); ok {
-			if _, present := t.path[a.module]; present && !slices.Contains(out, a.module) {
-				out = append(out, a.module)
+		if ok, _ := path.Match(a.Pattern, name); ok {
+			if _, present := t.path[a.Module]; present && !slices.Contains(out, a.Module) {
+				out = append(out, a.Module)
 			}
 		}
 	}
@@ -205,14 +124,14 @@ func (t *moduleTree) closure(want []string) (mods, builtin []string, err error) 
 			}
 		}
 		sd := t.softdep[name]
-		for _, s := range append(slices.Clone(sd.pre), sd.post...) {
+		for _, s := range append(slices.Clone(sd.Pre), sd.Post...) {
 			for _, m := range t.resolve(s) {
 				visit(m)
 			}
 		}
 	}
 	for _, w := range want {
-		name := normName(w)
+		name := coldplug.NormName(strings.TrimSpace(w))
 		switch {
 		case t.path[name] != "":
 			visit(name)
@@ -274,8 +193,8 @@ func (t *moduleTree) moduleFiles(mods []string) ([]moduleFile, error) {
 	}
 	var al bytes.Buffer
 	for _, a := range t.aliases {
-		if carried[a.module] {
-			fmt.Fprintf(&al, "alias %s %s\n", a.pattern, a.module)
+		if carried[a.Module] {
+			fmt.Fprintf(&al, "alias %s %s\n", a.Pattern, a.Module)
 		}
 	}
 	var sd bytes.Buffer
@@ -285,11 +204,11 @@ func (t *moduleTree) moduleFiles(mods []string) ([]moduleFile, error) {
 			continue
 		}
 		fmt.Fprintf(&sd, "softdep %s", m)
-		if len(s.pre) > 0 {
-			fmt.Fprintf(&sd, " pre: %s", strings.Join(s.pre, " "))
+		if len(s.Pre) > 0 {
+			fmt.Fprintf(&sd, " pre: %s", strings.Join(s.Pre, " "))
 		}
-		if len(s.post) > 0 {
-			fmt.Fprintf(&sd, " post: %s", strings.Join(s.post, " "))
+		if len(s.Post) > 0 {
+			fmt.Fprintf(&sd, " post: %s", strings.Join(s.Post, " "))
 		}
 		sd.WriteByte('\n')
 	}

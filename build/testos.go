@@ -137,14 +137,11 @@ func (c TestOSConfig) Build(ctx context.Context, log *slog.Logger) (*TestOS, err
 // part at its partition's start. Tests use it to give a machine a disk
 // that already holds the system.
 func (t *TestOS) WriteDisk(path string, size int64) error {
-	f, err := os.Create(path)
+	f, err := createDisk(path, size)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	if err := f.Truncate(size); err != nil {
-		return err
-	}
 	tab, err := partition.PlanTable(t.Image.Layout, size, 512)
 	if err != nil {
 		return err

@@ -340,16 +340,27 @@ func (c USBConfig) loadImage(ctx context.Context, log *slog.Logger, ui USBImage,
 	return im, nil
 }
 
+// createDisk creates the raw disk image file path (emptying one that is
+// there) and makes it size bytes long, sparse. The caller closes it.
+func createDisk(path string, size int64) (*os.File, error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := f.Truncate(size); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
 // writeTable makes the stick file and writes its partition table.
 func writeTable(path string, size int64, tab *partition.Table) error {
-	f, err := os.Create(path)
+	f, err := createDisk(path, size)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	if err := f.Truncate(size); err != nil {
-		return err
-	}
 	if err := partition.WriteTable(f, size, tab); err != nil {
 		return err
 	}

@@ -4,7 +4,9 @@
 // loads the matching modules with their dependencies (modules.dep) and
 // soft dependencies (modules.softdep) through finit_module(2).
 //
-// It owns module loading in the initramfs. It does not own the module
+// It owns module loading in the initramfs, and the parsers of depmod's
+// index files (modules.dep, modules.alias, modules.softdep,
+// modules.builtin), which build/ uses too. It does not own the module
 // tree (build/ writes it to /lib/modules/<release>/, restricted to the
 // modules the initramfs carries) nor what to do with the devices once
 // their drivers are bound (initramfs/, partition/).
@@ -105,7 +107,7 @@ func load(ctx context.Context, log *slog.Logger, cfg Config, ld loader) ([]strin
 		params: moduleParams(filepath.Join(cfg.Root, "proc/cmdline"))}
 	s.readLoaded()
 	for _, m := range cfg.Always {
-		s.modprobe(norm(m), nil)
+		s.modprobe(NormName(m), nil)
 	}
 	start := time.Now()
 	lastChange := start
@@ -179,7 +181,7 @@ func (s *session) readLoaded() {
 	}
 	for _, line := range strings.Split(string(data), "\n") {
 		if f := strings.Fields(line); len(f) > 0 {
-			s.state[norm(f[0])] = done
+			s.state[NormName(f[0])] = done
 		}
 	}
 }
@@ -205,7 +207,7 @@ func (s *session) modprobe(name string, chain []string) bool {
 	s.state[name] = busy
 	chain = append(chain, name)
 	sd := s.tree.softdep[name]
-	for _, pre := range sd.pre {
+	for _, pre := range sd.Pre {
 		s.soft(name, pre, chain)
 	}
 	for _, d := range s.tree.deps[name] {
@@ -224,7 +226,7 @@ func (s *session) modprobe(name string, chain []string) bool {
 		s.log.Debug("coldplug: loaded", "module", name)
 	}
 	s.state[name] = done
-	for _, post := range sd.post {
+	for _, post := range sd.Post {
 		s.soft(name, post, chain)
 	}
 	return true
@@ -281,76 +283,26 @@ type tree struct {
 	path    map[string]string   // name -> file relative to dir
 	deps    map[string][]string // name -> dependency names
 	builtin map[string]bool
-	aliases []alias
-	softdep map[string]softdep
-}
-
-type alias struct{ pattern, module string }
-
-type softdep struct{ pre, post []string }
-
-func norm(s string) string { return strings.ReplaceAll(s, "-", "_") }
-
-// modName is the module name of a file: "kernel/x/usb-storage.ko" is
-// "usb_storage".
-func modName(file string) string {
-	base := path.Base(file)
-	if i := strings.Index(base, ".ko"); i >= 0 {
-		base = base[:i]
-	}
-	return norm(base)
+	aliases []Alias
+	softdep map[string]Softdep
 }
 
 func readTree(dir string) (*tree, error) {
-	t := &tree{dir: dir, path: map[string]string{}, deps: map[string][]string{},
-		builtin: map[string]bool{}, softdep: map[string]softdep{}}
+	t := &tree{dir: dir, builtin: map[string]bool{}, softdep: map[string]Softdep{}}
 	dep, err := os.ReadFile(filepath.Join(dir, "modules.dep"))
 	if err != nil {
 		return nil, fmt.Errorf("coldplug: %w: %w (was the initramfs built for this kernel?)", ErrNoModules, err)
 	}
-	for _, line := range strings.Split(string(dep), "\n") {
-		file, deps, ok := strings.Cut(strings.TrimSpace(line), ":")
-		if !ok {
-			continue
-		}
-		name := modName(file)
-		t.path[name] = file
-		for _, d := range strings.Fields(deps) {
-			t.deps[name] = append(t.deps[name], modName(d))
-		}
-	}
+	// A malformed line is passed over: load what can be loaded.
+	t.path, t.deps, _ = ParseDep(dep)
 	if b, err := os.ReadFile(filepath.Join(dir, "modules.builtin")); err == nil {
-		for _, l := range strings.Fields(string(b)) {
-			t.builtin[modName(l)] = true
-		}
+		t.builtin = ParseBuiltin(b)
 	}
 	if b, err := os.ReadFile(filepath.Join(dir, "modules.alias")); err == nil {
-		for _, line := range strings.Split(string(b), "\n") {
-			if f := strings.Fields(line); len(f) == 3 && f[0] == "alias" {
-				t.aliases = append(t.aliases, alias{pattern: f[1], module: norm(f[2])})
-			}
-		}
+		t.aliases = ParseAliases(b)
 	}
 	if b, err := os.ReadFile(filepath.Join(dir, "modules.softdep")); err == nil {
-		for _, line := range strings.Split(string(b), "\n") {
-			f := strings.Fields(line)
-			if len(f) < 3 || f[0] != "softdep" {
-				continue
-			}
-			sd := t.softdep[norm(f[1])]
-			list := &sd.pre
-			for _, w := range f[2:] {
-				switch w {
-				case "pre:":
-					list = &sd.pre
-				case "post:":
-					list = &sd.post
-				default:
-					*list = append(*list, w)
-				}
-			}
-			t.softdep[norm(f[1])] = sd
-		}
+		t.softdep = ParseSoftdep(b)
 	}
 	return t, nil
 }
@@ -363,13 +315,13 @@ func (t *tree) match(devAliases []string) []string {
 	var out []string
 	seen := map[string]bool{}
 	for _, a := range t.aliases {
-		if seen[a.module] {
+		if seen[a.Module] {
 			continue
 		}
 		for _, d := range devAliases {
-			if ok, _ := path.Match(a.pattern, d); ok {
-				seen[a.module] = true
-				out = append(out, a.module)
+			if ok, _ := path.Match(a.Pattern, d); ok {
+				seen[a.Module] = true
+				out = append(out, a.Module)
 				break
 			}
 		}
@@ -380,17 +332,17 @@ func (t *tree) match(devAliases []string) []string {
 // resolve turns a soft-dependency target, a module name or an alias such
 // as "crypto-crc32c", into module names in modules.dep.
 func (t *tree) resolve(name string) []string {
-	if _, ok := t.path[norm(name)]; ok {
-		return []string{norm(name)}
+	if _, ok := t.path[NormName(name)]; ok {
+		return []string{NormName(name)}
 	}
-	if t.builtin[norm(name)] {
+	if t.builtin[NormName(name)] {
 		return nil
 	}
 	var out []string
 	for _, a := range t.aliases {
-		if ok, _ := path.Match(a.pattern, name); ok && !slices.Contains(out, a.module) {
-			if _, present := t.path[a.module]; present {
-				out = append(out, a.module)
+		if ok, _ := path.Match(a.Pattern, name); ok && !slices.Contains(out, a.Module) {
+			if _, present := t.path[a.Module]; present {
+				out = append(out, a.Module)
 			}
 		}
 	}
@@ -414,7 +366,7 @@ func moduleParams(cmdline string) map[string]string {
 		if !strings.Contains(param, "=") {
 			continue
 		}
-		mod = norm(mod)
+		mod = NormName(mod)
 		if out[mod] != "" {
 			out[mod] += " "
 		}

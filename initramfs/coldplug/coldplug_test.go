@@ -99,7 +99,7 @@ func (k *fakeKernel) load(file, params string) error {
 	if !strings.HasPrefix(file, filepath.Join(k.root, "lib/modules", kver)+"/") {
 		k.t.Errorf("load(%s): not under the root %s", file, k.root)
 	}
-	name := modName(file)
+	name := ModuleName(file)
 	if err := k.fail[name]; err != nil {
 		return err
 	}
@@ -206,7 +206,7 @@ func TestLoadNoTree(t *testing.T) {
 }
 
 func TestMatch(t *testing.T) {
-	tr := &tree{aliases: []alias{
+	tr := &tree{aliases: []Alias{
 		{"pci:v00008086d000010D3sv*sd*bc*sc*i*", "e1000e"},
 		{"pci:v*d*sv*sd*bc01sc06i01*", "ahci"},
 		{"pci:v*d*sv*sd*bc01sc08i02*", "nvme"},
