@@ -317,68 +317,36 @@ func (a *agent) run(ctx context.Context) (after string, err error) {
 	}
 	a.rep.setTask(plan.TaskID)
 	if err := a.report(ctx, "plan verified"); errors.Is(err, ErrTaskEnded) {
-		return "", a.ended(plan, false)
+		return "", a.ended(false)
 	}
+	if err := a.deploy(ctx, plan); err != nil {
+		return "", err
+	}
+	return plan.After, nil
+}
 
-	// The torrent, pinned by the plan.
+// deploy carries out a deploy plan: the torrent it pins, written from the
+// swarm, seeded for the plan's SeedFor, then reported done.
+func (a *agent) deploy(ctx context.Context, plan *protocol.Plan) error {
+	c := a.cfg
 	im, err := imager.LoadURL(ctx, c.HTTP, plan.Torrent)
 	if err != nil {
-		return "", &Error{What: "cannot load the image torrent " + plan.Torrent, Err: err, Network: isNetErr(err),
+		return &Error{What: "cannot load the image torrent " + plan.Torrent, Err: err, Network: isNetErr(err),
 			Do: "check that the server still publishes image " + plan.Image + " (GET /api/status) and that this network reaches it"}
 	}
 	if !strings.EqualFold(im.InfoHash.HexString(), plan.InfoHash) {
-		return "", &Error{What: fmt.Sprintf("the torrent at %s has info-hash %s but the signed plan pins %s", plan.Torrent, im.InfoHash.HexString(), strings.ToLower(plan.InfoHash)),
+		return &Error{What: fmt.Sprintf("the torrent at %s has info-hash %s but the signed plan pins %s", plan.Torrent, im.InfoHash.HexString(), strings.ToLower(plan.InfoHash)),
 			Err: ErrInfoHashMismatch,
 			Do:  "nothing was written; the image changed on the server after the plan was made, or something rewrites HTTP on the way: reboot to fetch a fresh plan, and if it repeats check the server's image files"}
 	}
 	a.log.Info("image torrent", "image", im.String(), "size", bytesize.Format(im.Length), "pieces", im.NumPieces(), "table", im.Layout.Table)
-
-	// Disks.
-	a.setPhase(protocol.PhaseDisk)
-	a.report(ctx, "")
-	disks, err := a.waitDisks(ctx)
-	if err != nil {
-		return "", err
-	}
-	for _, d := range disks {
-		a.con.Println(markDisk(d))
-	}
-	tgt, err := partition.Choose(disks, plan.Target, im)
-	if err != nil {
-		return "", &Error{What: "no disk to write the image to", Err: err, Do: diskAdvice(err)}
-	}
-	a.con.Println(markTarget(tgt.String(), tgt.Size()))
-	var places []partition.Place
-	if plan.CreateTable {
-		if tgt.Part != nil {
-			return "", &Error{What: fmt.Sprintf("the plan asks for a new partition table but targets %s, a partition", tgt),
-				Do: "target a whole disk, or turn create_table off for this task"}
-		}
-		places, err = c.Disks.CreateTable(ctx, a.log, tgt.Disk.Path, im)
-		if err != nil {
-			return "", &Error{What: "cannot make the partition table on " + tgt.Disk.Path, Err: err, Do: diskAdvice(err)}
-		}
-		a.con.Println(markTable(im.Layout.Table, tgt.Disk.Path, len(places)))
-	} else if places, err = partition.Map(tgt, im); err != nil {
-		return "", &Error{What: "the image does not fit " + tgt.String(), Err: err, Do: diskAdvice(err)}
-	}
-	for _, p := range places {
-		a.log.Info("image part goes to", "place", p.String())
-	}
-	parts, closeParts, err := partition.OpenParts(places)
-	if err != nil {
-		return "", &Error{What: "cannot open the target for writing", Err: err, Do: diskAdvice(err)}
-	}
-	defer closeParts() // safe to call again after the explicit close below
-
-	// Swarm.
 	mode, err := imager.ParseMode(plan.CheckMode)
 	if err != nil || mode == imager.ModeSeed {
-		return "", &Error{What: "the plan's check mode " + plan.CheckMode + " is not one the agent knows", Err: err, Do: "set check to fresh or verify on the server"}
+		return &Error{What: "the plan's check mode " + plan.CheckMode + " is not one the agent knows", Err: err, Do: "set check to fresh or verify on the server"}
 	}
-	a.con.Println(markWriting(im.Name, im.Length, tgt.String()))
-	a.setPhase(protocol.PhaseImaging)
-	a.report(ctx, "")
+
+	// Report every few seconds from here on, and stop as soon as the
+	// server ends the task.
 	imgCtx, stopImg := context.WithCancel(ctx)
 	defer stopImg()
 	go a.rep.every(imgCtx, c.ReportEvery, a.current)
@@ -389,93 +357,65 @@ func (a *agent) run(ctx context.Context) (after string, err error) {
 		case <-imgCtx.Done():
 		}
 	}()
-	icfg := imager.Config{Image: im, Parts: parts, Mode: mode, Listen: c.Listen, Trackers: plan.Trackers,
-		Tuning: c.Tuning, Progress: a.onProgress, ProgressEvery: c.ProgressEvery}
-	sess, err := icfg.Join(imgCtx, a.log)
-	if err != nil {
-		if isEnded(a.rep) {
-			return "", a.ended(plan, true)
-		}
-		return "", &Error{What: "cannot join the swarm for " + im.Name, Err: err, Do: "check the log above; reboot to try again"}
-	}
-	defer sess.Close()
-	if err := sess.Wait(imgCtx); err != nil {
-		if isEnded(a.rep) {
-			return "", a.ended(plan, true)
-		}
-		return "", &Error{What: "writing the image failed", Err: err, Do: "the disk is half-written and will not be booted: check the disk and the log above, then reboot to try again"}
-	}
-	syncAll()
-	p := sess.Progress()
-	a.log.Info("image written", "took", p.Took, "downloaded", bytesize.Format(p.Downloaded), "from_seeders", bytesize.Format(p.FromSeeders),
-		"uploaded", bytesize.Format(p.Uploaded), "bad_pieces", p.BadPieces)
 
-	// Read back.
-	digest := ""
-	if a.readBack {
-		a.setPhase(protocol.PhaseVerifying)
-		start := time.Now()
-		a.setReadBack(0, im.Length, start)
-		a.report(ctx, "reading the image back")
-		digest, err = readBack(imgCtx, places, im, func(done int64) { a.setReadBack(done, im.Length, start) })
-		if err != nil {
-			if isEnded(a.rep) {
-				return "", a.ended(plan, true)
+	var sess *imager.Session
+	defer func() {
+		if sess != nil {
+			sess.Close()
+		}
+	}()
+	msg := ""
+	_, err = a.write(imgCtx, job{
+		im: im, from: "the plan", choose: chooseTarget(plan.Target, im), createTable: plan.CreateTable,
+		again: "reboot to try again",
+		fill: func(ctx context.Context, parts []imager.Part) error {
+			icfg := imager.Config{Image: im, Parts: parts, Mode: mode, Listen: c.Listen, Trackers: plan.Trackers,
+				Tuning: c.Tuning, Progress: a.onProgress, ProgressEvery: c.ProgressEvery}
+			var err error
+			if sess, err = icfg.Join(ctx, a.log); err != nil {
+				return &Error{What: "cannot join the swarm for " + im.Name, Err: err, Do: "check the log above; reboot to try again"}
 			}
-			return "", &Error{What: "the image does not read back from " + tgt.String() + " as it was written", Err: err,
-				Do: "the disk (or its cable or controller) may be failing: check it, or pick another disk, and start a new task"}
-		}
-		a.log.Info("image read back", "sha256", digest, "took", time.Since(start).Round(time.Millisecond))
-	}
-	ih := im.InfoHash.HexString()
-	a.con.Println(markImageDone(digest, ih, im.Length))
-	msg := "infohash=" + ih
-	if digest != "" {
-		msg = "sha256=" + digest + " " + msg
-	}
-
-	// Seed.
-	seedFor, _ := time.ParseDuration(plan.SeedFor) // checked by Verify
-	a.setPhase(protocol.PhaseSeeding)
-	if err := a.report(ctx, msg); !errors.Is(err, ErrTaskEnded) && seedFor > 0 {
-		a.con.Println(markSeeding(seedFor.String()))
-		select {
-		case <-time.After(seedFor):
-		case <-a.rep.Ended():
-			a.log.Info("the server ended the task; stopping seeding", "state", a.rep.EndState())
-		case <-ctx.Done():
-			return "", &Error{What: "stopped while seeding", Err: ctx.Err(), Do: "the image is complete on the disk; reboot by hand"}
-		}
-	}
-	stopImg()
-	if err := sess.Close(); err != nil {
-		return "", &Error{What: "flushing the image to " + tgt.String() + " failed", Err: err, Do: "check the disk; start a new task"}
-	}
-	if err := closeParts(); err != nil {
-		return "", &Error{What: "flushing the image to " + tgt.String() + " failed", Err: err, Do: "check the disk; start a new task"}
-	}
-	syncAll()
-	if wholeDiskImage(tgt, im) {
-		// The image brought its own partition table: let the kernel see
-		// it (a shell after-action, or the next task, wants the nodes).
-		// After CreateTable the kernel already has the right partitions,
-		// some added by BLKPG on kernels without the table's parser, and
-		// a BLKRRPART there would drop them.
-		if err := rereadTable(tgt.Disk.Path); err != nil {
-			a.log.Warn("the kernel did not re-read the partition table (the next boot will)", "disk", tgt.Disk.Path, "err", err)
-		} else {
-			a.log.Info("the kernel re-read the partition table", "disk", tgt.Disk.Path)
-		}
+			if err := sess.Wait(ctx); err != nil {
+				return err
+			}
+			p := sess.Progress()
+			a.log.Info("image downloaded", "took", p.Took, "downloaded", bytesize.Format(p.Downloaded), "from_seeders", bytesize.Format(p.FromSeeders),
+				"uploaded", bytesize.Format(p.Uploaded), "bad_pieces", p.BadPieces)
+			return nil
+		},
+		// The session that fetched the image seeds it on for SeedFor.
+		seed: func(_ context.Context, _ []imager.Part, digest string) error {
+			msg = "infohash=" + im.InfoHash.HexString()
+			if digest != "" {
+				msg = "sha256=" + digest + " " + msg
+			}
+			seedFor, _ := time.ParseDuration(plan.SeedFor) // checked by Verify
+			a.setPhase(protocol.PhaseSeeding)
+			if err := a.report(ctx, msg); !errors.Is(err, ErrTaskEnded) && seedFor > 0 {
+				a.con.Println(markSeeding(seedFor.String()))
+				select {
+				case <-time.After(seedFor):
+				case <-a.rep.Ended():
+					a.log.Info("the server ended the task; stopping seeding", "state", a.rep.EndState())
+				case <-ctx.Done():
+					return &Error{What: "stopped while seeding", Err: ctx.Err(), Do: "the image is complete on the disk; reboot by hand"}
+				}
+			}
+			stopImg()
+			err := sess.Close()
+			sess = nil
+			if err != nil {
+				return &Error{What: "flushing the image failed", Err: err, Do: "check the disk; start a new task"}
+			}
+			return nil
+		},
+	})
+	if err != nil {
+		return err
 	}
 	a.setPhase(protocol.PhaseDone)
 	a.report(ctx, msg)
-	return plan.After, nil
-}
-
-// wholeDiskImage reports whether im is one whole-disk image written to
-// the whole of tgt's disk: then the disk's partition table is the image's.
-func wholeDiskImage(tgt partition.Target, im *imager.Image) bool {
-	return tgt.Part == nil && len(im.Files) == 1 && im.Files[0].Part.Number == 0
+	return nil
 }
 
 // setReadBack records the read-back's progress and shows it.
@@ -506,13 +446,20 @@ func isEnded(r *reporter) bool {
 	}
 }
 
-// ended is the error for a task the server ended under the agent.
-func (a *agent) ended(plan *protocol.Plan, written bool) error {
+// ended is the error for a task the server ended under the agent, and
+// nil while it has not (or when there is no server, on a rescue stick).
+func (a *agent) ended(written bool) error {
+	if a.rep == nil || !isEnded(a.rep) {
+		return nil
+	}
 	do := "nothing was written; start a new task for this machine if it still needs imaging"
 	if written {
 		do = "the disk is half-written and will not be booted: start a new task for this machine"
 	}
-	return &Error{What: fmt.Sprintf("the server ended task %s (now %s)", plan.TaskID, a.rep.EndState()), Err: ErrTaskEnded, Do: do}
+	a.rep.mu.Lock()
+	id := a.rep.taskID
+	a.rep.mu.Unlock()
+	return &Error{What: fmt.Sprintf("the server ended task %s (now %s)", id, a.rep.EndState()), Err: ErrTaskEnded, Do: do}
 }
 
 // network finds the server: Config.ServerURL as is, or DHCP and the URL

@@ -180,82 +180,38 @@ func (a *agent) runLocal(ctx context.Context, st *stick) (after string, err erro
 	a.log.Info("stick image", "image", im.String(), "target", fmt.Sprintf("%+v", si.Target), "create_table", si.CreateTable,
 		"seed_for", si.seedFor(), "after", si.after())
 
-	// The target.
-	a.setPhase(protocol.PhaseDisk)
-	disks, err := a.waitDisks(ctx)
-	if err != nil {
-		return "", err
-	}
-	for _, d := range disks {
-		a.con.Println(markDisk(d))
-	}
-	tgt, err := a.localTarget(ctx, disks, si, im)
-	if err != nil {
-		return "", err
-	}
-	a.con.Println(markTarget(tgt.String(), tgt.Size()))
-	var places []partition.Place
-	if si.CreateTable {
-		if tgt.Part != nil {
-			return "", &Error{What: fmt.Sprintf("the stick asks for a new partition table but targets %s, a partition", tgt),
-				Do: "rebuild the stick with a whole-disk target, or without --create-table"}
-		}
-		places, err = a.cfg.Disks.CreateTable(ctx, a.log, tgt.Disk.Path, im)
-		if err != nil {
-			return "", &Error{What: "cannot make the partition table on " + tgt.Disk.Path, Err: err, Do: diskAdvice(err)}
-		}
-		a.con.Println(markTable(im.Layout.Table, tgt.Disk.Path, len(places)))
-	} else if places, err = partition.Map(tgt, im); err != nil {
-		return "", &Error{What: "the image does not fit " + tgt.String(), Err: err, Do: diskAdvice(err)}
-	}
-	parts, closeParts, err := partition.OpenParts(places)
-	if err != nil {
-		return "", &Error{What: "cannot open the target for writing", Err: err, Do: diskAdvice(err)}
-	}
-	defer closeParts()
 	from, closeFrom, err := openStickImage(*st.data, si, im)
 	if err != nil {
 		return "", &Error{What: "cannot read image " + si.Name + " from the stick", Err: err, Do: "rebuild the stick with pxeswarm build usb"}
 	}
 	defer closeFrom.Close()
 
-	// Copy, every piece checked before it is written.
-	a.con.Println(markWriting(im.Name, im.Length, tgt.String()))
-	a.setPhase(protocol.PhaseImaging)
-	if err := (imager.CopyConfig{Image: im, From: from, To: parts, Progress: a.onProgress, ProgressEvery: a.cfg.ProgressEvery}).Run(ctx); err != nil {
-		return "", &Error{What: "copying image " + si.Name + " from the stick failed", Err: err,
-			Do: "the disk is half-written and will not be booted: if the stick is damaged, rewrite it; then boot it again"}
-	}
-	syncAll()
-	digest := ""
-	if a.readBack {
-		a.setPhase(protocol.PhaseVerifying)
-		start := time.Now()
-		if digest, err = readBack(ctx, places, im, func(done int64) { a.setReadBack(done, im.Length, start) }); err != nil {
-			return "", &Error{What: "the image does not read back from " + tgt.String() + " as it was written", Err: err,
-				Do: "the disk (or its cable or controller) may be failing: check it, or pick another disk, and boot the stick again"}
-		}
-		a.log.Info("image read back", "sha256", digest, "took", time.Since(start).Round(time.Millisecond))
-	}
-	a.con.Println(markImageDone(digest, im.InfoHash.HexString(), im.Length))
-
-	// Seed, where a tracker is known: the stick's list, the server's
-	// tracker, else the torrent's own.
-	if d := si.seedFor(); d > 0 {
-		if err := a.seedLocal(ctx, netCh, si, im, parts, d); err != nil {
-			return "", err
-		}
+	_, err = a.write(ctx, job{
+		im: im, from: "the stick", createTable: si.CreateTable, again: "boot the stick again",
+		choose: func(ctx context.Context, disks []partition.Disk) (partition.Target, error) {
+			return a.localTarget(ctx, disks, si, im)
+		},
+		fill: func(ctx context.Context, parts []imager.Part) error {
+			err := imager.CopyConfig{Image: im, From: from, To: parts, Progress: a.onProgress, ProgressEvery: a.cfg.ProgressEvery}.Run(ctx)
+			if err != nil {
+				return &Error{What: "copying image " + si.Name + " from the stick failed", Err: err,
+					Do: "the disk is half-written and will not be booted: if the stick is damaged, rewrite it; then boot it again"}
+			}
+			return nil
+		},
+		// Seed, where a tracker is known: the stick's list, the server's
+		// tracker, else the torrent's own.
+		seed: func(ctx context.Context, parts []imager.Part, _ string) error {
+			if d := si.seedFor(); d > 0 {
+				return a.seedLocal(ctx, netCh, si, im, parts, d)
+			}
+			return nil
+		},
+	})
+	if err != nil {
+		return "", err
 	}
 	stopNet()
-	if err := closeParts(); err != nil {
-		return "", &Error{What: "flushing the image to " + tgt.String() + " failed", Err: err, Do: "check the disk; boot the stick again"}
-	}
-	syncAll()
-	if wholeDiskImage(tgt, im) {
-		if err := rereadTable(tgt.Disk.Path); err != nil {
-			a.log.Warn("the kernel did not re-read the partition table (the next boot will)", "disk", tgt.Disk.Path, "err", err)
-		}
-	}
 	a.setPhase(protocol.PhaseDone)
 	return si.after(), nil
 }
@@ -265,18 +221,13 @@ func (a *agent) runLocal(ctx context.Context, st *stick) (after string, err erro
 // at the console chooses among those that can.
 func (a *agent) localTarget(ctx context.Context, disks []partition.Disk, si StickImage, im *imager.Image) (partition.Target, error) {
 	if si.Target != (protocol.Target{}) {
-		t, err := partition.Choose(disks, si.Target, im)
-		if err != nil {
-			return t, &Error{What: "no disk to write the image to", Err: err, Do: diskAdvice(err)}
-		}
-		return t, nil
+		return chooseTarget(si.Target, im)(ctx, disks)
 	}
 	fit := partition.Candidates(disks, im)
 	switch len(fit) {
 	case 0:
 		// What "first" would have said: no fixed disk, or it is too small.
-		_, err := partition.Choose(disks, protocol.Target{Disk: protocol.FirstDisk}, im)
-		return partition.Target{}, &Error{What: "no disk to write the image to", Err: err, Do: diskAdvice(err)}
+		return chooseTarget(protocol.Target{Disk: protocol.FirstDisk}, im)(ctx, disks)
 	case 1:
 		return fit[0], nil
 	}
