@@ -13,6 +13,7 @@ import (
 	"github.com/anacrolix/torrent/metainfo"
 	"github.com/pxeswarm/pxeswarm/internal/bytesize"
 	"github.com/pxeswarm/pxeswarm/internal/version"
+	"github.com/pxeswarm/pxeswarm/partition/blockdev"
 )
 
 // CreateConfig describes a torrent to build from partition images.
@@ -89,7 +90,7 @@ func Create(ctx context.Context, log *slog.Logger, cfg CreateConfig) (*Image, er
 			p = cfg.Parts[i]
 		}
 		if p.Number == 0 && p.Start == 0 {
-			p.Number, p.Start = partitionOf(d)
+			p.Number, p.Start = blockdev.PartitionOf(d.File)
 		}
 		if p.Number == 0 && len(cfg.Sources) > 1 {
 			p.Number = i + 1

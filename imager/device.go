@@ -7,31 +7,21 @@ import (
 	"os"
 
 	"github.com/pxeswarm/pxeswarm/internal/bytesize"
+	"github.com/pxeswarm/pxeswarm/partition/blockdev"
 )
 
 // Device is an opened source or target: a regular file, a whole block
-// device or a partition. Block-device sizes come from an ioctl
-// (device_linux.go); file sizes from stat.
-type Device struct {
-	*os.File
-	Path  string
-	Size  int64
-	Block bool // a block device rather than a regular file
-}
+// device or a partition (package blockdev sizes and opens them).
+type Device = blockdev.Device
 
 // OpenSource opens path read-only for hashing or seeding.
 func OpenSource(path string) (*Device, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("source %s does not exist: check the path, or list block devices with lsblk: %w", path, err)
-		}
+	d, err := blockdev.Open(path, false)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil, fmt.Errorf("source %s does not exist: check the path, or list block devices with lsblk: %w", path, err)
+	case err != nil:
 		return nil, fmt.Errorf("open source %s: %w", path, err)
-	}
-	d, err := describe(f, path)
-	if err != nil {
-		f.Close()
-		return nil, err
 	}
 	return d, nil
 }
@@ -44,7 +34,7 @@ func OpenSource(path string) (*Device, error) {
 // or busy disk is refused by the kernel instead of being overwritten under a
 // running system. Nothing is written here.
 func OpenTarget(path string, length int64) (*Device, error) {
-	st, err := os.Stat(path)
+	_, err := os.Stat(path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
@@ -60,60 +50,30 @@ func OpenTarget(path string, length int64) (*Device, error) {
 	case err != nil:
 		return nil, fmt.Errorf("target %s: %w", path, err)
 	}
-	flags := os.O_RDWR
-	if st.Mode()&fs.ModeDevice != 0 {
-		flags |= os.O_EXCL
-	}
-	f, err := os.OpenFile(path, flags, 0)
+	d, err := blockdev.Open(path, true)
 	if err != nil {
 		return nil, fmt.Errorf("open target %s for writing (is it mounted or in use?): %w", path, err)
 	}
-	d, err := describe(f, path)
-	if err != nil {
-		f.Close()
-		return nil, err
-	}
 	if !d.Block && d.Size == 0 {
 		// An empty file (touch target.img) is sized like a new one.
-		if err := f.Truncate(length); err != nil {
-			f.Close()
+		if err := d.Truncate(length); err != nil {
+			d.Close()
 			return nil, fmt.Errorf("size target %s to %s: %w", path, bytesize.Format(length), err)
 		}
 		d.Size = length
 	}
-	if err := d.fits(length); err != nil {
-		f.Close()
+	if err := fits(d, length); err != nil {
+		d.Close()
 		return nil, err
 	}
 	return d, nil
 }
 
 // fits reports, wrapping ErrTooSmall, whether d can hold length bytes.
-func (d *Device) fits(length int64) error {
+func fits(d *Device, length int64) error {
 	if d.Size < length {
 		return fmt.Errorf("%w: target %s (%s) is smaller than its image part (%s): pick a larger disk or partition",
 			ErrTooSmall, d.Path, bytesize.Format(d.Size), bytesize.Format(length))
 	}
 	return nil
-}
-
-func describe(f *os.File, path string) (*Device, error) {
-	st, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("stat %s: %w", path, err)
-	}
-	d := &Device{File: f, Path: path}
-	switch {
-	case st.Mode().IsRegular():
-		d.Size = st.Size()
-	case st.Mode()&fs.ModeDevice != 0 && st.Mode()&fs.ModeCharDevice == 0:
-		d.Block = true
-		d.Size, err = blockSize(f)
-		if err != nil {
-			return nil, fmt.Errorf("size of block device %s: %w", path, err)
-		}
-	default:
-		return nil, fmt.Errorf("%s is neither a regular file nor a block device (mode %s): pass an image file, a disk or a partition", path, st.Mode())
-	}
-	return d, nil
 }

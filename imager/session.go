@@ -16,6 +16,7 @@ import (
 	"github.com/anacrolix/torrent"
 	pp "github.com/anacrolix/torrent/peer_protocol"
 	"github.com/pxeswarm/pxeswarm/internal/bytesize"
+	"github.com/pxeswarm/pxeswarm/partition/blockdev"
 )
 
 // Mode is how a session treats what its targets already hold.
@@ -303,16 +304,12 @@ func checkTarget(path string, length int64) error {
 	if st.Mode().IsRegular() && st.Size() == 0 {
 		return nil // OpenTarget sizes empty files
 	}
-	f, err := os.Open(path)
+	d, err := blockdev.Open(path, false)
 	if err != nil {
 		return fmt.Errorf("target %s: %w", path, err)
 	}
-	defer f.Close()
-	d, err := describe(f, path)
-	if err != nil {
-		return err
-	}
-	return d.fits(length)
+	defer d.Close()
+	return fits(d, length)
 }
 
 // verify hashes the targets and marks the pieces that match.

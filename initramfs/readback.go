@@ -9,11 +9,9 @@ import (
 	"fmt"
 	"hash"
 	"io"
-	"os"
 	"sync"
 
 	"github.com/pxeswarm/pxeswarm/imager"
-	"github.com/pxeswarm/pxeswarm/partition"
 )
 
 // readChunk is the most readBack reads at once. Chunks are cut at piece
@@ -21,32 +19,29 @@ import (
 // chunk never spans two pieces.
 const readChunk = 1 << 20
 
-// readBack reads the image back from where it was written, after the
-// caller flushed it (syncAll), with the page cache for those ranges
-// dropped so the bytes come from the disk. It checks every piece against
-// the torrent's SHA-1 and returns the SHA-256 of the image's bytes: the
-// torrent's files concatenated in order, which for the usual one or more
-// partition images is what `cat part1.img part2.img | sha256sum` prints
-// on the image host. A piece that differs is an error wrapping
-// ErrReadBack.
-func readBack(ctx context.Context, places []partition.Place, im *imager.Image, progress func(done int64)) (string, error) {
-	if len(places) != len(im.Files) {
-		return "", fmt.Errorf("read back: %d places for %d image files", len(places), len(im.Files))
+// readBack reads the image back from the parts it was written to, after
+// the caller flushed them (syncAll), with the page cache for those ranges
+// dropped (a part that can, see partition.OpenParts) so the bytes come
+// from the disk. It checks every piece against the torrent's SHA-1 and
+// returns the SHA-256 of the image's bytes: the torrent's files
+// concatenated in order, which for the usual one or more partition images
+// is what `cat part1.img part2.img | sha256sum` prints on the image host.
+// A piece that differs is an error wrapping ErrReadBack.
+func readBack(ctx context.Context, parts []imager.Part, im *imager.Image, progress func(done int64)) (string, error) {
+	if len(parts) != len(im.Files) {
+		return "", fmt.Errorf("read back: %d parts for %d image files", len(parts), len(im.Files))
 	}
 	var readers []io.Reader
-	for i, pl := range places {
-		if pl.Length != im.Files[i].Length {
-			return "", fmt.Errorf("read back: place %s holds %d bytes of file %s, the image has %d", pl, pl.Length, im.Files[i].Path, im.Files[i].Length)
+	for i, p := range parts {
+		if p.Length != im.Files[i].Length {
+			return "", fmt.Errorf("read back: part %d holds %d bytes of file %s, the image has %d", i+1, p.Length, im.Files[i].Path, im.Files[i].Length)
 		}
-		f, err := os.Open(pl.Path)
-		if err != nil {
-			return "", fmt.Errorf("read back %s: %w", pl.Path, err)
+		if d, ok := p.RW.(interface{ DropCache() error }); ok {
+			if err := d.DropCache(); err != nil {
+				return "", fmt.Errorf("read back part %d: drop its cache: %w", i+1, err)
+			}
 		}
-		defer f.Close()
-		if err := dropCache(f, pl.Offset, pl.Length); err != nil {
-			return "", fmt.Errorf("read back %s: drop its cache: %w", pl.Path, err)
-		}
-		readers = append(readers, io.NewSectionReader(f, pl.Offset, pl.Length))
+		readers = append(readers, io.NewSectionReader(p.RW, 0, p.Length))
 	}
 	src := io.MultiReader(readers...)
 

@@ -34,14 +34,18 @@ func diskWith(t testing.TB, parts [][]byte) (string, []partition.Place) {
 		places = append(places, partition.Place{Number: i + 1, Path: disk, Offset: off, Size: size, Length: int64(len(p))})
 		off += size
 	}
+	if err := f.Truncate(off); err != nil {
+		t.Fatal(err)
+	}
 	return disk, places
 }
 
 func TestReadBack(t *testing.T) {
 	im, _, parts := testImage(t, "demo", 3)
 	disk, places := diskWith(t, parts)
+	opened := openParts(t, places)
 	var seen []int64
-	got, err := readBack(context.Background(), places, im, func(done int64) { seen = append(seen, done) })
+	got, err := readBack(context.Background(), opened, im, func(done int64) { seen = append(seen, done) })
 	if err != nil {
 		t.Fatalf("readBack = %v", err)
 	}
@@ -65,25 +69,24 @@ func TestReadBack(t *testing.T) {
 	b[0] ^= 0x40
 	f.WriteAt(b, at)
 	f.Close()
-	_, err = readBack(context.Background(), places, im, nil)
+	_, err = readBack(context.Background(), opened, im, nil)
 	if want := fmt.Sprintf("piece %d ", piece); !errors.Is(err, ErrReadBack) || !strings.Contains(err.Error(), want) {
 		t.Errorf("readBack of a disk with a flipped byte = %v, want ErrReadBack naming piece %d", err, piece)
 	}
 
 	// A disk shorter than the image.
-	short := append([]partition.Place(nil), places...)
 	os.Truncate(disk, places[1].Offset+10)
-	if _, err := readBack(context.Background(), short, im, nil); err == nil || !strings.Contains(err.Error(), "read back the image at byte") {
+	if _, err := readBack(context.Background(), opened, im, nil); err == nil || !strings.Contains(err.Error(), "read back the image at byte") {
 		t.Errorf("readBack of a truncated disk = %v, want a read error", err)
 	}
-	// Places that do not match the image.
-	if _, err := readBack(context.Background(), places[:1], im, nil); err == nil {
-		t.Errorf("readBack with one place for two files = nil, want an error")
+	// Parts that do not match the image.
+	if _, err := readBack(context.Background(), opened[:1], im, nil); err == nil {
+		t.Errorf("readBack with one part for two files = nil, want an error")
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	os.Truncate(disk, 16*MiB)
-	if _, err := readBack(ctx, places, im, nil); !errors.Is(err, context.Canceled) {
+	if _, err := readBack(ctx, opened, im, nil); !errors.Is(err, context.Canceled) {
 		t.Errorf("readBack with a canceled context = %v, want context.Canceled", err)
 	}
 }
@@ -107,11 +110,22 @@ func BenchmarkReadBack(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	places := []partition.Place{{Number: 1, Path: src, Size: im.Length, Length: im.Length}}
+	parts := openParts(b, []partition.Place{{Number: 1, Path: src, Size: im.Length, Length: im.Length}})
 	b.SetBytes(im.Length)
 	for b.Loop() {
-		if _, err := readBack(context.Background(), places, im, nil); err != nil {
+		if _, err := readBack(context.Background(), parts, im, nil); err != nil {
 			b.Fatal(err)
 		}
 	}
+}
+
+// openParts opens places as the agent does, closed at the end of the test.
+func openParts(t testing.TB, places []partition.Place) []imager.Part {
+	t.Helper()
+	parts, closeAll, err := partition.OpenParts(places)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { closeAll() })
+	return parts
 }

@@ -1,10 +1,7 @@
 package initramfs
 
 import (
-	"errors"
 	"os"
-	"time"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -29,54 +26,6 @@ func syncAll() { unix.Sync() }
 func isTerminal(f *os.File) bool {
 	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
 	return err == nil
-}
-
-// dropCache asks the kernel to forget the clean cached pages of f's byte
-// range (POSIX_FADV_DONTNEED), so that reading it back reads the disk,
-// not memory. Pages must be written back first (syncAll).
-func dropCache(f *os.File, off, n int64) error {
-	return unix.Fadvise(int(f.Fd()), off, n, unix.FADV_DONTNEED)
-}
-
-// rereadTable makes the kernel parse a disk's partition table again
-// (BLKRRPART), as after a whole-disk image that carries its own table.
-// It retries for a moment while a partition is still held (EBUSY, for
-// example udev probing it). A regular file (a disk image) needs nothing;
-// a device that cannot be partitioned (EINVAL: a loop device without
-// partscan) is not an error.
-func rereadTable(path string) error {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return err
-	}
-	if fi.Mode()&os.ModeDevice == 0 || fi.Mode()&os.ModeCharDevice != 0 {
-		return nil
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	conn, err := f.SyscallConn()
-	if err != nil {
-		return err
-	}
-	for range 20 {
-		var errno unix.Errno
-		if err := conn.Control(func(fd uintptr) {
-			_, _, errno = unix.Syscall(unix.SYS_IOCTL, fd, unix.BLKRRPART, uintptr(unsafe.Pointer(nil)))
-		}); err != nil {
-			return err
-		}
-		switch {
-		case errno == 0, errno == unix.EINVAL:
-			return nil
-		case !errors.Is(errno, unix.EBUSY):
-			return errno
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	return unix.EBUSY
 }
 
 // drainTTY waits until what was written to f has left the terminal (a

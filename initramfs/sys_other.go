@@ -16,11 +16,9 @@ const (
 
 var errLinuxOnly = errors.New("the agent runs only on Linux")
 
-func sysReboot(int) error                    { return errLinuxOnly }
-func syncAll()                               {}
-func isTerminal(*os.File) bool               { return false }
-func dropCache(*os.File, int64, int64) error { return nil }
-func rereadTable(string) error               { return nil }
+func sysReboot(int) error      { return errLinuxOnly }
+func syncAll()                 {}
+func isTerminal(*os.File) bool { return false }
 
 func drainTTY(*os.File) {}
 

@@ -8,6 +8,7 @@ import (
 	"github.com/pxeswarm/pxeswarm/imager"
 	"github.com/pxeswarm/pxeswarm/internal/bytesize"
 	"github.com/pxeswarm/pxeswarm/partition"
+	"github.com/pxeswarm/pxeswarm/partition/blockdev"
 	"github.com/pxeswarm/pxeswarm/protocol"
 )
 
@@ -78,7 +79,7 @@ func (a *agent) write(ctx context.Context, j job) (digest string, err error) {
 			return "", &Error{What: fmt.Sprintf("%s asks for a new partition table but targets %s, a partition", j.from, tgt),
 				Do: "nothing was written; target a whole disk, or write this image without a new partition table"}
 		}
-		places, err = a.cfg.Disks.CreateTable(ctx, a.log, tgt.Disk.Path, im)
+		places, err = a.cfg.Disks.CreateTable(ctx, a.log, tgt.Disk, im)
 		if err != nil {
 			return "", stopped(&Error{What: "cannot make the partition table on " + tgt.Disk.Path, Err: err, Do: diskAdvice(err)}, true)
 		}
@@ -112,7 +113,7 @@ func (a *agent) write(ctx context.Context, j job) (digest string, err error) {
 		start := time.Now()
 		a.setReadBack(0, im.Length, start)
 		a.report(ctx, "reading the image back")
-		digest, err = readBack(ctx, places, im, func(done int64) { a.setReadBack(done, im.Length, start) })
+		digest, err = readBack(ctx, parts, im, func(done int64) { a.setReadBack(done, im.Length, start) })
 		if err != nil {
 			return "", stopped(&Error{What: "the image does not read back from " + tgt.String() + " as it was written", Err: err,
 				Do: "the disk (or its cable or controller) may be failing: check it, or pick another disk, then " + j.again}, true)
@@ -136,7 +137,7 @@ func (a *agent) write(ctx context.Context, j job) (digest string, err error) {
 		// After CreateTable the kernel already has the right partitions,
 		// some added by BLKPG on kernels without the table's parser, and
 		// a BLKRRPART there would drop them.
-		if err := rereadTable(tgt.Disk.Path); err != nil {
+		if err := blockdev.RereadTablePath(tgt.Disk.Path); err != nil {
 			a.log.Warn("the kernel did not re-read the partition table (the next boot will)", "disk", tgt.Disk.Path, "err", err)
 		} else {
 			a.log.Info("the kernel re-read the partition table", "disk", tgt.Disk.Path)

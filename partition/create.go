@@ -13,17 +13,19 @@ import (
 
 	"github.com/pxeswarm/pxeswarm/imager"
 	"github.com/pxeswarm/pxeswarm/internal/bytesize"
+	"github.com/pxeswarm/pxeswarm/partition/blockdev"
 )
 
-// CreateTable writes the partition table of im's layout to dev, a whole
-// disk or a disk image file, and returns where each of im's files goes, in
-// file order.
+// CreateTable writes the partition table of im's layout to d, a whole
+// disk as [Config.List] (or [Config.Disk] for one path) described it, or a
+// disk image file, and returns where each of im's files goes, in file
+// order.
 //
-// Before writing it checks that dev is a whole disk, is not the boot
-// medium, is not in use (the disk is opened with O_EXCL) and is large
-// enough ([ErrTooSmall]); nothing is written otherwise. With
-// Config.Discard it first discards the whole disk. It then writes and
-// reads back the table ([WriteTable]).
+// Before writing it checks that d is not the boot medium, not in use and
+// not read-only (as List found it; the exclusive open then makes the
+// kernel refuse a disk mounted since) and large enough ([ErrTooSmall]);
+// nothing is written otherwise. With Config.Discard it first discards the
+// whole disk. It then writes and reads back the table ([WriteTable]).
 //
 // On a block device it makes the kernel see the new partitions: BLKRRPART
 // first; if the kernel's partitions then differ from the table (a kernel
@@ -32,47 +34,42 @@ import (
 // partitions' device nodes and returns them. A device that cannot be
 // partitioned at all (a loop device attached without --partscan) gets
 // places at offsets on the disk instead; use [OpenParts] for those.
-func (c Config) CreateTable(ctx context.Context, log *slog.Logger, dev string, im *imager.Image) ([]Place, error) {
+func (c Config) CreateTable(ctx context.Context, log *slog.Logger, d Disk, im *imager.Image) ([]Place, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	c = c.withDefaults()
+	dev := d.Path
+	switch {
+	case d.Boot != "":
+		return nil, fmt.Errorf("%w: %s is the medium the agent booted from (%s): it is never written; pick another disk", ErrBootMedium, dev, d.Boot)
+	case d.InUse != "":
+		return nil, fmt.Errorf("%w: %s is in use (%s): unmount or stop what holds it, or pick another disk", ErrInUse, dev, d.InUse)
+	case d.ReadOnly:
+		return nil, fmt.Errorf("%w: %s is read-only: check its write-protect switch or pick another disk", ErrReadOnly, dev)
+	}
 	fi, err := os.Stat(dev)
 	if err != nil {
 		return nil, fmt.Errorf("target %s: %w", dev, err)
 	}
-	block := fi.Mode()&fs.ModeDevice != 0 && fi.Mode()&fs.ModeCharDevice == 0
+	block := blockdev.IsBlock(fi)
 	if !block && !fi.Mode().IsRegular() {
 		return nil, fmt.Errorf("%s is neither a block device nor a regular file: name a whole disk", dev)
 	}
 	var sys string // the disk's sysfs directory
 	if block {
-		if sys, err = c.sysDir(fi); err != nil {
+		if sys, err = c.wholeDiskSys(fi, dev); err != nil {
 			return nil, err
-		}
-		if n := readInt(sys, "partition"); n > 0 {
-			return nil, fmt.Errorf("%s is partition %d of a disk: a partition table goes on the whole disk", dev, n)
-		}
-		d := c.disk(log, sys, filepath.Base(sys))
-		c.markBusy(&d, sys, readMounts(c.Mounts, log))
-		c.markBoot(&d)
-		switch {
-		case d.Boot != "":
-			return nil, fmt.Errorf("%w: %s is the medium the agent booted from (%s): it is never written; pick another disk", ErrBootMedium, dev, d.Boot)
-		case d.InUse != "":
-			return nil, fmt.Errorf("%w: %s is in use (%s): unmount or stop what holds it, or pick another disk", ErrInUse, dev, d.InUse)
-		case d.ReadOnly:
-			return nil, fmt.Errorf("%w: %s is read-only: check its write-protect switch or pick another disk", ErrReadOnly, dev)
 		}
 	}
 	var f *os.File
 	if block {
-		f, err = openExclusive(dev)
+		f, err = blockdev.OpenExclusive(dev)
 	} else {
 		f, err = os.OpenFile(dev, os.O_RDWR, 0)
 	}
 	if err != nil {
-		if errors.Is(err, errBusy) {
+		if errors.Is(err, blockdev.ErrBusy) {
 			return nil, fmt.Errorf("%w: open %s exclusively: a partition is mounted or held: unmount it first", ErrInUse, dev)
 		}
 		return nil, fmt.Errorf("open %s for writing: %w", dev, err)
@@ -80,7 +77,7 @@ func (c Config) CreateTable(ctx context.Context, log *slog.Logger, dev string, i
 	defer f.Close()
 	size, ss := fi.Size(), 512
 	if block {
-		if size, ss, err = geometry(f); err != nil {
+		if size, ss, err = blockdev.Geometry(f); err != nil {
 			return nil, fmt.Errorf("size of %s: %w", dev, err)
 		}
 	}
@@ -97,7 +94,7 @@ func (c Config) CreateTable(ctx context.Context, log *slog.Logger, dev string, i
 	}
 	if c.Discard && block {
 		start := time.Now()
-		if err := discard(f, 0, size); err != nil {
+		if err := blockdev.Discard(f, 0, size); err != nil {
 			log.Warn("cannot discard the disk; writing the table anyway", "disk", dev, "err", err)
 		} else {
 			log.Info("discarded the disk", "disk", dev, "size", bytesize.Format(size), "took", time.Since(start).Round(time.Millisecond))
@@ -139,9 +136,53 @@ func (c Config) CreateTable(ctx context.Context, log *slog.Logger, dev string, i
 	return out, nil
 }
 
+// Disk describes the disk at path as [Config.List] would, for a caller
+// that has a path rather than a listing: its sysfs facts and table, and
+// whether it is the boot medium or in use. A regular file (a disk image)
+// is a Disk of its size, read-write and free. A partition is an error: a
+// partition table goes on the whole disk.
+func (c Config) Disk(log *slog.Logger, path string) (Disk, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	c = c.withDefaults()
+	fi, err := os.Stat(path)
+	if err != nil {
+		return Disk{}, fmt.Errorf("target %s: %w", path, err)
+	}
+	switch {
+	case fi.Mode().IsRegular():
+		return Disk{Name: filepath.Base(path), Path: path, Size: fi.Size(), SectorSize: 512}, nil
+	case !blockdev.IsBlock(fi):
+		return Disk{}, fmt.Errorf("%s is neither a block device nor a regular file: name a whole disk", path)
+	}
+	sys, err := c.wholeDiskSys(fi, path)
+	if err != nil {
+		return Disk{}, err
+	}
+	d := c.disk(log, sys, filepath.Base(sys))
+	d.Path = path
+	c.markBusy(&d, sys, readMounts(c.Mounts, log))
+	c.markBoot(&d)
+	return d, nil
+}
+
+// wholeDiskSys is the sysfs directory of the whole disk at path; a
+// partition is an error.
+func (c Config) wholeDiskSys(fi os.FileInfo, path string) (string, error) {
+	sys, err := c.sysDir(fi)
+	if err != nil {
+		return "", err
+	}
+	if n := readInt(sys, "partition"); n > 0 {
+		return "", fmt.Errorf("%s is partition %d of a disk: a partition table goes on the whole disk", path, n)
+	}
+	return sys, nil
+}
+
 // sysDir returns the sysfs directory of a block device node.
 func (c Config) sysDir(fi os.FileInfo) (string, error) {
-	num, err := devNumber(fi)
+	num, err := blockdev.DevNumber(fi)
 	if err != nil {
 		return "", err
 	}
@@ -174,7 +215,7 @@ func (c Config) kernelPartitions(log *slog.Logger, f *os.File, dev, sys string, 
 	// and BLKRRPART fails with EBUSY while any partition is open.
 	var err error
 	for range 20 {
-		if err = rereadTable(f); !errors.Is(err, errBusy) {
+		if err = blockdev.RereadTable(f); !errors.Is(err, blockdev.ErrBusy) {
 			break
 		}
 		time.Sleep(100 * time.Millisecond)
@@ -189,15 +230,15 @@ func (c Config) kernelPartitions(log *slog.Logger, f *os.File, dev, sys string, 
 		log.Info("BLKRRPART failed; adding the partitions with BLKPG", "disk", dev, "err", err)
 	}
 	for _, k := range sysPartitions(sys, c.Dev) {
-		if err := deletePartition(f, k.Number); err != nil {
-			if errors.Is(err, errBusy) {
+		if err := blockdev.DeletePartition(f, k.Number); err != nil {
+			if errors.Is(err, blockdev.ErrBusy) {
 				return nil, fmt.Errorf("%w: the kernel's partition %s of %s is open: unmount it, then try again", ErrInUse, k.Name, dev)
 			}
 			return nil, fmt.Errorf("remove the kernel's partition %s of %s (BLKPG): %w", k.Name, dev, err)
 		}
 	}
 	for _, p := range t.Partitions {
-		if err := addPartition(f, p.Number, p.Start, p.Size); err != nil {
+		if err := blockdev.AddPartition(f, p.Number, p.Start, p.Size); err != nil {
 			return nil, fmt.Errorf("add partition %d of %s to the kernel (BLKPG): %w", p.Number, dev, err)
 		}
 	}
@@ -223,7 +264,7 @@ func (c Config) waitNodes(ctx context.Context, sys string, names map[int]string)
 				missing = name
 				break
 			}
-			if got, err := devNumber(fi); err != nil || got != want {
+			if got, err := blockdev.DevNumber(fi); err != nil || got != want {
 				missing = name
 				break
 			}

@@ -1,5 +1,7 @@
 package partition
 
+import "github.com/pxeswarm/pxeswarm/partition/blockdev"
+
 // Unexported names the external tests (package partition_test) use.
 const LoaderDevicePartUUID = loaderDevicePartUUID
 
@@ -7,5 +9,5 @@ var (
 	ParseLoaderPartUUID = parseLoaderPartUUID
 	SysPartitions       = sysPartitions
 	LessName            = lessName
-	DeletePartition     = deletePartition
+	DeletePartition     = blockdev.DeletePartition
 )

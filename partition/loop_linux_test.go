@@ -113,7 +113,7 @@ func TestLoopCreateTableGPT(t *testing.T) {
 	dev, _ := loopDevice(t, 64*MiB, false)
 	im, srcs := realImage(t)
 	var c Config
-	places, err := c.CreateTable(context.Background(), testlog.New(t), dev, im)
+	places, err := c.CreateTable(context.Background(), testlog.New(t), diskAt(t, c, dev), im)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -199,13 +199,13 @@ func TestLoopRecreateMBR(t *testing.T) {
 	var c Config
 	log := testlog.New(t)
 	gptImage := testImage("gpt3", "gpt", imager.PartInfo{Number: 1, Size: MiB}, imager.PartInfo{Number: 2, Size: MiB}, imager.PartInfo{Number: 3, Size: MiB})
-	if _, err := c.CreateTable(context.Background(), log, dev, gptImage); err != nil {
+	if _, err := c.CreateTable(context.Background(), log, diskAt(t, c, dev), gptImage); err != nil {
 		t.Fatal(err)
 	}
 	mbrImage := testImage("dos", "mbr",
 		imager.PartInfo{Number: 1, Size: 20 * MiB, Type: "0x0c"},
 		imager.PartInfo{Number: 2, Size: 10 * MiB, Type: "0x83", GUID: "0badcafe-02"})
-	places, err := c.CreateTable(context.Background(), log, dev, mbrImage)
+	places, err := c.CreateTable(context.Background(), log, diskAt(t, c, dev), mbrImage)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -244,7 +244,7 @@ func TestLoopTooSmall(t *testing.T) {
 	before := sha(t, backing)
 	im := testImage("win11", "gpt", imager.PartInfo{Number: 1, Size: 4 * MiB}, imager.PartInfo{Number: 2, Size: 4 * MiB})
 	var c Config
-	_, err := c.CreateTable(context.Background(), testlog.New(t), dev, im)
+	_, err := c.CreateTable(context.Background(), testlog.New(t), diskAt(t, c, dev), im)
 	if want := fmt.Sprintf("target %s (8MiB) is smaller than image win11 (9.0MiB): pick a larger disk or a smaller image", dev); !errors.Is(err, ErrTooSmall) || !strings.Contains(err.Error(), want) {
 		t.Errorf("CreateTable(8 MiB disk, 9 MiB image) = %v, want %q", err, want)
 	}
@@ -264,7 +264,7 @@ func TestLoopBootMedium(t *testing.T) {
 	var c Config
 	log := testlog.New(t)
 	esp := testImage("stick", "gpt", imager.PartInfo{Number: 1, Size: 8 * MiB, Type: efiType, Label: DefaultBootLabel})
-	if _, err := c.CreateTable(context.Background(), log, stick, esp); err != nil {
+	if _, err := c.CreateTable(context.Background(), log, diskAt(t, c, stick), esp); err != nil {
 		t.Fatal(err)
 	}
 	before := sha(t, stickFile)
@@ -285,7 +285,7 @@ func TestLoopBootMedium(t *testing.T) {
 	if got, err := Choose(disks, protocol.Target{Disk: protocol.FirstDisk}, im); err != nil || got.Disk.Path != disk {
 		t.Errorf("Choose(first) = %v, %v; want %s", got, err, disk)
 	}
-	if _, err := c.CreateTable(context.Background(), log, stick, im); !errors.Is(err, ErrBootMedium) {
+	if _, err := c.CreateTable(context.Background(), log, diskAt(t, c, stick), im); !errors.Is(err, ErrBootMedium) {
 		t.Errorf("CreateTable(%s) = %v, want ErrBootMedium", stick, err)
 	}
 	if sha(t, stickFile) != before {
@@ -294,7 +294,7 @@ func TestLoopBootMedium(t *testing.T) {
 
 	c.BootDevices = []string{disk}
 	beforeDisk := sha(t, diskFile)
-	if _, err := c.CreateTable(context.Background(), log, disk, im); !errors.Is(err, ErrBootMedium) {
+	if _, err := c.CreateTable(context.Background(), log, diskAt(t, c, disk), im); !errors.Is(err, ErrBootMedium) {
 		t.Errorf("CreateTable(%s) with BootDevices=%v = %v, want ErrBootMedium", disk, c.BootDevices, err)
 	}
 	if sha(t, diskFile) != beforeDisk {
@@ -309,7 +309,7 @@ func TestLoopInUse(t *testing.T) {
 	var c Config
 	log := testlog.New(t)
 	im := testImage("one", "gpt", imager.PartInfo{Number: 1, Size: 8 * MiB})
-	places, err := c.CreateTable(context.Background(), log, dev, im)
+	places, err := c.CreateTable(context.Background(), log, diskAt(t, c, dev), im)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -320,7 +320,7 @@ func TestLoopInUse(t *testing.T) {
 	defer held.Close()
 	before := sha(t, backing)
 	im2 := testImage("two", "gpt", imager.PartInfo{Number: 1, Size: 2 * MiB}, imager.PartInfo{Number: 2, Size: 2 * MiB})
-	if _, err := c.CreateTable(context.Background(), log, dev, im2); !errors.Is(err, ErrInUse) {
+	if _, err := c.CreateTable(context.Background(), log, diskAt(t, c, dev), im2); !errors.Is(err, ErrInUse) {
 		t.Errorf("CreateTable(%s with %s held) = %v, want ErrInUse", dev, places[0].Path, err)
 	}
 	if _, _, err := OpenParts([]Place{{Number: 1, Path: places[0].Path, Size: 8 * MiB, Length: MiB}}); !errors.Is(err, ErrInUse) {
@@ -340,7 +340,7 @@ func TestLoopDiscard(t *testing.T) {
 			t.Fatal(err)
 		}
 		c := Config{Discard: disc}
-		if _, err := c.CreateTable(context.Background(), testlog.New(t), dev, testImage("x", "gpt", imager.PartInfo{Number: 1, Size: 16 * MiB})); err != nil {
+		if _, err := c.CreateTable(context.Background(), testlog.New(t), diskAt(t, c, dev), testImage("x", "gpt", imager.PartInfo{Number: 1, Size: 16 * MiB})); err != nil {
 			t.Fatal(err)
 		}
 		f, _ := os.Open(backing)
@@ -362,7 +362,7 @@ func TestLoopNoPartscan(t *testing.T) {
 	dev, backing := loopDevice(t, 32*MiB, true)
 	var c Config
 	im := testImage("x", "gpt", imager.PartInfo{Number: 1, Size: 4 * MiB}, imager.PartInfo{Number: 2, Size: 4 * MiB})
-	places, err := c.CreateTable(context.Background(), testlog.New(t), dev, im)
+	places, err := c.CreateTable(context.Background(), testlog.New(t), diskAt(t, c, dev), im)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,13 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"slices"
 	"strings"
 
 	"github.com/pxeswarm/pxeswarm/imager"
 	"github.com/pxeswarm/pxeswarm/internal/bytesize"
+	"github.com/pxeswarm/pxeswarm/partition/blockdev"
 	"github.com/pxeswarm/pxeswarm/protocol"
 )
 
@@ -367,8 +367,10 @@ func Paths(places []Place) ([]string, error) {
 // writes are offset by the partition's start and refused past its end, so
 // a part never spills into its neighbour. Block devices are opened with
 // O_EXCL (the kernel refuses a mounted or held device); a device shared by
-// several places is opened once. closeAll flushes and closes them all;
-// call it once the imager session is done.
+// several places is opened once. Each part's RW also has DropCache, which
+// forgets the partition's cached pages so a read-back reads the disk.
+// closeAll flushes and closes them all; call it once the imager session
+// is done.
 func OpenParts(places []Place) (parts []imager.Part, closeAll func() error, err error) {
 	files := map[string]*os.File{}
 	var order []*os.File
@@ -395,17 +397,17 @@ func OpenParts(places []Place) (parts []imager.Part, closeAll func() error, err 
 			if err != nil {
 				return nil, nil, fmt.Errorf("target %s: %w", pl.Path, err)
 			}
-			block := fi.Mode()&fs.ModeDevice != 0 && fi.Mode()&fs.ModeCharDevice == 0
+			block := blockdev.IsBlock(fi)
 			switch {
 			case block:
-				f, err = openExclusive(pl.Path)
+				f, err = blockdev.OpenExclusive(pl.Path)
 			case fi.Mode().IsRegular():
 				f, err = os.OpenFile(pl.Path, os.O_RDWR, 0)
 			default:
 				err = fmt.Errorf("%s is neither a block device nor a regular file", pl.Path)
 			}
 			if err != nil {
-				if errors.Is(err, errBusy) {
+				if errors.Is(err, blockdev.ErrBusy) {
 					return nil, nil, fmt.Errorf("%w: open %s: it is mounted or held: unmount it first", ErrInUse, pl.Path)
 				}
 				return nil, nil, fmt.Errorf("open target %s for writing: %w", pl.Path, err)
@@ -414,7 +416,7 @@ func OpenParts(places []Place) (parts []imager.Part, closeAll func() error, err 
 			order = append(order, f)
 			size := fi.Size()
 			if block {
-				if size, _, err = geometry(f); err != nil {
+				if size, _, err = blockdev.Geometry(f); err != nil {
 					return nil, nil, fmt.Errorf("size of %s: %w", pl.Path, err)
 				}
 			}
@@ -463,3 +465,7 @@ func (w *window) WriteAt(b []byte, off int64) (int, error) {
 
 // Sync flushes the device under the window.
 func (w *window) Sync() error { return w.f.Sync() }
+
+// DropCache drops the window's clean pages from the page cache, so that
+// the next read comes from the disk (a read-back after writing).
+func (w *window) DropCache() error { return blockdev.DropCache(w.f, w.off, w.size) }

@@ -207,7 +207,7 @@ func TestCreateTableFile(t *testing.T) {
 		imager.PartInfo{Number: 1, Size: 3*MiB + 5, Type: efiType, Label: "ESP", GUID: guid1},
 		imager.PartInfo{Number: 2, Start: 8 * MiB, Size: 4 * MiB, Label: "root"})
 	disk := sparse(t, 32*MiB).Name()
-	places, err := c.CreateTable(context.Background(), testlog.New(t), disk, im)
+	places, err := c.CreateTable(context.Background(), testlog.New(t), diskAt(t, c, disk), im)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -271,7 +271,7 @@ func TestCreateTableRefuses(t *testing.T) {
 		{"mbr with five", GiB, testImage("five", "mbr", imager.PartInfo{Number: 1, Size: MiB}, imager.PartInfo{Number: 5, Size: MiB}), ErrLayout, "primary partitions 1-4"},
 	} {
 		f := sparse(t, tc.size)
-		_, err := c.CreateTable(context.Background(), testlog.New(t), f.Name(), tc.im)
+		_, err := c.CreateTable(context.Background(), testlog.New(t), diskAt(t, c, f.Name()), tc.im)
 		if !errors.Is(err, tc.err) || !strings.Contains(err.Error(), tc.msg) {
 			t.Errorf("%s: CreateTable() = %v, want %v with %q", tc.name, err, tc.err, tc.msg)
 		}
@@ -290,7 +290,7 @@ func TestCreateTableThenFetch(t *testing.T) {
 	im, srcs := realImage(t)
 	c := partitiontest.Machine(t)
 	disk := sparse(t, 64*MiB).Name()
-	places, err := c.CreateTable(context.Background(), testlog.New(t), disk, im)
+	places, err := c.CreateTable(context.Background(), testlog.New(t), diskAt(t, c, disk), im)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -360,4 +360,14 @@ func fetchParts(t *testing.T, im *imager.Image, srcs []string, target func(*imag
 	if _, err := cfg.Run(ctx, testlog.New(t), 0); err != nil {
 		t.Fatalf("fetch: %v", err)
 	}
+}
+
+// diskAt describes the disk at path as the agent's listing would.
+func diskAt(t testing.TB, c Config, path string) Disk {
+	t.Helper()
+	d, err := c.Disk(testlog.New(t), path)
+	if err != nil {
+		t.Fatalf("Disk(%s) = %v", path, err)
+	}
+	return d
 }

@@ -1,0 +1,5 @@
+//go:build !linux
+
+package imager
+
+func setNotSentLowat(uintptr) {}
