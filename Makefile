@@ -40,7 +40,8 @@ unit:
 # partition tables.
 FUZZ_TARGETS := imager:FuzzLoad tracker:FuzzParseAnnounce protocol:FuzzVerify pxe:FuzzParseSite \
 	pxe:FuzzDHCPFull pxe:FuzzDHCPProxy pxe:FuzzDHCPLeaseFile pxe:FuzzStatusAPI pxe:FuzzAdminAPI \
-	partition:FuzzReadTable initramfs:FuzzParseCmdline initramfs:FuzzParseStickConfig
+	partition:FuzzReadTable initramfs:FuzzParseCmdline initramfs:FuzzParseStickConfig \
+	initramfs/coldplug:FuzzParseDep initramfs/coldplug:FuzzParseSoftdep
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; fn=$${t#*:}; echo "fuzz $$pkg $$fn"; \
