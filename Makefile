@@ -39,7 +39,7 @@ unit:
 # site configs, DHCP packets and lease files, the status and admin APIs,
 # partition tables.
 FUZZ_TARGETS := imager:FuzzLoad tracker:FuzzParseAnnounce protocol:FuzzVerify pxe:FuzzParseSite \
-	pxe:FuzzDHCPFull pxe:FuzzDHCPProxy pxe:FuzzDHCPLeaseFile pxe:FuzzStatusAPI pxe:FuzzAdminAPI \
+	pxe/dhcp:FuzzFull pxe/dhcp:FuzzProxy pxe/dhcp:FuzzLeaseFile pxe:FuzzStatusAPI pxe:FuzzAdminAPI \
 	partition:FuzzReadTable initramfs:FuzzParseCmdline initramfs:FuzzParseStickConfig \
 	initramfs/coldplug:FuzzParseDep initramfs/coldplug:FuzzParseSoftdep
 fuzz:

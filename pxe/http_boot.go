@@ -224,7 +224,7 @@ func (s *bootServer) serveScript(w http.ResponseWriter, r *http.Request, raw str
 // on to the next Boot#### entry when an entry fails. That is best effort:
 // SeaBIOS moves on, but Debian's iPXE under OVMF was seen to stay in iPXE
 // after `exit` and `exit 1` alike, so machines without a task get no boot
-// file from DHCP in the first place (DHCPConfig.Boot) and rarely get here.
+// file from DHCP in the first place (dhcp.Config.Boot) and rarely get here.
 func localDiskScript(mac, why string) string {
 	return fmt.Sprintf("#!ipxe\necho pxeswarm: %s for %s, booting local disk\nexit 1\n", why, mac)
 }

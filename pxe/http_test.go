@@ -93,9 +93,6 @@ func testImage(t testing.TB) (*imager.Image, []string, [][]byte) {
 }
 
 func TestMain(m *testing.M) {
-	if js := os.Getenv(dhcpServerEnv); js != "" {
-		dhcpServerProcess(js) // a live DHCP test's server; never returns
-	}
 	code := m.Run()
 	if sharedImage.dir != "" {
 		os.RemoveAll(sharedImage.dir)

@@ -12,7 +12,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -21,6 +20,7 @@ import (
 
 	"github.com/pxeswarm/pxeswarm/imager"
 	"github.com/pxeswarm/pxeswarm/internal/bytesize"
+	"github.com/pxeswarm/pxeswarm/pxe/dhcp"
 	"github.com/pxeswarm/pxeswarm/tracker"
 )
 
@@ -117,8 +117,8 @@ func (s *Site) Start(ctx context.Context, log *slog.Logger) error {
 
 	if s.DHCP.Mode != "off" {
 		seen := make(chan Machine, 256)
-		dcfg := DHCPConfig{
-			Mode: DHCPMode(s.DHCP.Mode), Interface: s.Interface, ServerIP: s.Address,
+		dcfg := dhcp.Config{
+			Mode: dhcp.Mode(s.DHCP.Mode), Interface: s.Interface, ServerIP: s.Address,
 			PoolStart: s.DHCP.PoolStart, PoolEnd: s.DHCP.PoolEnd, PrefixLen: s.DHCP.PrefixLen,
 			Router: s.DHCP.Router, DNS: s.DHCP.DNS, LeaseTime: s.DHCP.LeaseTime.Duration,
 			LeaseFile:    filepath.Join(s.StateDir, "dhcp-leases.json"),
@@ -141,7 +141,7 @@ func (s *Site) Start(ctx context.Context, log *slog.Logger) error {
 					addr = ip.String()
 				}
 				select {
-				case seen <- Machine{MAC: mac.String(), IP: addr, Arch: ArchName(arch)}:
+				case seen <- Machine{MAC: mac.String(), IP: addr, Arch: dhcp.ArchName(arch)}:
 				default:
 					log.Debug("store: machine record queue full; skipped", "mac", mac)
 				}
@@ -416,21 +416,4 @@ func (b *autoBackend) ActiveTask(mac string) (Task, bool, error) {
 	b.tasked[mac] = true
 	b.log.Info("task started automatically (plan.auto)", "mac", mac, "image", b.image, "task", t.ID, "auto", b.mode)
 	return t, true, nil
-}
-
-// ArchName names an RFC 4578 option 93 client architecture for people.
-func ArchName(arch uint16) string {
-	switch arch {
-	case dhcpArchBIOS:
-		return "bios"
-	case 6:
-		return "efi-ia32"
-	case dhcpArchUEFIx64, dhcpArchUEFIx64Old:
-		return "efi-x86_64"
-	case 10:
-		return "efi-arm32"
-	case 11:
-		return "efi-arm64"
-	}
-	return "arch-" + strconv.Itoa(int(arch))
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/pxeswarm/pxeswarm/imager"
 	"github.com/pxeswarm/pxeswarm/internal/bytesize"
 	"github.com/pxeswarm/pxeswarm/protocol"
+	"github.com/pxeswarm/pxeswarm/pxe/dhcp"
 )
 
 // ErrBadConfig is wrapped by every site-config error.
@@ -340,22 +341,22 @@ func (s *Site) Check() error {
 		}
 	}
 	if d.LeaseTime.Duration == 0 {
-		d.LeaseTime.Duration = DefaultLeaseTime
+		d.LeaseTime.Duration = dhcp.DefaultLeaseTime
 	}
 	if d.LeaseTime.Duration < time.Minute {
 		return bad("dhcp.lease_time", "%v: at least 1m", d.LeaseTime.Duration)
 	}
 	if d.Option == 0 {
-		d.Option = int(DefaultURLOption)
+		d.Option = int(dhcp.DefaultURLOption)
 	}
 	if d.Option < 224 || d.Option > 254 {
 		return bad("dhcp.option", "%d: use a site-specific option, 224–254", d.Option)
 	}
 	if d.BootFileBIOS == "" {
-		d.BootFileBIOS = DefaultBootFileBIOS
+		d.BootFileBIOS = dhcp.DefaultBootFileBIOS
 	}
 	if d.BootFileUEFI == "" {
-		d.BootFileUEFI = DefaultBootFileUEFI
+		d.BootFileUEFI = dhcp.DefaultBootFileUEFI
 	}
 	// [tftp]
 	if s.TFTP.Listen == "" {

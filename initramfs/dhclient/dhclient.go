@@ -2,7 +2,7 @@
 // interface, learns the pxeswarm server's URL from the URL option (from
 // the address server, or from a proxyDHCP offer beside it) and renews the
 // lease. It does not configure the interface (package initramfs does) and
-// shares nothing with the server's DHCP (package pxe) but the constants
+// shares nothing with the server's DHCP (package pxe/dhcp) but the constants
 // in package protocol.
 package dhclient
 

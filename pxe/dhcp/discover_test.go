@@ -1,4 +1,4 @@
-package pxe
+package dhcp
 
 import (
 	"context"
@@ -22,8 +22,8 @@ import (
 func TestDiscoverFull(t *testing.T) {
 	netns.Require(t)
 	lan := netns.NewLAN(t, "disc", netip.MustParsePrefix("198.18.0.1/24"))
-	cfg := DHCPConfig{
-		Mode:      DHCPFull,
+	cfg := Config{
+		Mode:      Full,
 		Interface: lan.Bridge,
 		PoolStart: netip.MustParseAddr("198.18.0.100"),
 		PoolEnd:   netip.MustParseAddr("198.18.0.150"),
@@ -34,7 +34,7 @@ func TestDiscoverFull(t *testing.T) {
 		ServerURL: tURL,
 		URLOption: 231,
 	}
-	srv := startDHCPServer(t, lan.NS, cfg)
+	srv := startServer(t, lan.NS, cfg)
 	agent := lan.AddHost(t, "agent", netip.Prefix{}, netns.MAC(0x31))
 	log := testlog.New(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

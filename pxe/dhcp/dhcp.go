@@ -1,4 +1,4 @@
-package pxe
+package dhcp
 
 import (
 	"context"
@@ -17,36 +17,36 @@ import (
 	"github.com/pxeswarm/pxeswarm/protocol"
 )
 
-// DHCPMode says what the DHCP service does on the classroom network.
-type DHCPMode string
+// Mode says what the DHCP service does on the classroom network.
+type Mode string
 
 const (
-	// DHCPOff serves nothing: another server does everything (the site's
+	// Off serves nothing: another server does everything (the site's
 	// DHCP server points PXE clients at us itself). The zero Mode is off,
 	// so a DHCP server never starts by accident.
-	DHCPOff DHCPMode = "off"
-	// DHCPFull hands out addresses from a pool (a network of our own) and
+	Off Mode = "off"
+	// Full hands out addresses from a pool (a network of our own) and
 	// tells PXE clients what to boot.
-	DHCPFull DHCPMode = "full"
-	// DHCPProxy is PXE 2.1 proxyDHCP beside the school's DHCP server:
+	Full Mode = "full"
+	// Proxy is PXE 2.1 proxyDHCP beside the school's DHCP server:
 	// never an address, only the boot file and the server URL.
-	DHCPProxy DHCPMode = "proxy"
+	Proxy Mode = "proxy"
 )
 
-// ParseDHCPMode checks a mode name ("full", "proxy" or "off").
-func ParseDHCPMode(s string) (DHCPMode, error) {
-	switch m := DHCPMode(s); m {
-	case DHCPFull, DHCPProxy, DHCPOff:
+// ParseMode checks a mode name ("full", "proxy" or "off").
+func ParseMode(s string) (Mode, error) {
+	switch m := Mode(s); m {
+	case Full, Proxy, Off:
 		return m, nil
 	}
-	return "", fmt.Errorf("%w: DHCP mode %q: want full (our own address pool), proxy (beside the school's DHCP server) or off", ErrBadDHCPConfig, s)
+	return "", fmt.Errorf("%w: DHCP mode %q: want full (our own address pool), proxy (beside the school's DHCP server) or off", ErrBadConfig, s)
 }
 
-func (m DHCPMode) String() string { return string(m) }
+func (m Mode) String() string { return string(m) }
 
 // Set implements flag.Value, so a bad mode fails when the flag is parsed.
-func (m *DHCPMode) Set(s string) error {
-	v, err := ParseDHCPMode(s)
+func (m *Mode) Set(s string) error {
+	v, err := ParseMode(s)
 	if err != nil {
 		return err
 	}
@@ -55,17 +55,17 @@ func (m *DHCPMode) Set(s string) error {
 }
 
 // UnmarshalText checks the mode when read from a config file.
-func (m *DHCPMode) UnmarshalText(b []byte) error { return m.Set(string(b)) }
+func (m *Mode) UnmarshalText(b []byte) error { return m.Set(string(b)) }
 
 // Errors callers can branch on.
 var (
-	// ErrBadDHCPConfig: a DHCPConfig or DiscoverConfig field is invalid.
-	ErrBadDHCPConfig = errors.New("bad DHCP configuration")
+	// ErrBadConfig: a Config field is invalid.
+	ErrBadConfig = errors.New("bad DHCP configuration")
 	// ErrLeaseFile: the lease file cannot be read or is corrupt.
 	ErrLeaseFile = errors.New("bad DHCP lease file")
 )
 
-// Defaults for DHCPConfig and DiscoverConfig.
+// Defaults for Config.
 const (
 	// DefaultURLOption carries the server URL: the one the agent reads.
 	DefaultURLOption = protocol.URLOption
@@ -79,15 +79,15 @@ const (
 	// PXEPort is the PXE 2.1 boot server port: after the address, PXE
 	// firmware and iPXE ask the proxyDHCP server again here.
 	PXEPort = 4011
-	// dhcpServerPort and dhcpClientPort are RFC 2131's ports.
-	dhcpServerPort = 67
-	dhcpClientPort = 68
+	// serverPort and clientPort are RFC 2131's ports.
+	serverPort = 67
+	clientPort = 68
 )
 
-// DHCPConfig configures the DHCP service. The zero value is off.
-type DHCPConfig struct {
+// Config configures the DHCP service. The zero value is off.
+type Config struct {
 	// Mode is full, proxy or off ("" is off).
-	Mode DHCPMode
+	Mode Mode
 	// Interface is the classroom network interface (e.g. "eth1"). The
 	// sockets are bound to it (SO_BINDTODEVICE) so nothing is answered on
 	// other networks, and broadcast replies leave through it. Required
@@ -162,23 +162,23 @@ type DHCPConfig struct {
 	OnBoot func(mac net.HardwareAddr, arch uint16, ip netip.Addr) `json:"-" toml:"-"`
 }
 
-// dhcpMaxPool bounds the pool (a /15 holds 131072 addresses): picking an
+// maxPool bounds the pool (a /15 holds 131072 addresses): picking an
 // address walks it.
-const dhcpMaxPool = 1 << 17
+const maxPool = 1 << 17
 
 // withDefaults validates c and fills in defaults. It needs ServerIP and
 // PrefixLen (Start takes them from Interface first).
-func (c DHCPConfig) withDefaults() (DHCPConfig, error) {
-	bad := func(format string, args ...any) (DHCPConfig, error) {
-		return c, fmt.Errorf("%w: "+format, append([]any{ErrBadDHCPConfig}, args...)...)
+func (c Config) withDefaults() (Config, error) {
+	bad := func(format string, args ...any) (Config, error) {
+		return c, fmt.Errorf("%w: "+format, append([]any{ErrBadConfig}, args...)...)
 	}
 	if c.Mode == "" {
-		c.Mode = DHCPOff
+		c.Mode = Off
 	}
-	if _, err := ParseDHCPMode(string(c.Mode)); err != nil {
+	if _, err := ParseMode(string(c.Mode)); err != nil {
 		return c, err
 	}
-	if c.Mode == DHCPOff {
+	if c.Mode == Off {
 		return c, nil
 	}
 	if !c.ServerIP.Is4() {
@@ -218,7 +218,7 @@ func (c DHCPConfig) withDefaults() (DHCPConfig, error) {
 	if len(c.ScriptURL) > 240 {
 		return bad("script URL %q is too long for one DHCP option", c.ScriptURL)
 	}
-	if c.Mode == DHCPProxy {
+	if c.Mode == Proxy {
 		return c, nil
 	}
 
@@ -242,11 +242,11 @@ func (c DHCPConfig) withDefaults() (DHCPConfig, error) {
 	if c.PoolEnd.Less(c.PoolStart) {
 		return bad("pool start %v is after pool end %v", c.PoolStart, c.PoolEnd)
 	}
-	if c.PoolStart == subnet.Addr() || c.PoolEnd == dhcpBroadcast(subnet) {
+	if c.PoolStart == subnet.Addr() || c.PoolEnd == broadcast(subnet) {
 		return bad("pool %v–%v includes the network or broadcast address of %s", c.PoolStart, c.PoolEnd, subnet)
 	}
-	if n := dhcpU32(c.PoolEnd) - dhcpU32(c.PoolStart) + 1; n > dhcpMaxPool {
-		return bad("pool of %d addresses is larger than %d: shrink it", n, dhcpMaxPool)
+	if n := u32(c.PoolEnd) - u32(c.PoolStart) + 1; n > maxPool {
+		return bad("pool of %d addresses is larger than %d: shrink it", n, maxPool)
 	}
 	if c.Router.IsValid() && (!c.Router.Is4() || !subnet.Contains(c.Router)) {
 		return bad("router %v is not inside %s", c.Router, subnet)
@@ -263,7 +263,7 @@ func (c DHCPConfig) withDefaults() (DHCPConfig, error) {
 		if err != nil {
 			return bad("reservation %q: want a MAC such as 52:54:00:12:34:56", m)
 		}
-		if !ip.Is4() || !subnet.Contains(ip) || ip == c.ServerIP || ip == c.Router || ip == subnet.Addr() || ip == dhcpBroadcast(subnet) {
+		if !ip.Is4() || !subnet.Contains(ip) || ip == c.ServerIP || ip == c.Router || ip == subnet.Addr() || ip == broadcast(subnet) {
 			return bad("reservation %s → %v: want a free host address inside %s", m, ip, subnet)
 		}
 		if other, dup := seen[ip]; dup {
@@ -276,23 +276,23 @@ func (c DHCPConfig) withDefaults() (DHCPConfig, error) {
 	return c, nil
 }
 
-// DHCPHandler answers DHCP packets: the socket-free core of Start, for
+// Handler answers DHCP packets: the socket-free core of Start, for
 // tests and fuzzing. It is safe for concurrent use.
-type DHCPHandler struct {
-	cfg    DHCPConfig
+type Handler struct {
+	cfg    Config
 	subnet netip.Prefix
 	log    *slog.Logger
 	now    func() time.Time
-	chain  []dhcpStep
+	chain  []step
 
 	mu     sync.Mutex
-	leases *dhcpLeases // full mode only
+	leases *addrBook // full mode only
 }
 
 // Handler validates c and returns its packet handler; in full mode it
 // loads LeaseFile. ServerIP and, for full mode, PrefixLen must be set
 // (Start fills them in from Interface).
-func (c DHCPConfig) Handler(log *slog.Logger) (*DHCPHandler, error) {
+func (c Config) Handler(log *slog.Logger) (*Handler, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -300,61 +300,61 @@ func (c DHCPConfig) Handler(log *slog.Logger) (*DHCPHandler, error) {
 	if err != nil {
 		return nil, err
 	}
-	h := &DHCPHandler{cfg: c, log: log, now: time.Now}
+	h := &Handler{cfg: c, log: log, now: time.Now}
 	// The handler chain: each step reads the request and adds to (or
 	// decides) the reply, in this order. Registered here, in code, per
 	// mode; there is no global registry.
 	switch c.Mode {
-	case DHCPFull:
+	case Full:
 		h.subnet = netip.PrefixFrom(c.ServerIP, c.PrefixLen).Masked()
-		h.leases, err = loadDHCPLeases(c, h.subnet, log)
+		h.leases, err = loadAddrBook(c, h.subnet, log)
 		if err != nil {
 			return nil, err
 		}
-		h.chain = []dhcpStep{
-			{"client", dhcpStepClient},
-			{"lease", dhcpStepLease},
-			{"server-id", dhcpStepServerID},
-			{"network", dhcpStepNetwork},
-			{"boot-file", dhcpStepBootFile},
-			{"pxe-vendor", dhcpStepPXEVendor},
-			{"server-url", dhcpStepServerURL},
-			{"fit", dhcpStepFit},
+		h.chain = []step{
+			{"client", stepClient},
+			{"lease", stepLease},
+			{"server-id", stepServerID},
+			{"network", stepNetwork},
+			{"boot-file", stepBootFile},
+			{"pxe-vendor", stepPXEVendor},
+			{"server-url", stepServerURL},
+			{"fit", stepFit},
 		}
-	case DHCPProxy:
-		h.chain = []dhcpStep{
-			{"client", dhcpStepClient},
-			{"proxy", dhcpStepProxy},
-			{"server-id", dhcpStepServerID},
-			{"boot-file", dhcpStepBootFile},
-			{"pxe-vendor", dhcpStepPXEVendor},
-			{"server-url", dhcpStepServerURL},
-			{"fit", dhcpStepFit},
+	case Proxy:
+		h.chain = []step{
+			{"client", stepClient},
+			{"proxy", stepProxy},
+			{"server-id", stepServerID},
+			{"boot-file", stepBootFile},
+			{"pxe-vendor", stepPXEVendor},
+			{"server-url", stepServerURL},
+			{"fit", stepFit},
 		}
 	default:
-		return nil, fmt.Errorf("%w: mode %q serves nothing, so it has no handler", ErrBadDHCPConfig, c.Mode)
+		return nil, fmt.Errorf("%w: mode %q serves nothing, so it has no handler", ErrBadConfig, c.Mode)
 	}
 	return h, nil
 }
 
-// A dhcpStep is one link of the handler chain. It returns
-// errDHCPIgnore (wrapped with a reason) to end the exchange without an
+// A step is one link of the handler chain. It returns
+// errIgnore (wrapped with a reason) to end the exchange without an
 // answer; steps after the deciding one skip when there is no OFFER/ACK to
 // add to.
-type dhcpStep struct {
+type step struct {
 	name string
-	run  func(*DHCPHandler, *dhcpExchange) error
+	run  func(*Handler, *exchange) error
 }
 
-// errDHCPIgnore ends an exchange silently (logged at debug).
-var errDHCPIgnore = errors.New("no reply")
+// errIgnore ends an exchange silently (logged at debug).
+var errIgnore = errors.New("no reply")
 
-func dhcpIgnore(format string, args ...any) error {
-	return fmt.Errorf("%w: "+format, append([]any{errDHCPIgnore}, args...)...)
+func ignore(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{errIgnore}, args...)...)
 }
 
-// dhcpExchange is one request and the reply being built for it.
-type dhcpExchange struct {
+// exchange is one request and the reply being built for it.
+type exchange struct {
 	req  *dhcpv4.DHCPv4
 	resp *dhcpv4.DHCPv4 // nil until a step decides to answer
 	port int            // the local port it arrived on: 67 or 4011
@@ -365,15 +365,15 @@ type dhcpExchange struct {
 	pxe         bool   // option 60 starts with "PXEClient"
 	ipxe        bool   // option 77 says "iPXE"
 	agent       bool   // option 60 starts with "pxeswarm"
-	arch        uint16 // option 93, or dhcpNoArch
+	arch        uint16 // option 93, or noArch
 	bootFile    string // what the boot-file step chose
 	wire        []byte // the marshalled reply (fit step)
 }
 
-// dhcpNoArch marks a client that sent no architecture.
-const dhcpNoArch = 0xffff
+// noArch marks a client that sent no architecture.
+const noArch = 0xffff
 
-func (x *dhcpExchange) answering() bool {
+func (x *exchange) answering() bool {
 	if x.resp == nil {
 		return false
 	}
@@ -385,25 +385,25 @@ func (x *dhcpExchange) answering() bool {
 // in proxy mode) from from. It returns the reply and where to send it,
 // or nil if the packet gets no answer (malformed, not for us, or a
 // RELEASE/DECLINE). Malformed input is logged at debug and dropped.
-func (h *DHCPHandler) Reply(pkt []byte, port int, from netip.AddrPort) ([]byte, netip.AddrPort) {
+func (h *Handler) Reply(pkt []byte, port int, from netip.AddrPort) ([]byte, netip.AddrPort) {
 	req, err := dhcpv4.FromBytes(pkt)
 	if err != nil {
 		h.log.Debug("dhcp: malformed packet dropped", "from", from, "bytes", len(pkt), "err", err)
 		return nil, netip.AddrPort{}
 	}
-	x := &dhcpExchange{req: req, port: port, from: from, arch: dhcpNoArch}
+	x := &exchange{req: req, port: port, from: from, arch: noArch}
 	h.mu.Lock()
 	err = h.runChain(x)
 	h.mu.Unlock()
 	if err != nil {
 		lvl := slog.LevelWarn
-		if errors.Is(err, errDHCPIgnore) {
+		if errors.Is(err, errIgnore) {
 			lvl = slog.LevelDebug
 		}
 		h.log.Log(context.Background(), lvl, "dhcp: no reply", "type", req.MessageType().String(), "mac", x.mac.String(), "from", from, "port", port, "why", err)
 		return nil, netip.AddrPort{}
 	}
-	to := dhcpDest(x)
+	to := replyDest(x)
 	h.log.Info("dhcp: reply", "type", x.resp.MessageType().String(), "mac", x.mac.String(), "yiaddr", x.resp.YourIPAddr,
 		"boot", x.bootFile, "arch", x.arch, "to", to, "port", port)
 	if h.cfg.OnBoot != nil && x.bootFile != "" && x.answering() {
@@ -419,38 +419,38 @@ func (h *DHCPHandler) Reply(pkt []byte, port int, from netip.AddrPort) ([]byte, 
 	return x.wire, to
 }
 
-func (h *DHCPHandler) runChain(x *dhcpExchange) error {
+func (h *Handler) runChain(x *exchange) error {
 	for _, s := range h.chain {
 		if err := s.run(h, x); err != nil {
 			return fmt.Errorf("%s: %w", s.name, err)
 		}
 	}
 	if x.resp == nil || x.wire == nil {
-		return dhcpIgnore("nothing to send")
+		return ignore("nothing to send")
 	}
 	return nil
 }
 
-// dhcpDest picks the reply's destination per RFC 2131 §4.1.
-func dhcpDest(x *dhcpExchange) netip.AddrPort {
-	bcast := netip.AddrPortFrom(netip.AddrFrom4([4]byte{255, 255, 255, 255}), dhcpClientPort)
+// replyDest picks the reply's destination per RFC 2131 §4.1.
+func replyDest(x *exchange) netip.AddrPort {
+	bcast := netip.AddrPortFrom(netip.AddrFrom4([4]byte{255, 255, 255, 255}), clientPort)
 	if x.port == PXEPort {
 		// PXE 2.1: the boot server answers a port-4011 request at the
 		// address and port it came from (the client has its address).
 		return x.from
 	}
-	if gi := dhcpAddr(x.req.GatewayIPAddr); gi.IsValid() && !gi.IsUnspecified() {
+	if gi := toAddr(x.req.GatewayIPAddr); gi.IsValid() && !gi.IsUnspecified() {
 		// Relayed: back to the relay agent's server port.
-		return netip.AddrPortFrom(gi, dhcpServerPort)
+		return netip.AddrPortFrom(gi, serverPort)
 	}
 	if x.resp.MessageType() == dhcpv4.MessageTypeNak {
 		// "In all cases, when 'giaddr' is zero, the server broadcasts any
 		// DHCPNAK messages to 0xffffffff."
 		return bcast
 	}
-	if ci := dhcpAddr(x.req.ClientIPAddr); ci.IsValid() && !ci.IsUnspecified() {
+	if ci := toAddr(x.req.ClientIPAddr); ci.IsValid() && !ci.IsUnspecified() {
 		// RENEWING, REBINDING, INFORM: the client has its address.
-		return netip.AddrPortFrom(ci, dhcpClientPort)
+		return netip.AddrPortFrom(ci, clientPort)
 	}
 	// A client without an address: the RFC would have us unicast to
 	// yiaddr at chaddr when the broadcast bit is clear, which needs an ARP
@@ -460,17 +460,17 @@ func dhcpDest(x *dhcpExchange) netip.AddrPort {
 	return bcast
 }
 
-// dhcpStepClient checks the request's shape and classifies the client.
-func dhcpStepClient(h *DHCPHandler, x *dhcpExchange) error {
+// stepClient checks the request's shape and classifies the client.
+func stepClient(h *Handler, x *exchange) error {
 	r := x.req
 	if r.OpCode != dhcpv4.OpcodeBootRequest {
-		return dhcpIgnore("op %v is not a client request", r.OpCode)
+		return ignore("op %v is not a client request", r.OpCode)
 	}
 	if r.HWType != 1 || len(r.ClientHWAddr) != 6 {
-		return dhcpIgnore("hardware type %d length %d: only Ethernet clients are served", r.HWType, len(r.ClientHWAddr))
+		return ignore("hardware type %d length %d: only Ethernet clients are served", r.HWType, len(r.ClientHWAddr))
 	}
 	if r.MessageType() == dhcpv4.MessageTypeNone {
-		return dhcpIgnore("BOOTP request without DHCP message type")
+		return ignore("BOOTP request without DHCP message type")
 	}
 	x.mac = r.ClientHWAddr
 	x.vendorClass = r.ClassIdentifier()
@@ -506,7 +506,7 @@ func dhcpStepClient(h *DHCPHandler, x *dhcpExchange) error {
 
 // newReply starts a reply of type t: BOOTREPLY with the request's xid,
 // chaddr, flags and giaddr (RFC 2131 Table 3).
-func (x *dhcpExchange) newReply(t dhcpv4.MessageType) *dhcpv4.DHCPv4 {
+func (x *exchange) newReply(t dhcpv4.MessageType) *dhcpv4.DHCPv4 {
 	r := x.req
 	resp := &dhcpv4.DHCPv4{
 		OpCode:        dhcpv4.OpcodeBootReply,
@@ -521,7 +521,7 @@ func (x *dhcpExchange) newReply(t dhcpv4.MessageType) *dhcpv4.DHCPv4 {
 		Options:       dhcpv4.Options{},
 	}
 	resp.UpdateOption(dhcpv4.OptMessageType(t))
-	if gi := dhcpAddr(r.GatewayIPAddr); gi.IsValid() && !gi.IsUnspecified() {
+	if gi := toAddr(r.GatewayIPAddr); gi.IsValid() && !gi.IsUnspecified() {
 		// RFC 3046 §2.2: echo the relay agent information.
 		if v := r.Options.Get(dhcpv4.OptionRelayAgentInformation); v != nil {
 			resp.UpdateOption(dhcpv4.OptGeneric(dhcpv4.OptionRelayAgentInformation, v))
@@ -539,22 +539,22 @@ func (x *dhcpExchange) newReply(t dhcpv4.MessageType) *dhcpv4.DHCPv4 {
 	return resp
 }
 
-// dhcpStepLease is full mode's decision: which message answers, with
+// stepLease is full mode's decision: which message answers, with
 // which address (RFC 2131 §4.3).
-func dhcpStepLease(h *DHCPHandler, x *dhcpExchange) error {
+func stepLease(h *Handler, x *exchange) error {
 	r := x.req
-	if x.port != dhcpServerPort {
-		return dhcpIgnore("full mode answers on port 67 only")
+	if x.port != serverPort {
+		return ignore("full mode answers on port 67 only")
 	}
-	if gi := dhcpAddr(r.GatewayIPAddr); gi.IsValid() && !gi.IsUnspecified() && !h.subnet.Contains(gi) {
-		return dhcpIgnore("relayed from %v, outside our network %s: pxeswarm serves one network", gi, h.subnet)
+	if gi := toAddr(r.GatewayIPAddr); gi.IsValid() && !gi.IsUnspecified() && !h.subnet.Contains(gi) {
+		return ignore("relayed from %v, outside our network %s: pxeswarm serves one network", gi, h.subnet)
 	}
 	mac := x.mac.String()
 	now := h.now()
 	l := h.leases
 	switch r.MessageType() {
 	case dhcpv4.MessageTypeDiscover:
-		ip := l.pick(mac, dhcpAddr(r.RequestedIPAddress()), now)
+		ip := l.pick(mac, toAddr(r.RequestedIPAddress()), now)
 		if !ip.IsValid() {
 			return fmt.Errorf("no free address for %s in pool %v–%v: enlarge the pool or shorten LeaseTime", mac, h.cfg.PoolStart, h.cfg.PoolEnd)
 		}
@@ -564,16 +564,16 @@ func dhcpStepLease(h *DHCPHandler, x *dhcpExchange) error {
 		return nil
 
 	case dhcpv4.MessageTypeRequest:
-		sid := dhcpAddr(r.ServerIdentifier())
-		reqIP := dhcpAddr(r.RequestedIPAddress())
-		ciaddr := dhcpAddr(r.ClientIPAddr)
+		sid := toAddr(r.ServerIdentifier())
+		reqIP := toAddr(r.RequestedIPAddress())
+		ciaddr := toAddr(r.ClientIPAddr)
 		var ip netip.Addr
 		switch {
 		case sid.IsValid():
 			// SELECTING: the client answers one server's OFFER.
 			if sid != h.cfg.ServerIP {
 				l.dropOffer(mac)
-				return dhcpIgnore("client chose server %v", sid)
+				return ignore("client chose server %v", sid)
 			}
 			ip = reqIP
 			if !ip.IsValid() {
@@ -584,7 +584,7 @@ func dhcpStepLease(h *DHCPHandler, x *dhcpExchange) error {
 		case ciaddr.IsValid() && !ciaddr.IsUnspecified():
 			ip = ciaddr // RENEWING (unicast to us) or REBINDING (broadcast)
 		default:
-			return dhcpIgnore("REQUEST names no address")
+			return ignore("REQUEST names no address")
 		}
 		if !ip.IsValid() || ip.IsUnspecified() || !h.subnet.Contains(ip) {
 			return x.nak(h, fmt.Sprintf("address %v is not on network %s", ip, h.subnet))
@@ -602,80 +602,80 @@ func dhcpStepLease(h *DHCPHandler, x *dhcpExchange) error {
 		return nil
 
 	case dhcpv4.MessageTypeRelease:
-		sid := dhcpAddr(r.ServerIdentifier())
+		sid := toAddr(r.ServerIdentifier())
 		if sid.IsValid() && sid != h.cfg.ServerIP {
-			return dhcpIgnore("RELEASE for server %v", sid)
+			return ignore("RELEASE for server %v", sid)
 		}
-		if released, err := l.release(mac, dhcpAddr(r.ClientIPAddr), now); err != nil {
+		if released, err := l.release(mac, toAddr(r.ClientIPAddr), now); err != nil {
 			h.log.Error("dhcp: could not save the lease file; check the disk and permissions", "file", h.cfg.LeaseFile, "err", err)
 		} else if released {
 			h.log.Info("dhcp: released", "mac", mac, "ip", r.ClientIPAddr)
 		}
-		return dhcpIgnore("RELEASE needs no answer")
+		return ignore("RELEASE needs no answer")
 
 	case dhcpv4.MessageTypeDecline:
-		sid := dhcpAddr(r.ServerIdentifier())
+		sid := toAddr(r.ServerIdentifier())
 		if sid.IsValid() && sid != h.cfg.ServerIP {
-			return dhcpIgnore("DECLINE for server %v", sid)
+			return ignore("DECLINE for server %v", sid)
 		}
-		ip := dhcpAddr(r.RequestedIPAddress())
+		ip := toAddr(r.RequestedIPAddress())
 		if declined, err := l.decline(mac, ip, now); err != nil {
 			h.log.Error("dhcp: could not save the lease file; check the disk and permissions", "file", h.cfg.LeaseFile, "err", err)
 		} else if declined {
 			// RFC 2131 §4.3.3: mark it unavailable and tell the admin.
-			h.log.Warn("dhcp: address declined: another host on the network uses it; find it, or reserve the address", "mac", mac, "ip", ip, "held", dhcpDeclineHold)
+			h.log.Warn("dhcp: address declined: another host on the network uses it; find it, or reserve the address", "mac", mac, "ip", ip, "held", declineHold)
 		}
-		return dhcpIgnore("DECLINE needs no answer")
+		return ignore("DECLINE needs no answer")
 
 	case dhcpv4.MessageTypeInform:
 		// RFC 2131 §4.3.5: configuration only, no lease, no yiaddr.
-		ci := dhcpAddr(r.ClientIPAddr)
+		ci := toAddr(r.ClientIPAddr)
 		if !ci.IsValid() || ci.IsUnspecified() {
 			ci = x.from.Addr()
 		}
 		if !h.subnet.Contains(ci) {
-			return dhcpIgnore("INFORM from %v outside %s", ci, h.subnet)
+			return ignore("INFORM from %v outside %s", ci, h.subnet)
 		}
 		resp := x.newReply(dhcpv4.MessageTypeAck)
 		resp.ClientIPAddr = r.ClientIPAddr
 		return nil
 	}
-	return dhcpIgnore("message type %v is not for a server", r.MessageType())
+	return ignore("message type %v is not for a server", r.MessageType())
 }
 
 // nak answers with DHCPNAK: server identifier and a message only.
-func (x *dhcpExchange) nak(h *DHCPHandler, why string) error {
+func (x *exchange) nak(h *Handler, why string) error {
 	resp := x.newReply(dhcpv4.MessageTypeNak)
 	resp.UpdateOption(dhcpv4.OptMessage(why))
 	h.log.Info("dhcp: NAK", "mac", x.mac.String(), "why", why)
 	return nil
 }
 
-// dhcpStepProxy is proxy mode's decision (PXE 2.1 §2.2.1): answer PXE
+// stepProxy is proxy mode's decision (PXE 2.1 §2.2.1): answer PXE
 // DISCOVERs on port 67 with an OFFER without an address, and REQUESTs
 // on port 4011 with an ACK. Everything else belongs to the school's
 // DHCP server: never NAK, never ACK a lease.
-func dhcpStepProxy(h *DHCPHandler, x *dhcpExchange) error {
+func stepProxy(h *Handler, x *exchange) error {
 	if !x.pxe && !x.agent {
-		return dhcpIgnore("vendor class %q is neither PXEClient nor pxeswarm", x.vendorClass)
+		return ignore("vendor class %q is neither PXEClient nor pxeswarm", x.vendorClass)
 	}
 	t := x.req.MessageType()
 	switch {
-	case x.port == dhcpServerPort && t == dhcpv4.MessageTypeDiscover:
+	case x.port == serverPort && t == dhcpv4.MessageTypeDiscover:
 		x.newReply(dhcpv4.MessageTypeOffer)
 	case x.port == PXEPort && t == dhcpv4.MessageTypeRequest:
 		resp := x.newReply(dhcpv4.MessageTypeAck)
 		resp.ClientIPAddr = x.req.ClientIPAddr
 	default:
-		return dhcpIgnore("proxyDHCP leaves %v on port %d to the DHCP server", t, x.port)
+		return ignore("proxyDHCP leaves %v on port %d to the DHCP server", t, x.port)
 	}
-	x.resp.YourIPAddr = net.IPv4zero // never an address (siaddr: dhcpStepServerID)
+	x.resp.YourIPAddr = net.IPv4zero // never an address (siaddr: stepServerID)
 	return nil
 }
 
-// dhcpStepServerID adds option 54 to every reply (NAK included) and
+// stepServerID adds option 54 to every reply (NAK included) and
 // siaddr to OFFER/ACK.
-func dhcpStepServerID(h *DHCPHandler, x *dhcpExchange) error {
+func stepServerID(h *Handler, x *exchange) error {
 	if x.resp == nil {
 		return nil
 	}
@@ -686,14 +686,14 @@ func dhcpStepServerID(h *DHCPHandler, x *dhcpExchange) error {
 	return nil
 }
 
-// dhcpStepNetwork adds the network's settings (full mode).
-func dhcpStepNetwork(h *DHCPHandler, x *dhcpExchange) error {
+// stepNetwork adds the network's settings (full mode).
+func stepNetwork(h *Handler, x *exchange) error {
 	if !x.answering() {
 		return nil
 	}
 	r := x.resp
 	r.UpdateOption(dhcpv4.OptSubnetMask(net.CIDRMask(h.subnet.Bits(), 32)))
-	r.UpdateOption(dhcpv4.OptBroadcastAddress(dhcpBroadcast(h.subnet).AsSlice()))
+	r.UpdateOption(dhcpv4.OptBroadcastAddress(broadcast(h.subnet).AsSlice()))
 	if h.cfg.Router.IsValid() {
 		r.UpdateOption(dhcpv4.OptRouter(h.cfg.Router.AsSlice()))
 	}
@@ -713,29 +713,17 @@ func dhcpStepNetwork(h *DHCPHandler, x *dhcpExchange) error {
 	return nil
 }
 
-// Client architecture types (option 93), RFC 4578 §2.1 and IANA's
-// "Processor Architecture Types" registry.
-const (
-	dhcpArchBIOS = 0 // x86 BIOS (legacy PXE ROM)
-	// 6 is 32-bit x86 UEFI: not served.
-	dhcpArchUEFIx64 = 7 // x64 UEFI: what OVMF and nearly all real x86-64 firmware send
-	// 9 was "EFI x86-64" in RFC 4578 before erratum 4624 swapped 7 and
-	// 9 (now "EBC"); some older x86-64 firmware still sends 9.
-	dhcpArchUEFIx64Old = 9
-	// 10/11 are ARM UEFI, 16 x64 UEFI HTTP boot: not served.
-)
-
-// dhcpStepBootFile picks what a PXE client boots: the iPXE script URL
+// stepBootFile picks what a PXE client boots: the iPXE script URL
 // for iPXE (so it does not load iPXE again), else iPXE for the client's
 // architecture.
-func dhcpStepBootFile(h *DHCPHandler, x *dhcpExchange) error {
+func stepBootFile(h *Handler, x *exchange) error {
 	if !x.answering() || (!x.pxe && !x.ipxe) {
 		return nil
 	}
 	if h.cfg.Boot != nil && !h.cfg.Boot(x.mac) {
 		h.log.Info("dhcp: no task; no boot file, the firmware boots its disk", "mac", x.mac.String(), "arch", x.arch)
-		if h.cfg.Mode == DHCPProxy {
-			return dhcpIgnore("no task for %s", x.mac)
+		if h.cfg.Mode == Proxy {
+			return ignore("no task for %s", x.mac)
 		}
 		return nil
 	}
@@ -746,14 +734,14 @@ func dhcpStepBootFile(h *DHCPHandler, x *dhcpExchange) error {
 		if file == "" {
 			h.log.Warn("dhcp: iPXE asked what to boot but ScriptURL and ServerURL are empty: set one", "mac", x.mac.String())
 		}
-	case x.arch == dhcpArchBIOS:
+	case x.arch == archBIOS:
 		file = h.cfg.BootFileBIOS
-	case x.arch == dhcpArchUEFIx64 || x.arch == dhcpArchUEFIx64Old:
+	case x.arch == archUEFIx64 || x.arch == archUEFIx64Old:
 		file = h.cfg.BootFileUEFI
 	default:
 		h.log.Info("dhcp: PXE client architecture not served (0 BIOS, 7/9 x86-64 UEFI are)", "mac", x.mac.String(), "arch", x.arch, "vendor", x.vendorClass)
-		if h.cfg.Mode == DHCPProxy {
-			return dhcpIgnore("architecture %d not served", x.arch)
+		if h.cfg.Mode == Proxy {
+			return ignore("architecture %d not served", x.arch)
 		}
 		return nil
 	}
@@ -765,12 +753,12 @@ func dhcpStepBootFile(h *DHCPHandler, x *dhcpExchange) error {
 		x.resp.BootFileName = file
 	}
 	x.resp.UpdateOption(dhcpv4.OptBootFileName(file))
-	x.resp.UpdateOption(dhcpv4.OptTFTPServerName(h.cfg.ServerIP.String())) // siaddr: dhcpStepServerID
+	x.resp.UpdateOption(dhcpv4.OptTFTPServerName(h.cfg.ServerIP.String())) // siaddr: stepServerID
 	return nil
 }
 
 // scriptURL expands ScriptURL for mac.
-func (h *DHCPHandler) scriptURL(mac net.HardwareAddr) string {
+func (h *Handler) scriptURL(mac net.HardwareAddr) string {
 	return strings.ReplaceAll(h.cfg.ScriptURL, "{mac}", strings.ReplaceAll(mac.String(), ":", "-"))
 }
 
@@ -780,10 +768,10 @@ func (h *DHCPHandler) scriptURL(mac net.HardwareAddr) string {
 // boot file (do not prompt/menu/discover)"; then the end tag.
 const pxeVendorOptions = "\x06\x01\x08\xff"
 
-// dhcpStepPXEVendor marks replies to PXE clients as PXE-aware: option 60
+// stepPXEVendor marks replies to PXE clients as PXE-aware: option 60
 // "PXEClient" (without it firmware ignores a proxy offer), option 43, and
 // the client's UUID (option 97) echoed, which some UEFI firmware checks.
-func dhcpStepPXEVendor(h *DHCPHandler, x *dhcpExchange) error {
+func stepPXEVendor(h *Handler, x *exchange) error {
 	if !x.answering() || !x.pxe {
 		return nil
 	}
@@ -796,9 +784,9 @@ func dhcpStepPXEVendor(h *DHCPHandler, x *dhcpExchange) error {
 	return nil
 }
 
-// dhcpStepServerURL adds the server URL option to every OFFER and ACK
+// stepServerURL adds the server URL option to every OFFER and ACK
 // (not only PXE clients': the agent reads it from its own lease).
-func dhcpStepServerURL(h *DHCPHandler, x *dhcpExchange) error {
+func stepServerURL(h *Handler, x *exchange) error {
 	if !x.answering() || h.cfg.ServerURL == "" {
 		return nil
 	}
@@ -806,9 +794,9 @@ func dhcpStepServerURL(h *DHCPHandler, x *dhcpExchange) error {
 	return nil
 }
 
-// dhcpShedOrder is what the fit step drops, first to last, when a reply
+// shedOrder is what the fit step drops, first to last, when a reply
 // is larger than the client accepts.
-var dhcpShedOrder = [...]dhcpv4.OptionCode{
+var shedOrder = [...]dhcpv4.OptionCode{
 	dhcpv4.OptionDomainNameServer,
 	dhcpv4.OptionTFTPServerName,
 	dhcpv4.OptionClientMachineIdentifier,
@@ -818,12 +806,12 @@ var dhcpShedOrder = [...]dhcpv4.OptionCode{
 	dhcpv4.OptionRebindingTimeValue,
 }
 
-// dhcpMaxReply is the reply size (DHCP payload) the client accepts.
+// maxReply is the reply size (DHCP payload) the client accepts.
 // Option 57 counts the IP and UDP headers (RFC 2131 §2: 576 octets is
 // the smallest datagram a client must accept, 28 of them headers); below
 // 576 it is illegal and ignored. We never send more than an Ethernet
 // frame holds.
-func dhcpMaxReply(req *dhcpv4.DHCPv4) int {
+func maxReply(req *dhcpv4.DHCPv4) int {
 	limit := 576
 	if v, err := req.MaxMessageSize(); err == nil && int(v) > limit {
 		limit = int(v)
@@ -831,15 +819,15 @@ func dhcpMaxReply(req *dhcpv4.DHCPv4) int {
 	return min(limit, 1500) - 28
 }
 
-// dhcpStepFit marshals the reply, shedding optional options until it is
+// stepFit marshals the reply, shedding optional options until it is
 // no larger than the client accepts.
-func dhcpStepFit(h *DHCPHandler, x *dhcpExchange) error {
+func stepFit(h *Handler, x *exchange) error {
 	if x.resp == nil {
 		return nil
 	}
-	limit := dhcpMaxReply(x.req)
+	limit := maxReply(x.req)
 	wire := x.resp.ToBytes()
-	for _, code := range dhcpShedOrder {
+	for _, code := range shedOrder {
 		if len(wire) <= limit {
 			break
 		}
@@ -864,20 +852,20 @@ func dhcpStepFit(h *DHCPHandler, x *dhcpExchange) error {
 // Start serves DHCP on Interface until ctx ends (then returns nil). In
 // proxy mode it also serves PXE requests on port 4011. Mode off serves
 // nothing and just waits for ctx.
-func (c DHCPConfig) Start(ctx context.Context, log *slog.Logger) error {
+func (c Config) Start(ctx context.Context, log *slog.Logger) error {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	if c.Mode == "" || c.Mode == DHCPOff {
+	if c.Mode == "" || c.Mode == Off {
 		log.Info("dhcp: off")
 		<-ctx.Done()
 		return nil
 	}
-	if _, err := ParseDHCPMode(string(c.Mode)); err != nil {
+	if _, err := ParseMode(string(c.Mode)); err != nil {
 		return err
 	}
 	if c.Interface == "" {
-		return fmt.Errorf("%w: no interface: set Interface to the classroom network's interface (e.g. eth1)", ErrBadDHCPConfig)
+		return fmt.Errorf("%w: no interface: set Interface to the classroom network's interface (e.g. eth1)", ErrBadConfig)
 	}
 	c, err := c.fromInterface()
 	if err != nil {
@@ -887,8 +875,8 @@ func (c DHCPConfig) Start(ctx context.Context, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	ports := []int{dhcpServerPort}
-	if c.Mode == DHCPProxy {
+	ports := []int{serverPort}
+	if c.Mode == Proxy {
 		ports = append(ports, PXEPort)
 	}
 	var conns []*net.UDPConn
@@ -898,7 +886,7 @@ func (c DHCPConfig) Start(ctx context.Context, log *slog.Logger) error {
 		}
 	}
 	for _, p := range ports {
-		conn, err := dhcpListen(c.Interface, p)
+		conn, err := listen(c.Interface, p)
 		if err != nil {
 			closeAll()
 			return fmt.Errorf("dhcp: listen on %s port %d: is another DHCP server (dnsmasq, isc-dhcp-server) running on this host? %w", c.Interface, p, err)
@@ -920,10 +908,10 @@ func (c DHCPConfig) Start(ctx context.Context, log *slog.Logger) error {
 }
 
 // fromInterface fills ServerIP and PrefixLen from Interface's addresses.
-func (c DHCPConfig) fromInterface() (DHCPConfig, error) {
+func (c Config) fromInterface() (Config, error) {
 	ifi, err := net.InterfaceByName(c.Interface)
 	if err != nil {
-		return c, fmt.Errorf("%w: interface %q: %v: check the name with `ip link`", ErrBadDHCPConfig, c.Interface, err)
+		return c, fmt.Errorf("%w: interface %q: %v: check the name with `ip link`", ErrBadConfig, c.Interface, err)
 	}
 	addrs, err := ifi.Addrs()
 	if err != nil {
@@ -952,14 +940,14 @@ func (c DHCPConfig) fromInterface() (DHCPConfig, error) {
 		}
 	}
 	if len(have) == 0 {
-		return c, fmt.Errorf("%w: interface %s has no IPv4 address: give it one (ip addr add 198.18.0.1/24 dev %s)", ErrBadDHCPConfig, c.Interface, c.Interface)
+		return c, fmt.Errorf("%w: interface %s has no IPv4 address: give it one (ip addr add 198.18.0.1/24 dev %s)", ErrBadConfig, c.Interface, c.Interface)
 	}
-	return c, fmt.Errorf("%w: ServerIP %v is not an address of %s (it has %s): pick one of those", ErrBadDHCPConfig, c.ServerIP, c.Interface, strings.Join(have, ", "))
+	return c, fmt.Errorf("%w: ServerIP %v is not an address of %s (it has %s): pick one of those", ErrBadConfig, c.ServerIP, c.Interface, strings.Join(have, ", "))
 }
 
 // serve answers packets on conn until ctx ends. A bug that panics on one
 // packet costs that packet, not the server.
-func (h *DHCPHandler) serve(ctx context.Context, conn *net.UDPConn, port int) {
+func (h *Handler) serve(ctx context.Context, conn *net.UDPConn, port int) {
 	buf := make([]byte, 64<<10)
 	for ctx.Err() == nil {
 		n, from, err := conn.ReadFromUDPAddrPort(buf)
@@ -984,7 +972,7 @@ func (h *DHCPHandler) serve(ctx context.Context, conn *net.UDPConn, port int) {
 	}
 }
 
-func (h *DHCPHandler) safeReply(pkt []byte, port int, from netip.AddrPort) (out []byte, to netip.AddrPort) {
+func (h *Handler) safeReply(pkt []byte, port int, from netip.AddrPort) (out []byte, to netip.AddrPort) {
 	defer func() {
 		if r := recover(); r != nil {
 			h.log.Error("dhcp: bug: panic while answering a packet; dropped it (please report)", "from", from, "panic", r, "stack", string(debug.Stack()))
@@ -994,8 +982,8 @@ func (h *DHCPHandler) safeReply(pkt []byte, port int, from netip.AddrPort) (out 
 	return h.Reply(pkt, port, from)
 }
 
-// dhcpAddr converts a packet's IPv4 field; invalid if absent or not IPv4.
-func dhcpAddr(ip net.IP) netip.Addr {
+// toAddr converts a packet's IPv4 field; invalid if absent or not IPv4.
+func toAddr(ip net.IP) netip.Addr {
 	a, ok := netip.AddrFromSlice(ip.To4())
 	if !ok {
 		return netip.Addr{}
@@ -1003,15 +991,15 @@ func dhcpAddr(ip net.IP) netip.Addr {
 	return a
 }
 
-func dhcpU32(a netip.Addr) uint32 {
+func u32(a netip.Addr) uint32 {
 	b := a.As4()
 	return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
 }
 
-func dhcpFromU32(v uint32) netip.Addr {
+func fromU32(v uint32) netip.Addr {
 	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
 }
 
-func dhcpBroadcast(p netip.Prefix) netip.Addr {
-	return dhcpFromU32(dhcpU32(p.Masked().Addr()) | (1<<(32-p.Bits()) - 1))
+func broadcast(p netip.Prefix) netip.Addr {
+	return fromU32(u32(p.Masked().Addr()) | (1<<(32-p.Bits()) - 1))
 }

@@ -1,4 +1,4 @@
-package pxe
+package dhcp
 
 import (
 	"bytes"
@@ -14,13 +14,13 @@ import (
 	"github.com/pxeswarm/pxeswarm/protocol"
 )
 
-// dhcpSeeds are real client packets (captured on a test LAN from busybox
+// seedPackets are real client packets (captured on a test LAN from busybox
 // udhcpc, ISC dhclient, nclient4 and QEMU's UEFI iPXE ROM, see
-// testdata/dhcp) plus built ones for the paths those do not take.
-func dhcpSeeds(f *testing.F) [][]byte {
-	files, err := filepath.Glob("testdata/dhcp/*.bin")
+// testdata/packets) plus built ones for the paths those do not take.
+func seedPackets(f *testing.F) [][]byte {
+	files, err := filepath.Glob("testdata/packets/*.bin")
 	if err != nil || len(files) == 0 {
-		f.Fatalf("no seed packets in testdata/dhcp: %v", err)
+		f.Fatalf("no seed packets in testdata/packets: %v", err)
 	}
 	var seeds [][]byte
 	for _, name := range files {
@@ -56,29 +56,29 @@ func dhcpSeeds(f *testing.F) [][]byte {
 	return seeds
 }
 
-func FuzzDHCPFull(f *testing.F)  { fuzzDHCP(f, DHCPFull) }
-func FuzzDHCPProxy(f *testing.F) { fuzzDHCP(f, DHCPProxy) }
+func FuzzFull(f *testing.F)  { fuzzHandler(f, Full) }
+func FuzzProxy(f *testing.F) { fuzzHandler(f, Proxy) }
 
-// fuzzDHCP feeds arbitrary packets to a handler that already leased two
+// fuzzHandler feeds arbitrary packets to a handler that already leased two
 // addresses (so renewals, NAKs and releases have something to hit) and
 // checks that it does not panic and that any reply parses, answers the
 // request, fits the client's size limit and, in proxy mode, carries no
 // address.
-func fuzzDHCP(f *testing.F, mode DHCPMode) {
-	for _, s := range dhcpSeeds(f) {
+func fuzzHandler(f *testing.F, mode Mode) {
+	for _, s := range seedPackets(f) {
 		f.Add(s, false)
-		if mode == DHCPProxy {
+		if mode == Proxy {
 			f.Add(s, true)
 		}
 	}
-	cfg := DHCPConfig{
+	cfg := Config{
 		Mode:      mode,
 		Interface: "br0",
 		ServerIP:  tServer,
 		PrefixLen: 24,
 		ServerURL: tURL,
 	}
-	if mode == DHCPFull {
+	if mode == Full {
 		// No LeaseFile: an fsync per input would slow the fuzzer to a crawl;
 		// the file's parser has its own target.
 		cfg.PoolStart, cfg.PoolEnd = netip.MustParseAddr("198.18.0.100"), netip.MustParseAddr("198.18.0.103")
@@ -90,7 +90,7 @@ func fuzzDHCP(f *testing.F, mode DHCPMode) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if mode == DHCPFull {
+		if mode == Full {
 			for n := 1; n <= 2; n++ { // a deterministic prelude: two leases
 				off, _ := h.Reply(fuzzPkt(t, dhcpv4.MessageTypeDiscover, n), 67, fromNone)
 				m, _ := dhcpv4.FromBytes(off)
@@ -119,8 +119,8 @@ func fuzzDHCP(f *testing.F, mode DHCPMode) {
 		if !to.IsValid() || (to.Port() != 67 && to.Port() != 68 && to != from) {
 			t.Errorf("reply sent to %v", to)
 		}
-		if mode == DHCPFull && r.MessageType() == dhcpv4.MessageTypeOffer {
-			yi := dhcpAddr(r.YourIPAddr)
+		if mode == Full && r.MessageType() == dhcpv4.MessageTypeOffer {
+			yi := toAddr(r.YourIPAddr)
 			if yi != netip.MustParseAddr("198.18.0.9") && !inRange(yi, "198.18.0.100", "198.18.0.103") {
 				t.Errorf("offered %v, outside the pool and reservations", yi)
 			}
@@ -136,23 +136,23 @@ func fuzzPkt(t *testing.T, typ dhcpv4.MessageType, n int, mods ...dhcpv4.Modifie
 	return m.ToBytes()
 }
 
-// FuzzDHCPLeaseFile: the lease file parser never panics, and what it
+// FuzzLeaseFile: the lease file parser never panics, and what it
 // accepts survives a save/load round trip.
-func FuzzDHCPLeaseFile(f *testing.F) {
+func FuzzLeaseFile(f *testing.F) {
 	f.Add([]byte(`{"version":1,"leases":[{"mac":"52:54:00:00:00:01","ip":"198.18.0.100","expires":"2026-03-01T09:00:00Z"}]}`))
 	f.Add([]byte(`{"version":1,"leases":[]}`))
 	f.Add([]byte(`{"version":1,"leases":[{"mac":"52:54:00:00:00:01","ip":"::1","expires":"2026-03-01T09:00:00Z"}]}`))
 	f.Add([]byte(`{"version":1,"leases":null}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		leases, err := parseDHCPLeases(b)
+		leases, err := parseLeases(b)
 		if err != nil {
 			return
 		}
-		again, err := json.Marshal(dhcpLeaseFile{Version: dhcpLeaseVersion, Leases: leases})
+		again, err := json.Marshal(leaseFile{Version: leaseVersion, Leases: leases})
 		if err != nil {
 			t.Fatal(err)
 		}
-		back, err := parseDHCPLeases(again)
+		back, err := parseLeases(again)
 		if err != nil || len(back) != len(leases) {
 			t.Fatalf("accepted leases do not round-trip: %v (%d vs %d)", err, len(back), len(leases))
 		}

@@ -1,4 +1,4 @@
-package pxe
+package dhcp
 
 import (
 	"bytes"
@@ -16,42 +16,42 @@ import (
 	"github.com/pxeswarm/pxeswarm/protocol"
 )
 
-// dhcpLease is one machine's address. Expired leases are kept as a
+// lease is one machine's address. Expired leases are kept as a
 // memory of who had which address, so a machine gets the same one back;
 // their addresses go to others only when the pool has no unused address
 // left.
-type dhcpLease struct {
+type lease struct {
 	MAC     string     `json:"mac"` // lower case, colons
 	IP      netip.Addr `json:"ip"`
 	Expires time.Time  `json:"expires"`
 }
 
-// dhcpLeaseFile is the lease file's format (JSON).
-type dhcpLeaseFile struct {
-	Version int         `json:"version"` // dhcpLeaseVersion
-	Leases  []dhcpLease `json:"leases"`
+// leaseFile is the lease file's format (JSON).
+type leaseFile struct {
+	Version int     `json:"version"` // leaseVersion
+	Leases  []lease `json:"leases"`
 }
 
-const dhcpLeaseVersion = 1
+const leaseVersion = 1
 
-// dhcpOfferHold is how long an offered address stays set aside for the
+// offerHold is how long an offered address stays set aside for the
 // client while it collects offers and requests one (RFC 2131 §4.3.1
 // suggests reserving it).
-const dhcpOfferHold = time.Minute
+const offerHold = time.Minute
 
-// dhcpDeclineHold is how long an address a client declined (RFC 2131
+// declineHold is how long an address a client declined (RFC 2131
 // §4.3.3: someone else answers ARP for it) is not handed out.
-const dhcpDeclineHold = 10 * time.Minute
+const declineHold = 10 * time.Minute
 
-type dhcpOffer struct {
+type pendingOffer struct {
 	ip    netip.Addr
 	until time.Time
 }
 
-// dhcpLeases is full mode's address book. Every map is bounded by the
+// addrBook is full mode's address book. Every map is bounded by the
 // pool size: each entry holds a distinct address from the network.
-// Callers hold DHCPHandler.mu.
-type dhcpLeases struct {
+// Callers hold Handler.mu.
+type addrBook struct {
 	path     string
 	start    netip.Addr // pool, inclusive
 	end      netip.Addr
@@ -61,26 +61,26 @@ type dhcpLeases struct {
 	resByMAC map[string]netip.Addr // reservations
 	resByIP  map[netip.Addr]string
 
-	byMAC    map[string]*dhcpLease
-	byIP     map[netip.Addr]*dhcpLease
-	offers   map[string]dhcpOffer
+	byMAC    map[string]*lease
+	byIP     map[netip.Addr]*lease
+	offers   map[string]pendingOffer
 	offered  map[netip.Addr]string // offers by address
 	declined map[netip.Addr]time.Time
 }
 
-// loadDHCPLeases builds the address book for c and reads its lease file.
-func loadDHCPLeases(c DHCPConfig, subnet netip.Prefix, log *slog.Logger) (*dhcpLeases, error) {
-	l := &dhcpLeases{
+// loadAddrBook builds the address book for c and reads its lease file.
+func loadAddrBook(c Config, subnet netip.Prefix, log *slog.Logger) (*addrBook, error) {
+	l := &addrBook{
 		path:     c.LeaseFile,
 		start:    c.PoolStart,
 		end:      c.PoolEnd,
 		subnet:   subnet,
-		excluded: map[netip.Addr]bool{c.ServerIP: true, subnet.Addr(): true, dhcpBroadcast(subnet): true},
+		excluded: map[netip.Addr]bool{c.ServerIP: true, subnet.Addr(): true, broadcast(subnet): true},
 		resByMAC: map[string]netip.Addr{},
 		resByIP:  map[netip.Addr]string{},
-		byMAC:    map[string]*dhcpLease{},
-		byIP:     map[netip.Addr]*dhcpLease{},
-		offers:   map[string]dhcpOffer{},
+		byMAC:    map[string]*lease{},
+		byIP:     map[netip.Addr]*lease{},
+		offers:   map[string]pendingOffer{},
 		offered:  map[netip.Addr]string{},
 		declined: map[netip.Addr]time.Time{},
 	}
@@ -107,7 +107,7 @@ func loadDHCPLeases(c DHCPConfig, subnet netip.Prefix, log *slog.Logger) (*dhcpL
 		log.Warn("dhcp: lease file is empty; starting empty", "file", l.path)
 		return l, nil
 	}
-	leases, err := parseDHCPLeases(b)
+	leases, err := parseLeases(b)
 	if err != nil {
 		return nil, fmt.Errorf("%w %s is corrupt (%v): move it aside (mv %s %s.bad) and start again; machines keep their addresses until they renew, then may get new ones", ErrLeaseFile, l.path, err, l.path, l.path)
 	}
@@ -125,19 +125,19 @@ func loadDHCPLeases(c DHCPConfig, subnet netip.Prefix, log *slog.Logger) (*dhcpL
 	return l, nil
 }
 
-// parseDHCPLeases decodes and checks a lease file.
-func parseDHCPLeases(b []byte) ([]dhcpLease, error) {
+// parseLeases decodes and checks a lease file.
+func parseLeases(b []byte) ([]lease, error) {
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
-	var f dhcpLeaseFile
+	var f leaseFile
 	if err := dec.Decode(&f); err != nil {
 		return nil, err
 	}
 	if dec.More() {
 		return nil, errors.New("data after the lease list")
 	}
-	if f.Version != dhcpLeaseVersion {
-		return nil, fmt.Errorf("version %d, want %d", f.Version, dhcpLeaseVersion)
+	if f.Version != leaseVersion {
+		return nil, fmt.Errorf("version %d, want %d", f.Version, leaseVersion)
 	}
 	macs := map[string]bool{}
 	ips := map[netip.Addr]bool{}
@@ -159,15 +159,15 @@ func parseDHCPLeases(b []byte) ([]dhcpLease, error) {
 // save writes the leases atomically: a temporary file in the same
 // folder, fsync, rename over the old file, fsync the folder. A crash
 // leaves either the old or the new file, never a torn one.
-func (l *dhcpLeases) save() error {
+func (l *addrBook) save() error {
 	if l.path == "" {
 		return nil
 	}
-	f := dhcpLeaseFile{Version: dhcpLeaseVersion, Leases: make([]dhcpLease, 0, len(l.byMAC))}
+	f := leaseFile{Version: leaseVersion, Leases: make([]lease, 0, len(l.byMAC))}
 	for _, le := range l.byMAC {
 		f.Leases = append(f.Leases, *le)
 	}
-	slices.SortFunc(f.Leases, func(a, b dhcpLease) int { return a.IP.Compare(b.IP) })
+	slices.SortFunc(f.Leases, func(a, b lease) int { return a.IP.Compare(b.IP) })
 	b, err := json.MarshalIndent(f, "", "  ")
 	if err != nil {
 		return err
@@ -209,12 +209,12 @@ func writeFileAtomic(path string, data []byte) error {
 	return d.Sync()
 }
 
-func (l *dhcpLeases) inPool(ip netip.Addr) bool {
+func (l *addrBook) inPool(ip netip.Addr) bool {
 	return !ip.Less(l.start) && !l.end.Less(ip)
 }
 
 // usable says whether ip may go to mac now.
-func (l *dhcpLeases) usable(ip netip.Addr, mac string, now time.Time) bool {
+func (l *addrBook) usable(ip netip.Addr, mac string, now time.Time) bool {
 	if !ip.Is4() || l.excluded[ip] || !l.subnet.Contains(ip) {
 		return false
 	}
@@ -241,7 +241,7 @@ func (l *dhcpLeases) usable(ip netip.Addr, mac string, now time.Time) bool {
 // current or last address, else a pending offer, else the one it asks
 // for if nobody else had it, else the first never-used address, else the
 // address whose lease expired longest ago. Invalid if the pool is full.
-func (l *dhcpLeases) pick(mac string, requested netip.Addr, now time.Time) netip.Addr {
+func (l *addrBook) pick(mac string, requested netip.Addr, now time.Time) netip.Addr {
 	if ip, ok := l.resByMAC[mac]; ok {
 		if l.usable(ip, mac, now) {
 			return ip
@@ -259,9 +259,9 @@ func (l *dhcpLeases) pick(mac string, requested netip.Addr, now time.Time) netip
 			return requested
 		}
 	}
-	var oldest *dhcpLease
-	for v := dhcpU32(l.start); v <= dhcpU32(l.end) && v != 0; v++ {
-		ip := dhcpFromU32(v)
+	var oldest *lease
+	for v := u32(l.start); v <= u32(l.end) && v != 0; v++ {
+		ip := fromU32(v)
 		if !l.usable(ip, mac, now) {
 			continue
 		}
@@ -280,16 +280,16 @@ func (l *dhcpLeases) pick(mac string, requested netip.Addr, now time.Time) netip
 }
 
 // offer sets ip aside for mac while it decides.
-func (l *dhcpLeases) offer(mac string, ip netip.Addr, now time.Time) {
+func (l *addrBook) offer(mac string, ip netip.Addr, now time.Time) {
 	l.dropOffer(mac)
 	if other, ok := l.offered[ip]; ok {
 		delete(l.offers, other)
 	}
-	l.offers[mac] = dhcpOffer{ip: ip, until: now.Add(dhcpOfferHold)}
+	l.offers[mac] = pendingOffer{ip: ip, until: now.Add(offerHold)}
 	l.offered[ip] = mac
 }
 
-func (l *dhcpLeases) dropOffer(mac string) {
+func (l *addrBook) dropOffer(mac string) {
 	if o, ok := l.offers[mac]; ok {
 		delete(l.offered, o.ip)
 		delete(l.offers, mac)
@@ -299,7 +299,7 @@ func (l *dhcpLeases) dropOffer(mac string) {
 // canGrant says whether a REQUEST from mac for ip gets an ACK. We are
 // the network's only server, so a free address is granted even without
 // a record of the client (after a lost lease file, say).
-func (l *dhcpLeases) canGrant(mac string, ip netip.Addr, now time.Time) bool {
+func (l *addrBook) canGrant(mac string, ip netip.Addr, now time.Time) bool {
 	if r, ok := l.resByMAC[mac]; ok && r != ip {
 		return false
 	}
@@ -307,7 +307,7 @@ func (l *dhcpLeases) canGrant(mac string, ip netip.Addr, now time.Time) bool {
 }
 
 // bind records mac's lease on ip until until and saves the file.
-func (l *dhcpLeases) bind(mac string, ip netip.Addr, until time.Time) error {
+func (l *addrBook) bind(mac string, ip netip.Addr, until time.Time) error {
 	l.dropOffer(mac)
 	if old := l.byMAC[mac]; old != nil && old.IP != ip {
 		delete(l.byIP, old.IP)
@@ -319,14 +319,14 @@ func (l *dhcpLeases) bind(mac string, ip netip.Addr, until time.Time) error {
 		delete(l.offers, o)
 		delete(l.offered, ip)
 	}
-	le := &dhcpLease{MAC: mac, IP: ip, Expires: until.UTC().Truncate(time.Second)}
+	le := &lease{MAC: mac, IP: ip, Expires: until.UTC().Truncate(time.Second)}
 	l.byMAC[mac] = le
 	l.byIP[ip] = le
 	return l.save()
 }
 
 // release ends mac's lease on ip now, keeping the memory of it.
-func (l *dhcpLeases) release(mac string, ip netip.Addr, now time.Time) (bool, error) {
+func (l *addrBook) release(mac string, ip netip.Addr, now time.Time) (bool, error) {
 	le := l.byMAC[mac]
 	if le == nil || le.IP != ip || !le.Expires.After(now) {
 		return false, nil
@@ -336,7 +336,7 @@ func (l *dhcpLeases) release(mac string, ip netip.Addr, now time.Time) (bool, er
 }
 
 // decline takes ip out of use for a while and forgets mac's claim on it.
-func (l *dhcpLeases) decline(mac string, ip netip.Addr, now time.Time) (bool, error) {
+func (l *addrBook) decline(mac string, ip netip.Addr, now time.Time) (bool, error) {
 	if !ip.IsValid() || !l.subnet.Contains(ip) {
 		return false, nil
 	}
@@ -346,7 +346,7 @@ func (l *dhcpLeases) decline(mac string, ip netip.Addr, now time.Time) (bool, er
 		return false, nil // not an address we gave this client
 	}
 	l.dropOffer(mac)
-	l.declined[ip] = now.Add(dhcpDeclineHold)
+	l.declined[ip] = now.Add(declineHold)
 	if le != nil && le.IP == ip {
 		delete(l.byMAC, mac)
 		delete(l.byIP, ip)
@@ -356,10 +356,10 @@ func (l *dhcpLeases) decline(mac string, ip netip.Addr, now time.Time) (bool, er
 }
 
 // lease returns mac's lease, for tests.
-func (l *dhcpLeases) lease(mac string) (dhcpLease, bool) {
+func (l *addrBook) lease(mac string) (lease, bool) {
 	le := l.byMAC[mac]
 	if le == nil {
-		return dhcpLease{}, false
+		return lease{}, false
 	}
 	return *le, true
 }

@@ -1,4 +1,4 @@
-package pxe
+package dhcp
 
 import (
 	"bufio"
@@ -42,16 +42,16 @@ var (
 	tClock  = time.Date(2026, 3, 1, 8, 0, 0, 0, time.UTC)
 )
 
-// testDHCPConfig is a /24 with a ten-address pool .100–.109.
-func testDHCPConfig(t *testing.T, mode DHCPMode) DHCPConfig {
-	c := DHCPConfig{
+// testConfig is a /24 with a ten-address pool .100–.109.
+func testConfig(t *testing.T, mode Mode) Config {
+	c := Config{
 		Mode:      mode,
 		Interface: "br0",
 		ServerIP:  tServer,
 		PrefixLen: 24,
 		ServerURL: tURL,
 	}
-	if mode == DHCPFull {
+	if mode == Full {
 		c.PoolStart = netip.MustParseAddr("198.18.0.100")
 		c.PoolEnd = netip.MustParseAddr("198.18.0.109")
 		c.Router = tRouter
@@ -61,7 +61,7 @@ func testDHCPConfig(t *testing.T, mode DHCPMode) DHCPConfig {
 	return c
 }
 
-func newTestHandler(t *testing.T, c DHCPConfig) *DHCPHandler {
+func newTestHandler(t *testing.T, c Config) *Handler {
 	t.Helper()
 	h, err := c.Handler(testlog.New(t))
 	if err != nil {
@@ -106,7 +106,7 @@ func withIPXE() dhcpv4.Modifier {
 }
 
 // ask sends m to h on port from from and parses the reply (nil if none).
-func ask(t *testing.T, h *DHCPHandler, m *dhcpv4.DHCPv4, port int, from netip.AddrPort) (*dhcpv4.DHCPv4, netip.AddrPort) {
+func ask(t *testing.T, h *Handler, m *dhcpv4.DHCPv4, port int, from netip.AddrPort) (*dhcpv4.DHCPv4, netip.AddrPort) {
 	t.Helper()
 	out, to := h.Reply(m.ToBytes(), port, from)
 	if out == nil {
@@ -123,7 +123,7 @@ func ask(t *testing.T, h *DHCPHandler, m *dhcpv4.DHCPv4, port int, from netip.Ad
 var fromNone = netip.MustParseAddrPort("0.0.0.0:68")
 
 // checkWellFormed asserts what every reply must satisfy.
-func checkWellFormed(t testing.TB, req, r *dhcpv4.DHCPv4, wire []byte, mode DHCPMode) {
+func checkWellFormed(t testing.TB, req, r *dhcpv4.DHCPv4, wire []byte, mode Mode) {
 	t.Helper()
 	if r.OpCode != dhcpv4.OpcodeBootReply {
 		t.Errorf("reply op = %v, want BootReply", r.OpCode)
@@ -139,13 +139,13 @@ func checkWellFormed(t testing.TB, req, r *dhcpv4.DHCPv4, wire []byte, mode DHCP
 	default:
 		t.Errorf("reply type = %v, want OFFER, ACK or NAK", r.MessageType())
 	}
-	if got := dhcpAddr(r.ServerIdentifier()); got != tServer {
+	if got := toAddr(r.ServerIdentifier()); got != tServer {
 		t.Errorf("reply server identifier = %v, want %v", got, tServer)
 	}
-	if max := dhcpMaxReply(req); len(wire) > max {
+	if max := maxReply(req); len(wire) > max {
 		t.Errorf("reply is %d bytes, client accepts %d", len(wire), max)
 	}
-	if mode == DHCPProxy {
+	if mode == Proxy {
 		if !r.YourIPAddr.Equal(net.IPv4zero) {
 			t.Errorf("proxy reply yiaddr = %v, want 0.0.0.0", r.YourIPAddr)
 		}
@@ -162,59 +162,59 @@ func opt(r *dhcpv4.DHCPv4, code uint8) string {
 	return string(r.Options.Get(dhcpv4.GenericOptionCode(code)))
 }
 
-func TestParseDHCPMode(t *testing.T) {
+func TestParseMode(t *testing.T) {
 	for _, tc := range []struct {
 		in      string
-		want    DHCPMode
+		want    Mode
 		wantErr bool
 	}{
-		{"full", DHCPFull, false},
-		{"proxy", DHCPProxy, false},
-		{"off", DHCPOff, false},
+		{"full", Full, false},
+		{"proxy", Proxy, false},
+		{"off", Off, false},
 		{"", "", true},
 		{"Full", "", true},
 		{"dhcp", "", true},
 	} {
-		got, err := ParseDHCPMode(tc.in)
+		got, err := ParseMode(tc.in)
 		if got != tc.want || (err != nil) != tc.wantErr {
-			t.Errorf("ParseDHCPMode(%q) = %q, %v; want %q, error %v", tc.in, got, err, tc.want, tc.wantErr)
+			t.Errorf("ParseMode(%q) = %q, %v; want %q, error %v", tc.in, got, err, tc.want, tc.wantErr)
 		}
-		if err != nil && (!errors.Is(err, ErrBadDHCPConfig) || !strings.Contains(err.Error(), "full") || !strings.Contains(err.Error(), "proxy") || !strings.Contains(err.Error(), "off")) {
-			t.Errorf("ParseDHCPMode(%q) error %q does not list the allowed modes", tc.in, err)
+		if err != nil && (!errors.Is(err, ErrBadConfig) || !strings.Contains(err.Error(), "full") || !strings.Contains(err.Error(), "proxy") || !strings.Contains(err.Error(), "off")) {
+			t.Errorf("ParseMode(%q) error %q does not list the allowed modes", tc.in, err)
 		}
 	}
 }
 
-func TestDHCPConfigValidation(t *testing.T) {
+func TestConfigValidation(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
-		change func(*DHCPConfig)
+		change func(*Config)
 		want   string // "" = valid
 	}{
-		{"ok", func(c *DHCPConfig) {}, ""},
-		{"url option low", func(c *DHCPConfig) { c.URLOption = 43 }, "224–254"},
-		{"url option 255", func(c *DHCPConfig) { c.URLOption = 255 }, "224–254"},
-		{"url option 254", func(c *DHCPConfig) { c.URLOption = 254 }, ""},
-		{"pool outside", func(c *DHCPConfig) { c.PoolEnd = netip.MustParseAddr("198.18.1.5") }, "not inside"},
-		{"pool reversed", func(c *DHCPConfig) { c.PoolStart, c.PoolEnd = c.PoolEnd, c.PoolStart }, "after pool end"},
-		{"pool missing", func(c *DHCPConfig) { c.PoolStart = netip.Addr{} }, "needs an address pool"},
-		{"pool has broadcast", func(c *DHCPConfig) { c.PoolEnd = netip.MustParseAddr("198.18.0.255") }, "broadcast"},
-		{"router outside", func(c *DHCPConfig) { c.Router = netip.MustParseAddr("198.19.0.1") }, "router"},
-		{"bad prefix", func(c *DHCPConfig) { c.PrefixLen = 31 }, "prefix length"},
-		{"no server ip", func(c *DHCPConfig) { c.ServerIP = netip.Addr{} }, "ServerIP"},
-		{"short lease", func(c *DHCPConfig) { c.LeaseTime = time.Second }, "lease time"},
-		{"bad url", func(c *DHCPConfig) { c.ServerURL = "198.18.0.1:8080" }, "server URL"},
-		{"long boot file", func(c *DHCPConfig) { c.BootFileUEFI = strings.Repeat("x", 128) }, "127 bytes"},
-		{"bad reservation mac", func(c *DHCPConfig) {
+		{"ok", func(c *Config) {}, ""},
+		{"url option low", func(c *Config) { c.URLOption = 43 }, "224–254"},
+		{"url option 255", func(c *Config) { c.URLOption = 255 }, "224–254"},
+		{"url option 254", func(c *Config) { c.URLOption = 254 }, ""},
+		{"pool outside", func(c *Config) { c.PoolEnd = netip.MustParseAddr("198.18.1.5") }, "not inside"},
+		{"pool reversed", func(c *Config) { c.PoolStart, c.PoolEnd = c.PoolEnd, c.PoolStart }, "after pool end"},
+		{"pool missing", func(c *Config) { c.PoolStart = netip.Addr{} }, "needs an address pool"},
+		{"pool has broadcast", func(c *Config) { c.PoolEnd = netip.MustParseAddr("198.18.0.255") }, "broadcast"},
+		{"router outside", func(c *Config) { c.Router = netip.MustParseAddr("198.19.0.1") }, "router"},
+		{"bad prefix", func(c *Config) { c.PrefixLen = 31 }, "prefix length"},
+		{"no server ip", func(c *Config) { c.ServerIP = netip.Addr{} }, "ServerIP"},
+		{"short lease", func(c *Config) { c.LeaseTime = time.Second }, "lease time"},
+		{"bad url", func(c *Config) { c.ServerURL = "198.18.0.1:8080" }, "server URL"},
+		{"long boot file", func(c *Config) { c.BootFileUEFI = strings.Repeat("x", 128) }, "127 bytes"},
+		{"bad reservation mac", func(c *Config) {
 			c.Reservations = map[string]netip.Addr{"nope": netip.MustParseAddr("198.18.0.50")}
 		}, "reservation"},
-		{"reservation outside", func(c *DHCPConfig) {
+		{"reservation outside", func(c *Config) {
 			c.Reservations = map[string]netip.Addr{"52:54:00:00:00:01": netip.MustParseAddr("198.19.0.50")}
 		}, "reservation"},
-		{"reservation on server", func(c *DHCPConfig) {
+		{"reservation on server", func(c *Config) {
 			c.Reservations = map[string]netip.Addr{"52:54:00:00:00:01": tServer}
 		}, "reservation"},
-		{"reservation twice", func(c *DHCPConfig) {
+		{"reservation twice", func(c *Config) {
 			c.Reservations = map[string]netip.Addr{
 				"52:54:00:00:00:01": netip.MustParseAddr("198.18.0.50"),
 				"52-54-00-00-00-02": netip.MustParseAddr("198.18.0.50"),
@@ -222,18 +222,18 @@ func TestDHCPConfigValidation(t *testing.T) {
 		}, "reserved for both"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c := testDHCPConfig(t, DHCPFull)
+			c := testConfig(t, Full)
 			tc.change(&c)
 			_, err := c.withDefaults()
 			switch {
 			case tc.want == "" && err != nil:
 				t.Errorf("withDefaults() = %v, want no error", err)
-			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want) || !errors.Is(err, ErrBadDHCPConfig)):
-				t.Errorf("withDefaults() = %v, want ErrBadDHCPConfig mentioning %q", err, tc.want)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want) || !errors.Is(err, ErrBadConfig)):
+				t.Errorf("withDefaults() = %v, want ErrBadConfig mentioning %q", err, tc.want)
 			}
 		})
 	}
-	c, err := testDHCPConfig(t, DHCPFull).withDefaults()
+	c, err := testConfig(t, Full).withDefaults()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -244,9 +244,9 @@ func TestDHCPConfigValidation(t *testing.T) {
 	}
 }
 
-// TestDHCPFullReplies walks one table of single exchanges through a
+// TestFullReplies walks one table of single exchanges through a
 // fresh full-mode handler each.
-func TestDHCPFullReplies(t *testing.T) {
+func TestFullReplies(t *testing.T) {
 	type want struct {
 		typ      dhcpv4.MessageType // MessageTypeNone: no reply
 		yiaddr   string
@@ -333,7 +333,7 @@ func TestDHCPFullReplies(t *testing.T) {
 		}(), 67, fromNone, want{}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			h := newTestHandler(t, testDHCPConfig(t, DHCPFull))
+			h := newTestHandler(t, testConfig(t, Full))
 			r, to := ask(t, h, tc.req, tc.port, tc.from)
 			if tc.want.typ == dhcpv4.MessageTypeNone {
 				if r != nil {
@@ -370,12 +370,12 @@ func TestDHCPFullReplies(t *testing.T) {
 	}
 }
 
-// TestDHCPFullLeaseLife follows clients through offers, requests,
+// TestFullLeaseLife follows clients through offers, requests,
 // renewals, release, decline, restarts and exhaustion.
-func TestDHCPFullLeaseLife(t *testing.T) {
-	cfg := testDHCPConfig(t, DHCPFull)
+func TestFullLeaseLife(t *testing.T) {
+	cfg := testConfig(t, Full)
 	h := newTestHandler(t, cfg)
-	get := func(h *DHCPHandler, n int) netip.Addr {
+	get := func(h *Handler, n int) netip.Addr {
 		t.Helper()
 		off, _ := ask(t, h, pkt(t, dhcpv4.MessageTypeDiscover, mac(n)), 67, fromNone)
 		if off == nil {
@@ -387,7 +387,7 @@ func TestDHCPFullLeaseLife(t *testing.T) {
 		if ack == nil || ack.MessageType() != dhcpv4.MessageTypeAck || !ack.YourIPAddr.Equal(off.YourIPAddr) {
 			t.Fatalf("REQUEST for offered %v = %v, want ACK", off.YourIPAddr, ack)
 		}
-		return dhcpAddr(ack.YourIPAddr)
+		return toAddr(ack.YourIPAddr)
 	}
 	a1, a2 := get(h, 1), get(h, 2)
 	if a1.String() != "198.18.0.100" || a2.String() != "198.18.0.101" {
@@ -434,7 +434,7 @@ func TestDHCPFullLeaseLife(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	leases, err := parseDHCPLeases(b)
+	leases, err := parseLeases(b)
 	if err != nil {
 		t.Fatalf("lease file does not parse: %v\n%s", err, b)
 	}
@@ -460,7 +460,7 @@ func TestDHCPFullLeaseLife(t *testing.T) {
 
 	// DECLINE: the address is not offered to anyone for a while.
 	off, _ := ask(t, h2, pkt(t, dhcpv4.MessageTypeDiscover, mac(5)), 67, fromNone)
-	declined := dhcpAddr(off.YourIPAddr)
+	declined := toAddr(off.YourIPAddr)
 	ask(t, h2, pkt(t, dhcpv4.MessageTypeRequest, mac(5), dhcpv4.WithOption(dhcpv4.OptServerIdentifier(tServer.AsSlice())),
 		dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(declined.AsSlice()))), 67, fromNone)
 	ask(t, h2, pkt(t, dhcpv4.MessageTypeDecline, mac(5), dhcpv4.WithOption(dhcpv4.OptServerIdentifier(tServer.AsSlice())),
@@ -493,18 +493,18 @@ func TestDHCPFullLeaseLife(t *testing.T) {
 	}
 }
 
-func TestDHCPReservations(t *testing.T) {
-	cfg := testDHCPConfig(t, DHCPFull)
+func TestReservations(t *testing.T) {
+	cfg := testConfig(t, Full)
 	res := netip.MustParseAddr("198.18.0.50") // outside the pool: allowed
 	inPool := netip.MustParseAddr("198.18.0.100")
 	cfg.Reservations = map[string]netip.Addr{"52-54-00-00-00-07": res, "52:54:00:00:00:08": inPool}
 	h := newTestHandler(t, cfg)
 	off, _ := ask(t, h, pkt(t, dhcpv4.MessageTypeDiscover, mac(7)), 67, fromNone)
-	if off == nil || dhcpAddr(off.YourIPAddr) != res {
+	if off == nil || toAddr(off.YourIPAddr) != res {
 		t.Fatalf("reserved client's offer = %v, want %v", off, res)
 	}
 	off, _ = ask(t, h, pkt(t, dhcpv4.MessageTypeDiscover, mac(1)), 67, fromNone)
-	if off == nil || dhcpAddr(off.YourIPAddr) == inPool {
+	if off == nil || toAddr(off.YourIPAddr) == inPool {
 		t.Errorf("unreserved client's offer = %v, want not the reserved %v", off, inPool)
 	}
 	nak, _ := ask(t, h, pkt(t, dhcpv4.MessageTypeRequest, mac(1), dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(res.AsSlice()))), 67, fromNone)
@@ -517,7 +517,7 @@ func TestDHCPReservations(t *testing.T) {
 	}
 }
 
-func TestDHCPProxyReplies(t *testing.T) {
+func TestProxyReplies(t *testing.T) {
 	from4011 := netip.MustParseAddrPort("198.18.0.120:68")
 	type want struct {
 		typ  dhcpv4.MessageType
@@ -558,7 +558,7 @@ func TestDHCPProxyReplies(t *testing.T) {
 		{"pxe discover on 4011", pkt(t, dhcpv4.MessageTypeDiscover, mac(1), pxeBIOS()...), PXEPort, from4011, want{}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			h := newTestHandler(t, testDHCPConfig(t, DHCPProxy))
+			h := newTestHandler(t, testConfig(t, Proxy))
 			r, to := ask(t, h, tc.req, tc.port, tc.from)
 			if tc.want.typ == dhcpv4.MessageTypeNone {
 				if r != nil {
@@ -582,15 +582,15 @@ func TestDHCPProxyReplies(t *testing.T) {
 	}
 }
 
-func TestDHCPOnBoot(t *testing.T) {
+func TestOnBoot(t *testing.T) {
 	type call struct {
 		MAC  string
 		Arch uint16
 		IP   netip.Addr
 	}
 	var calls []call
-	for _, mode := range []DHCPMode{DHCPFull, DHCPProxy} {
-		cfg := testDHCPConfig(t, mode)
+	for _, mode := range []Mode{Full, Proxy} {
+		cfg := testConfig(t, mode)
 		cfg.OnBoot = func(m net.HardwareAddr, arch uint16, ip netip.Addr) {
 			calls = append(calls, call{m.String(), arch, ip})
 		}
@@ -607,13 +607,13 @@ func TestDHCPOnBoot(t *testing.T) {
 	}
 }
 
-// TestDHCPBootFilter: a machine without a task gets no boot file (full:
+// TestBootFilter: a machine without a task gets no boot file (full:
 // the address only; proxy: no reply), so its firmware boots the disk; one
 // with a task gets iPXE; the agent's own requests are not filtered.
-func TestDHCPBootFilter(t *testing.T) {
+func TestBootFilter(t *testing.T) {
 	withTask := mac(1)
-	for _, mode := range []DHCPMode{DHCPFull, DHCPProxy} {
-		cfg := testDHCPConfig(t, mode)
+	for _, mode := range []Mode{Full, Proxy} {
+		cfg := testConfig(t, mode)
 		cfg.Boot = func(m net.HardwareAddr) bool { return m.String() == withTask.String() }
 		h := newTestHandler(t, cfg)
 		for _, tc := range []struct {
@@ -624,8 +624,8 @@ func TestDHCPBootFilter(t *testing.T) {
 		}{
 			{"task, UEFI", pkt(t, dhcpv4.MessageTypeDiscover, withTask, pxeArch(7)...), "ipxe.efi", true},
 			{"task, iPXE", pkt(t, dhcpv4.MessageTypeDiscover, withTask, append(pxeBIOS(), withIPXE())...), "http://198.18.0.1:8080/boot/52-54-00-00-00-01.ipxe", true},
-			{"no task, UEFI", pkt(t, dhcpv4.MessageTypeDiscover, mac(2), pxeArch(7)...), "", mode == DHCPFull},
-			{"no task, iPXE", pkt(t, dhcpv4.MessageTypeDiscover, mac(2), append(pxeBIOS(), withIPXE())...), "", mode == DHCPFull},
+			{"no task, UEFI", pkt(t, dhcpv4.MessageTypeDiscover, mac(2), pxeArch(7)...), "", mode == Full},
+			{"no task, iPXE", pkt(t, dhcpv4.MessageTypeDiscover, mac(2), append(pxeBIOS(), withIPXE())...), "", mode == Full},
 			{"no task, agent", pkt(t, dhcpv4.MessageTypeDiscover, mac(2), dhcpv4.WithOption(dhcpv4.OptClassIdentifier(protocol.AgentVendorClass))), "", true},
 		} {
 			r, _ := ask(t, h, tc.m, 67, fromNone)
@@ -639,16 +639,16 @@ func TestDHCPBootFilter(t *testing.T) {
 			if got := r.BootFileNameOption(); got != tc.wantFile {
 				t.Errorf("%s %s: boot file %q, want %q", mode, tc.name, got, tc.wantFile)
 			}
-			if mode == DHCPProxy && tc.name == "no task, agent" && opt(r, 224) == "" {
+			if mode == Proxy && tc.name == "no task, agent" && opt(r, 224) == "" {
 				t.Errorf("proxy: the agent without a task still needs the URL option")
 			}
 		}
 	}
 }
 
-// TestDHCPOversized sends hostile but parseable requests: replies stay
+// TestOversized sends hostile but parseable requests: replies stay
 // within the client's limit and nothing panics.
-func TestDHCPOversized(t *testing.T) {
+func TestOversized(t *testing.T) {
 	long := strings.Repeat("u", 255)
 	many := make([]dhcpv4.Modifier, 0, 300)
 	for c := 1; c < 254; c++ {
@@ -661,7 +661,7 @@ func TestDHCPOversized(t *testing.T) {
 	for i := range prl {
 		prl[i] = byte(i)
 	}
-	cfg := testDHCPConfig(t, DHCPFull)
+	cfg := testConfig(t, Full)
 	cfg.ServerURL = "http://198.18.0.1:8080/" + strings.Repeat("p", 200)
 	cfg.ScriptURL = "http://198.18.0.1:8080/" + strings.Repeat("s", 200) + "/{mac}"
 	for _, tc := range []struct {
@@ -682,7 +682,7 @@ func TestDHCPOversized(t *testing.T) {
 			dhcpv4.WithGeneric(dhcpv4.OptionClientSystemArchitectureType, []byte{7}),
 			dhcpv4.WithOption(dhcpv4.OptClassIdentifier("PXEClient:Arch:9999x"))}},
 	} {
-		for _, mode := range []DHCPMode{DHCPFull, DHCPProxy} {
+		for _, mode := range []Mode{Full, Proxy} {
 			t.Run(string(mode)+"/"+tc.name, func(t *testing.T) {
 				c := cfg
 				c.Mode = mode
@@ -720,7 +720,7 @@ func TestDHCPOversized(t *testing.T) {
 	}
 }
 
-func TestDHCPMalformed(t *testing.T) {
+func TestMalformed(t *testing.T) {
 	good := pkt(t, dhcpv4.MessageTypeDiscover, mac(1), pxeBIOS()...).ToBytes()
 	cases := map[string][]byte{
 		"empty":        {},
@@ -734,8 +734,8 @@ func TestDHCPMalformed(t *testing.T) {
 		"huge":         append(append([]byte{}, good[:240]...), bytes.Repeat([]byte{0}, 60000)...),
 		"zero options": append(append([]byte{}, good[:240]...), 255),
 	}
-	for _, mode := range []DHCPMode{DHCPFull, DHCPProxy} {
-		h := newTestHandler(t, testDHCPConfig(t, mode))
+	for _, mode := range []Mode{Full, Proxy} {
+		h := newTestHandler(t, testConfig(t, mode))
 		for name, b := range cases {
 			if out, _ := h.Reply(b, 67, fromNone); out != nil && name != "huge" {
 				if r, err := dhcpv4.FromBytes(out); err != nil || r.MessageType() == dhcpv4.MessageTypeNone {
@@ -750,7 +750,7 @@ func TestDHCPMalformed(t *testing.T) {
 	}
 }
 
-func TestDHCPLeaseFileCorrupt(t *testing.T) {
+func TestLeaseFileCorrupt(t *testing.T) {
 	for name, content := range map[string]string{
 		"garbage":        "{not json",
 		"truncated":      `{"version":1,"leases":[{"mac":"52:54:00:00:00:01","ip":"198.18.0.100","expires":"2026-03-01T09:00:00Z"}`,
@@ -760,7 +760,7 @@ func TestDHCPLeaseFileCorrupt(t *testing.T) {
 		"unknown field":  `{"version":1,"leases":[],"extra":1}`,
 	} {
 		t.Run(name, func(t *testing.T) {
-			cfg := testDHCPConfig(t, DHCPFull)
+			cfg := testConfig(t, Full)
 			if err := os.WriteFile(cfg.LeaseFile, []byte(content), 0o600); err != nil {
 				t.Fatal(err)
 			}
@@ -771,7 +771,7 @@ func TestDHCPLeaseFileCorrupt(t *testing.T) {
 		})
 	}
 	// A lease from an old network is dropped, not fatal.
-	cfg := testDHCPConfig(t, DHCPFull)
+	cfg := testConfig(t, Full)
 	os.WriteFile(cfg.LeaseFile, []byte(`{"version":1,"leases":[{"mac":"52:54:00:00:00:01","ip":"198.19.0.100","expires":"2026-03-01T09:00:00Z"}]}`), 0o600)
 	h, err := cfg.Handler(testlog.New(t))
 	if err != nil {
@@ -785,15 +785,22 @@ func TestDHCPLeaseFileCorrupt(t *testing.T) {
 // --- Live tests: the server as its own process in a namespace, real
 // clients in theirs. ---
 
-// dhcpServerEnv carries the DHCPConfig (JSON) to the server process.
-const dhcpServerEnv = "PXESWARM_TEST_DHCP_SERVER"
+// serverEnv carries the Config (JSON) to the server process.
+const serverEnv = "PXESWARM_TEST_DHCP_SERVER"
 
-// dhcpServerProcess is the server process the live tests start inside a
+func TestMain(m *testing.M) {
+	if js := os.Getenv(serverEnv); js != "" {
+		serverProcess(js) // a live test's server; never returns
+	}
+	os.Exit(m.Run())
+}
+
+// serverProcess is the server process the live tests start inside a
 // namespace (os/exec's helper-process pattern, entered from TestMain when
-// dhcpServerEnv is set), so each server is a real process that can be
+// serverEnv is set), so each server is a real process that can be
 // stopped and restarted. OnBoot calls are printed as "ONBOOT ..." lines.
-func dhcpServerProcess(js string) {
-	var cfg DHCPConfig
+func serverProcess(js string) {
+	var cfg Config
 	if err := json.Unmarshal([]byte(js), &cfg); err != nil {
 		fmt.Fprintln(os.Stderr, "bad config:", err)
 		os.Exit(2)
@@ -811,8 +818,8 @@ func dhcpServerProcess(js string) {
 	os.Exit(0)
 }
 
-// dhcpProc is a process started by a live test whose output is kept.
-type dhcpProc struct {
+// proc is a process started by a live test whose output is kept.
+type proc struct {
 	name string
 	cmd  *exec.Cmd
 	done <-chan error
@@ -823,14 +830,14 @@ type dhcpProc struct {
 
 // startProc starts cmd (killed at cleanup) and collects its output; the
 // output is logged at cleanup if the test failed or runs verbose.
-func startProc(t *testing.T, name string, cmd *exec.Cmd) *dhcpProc {
+func startProc(t *testing.T, name string, cmd *exec.Cmd) *proc {
 	t.Helper()
 	pr, pw, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
 	}
 	cmd.Stdout, cmd.Stderr = pw, pw
-	p := &dhcpProc{name: name, cmd: cmd, eof: make(chan struct{})}
+	p := &proc{name: name, cmd: cmd, eof: make(chan struct{})}
 	t.Cleanup(func() { // runs after netns.Start's cleanup has ended the process
 		select {
 		case <-p.eof:
@@ -857,14 +864,14 @@ func startProc(t *testing.T, name string, cmd *exec.Cmd) *dhcpProc {
 	return p
 }
 
-func (p *dhcpProc) output() string {
+func (p *proc) output() string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return strings.Join(p.out, "\n")
 }
 
 // count is how many output lines contain s.
-func (p *dhcpProc) count(s string) int {
+func (p *proc) count(s string) int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	n := 0
@@ -877,7 +884,7 @@ func (p *dhcpProc) count(s string) int {
 }
 
 // waitFor waits until a line contains s; false on timeout or exit.
-func (p *dhcpProc) waitFor(s string, timeout time.Duration) bool {
+func (p *proc) waitFor(s string, timeout time.Duration) bool {
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
 		if p.count(s) > 0 {
@@ -893,7 +900,7 @@ func (p *dhcpProc) waitFor(s string, timeout time.Duration) bool {
 }
 
 // stop ends the process with SIGTERM and returns its exit error.
-func (p *dhcpProc) stop(t *testing.T) error {
+func (p *proc) stop(t *testing.T) error {
 	t.Helper()
 	p.cmd.Process.Signal(syscall.SIGTERM)
 	select {
@@ -906,9 +913,9 @@ func (p *dhcpProc) stop(t *testing.T) error {
 	}
 }
 
-// startDHCPServer runs cfg.Start in its own process inside ns and waits
+// startServer runs cfg.Start in its own process inside ns and waits
 // until it serves.
-func startDHCPServer(t *testing.T, ns *netns.NS, cfg DHCPConfig) *dhcpProc {
+func startServer(t *testing.T, ns *netns.NS, cfg Config) *proc {
 	t.Helper()
 	exe, err := os.Executable()
 	if err != nil {
@@ -919,7 +926,7 @@ func startDHCPServer(t *testing.T, ns *netns.NS, cfg DHCPConfig) *dhcpProc {
 		t.Fatal(err)
 	}
 	cmd := ns.Command(context.Background(), exe)
-	cmd.Env = append(os.Environ(), dhcpServerEnv+"="+string(js))
+	cmd.Env = append(os.Environ(), serverEnv+"="+string(js))
 	p := startProc(t, "pxeswarm dhcp "+string(cfg.Mode), cmd)
 	if !p.waitFor("dhcp: serving", 10*time.Second) {
 		t.Fatalf("DHCP server did not start within 10s:\n%s", p.output())
@@ -1004,7 +1011,7 @@ func readLeaseFile(t *testing.T, path string) map[string]netip.Addr {
 	if err != nil {
 		t.Fatal(err)
 	}
-	leases, err := parseDHCPLeases(b)
+	leases, err := parseLeases(b)
 	if err != nil {
 		t.Fatalf("lease file %s: %v\n%s", path, err, b)
 	}
@@ -1015,15 +1022,15 @@ func readLeaseFile(t *testing.T, path string) map[string]netip.Addr {
 	return m
 }
 
-// TestDHCPFullLive: busybox udhcpc and ISC dhclient get leases and the
+// TestFullLive: busybox udhcpc and ISC dhclient get leases and the
 // server URL from a pxeswarm process; garbage does not stop it; after a
 // restart on the same lease file each gets its address back while a
 // newcomer gets another one.
-func TestDHCPFullLive(t *testing.T) {
+func TestFullLive(t *testing.T) {
 	needTools(t, "busybox", "dhclient")
 	lan := netns.NewLAN(t, "full", netip.MustParsePrefix("198.18.0.1/24"))
-	cfg := DHCPConfig{
-		Mode:      DHCPFull,
+	cfg := Config{
+		Mode:      Full,
 		Interface: lan.Bridge,
 		PoolStart: netip.MustParseAddr("198.18.0.100"),
 		PoolEnd:   netip.MustParseAddr("198.18.0.150"),
@@ -1032,7 +1039,7 @@ func TestDHCPFullLive(t *testing.T) {
 		LeaseFile: filepath.Join(t.TempDir(), "leases.json"),
 		ServerURL: tURL,
 	}
-	srv := startDHCPServer(t, lan.NS, cfg)
+	srv := startServer(t, lan.NS, cfg)
 	c1 := lan.AddHost(t, "udhcpc", netip.Prefix{}, netns.MAC(0x11))
 	c2 := lan.AddHost(t, "dhclient", netip.Prefix{}, netns.MAC(0x12))
 
@@ -1073,7 +1080,7 @@ func TestDHCPFullLive(t *testing.T) {
 
 	// Restart on the same file. The newcomer asks first: without the file
 	// it would get the first pool address, which is ip1.
-	srv = startDHCPServer(t, lan.NS, cfg)
+	srv = startServer(t, lan.NS, cfg)
 	c3 := lan.AddHost(t, "newcomer", netip.Prefix{}, netns.MAC(0x13))
 	e3 := runUdhcpc(t, c3)
 	if e3["ip"] == ip1.String() || e3["ip"] == ip2.String() {
@@ -1144,10 +1151,10 @@ func sendGarbage(t *testing.T, h *netns.Host) {
 	time.Sleep(200 * time.Millisecond) // let the server chew
 }
 
-// dhcpCapture records the DHCP packets that keep says to, read from a
+// packetCapture records the DHCP packets that keep says to, read from a
 // packet socket on the LAN's bridge (independent of the server's own code
 // and logs).
-type dhcpCapture struct {
+type packetCapture struct {
 	fd   int
 	keep func(from, to netip.AddrPort) bool
 	mu   sync.Mutex
@@ -1165,13 +1172,13 @@ type capturedDHCP struct {
 // sentBy keeps what src sends from a DHCP server port.
 func sentBy(src netip.Addr) func(from, to netip.AddrPort) bool {
 	return func(from, to netip.AddrPort) bool {
-		return from.Addr() == src && (from.Port() == dhcpServerPort || from.Port() == PXEPort)
+		return from.Addr() == src && (from.Port() == serverPort || from.Port() == PXEPort)
 	}
 }
 
-func captureDHCP(t *testing.T, lan *netns.LAN, keep func(from, to netip.AddrPort) bool) *dhcpCapture {
+func captureDHCP(t *testing.T, lan *netns.LAN, keep func(from, to netip.AddrPort) bool) *packetCapture {
 	t.Helper()
-	c := &dhcpCapture{keep: keep, done: make(chan struct{})}
+	c := &packetCapture{keep: keep, done: make(chan struct{})}
 	// ETH_P_ALL: packets the host itself sends are only shown to
 	// all-protocol taps (the kernel's dev_queue_xmit_nit).
 	proto := int(htons(unix.ETH_P_ALL))
@@ -1224,7 +1231,7 @@ func captureDHCP(t *testing.T, lan *netns.LAN, keep func(from, to netip.AddrPort
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
 
 // add parses an IPv4/UDP datagram and keeps it if c.keep says so.
-func (c *dhcpCapture) add(b []byte) {
+func (c *packetCapture) add(b []byte) {
 	if len(b) < 28 || b[0]>>4 != 4 || b[9] != 17 {
 		return
 	}
@@ -1246,25 +1253,25 @@ func (c *dhcpCapture) add(b []byte) {
 	c.mu.Unlock()
 }
 
-func (c *dhcpCapture) packets() []capturedDHCP {
+func (c *packetCapture) packets() []capturedDHCP {
 	time.Sleep(150 * time.Millisecond) // the reader's last timeout
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return append([]capturedDHCP{}, c.pkts...)
 }
 
-// TestDHCPProxyLive: dnsmasq is the school's DHCP server, pxeswarm the
+// TestProxyLive: dnsmasq is the school's DHCP server, pxeswarm the
 // proxyDHCP beside it on the same segment. Discover gets its address from
 // dnsmasq and the URL from pxeswarm; PXE-style clients get the boot file
 // by architecture; port 4011 is answered; pxeswarm never sends an
 // address, a NAK or an ACK on port 67.
-func TestDHCPProxyLive(t *testing.T) {
+func TestProxyLive(t *testing.T) {
 	needTools(t, "dnsmasq")
 	lan := netns.NewLAN(t, "proxy", netip.MustParsePrefix("198.18.0.1/24"))
 	school := lan.AddHost(t, "school", netip.MustParsePrefix("198.18.0.2/24"), netns.MAC(0x02))
 	client := lan.AddHost(t, "client", netip.Prefix{}, netns.MAC(0x21))
 	capture := captureDHCP(t, lan, sentBy(tServer))
-	srv := startDHCPServer(t, lan.NS, DHCPConfig{Mode: DHCPProxy, Interface: lan.Bridge, ServerURL: tURL})
+	srv := startServer(t, lan.NS, Config{Mode: Proxy, Interface: lan.Bridge, ServerURL: tURL})
 	log := testlog.New(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
 	defer cancel()
@@ -1315,7 +1322,7 @@ func TestDHCPProxyLive(t *testing.T) {
 	}
 	defer nc.Close()
 	fromProxy := func(p *dhcpv4.DHCPv4) bool {
-		return p.MessageType() == dhcpv4.MessageTypeOffer && dhcpAddr(p.ServerIdentifier()) == tServer
+		return p.MessageType() == dhcpv4.MessageTypeOffer && toAddr(p.ServerIdentifier()) == tServer
 	}
 	for _, tc := range []struct {
 		name string

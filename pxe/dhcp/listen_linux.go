@@ -1,4 +1,4 @@
-package pxe
+package dhcp
 
 import (
 	"context"
@@ -9,14 +9,14 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// dhcpListen opens the UDP socket for port on iface: bound to the
+// listen opens the UDP socket for port on iface: bound to the
 // device (SO_BINDTODEVICE), so requests from other networks never reach
 // us and broadcast replies leave through iface, and allowed to
 // broadcast. It sets SO_REUSEADDR, which on Linux lets a second UDP
 // socket bind the same port too: a second DHCP server on this host (on the
 // same interface) is therefore not refused here. It does not set
 // SO_REUSEPORT, so the kernel does not spread requests between them.
-func dhcpListen(iface string, port int) (*net.UDPConn, error) {
+func listen(iface string, port int) (*net.UDPConn, error) {
 	lc := net.ListenConfig{Control: func(network, address string, rc syscall.RawConn) error {
 		var serr error
 		err := rc.Control(func(fd uintptr) {
