@@ -379,7 +379,7 @@ func (a *agent) deploy(ctx context.Context, plan *protocol.Plan) error {
 				return err
 			}
 			p := sess.Progress()
-			a.log.Info("image downloaded", "took", p.Took, "downloaded", bytesize.Format(p.Downloaded), "from_seeders", bytesize.Format(p.FromSeeders),
+			a.log.Info("image written", "took", p.Took, "downloaded", bytesize.Format(p.Downloaded), "from_seeders", bytesize.Format(p.FromSeeders),
 				"uploaded", bytesize.Format(p.Uploaded), "bad_pieces", p.BadPieces)
 			return nil
 		},

@@ -4,15 +4,20 @@
 //
 // It owns the boot-to-reboot state machine ([Config.Run]): driver
 // coldplug (through an injected function), the network (DHCP with
-// dhclient.Discover on each link with a carrier, the address and default route
-// configured here over netlink, the lease renewed at T1), the server URL
-// (DHCP option, then pxeswarm.server= on the kernel command line: see
+// dhclient.Discover on each link with a carrier, the address and default
+// route configured here over netlink, the lease renewed at T1), the server
+// URL (DHCP option, then pxeswarm.server= on the kernel command line: see
 // [ParseCmdline]), the signed plan (refused unless it verifies against the
-// key built into the initramfs), the disk step through package partition
-// (list, choose, partition table), the swarm through package imager, the
-// read-back check, status reports to the server every 2 s, seeding, and
-// the after-action (reboot, power off or a shell). It also owns the
-// console: the phase markers (markers.go) and the progress bar.
+// key built into the initramfs, and carried out by its action), status
+// reports to the server every 2 s, and the after-action (reboot, power off
+// or a shell). It also owns the console: the phase markers (markers.go)
+// and the progress bar.
+//
+// Writing an image is one sequence (write.go) whichever way the bytes
+// come: choose the target, make or map the partition table, open the
+// partitions (package partition), fill them from the swarm (package
+// imager; agent.go) or from the rescue stick (local.go), read the image
+// back, seed, close.
 //
 // On any error it prints "pxeswarm: ERROR <what> — <what to do>", reports
 // the failure, dumps links, addresses and routes when the network was the
@@ -20,6 +25,7 @@
 //
 // It does not own loading kernel modules (package initramfs/coldplug),
 // building the initramfs (package build), the disk rules (package
-// partition), the BitTorrent engine (package imager) or the server side of
-// plans and reports (package pxe).
+// partition), the BitTorrent engine (package imager), the wire format of
+// plans and reports (package protocol) or the server (package pxe, which
+// the agent never links).
 package initramfs

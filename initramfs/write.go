@@ -143,7 +143,7 @@ func (a *agent) write(ctx context.Context, j job) (digest string, err error) {
 			a.log.Info("the kernel re-read the partition table", "disk", tgt.Disk.Path)
 		}
 	}
-	a.log.Info("image written", "image", im.Name, "size", bytesize.Format(im.Length), "target", tgt.String())
+	a.log.Info("target closed", "image", im.Name, "size", bytesize.Format(im.Length), "target", tgt.String())
 	return digest, nil
 }
 
