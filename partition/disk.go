@@ -86,7 +86,11 @@ type Disk struct {
 	Size       int64  // bytes
 	SectorSize int    // logical sector size in bytes
 	Removable  bool   // the kernel's removable flag (USB sticks, card readers)
-	Rotational bool   // a spinning disk
+	// USB: the disk hangs off a USB bus (its sysfs device path passes
+	// through a USB device). USB hard disks and SSDs usually report
+	// Removable false, so this is what keeps them from being "first".
+	USB        bool
+	Rotational bool // a spinning disk
 	ReadOnly   bool
 	Model      string // as the device reports it, if it does
 	Serial     string
@@ -137,7 +141,7 @@ func (d Disk) String() string {
 		on   bool
 		what string
 	}{
-		{d.Removable, "removable"}, {d.ReadOnly, "read-only"}, {d.Size == 0, "no medium"},
+		{d.Removable, "removable"}, {d.USB, "USB"}, {d.ReadOnly, "read-only"}, {d.Size == 0, "no medium"},
 		{d.Boot != "", "boot medium: " + d.Boot}, {d.InUse != "", "in use: " + d.InUse},
 	} {
 		if s.on {
@@ -204,6 +208,22 @@ func compareName(a, b Disk) int {
 	return 0
 }
 
+// onUSB reports whether the sysfs entry sys (Sys/block/<name>, a link
+// into Sys/devices) sits below a USB device: the resolved path has an
+// element such as "usb2" (a root hub) or "2-1:1.0" under one.
+func onUSB(sys string) bool {
+	real, err := filepath.EvalSymlinks(sys)
+	if err != nil {
+		return false
+	}
+	for _, el := range strings.Split(filepath.ToSlash(real), "/") {
+		if n, ok := strings.CutPrefix(el, "usb"); ok && n != "" && strings.Trim(n, "0123456789") == "" {
+			return true
+		}
+	}
+	return false
+}
+
 // disk reads one disk's sysfs attributes and its partition table.
 func (c Config) disk(log *slog.Logger, sys, name string) Disk {
 	d := Disk{
@@ -220,6 +240,7 @@ func (c Config) disk(log *slog.Logger, sys, name string) Disk {
 	if d.Serial == "" {
 		d.Serial = readString(sys, "serial") // virtio-blk
 	}
+	d.USB = onUSB(sys)
 	if checkSectorSize(d.SectorSize) != nil {
 		d.SectorSize = 512
 	}

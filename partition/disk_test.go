@@ -1,6 +1,7 @@
 package partition_test
 
 import (
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -9,6 +10,7 @@ import (
 	"github.com/pxeswarm/pxeswarm/internal/testlog"
 	. "github.com/pxeswarm/pxeswarm/partition"
 	"github.com/pxeswarm/pxeswarm/partition/partitiontest"
+	"github.com/pxeswarm/pxeswarm/protocol"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/pxeswarm/pxeswarm/imager"
@@ -231,5 +233,28 @@ func TestPartitionName(t *testing.T) {
 		if got := PartitionName(disk, 3); got != want {
 			t.Errorf("PartitionName(%q, 3) = %q, want %q", disk, got, want)
 		}
+	}
+}
+
+// TestListUSB: a disk whose sysfs entry sits below a USB host controller
+// is marked USB, removable flag or not; the others are not.
+func TestListUSB(t *testing.T) {
+	c := partitiontest.Machine(t)
+	partitiontest.AddDisk(t, c, partitiontest.Disk{Name: "sda", Size: 64 * MiB, USB: true, Model: "Portable SSD"})
+	partitiontest.AddDisk(t, c, partitiontest.Disk{Name: "sdb", Size: 64 * MiB})
+	disks, err := c.List(testlog.New(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]bool{}
+	for _, d := range disks {
+		got[d.Name] = d.USB
+	}
+	if want := map[string]bool{"sda": true, "sdb": false}; !maps.Equal(got, want) {
+		t.Errorf("List() USB = %v, want %v", got, want)
+	}
+	tgt, err := Choose(disks, protocol.Target{Disk: protocol.FirstDisk}, testImage("small", "", imager.PartInfo{Number: 1, Size: MiB}))
+	if err != nil || tgt.Disk.Name != "sdb" {
+		t.Errorf("Choose(first) = %s, %v, want sdb (sda is on USB)", tgt.Disk.Name, err)
 	}
 }

@@ -51,8 +51,8 @@ func (t Target) String() string {
 // them) and checks that it can take im.
 //
 //   - Disk "first" is the first disk, in name order, that is not
-//     removable, not the boot medium, not read-only, not in use and has a
-//     medium. If it is too small, that is an error: Choose does not go on
+//     removable, not on a USB bus, not the boot medium, not read-only, not
+//     in use and has a medium. If it is too small, that is an error: Choose does not go on
 //     to a disk the plan's author may not expect to be written.
 //   - Disk by name must exist and must not be the boot medium (an error
 //     saying so, [ErrBootMedium]), read-only ([ErrReadOnly]) or in use
@@ -104,9 +104,11 @@ func Candidates(disks []Disk, im *imager.Image) []Target {
 	return out
 }
 
-// firstCandidate: a disk "first" may pick.
+// firstCandidate: a disk "first" may pick. A USB disk never is, even a
+// fixed one: an admin's backup drive left plugged in must be named to be
+// written.
 func firstCandidate(d Disk) bool {
-	return !d.Removable && d.Boot == "" && !d.ReadOnly && d.InUse == "" && d.Size > 0
+	return !d.Removable && !d.USB && d.Boot == "" && !d.ReadOnly && d.InUse == "" && d.Size > 0
 }
 
 // byName returns a copy of disks sorted by kernel name (sda < sdb < sdaa).
@@ -126,7 +128,7 @@ func chooseDisk(disks []Disk, sel protocol.Target) (Target, error) {
 			}
 		}
 		if d == nil {
-			return Target{}, fmt.Errorf("%w: target %s: no disk is fixed, writable, free and not the boot medium; saw %s: attach a disk or name one in the plan",
+			return Target{}, fmt.Errorf("%w: target %s: no disk is fixed, internal (not USB), writable, free and not the boot medium; saw %s: attach a disk or name one in the plan (a USB disk must be named)",
 				ErrNoTarget, sel, seen(disks))
 		}
 	} else {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -71,6 +72,15 @@ func TestChoose(t *testing.T) {
 		}
 		return out
 	}
+	usb := func(names ...string) []Disk {
+		out := testDisks()
+		for i := range out {
+			if slices.Contains(names, out[i].Name) {
+				out[i].USB = true
+			}
+		}
+		return out
+	}
 	for _, tc := range []struct {
 		name  string
 		disks []Disk
@@ -88,6 +98,9 @@ func TestChoose(t *testing.T) {
 			msg: "/dev/sdc (32GiB, removable, boot medium: its partition 1 is named PXESWARM)"},
 		{name: "no disks", disks: []Disk{}, sel: protocol.Target{Disk: protocol.FirstDisk}, im: small, err: ErrNoTarget, msg: "no disks at all"},
 		{name: "sector size unknown (0) counts as 512", disks: []Disk{{Name: "vda", Path: "/dev/vda", Size: 201 * GiB}}, sel: protocol.Target{Disk: protocol.FirstDisk}, im: win11, want: "/dev/vda"},
+		{name: "first skips a fixed USB disk", disks: usb("sda"), sel: protocol.Target{Disk: protocol.FirstDisk}, im: small, want: "/dev/sdb"},
+		{name: "first with only USB disks left", disks: usb("sda", "sdb"), sel: protocol.Target{Disk: protocol.FirstDisk}, im: small, err: ErrNoTarget, msg: "a USB disk must be named"},
+		{name: "a USB disk named explicitly is fine", disks: usb("sda"), sel: protocol.Target{Disk: "sda"}, im: small, want: "/dev/sda"},
 		{name: "by name", sel: protocol.Target{Disk: "sdb"}, im: small, want: "/dev/sdb"},
 		{name: "by /dev path", sel: protocol.Target{Disk: "/dev/sda"}, im: win11, want: "/dev/sda"},
 		{name: "removable by name is fine", sel: protocol.Target{Disk: "sdc", Partition: 2}, disks: []Disk{func() Disk { d := testDisks()[3]; d.Boot = ""; return d }()}, im: small, want: "/dev/sdc2"},

@@ -45,6 +45,10 @@ type Disk struct {
 	ReadOnly   bool
 	Model      string
 	Serial     string
+	// USB puts the disk's sysfs entry below a USB host controller, as the
+	// kernel does for a USB disk: Sys/block/<name> links into
+	// Sys/devices/.../usb2/2-1/... .
+	USB bool
 	// Layout, if set, is written to the disk as its partition table.
 	Layout *imager.Layout
 	// KernelPartitions adds sysfs entries for the table's partitions, as
@@ -61,6 +65,15 @@ func AddDisk(t testing.TB, c partition.Config, d Disk) *partition.Table {
 		d.SectorSize = 512
 	}
 	sys := filepath.Join(c.Sys, "block", d.Name)
+	if d.USB {
+		real := filepath.Join(c.Sys, "devices/pci0000:00/0000:00:14.0/usb2/2-1/2-1:1.0/host6/target6:0:0/6:0:0:0/block", d.Name)
+		if err := os.MkdirAll(real, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(real, sys); err != nil {
+			t.Fatal(err)
+		}
+	}
 	put := func(dir, name, value string) {
 		t.Helper()
 		p := filepath.Join(dir, name)
