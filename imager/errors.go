@@ -14,4 +14,7 @@ var (
 	ErrTargets = errors.New("wrong number of targets")
 	// ErrBadState: a saved resume state does not belong to this image.
 	ErrBadState = errors.New("bad resume state")
+	// ErrWrite: a target refused a write (a failing disk, a full file
+	// system, a device that went away). The session fails at once.
+	ErrWrite = errors.New("write to the target failed")
 )

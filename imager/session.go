@@ -95,6 +95,11 @@ type Session struct {
 	fromSeed atomic.Int64 // useful bytes from image hosts
 	err      error
 
+	// writeErr is the first write error; writeFailed is closed when it is
+	// set.
+	writeErr    error
+	writeFailed chan struct{}
+
 	sched      *schedule // the seeder's schedule; nil when fetching
 	ln         net.Listener
 	stopReport func()
@@ -140,7 +145,8 @@ func (c Config) Join(ctx context.Context, log *slog.Logger) (*Session, error) {
 			return nil, err
 		}
 	}
-	st, err := newStorage(im, parts, s.comp)
+	s.writeFailed = make(chan struct{})
+	st, err := newStorage(im, parts, s.comp, s.writeError)
 	if err != nil {
 		return nil, err
 	}
@@ -429,6 +435,11 @@ func (s *Session) Wait(ctx context.Context) error {
 			s.setState(StateSeeding)
 			s.log.Info("image complete", "took", s.took)
 			return nil
+		case <-s.writeFailed:
+			s.mu.Lock()
+			err := s.writeErr
+			s.mu.Unlock()
+			return s.fail(fmt.Errorf("%w: nothing more is written; the disk may be failing or full: check it (dmesg, smartctl) or pick another target, then start again", err))
 		case <-ctx.Done():
 			if err := s.sync(); err != nil {
 				s.log.Warn("sync on cancel", "err", err)
@@ -441,6 +452,17 @@ func (s *Session) Wait(ctx context.Context) error {
 				}
 			}
 		}
+	}
+}
+
+// writeError records the storage's first write error and wakes Wait.
+func (s *Session) writeError(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.writeErr == nil {
+		s.writeErr = err
+		s.log.Error("write to the target failed", "err", err)
+		close(s.writeFailed)
 	}
 }
 

@@ -3,11 +3,13 @@ package imager
 import (
 	"bytes"
 	"context"
+	"errors"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -248,5 +250,42 @@ func TestPartnerRequestsCapped(t *testing.T) {
 	}
 	if c := caps[seederIDMark]; c == "" || c == "1" || c == "250" {
 		t.Errorf("requests allowed to the image host: %q, want what it advertises (not capped)", c)
+	}
+}
+
+// TestWriteErrorFailsFast: a target whose writes fail (/dev/full answers
+// every write with ENOSPC) ends the fetch within seconds with ErrWrite,
+// the device and the offset, instead of waiting for pieces that can never
+// land (anacrolix only disables the torrent on a write error).
+func TestWriteErrorFailsFast(t *testing.T) {
+	full, err := os.OpenFile("/dev/full", os.O_RDWR, 0)
+	if err != nil {
+		t.Skipf("no /dev/full to write to (%v): this test needs a Linux /dev", err)
+	}
+	defer full.Close()
+	dir := t.TempDir()
+	im, srcs := makeImage(t, dir, []int64{4 << 20}, 0)
+	seed := startSeed(t, im, srcs)
+	cfg := testingConfig(t)
+	cfg.Image, cfg.Parts, cfg.Mode, cfg.Peers = im, []Part{{RW: full, Length: im.Length}}, ModeFresh, []string{seed.ListenAddr()}
+	s := startSession(t, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	start := time.Now()
+	err = s.Wait(ctx)
+	took := time.Since(start)
+	if !errors.Is(err, ErrWrite) || !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("Wait() on /dev/full = %v after %v, want ErrWrite wrapping ENOSPC", err, took)
+	}
+	for _, want := range []string{"/dev/full", "part 1 at byte", "the disk may be failing"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("Wait() error %q does not say %q", err, want)
+		}
+	}
+	if took > 10*time.Second {
+		t.Errorf("the write error ended the fetch after %v, want under 10s", took)
+	}
+	if p := s.Progress(); p.State != StateFailed {
+		t.Errorf("Progress().State = %v after a write error, want %v", p.State, StateFailed)
 	}
 }

@@ -3,6 +3,8 @@ package imager
 import (
 	"fmt"
 	"io"
+
+	"github.com/pxeswarm/pxeswarm/internal/bytesize"
 )
 
 // Part is one piece of an image's byte range that lives in its own
@@ -37,7 +39,7 @@ func newSpan(parts []Part) *span {
 
 // each calls f for every part overlapping [off, off+n), with the offset
 // within that part and the slice bounds [lo, hi) within the caller's buffer.
-func (s *span) each(off int64, n int, f func(p Part, partOff int64, lo, hi int) (int, error)) (int, error) {
+func (s *span) each(off int64, n int, f func(i int, p Part, partOff int64, lo, hi int) (int, error)) (int, error) {
 	if off < 0 || off > s.length {
 		return 0, fmt.Errorf("offset %d outside image of %d bytes", off, s.length)
 	}
@@ -52,7 +54,7 @@ func (s *span) each(off int64, n int, f func(p Part, partOff int64, lo, hi int) 
 			continue
 		}
 		want := min(int64(n-done), end-cur)
-		got, err := f(p, cur-start, done, done+int(want))
+		got, err := f(i, p, cur-start, done, done+int(want))
 		done += got
 		if err != nil {
 			return done, err
@@ -68,7 +70,7 @@ func (s *span) each(off int64, n int, f func(p Part, partOff int64, lo, hi int) 
 }
 
 func (s *span) ReadAt(b []byte, off int64) (int, error) {
-	return s.each(off, len(b), func(p Part, po int64, lo, hi int) (int, error) {
+	return s.each(off, len(b), func(_ int, p Part, po int64, lo, hi int) (int, error) {
 		n, err := p.RW.ReadAt(b[lo:hi], po)
 		if err == io.EOF && n == hi-lo {
 			err = nil
@@ -78,7 +80,11 @@ func (s *span) ReadAt(b []byte, off int64) (int, error) {
 }
 
 func (s *span) WriteAt(b []byte, off int64) (int, error) {
-	return s.each(off, len(b), func(p Part, po int64, lo, hi int) (int, error) {
-		return p.RW.WriteAt(b[lo:hi], po)
+	return s.each(off, len(b), func(i int, p Part, po int64, lo, hi int) (int, error) {
+		n, err := p.RW.WriteAt(b[lo:hi], po)
+		if err != nil {
+			err = fmt.Errorf("%w: part %d at byte %d (%s of %s): %w", ErrWrite, i+1, po+int64(n), bytesize.Format(po+int64(n)), bytesize.Format(p.Length), err)
+		}
+		return n, err
 	})
 }

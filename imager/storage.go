@@ -17,16 +17,20 @@ type Storage struct {
 	im   *Image
 	sp   *span
 	comp *completion
+	// failed is told of the first write error: anacrolix only disables the
+	// torrent on one, and the session would wait forever.
+	failed func(error)
 }
 
 var _ storage.ClientImpl = (*Storage)(nil)
 
 // NewStorage maps the image's files onto parts, one per file, in order.
-func newStorage(im *Image, parts []Part, comp *completion) (*Storage, error) {
+// failed, if set, is called on every write error.
+func newStorage(im *Image, parts []Part, comp *completion, failed func(error)) (*Storage, error) {
 	if err := checkParts(im, parts); err != nil {
 		return nil, err
 	}
-	return &Storage{im: im, sp: newSpan(parts), comp: comp}, nil
+	return &Storage{im: im, sp: newSpan(parts), comp: comp, failed: failed}, nil
 }
 
 // checkParts checks that parts hold one part per image file, each as long
@@ -62,10 +66,16 @@ type piece struct {
 	off int64
 }
 
-func (p piece) ReadAt(b []byte, off int64) (int, error)  { return p.s.sp.ReadAt(b, p.off+off) }
-func (p piece) WriteAt(b []byte, off int64) (int, error) { return p.s.sp.WriteAt(b, p.off+off) }
-func (p piece) MarkComplete() error                      { p.s.comp.set(p.i, true); return nil }
-func (p piece) MarkNotComplete() error                   { p.s.comp.set(p.i, false); return nil }
+func (p piece) ReadAt(b []byte, off int64) (int, error) { return p.s.sp.ReadAt(b, p.off+off) }
+func (p piece) WriteAt(b []byte, off int64) (int, error) {
+	n, err := p.s.sp.WriteAt(b, p.off+off)
+	if err != nil && p.s.failed != nil {
+		p.s.failed(fmt.Errorf("piece %d: %w", p.i, err))
+	}
+	return n, err
+}
+func (p piece) MarkComplete() error    { p.s.comp.set(p.i, true); return nil }
+func (p piece) MarkNotComplete() error { p.s.comp.set(p.i, false); return nil }
 func (p piece) Completion() storage.Completion {
 	return storage.Completion{Ok: true, Complete: p.s.comp.get(p.i)}
 }
