@@ -315,7 +315,7 @@ func (a *agent) run(ctx context.Context) (after string, err error) {
 	if a.cmd.Task != "" && a.cmd.Task != plan.TaskID {
 		a.log.Warn("the kernel command line names another task than the plan; following the signed plan", "cmdline_task", a.cmd.Task, "plan_task", plan.TaskID)
 	}
-	a.rep.setTask(plan.TaskID)
+	a.rep.setTask(plan.TaskID, plan.ReportToken)
 	if err := a.report(ctx, "plan verified"); errors.Is(err, ErrTaskEnded) {
 		return "", a.ended(false)
 	}
@@ -524,7 +524,13 @@ func (a *agent) plan(ctx context.Context, server, mac string) (*protocol.Plan, e
 }
 
 func (a *agent) fetchPlan(ctx context.Context, server, mac string, pub []byte) (*protocol.Plan, error) {
-	u := server + "/plan/" + url.PathEscape(mac)
+	// A fresh nonce per boot: the server signs it into the plan, so a plan
+	// recorded earlier is useless to a rogue server.
+	nonce, err := protocol.NewNonce()
+	if err != nil {
+		return nil, &Error{What: "cannot make a nonce for the plan request", Err: err, Do: "reboot to try again"}
+	}
+	u := server + "/plan/" + url.PathEscape(mac) + "?" + protocol.NonceParam + "=" + nonce
 	var data []byte
 	wait := time.Second
 	for try := 1; ; try++ {
@@ -551,8 +557,11 @@ func (a *agent) fetchPlan(ctx context.Context, server, mac string, pub []byte) (
 		}
 		wait *= 2
 	}
-	plan, err := protocol.Verify(data, pub, mac)
+	plan, err := protocol.Verify(data, pub, mac, nonce)
 	switch {
+	case errors.Is(err, protocol.ErrReplay):
+		return nil, &Error{What: "the plan is a replay: signed by this server, but for an earlier request", Err: err,
+			Do: "nothing was written; another DHCP or HTTP server on this network may be sending old plans: find it (the lease line above names the server that answered), then reboot"}
 	case errors.Is(err, protocol.ErrBadSignature):
 		return nil, &Error{What: "the plan is not signed by this server's key", Err: err,
 			Do: "nothing was written; rebuild the initramfs with the server's plan-key.pub"}

@@ -584,9 +584,18 @@ func TestRunRefusesBadPlan(t *testing.T) {
 				pub, _, _ := ed25519.GenerateKey(nil)
 				r.cfg.KeyPath = writeKey(t, pub)
 			}
-			refused(t, s, r, disk, task.ID, msg, todo)
+			// Without a verified plan the agent has no report token: it
+			// cannot fail the task (nor could anyone else), only tell the
+			// machine record why it stopped.
+			refused(t, s, r, disk, "", msg, todo)
 			if !errors.Is(r.err, protocol.ErrBadSignature) {
 				t.Errorf("Run = %v, want protocol.ErrBadSignature", r.err)
+			}
+			if got := s.state(t, task.ID); got.State != protocol.TaskPending {
+				t.Errorf("task %s = %s, want it left pending by an agent without the plan's token", task.ID, got.State)
+			}
+			if m, err := s.store.Machine(testMAC); err != nil || m.LastReport == nil || !strings.Contains(m.LastReport.Error, msg) {
+				t.Errorf("machine record = %+v, %v, want its last report to carry the agent's error", m, err)
 			}
 		})
 	}
@@ -708,4 +717,96 @@ type tWriter struct{ t testing.TB }
 func (w tWriter) Write(b []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(b), "\n"))
 	return len(b), nil
+}
+
+// TestRunForgedReportRefused: while the agent images, another host posts
+// a "done" for its task (it knows the MAC and the task ID, both listed by
+// the open API) without the task's report token, and once more as
+// text/plain, as a web page could. Both are refused, the task is not done
+// until the agent's own report, and the agent images to a verified finish.
+func TestRunForgedReportRefused(t *testing.T) {
+	s := newServer(t)
+	task := s.addTask(t, pxe.TaskSettings{Target: protocol.Target{Disk: "first"}, CreateTable: true, CheckMode: "fresh", SeedFor: "1s", After: "reboot"})
+	disks, disk := fakeMachine(t, 32*MiB)
+	forged := fmt.Sprintf(`{"task_id": %q, "phase": "done", "message": "infohash=%s"}`, task.ID, s.im.InfoHash.HexString())
+	type attempt struct {
+		code  int
+		state protocol.TaskState
+	}
+	tries := make(chan []attempt, 1)
+	var once sync.Once
+	s.setTamper(func(path string, body []byte) []byte {
+		var reply struct{ State protocol.TaskState }
+		json.Unmarshal(body, &reply)
+		if strings.HasPrefix(path, "/api/report/") && reply.State == protocol.TaskImaging {
+			once.Do(func() {
+				go func() {
+					var out []attempt
+					for _, ct := range []string{"application/json", "text/plain"} {
+						resp, err := http.Post(s.url+"/api/report/"+testMAC, ct, strings.NewReader(forged))
+						if err != nil {
+							t.Errorf("forged report: %v", err)
+							break
+						}
+						resp.Body.Close()
+						out = append(out, attempt{resp.StatusCode, s.state(t, task.ID).State})
+					}
+					tries <- out
+				}()
+			})
+		}
+		return body
+	})
+	r := agentConfig(t, s, disks, "pxeswarm.task="+task.ID)
+	if err := r.run(t); err != nil {
+		t.Fatalf("Run = %v", err)
+	}
+	var got []attempt
+	select {
+	case got = <-tries:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the forged reports were never sent: the agent made no imaging report")
+	}
+	want := []attempt{{http.StatusUnauthorized, protocol.TaskImaging}, {http.StatusUnsupportedMediaType, protocol.TaskImaging}}
+	if len(got) != 2 || got[0].code != want[0].code || got[1].code != want[1].code || got[0].state == protocol.TaskDone || got[1].state == protocol.TaskDone {
+		t.Errorf("forged done reports = %+v, want %+v (refused, the task not done)", got, want)
+	}
+	r.wantMarkers(t, MarkImageDone, MarkReboot)
+	checkDisk(t, disk, 32*MiB, s.parts)
+	final := s.state(t, task.ID)
+	if final.State != protocol.TaskDone || final.LastReport == nil || !strings.Contains(final.LastReport.Message, "sha256="+wholeSum(s.parts)) {
+		t.Errorf("task after Run = %s, last report %+v; want done by the agent's report with the digest", final.State, final.LastReport)
+	}
+}
+
+// TestRunRefusesReplayedPlan: a rogue server answers with a plan this
+// server really signed, but for an earlier request (another nonce). The
+// agent refuses it and writes nothing.
+func TestRunRefusesReplayedPlan(t *testing.T) {
+	s := newServer(t)
+	task := s.addTask(t, pxe.TaskSettings{Target: protocol.Target{Disk: "first"}, CreateTable: true, CheckMode: "fresh", After: "shell"})
+	resp, err := http.Get(s.url + "/plan/" + testMAC + "?" + protocol.NonceParam + "=" + strings.Repeat("ab", 16))
+	if err != nil {
+		t.Fatal(err)
+	}
+	old, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("recording a plan: %d %s", resp.StatusCode, old)
+	}
+	s.setTamper(func(path string, body []byte) []byte {
+		if strings.HasPrefix(path, "/plan/") {
+			return old
+		}
+		return body
+	})
+	disks, disk := fakeMachine(t, 32*MiB)
+	r := agentConfig(t, s, disks, "pxeswarm.task="+task.ID)
+	refused(t, s, r, disk, "", "the plan is a replay", "another DHCP or HTTP server")
+	if !errors.Is(r.err, protocol.ErrReplay) {
+		t.Errorf("Run = %v, want protocol.ErrReplay", r.err)
+	}
+	if got := s.state(t, task.ID); got.State != protocol.TaskPending {
+		t.Errorf("task %s = %s after a refused replay, want pending", task.ID, got.State)
+	}
 }

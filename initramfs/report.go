@@ -31,6 +31,7 @@ type reporter struct {
 
 	mu       sync.Mutex
 	taskID   string
+	token    string // the plan's report token, sent as a bearer token
 	endState protocol.TaskState
 	lastWarn time.Time
 	ended    chan struct{}
@@ -41,9 +42,11 @@ func newReporter(client *http.Client, server, mac string, log *slog.Logger) *rep
 	return &reporter{client: client, url: server + "/api/report/" + url.PathEscape(mac), log: log, ended: make(chan struct{})}
 }
 
-func (r *reporter) setTask(id string) {
+// setTask names the plan's task and its report token: every report from
+// here on carries both.
+func (r *reporter) setTask(id, token string) {
 	r.mu.Lock()
-	r.taskID = id
+	r.taskID, r.token = id, token
 	r.mu.Unlock()
 }
 
@@ -78,6 +81,10 @@ func (r *reporter) sendFunc(ctx context.Context, get func() protocol.Report) err
 	if rep.TaskID == "" {
 		rep.TaskID = r.taskID
 	}
+	token := ""
+	if rep.TaskID == r.taskID {
+		token = r.token
+	}
 	r.mu.Unlock()
 	if err := rep.Check(); err != nil {
 		return fmt.Errorf("report: %w", err) // a bug here, not the server's
@@ -93,6 +100,9 @@ func (r *reporter) sendFunc(ctx context.Context, get func() protocol.Report) err
 		return err
 	}
 	req.Header.Set("Content-Type", "application/json")
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
 	resp, err := r.client.Do(req)
 	if err != nil {
 		r.warn("cannot report to the server", rep.Phase, err)

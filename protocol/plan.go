@@ -3,7 +3,9 @@ package protocol
 import (
 	"bytes"
 	"crypto/ed25519"
+	"crypto/rand"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -43,12 +45,50 @@ type Plan struct {
 	SeedFor     string    `json:"seed_for"` // Go duration to keep seeding after completion
 	After       string    `json:"after"`    // "reboot", "poweroff" or "shell"
 	Issued      time.Time `json:"issued"`
+	// Nonce is the agent's fresh random value from its plan request
+	// (GET /plan/{mac}?nonce=…), signed into the plan: a plan recorded
+	// earlier and replayed by a rogue server carries another nonce, and
+	// Verify refuses it ([ErrReplay]).
+	Nonce string `json:"nonce"`
+	// ReportToken is the task's secret. The agent sends it with every
+	// report (Authorization: Bearer …); the server takes no report on the
+	// task without it, so a LAN host that knows only the MAC and the task
+	// ID cannot move the task.
+	ReportToken string `json:"report_token"`
+}
+
+// NonceParam is the plan request's query parameter that carries the
+// agent's nonce.
+const NonceParam = "nonce"
+
+// NewNonce returns a fresh nonce for a plan request: 16 random bytes in
+// hex.
+func NewNonce() (string, error) { return randomHex(16) }
+
+// NewReportToken returns a fresh task secret: 24 random bytes in hex.
+func NewReportToken() (string, error) { return randomHex(24) }
+
+func randomHex(n int) (string, error) {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("no randomness for a nonce or token: %w", err)
+	}
+	return hex.EncodeToString(b), nil
+}
+
+// IsHex reports whether s is min to max lower-case hex digits, as nonces
+// and report tokens are.
+func IsHex(s string, min, max int) bool {
+	return len(s) >= min && len(s) <= max && strings.Trim(s, "0123456789abcdef") == ""
 }
 
 // Sentinel errors for plan checks.
 var (
 	ErrBadPlan      = errors.New("bad plan")
 	ErrBadSignature = errors.New("plan signature does not verify")
+	// ErrReplay: a validly signed plan that answers another request (its
+	// nonce is not the agent's): recorded earlier and sent again.
+	ErrReplay = errors.New("plan replayed")
 )
 
 // Check validates the plan's fields; errors wrap ErrBadPlan and say what
@@ -71,6 +111,12 @@ func (p *Plan) Check() error {
 	}
 	if err := p.Target.Check(); err != nil {
 		return bad("%v", err)
+	}
+	if !IsHex(p.Nonce, 32, 128) {
+		return bad("nonce %q: want the agent's 32-128 hex digits: the agent asks with ?%s=", Clip(p.Nonce, 40), NonceParam)
+	}
+	if !IsHex(p.ReportToken, 32, 128) {
+		return bad("report_token: want 32-128 hex digits")
 	}
 	switch p.CheckMode {
 	case "fresh", "verify":
@@ -115,9 +161,10 @@ const MaxPlanBytes = 64 << 10
 
 // Verify checks a signed plan against the server's public key and returns
 // the plan. Anything else (bad JSON, a missing or wrong signature, a plan
-// for another machine, bad fields) is an error: the agent must not touch
-// a disk.
-func Verify(data []byte, pub ed25519.PublicKey, mac string) (*Plan, error) {
+// for another machine, bad fields, a nonce other than the agent's) is an
+// error: the agent must not touch a disk. An empty mac or nonce skips that
+// comparison (for tools that read plans, never for the agent).
+func Verify(data []byte, pub ed25519.PublicKey, mac, nonce string) (*Plan, error) {
 	if len(data) > MaxPlanBytes {
 		return nil, fmt.Errorf("%w: %d bytes is more than a plan can be", ErrBadPlan, len(data))
 	}
@@ -151,6 +198,10 @@ func Verify(data []byte, pub ed25519.PublicKey, mac string) (*Plan, error) {
 	}
 	if mac != "" && p.MAC != strings.ToLower(mac) {
 		return nil, fmt.Errorf("%w: plan is for %s, this machine is %s", ErrBadPlan, p.MAC, mac)
+	}
+	if nonce != "" && p.Nonce != nonce {
+		return nil, fmt.Errorf("%w: the signed plan answers another request (nonce %s, this agent asked with %s): it was recorded and sent again, by a second DHCP or HTTP server on this network or something in between",
+			ErrReplay, Clip(p.Nonce, 16), Clip(nonce, 16))
 	}
 	return &p, nil
 }

@@ -16,8 +16,11 @@ func testPlan() *Plan {
 		Torrent: "http://198.18.0.1:8080/images/win11.torrent", InfoHash: strings.Repeat("ab", 20),
 		Target: Target{Disk: "first"}, CreateTable: true, CheckMode: "fresh", SeedFor: "10m", After: "reboot",
 		Issued: time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC),
+		Nonce:  testNonce, ReportToken: strings.Repeat("5e", 24),
 	}
 }
+
+const testNonce = "00112233445566778899aabbccddeeff"
 
 func TestSignVerify(t *testing.T) {
 	_, key, err := ed25519.GenerateKey(nil)
@@ -29,7 +32,7 @@ func TestSignVerify(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := Verify(data, pub, "52:54:00:12:34:56")
+	p, err := Verify(data, pub, "52:54:00:12:34:56", testNonce)
 	if err != nil {
 		t.Fatalf("Verify(signed plan) = %v", err)
 	}
@@ -50,19 +53,28 @@ func TestSignVerify(t *testing.T) {
 		pub  ed25519.PublicKey
 		mac  string
 		want error
+		// nonce is the agent's; testNonce if empty.
+		nonce string
 	}{
-		{"unsigned", tamper(func(sp *SignedPlan) { sp.Signature = "" }), pub, "", ErrBadSignature},
+		{"unsigned", tamper(func(sp *SignedPlan) { sp.Signature = "" }), pub, "", ErrBadSignature, ""},
 		{"tampered target", tamper(func(sp *SignedPlan) {
 			sp.Plan = json.RawMessage(strings.Replace(string(sp.Plan), `"first"`, `"sdb"`, 1))
-		}), pub, "", ErrBadSignature},
-		{"signed by another key", data, otherPub, "", ErrBadSignature},
-		{"no key built in", data, nil, "", ErrBadSignature},
-		{"another machine", data, pub, "52:54:00:00:00:01", ErrBadPlan},
-		{"not json", []byte("<html>"), pub, "", ErrBadPlan},
-		{"truncated", data[:len(data)/2], pub, "", ErrBadPlan},
-		{"bad signature encoding", tamper(func(sp *SignedPlan) { sp.Signature = "!!" }), pub, "", ErrBadSignature},
+		}), pub, "", ErrBadSignature, ""},
+		{"signed by another key", data, otherPub, "", ErrBadSignature, ""},
+		{"no key built in", data, nil, "", ErrBadSignature, ""},
+		{"another machine", data, pub, "52:54:00:00:00:01", ErrBadPlan, ""},
+		{"not json", []byte("<html>"), pub, "", ErrBadPlan, ""},
+		{"truncated", data[:len(data)/2], pub, "", ErrBadPlan, ""},
+		{"bad signature encoding", tamper(func(sp *SignedPlan) { sp.Signature = "!!" }), pub, "", ErrBadSignature, ""},
+		{"replayed: signed for another request", data, pub, "52:54:00:12:34:56", ErrReplay, "ffeeddccbbaa99887766554433221100"},
+		{"nonce removed", tamper(func(sp *SignedPlan) {
+			sp.Plan = json.RawMessage(strings.Replace(string(sp.Plan), testNonce, "ffeeddccbbaa99887766554433221100", 1))
+		}), pub, "", ErrBadSignature, ""},
 	} {
-		if _, err := Verify(tc.data, tc.pub, tc.mac); !errors.Is(err, tc.want) {
+		if tc.nonce == "" {
+			tc.nonce = testNonce
+		}
+		if _, err := Verify(tc.data, tc.pub, tc.mac, tc.nonce); !errors.Is(err, tc.want) {
 			t.Errorf("%s: Verify() error = %v, want %v", tc.name, err, tc.want)
 		}
 	}
@@ -83,6 +95,10 @@ func TestSignRefusesBadPlans(t *testing.T) {
 		{"bad seed_for", func(p *Plan) { p.SeedFor = "ten minutes" }},
 		{"bad info-hash", func(p *Plan) { p.InfoHash = "xyz" }},
 		{"no action", func(p *Plan) { p.Action = "" }},
+		{"no nonce", func(p *Plan) { p.Nonce = "" }},
+		{"short nonce", func(p *Plan) { p.Nonce = "abcd" }},
+		{"no report token", func(p *Plan) { p.ReportToken = "" }},
+		{"report token not hex", func(p *Plan) { p.ReportToken = strings.Repeat("Z", 48) }},
 		{"unknown action", func(p *Plan) { p.Action = "capture" }},
 		{"disk not a device name", func(p *Plan) { p.Target = Target{Disk: "../sda"} }},
 		{"partition past 128", func(p *Plan) { p.Target = Target{Disk: "sda", Partition: 129} }},
@@ -109,7 +125,7 @@ func FuzzVerify(f *testing.F) {
 	f.Add([]byte(`{"plan":"x","signature":"` + base64.StdEncoding.EncodeToString(make([]byte, 64)) + `"}`))
 	f.Add([]byte("null"))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		p, err := Verify(data, pub, "")
+		p, err := Verify(data, pub, "", "")
 		if err != nil {
 			if !errors.Is(err, ErrBadPlan) && !errors.Is(err, ErrBadSignature) {
 				t.Fatalf("Verify error %v wraps neither sentinel", err)

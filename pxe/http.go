@@ -32,8 +32,13 @@ type Backend interface {
 	SeeMachine(mac, ip, arch string) error
 	// Transition moves a task to another state (see Store.Transition).
 	Transition(id string, to protocol.TaskState, errText string) (Task, error)
-	// Report applies an agent's status report (see Store.Report).
+	// Report applies an agent's status report (see Store.Report). The
+	// HTTP layer has checked the report token first.
 	Report(mac string, r protocol.Report) (Task, error)
+	// Task returns one task by ID (ErrNoTask if there is none).
+	Task(id string) (Task, error)
+	// ReportToken returns a task's report token (see Store.ReportToken).
+	ReportToken(id string) (string, error)
 }
 
 var _ Backend = (*Store)(nil)
@@ -290,6 +295,7 @@ func withPlanDefaults(d, def PlanDefaults) PlanDefaults {
 // checkSettings validates plan settings by the plan's own rules.
 func (s *bootServer) checkSettings(ts TaskSettings) error {
 	p := protocol.Plan{MAC: "00:00:00:00:00:00", TaskID: "check", Action: protocol.ActionDeploy, Image: "check", Torrent: "check",
+		Nonce: strings.Repeat("0", 32), ReportToken: strings.Repeat("0", 48),
 		InfoHash: strings.Repeat("0", 40), Target: ts.Target, CreateTable: ts.CreateTable,
 		CheckMode: ts.CheckMode, SeedFor: ts.SeedFor, After: ts.After}
 	if err := p.Check(); err != nil {

@@ -2,11 +2,13 @@ package pxe
 
 import (
 	"bytes"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"mime"
 	"net/http"
 	"net/netip"
 	"os"
@@ -314,6 +316,11 @@ func (s *bootServer) servePlan(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	nonce := r.URL.Query().Get(protocol.NonceParam)
+	if !protocol.IsHex(nonce, 32, 128) {
+		writeError(w, http.StatusBadRequest, fmt.Errorf("plan request without a nonce (?%s= 32-128 hex digits): the agent sends one; an agent that does not is older than this server: rebuild the initramfs (pxeswarm build initramfs)", protocol.NonceParam))
+		return
+	}
 	if err := s.backend.SeeMachine(mac, remoteIP(r), ""); err != nil {
 		s.log.Error("http: recording machine", "mac", mac, "err", err)
 	}
@@ -339,7 +346,12 @@ func (s *bootServer) servePlan(w http.ResponseWriter, r *http.Request) {
 		Torrent: s.torrentURL(task.Image), InfoHash: si.im.InfoHash.HexString(),
 		Trackers: s.cfg.Trackers, Target: set.Target, CreateTable: set.CreateTable,
 		CheckMode: set.CheckMode, SeedFor: set.SeedFor, After: set.After,
-		Issued: time.Now().UTC(),
+		Issued: time.Now().UTC(), Nonce: nonce,
+	}
+	if p.ReportToken, err = s.backend.ReportToken(task.ID); err != nil {
+		s.log.Error("http: report token", "mac", mac, "task", task.ID, "err", err)
+		writeError(w, http.StatusInternalServerError, errors.New("server error reading the task's report token: see the server log"))
+		return
 	}
 	body, err := protocol.Sign(p, s.cfg.Key)
 	if err != nil {
@@ -351,6 +363,49 @@ func (s *bootServer) servePlan(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	w.Write(body)
+}
+
+// reportAllowed checks a report on a task before anything is stored: it
+// must carry the task's report token (which only the task's signed plan
+// delivers), and a "done" must name the info-hash of the task's image,
+// as the agent's does after it read the image back. It answers the
+// request itself when it refuses.
+func (s *bootServer) reportAllowed(w http.ResponseWriter, r *http.Request, mac string, rep protocol.Report) bool {
+	notOurs := fmt.Errorf("%w: task %q is not a task of %s: send the task_id of this machine's plan", ErrNoTask, protocol.Clip(rep.TaskID, 64), mac)
+	want, err := s.backend.ReportToken(rep.TaskID)
+	if errors.Is(err, ErrNoTask) {
+		writeError(w, http.StatusBadRequest, notOurs)
+		return false
+	}
+	if err != nil {
+		s.log.Error("http: report token", "mac", mac, "task", rep.TaskID, "err", err)
+		writeError(w, http.StatusInternalServerError, errors.New("server error reading the task's report token: see the server log"))
+		return false
+	}
+	got, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if subtle.ConstantTimeCompare([]byte(got), []byte(want)) != 1 {
+		s.log.Warn("http: report without the task's token refused", "mac", mac, "task", rep.TaskID, "phase", rep.Phase, "client", remoteIP(r))
+		writeError(w, http.StatusUnauthorized, fmt.Errorf("a report on task %s needs the task's report token (Authorization: Bearer …), which only its signed plan carries", protocol.Clip(rep.TaskID, 64)))
+		return false
+	}
+	task, err := s.backend.Task(rep.TaskID)
+	if err != nil || task.MAC != mac {
+		writeError(w, http.StatusBadRequest, notOurs)
+		return false
+	}
+	if rep.Phase != protocol.PhaseDone {
+		return true
+	}
+	si := s.images[task.Image]
+	if si == nil {
+		writeError(w, http.StatusConflict, fmt.Errorf("task %s's image %q is not served any more: a done report cannot be checked; cancel the task", task.ID, task.Image))
+		return false
+	}
+	if !slices.Contains(strings.Fields(rep.Message), "infohash="+si.im.InfoHash.HexString()) {
+		writeError(w, http.StatusBadRequest, fmt.Errorf("a done report names the image it wrote (infohash=%s in message), as the agent does after reading it back", si.im.InfoHash.HexString()))
+		return false
+	}
+	return true
 }
 
 // reportReply answers an accepted report.
@@ -367,11 +422,24 @@ func (s *bootServer) serveReport(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	// Only JSON: a web page can send text/plain across sites without
+	// asking, never application/json.
+	if ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); ct != "application/json" {
+		writeError(w, http.StatusUnsupportedMediaType, errors.New("reports are JSON: send Content-Type: application/json"))
+		return
+	}
 	var rep protocol.Report
 	if !decodeJSON(w, r, s.cfg.MaxBody, &rep) {
 		return
 	}
 	rep.At, rep.From = time.Time{}, remoteIP(r)
+	if err := rep.Check(); err != nil {
+		writeError(w, http.StatusBadRequest, err)
+		return
+	}
+	if rep.TaskID != "" && !s.reportAllowed(w, r, mac, rep) {
+		return
+	}
 	task, err := s.backend.Report(mac, rep)
 	switch {
 	case err == nil:

@@ -31,6 +31,9 @@ func fuzzFixture(f *testing.F) *fixture {
 // panics on a bad URL, so the path is set after).
 func serveRaw(h http.Handler, method, path string, body []byte, hdr ...string) *httptest.ResponseRecorder {
 	r := httptest.NewRequest(method, "/", bytes.NewReader(body))
+	if i := strings.IndexByte(path, '?'); i >= 0 {
+		path, r.URL.RawQuery = path[:i], path[i+1:]
+	}
 	r.URL.Path = path
 	r.URL.RawPath = ""
 	for i := 0; i+1 < len(hdr); i += 2 {
@@ -134,8 +137,8 @@ func FuzzAdminAPI(f *testing.F) {
 		}
 		for _, task := range ct.Tasks {
 			// What was accepted must make a plan that verifies.
-			pw := serveRaw(fx.h, "GET", "/plan/"+task.MAC, nil)
-			if _, err := protocol.Verify(pw.Body.Bytes(), fx.pub, task.MAC); err != nil {
+			pw := serveRaw(fx.h, "GET", planPath(task.MAC), nil)
+			if _, err := protocol.Verify(pw.Body.Bytes(), fx.pub, task.MAC, testNonce); err != nil {
 				t.Fatalf("task from %q: plan does not verify: %v (%d %s)", body, err, pw.Code, pw.Body)
 			}
 			cw := serveRaw(fx.h, "POST", "/api/tasks/"+task.ID+"/cancel", nil, "Authorization", "Bearer "+testToken)

@@ -153,6 +153,33 @@ func (f *fixture) do(method, path, body string, hdr ...string) *httptest.Respons
 	return w
 }
 
+// token is task id's report token.
+func (f *fixture) token(id string) string {
+	f.t.Helper()
+	tok, err := f.store.ReportToken(id)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return tok
+}
+
+// agent posts a report as the task's agent does: JSON, with the report
+// token of the task the body names. IH in body becomes the image's
+// info-hash (a done report names it).
+func (f *fixture) agent(mac, body string) *httptest.ResponseRecorder {
+	f.t.Helper()
+	body = strings.ReplaceAll(body, "IH", f.im.InfoHash.HexString())
+	var r protocol.Report
+	json.Unmarshal([]byte(body), &r)
+	hdr := []string{"Content-Type", "application/json"}
+	if r.TaskID != "" {
+		if tok, err := f.store.ReportToken(r.TaskID); err == nil {
+			hdr = append(hdr, "Authorization", "Bearer "+tok)
+		}
+	}
+	return f.do("POST", "/api/report/"+mac, body, hdr...)
+}
+
 func (f *fixture) admin(method, path, body string) *httptest.ResponseRecorder {
 	f.t.Helper()
 	return f.do(method, path, body, "Authorization", "Bearer "+testToken)
@@ -255,7 +282,7 @@ func TestBootScript(t *testing.T) {
 		t.Errorf("script for a machine without a task =\n%s", s)
 	}
 	// After done, the next boot is the local disk.
-	if w := f.do("POST", "/api/report/"+macA, `{"task_id": "`+task.ID+`", "phase": "done"}`); w.Code != http.StatusOK {
+	if w := f.agent(macA, `{"task_id": "`+task.ID+`", "phase": "done", "message": "infohash=IH"}`); w.Code != http.StatusOK {
 		t.Fatalf("report done = %d %s", w.Code, w.Body)
 	}
 	if s := script(macA); !isLocalScript(s, macA) {
@@ -312,6 +339,10 @@ func (b *cannedBackend) Transition(id string, to protocol.TaskState, errText str
 
 func (b *cannedBackend) Report(mac string, r protocol.Report) (Task, error) { return b.task, nil }
 
+func (b *cannedBackend) Task(id string) (Task, error) { return b.task, nil }
+
+func (b *cannedBackend) ReportToken(id string) (string, error) { return strings.Repeat("c0", 24), nil }
+
 // TestBackendSeam runs the boot path on a canned backend: the handler
 // asks the Backend, not the store.
 func TestBackendSeam(t *testing.T) {
@@ -328,8 +359,8 @@ func TestBackendSeam(t *testing.T) {
 		t.Errorf("SeeMachine calls (-want +got):\n%s", d)
 	}
 	// The plan comes from the backend's task, with the server's defaults.
-	w = f.do("GET", "/plan/"+macA, "")
-	p, err := protocol.Verify(w.Body.Bytes(), f.pub, macA)
+	w = f.do("GET", planPath(macA), "")
+	p, err := protocol.Verify(w.Body.Bytes(), f.pub, macA, testNonce)
 	if err != nil || p.TaskID != "c1" || p.Target.Disk != "first" || p.SeedFor != "1m" || p.CheckMode != "fresh" {
 		t.Errorf("plan from canned task = %+v, %v", p, err)
 	}
@@ -341,7 +372,7 @@ func TestBackendSeam(t *testing.T) {
 	if !isLocalScript(w.Body.String(), macA) {
 		t.Errorf("script on backend error =\n%s\nwant local disk", w.Body)
 	}
-	wantJSONError(t, "plan on backend error", f.do("GET", "/plan/"+macA, ""), http.StatusInternalServerError, "server log")
+	wantJSONError(t, "plan on backend error", f.do("GET", planPath(macA), ""), http.StatusInternalServerError, "server log")
 	// A task that ended between lookup and transition: local disk.
 	b.mu.Lock()
 	b.err, b.task.State = nil, protocol.TaskDone
@@ -353,15 +384,15 @@ func TestBackendSeam(t *testing.T) {
 
 func TestPlan(t *testing.T) {
 	f := newFixture(t, nil)
-	wantJSONError(t, "plan without a task", f.do("GET", "/plan/"+macA, ""), http.StatusNotFound, "no active task")
+	wantJSONError(t, "plan without a task", f.do("GET", planPath(macA), ""), http.StatusNotFound, "no active task")
 	wantJSONError(t, "plan for a bad MAC", f.do("GET", "/plan/nope", ""), http.StatusBadRequest, "MAC")
 
 	task := f.addTask(`{"mac": "` + macA + `", "image": "demo", "target": {"disk": "vda", "partition": 3}, "check": "verify", "create_table": true, "seed_for": "90s", "after": "poweroff"}`)
-	w := f.do("GET", "/plan/"+strings.ToUpper(strings.ReplaceAll(macA, ":", "-")), "")
+	w := f.do("GET", planPath(strings.ToUpper(strings.ReplaceAll(macA, ":", "-"))), "")
 	if w.Code != http.StatusOK || w.Header().Get("Content-Type") != "application/json" {
 		t.Fatalf("GET /plan = %d %s", w.Code, w.Body)
 	}
-	got, err := protocol.Verify(w.Body.Bytes(), f.pub, macA)
+	got, err := protocol.Verify(w.Body.Bytes(), f.pub, macA, testNonce)
 	if err != nil {
 		t.Fatalf("Verify(served plan) = %v", err)
 	}
@@ -369,6 +400,7 @@ func TestPlan(t *testing.T) {
 		MAC: macA, TaskID: task.ID, Action: protocol.ActionDeploy, Image: "demo", Torrent: testPublic + "/torrents/demo.torrent",
 		InfoHash: f.im.InfoHash.HexString(), Trackers: []string{testPublic + "/announce"},
 		Target: protocol.Target{Disk: "vda", Partition: 3}, CreateTable: true, CheckMode: "verify", SeedFor: "90s", After: "poweroff",
+		Nonce: testNonce, ReportToken: f.token(task.ID),
 	}
 	if d := cmp.Diff(want, got, cmpopts.IgnoreFields(protocol.Plan{}, "Issued")); d != "" {
 		t.Errorf("served plan (-want +got):\n%s", d)
@@ -385,14 +417,14 @@ func TestPlan(t *testing.T) {
 	if bytes.Equal(tampered, w.Body.Bytes()) {
 		t.Fatal("test bug: nothing tampered")
 	}
-	if _, err := protocol.Verify(tampered, f.pub, macA); !errors.Is(err, protocol.ErrBadSignature) {
+	if _, err := protocol.Verify(tampered, f.pub, macA, testNonce); !errors.Is(err, protocol.ErrBadSignature) {
 		t.Errorf("Verify(tampered plan) = %v, want ErrBadSignature", err)
 	}
 	otherPub, _, _ := ed25519.GenerateKey(nil)
-	if _, err := protocol.Verify(w.Body.Bytes(), otherPub, macA); !errors.Is(err, protocol.ErrBadSignature) {
+	if _, err := protocol.Verify(w.Body.Bytes(), otherPub, macA, testNonce); !errors.Is(err, protocol.ErrBadSignature) {
 		t.Errorf("Verify(plan, other key) = %v, want ErrBadSignature", err)
 	}
-	if _, err := protocol.Verify(w.Body.Bytes(), f.pub, macB); !errors.Is(err, protocol.ErrBadPlan) {
+	if _, err := protocol.Verify(w.Body.Bytes(), f.pub, macB, testNonce); !errors.Is(err, protocol.ErrBadPlan) {
 		t.Errorf("Verify(plan, other MAC) = %v, want ErrBadPlan", err)
 	}
 	// The pinned info-hash is the torrent the server serves.
@@ -414,7 +446,7 @@ func TestPlanImageGone(t *testing.T) {
 		t.Fatal(err)
 	}
 	w := httptest.NewRecorder()
-	h.ServeHTTP(w, httptest.NewRequest("GET", "/plan/"+macA, nil))
+	h.ServeHTTP(w, httptest.NewRequest("GET", planPath(macA), nil))
 	wantJSONError(t, "plan for an unpublished image", w, http.StatusConflict, "does not publish")
 }
 
@@ -423,7 +455,7 @@ func TestReportAPI(t *testing.T) {
 	task := f.addTask(`{"mac": "` + macA + `", "image": "demo"}`)
 	report := func(mac, body string) *httptest.ResponseRecorder {
 		t.Helper()
-		return f.do("POST", "/api/report/"+mac, body, "Content-Type", "application/json")
+		return f.agent(mac, body)
 	}
 	steps := []struct {
 		body  string
@@ -436,8 +468,8 @@ func TestReportAPI(t *testing.T) {
 		{`{"task_id": "ID", "phase": "verifying", "bytes_done": 1000, "bytes_total": 1000}`, 200, protocol.TaskImaging},
 		{`{"task_id": "ID", "phase": "seeding", "bytes_done": 1000, "bytes_total": 1000, "peers": 9}`, 200, protocol.TaskSeeding},
 		{`{"task_id": "ID", "phase": "imaging"}`, 409, protocol.TaskSeeding},
-		{`{"task_id": "ID", "phase": "done"}`, 200, protocol.TaskDone},
-		{`{"task_id": "ID", "phase": "done"}`, 200, protocol.TaskDone},
+		{`{"task_id": "ID", "phase": "done", "message": "sha256=00 infohash=IH"}`, 200, protocol.TaskDone},
+		{`{"task_id": "ID", "phase": "done", "message": "infohash=IH"}`, 200, protocol.TaskDone},
 	}
 	for _, st := range steps {
 		body := strings.ReplaceAll(st.body, "ID", task.ID)
@@ -690,7 +722,7 @@ func TestBadInputKeepsServing(t *testing.T) {
 	if w := f.do("GET", "/boot/"+macA+".ipxe", ""); !isAgentScript(w.Body.String(), macA) {
 		t.Errorf("script after junk = %s", w.Body)
 	}
-	if w := f.do("POST", "/api/report/"+macA, `{"task_id": "`+task.ID+`", "phase": "imaging"}`); w.Code != 200 {
+	if w := f.agent(macA, `{"task_id": "`+task.ID+`", "phase": "imaging"}`); w.Code != 200 {
 		t.Errorf("report after junk = %d %s", w.Code, w.Body)
 	}
 }
@@ -979,7 +1011,7 @@ func TestRestartKeepsTasks(t *testing.T) {
 	f := newFixture(t, nil)
 	task := f.addTask(`{"mac": "` + macA + `", "image": "demo", "seed_for": "5m"}`)
 	f.do("GET", "/boot/"+macA+".ipxe", "")
-	f.do("POST", "/api/report/"+macA, `{"task_id": "`+task.ID+`", "phase": "imaging", "bytes_done": 7, "bytes_total": 9}`)
+	f.agent(macA, `{"task_id": "`+task.ID+`", "phase": "imaging", "bytes_done": 7, "bytes_total": 9}`)
 	path := f.store.Path()
 	before, _ := f.store.Task(task.ID)
 	f.store.Close()
@@ -1008,8 +1040,56 @@ func TestRestartKeepsTasks(t *testing.T) {
 		t.Errorf("script after restart =\n%s", w.Body)
 	}
 	w = httptest.NewRecorder()
-	h.ServeHTTP(w, httptest.NewRequest("GET", "/plan/"+macA, nil))
-	if p, err := protocol.Verify(w.Body.Bytes(), f.pub, macA); err != nil || p.TaskID != task.ID || p.SeedFor != "5m" {
+	h.ServeHTTP(w, httptest.NewRequest("GET", planPath(macA), nil))
+	if p, err := protocol.Verify(w.Body.Bytes(), f.pub, macA, testNonce); err != nil || p.TaskID != task.ID || p.SeedFor != "5m" {
 		t.Errorf("plan after restart = %+v, %v", p, err)
 	}
+}
+
+// testNonce is the agent's nonce in the tests' plan requests.
+const testNonce = "0123456789abcdef0123456789abcdef"
+
+// planPath is the plan request an agent makes for mac.
+func planPath(mac string) string { return "/plan/" + mac + "?" + protocol.NonceParam + "=" + testNonce }
+
+// TestReportNeedsToken: a report on a task must carry the task's report
+// token (only its signed plan has it), be JSON, and a done must name the
+// image's info-hash; a refused report changes neither the task nor the
+// machine record. A plan request must carry the agent's nonce.
+func TestReportNeedsToken(t *testing.T) {
+	f := newFixture(t, nil)
+	task := f.addTask(`{"mac": "` + macA + `", "image": "demo"}`)
+	other := f.addTask(`{"mac": "` + macB + `", "image": "demo"}`)
+	ih := f.im.InfoHash.HexString()
+	done := `{"task_id": "` + task.ID + `", "phase": "done", "message": "infohash=` + ih + `"}`
+	for _, tc := range []struct {
+		name string
+		hdr  []string
+		body string
+		code int
+		hint string
+	}{
+		{"no token", []string{"Content-Type", "application/json"}, done, 401, "report token"},
+		{"wrong token", []string{"Content-Type", "application/json", "Authorization", "Bearer " + strings.Repeat("ab", 24)}, done, 401, "report token"},
+		{"another task's token", []string{"Content-Type", "application/json", "Authorization", "Bearer " + f.token(other.ID)}, done, 401, "report token"},
+		{"the admin token", []string{"Content-Type", "application/json", "Authorization", "Bearer " + testToken}, done, 401, "report token"},
+		{"text/plain, as a web page may send", []string{"Content-Type", "text/plain", "Authorization", "Bearer " + f.token(task.ID)}, done, 415, "application/json"},
+		{"done without the info-hash", []string{"Content-Type", "application/json", "Authorization", "Bearer " + f.token(task.ID)},
+			`{"task_id": "` + task.ID + `", "phase": "done"}`, 400, "infohash=" + ih},
+		{"done with another info-hash", []string{"Content-Type", "application/json", "Authorization", "Bearer " + f.token(task.ID)},
+			`{"task_id": "` + task.ID + `", "phase": "done", "message": "infohash=` + strings.Repeat("0", 40) + `"}`, 400, "infohash=" + ih},
+	} {
+		wantJSONError(t, tc.name, f.do("POST", "/api/report/"+macA, tc.body, tc.hdr...), tc.code, tc.hint)
+		if st := f.state(task.ID); st != protocol.TaskPending {
+			t.Errorf("%s: task state %s, want pending", tc.name, st)
+		}
+		if m, _ := f.store.Machine(macA); m.LastReport != nil {
+			t.Errorf("%s: machine record took the refused report: %+v", tc.name, m.LastReport)
+		}
+	}
+	if w := f.agent(macA, done); w.Code != http.StatusOK || f.state(task.ID) != protocol.TaskDone {
+		t.Errorf("the agent's own done = %d %s, state %s; want 200 and done", w.Code, w.Body, f.state(task.ID))
+	}
+	wantJSONError(t, "plan without a nonce", f.do("GET", "/plan/"+macB, ""), http.StatusBadRequest, "nonce")
+	wantJSONError(t, "plan with a short nonce", f.do("GET", "/plan/"+macB+"?nonce=abc", ""), http.StatusBadRequest, "nonce")
 }

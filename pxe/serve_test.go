@@ -161,7 +161,7 @@ func TestServeComposes(t *testing.T) {
 	if code != 200 || !strings.Contains(string(script), "kernel ") {
 		t.Fatalf("script for a new machine with plan.auto=all = %d %q, want a kernel line", code, script)
 	}
-	code, body := get("/plan/" + mac)
+	code, body := get(planPath(mac))
 	if code != 200 {
 		t.Fatalf("GET /plan = %d %s", code, body)
 	}
@@ -173,7 +173,7 @@ func TestServeComposes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	plan, err := protocol.Verify(body, pub, mac)
+	plan, err := protocol.Verify(body, pub, mac, testNonce)
 	if err != nil {
 		t.Fatalf("plan does not verify with plan-key.pub: %v", err)
 	}

@@ -35,6 +35,10 @@ var (
 	bucketMachines = []byte("machines")
 	bucketTasks    = []byte("tasks")
 	bucketActive   = []byte("active")
+	// bucketTokens maps task ID → the task's report token. The token is
+	// kept apart from the task record, so no API that lists tasks can
+	// leak it; only the signed plan carries it.
+	bucketTokens = []byte("tokens")
 )
 
 // storeLockTimeout bounds the wait for another process's file lock.
@@ -53,12 +57,19 @@ func OpenStore(path string) (*Store, error) {
 		return nil, fmt.Errorf("open store %s: if the file is damaged, move it away (machines and tasks start empty): %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketMachines, bucketTasks, bucketActive} {
+		for _, b := range [][]byte{bucketMachines, bucketTasks, bucketActive, bucketTokens} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
 		}
-		return nil
+		// Active tasks from a store written before report tokens get one.
+		tokens := tx.Bucket(bucketTokens)
+		return tx.Bucket(bucketActive).ForEach(func(_, id []byte) error {
+			if tokens.Get(id) != nil {
+				return nil
+			}
+			return putToken(tokens, string(id))
+		})
 	})
 	if err != nil {
 		db.Close()
@@ -242,6 +253,9 @@ func (s *Store) AddTasks(ts []Task) ([]Task, error) {
 			if err := putJSON(tasks, t.ID, t); err != nil {
 				return err
 			}
+			if err := putToken(tx.Bucket(bucketTokens), t.ID); err != nil {
+				return err
+			}
 			// Also catches the same MAC twice in one call.
 			if err := active.Put([]byte(t.MAC), []byte(t.ID)); err != nil {
 				return err
@@ -290,6 +304,30 @@ func taskLocked(tx *bolt.Tx, id string) (Task, error) {
 		err = fmt.Errorf("%w: %q: list tasks with GET /api/tasks", ErrNoTask, protocol.Clip(id, 64))
 	}
 	return t, err
+}
+
+// putToken gives task id a fresh report token.
+func putToken(b *bolt.Bucket, id string) error {
+	tok, err := protocol.NewReportToken()
+	if err != nil {
+		return err
+	}
+	return b.Put([]byte(id), []byte(tok))
+}
+
+// ReportToken returns task id's report token: the secret its signed plan
+// carries and its agent's reports must show. ErrNoTask if there is none.
+func (s *Store) ReportToken(id string) (string, error) {
+	var tok string
+	err := s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketTokens).Get([]byte(id))
+		if b == nil {
+			return fmt.Errorf("%w: task %q has no report token: send the task_id of this machine's plan", ErrNoTask, protocol.Clip(id, 64))
+		}
+		tok = string(b)
+		return nil
+	})
+	return tok, err
 }
 
 // ActiveTask returns mac's active task, and false if it has none.
