@@ -12,6 +12,9 @@ var (
 	ErrTooSmall = errors.New("target too small")
 	// ErrTargets: the number of targets does not match the image's parts.
 	ErrTargets = errors.New("wrong number of targets")
+	// ErrMismatch: sources do not hold the data their torrent was made
+	// from (SpotCheck).
+	ErrMismatch = errors.New("sources do not match the torrent")
 	// ErrBadState: a saved resume state does not belong to this image.
 	ErrBadState = errors.New("bad resume state")
 	// ErrWrite: a target refused a write (a failing disk, a full file

@@ -243,38 +243,25 @@ func (c Config) Join(ctx context.Context, log *slog.Logger) (*Session, error) {
 
 // open opens each path as a source (seed) or target (fetch).
 func (s *Session) open(paths []string) ([]Part, error) {
-	if len(paths) != len(s.im.Files) {
-		return nil, fmt.Errorf("%w: image %s has %d parts (%s), got %d paths: name one per part, in order",
-			ErrTargets, s.im.Name, len(s.im.Files), s.fileNames(), len(paths))
-	}
-	// Check every path before opening any for writing, so a bad second
-	// target leaves the first untouched.
-	var parts []Part
-	for i, p := range paths {
-		f := s.im.Files[i]
-		var d *Device
-		var err error
-		if s.cfg.Mode == ModeSeed {
-			d, err = OpenSource(p)
-			if err == nil && (d.Size < f.Length || (!d.Block && d.Size != f.Length)) {
-				err = fmt.Errorf("source %s is %s but part %s of %s is %s: is this the right source?",
-					p, bytesize.Format(d.Size), f.Path, s.im.Name, bytesize.Format(f.Length))
-				d.Close()
-			}
-		} else {
-			err = checkTarget(p, f.Length)
-		}
+	if s.cfg.Mode == ModeSeed {
+		devs, err := s.im.OpenSources(paths)
 		if err != nil {
 			return nil, err
 		}
-		if d != nil {
-			s.devs = append(s.devs, d)
-			parts = append(parts, Part{RW: d, Length: f.Length})
+		s.devs = devs
+		return s.im.SourceParts(devs), nil
+	}
+	if err := s.im.checkCount(len(paths)); err != nil {
+		return nil, err
+	}
+	// Check every path before opening any for writing, so a bad second
+	// target leaves the first untouched.
+	for i, p := range paths {
+		if err := checkTarget(p, s.im.Files[i].Length); err != nil {
+			return nil, err
 		}
 	}
-	if s.cfg.Mode == ModeSeed {
-		return parts, nil
-	}
+	var parts []Part
 	for i, p := range paths {
 		d, err := OpenTarget(p, s.im.Files[i].Length)
 		if err != nil {
@@ -284,17 +271,6 @@ func (s *Session) open(paths []string) ([]Part, error) {
 		parts = append(parts, Part{RW: d, Length: s.im.Files[i].Length})
 	}
 	return parts, nil
-}
-
-func (s *Session) fileNames() string {
-	var out []byte
-	for i, f := range s.im.Files {
-		if i > 0 {
-			out = append(out, ", "...)
-		}
-		out = append(out, f.Path...)
-	}
-	return string(out)
 }
 
 // checkTarget reports whether OpenTarget would accept path, without

@@ -30,6 +30,7 @@ import (
 	"github.com/pxeswarm/pxeswarm/partition/partitiontest"
 	"github.com/pxeswarm/pxeswarm/protocol"
 	"github.com/pxeswarm/pxeswarm/pxe"
+	"github.com/pxeswarm/pxeswarm/pxe/catalog"
 	"github.com/pxeswarm/pxeswarm/tracker"
 )
 
@@ -124,7 +125,7 @@ func newServerImage(t *testing.T, im *imager.Image, paths []string, parts [][]by
 		PublicURL: s.url,
 		Store:     s.store,
 		Key:       key,
-		Images:    map[string]pxe.HTTPImage{"demo": {Image: s.im}},
+		Catalog:   demoCatalog(t, s.im),
 		Trackers:  []string{s.url + "/announce"},
 		Tracker:   trk.Handler(),
 	}.HandlerWithLog(log)
@@ -143,6 +144,16 @@ func newServerImage(t *testing.T, im *imager.Image, paths []string, parts [][]by
 	}
 	t.Cleanup(func() { sess.Close() })
 	return s
+}
+
+// demoCatalog publishes im as "demo" (seeded by the test, not the server).
+func demoCatalog(t *testing.T, im *imager.Image) *catalog.Catalog {
+	t.Helper()
+	cat := catalog.New(catalog.Config{}, nil)
+	if err := cat.Put(&catalog.Image{Name: "demo", Image: im}); err != nil {
+		t.Fatal(err)
+	}
+	return cat
 }
 
 func writeKey(t *testing.T, pub ed25519.PublicKey) string {

@@ -1,7 +1,8 @@
 // Package pxe is the boot server: DHCP (full and proxy, in package
 // pxe/dhcp), TFTP, HTTP (iPXE scripts, kernel, initramfs, torrents, signed
 // plans, status and admin API) and the per-machine tasks. Site.Start
-// (`pxeswarm serve`) composes it with the tracker and the imager's seeding.
+// (`pxeswarm serve`) composes it with the image catalog (pxe/catalog),
+// the tracker and the imager's seeding.
 //
 // It owns what a terminal is told (which boot file, which script, which
 // plan) and how a plan is signed and verified. It does not own the DHCP
@@ -15,9 +16,11 @@
 //   - tftp.go: read-only TFTP for the iPXE binaries.
 //   - http.go, http_boot.go: iPXE scripts per MAC, kernel and initramfs,
 //     torrents and web seeds, signed plans; http_api.go: agent reports, the
-//     read API and the token-guarded admin API.
+//     read API and the token-guarded admin API; http_images.go: the image
+//     routes over the catalog (package pxe/catalog).
 //   - key.go: the server's plan-signing key (ed25519); the plan itself is
 //     in package protocol.
 //   - task.go, store.go: machines and tasks in a bbolt file.
+//   - seed.go: a trusted seeder per image, following the catalog.
 //   - site.go, serve.go: the site config and the composition.
 package pxe

@@ -1,7 +1,6 @@
 package pxe
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	"crypto/ed25519"
@@ -13,12 +12,13 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/anacrolix/torrent/bencode"
-	"github.com/pxeswarm/pxeswarm/imager"
 	"github.com/pxeswarm/pxeswarm/protocol"
+	"github.com/pxeswarm/pxeswarm/pxe/catalog"
 )
 
 // Backend answers the boot path's question "which task does this MAC
@@ -42,21 +42,6 @@ type Backend interface {
 }
 
 var _ Backend = (*Store)(nil)
-
-// HTTPImage is one image the server publishes.
-type HTTPImage struct {
-	// Image is the parsed image torrent. Required.
-	Image *imager.Image
-	// Torrent is the .torrent file to serve. Empty: the server encodes
-	// Image itself. Either way its info-hash must be Image's.
-	Torrent string
-	// Data optionally names the image's data, one path per torrent file
-	// in order (files, block devices or partitions of at least the file's
-	// length). When set, the server is a BEP 19 web seed for the image:
-	// GET /images/{name}/{torrent name}/{file path} with Range, and the
-	// torrent it serves lists PublicURL/images/{name}/ in its url-list.
-	Data []string
-}
 
 // PlanDefaults are the plan settings of tasks that do not set their own.
 // Zero fields take Target {disk: "first"}, CheckMode "fresh" and After
@@ -85,9 +70,15 @@ type HTTPConfig struct {
 	Kernel, Initramfs string
 	// Cmdline is extra kernel arguments, for example "console=ttyS0".
 	Cmdline string
-	// Images are the published images by name (letters, digits, '.', '_'
-	// and '-'); a task names one of them.
-	Images map[string]HTTPImage
+	// Catalog holds the published images; a task names one of them.
+	// Torrents, web seeds (for images with WebSeed) and plans are served
+	// from it at request time, and POST and DELETE /api/images change it.
+	// Nil: an empty catalog.
+	Catalog *catalog.Catalog
+	// ImageDirs are the folders whose files POST /api/images may publish
+	// (absolute; symbolic links are resolved before the check). Empty:
+	// that route answers 403.
+	ImageDirs []string
 	// Trackers are announce URLs put into plans (empty: the torrent's).
 	Trackers []string
 	// Defaults are the plan settings of tasks that leave them out.
@@ -116,31 +107,10 @@ type bootServer struct {
 	cfg      HTTPConfig
 	log      *slog.Logger
 	backend  Backend
-	images   map[string]*servedImage
+	cat      *catalog.Catalog
 	tokenSum [sha256.Size]byte // of AdminToken, for a constant-time compare
 	started  time.Time
 	mux      *http.ServeMux
-}
-
-type servedImage struct {
-	name    string
-	im      *imager.Image
-	torrent []byte // what GET /torrents/{name}.torrent returns
-	data    []string
-	modTime time.Time
-}
-
-// imageNameOK reports whether s is a valid image name.
-func imageNameOK(s string) bool {
-	if s == "" || len(s) > 128 || s[0] == '.' {
-		return false
-	}
-	for _, c := range s {
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-') {
-			return false
-		}
-	}
-	return true
 }
 
 // Handler returns the server's handler. Its logs go nowhere; use
@@ -164,7 +134,10 @@ func (c HTTPConfig) newServer(log *slog.Logger) (*bootServer, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &bootServer{cfg: c, log: log, backend: c.Backend, images: map[string]*servedImage{}, started: time.Now()}
+	s := &bootServer{cfg: c, log: log, backend: c.Backend, cat: c.Catalog, started: time.Now()}
+	if s.cat == nil {
+		s.cat = catalog.New(catalog.Config{}, log)
+	}
 	if s.backend == nil {
 		if c.Store == nil {
 			return nil, bad("no Store or Backend: open a store (OpenStore) for machines and tasks")
@@ -205,77 +178,30 @@ func (c HTTPConfig) newServer(log *slog.Logger) (*bootServer, error) {
 	if c.AdminToken != "" {
 		s.tokenSum = sha256.Sum256([]byte(c.AdminToken))
 	}
-	for name, hi := range c.Images {
-		si, err := s.loadImage(name, hi)
-		if err != nil {
-			return nil, bad("image %q: %v", name, err)
+	for _, dir := range c.ImageDirs {
+		if !filepath.IsAbs(dir) {
+			return nil, bad("ImageDirs: %q is not an absolute folder", dir)
 		}
-		s.images[name] = si
 	}
 	s.mux = s.routes()
 	return s, nil
 }
 
-// loadImage prepares one image: its torrent bytes (with our web seed in
-// url-list when Data is set) and its data files.
-func (s *bootServer) loadImage(name string, hi HTTPImage) (*servedImage, error) {
-	if !imageNameOK(name) {
-		return nil, errors.New("names may hold only letters, digits, '.', '_' and '-'")
+// torrentFile is what GET /torrents/{name}.torrent returns: the torrent
+// as loaded, or, for a web-seeded image, with our web seed added to its
+// url-list. url-list sits outside the info dictionary, so the info-hash
+// (and the signed plan's pin) does not change.
+func (s *bootServer) torrentFile(im *catalog.Image) ([]byte, error) {
+	if !s.webSeeded(im) {
+		return im.Torrent, nil
 	}
-	if hi.Image == nil {
-		return nil, errors.New("no parsed image: load its torrent with imager.LoadFile")
-	}
-	si := &servedImage{name: name, im: hi.Image, data: hi.Data, modTime: time.Now()}
-	var raw bytes.Buffer
-	if hi.Torrent != "" {
-		data, err := os.ReadFile(hi.Torrent)
-		if err != nil {
-			return nil, fmt.Errorf("read torrent: %w", err)
-		}
-		im, err := imager.Parse(data)
-		if err != nil {
-			return nil, err
-		}
-		if im.InfoHash != hi.Image.InfoHash {
-			return nil, fmt.Errorf("torrent %s has info-hash %s, the image %s: point both at the same torrent", hi.Torrent, im.InfoHash.HexString(), hi.Image.InfoHash.HexString())
-		}
-		if st, err := os.Stat(hi.Torrent); err == nil {
-			si.modTime = st.ModTime()
-		}
-		raw.Write(data)
-	} else if err := hi.Image.Write(&raw); err != nil {
-		return nil, fmt.Errorf("encode torrent: %w", err)
-	}
-	si.torrent = raw.Bytes()
-	if len(hi.Data) == 0 {
-		return si, nil
-	}
-	if len(hi.Data) != len(hi.Image.Files) {
-		return nil, fmt.Errorf("%d data paths for %d torrent files: give one per file, in order", len(hi.Data), len(hi.Image.Files))
-	}
-	for i, p := range hi.Data {
-		f, err := os.Open(p)
-		if err != nil {
-			return nil, fmt.Errorf("web seed data: %w", err)
-		}
-		size, err := f.Seek(0, 2) // works for block devices too
-		f.Close()
-		if err != nil || size < hi.Image.Files[i].Length {
-			return nil, fmt.Errorf("web seed data %s is %d bytes, smaller than file %s (%d bytes): wrong file?", p, size, hi.Image.Files[i].Path, hi.Image.Files[i].Length)
-		}
-	}
-	// Add our web seed to the torrent's url-list. url-list sits outside
-	// the info dictionary, so the info-hash (and the signed plan's pin)
-	// does not change.
-	mi := *hi.Image.Meta
-	mi.UrlList = append(append([]string(nil), mi.UrlList...), s.webSeedURL(name))
-	b, err := bencode.Marshal(mi)
-	if err != nil {
-		return nil, fmt.Errorf("encode torrent with web seed: %w", err)
-	}
-	si.torrent = b
-	return si, nil
+	mi := *im.Image.Meta
+	mi.UrlList = append(append([]string(nil), mi.UrlList...), s.webSeedURL(im.Name))
+	return bencode.Marshal(mi)
 }
+
+// webSeeded reports whether HTTP serves im's data (BEP 19).
+func (s *bootServer) webSeeded(im *catalog.Image) bool { return im.WebSeed && len(im.Source) > 0 }
 
 // withPlanDefaults fills d's empty fields from def, then the built-in
 // defaults.
@@ -357,7 +283,7 @@ func (c HTTPConfig) serve(ctx context.Context, log *slog.Logger, ln net.Listener
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
-	log.Info("http: serving", "addr", ln.Addr().String(), "public_url", c.PublicURL, "images", len(s.images),
+	log.Info("http: serving", "addr", ln.Addr().String(), "public_url", c.PublicURL, "images", len(s.cat.List()),
 		"admin_api", c.AdminToken != "", "tracker", c.Tracker != nil)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()

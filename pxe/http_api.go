@@ -1,12 +1,12 @@
 package pxe
 
 import (
+	"cmp"
 	"crypto/sha256"
 	"crypto/subtle"
 	"errors"
 	"fmt"
 	"net/http"
-	"slices"
 	"strings"
 	"time"
 
@@ -117,26 +117,13 @@ type Status struct {
 	Tracker  bool                       `json:"tracker"`   // the tracker shares this port
 }
 
-// ImageStatus is one published image in Status.
-type ImageStatus struct {
-	Name     string `json:"name"`
-	InfoHash string `json:"info_hash"`
-	Size     int64  `json:"size"`
-	Torrent  string `json:"torrent"`
-	WebSeed  bool   `json:"web_seed"`
-}
-
 func (s *bootServer) serveStatus(w http.ResponseWriter, r *http.Request) {
 	st := Status{
 		Version: version.String(), Uptime: time.Since(s.started).Round(time.Second).String(),
 		Tasks: map[protocol.TaskState]int{}, Images: []ImageStatus{},
 		AdminAPI: s.cfg.AdminToken != "", Tracker: s.cfg.Tracker != nil,
 	}
-	for name, si := range s.images {
-		st.Images = append(st.Images, ImageStatus{Name: name, InfoHash: si.im.InfoHash.HexString(), Size: si.im.Length,
-			Torrent: s.torrentURL(name), WebSeed: len(si.data) > 0})
-	}
-	slices.SortFunc(st.Images, func(a, b ImageStatus) int { return strings.Compare(a.Name, b.Name) })
+	st.Images = s.imageStatuses()
 	if s.cfg.Store != nil {
 		ms, err := s.cfg.Store.Machines()
 		if err != nil {
@@ -219,13 +206,9 @@ func (s *bootServer) serveCreateTasks(w http.ResponseWriter, r *http.Request) {
 		bad("set either mac (one machine) or group (every known machine of a group), not both or neither")
 		return
 	}
-	if s.images[req.Image] == nil {
-		names := make([]string, 0, len(s.images))
-		for n := range s.images {
-			names = append(names, n)
-		}
-		slices.Sort(names)
-		bad("image %q is not published by this server: pick one of %s", protocol.Clip(req.Image, 60), strings.Join(names, ", "))
+	if _, ok := s.cat.Get(req.Image); !ok {
+		names := cmp.Or(strings.Join(s.cat.Names(), ", "), "none yet: add one with POST /api/images")
+		bad("image %q is not published by this server: pick one of %s", protocol.Clip(req.Image, 60), names)
 		return
 	}
 	set := TaskSettings{CheckMode: req.Check, SeedFor: req.SeedFor, After: req.After, CreateTable: s.cfg.Defaults.CreateTable}

@@ -38,6 +38,9 @@ func (s *bootServer) routes() *http.ServeMux {
 	handle("GET", "/api/tasks", s.serveTasks)
 	handle("GET", "/api/swarms", s.serveSwarms)
 	handle("GET", "/api/status", s.serveStatus)
+	handle("GET", "/api/images", s.serveImages)
+	handle("POST", "/api/images", s.admin(s.serveAddImage))
+	handle("DELETE", "/api/images/{name}", s.admin(s.serveRemoveImage))
 	handle("POST", "/api/tasks", s.admin(s.serveCreateTasks))
 	handle("POST", "/api/tasks/{id}/cancel", s.admin(s.serveTaskTo(protocol.TaskCanceled)))
 	handle("POST", "/api/tasks/{id}/done", s.admin(s.serveTaskTo(protocol.TaskDone)))
@@ -261,13 +264,18 @@ func (s *bootServer) agentScript(mac string, t Task) string {
 // serveTorrent answers GET /torrents/{name}.torrent.
 func (s *bootServer) serveTorrent(w http.ResponseWriter, r *http.Request) {
 	name, ok := strings.CutSuffix(r.PathValue("file"), ".torrent")
-	si := s.images[name]
-	if !ok || si == nil {
-		writeError(w, http.StatusNotFound, fmt.Errorf("no image %q on this server: see GET /api/status for the published images", protocol.Clip(name, 60)))
+	im, found := s.cat.Get(name)
+	if !ok || !found {
+		writeError(w, http.StatusNotFound, fmt.Errorf("no image %q on this server: see GET /api/images for the published images", protocol.Clip(name, 60)))
+		return
+	}
+	body, err := s.torrentFile(im)
+	if err != nil {
+		s.serverError(w, "encoding the torrent", err)
 		return
 	}
 	w.Header().Set("Content-Type", "application/x-bittorrent")
-	http.ServeContent(w, r, "", si.modTime, bytes.NewReader(si.torrent))
+	http.ServeContent(w, r, "", im.ModTime, bytes.NewReader(body))
 }
 
 // serveImageData is the BEP 19 web seed. For a multi-file torrent (every
@@ -277,20 +285,20 @@ func (s *bootServer) serveTorrent(w http.ResponseWriter, r *http.Request) {
 // /images/{image}/{torrent name}/{file path}. The mux has unescaped the
 // wildcards already.
 func (s *bootServer) serveImageData(w http.ResponseWriter, r *http.Request) {
-	si := s.images[r.PathValue("image")]
-	if si == nil || len(si.data) == 0 {
+	si, ok := s.cat.Get(r.PathValue("image"))
+	if !ok || !s.webSeeded(si) {
 		writeError(w, http.StatusNotFound, fmt.Errorf("no web seed for image %q on this server", protocol.Clip(r.PathValue("image"), 60)))
 		return
 	}
 	rest := r.PathValue("path")
-	for i, f := range si.im.Files {
-		if rest != si.im.Name+"/"+f.Path {
+	for i, f := range si.Image.Files {
+		if rest != si.Image.Name+"/"+f.Path {
 			continue
 		}
-		fh, err := os.Open(si.data[i])
+		fh, err := os.Open(si.Source[i])
 		if err != nil {
-			s.log.Error("http: web seed data", "image", si.name, "file", si.data[i], "err", err)
-			writeError(w, http.StatusServiceUnavailable, fmt.Errorf("image data of %s is not readable on the server", si.name))
+			s.log.Error("http: web seed data", "image", si.Name, "file", si.Source[i], "err", err)
+			writeError(w, http.StatusServiceUnavailable, fmt.Errorf("image data of %s is not readable on the server", si.Name))
 			return
 		}
 		defer fh.Close()
@@ -304,7 +312,7 @@ func (s *bootServer) serveImageData(w http.ResponseWriter, r *http.Request) {
 		http.ServeContent(w, r, "", mod, io.NewSectionReader(fh, 0, f.Length))
 		return
 	}
-	writeError(w, http.StatusNotFound, fmt.Errorf("image %s has no file %q", si.name, protocol.Clip(rest, 100)))
+	writeError(w, http.StatusNotFound, fmt.Errorf("image %s has no file %q", si.Name, protocol.Clip(rest, 100)))
 }
 
 // servePlan answers GET /plan/{mac} with the signed plan of the machine's
@@ -334,16 +342,16 @@ func (s *bootServer) servePlan(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Errorf("no active task for %s: create one with POST /api/tasks", mac))
 		return
 	}
-	si := s.images[task.Image]
-	if si == nil {
+	si, ok := s.cat.Get(task.Image)
+	if !ok {
 		s.log.Error("http: task names an image not served", "mac", mac, "task", task.ID, "image", task.Image)
-		writeError(w, http.StatusConflict, fmt.Errorf("task %s wants image %q, which this server does not publish: add it to the config or cancel the task", task.ID, task.Image))
+		writeError(w, http.StatusConflict, fmt.Errorf("task %s wants image %q, which this server does not publish: add it (POST /api/images, or the config) or cancel the task", task.ID, task.Image))
 		return
 	}
 	set := withPlanDefaults(task.TaskSettings, s.cfg.Defaults)
 	p := &protocol.Plan{
 		MAC: mac, TaskID: task.ID, Action: protocol.ActionDeploy, Image: task.Image,
-		Torrent: s.torrentURL(task.Image), InfoHash: si.im.InfoHash.HexString(),
+		Torrent: s.torrentURL(task.Image), InfoHash: si.Image.InfoHash.HexString(),
 		Trackers: s.cfg.Trackers, Target: set.Target, CreateTable: set.CreateTable,
 		CheckMode: set.CheckMode, SeedFor: set.SeedFor, After: set.After,
 		Issued: time.Now().UTC(), Nonce: nonce,
@@ -396,13 +404,13 @@ func (s *bootServer) reportAllowed(w http.ResponseWriter, r *http.Request, mac s
 	if rep.Phase != protocol.PhaseDone {
 		return true
 	}
-	si := s.images[task.Image]
-	if si == nil {
+	si, ok := s.cat.Get(task.Image)
+	if !ok {
 		writeError(w, http.StatusConflict, fmt.Errorf("task %s's image %q is not served any more: a done report cannot be checked; cancel the task", task.ID, task.Image))
 		return false
 	}
-	if !slices.Contains(strings.Fields(rep.Message), "infohash="+si.im.InfoHash.HexString()) {
-		writeError(w, http.StatusBadRequest, fmt.Errorf("a done report names the image it wrote (infohash=%s in message), as the agent does after reading it back", si.im.InfoHash.HexString()))
+	if ih := si.Image.InfoHash.HexString(); !slices.Contains(strings.Fields(rep.Message), "infohash="+ih) {
+		writeError(w, http.StatusBadRequest, fmt.Errorf("a done report names the image it wrote (infohash=%s in message), as the agent does after reading it back", ih))
 		return false
 	}
 	return true

@@ -6,10 +6,12 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/pxeswarm/pxeswarm/protocol"
+	"github.com/pxeswarm/pxeswarm/pxe/catalog"
 )
 
 // fuzzFixture is a fixture whose store skips fsync (fuzzing writes
@@ -104,12 +106,16 @@ func FuzzStatusAPI(f *testing.F) {
 	})
 }
 
-// FuzzAdminAPI posts arbitrary task requests with the right token to the
-// real handler. Tasks it manages to create are canceled again, so the
-// next input can create them too.
+// FuzzAdminAPI sends arbitrary admin requests with the right token to the
+// real handler: route 0 posts a task request, 1 an image to publish
+// (POST /api/images, sources in the fixture's image folder), 2 an image
+// name to remove (DELETE /api/images/{name}). What it manages to create is
+// undone again (tasks canceled, images removed, demo put back), so the
+// next input can create it too.
 func FuzzAdminAPI(f *testing.F) {
 	fx := fuzzFixture(f)
 	fx.store.PutMachine(Machine{MAC: macB, Group: "room1"})
+	_, paths, _ := testImage(f)
 	for _, seed := range []string{
 		`{"mac": "52:54:00:00:00:0a", "image": "demo"}`,
 		`{"group": "room1", "image": "demo", "target": {"label": "root"}, "check": "verify", "create_table": true, "seed_for": "10m", "after": "shell"}`,
@@ -123,28 +129,86 @@ func FuzzAdminAPI(f *testing.F) {
 		`{"mac": "52:54:00:00:00:0a", "image": "demo", "create_table": "yes"}`,
 		`[]`, `null`, ``, `{"mac": 1}`,
 	} {
-		f.Add([]byte(seed))
+		f.Add(uint8(0), []byte(seed))
 	}
-	f.Fuzz(func(t *testing.T, body []byte) {
-		w := serveRaw(fx.h, "POST", "/api/tasks", body, "Authorization", "Bearer "+testToken)
-		checkReply(t, "POST /api/tasks", w)
-		if w.Code != http.StatusCreated {
-			return
-		}
-		var ct CreatedTasks
-		if err := json.Unmarshal(w.Body.Bytes(), &ct); err != nil || len(ct.Tasks) == 0 {
-			t.Fatalf("201 reply %q: %v", w.Body, err)
-		}
-		for _, task := range ct.Tasks {
-			// What was accepted must make a plan that verifies.
-			pw := serveRaw(fx.h, "GET", planPath(task.MAC), nil)
-			if _, err := protocol.Verify(pw.Body.Bytes(), fx.pub, task.MAC, testNonce); err != nil {
-				t.Fatalf("task from %q: plan does not verify: %v (%d %s)", body, err, pw.Code, pw.Body)
+	for _, seed := range []string{
+		`{"name": "p2", "source": ["` + paths[1] + `"]}`,
+		`{"source": ["` + paths[0] + `"]}`,
+		`{"name": "demo", "source": ["` + paths[1] + `"]}`,
+		`{"name": "p2", "source": ["` + paths[0] + `", "` + paths[1] + `"]}`,
+		`{"name": "p2", "torrent": "` + paths[0] + `", "source": ["` + paths[1] + `"]}`,
+		`{"name": "p2", "source": ["` + filepath.Dir(paths[0]) + `/../../etc/passwd"]}`,
+		`{"name": "p2", "source": ["/etc/passwd"]}`,
+		`{"name": "../p2", "source": ["` + paths[1] + `"]}`,
+		`{"name": "p2", "source": []}`, `{"name": "p2", "source": [""]}`, `{"source": "x"}`, `{"name": "p2", "extra": 1}`,
+	} {
+		f.Add(uint8(1), []byte(seed))
+	}
+	for _, name := range []string{"demo", "p2", "", "..", "a/b", "demo.torrent", "%2e%2e"} {
+		f.Add(uint8(2), []byte(name))
+	}
+	auth := []string{"Authorization", "Bearer " + testToken}
+	f.Fuzz(func(t *testing.T, route uint8, body []byte) {
+		switch route % 3 {
+		case 0:
+			fuzzTask(t, fx, body)
+		case 1:
+			w := serveRaw(fx.h, "POST", "/api/images", body, auth...)
+			checkReply(t, "POST /api/images", w)
+			if w.Code != http.StatusCreated {
+				return
 			}
-			cw := serveRaw(fx.h, "POST", "/api/tasks/"+task.ID+"/cancel", nil, "Authorization", "Bearer "+testToken)
-			if cw.Code != http.StatusOK {
-				t.Fatalf("cancel %s = %d %s", task.ID, cw.Code, cw.Body)
+			var st ImageStatus
+			if err := json.Unmarshal(w.Body.Bytes(), &st); err != nil {
+				t.Fatalf("201 reply %q: %v", w.Body, err)
+			}
+			// Published at once, and gone at once when removed.
+			if tw := serveRaw(fx.h, "GET", "/torrents/"+st.Name+".torrent", nil); tw.Code != http.StatusOK {
+				t.Fatalf("torrent of added image %q = %d %s", st.Name, tw.Code, tw.Body)
+			}
+			if dw := serveRaw(fx.h, "DELETE", "/api/images/"+st.Name, nil, auth...); dw.Code != http.StatusOK {
+				t.Fatalf("DELETE added image %q = %d %s", st.Name, dw.Code, dw.Body)
+			}
+			if tw := serveRaw(fx.h, "GET", "/torrents/"+st.Name+".torrent", nil); tw.Code != http.StatusNotFound {
+				t.Fatalf("torrent of removed image %q = %d", st.Name, tw.Code)
+			}
+		case 2:
+			name := string(body)
+			w := serveRaw(fx.h, "DELETE", "/api/images/"+name, nil, auth...)
+			checkReply(t, "DELETE /api/images/"+name, w)
+			if _, ok := fx.cat.Get(name); ok && w.Code == http.StatusOK {
+				t.Fatalf("image %q still published after DELETE answered 200", name)
+			}
+			if _, ok := fx.cat.Get("demo"); !ok {
+				if err := fx.cat.Put(&catalog.Image{Name: "demo", Image: fx.im, Source: paths, WebSeed: true}); err != nil {
+					t.Fatal(err)
+				}
 			}
 		}
 	})
+}
+
+// fuzzTask posts one task request; a task it creates must make a plan
+// that verifies, and is canceled again.
+func fuzzTask(t *testing.T, fx *fixture, body []byte) {
+	w := serveRaw(fx.h, "POST", "/api/tasks", body, "Authorization", "Bearer "+testToken)
+	checkReply(t, "POST /api/tasks", w)
+	if w.Code != http.StatusCreated {
+		return
+	}
+	var ct CreatedTasks
+	if err := json.Unmarshal(w.Body.Bytes(), &ct); err != nil || len(ct.Tasks) == 0 {
+		t.Fatalf("201 reply %q: %v", w.Body, err)
+	}
+	for _, task := range ct.Tasks {
+		// What was accepted must make a plan that verifies.
+		pw := serveRaw(fx.h, "GET", planPath(task.MAC), nil)
+		if _, err := protocol.Verify(pw.Body.Bytes(), fx.pub, task.MAC, testNonce); err != nil {
+			t.Fatalf("task from %q: plan does not verify: %v (%d %s)", body, err, pw.Code, pw.Body)
+		}
+		cw := serveRaw(fx.h, "POST", "/api/tasks/"+task.ID+"/cancel", nil, "Authorization", "Bearer "+testToken)
+		if cw.Code != http.StatusOK {
+			t.Fatalf("cancel %s = %d %s", task.ID, cw.Code, cw.Body)
+		}
+	}
 }

@@ -28,6 +28,7 @@ import (
 	"github.com/pxeswarm/pxeswarm/internal/needs"
 	"github.com/pxeswarm/pxeswarm/internal/testlog"
 	"github.com/pxeswarm/pxeswarm/protocol"
+	"github.com/pxeswarm/pxeswarm/pxe/catalog"
 	"github.com/pxeswarm/pxeswarm/tracker"
 )
 
@@ -48,6 +49,7 @@ type fixture struct {
 	cfg       HTTPConfig
 	h         http.Handler
 	im        *imager.Image
+	cat       *catalog.Catalog // publishes im as "demo", with web seed data
 	kernel    []byte
 	initramfs []byte
 	parts     [][]byte // the image's data, per file
@@ -115,6 +117,7 @@ func newFixture(t testing.TB, mod func(*HTTPConfig)) *fixture {
 	os.WriteFile(filepath.Join(dir, "initramfs"), f.initramfs, 0o644)
 	var paths []string
 	f.im, paths, f.parts = testImage(t)
+	f.cat = testCatalog(t, f.store, f.im, paths)
 	f.cfg = HTTPConfig{
 		PublicURL:  testPublic,
 		Store:      f.store,
@@ -122,7 +125,8 @@ func newFixture(t testing.TB, mod func(*HTTPConfig)) *fixture {
 		Kernel:     filepath.Join(dir, "vmlinuz"),
 		Initramfs:  filepath.Join(dir, "initramfs"),
 		Cmdline:    "console=ttyS0",
-		Images:     map[string]HTTPImage{"demo": {Image: f.im, Data: paths}},
+		Catalog:    f.cat,
+		ImageDirs:  []string{filepath.Dir(paths[0])},
 		Trackers:   []string{testPublic + "/announce"},
 		Defaults:   PlanDefaults{SeedFor: "1m"},
 		AdminToken: testToken,
@@ -135,6 +139,22 @@ func newFixture(t testing.TB, mod func(*HTTPConfig)) *fixture {
 		t.Fatal(err)
 	}
 	return f
+}
+
+// testCatalog publishes im as "demo", its parts at paths (when given)
+// served as a web seed, and refuses to remove an image a task in store
+// uses.
+func testCatalog(t testing.TB, store *Store, im *imager.Image, paths []string) *catalog.Catalog {
+	t.Helper()
+	log := slog.New(slog.DiscardHandler) // fuzz targets must not log through F
+	if _, fuzz := t.(*testing.F); !fuzz {
+		log = testlog.New(t)
+	}
+	cat := catalog.New(catalog.Config{Dir: t.TempDir(), WebSeed: true, InUse: store.ImageUsers}, log)
+	if err := cat.Put(&catalog.Image{Name: "demo", Image: im, Source: paths, WebSeed: len(paths) > 0}); err != nil {
+		t.Fatal(err)
+	}
+	return cat
 }
 
 // do sends one request to the handler. hdr holds header pairs.
@@ -435,19 +455,26 @@ func TestPlan(t *testing.T) {
 	}
 }
 
+// TestPlanImageGone removes an image while a task uses it: refused, then
+// forced; the task's plan then answers "not published" and the torrent
+// 404.
 func TestPlanImageGone(t *testing.T) {
 	f := newFixture(t, nil)
-	f.addTask(`{"mac": "` + macA + `", "image": "demo"}`)
-	// The same store under a server that no longer publishes "demo".
-	cfg := f.cfg
-	cfg.Images = nil
-	h, err := cfg.HandlerWithLog(testlog.New(t))
-	if err != nil {
-		t.Fatal(err)
+	task := f.addTask(`{"mac": "` + macA + `", "image": "demo"}`)
+	wantJSONError(t, "DELETE an image a task uses", f.admin("DELETE", "/api/images/demo", ""), http.StatusConflict, task.ID)
+	if w := f.do("GET", planPath(macA), ""); w.Code != http.StatusOK {
+		t.Fatalf("plan after a refused removal = %d %s", w.Code, w.Body)
 	}
-	w := httptest.NewRecorder()
-	h.ServeHTTP(w, httptest.NewRequest("GET", planPath(macA), nil))
-	wantJSONError(t, "plan for an unpublished image", w, http.StatusConflict, "does not publish")
+	if w := f.admin("DELETE", "/api/images/demo?force=true", ""); w.Code != http.StatusOK {
+		t.Fatalf("forced DELETE = %d %s", w.Code, w.Body)
+	}
+	wantJSONError(t, "plan for an unpublished image", f.do("GET", planPath(macA), ""), http.StatusConflict, "does not publish")
+	wantJSONError(t, "torrent of a removed image", f.do("GET", "/torrents/demo.torrent", ""), http.StatusNotFound, "no image")
+	wantJSONError(t, "web seed of a removed image", f.do("GET", "/images/demo/demo/"+f.im.Files[0].Path, ""), http.StatusNotFound, "no web seed")
+	wantJSONError(t, "new task for a removed image", f.admin("POST", "/api/tasks", `{"mac": "`+macB+`", "image": "demo"}`), http.StatusBadRequest, "not published")
+	if st := f.state(task.ID); st != protocol.TaskPending {
+		t.Errorf("task after a forced removal: %s, want it left pending", st)
+	}
 }
 
 func TestReportAPI(t *testing.T) {
@@ -703,6 +730,92 @@ func TestAdminTasks(t *testing.T) {
 	}
 }
 
+// TestImageAPI adds and removes images through the admin API: only with
+// the token, only from the image folders (symbolic links resolved), only
+// images whose torrent fits their sources; a refused add publishes
+// nothing.
+func TestImageAPI(t *testing.T) {
+	_, paths, parts := testImage(t)
+	imgs := t.TempDir()
+	p2 := filepath.Join(imgs, "p2.img")
+	if err := os.WriteFile(p2, parts[1], 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for link, to := range map[string]string{"alias.img": p2, "escape.img": paths[1], "passwd.img": "/etc/passwd"} {
+		if err := os.Symlink(to, filepath.Join(imgs, link)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f := newFixture(t, func(c *HTTPConfig) { c.ImageDirs = []string{imgs} })
+	twoParts := filepath.Join(imgs, "demo.torrent")
+	if err := f.im.WriteFile(twoParts); err != nil {
+		t.Fatal(err)
+	}
+	many := `"` + strings.Repeat(p2+`", "`, maxAddSources) + p2 + `"`
+	for _, tc := range []struct {
+		name, body string
+		code       int
+		hint       string
+	}{
+		{"unknown field", `{"name": "x", "source": ["` + p2 + `"], "sources": []}`, 400, "unknown field"},
+		{"two objects", `{"source": ["` + p2 + `"]} {}`, 400, "more data"},
+		{"empty", ``, 400, "empty body"},
+		{"huge", `{"name": "` + strings.Repeat("x", 70<<10) + `"}`, 413, "larger than"},
+		{"no source", `{"name": "x"}`, 400, "list the image's source"},
+		{"too many sources", `{"torrent": "` + twoParts + `", "source": [` + many + `]}`, 400, "at most"},
+		{"relative", `{"name": "x", "source": ["p2.img"]}`, 400, "absolute path"},
+		{"outside", `{"name": "x", "source": ["/etc/passwd"]}`, 400, "not inside the server's image folders"},
+		{"dot-dot", `{"name": "x", "source": ["` + imgs + `/../../etc/passwd"]}`, 400, "not inside"},
+		{"link out", `{"name": "x", "source": ["` + filepath.Join(imgs, "escape.img") + `"]}`, 400, "not inside"},
+		{"link to a secret", `{"name": "x", "source": ["` + filepath.Join(imgs, "passwd.img") + `"]}`, 400, "not inside"},
+		{"missing", `{"name": "x", "source": ["` + filepath.Join(imgs, "none.img") + `"]}`, 400, "no such file"},
+		{"the folder", `{"name": "x", "source": ["` + imgs + `"]}`, 400, "not inside"},
+		{"torrent outside", `{"torrent": "/etc/hostname", "source": ["` + p2 + `"]}`, 400, "torrent \"/etc/hostname\" is not inside"},
+		{"parts", `{"name": "x", "torrent": "` + twoParts + `", "source": ["` + p2 + `"]}`, 400, "the torrent has 2 parts but source lists 1"},
+		{"bad name", `{"name": "a/b", "source": ["` + p2 + `"]}`, 400, "names may hold only"},
+		{"taken name", `{"name": "demo", "source": ["` + p2 + `"]}`, 409, "called demo"},
+	} {
+		wantJSONError(t, "POST /api/images "+tc.name, f.admin("POST", "/api/images", tc.body), tc.code, tc.hint)
+	}
+	if w := f.do("GET", "/api/images", ""); !strings.Contains(w.Body.String(), `"demo"`) || strings.Count(w.Body.String(), `"name"`) != 1 {
+		t.Fatalf("GET /api/images after refused adds = %s, want demo only", w.Body)
+	}
+	body := `{"name": "p2", "source": ["` + filepath.Join(imgs, "alias.img") + `"]}`
+	wantJSONError(t, "POST /api/images without token", f.do("POST", "/api/images", body), 401, "admin token")
+	wantJSONError(t, "PUT /api/images", f.admin("PUT", "/api/images", body), 405, "GET, POST")
+	w := f.admin("POST", "/api/images", body)
+	var st ImageStatus
+	if w.Code != http.StatusCreated || json.Unmarshal(w.Body.Bytes(), &st) != nil || st.Name != "p2" || st.Size != int64(len(parts[1])) || !st.WebSeed {
+		t.Fatalf("POST /api/images = %d %s, want 201 for p2", w.Code, w.Body)
+	}
+	if got, _ := f.cat.Get("p2"); got == nil || got.Source[0] != p2 {
+		t.Errorf("catalog's p2 = %+v, want its source resolved to %s", got, p2)
+	}
+	tw := f.do("GET", "/torrents/p2.torrent", "")
+	if im, err := imager.Parse(tw.Body.Bytes()); err != nil || im.InfoHash.HexString() != st.InfoHash || len(im.Meta.UrlList) != 1 {
+		t.Errorf("GET /torrents/p2.torrent = %d: %v %v, want its torrent with our web seed", tw.Code, err, im)
+	}
+	wantJSONError(t, "POST the same again", f.admin("POST", "/api/images", body), 409, "called p2")
+	var list []ImageStatus
+	if w := f.do("GET", "/api/images", ""); json.Unmarshal(w.Body.Bytes(), &list) != nil || len(list) != 2 || list[1].Name != "p2" {
+		t.Errorf("GET /api/images = %s, want demo and p2", w.Body)
+	}
+
+	wantJSONError(t, "DELETE without token", f.do("DELETE", "/api/images/p2", ""), 401, "admin token")
+	wantJSONError(t, "DELETE ?force=maybe", f.admin("DELETE", "/api/images/p2?force=maybe", ""), 400, "want true or false")
+	wantJSONError(t, "DELETE unknown", f.admin("DELETE", "/api/images/nope", ""), 404, "not published")
+	wantJSONError(t, "DELETE bad name", f.admin("DELETE", "/api/images/..hidden", ""), 404, "no image")
+	if w := f.admin("DELETE", "/api/images/p2", ""); w.Code != http.StatusOK {
+		t.Fatalf("DELETE /api/images/p2 = %d %s", w.Code, w.Body)
+	}
+	wantJSONError(t, "torrent after DELETE", f.do("GET", "/torrents/p2.torrent", ""), 404, "no image")
+	wantJSONError(t, "DELETE again", f.admin("DELETE", "/api/images/p2", ""), 404, "not published")
+
+	// Without image folders, the route is off.
+	off := newFixture(t, func(c *HTTPConfig) { c.ImageDirs = nil })
+	wantJSONError(t, "POST /api/images without image folders", off.admin("POST", "/api/images", body), 403, "http.image_dirs")
+}
+
 // TestBadInputKeepsServing throws junk at every route, then checks a
 // normal round still works.
 func TestBadInputKeepsServing(t *testing.T) {
@@ -938,12 +1051,7 @@ func TestHTTPConfigErrors(t *testing.T) {
 		{"cmdline newline", func(c *HTTPConfig) { c.Cmdline = "quiet\nshell" }, "line break"},
 		{"kernel missing", func(c *HTTPConfig) { c.Kernel = "/nonexistent/vmlinuz" }, "Kernel"},
 		{"bad defaults", func(c *HTTPConfig) { c.Defaults.After = "explode" }, "Defaults"},
-		{"bad image name", func(c *HTTPConfig) { c.Images = map[string]HTTPImage{"a/b": {Image: im}} }, "letters"},
-		{"nil image", func(c *HTTPConfig) { c.Images = map[string]HTTPImage{"a": {}} }, "no parsed image"},
-		{"data count", func(c *HTTPConfig) { c.Images = map[string]HTTPImage{"a": {Image: im, Data: paths[:1]}} }, "one per file"},
-		{"data too small", func(c *HTTPConfig) {
-			c.Images = map[string]HTTPImage{"a": {Image: im, Data: []string{paths[1], paths[1]}}}
-		}, "smaller than"},
+		{"relative image folder", func(c *HTTPConfig) { c.ImageDirs = []string{"images"} }, "absolute"},
 		{"bad tracker", func(c *HTTPConfig) { c.Trackers = []string{"::"} }, "announce URL"},
 	} {
 		cfg := f.cfg
@@ -953,14 +1061,17 @@ func TestHTTPConfigErrors(t *testing.T) {
 			t.Errorf("%s: Handler() = %v, want ErrBadHTTPConfig mentioning %q", tc.name, err, tc.hint)
 		}
 	}
-	// A .torrent path whose info-hash differs from the image is refused;
-	// the right one is served byte for byte.
+	// A torrent loaded from a file is served byte for byte.
 	tp := filepath.Join(t.TempDir(), "demo.torrent")
 	if err := im.WriteFile(tp); err != nil {
 		t.Fatal(err)
 	}
+	cat := catalog.New(catalog.Config{}, testlog.New(t))
+	if _, err := cat.Add(context.Background(), catalog.Spec{Name: "demo", Torrent: tp, Source: paths}); err != nil {
+		t.Fatal(err)
+	}
 	cfg := f.cfg
-	cfg.Images = map[string]HTTPImage{"demo": {Image: im, Torrent: tp}}
+	cfg.Catalog = cat
 	h, err := cfg.Handler()
 	if err != nil {
 		t.Fatal(err)
@@ -969,14 +1080,6 @@ func TestHTTPConfigErrors(t *testing.T) {
 	h.ServeHTTP(w, httptest.NewRequest("GET", "/torrents/demo.torrent", nil))
 	if want, _ := os.ReadFile(tp); !bytes.Equal(w.Body.Bytes(), want) {
 		t.Errorf("torrent from path: served %d bytes, want the file's %d", w.Body.Len(), len(want))
-	}
-	other, err := imager.Create(context.Background(), testlog.New(t), imager.CreateConfig{Name: "other", Sources: paths[1:], PieceLength: imager.MinPieceLength})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.Images = map[string]HTTPImage{"demo": {Image: other, Torrent: tp}}
-	if _, err := cfg.Handler(); err == nil || !strings.Contains(err.Error(), "info-hash") {
-		t.Errorf("Handler() with a mismatched torrent = %v, want an info-hash error", err)
 	}
 }
 

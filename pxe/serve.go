@@ -2,9 +2,9 @@ package pxe
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -14,12 +14,10 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"time"
 
 	"golang.org/x/sync/errgroup"
 
-	"github.com/pxeswarm/pxeswarm/imager"
-	"github.com/pxeswarm/pxeswarm/internal/bytesize"
+	"github.com/pxeswarm/pxeswarm/pxe/catalog"
 	"github.com/pxeswarm/pxeswarm/pxe/dhcp"
 	"github.com/pxeswarm/pxeswarm/tracker"
 )
@@ -29,17 +27,15 @@ import (
 const Ready = "pxeswarm serve: ready"
 
 // Start runs the whole boot server the site describes: DHCP, TFTP, HTTP
-// (with the tracker on the same port) and a trusted seeder per image. It
-// blocks until ctx is done or a service fails, and returns nil on
-// cancellation.
+// (with the tracker on the same port), the image catalog and a trusted
+// seeder per image. It blocks until ctx is done or a service fails, and
+// returns nil on cancellation.
 func (s *Site) Start(ctx context.Context, log *slog.Logger) error {
+	s.ApplyDefaults()
 	if err := s.Check(); err != nil {
 		return err
 	}
-	if err := os.MkdirAll(s.StateDir, 0o755); err != nil {
-		return fmt.Errorf("state dir %s: %w (set state_dir to a writable folder)", s.StateDir, err)
-	}
-	if err := s.resolveAddress(); err != nil {
+	if err := s.prepareHost(); err != nil {
 		return err
 	}
 	key, err := LoadOrCreateKey(s.StateDir)
@@ -50,61 +46,23 @@ func (s *Site) Start(ctx context.Context, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	images, err := s.loadImages(ctx, log)
-	if err != nil {
-		return err
-	}
-	store, err := OpenStore(filepath.Join(s.StateDir, "tasks.db"))
+	store, err := s.openStore()
 	if err != nil {
 		return err
 	}
 	defer store.Close()
-	for _, m := range s.Machines {
-		if err := store.PutMachine(Machine{MAC: m.MAC, Name: m.Name, Group: m.Group}); err != nil {
-			return err
-		}
-	}
-
-	// The tracker shares the HTTP port: /announce next to the plans.
-	tcfg := tracker.Config{Interval: s.Tracker.Interval.Duration}
-	for _, g := range s.Tracker.Groups {
-		tcfg.Groups = append(tcfg.Groups, tracker.Group{Name: g.Name, Prefixes: g.Prefixes})
-	}
-	for _, im := range images {
-		tcfg.Published = append(tcfg.Published, tracker.Published{InfoHash: im.Image.InfoHash, Name: im.Image.Name})
-	}
-	tr, err := tracker.New(tcfg, log.With("service", "tracker"))
+	cat, err := s.openCatalog(ctx, log, store)
 	if err != nil {
 		return err
 	}
-	announce := s.PublicURL + "/announce"
-
-	defaults := PlanDefaults{Target: s.Plan.PlanTarget(), CreateTable: s.Plan.CreateTable,
-		CheckMode: s.Plan.Check, SeedFor: s.Plan.SeedFor.Duration.String(), After: s.Plan.After}
-	defaultImage := s.Plan.Image
-	if defaultImage == "" && len(s.Images) == 1 {
-		defaultImage = images[0].name
+	tr, err := s.newTracker(cat, log)
+	if err != nil {
+		return err
 	}
-	backend := &autoBackend{Store: store, mode: s.Plan.Auto, image: defaultImage, settings: defaults, log: log,
-		known: map[string]bool{}, tasked: map[string]bool{}}
-	for _, m := range s.Machines {
-		backend.known[m.MAC] = true
-	}
-	hcfg := HTTPConfig{
-		Listen: s.HTTP.Listen, PublicURL: s.PublicURL, Store: store, Backend: backend, Key: key,
-		Kernel: s.HTTP.Kernel, Initramfs: s.HTTP.Initramfs, Cmdline: s.HTTP.Cmdline,
-		Images: map[string]HTTPImage{}, Trackers: []string{announce}, Defaults: defaults,
-		AdminToken: token, Tracker: tr.Handler(), Swarms: func() any { return tr.Stats() },
-	}
-	for _, im := range images {
-		hi := HTTPImage{Image: im.Image, Torrent: im.torrent}
-		if s.Seed.WebSeed {
-			hi.Data = im.source
-		}
-		hcfg.Images[im.name] = hi
-	}
+	backend := s.newBackend(store, cat, log)
+	web := s.httpConfig(key, token, store, cat, tr, backend)
 	hlog := log.With("service", "http")
-	hsrv, err := hcfg.newServer(hlog) // checks the config before anything listens
+	hsrv, err := web.newServer(hlog) // checks the config before anything listens
 	if err != nil {
 		return err
 	}
@@ -112,9 +70,29 @@ func (s *Site) Start(ctx context.Context, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("http: listen on %s: is another web server using the port? set http.listen: %w", s.HTTP.Listen, err)
 	}
-	g, ctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return hcfg.serve(ctx, hlog, ln, hsrv) })
 
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return web.serve(ctx, hlog, ln, hsrv) })
+	s.startDHCP(ctx, g, log, store, backend)
+	if s.TFTP.Listen != "off" {
+		tf := TFTPConfig{Listen: s.TFTP.Listen, Root: s.TFTP.Root}
+		g.Go(func() error { return tf.Start(ctx, log.With("service", "tftp")) })
+	}
+	seeds := SeedConfig{Catalog: cat, Port: s.Seed.Port, UploadLimit: int64(s.Seed.UploadLimit), Trackers: web.Trackers}
+	g.Go(func() error { return seeds.Start(ctx, log.With("service", "seed")) })
+	log.Info(Ready, "url", s.PublicURL, "dhcp", s.DHCP.Mode, "interface", s.Interface,
+		"images", strings.Join(cat.Names(), ","), "auto", s.Plan.Auto,
+		"plan_key", filepath.Join(s.StateDir, "plan-key.pub"), "admin_token_file", s.tokenFile())
+	err = g.Wait()
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+// startDHCP runs DHCP (unless dhcp.mode is off) in g, and records in the
+// store the machines it sees.
+func (s *Site) startDHCP(ctx context.Context, g *errgroup.Group, log *slog.Logger, store *Store, backend Backend) {
 	if s.DHCP.Mode != "off" {
 		seen := make(chan Machine, 256)
 		dcfg := dhcp.Config{
@@ -161,36 +139,100 @@ func (s *Site) Start(ctx context.Context, log *slog.Logger) error {
 		})
 		g.Go(func() error { return dcfg.Start(ctx, log.With("service", "dhcp")) })
 	}
-	if s.TFTP.Listen != "off" {
-		tf := TFTPConfig{Listen: s.TFTP.Listen, Root: s.TFTP.Root}
-		g.Go(func() error { return tf.Start(ctx, log.With("service", "tftp")) })
+}
+
+// prepareHost makes the state dir and finds this server's address and
+// public URL.
+func (s *Site) prepareHost() error {
+	if err := os.MkdirAll(s.StateDir, 0o755); err != nil {
+		return fmt.Errorf("state dir %s: %w (set state_dir to a writable folder)", s.StateDir, err)
 	}
-	for k, im := range images {
-		cfg := imager.Config{Image: im.Image, Paths: im.source, Mode: imager.ModeSeed,
-			Listen: fmt.Sprintf(":%d", s.Seed.Port+k), Trackers: []string{announce}}
-		cfg.Tuning.UploadLimit = int64(s.Seed.UploadLimit)
-		slog := log.With("service", "seed", "image", im.name)
-		g.Go(func() error {
-			p, err := cfg.Run(ctx, slog, -1)
-			slog.Info("seed stopped", "uploaded_bytes", p.Uploaded)
-			if err != nil && ctx.Err() == nil {
-				return fmt.Errorf("seed %s: %w", im.name, err)
-			}
-			return nil
-		})
+	return s.resolveAddress()
+}
+
+// openStore opens the task store and records the [[machine]]s in it.
+func (s *Site) openStore() (*Store, error) {
+	store, err := OpenStore(filepath.Join(s.StateDir, "tasks.db"))
+	if err != nil {
+		return nil, err
 	}
-	names := make([]string, len(images))
-	for i, im := range images {
-		names[i] = im.name
+	for _, m := range s.Machines {
+		if err := store.PutMachine(Machine{MAC: m.MAC, Name: m.Name, Group: m.Group}); err != nil {
+			store.Close()
+			return nil, err
+		}
 	}
-	log.Info(Ready, "url", s.PublicURL, "dhcp", s.DHCP.Mode, "interface", s.Interface,
-		"images", strings.Join(names, ","), "auto", s.Plan.Auto,
-		"plan_key", filepath.Join(s.StateDir, "plan-key.pub"), "admin_token_file", s.tokenFile())
-	err = g.Wait()
-	if errors.Is(err, context.Canceled) {
-		return nil
+	return store, nil
+}
+
+// openCatalog publishes every [[image]] in a new catalog: its torrent, or
+// one made from its raw source (cached in <state_dir>/images while the
+// source keeps its size and modification time). The catalog refuses to
+// remove an image that an active task in store uses.
+func (s *Site) openCatalog(ctx context.Context, log *slog.Logger, store *Store) (*catalog.Catalog, error) {
+	cat := catalog.New(catalog.Config{Dir: filepath.Join(s.StateDir, "images"), WebSeed: s.Seed.WebSeed, InUse: store.ImageUsers},
+		log.With("service", "catalog"))
+	for i, si := range s.Images {
+		_, err := cat.Add(ctx, catalog.Spec{Name: si.Name, Torrent: si.Torrent, Source: si.Source, PieceLength: int64(si.PieceLength)})
+		if errors.Is(err, catalog.ErrBadImage) || errors.Is(err, catalog.ErrExists) {
+			return nil, fmt.Errorf("%w: image[%d]: %w", ErrBadConfig, i, err)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("image[%d]: %w", i, err)
+		}
 	}
-	return err
+	return cat, nil
+}
+
+// newTracker makes the tracker (served on the HTTP port) and has its
+// allow-list follow the catalog: an image's info-hash is published while
+// the image is.
+func (s *Site) newTracker(cat *catalog.Catalog, log *slog.Logger) (*tracker.Tracker, error) {
+	cfg := tracker.Config{Interval: s.Tracker.Interval.Duration}
+	for _, g := range s.Tracker.Groups {
+		cfg.Groups = append(cfg.Groups, tracker.Group{Name: g.Name, Prefixes: g.Prefixes})
+	}
+	tr, err := tracker.New(cfg, log.With("service", "tracker"))
+	if err != nil {
+		return nil, err
+	}
+	_, err = cat.Follow(catalog.Follower{
+		Added:   func(im *catalog.Image) error { tr.Publish(im.Image.InfoHash, im.Name); return nil },
+		Removed: func(im *catalog.Image) { tr.Unpublish(im.Image.InfoHash) },
+	})
+	return tr, err
+}
+
+// planDefaults are the [plan] settings of every task.
+func (s *Site) planDefaults() PlanDefaults {
+	p := s.Plan
+	return PlanDefaults{Target: p.PlanTarget(), CreateTable: p.CreateTable, CheckMode: p.Check, SeedFor: p.SeedFor.Duration.String(), After: p.After}
+}
+
+// newBackend answers "which task does this MAC get?" from the store and
+// the [plan] auto policy.
+func (s *Site) newBackend(store *Store, cat *catalog.Catalog, log *slog.Logger) *autoBackend {
+	image := s.Plan.Image
+	if image == "" && len(s.Images) == 1 {
+		image = cat.List()[0].Name
+	}
+	b := &autoBackend{Store: store, catalog: cat, mode: s.Plan.Auto, image: image, settings: s.planDefaults(), log: log,
+		known: map[string]bool{}, tasked: map[string]bool{}}
+	for _, m := range s.Machines {
+		b.known[m.MAC] = true
+	}
+	return b
+}
+
+// httpConfig serves scripts, plans, the catalog's torrents, the APIs and
+// the tracker on one port.
+func (s *Site) httpConfig(key ed25519.PrivateKey, token string, store *Store, cat *catalog.Catalog, tr *tracker.Tracker, backend Backend) HTTPConfig {
+	return HTTPConfig{
+		Listen: s.HTTP.Listen, PublicURL: s.PublicURL, Store: store, Backend: backend, Key: key,
+		Kernel: s.HTTP.Kernel, Initramfs: s.HTTP.Initramfs, Cmdline: s.HTTP.Cmdline,
+		Catalog: cat, ImageDirs: s.HTTP.ImageDirs, Trackers: []string{s.PublicURL + "/announce"}, Defaults: s.planDefaults(),
+		AdminToken: token, Tracker: tr.Handler(), Swarms: func() any { return tr.Stats() },
+	}
 }
 
 // resolveAddress fills Address from the interface and PublicURL from it.
@@ -261,117 +303,12 @@ func (s *Site) adminToken() (string, error) {
 	return t, nil
 }
 
-type loadedImage struct {
-	name    string
-	Image   *imager.Image
-	torrent string // path of the .torrent file
-	source  []string
-}
-
-// loadImages opens every [[image]]'s torrent, or makes one from a raw
-// source file (cached in <state_dir>/images while the source's size and
-// modification time stay the same).
-func (s *Site) loadImages(ctx context.Context, log *slog.Logger) ([]loadedImage, error) {
-	var out []loadedImage
-	for i, si := range s.Images {
-		for _, src := range si.Source {
-			if _, err := os.Stat(src); err != nil {
-				return nil, fmt.Errorf("%w: image[%d].source: %w", ErrBadConfig, i, err)
-			}
-		}
-		path := si.Torrent
-		if path == "" {
-			var err error
-			if path, err = s.makeTorrent(ctx, log, si); err != nil {
-				return nil, err
-			}
-		}
-		im, err := imager.LoadFile(path)
-		if err != nil {
-			return nil, fmt.Errorf("image[%d]: %w", i, err)
-		}
-		if len(im.Files) != len(si.Source) {
-			return nil, fmt.Errorf("%w: image[%d]: the torrent has %d parts but source lists %d files: list one source per part, in order", ErrBadConfig, i, len(im.Files), len(si.Source))
-		}
-		name := si.Name
-		if name == "" {
-			name = im.Name
-		}
-		out = append(out, loadedImage{name: name, Image: im, torrent: path, source: si.Source})
-	}
-	return out, nil
-}
-
-type torrentCache struct {
-	Source      string    `json:"source"`
-	Size        int64     `json:"size"`
-	ModTime     time.Time `json:"mod_time"`
-	PieceLength int64     `json:"piece_length"`
-	InfoHash    string    `json:"info_hash"`
-}
-
-func (s *Site) makeTorrent(ctx context.Context, log *slog.Logger, si SiteImage) (string, error) {
-	dir := filepath.Join(s.StateDir, "images")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return "", err
-	}
-	src := si.Source[0]
-	st, err := os.Stat(src)
-	if err != nil {
-		return "", err
-	}
-	size := st.Size()
-	if dev, err := imager.OpenSource(src); err == nil {
-		size = dev.Size
-		dev.Close()
-	}
-	piece := int64(si.PieceLength)
-	if piece == 0 {
-		piece = imager.PieceLengthFor(size)
-	}
-	want := torrentCache{Source: src, Size: size, ModTime: st.ModTime().UTC(), PieceLength: piece}
-	path := filepath.Join(dir, si.Name+".torrent")
-	meta := path + ".json"
-	if b, err := os.ReadFile(meta); err == nil {
-		var have torrentCache
-		if json.Unmarshal(b, &have) == nil {
-			have.InfoHash, want.InfoHash = "", ""
-			if have == want {
-				if _, err := os.Stat(path); err == nil {
-					log.Info("image: torrent cached", "image", si.Name, "torrent", path)
-					return path, nil
-				}
-			}
-		}
-	}
-	log.Info("image: making torrent (hashing the whole source once; cached afterwards)", "image", si.Name, "source", src, "size", bytesize.Format(size))
-	last := time.Now()
-	im, err := imager.Create(ctx, log, imager.CreateConfig{Name: si.Name, Sources: []string{src}, PieceLength: piece,
-		Progress: func(p imager.Progress) {
-			if time.Since(last) >= 5*time.Second {
-				last = time.Now()
-				log.Info("image: hashing", "image", si.Name, "progress", p.Line())
-			}
-		}})
-	if err != nil {
-		return "", fmt.Errorf("image %s: make torrent from %s: %w", si.Name, src, err)
-	}
-	if err := im.WriteFile(path); err != nil {
-		return "", err
-	}
-	want.InfoHash = im.InfoHash.HexString()
-	b, _ := json.MarshalIndent(want, "", "  ")
-	if err := os.WriteFile(meta, b, 0o644); err != nil {
-		return "", err
-	}
-	return path, nil
-}
-
 // autoBackend is the Store, plus the [plan] auto policy: a machine that
 // boots with no active task gets one for the default image if the policy
 // covers it and it never had a task for that image.
 type autoBackend struct {
 	*Store
+	catalog  *catalog.Catalog
 	mode     string // none, known, all
 	image    string
 	settings TaskSettings    // the [plan] defaults, stored with the task
@@ -389,6 +326,9 @@ func (b *autoBackend) ActiveTask(mac string) (Task, bool, error) {
 	}
 	if b.mode == "known" && !b.known[mac] {
 		return t, false, nil
+	}
+	if _, ok := b.catalog.Get(b.image); !ok {
+		return t, false, nil // removed at run time: no new tasks for it
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()

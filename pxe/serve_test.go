@@ -6,11 +6,13 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -20,6 +22,7 @@ import (
 	"time"
 
 	"github.com/pxeswarm/pxeswarm/imager"
+	"github.com/pxeswarm/pxeswarm/internal/testlog"
 	"github.com/pxeswarm/pxeswarm/protocol"
 )
 
@@ -84,6 +87,34 @@ func startSite(t *testing.T, s *Site) (*logBuffer, func()) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	return &logs, stop
+}
+
+// verifiedPlan fetches mac's plan from the site at base and verifies it
+// with the public key the site exported to its state dir.
+func verifiedPlan(t *testing.T, base, state, mac string) *protocol.Plan {
+	t.Helper()
+	resp, err := http.Get(base + planPath(mac))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /plan/%s = %d %s", mac, resp.StatusCode, body)
+	}
+	pubBytes, err := os.ReadFile(filepath.Join(state, "plan-key.pub"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := protocol.ParsePublicKey(pubBytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan, err := protocol.Verify(body, pub, mac, testNonce)
+	if err != nil {
+		t.Fatalf("plan does not verify with plan-key.pub: %v", err)
+	}
+	return plan
 }
 
 type tWriter struct{ t *testing.T }
@@ -161,22 +192,7 @@ func TestServeComposes(t *testing.T) {
 	if code != 200 || !strings.Contains(string(script), "kernel ") {
 		t.Fatalf("script for a new machine with plan.auto=all = %d %q, want a kernel line", code, script)
 	}
-	code, body := get(planPath(mac))
-	if code != 200 {
-		t.Fatalf("GET /plan = %d %s", code, body)
-	}
-	pubBytes, err := os.ReadFile(filepath.Join(state, "plan-key.pub"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pub, err := protocol.ParsePublicKey(pubBytes)
-	if err != nil {
-		t.Fatal(err)
-	}
-	plan, err := protocol.Verify(body, pub, mac, testNonce)
-	if err != nil {
-		t.Fatalf("plan does not verify with plan-key.pub: %v", err)
-	}
+	plan := verifiedPlan(t, base, state, mac)
 	if plan.Image != "lab" || len(plan.Trackers) != 1 || plan.Trackers[0] != base+"/announce" {
 		t.Errorf("plan = %+v, want image lab tracked at %s/announce", plan, base)
 	}
@@ -245,7 +261,7 @@ func TestServeBadSite(t *testing.T) {
 		edit func(s *Site)
 		want string
 	}{
-		{"missing source", func(s *Site) { s.Images[0].Source = []string{filepath.Join(dir, "none.img")} }, "image[0].source"},
+		{"missing source", func(s *Site) { s.Images[0].Source = []string{filepath.Join(dir, "none.img")} }, "image[0]: bad image: source: stat " + filepath.Join(dir, "none.img")},
 		{"unknown interface", func(s *Site) { s.Address = netip.Addr{}; s.Interface = "pxsnope0" }, `interface "pxsnope0"`},
 		{"short token file", func(s *Site) {
 			f := filepath.Join(dir, "tok")
@@ -272,5 +288,173 @@ func TestServeBadSite(t *testing.T) {
 				t.Errorf("Start() = %v, want ErrBadConfig mentioning %q", err, tt.want)
 			}
 		})
+	}
+}
+
+// TestServeRuntimeImage runs the server with one image, publishes a second
+// through the admin API while it runs, and images a terminal's disk (a
+// file) with it from the server's own seeder, found through the server's
+// tracker: no web seed, no direct peers. Then the image is removed again:
+// refused while its task is active, done once the task is canceled, after
+// which its torrent is gone and the tracker refuses its swarm.
+func TestServeRuntimeImage(t *testing.T) {
+	dir := t.TempDir()
+	state := filepath.Join(dir, "state")
+	s := loopbackSite(t, state, 1<<20)
+	s.Plan.Auto = "none"
+	images := filepath.Join(dir, "images")
+	if err := os.Mkdir(images, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	s.HTTP.ImageDirs = []string{images}
+	data := make([]byte, 3<<20+4321)
+	rand.Read(data)
+	room2 := filepath.Join(images, "room2.img")
+	if err := os.WriteFile(room2, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// A torrent of the first image, paired below with room2's data.
+	wrong, err := imager.Create(context.Background(), slog.New(slog.DiscardHandler), imager.CreateConfig{Name: "wrong", Sources: []string{s.Images[0].Source[0]}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrongTorrent := filepath.Join(images, "wrong.torrent")
+	if err := wrong.WriteFile(wrongTorrent); err != nil {
+		t.Fatal(err)
+	}
+	logs, stop := startSite(t, s)
+	defer stop()
+	base := s.PublicURL
+	tokenBytes, err := os.ReadFile(filepath.Join(state, "admin-token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	token := strings.TrimSpace(string(tokenBytes))
+	call := func(method, path, body, token string) (int, []byte) {
+		t.Helper()
+		req, err := http.NewRequest(method, base+path, strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, b
+	}
+	published := func() []ImageStatus {
+		t.Helper()
+		_, b := call("GET", "/api/images", "", "")
+		var list []ImageStatus
+		if err := json.Unmarshal(b, &list); err != nil {
+			t.Fatalf("GET /api/images = %s: %v", b, err)
+		}
+		return list
+	}
+
+	add := `{"name": "room2", "source": ["` + room2 + `"]}`
+	if code, b := call("POST", "/api/images", add, ""); code != http.StatusUnauthorized {
+		t.Errorf("POST /api/images without the token = %d %s, want 401", code, b)
+	}
+	if code, b := call("POST", "/api/images", `{"name": "room2", "torrent": "`+wrongTorrent+`", "source": ["`+room2+`"]}`, token); code != http.StatusBadRequest ||
+		!strings.Contains(string(b), "is this the right source") {
+		t.Errorf("POST /api/images with a torrent of other data = %d %s, want 400 saying the source does not fit", code, b)
+	}
+	if l := published(); len(l) != 1 || l[0].Name != "lab" {
+		t.Fatalf("images after refused adds = %+v, want only lab", l)
+	}
+	code, b := call("POST", "/api/images", add, token)
+	if code != http.StatusCreated {
+		t.Fatalf("POST /api/images = %d %s, want 201", code, b)
+	}
+	var added ImageStatus
+	if err := json.Unmarshal(b, &added); err != nil || added.Name != "room2" || added.Size != int64(len(data)) || added.Torrent != base+"/torrents/room2.torrent" {
+		t.Fatalf("POST /api/images reply %s (%v), want room2 of %d bytes", b, err, len(data))
+	}
+	if l := published(); len(l) != 2 || l[1].Name != "room2" {
+		t.Errorf("GET /api/images = %+v, want lab and room2", l)
+	}
+	// The runtime image seeds on the next port after the first image's.
+	if want := fmt.Sprintf("seed: started\" service=seed image=room2 port=%d", s.Seed.Port+1); !strings.Contains(logs.String(), want) {
+		t.Errorf("log has no %q", want)
+	}
+
+	const mac = "52:54:00:aa:00:02"
+	code, b = call("POST", "/api/tasks", `{"mac": "`+mac+`", "image": "room2", "check": "fresh"}`, token)
+	if code != http.StatusCreated {
+		t.Fatalf("POST /api/tasks = %d %s", code, b)
+	}
+	var ct CreatedTasks
+	if err := json.Unmarshal(b, &ct); err != nil || len(ct.Tasks) != 1 {
+		t.Fatalf("POST /api/tasks reply %s: %v", b, err)
+	}
+	task := ct.Tasks[0]
+	plan := verifiedPlan(t, base, state, mac)
+	if plan.Image != "room2" || plan.InfoHash != added.InfoHash || plan.Torrent != added.Torrent || plan.TaskID != task.ID {
+		t.Fatalf("plan = %+v, want task %s for room2 (%s)", plan, task.ID, added.InfoHash)
+	}
+
+	// The terminal's side: the torrent from the plan, peers only from the
+	// plan's tracker.
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	im, err := imager.LoadURL(ctx, nil, plan.Torrent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if im.InfoHash.HexString() != plan.InfoHash || len(im.Meta.UrlList) != 0 {
+		t.Fatalf("torrent from %s: info-hash %s, url-list %v; want %s and no web seed", plan.Torrent, im.InfoHash.HexString(), im.Meta.UrlList, plan.InfoHash)
+	}
+	target := filepath.Join(dir, "terminal-disk.img")
+	fetch := imager.Config{Image: im, Paths: []string{target}, Mode: imager.ModeFresh, Trackers: plan.Trackers, Listen: "127.0.0.1:0"}
+	sess, err := fetch.Join(ctx, testlog.New(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sess.Wait(ctx); err != nil {
+		sess.Close()
+		t.Fatalf("download of room2 from the server's seeder: %v (progress %+v); did its seeder start and announce?", err, sess.Progress())
+	}
+	if err := sess.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := os.ReadFile(target); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("terminal's disk after the download: %d bytes (%v), want room2's %d bytes exactly", len(got), err, len(data))
+	}
+
+	// Removal: refused while the task is active.
+	code, b = call("DELETE", "/api/images/room2", "", token)
+	if code != http.StatusConflict || !strings.Contains(string(b), task.ID) || !strings.Contains(string(b), "cancel") {
+		t.Errorf("DELETE while task %s is active = %d %s, want 409 naming it and what to do", task.ID, code, b)
+	}
+	if code, b := call("GET", "/torrents/room2.torrent", "", ""); code != http.StatusOK {
+		t.Errorf("torrent after a refused DELETE = %d %s", code, b)
+	}
+	if code, b := call("POST", "/api/tasks/"+task.ID+"/cancel", "", token); code != http.StatusOK {
+		t.Fatalf("cancel = %d %s", code, b)
+	}
+	if code, b := call("DELETE", "/api/images/room2", "", token); code != http.StatusOK {
+		t.Fatalf("DELETE after cancel = %d %s, want 200", code, b)
+	}
+	if code, b := call("GET", "/torrents/room2.torrent", "", ""); code != http.StatusNotFound {
+		t.Errorf("torrent of a removed image = %d %s, want 404", code, b)
+	}
+	var peerID [20]byte
+	copy(peerID[:], "-PX0001-removedimage")
+	q := url.Values{"info_hash": {string(im.InfoHash[:])}, "peer_id": {string(peerID[:])}, "port": {"6999"},
+		"uploaded": {"0"}, "downloaded": {"0"}, "left": {"0"}, "compact": {"1"}}
+	if code, b := call("GET", "/announce?"+q.Encode(), "", ""); code != http.StatusOK || !strings.Contains(string(b), "failure reason") || !strings.Contains(string(b), "not published") {
+		t.Errorf("announce for the removed image = %d %q, want a not-published failure reason", code, b)
+	}
+	if l := published(); len(l) != 1 || l[0].Name != "lab" {
+		t.Errorf("images after DELETE = %+v, want only lab", l)
+	}
+	if code, _ := call("GET", "/torrents/lab.torrent", "", ""); code != http.StatusOK {
+		t.Errorf("the first image's torrent = %d, want it still served", code)
 	}
 }

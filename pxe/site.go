@@ -2,6 +2,7 @@ package pxe
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -17,6 +18,7 @@ import (
 	"github.com/pxeswarm/pxeswarm/imager"
 	"github.com/pxeswarm/pxeswarm/internal/bytesize"
 	"github.com/pxeswarm/pxeswarm/protocol"
+	"github.com/pxeswarm/pxeswarm/pxe/catalog"
 	"github.com/pxeswarm/pxeswarm/pxe/dhcp"
 )
 
@@ -25,8 +27,8 @@ var ErrBadConfig = errors.New("bad site config")
 
 // Site is the whole boot server's configuration: one TOML file (see
 // docs/site.example.toml, which documents every key) or the flags of
-// `pxeswarm serve`'s quick mode. LoadSite reads and checks it; Start runs
-// it.
+// `pxeswarm serve`'s quick mode. LoadSite reads it, ApplyDefaults fills in
+// what was left out, Check checks it; Start runs it.
 type Site struct {
 	// StateDir keeps the plan-signing key, the task store, the DHCP leases
 	// and torrents made from raw images. Default /var/lib/pxeswarm.
@@ -69,6 +71,11 @@ type SiteHTTP struct {
 	// token is made on first start and kept in <state_dir>/admin-token.
 	AdminToken     string `toml:"admin_token"`
 	AdminTokenFile string `toml:"admin_token_file"`
+	// ImageDirs are the folders whose files the admin API may publish as
+	// images (POST /api/images), symbolic links resolved. Default none:
+	// that route is off, so a leaked admin token cannot publish any file
+	// of the image host to the network.
+	ImageDirs []string `toml:"image_dirs"`
 }
 
 // SiteDHCP is the [dhcp] section.
@@ -126,7 +133,11 @@ type SiteGroup struct {
 
 // SiteSeed is the [seed] section: the server seeds every image.
 type SiteSeed struct {
-	// Port is the first peer port; image k uses Port+k. Default 6881.
+	// Port is the first peer port; default 6881. Each image seeds on the
+	// lowest port from Port up that no other image's seeder holds: the
+	// [[image]]s get Port, Port+1, … in order, an image added at run time
+	// (POST /api/images) the next free one, and a removed image's port is
+	// reused.
 	Port int `toml:"port"`
 	// UploadLimit caps the server's upload per image in bytes per second,
 	// e.g. "100MiB"; default none.
@@ -209,24 +220,41 @@ func (b *ByteSize) UnmarshalText(t []byte) error {
 	return nil
 }
 
-// LoadSite reads a TOML site config. Unknown keys are an error naming
-// them; so are bad values.
+// LoadSite reads a TOML site config, resolves its relative paths against
+// the file's folder, fills in defaults and checks it. Unknown keys are an
+// error naming them; so are bad values.
 func LoadSite(path string) (*Site, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrBadConfig, err)
 	}
-	s, err := ParseSite(data)
+	s, err := decodeSite(data)
+	if err == nil {
+		s.resolve(filepath.Dir(path))
+		s.ApplyDefaults()
+		err = s.Check()
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	// Relative paths in the file are relative to the file.
-	s.resolve(filepath.Dir(path))
 	return s, nil
 }
 
-// ParseSite parses and checks a TOML site config.
+// ParseSite parses a TOML site config, fills in defaults and checks it.
 func ParseSite(data []byte) (*Site, error) {
+	s, err := decodeSite(data)
+	if err != nil {
+		return nil, err
+	}
+	s.ApplyDefaults()
+	if err := s.Check(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// decodeSite decodes TOML strictly: unknown keys are an error.
+func decodeSite(data []byte) (*Site, error) {
 	var s Site
 	md, err := toml.NewDecoder(bytes.NewReader(data)).Decode(&s)
 	if err != nil {
@@ -243,9 +271,6 @@ func ParseSite(data []byte) (*Site, error) {
 		}
 		return nil, fmt.Errorf("%w: unknown key(s) %s: check the spelling against docs/site.example.toml", ErrBadConfig, strings.Join(keys, ", "))
 	}
-	if err := s.Check(); err != nil {
-		return nil, err
-	}
 	return &s, nil
 }
 
@@ -260,6 +285,9 @@ func (s *Site) resolve(dir string) {
 	abs(&s.HTTP.Initramfs)
 	abs(&s.HTTP.AdminTokenFile)
 	abs(&s.TFTP.Root)
+	for i := range s.HTTP.ImageDirs {
+		abs(&s.HTTP.ImageDirs[i])
+	}
 	for i := range s.Images {
 		abs(&s.Images[i].Torrent)
 		for j := range s.Images[i].Source {
@@ -268,14 +296,64 @@ func (s *Site) resolve(dir string) {
 	}
 }
 
-// Check fills in defaults and validates. Errors wrap ErrBadConfig and name
-// the key to fix.
+// ApplyDefaults fills in every key left out, and normalises what has one
+// spelling (public_url without a trailing slash, MACs). Call it before
+// Check; LoadSite, ParseSite and Start do.
+func (s *Site) ApplyDefaults() {
+	if s.StateDir == "" {
+		s.StateDir = "/var/lib/pxeswarm"
+	}
+	if u := strings.TrimRight(s.PublicURL, "/"); u != "" {
+		s.PublicURL = u
+	}
+	// [http]
+	h := &s.HTTP
+	h.Listen = cmp.Or(h.Listen, ":8080")
+	h.Kernel = cmp.Or(h.Kernel, filepath.Join(s.StateDir, "boot", "vmlinuz"))
+	h.Initramfs = cmp.Or(h.Initramfs, filepath.Join(s.StateDir, "boot", "initramfs"))
+	h.Cmdline = cmp.Or(h.Cmdline, "console=tty0 console=ttyS0,115200")
+	// [dhcp]
+	d := &s.DHCP
+	d.Mode = cmp.Or(d.Mode, "proxy")
+	d.PrefixLen = cmp.Or(d.PrefixLen, 24)
+	d.LeaseTime.Duration = cmp.Or(d.LeaseTime.Duration, dhcp.DefaultLeaseTime)
+	d.Option = cmp.Or(d.Option, int(dhcp.DefaultURLOption))
+	d.BootFileBIOS = cmp.Or(d.BootFileBIOS, dhcp.DefaultBootFileBIOS)
+	d.BootFileUEFI = cmp.Or(d.BootFileUEFI, dhcp.DefaultBootFileUEFI)
+	// [tftp]
+	s.TFTP.Listen = cmp.Or(s.TFTP.Listen, ":69")
+	s.TFTP.Root = cmp.Or(s.TFTP.Root, DefaultTFTPRoot)
+	// [tracker], [seed]
+	s.Tracker.Interval.Duration = cmp.Or(s.Tracker.Interval.Duration, 10*time.Second)
+	s.Seed.Port = cmp.Or(s.Seed.Port, 6881)
+	// [[image]]
+	for i := range s.Images {
+		if im := &s.Images[i]; im.Name == "" && im.Torrent == "" && len(im.Source) > 0 {
+			im.Name = catalog.NameFromSource(im.Source[0])
+		}
+	}
+	// [plan]
+	p := &s.Plan
+	if p.Disk == "" && p.Label == "" && p.GUID == "" && p.Partition == 0 {
+		p.Disk = "first"
+	}
+	p.Check = cmp.Or(p.Check, "verify")
+	p.SeedFor.Duration = cmp.Or(p.SeedFor.Duration, 10*time.Minute)
+	p.After = cmp.Or(p.After, "reboot")
+	p.Auto = cmp.Or(p.Auto, "none")
+	// [[machine]]
+	for i := range s.Machines {
+		if mac, err := protocol.ParseMAC(s.Machines[i].MAC); err == nil {
+			s.Machines[i].MAC = mac
+		}
+	}
+}
+
+// Check validates the site without changing it; call ApplyDefaults first.
+// Errors wrap ErrBadConfig and name the key to fix.
 func (s *Site) Check() error {
 	bad := func(key, format string, args ...any) error {
 		return fmt.Errorf("%w: %s: %s", ErrBadConfig, key, fmt.Sprintf(format, args...))
-	}
-	if s.StateDir == "" {
-		s.StateDir = "/var/lib/pxeswarm"
 	}
 	if s.Address.IsValid() && !s.Address.Is4() {
 		return bad("address", "%v is not an IPv4 address", s.Address)
@@ -285,32 +363,21 @@ func (s *Site) Check() error {
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			return bad("public_url", "%q: want http://host:port", s.PublicURL)
 		}
-		s.PublicURL = strings.TrimRight(s.PublicURL, "/")
 	}
 	// [http]
-	if s.HTTP.Listen == "" {
-		s.HTTP.Listen = ":8080"
-	}
-	if s.HTTP.Kernel == "" {
-		s.HTTP.Kernel = filepath.Join(s.StateDir, "boot", "vmlinuz")
-	}
-	if s.HTTP.Initramfs == "" {
-		s.HTTP.Initramfs = filepath.Join(s.StateDir, "boot", "initramfs")
-	}
-	if s.HTTP.Cmdline == "" {
-		s.HTTP.Cmdline = "console=tty0 console=ttyS0,115200"
-	}
 	if s.HTTP.AdminToken != "" && s.HTTP.AdminTokenFile != "" {
 		return bad("http.admin_token", "set admin_token or admin_token_file, not both")
 	}
 	if s.HTTP.AdminToken != "" && len(s.HTTP.AdminToken) < 16 {
 		return bad("http.admin_token", "too short (%d characters): use at least 16 random characters", len(s.HTTP.AdminToken))
 	}
+	for i, dir := range s.HTTP.ImageDirs {
+		if !filepath.IsAbs(dir) {
+			return bad(fmt.Sprintf("http.image_dirs[%d]", i), "%q: give an absolute folder", dir)
+		}
+	}
 	// [dhcp]
 	d := &s.DHCP
-	if d.Mode == "" {
-		d.Mode = "proxy"
-	}
 	switch d.Mode {
 	case "full", "proxy", "off":
 	default:
@@ -318,9 +385,6 @@ func (s *Site) Check() error {
 	}
 	if d.Mode != "off" && s.Interface == "" {
 		return bad("interface", "required for dhcp.mode %q: name the interface facing the terminals (e.g. br0)", d.Mode)
-	}
-	if d.PrefixLen == 0 {
-		d.PrefixLen = 24
 	}
 	if d.PrefixLen < 8 || d.PrefixLen > 30 {
 		return bad("dhcp.prefix_len", "%d: want 8–30", d.PrefixLen)
@@ -340,44 +404,19 @@ func (s *Site) Check() error {
 			return bad("address", "%v is not in the pool's subnet %v", s.Address, p)
 		}
 	}
-	if d.LeaseTime.Duration == 0 {
-		d.LeaseTime.Duration = dhcp.DefaultLeaseTime
-	}
 	if d.LeaseTime.Duration < time.Minute {
 		return bad("dhcp.lease_time", "%v: at least 1m", d.LeaseTime.Duration)
-	}
-	if d.Option == 0 {
-		d.Option = int(dhcp.DefaultURLOption)
 	}
 	if d.Option < 224 || d.Option > 254 {
 		return bad("dhcp.option", "%d: use a site-specific option, 224–254", d.Option)
 	}
-	if d.BootFileBIOS == "" {
-		d.BootFileBIOS = dhcp.DefaultBootFileBIOS
-	}
-	if d.BootFileUEFI == "" {
-		d.BootFileUEFI = dhcp.DefaultBootFileUEFI
-	}
-	// [tftp]
-	if s.TFTP.Listen == "" {
-		s.TFTP.Listen = ":69"
-	}
-	if s.TFTP.Root == "" {
-		s.TFTP.Root = DefaultTFTPRoot
-	}
 	// [tracker]
-	if s.Tracker.Interval.Duration == 0 {
-		s.Tracker.Interval.Duration = 10 * time.Second
-	}
 	for i, g := range s.Tracker.Groups {
 		if g.Name == "" || len(g.Prefixes) == 0 {
 			return bad(fmt.Sprintf("tracker.group[%d]", i), "needs a name and prefixes")
 		}
 	}
 	// [seed]
-	if s.Seed.Port == 0 {
-		s.Seed.Port = 6881
-	}
 	if s.Seed.Port < 1 || s.Seed.Port+len(s.Images) > 65535 {
 		return bad("seed.port", "%d: out of range", s.Seed.Port)
 	}
@@ -386,8 +425,7 @@ func (s *Site) Check() error {
 		return bad("image", "no [[image]]: add one with a torrent and its source files")
 	}
 	names := map[string]bool{}
-	for i := range s.Images {
-		im := &s.Images[i]
+	for i, im := range s.Images {
 		key := fmt.Sprintf("image[%d]", i)
 		if len(im.Source) == 0 {
 			return bad(key+".source", "the server seeds every image: list its source file(s)")
@@ -395,10 +433,10 @@ func (s *Site) Check() error {
 		if im.Torrent == "" && len(im.Source) != 1 {
 			return bad(key+".torrent", "a torrent is needed for a multi-part image (make one with pxeswarm mktorrent)")
 		}
-		if im.Name == "" && im.Torrent == "" {
-			im.Name = strings.TrimSuffix(filepath.Base(im.Source[0]), filepath.Ext(im.Source[0]))
-		}
 		if im.Name != "" {
+			if !catalog.ValidName(im.Name) {
+				return bad(key+".name", "%q: use only letters, digits, '.', '_' and '-'", im.Name)
+			}
 			if names[im.Name] {
 				return bad(key+".name", "%q is used twice", im.Name)
 			}
@@ -415,40 +453,24 @@ func (s *Site) Check() error {
 	if p.Image != "" && !names[p.Image] {
 		return bad("plan.image", "%q is not the name of an [[image]]", p.Image)
 	}
-	if p.Disk == "" && p.Label == "" && p.GUID == "" && p.Partition == 0 {
-		p.Disk = "first"
-	}
-	if (protocol.Target{Disk: p.Disk, Partition: p.Partition, Label: p.Label, GUID: p.GUID}).Check() != nil {
+	if p.PlanTarget().Check() != nil {
 		return bad("plan.disk", "set exactly one of disk, label or guid (partition goes with disk)")
-	}
-	if p.Check == "" {
-		p.Check = "verify"
 	}
 	if p.Check != "fresh" && p.Check != "verify" {
 		return bad("plan.check", "%q: want fresh or verify", p.Check)
 	}
-	if p.SeedFor.Duration == 0 {
-		p.SeedFor.Duration = 10 * time.Minute
-	}
 	if p.SeedFor.Duration < 0 {
 		return bad("plan.seed_for", "negative")
 	}
-	if p.After == "" {
-		p.After = "reboot"
-	}
 	if !slices.Contains([]string{"reboot", "poweroff", "shell"}, p.After) {
 		return bad("plan.after", "%q: want reboot, poweroff or shell", p.After)
-	}
-	if p.Auto == "" {
-		p.Auto = "none"
 	}
 	if !slices.Contains([]string{"none", "known", "all"}, p.Auto) {
 		return bad("plan.auto", "%q: want none, known or all", p.Auto)
 	}
 	// [[machine]]
 	macs := map[string]bool{}
-	for i := range s.Machines {
-		m := &s.Machines[i]
+	for i, m := range s.Machines {
 		key := fmt.Sprintf("machine[%d].mac", i)
 		mac, err := protocol.ParseMAC(m.MAC)
 		if err != nil {
@@ -458,7 +480,6 @@ func (s *Site) Check() error {
 			return bad(key, "%s is listed twice", mac)
 		}
 		macs[mac] = true
-		m.MAC = mac
 	}
 	return nil
 }

@@ -2,10 +2,14 @@ package pxe
 
 import (
 	"errors"
+	"net/netip"
 	"os"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 )
 
 func TestExampleSiteParses(t *testing.T) {
@@ -72,6 +76,8 @@ func TestSiteErrors(t *testing.T) {
 		{"short token", "interface = \"br0\"\n[http]\nadmin_token = \"abc\"" + img, "at least 16"},
 		{"syntax", "interface = br0" + img, "line 1"},
 		{"bad piece length", "interface = \"br0\"\n[[image]]\nsource = [\"/a\"]\npiece_length = \"3MiB\"", "piece_length"},
+		{"bad image name", "interface = \"br0\"\n[[image]]\nname = \"lab 2026\"\nsource = [\"/a\"]", "image[0].name"},
+		{"relative image dir", "interface = \"br0\"\n[http]\nimage_dirs = [\"images\"]" + img, "http.image_dirs[0]"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -80,6 +86,40 @@ func TestSiteErrors(t *testing.T) {
 				t.Errorf("ParseSite(%q) = %v, want ErrBadConfig mentioning %q", tt.toml, err, tt.want)
 			}
 		})
+	}
+}
+
+// TestSiteCheckIsPure: Check changes nothing, ApplyDefaults does all the
+// filling in and gives the same site when run twice.
+func TestSiteCheckIsPure(t *testing.T) {
+	raw := func() *Site {
+		return &Site{Interface: "br0", PublicURL: "http://198.18.0.1:8080/",
+			Images:   []SiteImage{{Source: []string{"/srv/lab.img"}}},
+			Machines: []SiteMachine{{MAC: "52-54-00-00-01-01"}}}
+	}
+	opts := cmpopts.EquateComparable(netip.Addr{}, netip.Prefix{})
+	s := raw()
+	if err := s.Check(); err == nil {
+		t.Error("Check() before ApplyDefaults = nil, want the missing dhcp.mode reported")
+	}
+	if d := cmp.Diff(raw(), s, opts); d != "" {
+		t.Errorf("Check changed the site (-before +after):\n%s", d)
+	}
+	s.ApplyDefaults()
+	defaulted := raw()
+	defaulted.ApplyDefaults()
+	if err := s.Check(); err != nil {
+		t.Fatalf("Check() after ApplyDefaults = %v", err)
+	}
+	if d := cmp.Diff(defaulted, s, opts); d != "" {
+		t.Errorf("Check changed a defaulted site (-before +after):\n%s", d)
+	}
+	s.ApplyDefaults()
+	if d := cmp.Diff(defaulted, s, opts); d != "" {
+		t.Errorf("ApplyDefaults twice differs from once (-once +twice):\n%s", d)
+	}
+	if s.PublicURL != "http://198.18.0.1:8080" || s.Machines[0].MAC != "52:54:00:00:01:01" || s.Images[0].Name != "lab" || s.Seed.Port != 6881 {
+		t.Errorf("ApplyDefaults gave %+v", s)
 	}
 }
 

@@ -287,6 +287,23 @@ func (s *Store) Tasks() ([]Task, error) {
 	return ret, err
 }
 
+// ImageUsers names the active tasks of image, as "t3 (52:54:00:00:00:0a,
+// imaging)": the catalog's InUse, which keeps an image a task needs from
+// being removed.
+func (s *Store) ImageUsers(image string) ([]string, error) {
+	tasks, err := s.Tasks()
+	if err != nil {
+		return nil, err
+	}
+	var users []string
+	for _, t := range tasks {
+		if t.Image == image && t.State.Active() {
+			users = append(users, fmt.Sprintf("%s (%s, %s)", t.ID, t.MAC, t.State))
+		}
+	}
+	return users, nil
+}
+
 // Task returns one task, or an error wrapping ErrNoTask.
 func (s *Store) Task(id string) (Task, error) {
 	var t Task

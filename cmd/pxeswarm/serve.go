@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"path/filepath"
 	"strings"
 
 	"github.com/pxeswarm/pxeswarm/pxe"
@@ -20,6 +21,8 @@ seeder for every image.
 Only a terminal with an active task gets a boot file from DHCP, and then
 our kernel; the others boot their local disk straight from the firmware. Tasks come from the admin API
 (POST /api/tasks with the token in <state-dir>/admin-token) or from --auto.
+Images can be added and removed while serving (POST /api/images from the
+folders given with --image-dir, DELETE /api/images/NAME).
 
 With --config, everything comes from the site file (every key is documented
 in docs/site.example.toml) and the flags below only override logging.
@@ -36,6 +39,8 @@ Examples:
 	fs.Var(&images, "image", "raw disk/partition image or image torrent to serve (repeat for more); a raw image is hashed into a torrent once and cached")
 	var sources listFlag
 	fs.Var(&sources, "source", "with a torrent --image: its source file(s), one per part, in order")
+	var imageDirs listFlag
+	fs.Var(&imageDirs, "image-dir", "folder the admin API may publish more images from while serving (POST /api/images; repeat for more); default none")
 	auto := enumFlag{val: "none", allowed: []string{"none", "all"}}
 	fs.Var(&auto, "auto", "start tasks by themselves: none (admin API only) or all (every terminal that PXE-boots gets the image once)")
 	check := enumFlag{val: "verify", allowed: []string{"fresh", "verify"}}
@@ -96,6 +101,13 @@ Examples:
 			site.Address = a
 		}
 		site.HTTP = pxe.SiteHTTP{Listen: *httpListen, Kernel: *kernel, Initramfs: *initramfs, Cmdline: *cmdline}
+		for _, dir := range imageDirs {
+			abs, err := filepath.Abs(dir)
+			if err != nil {
+				return fmt.Errorf("%w: --image-dir %q: %v", errUsage, dir, err)
+			}
+			site.HTTP.ImageDirs = append(site.HTTP.ImageDirs, abs)
+		}
 		site.DHCP = pxe.SiteDHCP{Mode: dhcpMode.val, Option: *option}
 		site.TFTP = pxe.SiteTFTP{Listen: *tftpListen, Root: *tftpRoot}
 		site.Seed = pxe.SiteSeed{Port: *seedPort, UploadLimit: pxe.ByteSize(uploadLimit)}
@@ -110,6 +122,10 @@ Examples:
 			if err := quickPool(site, *pool); err != nil {
 				return err
 			}
+		}
+		site.ApplyDefaults()
+		if err := site.Check(); err != nil {
+			return err
 		}
 	}
 	return site.Start(ctx, log)
