@@ -188,7 +188,9 @@ func (s *Site) openCatalog(ctx context.Context, log *slog.Logger, store *Store) 
 // allow-list follow the catalog: an image's info-hash is published while
 // the image is.
 func (s *Site) newTracker(cat *catalog.Catalog, log *slog.Logger) (*tracker.Tracker, error) {
-	cfg := tracker.Config{Interval: s.Tracker.Interval.Duration}
+	// This host's seeders come first in every reply, and are not capped
+	// like other addresses.
+	cfg := tracker.Config{Interval: s.Tracker.Interval.Duration, Trusted: []netip.Addr{s.Address}}
 	for _, g := range s.Tracker.Groups {
 		cfg.Groups = append(cfg.Groups, tracker.Group{Name: g.Name, Prefixes: g.Prefixes})
 	}

@@ -18,6 +18,9 @@ var (
 	ErrBadAnnounce = errors.New("bad announce")
 	// ErrSwarmFull: the swarm already holds Config.MaxSwarmPeers peers.
 	ErrSwarmFull = errors.New("swarm full")
+	// ErrHostFull: the announcing address already holds
+	// Config.MaxPeersPerHost peers in the swarm.
+	ErrHostFull = errors.New("too many peers from one address")
 	// ErrBadConfig: New rejected the Config.
 	ErrBadConfig = errors.New("bad tracker config")
 )

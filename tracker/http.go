@@ -162,7 +162,7 @@ func (t *Tracker) newHandler() http.Handler {
 // still HTTP 200; clients read the dict, not the status.
 func (t *Tracker) writeFailure(w http.ResponseWriter, r *http.Request, err error) {
 	level := slog.LevelWarn
-	if !errors.Is(err, ErrNotPublished) && !errors.Is(err, ErrBadAnnounce) && !errors.Is(err, ErrSwarmFull) {
+	if !errors.Is(err, ErrNotPublished) && !errors.Is(err, ErrBadAnnounce) && !errors.Is(err, ErrSwarmFull) && !errors.Is(err, ErrHostFull) {
 		level = slog.LevelError
 	}
 	t.log.Log(r.Context(), level, "tracker: refused request", "path", r.URL.Path, "remote", r.RemoteAddr, "err", err)

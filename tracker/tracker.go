@@ -29,6 +29,10 @@ const (
 	DefaultInterval      = 10 * time.Second
 	DefaultMaxPeers      = 200
 	DefaultMaxSwarmPeers = 4096
+	// DefaultMaxPeersPerHost: a terminal runs one agent, so one peer per
+	// swarm; a few more leave room for a restarted client whose old entry
+	// has not expired yet.
+	DefaultMaxPeersPerHost = 4
 	DefaultSubnetBits    = 24
 )
 
@@ -51,6 +55,15 @@ type Config struct {
 	// bounded; announces from new peers past it get a failure reason.
 	// Default 4096.
 	MaxSwarmPeers int
+	// MaxPeersPerHost caps the peers one address may hold in a swarm, so
+	// one LAN host cannot fill the swarm with made-up peers and lock the
+	// real machines out. Trusted and loopback addresses (the image host
+	// itself) are not capped. Default 4.
+	MaxPeersPerHost int
+	// Trusted are the image hosts' addresses: their peers (the seeders)
+	// come first in every announce reply, whatever else the swarm holds,
+	// so fake complete peers cannot crowd them out of replies.
+	Trusted []netip.Addr
 	// Groups are named sets of prefixes (a classroom, a subnet); the
 	// default policy tells a peer about its own group first.
 	Groups []Group
@@ -104,6 +117,16 @@ func (c Config) withDefaults() (Config, error) {
 	case c.MaxSwarmPeers < 0:
 		return bad("MaxSwarmPeers %d is negative: set it to the most peers per swarm, e.g. %d", c.MaxSwarmPeers, DefaultMaxSwarmPeers)
 	}
+	switch {
+	case c.MaxPeersPerHost == 0:
+		c.MaxPeersPerHost = DefaultMaxPeersPerHost
+	case c.MaxPeersPerHost < 0:
+		return bad("MaxPeersPerHost %d is negative: set it to the most peers one address may have in a swarm, e.g. %d", c.MaxPeersPerHost, DefaultMaxPeersPerHost)
+	}
+	c.Trusted = slices.Clone(c.Trusted)
+	for i, a := range c.Trusted {
+		c.Trusted[i] = a.Unmap()
+	}
 	names := map[string]bool{}
 	groups := make([]Group, 0, len(c.Groups))
 	for i, g := range c.Groups {
@@ -150,6 +173,7 @@ type Tracker struct {
 type swarm struct {
 	name      string
 	peers     map[netip.AddrPort]*peerState
+	perHost   map[netip.Addr]int // peers per address, for MaxPeersPerHost
 	completed int64 // event=completed announces, at most one per peer stay
 	// hosts keeps each host's transfer totals across its peer stays, so
 	// what a machine gave the swarm still counts after it stopped or
@@ -205,7 +229,7 @@ func (t *Tracker) Publish(ih [20]byte, name string) {
 		sw.name = name
 		return
 	}
-	t.swarms[ih] = &swarm{name: name, peers: map[netip.AddrPort]*peerState{}, hosts: map[netip.Addr]*hostTotals{}}
+	t.swarms[ih] = &swarm{name: name, peers: map[netip.AddrPort]*peerState{}, perHost: map[netip.Addr]int{}, hosts: map[netip.Addr]*hostTotals{}}
 	t.log.Info("tracker: published", "info_hash", hex.EncodeToString(ih[:]), "name", name)
 }
 
@@ -341,9 +365,36 @@ func addSat(a, b int64) int64 {
 func (t *Tracker) expireLocked(sw *swarm, now time.Time) {
 	for addr, p := range sw.peers {
 		if now.Sub(p.LastSeen) > t.cfg.PeerTTL {
-			delete(sw.peers, addr)
+			sw.remove(addr)
 		}
 	}
+}
+
+// remove drops one peer.
+func (sw *swarm) remove(addr netip.AddrPort) {
+	if _, ok := sw.peers[addr]; !ok {
+		return
+	}
+	delete(sw.peers, addr)
+	a := addr.Addr().Unmap()
+	if sw.perHost[a]--; sw.perHost[a] <= 0 {
+		delete(sw.perHost, a)
+	}
+}
+
+// add puts a new peer in the swarm.
+func (sw *swarm) add(addr netip.AddrPort) *peerState {
+	p := &peerState{Peer: Peer{Addr: addr}}
+	sw.peers[addr] = p
+	sw.perHost[addr.Addr().Unmap()]++
+	return p
+}
+
+// trusted reports whether a is an image host's address or loopback (a
+// process on the tracker's own machine).
+func (t *Tracker) trusted(a netip.Addr) bool {
+	a = a.Unmap()
+	return a.IsLoopback() || slices.Contains(t.cfg.Trusted, a)
 }
 
 // admit reports the error track would return for a's allow-list and swarm
@@ -361,7 +412,14 @@ func (t *Tracker) admitLocked(a Announce, addr netip.AddrPort, now time.Time) er
 		return t.notPublished(a.InfoHash)
 	}
 	t.expireLocked(sw, now)
-	if _, known := sw.peers[addr]; !known && a.Event != EventStopped && len(sw.peers) >= t.cfg.MaxSwarmPeers {
+	if _, known := sw.peers[addr]; known || a.Event == EventStopped {
+		return nil
+	}
+	if n := sw.perHost[addr.Addr().Unmap()]; n >= t.cfg.MaxPeersPerHost && !t.trusted(addr.Addr()) {
+		return fmt.Errorf("%w: %s already has %d peers in swarm %x (%s): a machine runs one client; stop the others, or wait %s for stale ones to expire",
+			ErrHostFull, addr.Addr(), n, a.InfoHash, sw.name, t.cfg.PeerTTL)
+	}
+	if len(sw.peers) >= t.cfg.MaxSwarmPeers {
 		return fmt.Errorf("%w: swarm %x (%s) already has %d peers: retry later, or raise the tracker's MaxSwarmPeers",
 			ErrSwarmFull, a.InfoHash, sw.name, len(sw.peers))
 	}
@@ -387,12 +445,11 @@ func (t *Tracker) track(a Announce, addr netip.AddrPort) error {
 	sw.countHost(addr, a, t.cfg.MaxSwarmPeers)
 	p, ok := sw.peers[addr]
 	if a.Event == EventStopped {
-		delete(sw.peers, addr)
+		sw.remove(addr)
 		return nil
 	}
 	if !ok {
-		p = &peerState{Peer: Peer{Addr: addr}}
-		sw.peers[addr] = p
+		p = sw.add(addr)
 	}
 	p.ID = a.PeerID
 	p.Left = a.Left
@@ -464,8 +521,22 @@ func (t *Tracker) choose(asker netip.AddrPort, peers []Peer, max int) []Peer {
 	if max <= 0 || len(peers) == 0 {
 		return nil
 	}
-	chosen := t.cfg.Policy.Choose(asker, peers, max)
-	out := chosen[:0:0]
+	// The image hosts' seeders first, whatever the policy and the rest of
+	// the swarm say: made-up complete peers must not crowd them out.
+	var out, rest []Peer
+	for _, p := range peers {
+		switch {
+		case sameAddrPort(p.Addr, asker):
+		case len(t.cfg.Trusted) > 0 && slices.Contains(t.cfg.Trusted, p.Addr.Addr().Unmap()) && len(out) < max:
+			out = append(out, p)
+		default:
+			rest = append(rest, p)
+		}
+	}
+	if len(out) == max {
+		return out
+	}
+	chosen := t.cfg.Policy.Choose(asker, rest, max-len(out))
 	for _, p := range chosen {
 		if len(out) == max {
 			break

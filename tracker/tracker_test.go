@@ -614,3 +614,67 @@ func TestHostTotals(t *testing.T) {
 		t.Errorf("Uploaded (current peers) = %d, want 75", st.Uploaded)
 	}
 }
+
+// TestOneHostCannotCrowd: one LAN address announcing thousands of made-up
+// peers holds MaxPeersPerHost of them, so real machines still join; and
+// made-up complete peers from many addresses do not push the image host's
+// seeder out of a new machine's reply.
+func TestOneHostCannotCrowd(t *testing.T) {
+	cfg := testingConfig(t)
+	cfg.MaxSwarmPeers = DefaultMaxSwarmPeers
+	cfg.MaxPeersPerHost = 0 // the default
+	cfg.Trusted = []netip.Addr{netip.MustParseAddr("198.18.0.1")}
+	tr, _ := newTestTracker(t, cfg)
+	ih := hashOf("image")
+	tr.Publish(ih, "image")
+	h := tr.Handler()
+	refused := 0
+	for i := range DefaultMaxSwarmPeers + 100 {
+		r := announceFrom(t, h, "198.18.0.66:4000", query(ih, peerID(i), 1024+i, "left", "0").Encode())
+		if r.FailureReason != "" {
+			if !strings.Contains(r.FailureReason, "already has 4 peers") {
+				t.Fatalf("announce %d from the flooding host: failure %q, want the per-host reason", i, r.FailureReason)
+			}
+			refused++
+		}
+	}
+	if want := DefaultMaxSwarmPeers + 100 - DefaultMaxPeersPerHost; refused != want {
+		t.Errorf("flooding host: %d announces refused, want %d (all but %d)", refused, want, DefaultMaxPeersPerHost)
+	}
+	// Made-up complete peers from 100 more addresses, 4 each.
+	for host := range 100 {
+		for i := range DefaultMaxPeersPerHost {
+			r := announceFrom(t, h, fmt.Sprintf("198.18.1.%d:4000", host+1), query(ih, peerID(10000+host*10+i), 2000+i, "left", "0").Encode())
+			if r.FailureReason != "" {
+				t.Fatalf("fake peer %d/%d: %q", host, i, r.FailureReason)
+			}
+		}
+	}
+	// The image host seeds (it may hold more than 4: it is trusted).
+	for i := range 6 {
+		if r := announceFrom(t, h, "198.18.0.1:6881", query(ih, peerID(90000+i), 6881+i, "left", "0").Encode()); r.FailureReason != "" {
+			t.Fatalf("image host's seeder %d: %q", i, r.FailureReason)
+		}
+	}
+	// A real machine joins and is told about the image host first.
+	r := announceFrom(t, h, "198.18.0.101:1", query(ih, peerID(5), 6881, "numwant", "10").Encode())
+	if r.FailureReason != "" {
+		t.Fatalf("a real machine could not join: %q", r.FailureReason)
+	}
+	peers := r.compactPeers(t)
+	seeders := 0
+	for _, p := range peers {
+		if strings.HasPrefix(p, "198.18.0.1:") {
+			seeders++
+		}
+	}
+	if len(peers) != 10 || seeders != 6 {
+		t.Errorf("reply to a new machine = %v, want 10 peers with the image host's 6 seeders among them", peers)
+	}
+	// Loopback (processes on the image host) is not capped either.
+	for i := range 8 {
+		if r := announceFrom(t, h, "127.0.0.1:1", query(ih, peerID(70000+i), 7000+i).Encode()); r.FailureReason != "" {
+			t.Fatalf("loopback peer %d: %q", i, r.FailureReason)
+		}
+	}
+}
