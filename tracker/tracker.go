@@ -33,7 +33,7 @@ const (
 	// swarm; a few more leave room for a restarted client whose old entry
 	// has not expired yet.
 	DefaultMaxPeersPerHost = 4
-	DefaultSubnetBits    = 24
+	DefaultSubnetBits      = 24
 )
 
 // Config configures a Tracker. The zero value is usable: New fills in the
@@ -174,7 +174,7 @@ type swarm struct {
 	name      string
 	peers     map[netip.AddrPort]*peerState
 	perHost   map[netip.Addr]int // peers per address, for MaxPeersPerHost
-	completed int64 // event=completed announces, at most one per peer stay
+	completed int64              // event=completed announces, at most one per peer stay
 	// hosts keeps each host's transfer totals across its peer stays, so
 	// what a machine gave the swarm still counts after it stopped or
 	// expired. At most MaxSwarmPeers hosts are kept.
