@@ -197,14 +197,19 @@ type SiteMachine struct {
 }
 
 // duration is a time.Duration read from a Go duration string ("90s").
-type duration struct{ time.Duration }
+type duration struct {
+	time.Duration
+	// set: the config or a flag gave a value, so "0s" means zero rather
+	// than "use the default".
+	set bool
+}
 
 func (d *duration) UnmarshalText(b []byte) error {
 	v, err := time.ParseDuration(string(b))
 	if err != nil {
 		return fmt.Errorf("%q is not a duration: write it like 90s, 10m or 1h", b)
 	}
-	d.Duration = v
+	d.Duration, d.set = v, true
 	return nil
 }
 
@@ -338,7 +343,9 @@ func (s *Site) ApplyDefaults() {
 		p.Disk = "first"
 	}
 	p.Check = cmp.Or(p.Check, "verify")
-	p.SeedFor.Duration = cmp.Or(p.SeedFor.Duration, 10*time.Minute)
+	if !p.SeedFor.set {
+		p.SeedFor.Duration = 10 * time.Minute // "0s" stays zero: no seeding
+	}
 	p.After = cmp.Or(p.After, "reboot")
 	p.Auto = cmp.Or(p.Auto, "none")
 	// [[machine]]

@@ -97,7 +97,7 @@ func TestSiteCheckIsPure(t *testing.T) {
 			Images:   []SiteImage{{Source: []string{"/srv/lab.img"}}},
 			Machines: []SiteMachine{{MAC: "52-54-00-00-01-01"}}}
 	}
-	opts := cmpopts.EquateComparable(netip.Addr{}, netip.Prefix{})
+	opts := cmpopts.EquateComparable(netip.Addr{}, netip.Prefix{}, duration{})
 	s := raw()
 	if err := s.Check(); err == nil {
 		t.Error("Check() before ApplyDefaults = nil, want the missing dhcp.mode reported")
@@ -150,4 +150,25 @@ func FuzzParseSite(f *testing.F) {
 			t.Fatalf("accepted config breaks its own rules: %+v", s)
 		}
 	})
+}
+
+// TestSiteSeedForZero: seed_for = "0s" means no seeding after imaging;
+// only a missing seed_for takes the 10m default.
+func TestSiteSeedForZero(t *testing.T) {
+	for _, tc := range []struct {
+		conf string
+		want time.Duration
+	}{
+		{"[plan]\nseed_for = \"0s\"\n", 0},
+		{"[plan]\nseed_for = \"90s\"\n", 90 * time.Second},
+		{"", 10 * time.Minute},
+	} {
+		s, err := ParseSite([]byte("interface = \"br0\"\n[[image]]\nsource = [\"/srv/lab.img\"]\n" + tc.conf))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.Plan.SeedFor.Duration != tc.want {
+			t.Errorf("ParseSite(%q) seed_for = %v, want %v", tc.conf, s.Plan.SeedFor.Duration, tc.want)
+		}
+	}
 }
