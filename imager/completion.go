@@ -89,6 +89,9 @@ func (c *completion) unmarshal(ih metainfo.Hash, data []byte) error {
 		return fmt.Errorf("%w: piece count differs: delete it, or use --check verify", ErrBadState)
 	}
 	bm := rest[4:]
+	if n%8 != 0 && bm[len(bm)-1]&(0xff>>(n%8)) != 0 {
+		return fmt.Errorf("%w: bits set past the last piece: not written by pxeswarm; delete it, or use --check verify", ErrBadState)
+	}
 	for i := range n {
 		c.set(i, bm[i/8]&(0x80>>(i%8)) != 0)
 	}

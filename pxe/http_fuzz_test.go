@@ -212,3 +212,33 @@ func fuzzTask(t *testing.T, fx *fixture, body []byte) {
 		}
 	}
 }
+
+// FuzzGetRoutes: any GET path a LAN host sends (boot scripts, plans,
+// torrents, web seeds, kernel, the read APIs, and whatever else) answers
+// without a server error, and no GET creates a task or ends one.
+func FuzzGetRoutes(f *testing.F) {
+	fx := fuzzFixture(f)
+	task := fx.addTask(`{"mac": "` + macA + `", "image": "demo"}`)
+	for _, p := range []string{
+		"/boot/" + macA + ".ipxe", "/boot/vmlinuz", "/boot/initramfs", planPath(macA), "/plan/" + macA,
+		"/torrents/demo.torrent", "/images/demo/demo/" + fx.im.Files[0].Path, "/images/demo/../../etc/passwd",
+		"/api/status", "/api/tasks", "/api/tasks?state=active", "/api/machines", "/api/swarms", "/api/images",
+		"/announce?info_hash=%00", "/scrape", "/stats", "/", "/%2e%2e/", "/boot/" + strings.Repeat("a", 5000),
+	} {
+		f.Add(p)
+	}
+	f.Fuzz(func(t *testing.T, path string) {
+		if !strings.HasPrefix(path, "/") {
+			path = "/" + path
+		}
+		w := serveRaw(fx.h, "GET", path, nil)
+		checkReply(t, "GET "+path, w)
+		ts, err := fx.store.Tasks()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ts) != 1 || ts[0].ID != task.ID || !ts[0].State.Active() {
+			t.Fatalf("after GET %s the tasks are %+v, want only %s, still active", path, ts, task.ID)
+		}
+	})
+}
