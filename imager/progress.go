@@ -19,6 +19,7 @@ const (
 	StateDownloading State = "downloading" // fetching missing pieces
 	StateSeeding     State = "seeding"     // complete, serving peers
 	StateDone        State = "done"        // complete and closed
+	StateStopped     State = "stopped"     // closed before the image was complete
 	StateFailed      State = "failed"
 )
 

@@ -511,8 +511,13 @@ func (s *Session) Close() error {
 		}
 		s.stopReporting()
 		s.mu.Lock()
-		if s.state != StateFailed {
+		switch {
+		case s.state == StateFailed:
+		case s.comp.complete() == s.im.NumPieces():
 			s.state = StateDone
+		default:
+			// Closed before every piece was verified: never "done".
+			s.state = StateStopped
 		}
 		last.State = s.state
 		last.Elapsed = time.Since(s.start).Round(time.Millisecond)

@@ -289,3 +289,22 @@ func TestWriteErrorFailsFast(t *testing.T) {
 		t.Errorf("Progress().State = %v after a write error, want %v", p.State, StateFailed)
 	}
 }
+
+// TestStoppedIsNotDone: a fetch that ends before every piece is verified
+// (here: no peer has the image, and the caller gives up) closes as
+// "stopped", never "done".
+func TestStoppedIsNotDone(t *testing.T) {
+	dir := t.TempDir()
+	im, _ := makeImage(t, dir, []int64{1 << 20}, 0)
+	cfg := testingConfig(t)
+	cfg.Image, cfg.Paths, cfg.Mode, cfg.Trackers = im, []string{filepath.Join(dir, "target")}, ModeFresh, []string{}
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	p, err := cfg.Run(ctx, testlog.New(t), 0)
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Run with no peers = %v, want the context's deadline", err)
+	}
+	if p.State != StateStopped || p.Done != 0 {
+		t.Errorf("Run with no peers: state %s with %d bytes verified, want %s with 0", p.State, p.Done, StateStopped)
+	}
+}

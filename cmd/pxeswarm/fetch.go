@@ -62,7 +62,8 @@ Example:
 		"received_bytes", p.Downloaded, "sent_bytes", p.Uploaded, "wasted_bytes", p.Wasted, "bad_pieces", p.BadPieces,
 		"from_seeders_bytes", p.FromSeeders)
 	if err != nil {
-		return fmt.Errorf("image %s: %w", im.Name, err)
+		return fmt.Errorf("image %s: stopped with %s of %s verified on the targets (%s): %w; run again with --check verify to keep what is there",
+			im.Name, bytesize.Format(p.Done), bytesize.Format(im.Length), p.State, err)
 	}
 	fmt.Printf("fetch: done %s (%s) in %s, received %s (%s from image hosts, %s from other machines), sent %s\n",
 		im.Name, bytesize.Format(im.Length), p.Took.Round(time.Second/10), bytesize.Format(p.Downloaded),
