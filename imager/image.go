@@ -80,11 +80,14 @@ type PartInfo struct {
 // infoDict is the v1 info dictionary as pxeswarm writes it. Field order
 // does not matter: the bencode encoder sorts keys.
 type infoDict struct {
-	Files       []fileEntry `bencode:"files"`
-	Name        string      `bencode:"name"`
-	PieceLength int64       `bencode:"piece length"`
-	Pieces      []byte      `bencode:"pieces"`
-	Layout      *Layout     `bencode:"pxeswarm,omitempty"`
+	Files []fileEntry `bencode:"files"`
+	// Length is a single-file torrent's one file (BEP 3), as
+	// transmission-create and other stock tools make them.
+	Length      int64   `bencode:"length,omitempty"`
+	Name        string  `bencode:"name"`
+	PieceLength int64   `bencode:"piece length"`
+	Pieces      []byte  `bencode:"pieces"`
+	Layout      *Layout `bencode:"pxeswarm,omitempty"`
 }
 
 type fileEntry struct {
@@ -237,11 +240,25 @@ func Parse(data []byte) (*Image, error) {
 	if pl < 16<<10 || pl > MaxPieceLength || pl&(pl-1) != 0 {
 		return nil, bad("piece length %d is not a power of two between 16 KiB and %s", pl, bytesize.Format(MaxPieceLength))
 	}
-	if len(info.Files) == 0 {
-		return nil, bad("no files: a single-file or v2-only torrent is not an image torrent")
-	}
-	if info.Layout == nil {
-		return nil, bad("no pxeswarm layout in the info dictionary")
+	switch {
+	case len(info.Files) == 0 && info.Length > 0:
+		// A single-file torrent (BEP 3) from a stock tool: its one file
+		// is the whole target.
+		if info.Layout != nil {
+			return nil, bad("a single-file torrent with a pxeswarm layout")
+		}
+		info.Files = []fileEntry{{Length: info.Length, Path: []string{info.Name}}}
+		info.Layout = &Layout{Parts: []PartInfo{{Number: 0, Size: info.Length}}}
+	case len(info.Files) == 0:
+		return nil, bad("no files: a v2-only torrent is not an image torrent (BitTorrent v1 is needed)")
+	case info.Layout == nil:
+		// An ordinary multi-file torrent: its files are parts 1 to n,
+		// in order, one target each; no partition table.
+		l := &Layout{}
+		for i, fe := range info.Files {
+			l.Parts = append(l.Parts, PartInfo{Number: i + 1, Size: fe.Length})
+		}
+		info.Layout = l
 	}
 	if len(info.Layout.Parts) != len(info.Files) {
 		return nil, bad("layout has %d parts for %d files", len(info.Layout.Parts), len(info.Files))

@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"math/rand/v2"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -14,6 +17,7 @@ import (
 	"time"
 
 	"github.com/anacrolix/torrent"
+	"github.com/pxeswarm/pxeswarm/internal/needs"
 	"github.com/pxeswarm/pxeswarm/internal/testlog"
 )
 
@@ -306,5 +310,71 @@ func TestStoppedIsNotDone(t *testing.T) {
 	}
 	if p.State != StateStopped || p.Done != 0 {
 		t.Errorf("Run with no peers: state %s with %d bytes verified, want %s with 0", p.State, p.Done, StateStopped)
+	}
+}
+
+// TestStockTorrents: torrents made by a stock tool (transmission-create)
+// are images: a single-file torrent's file is the whole target, a
+// directory's files are parts 1 to n in order. Each is fetched
+// byte-identical from a pxeswarm seeder of the same files.
+func TestStockTorrents(t *testing.T) {
+	needs.Tool(t, "transmission-create")
+	dir := t.TempDir()
+	rng := rand.New(rand.NewPCG(7, 7))
+	write := func(path string, n int) {
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = byte(rng.Uint32())
+		}
+		if err := os.WriteFile(path, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	single := filepath.Join(dir, "disk.img")
+	write(single, 3<<20+4321)
+	os.Mkdir(filepath.Join(dir, "parts"), 0o755)
+	multi := []string{filepath.Join(dir, "parts", "a.img"), filepath.Join(dir, "parts", "b.img")}
+	write(multi[0], 1<<20+17)
+	write(multi[1], 2<<20)
+	for _, tc := range []struct {
+		name    string
+		src     string
+		sources []string
+		numbers []int
+	}{
+		{"single file", single, []string{single}, []int{0}},
+		{"directory", filepath.Join(dir, "parts"), multi, []int{1, 2}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tf := filepath.Join(t.TempDir(), "stock.torrent")
+			if out, err := exec.Command("transmission-create", "-o", tf, "-s", "32", tc.src).CombinedOutput(); err != nil {
+				t.Fatalf("transmission-create: %v\n%s", err, out)
+			}
+			im, err := LoadFile(tf)
+			if err != nil {
+				t.Fatalf("LoadFile(transmission-create's torrent) = %v, want an image", err)
+			}
+			if len(im.Files) != len(tc.numbers) {
+				t.Fatalf("image has %d parts, want %d", len(im.Files), len(tc.numbers))
+			}
+			for i, f := range im.Files {
+				if f.Part.Number != tc.numbers[i] || im.Layout.Table != "" {
+					t.Errorf("part %d (%s) is partition %d in table %q, want %d and no table", i, f.Path, f.Part.Number, im.Layout.Table, tc.numbers[i])
+				}
+			}
+			seed := startSeed(t, im, tc.sources)
+			var targets []string
+			for i := range tc.sources {
+				targets = append(targets, filepath.Join(t.TempDir(), fmt.Sprint("target", i)))
+			}
+			fetch(t, im, targets, ModeFresh, seed.ListenAddr())
+			for i, src := range tc.sources {
+				want, _ := os.ReadFile(src)
+				got, _ := os.ReadFile(targets[i])
+				if !bytes.Equal(got, want) {
+					t.Errorf("target %d differs from %s", i, src)
+				}
+			}
+		})
 	}
 }

@@ -13,7 +13,9 @@ func runFetch(ctx context.Context, args []string) error {
 	fs := newFlagSet("fetch", "--torrent FILE|URL --target PATH... [flags]", `
 Fetch an image from the swarm and write it straight onto its targets: one
 block device, partition or file per image part, in order. Every received
-piece is verified; nothing is staged in a temporary file.
+piece is verified; nothing is staged in a temporary file. Torrents from
+stock tools work too: a single-file torrent's file is one target, a
+multi-file torrent's files are the targets in order.
 
 Check modes:
   fresh   the targets hold nothing of the image; they are not read first

@@ -18,6 +18,7 @@ import (
 // path, globs allowed) to the Debian package that provides it.
 var Packages = map[string]string{
 	"sha1sum":                           "coreutils",
+	"transmission-create":               "transmission-cli",
 	"losetup":                           "mount",
 	"ip":                                "iproute2",
 	"curl":                              "curl",
