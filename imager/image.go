@@ -112,7 +112,10 @@ type Image struct {
 	Length      int64 // sum of all files
 	Files       []File
 	Layout      Layout
-	pieces      []byte // 20-byte SHA-1 per piece
+	// Stock: made by another tool (no pxeswarm layout in the info
+	// dictionary), so likely seeded by stock BitTorrent clients too.
+	Stock  bool
+	pieces []byte // 20-byte SHA-1 per piece
 }
 
 // NumPieces is the number of pieces in the image.
@@ -249,6 +252,7 @@ func Parse(data []byte) (*Image, error) {
 		}
 		info.Files = []fileEntry{{Length: info.Length, Path: []string{info.Name}}}
 		info.Layout = &Layout{Parts: []PartInfo{{Number: 0, Size: info.Length}}}
+		im.Stock = true
 	case len(info.Files) == 0:
 		return nil, bad("no files: a v2-only torrent is not an image torrent (BitTorrent v1 is needed)")
 	case info.Layout == nil:
@@ -259,6 +263,7 @@ func Parse(data []byte) (*Image, error) {
 			l.Parts = append(l.Parts, PartInfo{Number: i + 1, Size: fe.Length})
 		}
 		info.Layout = l
+		im.Stock = true
 	}
 	if len(info.Layout.Parts) != len(info.Files) {
 		return nil, bad("layout has %d parts for %d files", len(info.Layout.Parts), len(info.Files))

@@ -128,8 +128,11 @@ func (c Config) Join(ctx context.Context, log *slog.Logger) (*Session, error) {
 	if c.ProgressEvery == 0 {
 		c.ProgressEvery = time.Second
 	}
-	tu := c.Tuning.withDefaults()
 	im := c.Image
+	if c.Tuning.ChunkSize == 0 && im.Stock {
+		c.Tuning.ChunkSize = StockChunkSize
+	}
+	tu := c.Tuning.withDefaults()
 	s := &Session{cfg: c, log: log.With("image", im.Name), im: im, comp: newCompletion(im.NumPieces()), start: time.Now()}
 	ok := false
 	defer func() {

@@ -38,6 +38,8 @@ Example:
 	listen := fs.String("listen", ":0", "address for peer connections (:0 picks a free port)")
 	fs.Var(&trackers, "tracker", "announce URL to use instead of the torrent's")
 	fs.Var(&peers, "peer", "ip:port of a peer to connect to directly; repeatable")
+	var chunk bytesFlag
+	fs.Var(&chunk, "chunk-size", "request size; 16KiB to fetch a pxeswarm image from stock clients (Transmission, qBittorrent), which leave larger requests unanswered (default: 64KiB for pxeswarm images, 16KiB for torrents from other tools)")
 	var dlLimit, ulLimit bytesFlag
 	fs.Var(&dlLimit, "download-limit", "cap download payload per second, e.g. 50MiB (0: none)")
 	fs.Var(&ulLimit, "upload-limit", "cap upload payload per second (0: none)")
@@ -49,6 +51,9 @@ Example:
 		fs.Usage()
 		return fmt.Errorf("%w: need --torrent and --target", errUsage)
 	}
+	if c := int64(chunk); c != 0 && (c < 4<<10 || c > 1<<20 || c&(c-1) != 0) {
+		return fmt.Errorf("%w: --chunk-size %s: want a power of two from 4KiB to 1MiB, e.g. 16KiB", errUsage, bytesize.Format(c))
+	}
 	log := fs.logger()
 	im, err := imager.Open(ctx, *torrentPath)
 	if err != nil {
@@ -57,7 +62,8 @@ Example:
 	pp := newProgressPrinter("fetch", *fs.progress)
 	cfg := imager.Config{Image: im, Paths: targets, Mode: imager.Mode(check.val), Listen: *listen,
 		Trackers: trackers, Peers: peers, StateFile: *state, Progress: pp.show,
-		Tuning: imager.Tuning{DownloadLimit: int64(dlLimit), UploadLimit: int64(ulLimit)}, ProgressEvery: 500 * time.Millisecond}
+		Tuning:        imager.Tuning{ChunkSize: int(chunk), DownloadLimit: int64(dlLimit), UploadLimit: int64(ulLimit)},
+		ProgressEvery: 500 * time.Millisecond}
 	p, err := cfg.Run(ctx, log, *seedFor)
 	pp.done()
 	log.Info("fetch finished", "state", p.State, "took", p.Took, "elapsed", p.Elapsed,

@@ -19,6 +19,7 @@ import (
 var Packages = map[string]string{
 	"sha1sum":                           "coreutils",
 	"transmission-create":               "transmission-cli",
+	"transmission-cli":                  "transmission-cli",
 	"losetup":                           "mount",
 	"ip":                                "iproute2",
 	"curl":                              "curl",
