@@ -4,10 +4,10 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
-	"os"
 	"sync"
 
 	"github.com/anacrolix/torrent/metainfo"
+	"github.com/pxeswarm/pxeswarm/internal/atomicfile"
 )
 
 // completion is the in-memory record of which pieces are verified on the
@@ -98,24 +98,11 @@ func (c *completion) unmarshal(ih metainfo.Hash, data []byte) error {
 	return nil
 }
 
-// writeState writes a state made by marshal atomically (write, fsync,
-// rename).
+// writeState writes a state made by marshal so that a crash leaves the
+// old state or the new one (atomicfile).
 func writeState(path string, data []byte) error {
-	tmp := path + ".tmp"
-	f, err := os.Create(tmp)
-	if err != nil {
+	if err := atomicfile.Write(path, data, 0o644); err != nil {
 		return fmt.Errorf("save state: %w", err)
 	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return fmt.Errorf("save state: %w", err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("save state: %w", err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("save state: %w", err)
-	}
-	return os.Rename(tmp, path)
+	return nil
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/anacrolix/torrent/bencode"
 	"github.com/anacrolix/torrent/metainfo"
+	"github.com/pxeswarm/pxeswarm/internal/atomicfile"
 	"github.com/pxeswarm/pxeswarm/internal/bytesize"
 )
 
@@ -147,11 +148,10 @@ func (im *Image) WriteFile(path string) error {
 	if err := im.Write(&buf); err != nil {
 		return fmt.Errorf("encode torrent: %w", err)
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, buf.Bytes(), 0o644); err != nil {
+	if err := atomicfile.Write(path, buf.Bytes(), 0o644); err != nil {
 		return fmt.Errorf("write torrent %s: %w", path, err)
 	}
-	return os.Rename(tmp, path)
+	return nil
 }
 
 // LoadFile reads and validates a torrent file.

@@ -19,6 +19,7 @@ import (
 	"github.com/anacrolix/torrent/bencode"
 	"github.com/pxeswarm/pxeswarm/protocol"
 	"github.com/pxeswarm/pxeswarm/pxe/catalog"
+	"golang.org/x/net/netutil"
 )
 
 // Backend answers the boot path's question "which task does this MAC
@@ -94,10 +95,20 @@ type HTTPConfig struct {
 	Swarms func() any
 	// MaxBody bounds request bodies; 0 means DefaultMaxBody.
 	MaxBody int64
+	// MaxConns caps the connections served at once; 0 means
+	// DefaultMaxConns. Past it, new connections wait to be accepted, so
+	// one LAN host cannot hold every goroutine and file descriptor; an
+	// idle or slow one is closed after the header and read timeouts.
+	MaxConns int
 }
 
 // DefaultMaxBody is the default bound on report and admin request bodies.
 const DefaultMaxBody = 64 << 10
+
+// DefaultMaxConns is the default cap on connections served at once: a
+// room of a few hundred terminals uses a few each (reports, the torrent,
+// kernel and initramfs).
+const DefaultMaxConns = 1024
 
 // ErrBadHTTPConfig wraps HTTPConfig validation errors.
 var ErrBadHTTPConfig = errors.New("bad HTTP config")
@@ -277,10 +288,18 @@ func (c HTTPConfig) Serve(ctx context.Context, log *slog.Logger, ln net.Listener
 
 // serve runs an already built server on ln until ctx ends.
 func (c HTTPConfig) serve(ctx context.Context, log *slog.Logger, ln net.Listener, s *bootServer) error {
+	if c.MaxConns <= 0 {
+		c.MaxConns = DefaultMaxConns
+	}
+	ln = netutil.LimitListener(ln, c.MaxConns)
+	// No write timeout: kernel, initramfs and web-seed downloads are long.
+	// Reads are short: bodies are reports and admin calls (MaxBody).
 	srv := &http.Server{
 		Handler:           s,
 		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       time.Minute,
 		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	log.Info("http: serving", "addr", ln.Addr().String(), "public_url", c.PublicURL, "images", len(s.cat.List()),

@@ -1196,3 +1196,45 @@ func TestReportNeedsToken(t *testing.T) {
 	wantJSONError(t, "plan without a nonce", f.do("GET", "/plan/"+macB, ""), http.StatusBadRequest, "nonce")
 	wantJSONError(t, "plan with a short nonce", f.do("GET", "/plan/"+macB+"?nonce=abc", ""), http.StatusBadRequest, "nonce")
 }
+
+// TestMaxConns: one host holding idle connections gets at most MaxConns of
+// them served; a request waits until one is freed, then is answered.
+func TestMaxConns(t *testing.T) {
+	f := newFixture(t, nil)
+	cfg := f.cfg
+	cfg.MaxConns = 2
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- cfg.Serve(ctx, testlog.New(t), ln) }()
+	defer func() { cancel(); <-done }()
+	addr := ln.Addr().String()
+	var idle []net.Conn
+	for range 2 {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		idle = append(idle, c)
+	}
+	get := func(timeout time.Duration) error {
+		client := &http.Client{Timeout: timeout, Transport: &http.Transport{DisableKeepAlives: true}}
+		resp, err := client.Get("http://" + addr + "/api/status")
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err
+	}
+	time.Sleep(100 * time.Millisecond) // both idle connections accepted
+	if err := get(500 * time.Millisecond); err == nil {
+		t.Errorf("GET with 2 of 2 connections held = served, want it to wait")
+	}
+	idle[0].Close()
+	if err := get(5 * time.Second); err != nil {
+		t.Errorf("GET after one connection closed = %v, want it served", err)
+	}
+}

@@ -9,10 +9,10 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"slices"
 	"time"
 
+	"github.com/pxeswarm/pxeswarm/internal/atomicfile"
 	"github.com/pxeswarm/pxeswarm/protocol"
 )
 
@@ -172,41 +172,7 @@ func (l *addrBook) save() error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(l.path, append(b, '\n'))
-}
-
-func writeFileAtomic(path string, data []byte) error {
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	done := false
-	defer func() {
-		if !done {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	if _, err := tmp.Write(data); err != nil {
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return err
-	}
-	done = true
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return atomicfile.Write(l.path, append(b, '\n'), 0o600)
 }
 
 func (l *addrBook) inPool(ip netip.Addr) bool {
