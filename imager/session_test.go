@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -410,7 +409,7 @@ func TestStockSeeder(t *testing.T) {
 	ln.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	var trOut syncBuffer
+	var trOut testlog.Buffer
 	tr := exec.CommandContext(ctx, "transmission-cli", "-g", filepath.Join(dir, "conf"), "-w", seedDir, "-p", fmt.Sprint(port), tf)
 	tr.Stdout, tr.Stderr = &trOut, &trOut
 	if err := tr.Start(); err != nil {
@@ -442,22 +441,4 @@ func TestStockSeeder(t *testing.T) {
 	if got, _ := os.ReadFile(target); !bytes.Equal(got, b) {
 		t.Errorf("target differs from what Transmission seeds")
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for a process's output and a reader.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }

@@ -26,6 +26,7 @@ import (
 
 	"github.com/pxeswarm/pxeswarm/imager"
 	"github.com/pxeswarm/pxeswarm/internal/bytesize"
+	"github.com/pxeswarm/pxeswarm/internal/testlog"
 	"github.com/pxeswarm/pxeswarm/partition"
 	"github.com/pxeswarm/pxeswarm/partition/partitiontest"
 	"github.com/pxeswarm/pxeswarm/protocol"
@@ -241,28 +242,10 @@ func (s *server) state(t *testing.T, id string) pxe.Task {
 	return task
 }
 
-// syncBuffer is a console for tests.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
 // run is one agent run with its hooks' calls.
 type run struct {
 	cfg     Config
-	console *syncBuffer
+	console *testlog.Buffer
 	shells  []string
 	reboots []int
 	cold    int
@@ -274,7 +257,7 @@ type run struct {
 // shell.
 func agentConfig(t *testing.T, s *server, disks partition.Config, cmdline string) *run {
 	t.Helper()
-	r := &run{console: &syncBuffer{}}
+	r := &run{console: &testlog.Buffer{}}
 	cl := filepath.Join(t.TempDir(), "cmdline")
 	if err := os.WriteFile(cl, []byte(cmdline+"\n"), 0o644); err != nil {
 		t.Fatal(err)

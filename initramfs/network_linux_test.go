@@ -13,13 +13,14 @@ import (
 	"github.com/pxeswarm/pxeswarm/initramfs/dhclient"
 	"github.com/pxeswarm/pxeswarm/internal/needs"
 	"github.com/pxeswarm/pxeswarm/internal/netns"
+	"github.com/pxeswarm/pxeswarm/internal/testlog"
 )
 
 const lanURL = "http://198.18.0.1:8080"
 
 // startDnsmasq runs dnsmasq as the LAN's DHCP server (the school's
 // server, a reference implementation) on the bridge, with extra options.
-func startDnsmasq(t *testing.T, lan *netns.LAN, extra ...string) *syncBuffer {
+func startDnsmasq(t *testing.T, lan *netns.LAN, extra ...string) *testlog.Buffer {
 	t.Helper()
 	needs.Tool(t, "dnsmasq")
 	dir := t.TempDir()
@@ -29,7 +30,7 @@ func startDnsmasq(t *testing.T, lan *netns.LAN, extra ...string) *syncBuffer {
 		"--dhcp-leasefile=" + filepath.Join(dir, "leases"), "--pid-file=" + filepath.Join(dir, "pid"),
 		"--user=root", "--log-dhcp", "--log-facility=-"}, extra...)
 	cmd := lan.NS.Command(context.Background(), "dnsmasq", args...)
-	out := &syncBuffer{}
+	out := &testlog.Buffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	netns.Start(t, cmd)
 	t.Cleanup(func() {
@@ -54,9 +55,9 @@ func waitFor(d time.Duration, f func() bool) bool {
 
 // netAgent is an agent as Run makes it, for calling its network step
 // directly inside a namespace.
-func netAgent(t *testing.T, cmdline Cmdline) (*agent, *syncBuffer) {
+func netAgent(t *testing.T, cmdline Cmdline) (*agent, *testlog.Buffer) {
 	t.Helper()
-	con := &syncBuffer{}
+	con := &testlog.Buffer{}
 	cfg := Config{
 		DHCP:           dhclient.Config{Timeout: 500 * time.Millisecond, Retries: 3},
 		ResolvConf:     filepath.Join(t.TempDir(), "resolv.conf"),
@@ -164,7 +165,7 @@ func TestRunNoDHCP(t *testing.T) {
 	netns.Require(t)
 	lan := netns.NewLAN(t, "agn", netip.Prefix{})
 	host := lan.AddHost(t, "term", netip.Prefix{}, netns.MAC(0x53))
-	con := &syncBuffer{}
+	con := &testlog.Buffer{}
 	var shells []string
 	cfg := Config{
 		Cmdline:        "-",
