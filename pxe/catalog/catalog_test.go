@@ -20,7 +20,7 @@ import (
 )
 
 // writeRandom writes size random bytes (from seed) to dir/name.
-func writeRandom(t *testing.T, dir, name string, size int, seed uint64) string {
+func writeRandom(t testing.TB, dir, name string, size int, seed uint64) string {
 	t.Helper()
 	rng := rand.New(rand.NewPCG(seed, 7))
 	b := make([]byte, size)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/pxeswarm/pxeswarm/imager"
+	"github.com/pxeswarm/pxeswarm/internal/atomicfile"
 	"github.com/pxeswarm/pxeswarm/internal/bytesize"
 )
 
@@ -239,17 +240,9 @@ func (c *Catalog) makeTorrent(ctx context.Context, name, src string, piece int64
 	want := torrentCache{Source: src, Size: size, ModTime: st.ModTime().UTC(), PieceLength: piece}
 	path := filepath.Join(c.cfg.Dir, name+".torrent")
 	meta := path + ".json"
-	if b, err := os.ReadFile(meta); err == nil {
-		var have torrentCache
-		if json.Unmarshal(b, &have) == nil {
-			have.InfoHash, want.InfoHash = "", ""
-			if have == want {
-				if _, err := os.Stat(path); err == nil {
-					log.Info("image: torrent cached", "image", name, "torrent", path)
-					return path, nil
-				}
-			}
-		}
+	if cachedTorrent(meta, path, want) {
+		log.Info("image: torrent cached", "image", name, "torrent", path)
+		return path, nil
 	}
 	log.Info("image: making torrent (hashing the whole source once; cached afterwards)", "image", name, "source", src, "size", bytesize.Format(size))
 	last := time.Now()
@@ -268,8 +261,38 @@ func (c *Catalog) makeTorrent(ctx context.Context, name, src string, piece int64
 	}
 	want.InfoHash = im.InfoHash.HexString()
 	b, _ := json.MarshalIndent(want, "", "  ")
-	if err := os.WriteFile(meta, b, 0o644); err != nil {
+	if err := atomicfile.Write(meta, b, 0o644); err != nil {
 		return "", err
 	}
 	return path, nil
+}
+
+// cachedTorrent says whether the torrent at path is the one makeTorrent
+// would make for want: its .json names the same source, size, modification
+// time and piece length, and the torrent itself parses to that size and
+// piece length and to the info-hash the .json recorded when it was made.
+// A cache that was edited, truncated or swapped for another torrent is
+// not trusted (Load skips the spot check for a torrent it made), so the
+// source is hashed again.
+func cachedTorrent(meta, path string, want torrentCache) bool {
+	b, err := os.ReadFile(meta)
+	if err != nil || len(b) > 64<<10 {
+		return false
+	}
+	var have torrentCache
+	if json.Unmarshal(b, &have) != nil {
+		return false
+	}
+	recorded := have.InfoHash
+	have.InfoHash = ""
+	if have != want || recorded == "" {
+		return false
+	}
+	raw, _, err := readTorrent(path)
+	if err != nil {
+		return false
+	}
+	im, err := imager.Parse(raw)
+	return err == nil && im.InfoHash.HexString() == recorded && len(im.Files) == 1 &&
+		im.Length == want.Size && im.PieceLength == want.PieceLength
 }
