@@ -38,8 +38,9 @@ unit:
 # parser of network or file input has one: torrents, announces, plans,
 # site configs, DHCP packets (server and the agent's client) and lease
 # files, the status, admin and GET routes, TFTP names, partition tables,
-# kernel module indexes, resume state files and the peer-wire messages
-# that drive the seeder's reveal schedule.
+# kernel module indexes, resume state files, the peer-wire messages
+# that drive the seeder's reveal schedule and the leecher's reveal
+# rewrite, and the server's torrent cache.
 FUZZ_TARGETS := imager:FuzzLoad tracker:FuzzParseAnnounce protocol:FuzzVerify pxe:FuzzParseSite \
 	pxe/dhcp:FuzzFull pxe/dhcp:FuzzProxy pxe/dhcp:FuzzLeaseFile pxe:FuzzStatusAPI pxe:FuzzAdminAPI \
 	partition:FuzzReadTable initramfs:FuzzParseCmdline initramfs:FuzzParseStickConfig \

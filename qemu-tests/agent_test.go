@@ -22,7 +22,13 @@ import (
 // server by DHCP alone (the command line names no server).
 func (c *classroom) startDirect(t *testing.T, v *vm, initrd string) *qemu.VM {
 	t.Helper()
-	m, err := qemu.Config{Name: v.name, Memory: 768, NetNS: c.lan.NS.Name, Tap: v.tap, MAC: v.mac,
+	return c.startDirectOn(t, c.lan.NS.Name, v, initrd)
+}
+
+// startDirectOn is startDirect with v's tap in the network namespace ns.
+func (c *classroom) startDirectOn(t *testing.T, ns string, v *vm, initrd string) *qemu.VM {
+	t.Helper()
+	m, err := qemu.Config{Name: v.name, Memory: 768, NetNS: ns, Tap: v.tap, MAC: v.mac,
 		Kernel: c.kernel, Initramfs: initrd, Append: "console=ttyS0 panic=-1",
 		Disks: []qemu.Disk{{Path: v.disk}}, Timeout: 10 * time.Minute, Console: &v.console,
 	}.Boot(c.ctx, testlog.New(t))
@@ -69,7 +75,11 @@ func TestAgent(t *testing.T) {
 	if err != nil {
 		t.Fatalf("build initramfs with another key: %v\n%s", err, out)
 	}
-	smallSum, foreignSum := fileSum(t, small.disk), fileSum(t, foreign.disk)
+	// A machine on another LAN where a rogue dnsmasq and HTTP server
+	// replay an old plan, really signed by this server's key.
+	rogueLAN := newRogueLAN(t, c, "52:54:00:c6:00:05")
+	rogue := rogueLAN.vm
+	smallSum, foreignSum, rogueSum := fileSum(t, small.disk), fileSum(t, foreign.disk), fileSum(t, rogue.disk)
 
 	t.Run("machines", func(t *testing.T) {
 		for _, v := range []*vm{a, b} {
@@ -101,6 +111,20 @@ func TestAgent(t *testing.T) {
 		}
 		refuse(small, c.initrd, "smaller than")
 		refuse(foreign, filepath.Join(otherBoot, "initramfs"), "signature")
+		t.Run(rogue.name, func(t *testing.T) {
+			t.Parallel()
+			m := c.startDirectOn(t, rogueLAN.lan.NS.Name, rogue, c.initrd)
+			line := expect(t, rogue, m, 4*time.Minute, initramfs.MarkError)
+			if !strings.Contains(line, "replay") {
+				t.Errorf("%s: %q, want the agent to say the plan is a replay", rogue.name, line)
+			}
+			if !rogueLAN.served() {
+				t.Errorf("%s: the rogue server was never asked for the plan: the test proved nothing", rogue.name)
+			}
+			if strings.Contains(rogue.console.String(), initramfs.MarkWriting) {
+				t.Errorf("%s: the agent started writing on a replayed plan", rogue.name)
+			}
+		})
 	})
 	if t.Failed() {
 		return
@@ -114,7 +138,7 @@ func TestAgent(t *testing.T) {
 		t.Errorf("neither machine got bytes from the other: the swarm did not swarm")
 	}
 	t.Logf("bytes the two machines got from each other: %s", bytesize.Format(peers))
-	if fileSum(t, small.disk) != smallSum || fileSum(t, foreign.disk) != foreignSum {
+	if fileSum(t, small.disk) != smallSum || fileSum(t, foreign.disk) != foreignSum || fileSum(t, rogue.disk) != rogueSum {
 		t.Error("a refused machine's disk changed")
 	}
 	tasks := c.tasks(t)

@@ -65,7 +65,7 @@ func newClassroom(t *testing.T, tag, mode string, extra ...string) *classroom {
 		t.Fatal(err)
 	}
 	c := &classroom{tos: tos, state: state, bin: bin, ctx: ctx, kernel: filepath.Join(boot, "vmlinuz"), initrd: filepath.Join(boot, "initramfs")}
-	c.bootEnv = &bootEnv{lan: netns.NewLAN(t, tag, netip.MustParsePrefix(serverAddr+"/24")), log: &syncBuffer{}}
+	c.bootEnv = &bootEnv{lan: netns.NewLAN(t, tag, netip.MustParsePrefix(serverAddr+"/24")), log: &testlog.Buffer{}}
 	c.serve = []string{"serve", "--image", tos.Torrent, "--source", tos.ESP + "," + tos.Data,
 		"--interface", c.lan.Bridge, "--dhcp", mode, "--state-dir", state,
 		"--kernel", filepath.Join(boot, "vmlinuz"), "--initramfs", filepath.Join(boot, "initramfs"),
@@ -125,7 +125,7 @@ type vm struct {
 	mac     string
 	disk    string
 	tap     string
-	console syncBuffer
+	console testlog.Buffer
 }
 
 func (c *classroom) newVM(t *testing.T, name string, fw qemu.Firmware, mac string) *vm {
@@ -307,7 +307,7 @@ func TestClassroom(t *testing.T) {
 		for _, v := range vms {
 			t.Run(v.name, func(t *testing.T) {
 				t.Parallel()
-				v.console = syncBuffer{}
+				v.console = testlog.Buffer{}
 				m := c.start(t, v)
 				// No task now: the DHCP server offers no boot file, and the
 				// firmware boots the disk.
@@ -403,7 +403,7 @@ func TestClassroomPowerLoss(t *testing.T) {
 	c.waitReport(t, v.mac, 0.3, 4*time.Minute)
 	m.Kill()
 	t.Logf("%s: power cut at 30%%+", v.name)
-	v.console = syncBuffer{}
+	v.console = testlog.Buffer{}
 	m = c.start(t, v)
 	expect(t, v, m, 4*time.Minute, initramfs.MarkPlan, initramfs.MarkWriting)
 	expect(t, v, m, 6*time.Minute, initramfs.MarkImageDone, initramfs.MarkReboot)
@@ -447,7 +447,7 @@ func TestClassroomProxy(t *testing.T) {
 	if !strings.Contains(string(b), v.mac) {
 		t.Errorf("dnsmasq leases %q lack %s", b, v.mac)
 	}
-	v.console = syncBuffer{}
+	v.console = testlog.Buffer{}
 	m = c.start(t, v)
 	expect(t, v, m, 4*time.Minute, build.NewSystemMarker+" "+c.tos.Digest)
 }

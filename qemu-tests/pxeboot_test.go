@@ -4,7 +4,6 @@
 package qemutests
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/json"
@@ -14,7 +13,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -31,24 +29,6 @@ const (
 	serverAddr = "198.18.0.1"
 	serverURL  = "http://198.18.0.1:8080"
 )
-
-// syncBuffer collects a process's output for assertions while it runs.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // waitFor polls cond until it holds or the timeout passes.
 func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {
@@ -118,7 +98,7 @@ func adminTry(ns *netns.NS, token, method, path, body string) (string, error) {
 type bootEnv struct {
 	lan   *netns.LAN
 	token string
-	log   *syncBuffer
+	log   *testlog.Buffer
 }
 
 // startServe builds pxeswarm and the marker initramfs and runs `pxeswarm
@@ -139,7 +119,7 @@ func startServe(t *testing.T, tag, mode string) *bootEnv {
 	if err := os.WriteFile(img, data, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	env := &bootEnv{lan: netns.NewLAN(t, tag, netip.MustParsePrefix(serverAddr+"/24")), log: &syncBuffer{}}
+	env := &bootEnv{lan: netns.NewLAN(t, tag, netip.MustParsePrefix(serverAddr+"/24")), log: &testlog.Buffer{}}
 	state := filepath.Join(work, "state")
 	serve := env.lan.NS.Command(ctx, bin, "serve", "--image", img, "--interface", env.lan.Bridge, "--dhcp", mode,
 		"--state-dir", state, "--kernel", kernel, "--initramfs", initrd,
@@ -222,7 +202,7 @@ func (env *bootEnv) boot(t *testing.T, machines []machine) {
 				} else if err := qemu.WriteLocalDisk(disk, 8<<20); err != nil {
 					t.Fatal(err)
 				}
-				var console syncBuffer
+				var console testlog.Buffer
 				vm, err := qemu.Config{Name: m.name, Firmware: m.fw, NetNS: env.lan.NS.Name, Tap: env.lan.AddTap(t), MAC: m.mac,
 					BootNetwork: true, Disks: []qemu.Disk{{Path: disk}}, Timeout: 5 * time.Minute, Console: &console,
 				}.Boot(context.Background(), testlog.New(t))
@@ -309,7 +289,7 @@ func schoolDHCP(t *testing.T, lan *netns.LAN) string {
 	school := lan.AddHost(t, "school", netip.MustParsePrefix("198.18.0.2/24"), nil)
 	dir := t.TempDir()
 	leases := filepath.Join(dir, "dnsmasq.leases")
-	var dmLog syncBuffer
+	var dmLog testlog.Buffer
 	dm := school.Command(context.Background(), "dnsmasq", "--no-daemon", "--conf-file=/dev/null",
 		"--port=0", "--interface="+school.Link, "--bind-interfaces", "--dhcp-authoritative",
 		"--dhcp-range=198.18.0.50,198.18.0.90,255.255.255.0,10m", "--dhcp-leasefile="+leases,
