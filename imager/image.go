@@ -76,6 +76,27 @@ type PartInfo struct {
 	Type   string `bencode:"type,omitempty" json:"type,omitempty"`   // GPT type GUID or MBR type byte, if known
 	Label  string `bencode:"label,omitempty" json:"label,omitempty"` // GPT partition name or filesystem label
 	GUID   string `bencode:"guid,omitempty" json:"guid,omitempty"`   // GPT unique partition GUID
+	// Extents, if any, are the byte ranges of the partition the torrent
+	// file holds, packed in order (a used-block image; see OnExtents).
+	// None: the file is the partition's first bytes, all of them.
+	Extents Extents `bencode:"extents,omitempty" json:"-"`
+	// Gaps says how a target treats the bytes between the extents:
+	// GapsFree or GapsZero. Set exactly when Extents are.
+	Gaps string `bencode:"gaps,omitempty" json:"gaps,omitempty"`
+	// Filesystem is what the extents were read from ("ext4", "fat32",
+	// "ntfs", "swap", or "zeros" for a part mapped by its zero ranges),
+	// for messages.
+	Filesystem string `bencode:"fs,omitempty" json:"fs,omitempty"`
+}
+
+// Span is the bytes of the partition a target needs for this part: its
+// whole size for a used-block part (the filesystem spans it, gaps and
+// all), else the file's length.
+func (f File) Span() int64 {
+	if len(f.Part.Extents) > 0 {
+		return f.Part.Size
+	}
+	return f.Length
 }
 
 // infoDict is the v1 info dictionary as pxeswarm writes it. Field order
@@ -282,6 +303,17 @@ func Parse(data []byte) (*Image, error) {
 		}
 		if part.Size < fe.Length {
 			return nil, bad("partition %d is %d bytes but holds a %d-byte file", part.Number, part.Size, fe.Length)
+		}
+		if len(part.Extents) > 0 || part.Gaps != "" {
+			if err := part.Extents.check(part.Size, fe.Length); err != nil {
+				return nil, bad("partition %d: %v", part.Number, err)
+			}
+			if len(part.Filesystem) > 16 || strings.Trim(part.Filesystem, "abcdefghijklmnopqrstuvwxyz0123456789") != "" {
+				return nil, bad("partition %d: filesystem name %q", part.Number, part.Filesystem)
+			}
+			if part.Gaps != GapsFree && part.Gaps != GapsZero {
+				return nil, bad("partition %d: gaps %q, want %q or %q with extents", part.Number, part.Gaps, GapsFree, GapsZero)
+			}
 		}
 		if part.Number < 0 || part.Number > 128 || seen[part.Number] {
 			return nil, bad("partition number %d is out of range or repeated", part.Number)

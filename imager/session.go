@@ -260,18 +260,18 @@ func (s *Session) open(paths []string) ([]Part, error) {
 	// Check every path before opening any for writing, so a bad second
 	// target leaves the first untouched.
 	for i, p := range paths {
-		if err := checkTarget(p, s.im.Files[i].Length); err != nil {
+		if err := checkTarget(p, s.im.Files[i].Span()); err != nil {
 			return nil, err
 		}
 	}
 	var parts []Part
 	for i, p := range paths {
-		d, err := OpenTarget(p, s.im.Files[i].Length)
+		d, err := OpenTarget(p, s.im.Files[i].Span())
 		if err != nil {
 			return nil, err
 		}
 		s.devs = append(s.devs, d)
-		parts = append(parts, Part{RW: d, Length: s.im.Files[i].Length})
+		parts = append(parts, Part{RW: OnExtents(d, s.im.Files[i].Part.Extents), Length: s.im.Files[i].Length})
 	}
 	return parts, nil
 }

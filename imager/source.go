@@ -19,9 +19,9 @@ func (im *Image) OpenSources(paths []string) ([]*Device, error) {
 	for i, p := range paths {
 		f := im.Files[i]
 		d, err := OpenSource(p)
-		if err == nil && (d.Size < f.Length || (!d.Block && d.Size != f.Length)) {
+		if err == nil && (d.Size < f.Span() || (!d.Block && d.Size != f.Span())) {
 			err = fmt.Errorf("source %s is %s but part %s of %s is %s: is this the right source?",
-				p, bytesize.Format(d.Size), f.Path, im.Name, bytesize.Format(f.Length))
+				p, bytesize.Format(d.Size), f.Path, im.Name, bytesize.Format(f.Span()))
 			d.Close()
 		}
 		if err != nil {
@@ -40,7 +40,7 @@ func (im *Image) OpenSources(paths []string) ([]*Device, error) {
 func (im *Image) SourceParts(devs []*Device) []Part {
 	parts := make([]Part, len(devs))
 	for i, d := range devs {
-		parts[i] = Part{RW: d, Length: im.Files[i].Length}
+		parts[i] = Part{RW: OnExtents(d, im.Files[i].Part.Extents), Length: im.Files[i].Length}
 	}
 	return parts
 }

@@ -128,9 +128,9 @@ func (c Config) CreateTable(ctx context.Context, log *slog.Logger, d Disk, im *i
 	for _, file := range im.Files {
 		p := byNum[file.Part.Number]
 		if name, ok := names[p.Number]; ok {
-			out = append(out, Place{Number: p.Number, Path: filepath.Join(c.Dev, name), Size: p.Size, Length: file.Length})
+			out = append(out, placeFor(file, p.Number, filepath.Join(c.Dev, name), 0, p.Size))
 		} else {
-			out = append(out, Place{Number: p.Number, Path: dev, Offset: p.Start, Size: p.Size, Length: file.Length})
+			out = append(out, placeFor(file, p.Number, dev, p.Start, p.Size))
 		}
 	}
 	return out, nil

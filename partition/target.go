@@ -295,6 +295,24 @@ type Place struct {
 	Offset int64
 	Size   int64 // bytes of the partition: the room the file has
 	Length int64 // bytes of the image file written there
+	// Extents are where the file's bytes go in a used-block image
+	// (imager.OnExtents); none: from the partition's first byte on.
+	Extents imager.Extents
+}
+
+// placeFor is where file f goes: partition number, in path at off, with
+// size bytes of room.
+func placeFor(f imager.File, number int, path string, off, size int64) Place {
+	return Place{Number: number, Path: path, Offset: off, Size: size, Length: f.Length, Extents: f.Part.Extents}
+}
+
+// need is the room the place's file takes: the whole filesystem for a
+// used-block file.
+func (p Place) need() int64 {
+	if len(p.Extents) > 0 {
+		return p.Extents[len(p.Extents)-1].End()
+	}
+	return p.Length
 }
 
 func (p Place) String() string {
@@ -307,9 +325,9 @@ func (p Place) String() string {
 // placeOn addresses partition p of disk d for file f.
 func placeOn(d Disk, p Partition, f imager.File) Place {
 	if p.Path != "" {
-		return Place{Number: p.Number, Path: p.Path, Size: p.Size, Length: f.Length}
+		return placeFor(f, p.Number, p.Path, 0, p.Size)
 	}
-	return Place{Number: p.Number, Path: d.Path, Offset: p.Start, Size: p.Size, Length: f.Length}
+	return placeFor(f, p.Number, d.Path, p.Start, p.Size)
 }
 
 // Map returns where each of im's files goes on t, in file order, using the
@@ -331,7 +349,7 @@ func Map(t Target, im *imager.Image) ([]Place, error) {
 			if len(im.Files) != 1 {
 				return nil, fmt.Errorf("%w: image %s has a whole-disk part %s among %d parts: rebuild the image", ErrLayout, im.Name, f.Path, len(im.Files))
 			}
-			return []Place{{Path: t.Disk.Path, Size: t.Disk.Size, Length: f.Length}}, nil
+			return []Place{placeFor(f, 0, t.Disk.Path, 0, t.Disk.Size)}, nil
 		}
 		i := slices.IndexFunc(t.Disk.Partitions, func(p Partition) bool { return p.Number == n })
 		if i < 0 {
@@ -423,13 +441,13 @@ func OpenParts(places []Place) (parts []imager.Part, closeAll func() error, err 
 				}
 			}
 			for _, other := range places {
-				if other.Path == pl.Path && (other.Offset < 0 || other.Size < other.Length || other.Offset > size-other.Size) {
+				if other.Path == pl.Path && (other.Offset < 0 || other.Size < other.need() || other.Offset > size-other.Size) {
 					return nil, nil, fmt.Errorf("%w: %s (%s) cannot hold partition %d (%s at %s)",
 						ErrTooSmall, pl.Path, bytesize.Format(size), other.Number, bytesize.Format(other.Size), bytesize.Format(other.Offset))
 				}
 			}
 		}
-		parts = append(parts, imager.Part{RW: &window{f: f, off: pl.Offset, size: pl.Size}, Length: pl.Length})
+		parts = append(parts, imager.Part{RW: imager.OnExtents(&window{f: f, off: pl.Offset, size: pl.Size}, pl.Extents), Length: pl.Length})
 	}
 	return parts, closeFiles, nil
 }

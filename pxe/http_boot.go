@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pxeswarm/pxeswarm/imager"
 	"github.com/pxeswarm/pxeswarm/protocol"
 )
 
@@ -307,9 +308,10 @@ func (s *bootServer) serveImageData(w http.ResponseWriter, r *http.Request) {
 			mod = st.ModTime()
 		}
 		w.Header().Set("Content-Type", "application/octet-stream")
-		// Serve exactly the torrent file's length: a partition device
-		// may be longer than the file.
-		http.ServeContent(w, r, "", mod, io.NewSectionReader(fh, 0, f.Length))
+		// Serve exactly the torrent file's bytes: a partition device may
+		// be longer than the file, and a used-block file is the used
+		// extents of its source, packed.
+		http.ServeContent(w, r, "", mod, io.NewSectionReader(imager.OnExtents(fh, f.Part.Extents), 0, f.Length))
 		return
 	}
 	writeError(w, http.StatusNotFound, fmt.Errorf("image %s has no file %q", si.Name, protocol.Clip(rest, 100)))
