@@ -46,6 +46,7 @@ var Packages = map[string]string{
 	"ntfsinfo":                          "ntfs-3g",
 	"ntfscluster":                       "ntfs-3g",
 	"ntfsfix":                           "ntfs-3g",
+	"ntfsclone":                         "ntfs-3g",
 	"partclone.ext4":                    "partclone",
 	"qemu-system-x86_64":                "qemu-system-x86",
 	"/usr/share/qemu/OVMF.fd":           "ovmf",
