@@ -40,13 +40,15 @@ unit:
 # files, the status, admin and GET routes, TFTP names, partition tables,
 # kernel module indexes, resume state files, the peer-wire messages
 # that drive the seeder's reveal schedule and the leecher's reveal
-# rewrite, and the server's torrent cache.
+# rewrite, the server's torrent cache, and the filesystems a used map
+# reads (ext, FAT, NTFS, swap).
 FUZZ_TARGETS := imager:FuzzLoad tracker:FuzzParseAnnounce protocol:FuzzVerify pxe:FuzzParseSite \
 	pxe/dhcp:FuzzFull pxe/dhcp:FuzzProxy pxe/dhcp:FuzzLeaseFile pxe:FuzzStatusAPI pxe:FuzzAdminAPI \
 	partition:FuzzReadTable initramfs:FuzzParseCmdline initramfs:FuzzParseStickConfig \
 	initramfs/coldplug:FuzzParseDep initramfs/coldplug:FuzzParseSoftdep initramfs/dhclient:FuzzNewDiscovery \
 	imager:FuzzLoadState imager:FuzzSchedule pxe:FuzzTFTPName pxe:FuzzGetRoutes \
-	imager:FuzzLeecherReveal pxe/catalog:FuzzTorrentCache
+	imager:FuzzLeecherReveal pxe/catalog:FuzzTorrentCache \
+	usedmap:FuzzExt usedmap:FuzzFAT usedmap:FuzzNTFS usedmap:FuzzDetect
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; fn=$${t#*:}; echo "fuzz $$pkg $$fn"; \

@@ -24,6 +24,13 @@ want dnsmasq dnsmasq
 # Partition-table cross-checks.
 want sfdisk fdisk
 want blkid util-linux
+# Used maps (package usedmap): real filesystems to read and the tools that
+# cross-check them (dumpe2fs, fsck.fat, ntfsinfo, ntfscluster).
+want mke2fs e2fsprogs
+want mkfs.vfat dosfstools
+want mcopy mtools
+want mkntfs ntfs-3g
+want partclone.ext4 partclone
 # The test OS image boots with systemd-boot under OVMF.
 [ -e /usr/lib/systemd/boot/efi/systemd-bootx64.efi ] || need+=(systemd-boot-efi)
 # QEMU machines (software emulation): SeaBIOS with iPXE NIC ROMs, OVMF for

@@ -1,0 +1,103 @@
+package usedmap
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"testing"
+
+	"github.com/pxeswarm/pxeswarm/internal/needs"
+)
+
+// TestFAT makes real FAT12/16/32 filesystems with mkfs.vfat (over random
+// bytes), copies files in with mcopy, deletes some with mdel and copies
+// more into the holes, and checks the map against fsck.fat's count of
+// clusters in use. Then it keeps only the mapped bytes: fsck.fat -n must
+// find the copy clean and mcopy must read every file back identical.
+func TestFAT(t *testing.T) {
+	needs.Tool(t, "mkfs.vfat", "fsck.fat", "mcopy", "mmd", "mdel")
+	t.Setenv("MTOOLS_SKIP_CHECK", "1") // images with any geometry
+	dir, names := testFiles(t, 24, 300<<10)
+	for _, tc := range []struct {
+		name string
+		kind string
+		size int64
+		args []string
+	}{
+		{"fat12", FAT12, 6 << 20, []string{"-F", "12"}},
+		{"fat16", FAT16, 32 << 20, []string{"-F", "16"}},
+		{"fat16-2k-sectors-4", FAT16, 40 << 20, []string{"-F", "16", "-s", "4"}},
+		{"fat32", FAT32, 48 << 20, []string{"-F", "32", "-s", "1"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			img := garbage(t, tc.name+".img", tc.size)
+			run(t, "mkfs.vfat", append(tc.args, img)...)
+			run(t, "mmd", "-i", img, "::/sub")
+			for _, n := range names {
+				run(t, "mcopy", "-i", img, filepath.Join(dir, n), "::/"+n)
+			}
+			for i, n := range names {
+				if i%4 == 1 {
+					run(t, "mdel", "-i", img, "::/"+n)
+				}
+			}
+			run(t, "mcopy", "-i", img, filepath.Join(dir, names[3]), "::/late1")
+			run(t, "mcopy", "-i", img, filepath.Join(dir, names[7]), "::/late2")
+
+			m := detectFile(t, img)
+			if m.Kind != tc.kind {
+				t.Errorf("Kind = %s, want %s", m.Kind, tc.kind)
+			}
+			// fsck.fat: "img: 20 files, 1234/8000 clusters", and where the
+			// data area starts and how big a cluster is.
+			out := run(t, "fsck.fat", "-n", "-v", img)
+			field := func(re string) int64 {
+				s := regexp.MustCompile(re).FindStringSubmatch(out)
+				if s == nil {
+					t.Fatalf("fsck.fat output has no %s:\n%s", re, out)
+				}
+				n, _ := strconv.ParseInt(s[1], 10, 64)
+				return n
+			}
+			data := field(`Data area starts at byte (\d+)`)
+			cluster := field(`(\d+) bytes per cluster`)
+			clusters := field(`(\d+) data clusters`)
+			usedClusters := field(`files, (\d+)/\d+ clusters`)
+			ours := unitsOf(t, m, data, cluster, clusters)
+			if int64(ours.count()) != usedClusters {
+				t.Errorf("clusters in use: ours %d, fsck.fat %d", ours.count(), usedClusters)
+			}
+			if !m.Contains(0, data) {
+				t.Errorf("the map leaves out part of the reserved sectors, FATs or root directory (the first %d bytes)", data)
+			}
+			if m.Contains(data+clusters*cluster, 1) {
+				t.Errorf("the map goes past the last cluster")
+			}
+
+			used := usedOnly(t, img, m)
+			run(t, "fsck.fat", "-n", used)
+			back := t.TempDir()
+			check := func(name, want string) {
+				t.Helper()
+				got := filepath.Join(back, filepath.Base(name))
+				if out, err := exec.Command("mcopy", "-n", "-i", used, "::/"+name, got).CombinedOutput(); err != nil {
+					t.Fatalf("mcopy %s out of the used-only copy: %v\n%s", name, err, out)
+				}
+				b, err := os.ReadFile(got)
+				if err != nil {
+					t.Fatal(err)
+				}
+				sameFile(t, name, b, want)
+			}
+			for i, n := range names {
+				if i%4 != 1 {
+					check(n, filepath.Join(dir, n))
+				}
+			}
+			check("late1", filepath.Join(dir, names[3]))
+			check("late2", filepath.Join(dir, names[7]))
+		})
+	}
+}
