@@ -45,8 +45,9 @@ type Backend interface {
 var _ Backend = (*Store)(nil)
 
 // PlanDefaults are the plan settings of tasks that do not set their own.
-// Zero fields take Target {disk: "first"}, CheckMode "fresh" and After
-// "reboot"; SeedFor empty means no seeding after completion.
+// Zero fields take Target {disk: "first"}, CheckMode "fresh", After
+// "reboot" and OnError "halt"; SeedFor empty means no seeding after
+// completion.
 type PlanDefaults = TaskSettings
 
 // HTTPConfig configures the boot server's HTTP side: iPXE scripts,
@@ -225,6 +226,7 @@ func withPlanDefaults(d, def PlanDefaults) PlanDefaults {
 	}
 	d.CheckMode = cmp.Or(d.CheckMode, def.CheckMode, "fresh")
 	d.After = cmp.Or(d.After, def.After, "reboot")
+	d.OnError = cmp.Or(d.OnError, def.OnError, protocol.OnErrorHalt)
 	d.SeedFor = cmp.Or(d.SeedFor, def.SeedFor)
 	return d
 }
@@ -234,7 +236,7 @@ func (s *bootServer) checkSettings(ts TaskSettings) error {
 	p := protocol.Plan{MAC: "00:00:00:00:00:00", TaskID: "check", Action: protocol.ActionDeploy, Image: "check", Torrent: "check",
 		Nonce: strings.Repeat("0", 32), ReportToken: strings.Repeat("0", 48),
 		InfoHash: strings.Repeat("0", 40), Target: ts.Target, CreateTable: ts.CreateTable,
-		CheckMode: ts.CheckMode, SeedFor: ts.SeedFor, After: ts.After}
+		CheckMode: ts.CheckMode, SeedFor: ts.SeedFor, After: ts.After, OnError: ts.OnError}
 	if err := p.Check(); err != nil {
 		// Drop "bad plan: ": the caller says what was checked.
 		return errors.New(strings.TrimPrefix(err.Error(), protocol.ErrBadPlan.Error()+": "))

@@ -187,6 +187,7 @@ type CreateTasks struct {
 	CreateTable *bool            `json:"create_table,omitempty"`
 	SeedFor     string           `json:"seed_for,omitempty"` // Go duration, e.g. "10m"
 	After       string           `json:"after,omitempty"`    // reboot, poweroff or shell
+	OnError     string           `json:"on_error,omitempty"` // halt, retry or shell
 }
 
 // CreatedTasks answers POST /api/tasks.
@@ -211,7 +212,7 @@ func (s *bootServer) serveCreateTasks(w http.ResponseWriter, r *http.Request) {
 		bad("image %q is not published by this server: pick one of %s", protocol.Clip(req.Image, 60), names)
 		return
 	}
-	set := TaskSettings{CheckMode: req.Check, SeedFor: req.SeedFor, After: req.After, CreateTable: s.cfg.Defaults.CreateTable}
+	set := TaskSettings{CheckMode: req.Check, SeedFor: req.SeedFor, After: req.After, OnError: req.OnError, CreateTable: s.cfg.Defaults.CreateTable}
 	if req.Target != nil {
 		set.Target = *req.Target
 	}

@@ -168,6 +168,12 @@ type SitePlan struct {
 	SeedFor duration `toml:"seed_for"`
 	// After is "reboot", "poweroff" or "shell"; default "reboot".
 	After string `toml:"after"`
+	// OnError is what a terminal does after an error (a pulled cable, a
+	// failing disk): "halt" (show the error and wait, no shell), "retry"
+	// (wait a bounded back-off and start over) or "shell" (a root shell
+	// on the console, for debugging); default "halt". It travels in the
+	// signed plan; a task may set its own.
+	OnError string `toml:"on_error"`
 	// Auto starts tasks without the admin API: "none" (default), "known"
 	// (every [[machine]] that PXE-boots and has never had a task for the
 	// image) or "all" (every terminal that PXE-boots, once per image).
@@ -347,6 +353,7 @@ func (s *Site) ApplyDefaults() {
 		p.SeedFor.Duration = 10 * time.Minute // "0s" stays zero: no seeding
 	}
 	p.After = cmp.Or(p.After, "reboot")
+	p.OnError = cmp.Or(p.OnError, protocol.OnErrorHalt)
 	p.Auto = cmp.Or(p.Auto, "none")
 	// [[machine]]
 	for i := range s.Machines {
@@ -471,6 +478,9 @@ func (s *Site) Check() error {
 	}
 	if !slices.Contains([]string{"reboot", "poweroff", "shell"}, p.After) {
 		return bad("plan.after", "%q: want reboot, poweroff or shell", p.After)
+	}
+	if !protocol.ValidOnError(p.OnError) {
+		return bad("plan.on_error", "%q: want halt, retry or shell", p.OnError)
 	}
 	if !slices.Contains([]string{"none", "known", "all"}, p.Auto) {
 		return bad("plan.auto", "%q: want none, known or all", p.Auto)

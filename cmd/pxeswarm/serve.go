@@ -50,6 +50,8 @@ Examples:
 	after := enumFlag{val: "reboot", allowed: []string{"reboot", "poweroff", "shell"}}
 	fs.Var(&after, "after", "what a terminal does when finished")
 	seedFor := fs.String("seed-for", "10m", "how long a finished terminal keeps seeding")
+	onError := enumFlag{val: "halt", allowed: []string{"halt", "retry", "shell"}}
+	fs.Var(&onError, "on-error", "what a terminal does after an error: halt (show it and wait, no shell), retry (start over after a back-off) or shell (root shell on the console, for debugging)")
 	fs.section("dhcp")
 	iface := fs.String("interface", "", "interface facing the terminals (required unless --dhcp off)")
 	dhcpMode := enumFlag{val: "proxy", allowed: []string{"full", "proxy", "off"}}
@@ -111,7 +113,7 @@ Examples:
 		site.DHCP = pxe.SiteDHCP{Mode: dhcpMode.val, Option: *option}
 		site.TFTP = pxe.SiteTFTP{Listen: *tftpListen, Root: *tftpRoot}
 		site.Seed = pxe.SiteSeed{Port: *seedPort, UploadLimit: pxe.ByteSize(uploadLimit)}
-		site.Plan = pxe.SitePlan{Disk: *disk, CreateTable: *createTable, Check: check.val, After: after.val, Auto: auto.val}
+		site.Plan = pxe.SitePlan{Disk: *disk, CreateTable: *createTable, Check: check.val, After: after.val, OnError: onError.val, Auto: auto.val}
 		if err := site.Plan.SeedFor.UnmarshalText([]byte(*seedFor)); err != nil {
 			return fmt.Errorf("%w: --seed-for: %v", errUsage, err)
 		}
