@@ -157,6 +157,12 @@ func (s *bootServer) serverError(w http.ResponseWriter, what string, err error) 
 // means the admin API is off (403), never open.
 func (s *bootServer) admin(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
+		if s.cfg.HTTPSListen != "" && r.TLS == nil {
+			s.log.Warn("http: admin request over plain HTTP refused; HTTPS is on", "path", r.URL.Path, "client", remoteIP(r), "has_auth", r.Header.Get("Authorization") != "")
+			writeError(w, http.StatusForbidden, fmt.Errorf("the admin API answers only over HTTPS on this server: use %s%s (pin the certificate fingerprint that pxeswarm serve printed, or curl --cacert <state_dir>/%s); a token sent here crossed the network in clear: if others share this network, replace it",
+				s.cfg.HTTPSURL, r.URL.Path, TLSCertFile))
+			return
+		}
 		if s.cfg.AdminToken == "" {
 			writeError(w, http.StatusForbidden, errors.New("the admin API is disabled: set an admin token in the server config to use it"))
 			return

@@ -1,6 +1,7 @@
 package pxe
 
 import (
+	"cmp"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -10,8 +11,10 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 
@@ -62,6 +65,14 @@ func (s *Site) Start(ctx context.Context, log *slog.Logger) error {
 	backend := s.newBackend(store, cat, log)
 	web := s.httpConfig(key, token, store, cat, tr, backend)
 	hlog := log.With("service", "http")
+	fingerprint := ""
+	if s.HTTP.HTTPSListen != "" {
+		cert, fp, err := s.tlsConfig().Load(hlog)
+		if err != nil {
+			return err
+		}
+		web.HTTPSListen, web.HTTPSURL, web.TLSCert, fingerprint = s.HTTP.HTTPSListen, s.httpsURL(), &cert, fp
+	}
 	hsrv, err := web.newServer(hlog) // checks the config before anything listens
 	if err != nil {
 		return err
@@ -70,9 +81,19 @@ func (s *Site) Start(ctx context.Context, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("http: listen on %s: is another web server using the port? set http.listen: %w", s.HTTP.Listen, err)
 	}
+	var tln net.Listener
+	if web.HTTPSListen != "" {
+		if tln, err = net.Listen("tcp", web.HTTPSListen); err != nil {
+			ln.Close()
+			return fmt.Errorf("https: listen on %s: is another web server using the port? set http.https_listen: %w", web.HTTPSListen, err)
+		}
+	}
 
 	g, ctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return web.serve(ctx, hlog, ln, hsrv) })
+	g.Go(func() error { return web.serve(ctx, hlog, ln, hsrv, nil) })
+	if tln != nil {
+		g.Go(func() error { return web.serve(ctx, hlog, tln, hsrv, web.TLSCert) })
+	}
 	s.startDHCP(ctx, g, log, store, backend)
 	if s.TFTP.Listen != "off" {
 		tf := TFTPConfig{Listen: s.TFTP.Listen, Root: s.TFTP.Root}
@@ -82,7 +103,8 @@ func (s *Site) Start(ctx context.Context, log *slog.Logger) error {
 	g.Go(func() error { return seeds.Start(ctx, log.With("service", "seed")) })
 	log.Info(Ready, "url", s.PublicURL, "dhcp", s.DHCP.Mode, "interface", s.Interface,
 		"images", strings.Join(cat.Names(), ","), "auto", s.Plan.Auto,
-		"plan_key", filepath.Join(s.StateDir, "plan-key.pub"), "admin_token_file", s.tokenFile())
+		"plan_key", filepath.Join(s.StateDir, "plan-key.pub"), "admin_token_file", s.tokenFile(),
+		"admin_url", cmp.Or(web.HTTPSURL, s.PublicURL), "https_fingerprint", fingerprint)
 	err = g.Wait()
 	if errors.Is(err, context.Canceled) {
 		return nil
@@ -267,6 +289,33 @@ func (s *Site) resolveAddress() error {
 		s.PublicURL = "http://" + net.JoinHostPort(s.Address.String(), port)
 	}
 	return nil
+}
+
+// httpsURL is how admins reach the HTTPS listener: the public URL's host
+// with http.https_listen's port.
+func (s *Site) httpsURL() string {
+	host := s.Address.String()
+	if u, err := url.Parse(s.PublicURL); err == nil && u.Hostname() != "" {
+		host = u.Hostname()
+	}
+	_, port, _ := net.SplitHostPort(s.HTTP.HTTPSListen) // checked by Check
+	return "https://" + net.JoinHostPort(host, port)
+}
+
+// tlsConfig is where the HTTPS certificate comes from: the site's own, or
+// one made in the state dir for this server's address and names.
+func (s *Site) tlsConfig() TLSConfig {
+	hosts := []string{"localhost", "127.0.0.1"}
+	if s.Address.IsValid() {
+		hosts = append(hosts, s.Address.String())
+	}
+	if u, err := url.Parse(s.PublicURL); err == nil && u.Hostname() != "" && !slices.Contains(hosts, u.Hostname()) {
+		hosts = append(hosts, u.Hostname())
+	}
+	if h, err := os.Hostname(); err == nil && h != "" && !slices.Contains(hosts, h) {
+		hosts = append(hosts, h)
+	}
+	return TLSConfig{CertFile: s.HTTP.TLSCert, KeyFile: s.HTTP.TLSKey, StateDir: s.StateDir, Hosts: hosts}
 }
 
 func (s *Site) tokenFile() string {

@@ -5,6 +5,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"net/url"
 	"os"
@@ -59,6 +60,17 @@ type SiteHTTP struct {
 	// Listen is the TCP address; default ":8080". The tracker's /announce
 	// is served on the same port.
 	Listen string `toml:"listen"`
+	// HTTPSListen, if set (e.g. ":8443"), serves the same routes over
+	// HTTPS too, and the admin API only there: an admin request over plain
+	// HTTP is refused (403). The terminals keep plain HTTP (plans are
+	// signed). Default "": no HTTPS.
+	HTTPSListen string `toml:"https_listen"`
+	// TLSCert and TLSKey are the site's own certificate and key (PEM).
+	// Default: a self-signed certificate made on first start and kept in
+	// <state_dir>/https-cert.pem and https-key.pem; serve logs its SHA-256
+	// fingerprint for clients to pin.
+	TLSCert string `toml:"tls_cert"`
+	TLSKey  string `toml:"tls_key"`
 	// Kernel and Initramfs are what a terminal with a pending task boots.
 	// Defaults: <state_dir>/boot/vmlinuz and <state_dir>/boot/initramfs.
 	Kernel    string `toml:"kernel"`
@@ -295,6 +307,8 @@ func (s *Site) resolve(dir string) {
 	abs(&s.HTTP.Kernel)
 	abs(&s.HTTP.Initramfs)
 	abs(&s.HTTP.AdminTokenFile)
+	abs(&s.HTTP.TLSCert)
+	abs(&s.HTTP.TLSKey)
 	abs(&s.TFTP.Root)
 	for i := range s.HTTP.ImageDirs {
 		abs(&s.HTTP.ImageDirs[i])
@@ -384,6 +398,20 @@ func (s *Site) Check() error {
 	}
 	if s.HTTP.AdminToken != "" && len(s.HTTP.AdminToken) < 16 {
 		return bad("http.admin_token", "too short (%d characters): use at least 16 random characters", len(s.HTTP.AdminToken))
+	}
+	if h := s.HTTP.HTTPSListen; h != "" {
+		if _, port, err := net.SplitHostPort(h); err != nil || port == "" || port == "0" {
+			return bad("http.https_listen", "%q: want host:port or :port, such as \":8443\"", h)
+		}
+		if h == s.HTTP.Listen {
+			return bad("http.https_listen", "%q is http.listen too: give HTTPS its own port", h)
+		}
+	}
+	if (s.HTTP.TLSCert == "") != (s.HTTP.TLSKey == "") {
+		return bad("http.tls_cert", "set tls_cert and tls_key together, or neither for a self-signed certificate")
+	}
+	if s.HTTP.TLSCert != "" && s.HTTP.HTTPSListen == "" {
+		return bad("http.tls_cert", "a certificate without http.https_listen is unused: set https_listen (e.g. \":8443\")")
 	}
 	for i, dir := range s.HTTP.ImageDirs {
 		if !filepath.IsAbs(dir) {

@@ -61,6 +61,7 @@ Examples:
 	option := fs.Int("option", 224, "DHCP option code that carries the server URL (224-254)")
 	fs.section("http")
 	httpListen := fs.String("http-listen", ":8080", "HTTP address (scripts, plans, APIs, tracker)")
+	httpsListen := fs.String("https-listen", "", `also serve HTTPS here (e.g. ":8443"), with a self-signed certificate made on first start (its fingerprint is logged); the admin API then answers only over HTTPS`)
 	publicURL := fs.String("public-url", "", "how terminals reach us (default http://<address>:<port>)")
 	kernel := fs.String("kernel", "", "kernel for terminals with a task (default <state-dir>/boot/vmlinuz)")
 	initramfs := fs.String("initramfs", "", "initramfs with the pxeswarm agent (default <state-dir>/boot/initramfs)")
@@ -102,7 +103,7 @@ Examples:
 			}
 			site.Address = a
 		}
-		site.HTTP = pxe.SiteHTTP{Listen: *httpListen, Kernel: *kernel, Initramfs: *initramfs, Cmdline: *cmdline}
+		site.HTTP = pxe.SiteHTTP{Listen: *httpListen, HTTPSListen: *httpsListen, Kernel: *kernel, Initramfs: *initramfs, Cmdline: *cmdline}
 		for _, dir := range imageDirs {
 			abs, err := filepath.Abs(dir)
 			if err != nil {
