@@ -163,13 +163,17 @@ func (s *Site) startDHCP(ctx context.Context, g *errgroup.Group, log *slog.Logge
 	}
 }
 
-// prepareHost makes the state dir and finds this server's address and
-// public URL.
+// prepareHost makes the state dir, finds this server's address, the
+// DHCP prefix length and the public URL, and checks the site again with
+// them.
 func (s *Site) prepareHost() error {
 	if err := os.MkdirAll(s.StateDir, 0o755); err != nil {
 		return fmt.Errorf("state dir %s: %w (set state_dir to a writable folder)", s.StateDir, err)
 	}
-	return s.resolveAddress()
+	if err := s.resolveAddress(); err != nil {
+		return err
+	}
+	return s.Check()
 }
 
 // openStore opens the task store and records the [[machine]]s in it.
@@ -260,22 +264,42 @@ func (s *Site) httpConfig(key ed25519.PrivateKey, token string, store *Store, ca
 	}
 }
 
-// resolveAddress fills Address from the interface and PublicURL from it.
+// resolveAddress fills Address from the interface, dhcp.prefix_len (full
+// mode) from that address's prefix on the interface, and PublicURL from
+// the address.
 func (s *Site) resolveAddress() error {
-	if !s.Address.IsValid() && s.Interface != "" {
+	needPrefix := s.DHCP.Mode == "full" && s.DHCP.PrefixLen == 0
+	if (!s.Address.IsValid() || needPrefix) && s.Interface != "" {
 		ifi, err := net.InterfaceByName(s.Interface)
 		if err != nil {
 			return fmt.Errorf("%w: interface %q: %w (list them with ip link)", ErrBadConfig, s.Interface, err)
 		}
 		addrs, _ := ifi.Addrs()
+		var have []string
 		for _, a := range addrs {
-			if p, err := netip.ParsePrefix(a.String()); err == nil && p.Addr().Is4() {
+			p, err := netip.ParsePrefix(a.String())
+			if err != nil || !p.Addr().Is4() {
+				continue
+			}
+			have = append(have, p.String())
+			if !s.Address.IsValid() {
 				s.Address = p.Addr()
+			}
+			if p.Addr() == s.Address {
+				if needPrefix {
+					if p.Bits() < 8 || p.Bits() > 30 {
+						return fmt.Errorf("%w: %s on %s is a /%d, no subnet to hand out addresses in: set dhcp.prefix_len (8–30)", ErrBadConfig, p, s.Interface, p.Bits())
+					}
+					s.DHCP.PrefixLen = p.Bits()
+				}
 				break
 			}
 		}
 		if !s.Address.IsValid() {
 			return fmt.Errorf("%w: interface %s has no IPv4 address: give it one (ip addr add) or set address", ErrBadConfig, s.Interface)
+		}
+		if needPrefix && s.DHCP.PrefixLen == 0 {
+			return fmt.Errorf("%w: address %v is not on interface %s (it has %s): fix address, or set dhcp.prefix_len", ErrBadConfig, s.Address, s.Interface, strings.Join(have, ", "))
 		}
 	}
 	if s.PublicURL == "" {

@@ -101,7 +101,9 @@ type SiteDHCP struct {
 	// Pool (full mode): first and last address handed out.
 	PoolStart netip.Addr `toml:"pool_start"`
 	PoolEnd   netip.Addr `toml:"pool_end"`
-	// Prefix length of the subnet (full mode); default 24.
+	// Prefix length of the subnet (full mode), sent as the subnet mask.
+	// Default: the prefix of this server's address on the interface
+	// (serve reads it when it starts).
 	PrefixLen int `toml:"prefix_len"`
 	// Router and DNS servers told to clients (full mode); optional.
 	Router netip.Addr   `toml:"router"`
@@ -340,7 +342,8 @@ func (s *Site) ApplyDefaults() {
 	// [dhcp]
 	d := &s.DHCP
 	d.Mode = cmp.Or(d.Mode, "proxy")
-	d.PrefixLen = cmp.Or(d.PrefixLen, 24)
+	// PrefixLen stays 0 when left out: Start takes it from the interface
+	// (resolveAddress), which ApplyDefaults does not look at.
 	d.LeaseTime.Duration = cmp.Or(d.LeaseTime.Duration, dhcp.DefaultLeaseTime)
 	d.Option = cmp.Or(d.Option, int(dhcp.DefaultURLOption))
 	d.BootFileBIOS = cmp.Or(d.BootFileBIOS, dhcp.DefaultBootFileBIOS)
@@ -428,7 +431,7 @@ func (s *Site) Check() error {
 	if d.Mode != "off" && s.Interface == "" {
 		return bad("interface", "required for dhcp.mode %q: name the interface facing the terminals (e.g. br0)", d.Mode)
 	}
-	if d.PrefixLen < 8 || d.PrefixLen > 30 {
+	if d.PrefixLen != 0 && (d.PrefixLen < 8 || d.PrefixLen > 30) {
 		return bad("dhcp.prefix_len", "%d: want 8–30", d.PrefixLen)
 	}
 	if d.Mode == "full" {
@@ -438,12 +441,16 @@ func (s *Site) Check() error {
 		if d.PoolEnd.Less(d.PoolStart) {
 			return bad("dhcp.pool_end", "%v is before pool_start %v", d.PoolEnd, d.PoolStart)
 		}
-		p := netip.PrefixFrom(d.PoolStart, d.PrefixLen).Masked()
-		if !p.Contains(d.PoolEnd) {
-			return bad("dhcp.pool_end", "%v is not in %v with pool_start: fix the pool or prefix_len", d.PoolEnd, p)
-		}
-		if s.Address.IsValid() && !p.Contains(s.Address) {
-			return bad("address", "%v is not in the pool's subnet %v", s.Address, p)
+		// Without prefix_len the subnet is known once Start has read the
+		// interface; it checks again then.
+		if d.PrefixLen != 0 {
+			p := netip.PrefixFrom(d.PoolStart, d.PrefixLen).Masked()
+			if !p.Contains(d.PoolEnd) {
+				return bad("dhcp.pool_end", "%v is not in %v with pool_start: fix the pool or prefix_len", d.PoolEnd, p)
+			}
+			if s.Address.IsValid() && !p.Contains(s.Address) {
+				return bad("address", "%v is not in the pool's subnet %v", s.Address, p)
+			}
 		}
 	}
 	if d.LeaseTime.Duration < time.Minute {

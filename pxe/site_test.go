@@ -63,7 +63,7 @@ func TestSiteErrors(t *testing.T) {
 		{"bad mode", "interface = \"br0\"\n[dhcp]\nmode = \"fulll\"" + img, "want full, proxy or off"},
 		{"no interface", "[dhcp]\nmode = \"proxy\"" + img, "interface: required"},
 		{"no pool", "interface = \"br0\"\n[dhcp]\nmode = \"full\"" + img, "pool_start"},
-		{"pool outside subnet", "interface = \"br0\"\n[dhcp]\nmode = \"full\"\npool_start = \"198.18.0.10\"\npool_end = \"198.18.1.10\"" + img, "not in 198.18.0.0/24"},
+		{"pool outside subnet", "interface = \"br0\"\n[dhcp]\nmode = \"full\"\npool_start = \"198.18.0.10\"\npool_end = \"198.18.1.10\"\nprefix_len = 24" + img, "not in 198.18.0.0/24"},
 		{"bad address", "interface = \"br0\"\naddress = \"198.18.0.300\"" + img, "198.18.0.300"},
 		{"bad duration", "interface = \"br0\"\n[plan]\nseed_for = \"ten minutes\"" + img, "write it like 90s"},
 		{"bad option", "interface = \"br0\"\n[dhcp]\noption = 43" + img, "224–254"},
