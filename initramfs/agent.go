@@ -63,8 +63,9 @@ type Config struct {
 	// Disks says where the disks are (Sys and Dev roots, mount table,
 	// boot medium). The zero value is the running machine.
 	Disks partition.Config
-	// Shell is the shell to stop at after an error or when the plan says
-	// "shell". Default DefaultShell; if it does not exist, FallbackShell.
+	// Shell is the shell to stop at after an error with on_error "shell",
+	// or when the plan's after says "shell". Default DefaultShell; if it
+	// does not exist, FallbackShell.
 	Shell string
 	// StartShell runs the shell and returns when it exits. Default: run it
 	// on the agent's own stdin, stdout and stderr (the console).
@@ -73,6 +74,25 @@ type Config struct {
 	// RebootPowerOff); it returns only on failure. Default: sync, then
 	// reboot(2).
 	Reboot func(cmd int) error
+	// OnError is what the agent does after an error when nothing else
+	// says: protocol.OnErrorHalt, OnErrorRetry or OnErrorShell. A verified
+	// plan's on_error wins (once a plan verified, it holds for the rest
+	// of the run), then, when the machine booted from a rescue stick,
+	// pxeswarm.on_error= from the stick's boot entry. Empty: retry on a
+	// network boot (without a verified plan nothing was written), halt in
+	// a stick's local mode. There is deliberately no agent flag for it:
+	// on a network boot the kernel command line, and with it u-root's
+	// uroot.uinitargs, comes from the network.
+	OnError string
+	// Halt waits for ever after an error with on_error "halt": no shell,
+	// and the agent never exits (u-root's init would start a shell).
+	// Default: sleep until the machine is reset, whatever ctx says. Tests
+	// set a hook that returns; Run then returns the error.
+	Halt func()
+	// RetryWait is the first wait before starting over after an error
+	// with on_error "retry" (default 15 s); each further attempt waits
+	// twice as long, up to RetryMaxWait (default 5 min).
+	RetryWait, RetryMaxWait time.Duration
 	// Input is where the console menu reads a person's choices (several
 	// images or disks on a rescue stick). Default os.Stdin.
 	Input io.Reader
@@ -131,6 +151,9 @@ func (c Config) withDefaults() Config {
 	if c.Reboot == nil {
 		c.Reboot = sysReboot
 	}
+	if c.Halt == nil {
+		c.Halt = haltForever
+	}
 	if c.HTTP == nil {
 		c.HTTP = &http.Client{Timeout: 2 * time.Minute, Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 4, IdleConnTimeout: time.Minute}}
 	}
@@ -153,6 +176,8 @@ func (c Config) withDefaults() Config {
 	def(&c.DiskTimeout, 30*time.Second)
 	def(&c.ReportEvery, 2*time.Second)
 	def(&c.ProgressEvery, time.Second)
+	def(&c.RetryWait, 15*time.Second)
+	def(&c.RetryMaxWait, 5*time.Minute)
 	if c.PlanTries <= 0 {
 		c.PlanTries = 5
 	}
@@ -169,6 +194,12 @@ type agent struct {
 	readBack bool
 	in       *bufio.Reader // the console's input, for choose
 
+	// What to do after an error (see Config.OnError): the last verified
+	// plan's on_error, kept across attempts; whether this attempt booted
+	// from a rescue stick, and in its local mode.
+	planOnError  string
+	stick, local bool
+
 	mu    sync.Mutex
 	phase string          // protocol.Phase*
 	prog  imager.Progress // the swarm's
@@ -180,9 +211,15 @@ type agent struct {
 // network, plan, disk, swarm, read-back, seeding, then the plan's
 // after-action. A reboot or power-off does not return (Config.Reboot
 // returns nil only in tests); "shell" returns nil when the shell exits.
-// On any error Run prints the ERROR marker, reports the failure, runs the
-// shell, and returns the error once the shell exits: the machine is
-// never rebooted into a half-written disk.
+//
+// On any error Run prints the ERROR marker, reports the failure, then
+// does what on_error says (see Config.OnError): "halt" prints the halt
+// marker and waits for ever (Config.Halt; Run returns the error only if
+// that hook returns), "retry" prints the retry marker, waits a back-off
+// and starts over from the kernel command line, "shell" runs the shell
+// and returns the error once it exits. The machine is never rebooted
+// into a half-written disk. If ctx ends while waiting to retry, the agent
+// halts.
 func (c Config) Run(ctx context.Context, log *slog.Logger) error {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -191,14 +228,76 @@ func (c Config) Run(ctx context.Context, log *slog.Logger) error {
 	a := &agent{cfg: c, log: log, con: console(c.Console)}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	after, err := a.run(ctx)
-	if err == nil {
-		if err = a.after(after); err == nil {
-			return nil
+	wait := c.RetryWait
+	for attempt := 1; ; attempt++ {
+		// Each attempt's goroutines (lease renewal, reports) end with it.
+		actx, stop := context.WithCancel(ctx)
+		after, err := a.run(actx)
+		if err == nil {
+			if err = a.after(after); err == nil {
+				stop()
+				return nil
+			}
 		}
+		a.fail(ctx, err)
+		do, from := a.onError()
+		a.log.Info("after the error", "on_error", do, "from", from, "attempt", attempt)
+		switch do {
+		case protocol.OnErrorShell:
+			a.shell()
+			stop()
+			return err
+		case protocol.OnErrorRetry:
+			stop()
+			a.con.Println(markRetry(wait, attempt+1, from))
+			if sleep(ctx, wait) == nil {
+				wait = min(2*wait, max(c.RetryMaxWait, c.RetryWait))
+				a.reset()
+				continue
+			}
+			a.log.Warn("stopped while waiting to retry; halting", "err", ctx.Err())
+		}
+		stop()
+		a.con.Println(markHalt(do, from))
+		a.con.Drain()
+		a.cfg.Halt()
+		return err
 	}
-	a.fail(ctx, err)
-	return err
+}
+
+// onError is what to do after an error, and where that came from (see
+// Config.OnError).
+func (a *agent) onError() (do, from string) {
+	switch {
+	case a.planOnError != "":
+		return a.planOnError, "plan"
+	case a.stick && a.cmd.OnError != "":
+		return a.cmd.OnError, FromCmdline
+	case a.cfg.OnError != "":
+		return a.cfg.OnError, FromConfig
+	case a.local:
+		return protocol.OnErrorHalt, "default"
+	}
+	return protocol.OnErrorRetry, "default"
+}
+
+// reset clears one attempt's state before the next starts over. The
+// last verified plan's on_error stays.
+func (a *agent) reset() {
+	a.mu.Lock()
+	a.phase, a.prog, a.rb, a.rbAt = "", imager.Progress{}, imager.Progress{}, 0
+	a.mu.Unlock()
+	a.rep, a.cmd, a.stick, a.local = nil, Cmdline{}, false, false
+}
+
+// haltForever is the default Config.Halt: the machine stays at the error
+// on its console until someone resets it. It sleeps rather than blocking
+// on nothing, so the Go runtime never sees a deadlock and exits (and
+// u-root's init would then start a shell).
+func haltForever() {
+	for {
+		time.Sleep(time.Hour)
+	}
 }
 
 func (a *agent) setPhase(p string) {
@@ -281,9 +380,14 @@ func (a *agent) run(ctx context.Context) (after string, err error) {
 
 	// The rescue stick, if the machine booted from one: never a target,
 	// and in local mode the source.
+	a.local = a.cmd.Mode == ModeLocal
 	st, bootMode, err := a.findStick(ctx)
 	if err != nil {
 		return "", err
+	}
+	a.stick, a.local = st != nil, bootMode == ModeLocal
+	if a.cmd.OnError != "" && !a.stick {
+		a.log.Warn("ignoring pxeswarm.on_error on a network boot: its command line comes from the network; the signed plan's on_error decides", "cmdline_on_error", a.cmd.OnError)
 	}
 	if bootMode == ModeLocal {
 		return a.runLocal(ctx, st)
@@ -311,10 +415,11 @@ func (a *agent) run(ctx context.Context) (after string, err error) {
 	}
 	a.con.Println(markPlan(plan.TaskID, plan.Image))
 	a.log.Info("plan verified", "task", plan.TaskID, "image", plan.Image, "target", fmt.Sprintf("%+v", plan.Target),
-		"create_table", plan.CreateTable, "check", plan.CheckMode, "seed_for", plan.SeedFor, "after", plan.After)
+		"create_table", plan.CreateTable, "check", plan.CheckMode, "seed_for", plan.SeedFor, "after", plan.After, "on_error", plan.OnError)
 	if a.cmd.Task != "" && a.cmd.Task != plan.TaskID {
 		a.log.Warn("the kernel command line names another task than the plan; following the signed plan", "cmdline_task", a.cmd.Task, "plan_task", plan.TaskID)
 	}
+	a.planOnError = plan.OnError
 	a.rep.setTask(plan.TaskID, plan.ReportToken)
 	if err := a.report(ctx, "plan verified"); errors.Is(err, ErrTaskEnded) {
 		return "", a.ended(false)
@@ -658,7 +763,8 @@ func (a *agent) after(what string) error {
 	return nil
 }
 
-// fail shows, reports and dumps an error, then stops at the shell.
+// fail shows, reports and dumps an error; Run then does what on_error
+// says.
 func (a *agent) fail(ctx context.Context, err error) {
 	var e *Error
 	if !errors.As(err, &e) {
@@ -684,7 +790,6 @@ func (a *agent) fail(ctx context.Context, err error) {
 			a.rep.send(ctx, r)
 		}
 	}
-	a.shell()
 }
 
 // shell runs the configured shell (or the fallback) and waits for it.

@@ -248,13 +248,15 @@ type run struct {
 	console *testlog.Buffer
 	shells  []string
 	reboots []int
+	halts   int
 	cold    int
 	err     error
 }
 
 // agentConfig returns a Config against s with the disks of disks, DHCP
-// skipped, and hooks that record instead of rebooting or starting a
-// shell.
+// skipped, and hooks that record instead of rebooting, halting or
+// starting a shell. Without a verified plan it halts after an error (the
+// real default, retry, is tested on its own), with short retry waits.
 func agentConfig(t *testing.T, s *server, disks partition.Config, cmdline string) *run {
 	t.Helper()
 	r := &run{console: &testlog.Buffer{}}
@@ -274,6 +276,10 @@ func agentConfig(t *testing.T, s *server, disks partition.Config, cmdline string
 		Disks:         disks,
 		StartShell:    func(ctx context.Context, path string) error { r.shells = append(r.shells, path); return nil },
 		Reboot:        func(cmd int) error { r.reboots = append(r.reboots, cmd); return nil },
+		Halt:          func() { r.halts++ },
+		OnError:       protocol.OnErrorHalt,
+		RetryWait:     20 * time.Millisecond,
+		RetryMaxWait:  80 * time.Millisecond,
 		Console:       r.console,
 		Listen:        "127.0.0.1:0",
 		ReportEvery:   100 * time.Millisecond,
@@ -504,8 +510,9 @@ func TestRunVerifyExisting(t *testing.T) {
 }
 
 // refused runs the agent on a fresh fake disk and checks that it stopped
-// with the ERROR marker (containing each of want), at the shell, with the
-// disk untouched, without rebooting, and with the task failed.
+// with the ERROR marker (containing each of want), halted without a
+// shell, with the disk untouched, without rebooting, and with the task
+// failed.
 func refused(t *testing.T, s *server, r *run, disk string, taskID string, want ...string) {
 	t.Helper()
 	before := fileSum(t, disk)
@@ -522,9 +529,9 @@ func refused(t *testing.T, s *server, r *run, disk string, taskID string, want .
 			t.Errorf("ERROR line %q does not say %q", line, w)
 		}
 	}
-	r.wantMarkers(t, MarkVersion, MarkError, MarkShell)
-	if len(r.shells) != 1 || len(r.reboots) != 0 {
-		t.Errorf("hooks: shells %v reboots %v, want the shell once and no reboot", r.shells, r.reboots)
+	r.wantMarkers(t, MarkVersion, MarkError, MarkHalt)
+	if len(r.shells) != 0 || len(r.reboots) != 0 || r.halts != 1 {
+		t.Errorf("hooks: shells %v reboots %v halts %d, want one halt, no shell and no reboot", r.shells, r.reboots, r.halts)
 	}
 	if after := fileSum(t, disk); after != before {
 		t.Errorf("disk %s changed (sha256 %x → %x), want it untouched", disk, before, after)
@@ -657,7 +664,7 @@ func TestRunServerDown(t *testing.T) {
 	r := agentConfig(t, s, disks, "")
 	r.cfg.PlanTries = 2
 	refused(t, s, r, disk, "", "cannot fetch the plan from "+dead, "check that pxeswarm serve runs")
-	r.wantMarkers(t, MarkError, MarkNet+" link 1 lo", MarkShell)
+	r.wantMarkers(t, MarkError, MarkNet+" link 1 lo", MarkHalt)
 	if c := r.console.String(); !strings.Contains(c, MarkNet+" route ") && !strings.Contains(c, MarkNet+" no IPv4 routes") {
 		t.Errorf("the network dump has no routes line")
 	}
@@ -688,12 +695,12 @@ func TestRunCanceledWhileImaging(t *testing.T) {
 	if !errors.Is(err, ErrTaskEnded) {
 		t.Fatalf("Run = %v, want ErrTaskEnded", err)
 	}
-	r.wantMarkers(t, MarkWriting, MarkError, MarkShell)
+	r.wantMarkers(t, MarkWriting, MarkError, MarkHalt+" (on_error=halt from plan)")
 	if l := r.line(MarkError); !strings.Contains(l, "half-written") || !strings.Contains(l, "canceled") {
 		t.Errorf("ERROR line %q, want it to say the task was canceled and the disk is half-written", l)
 	}
-	if r.line(MarkImageDone) != "" || len(r.reboots) != 0 || len(r.shells) != 1 {
-		t.Errorf("IMAGE DONE %q, reboots %v, shells %v: want no IMAGE DONE, no reboot, the shell", r.line(MarkImageDone), r.reboots, r.shells)
+	if r.line(MarkImageDone) != "" || len(r.reboots) != 0 || len(r.shells) != 0 || r.halts != 1 {
+		t.Errorf("IMAGE DONE %q, reboots %v, shells %v, halts %d: want no IMAGE DONE, no reboot, no shell, one halt", r.line(MarkImageDone), r.reboots, r.shells, r.halts)
 	}
 	if st := s.state(t, task.ID).State; st != protocol.TaskCanceled {
 		t.Errorf("task is %s, want it to stay canceled", st)
@@ -802,5 +809,145 @@ func TestRunRefusesReplayedPlan(t *testing.T) {
 	}
 	if got := s.state(t, task.ID); got.State != protocol.TaskPending {
 		t.Errorf("task %s = %s after a refused replay, want pending", task.ID, got.State)
+	}
+}
+
+// TestRunOnErrorPlan: once a plan verified, its on_error decides, over
+// the agent's own fallback: "shell" stops at the shell, "halt" halts with
+// no shell even where the fallback says shell.
+func TestRunOnErrorPlan(t *testing.T) {
+	for _, tc := range []struct {
+		plan, fallback string
+		shells, halts  int
+		marker         string
+	}{
+		{protocol.OnErrorShell, protocol.OnErrorHalt, 1, 0, MarkShell},
+		{protocol.OnErrorHalt, protocol.OnErrorShell, 0, 1, MarkHalt + " (on_error=halt from plan)"},
+	} {
+		t.Run(tc.plan, func(t *testing.T) {
+			s := newServer(t)
+			task := s.addTask(t, pxe.TaskSettings{Target: protocol.Target{Disk: "first"}, CreateTable: true, CheckMode: "fresh", After: "reboot", OnError: tc.plan})
+			disks, _ := fakeMachine(t, 6*MiB) // too small: an error after the plan
+			r := agentConfig(t, s, disks, "")
+			r.cfg.OnError = tc.fallback
+			if err := r.run(t); !errors.Is(err, partition.ErrTooSmall) {
+				t.Fatalf("Run = %v, want partition.ErrTooSmall", err)
+			}
+			r.wantMarkers(t, MarkPlan, MarkError, tc.marker)
+			if len(r.shells) != tc.shells || r.halts != tc.halts || len(r.reboots) != 0 || r.line(MarkRetry) != "" {
+				t.Errorf("hooks: shells %v halts %d reboots %v, retry line %q; want %d shell(s), %d halt(s), no reboot, no retry",
+					r.shells, r.halts, r.reboots, r.line(MarkRetry), tc.shells, tc.halts)
+			}
+			if st := s.state(t, task.ID).State; st != protocol.TaskFailed {
+				t.Errorf("task is %s, want failed (the agent reports before it halts or shells)", st)
+			}
+		})
+	}
+}
+
+// TestRunOnErrorDefault: without a verified plan (the server has no task
+// for the machine) and with no fallback configured, the agent starts
+// over again and again, waits longer each time, and never opens a shell,
+// not even when the (network) kernel command line asks for one. Stopped
+// while waiting, it halts.
+func TestRunOnErrorDefault(t *testing.T) {
+	s := newServer(t)
+	disks, _ := fakeMachine(t, 32*MiB)
+	r := agentConfig(t, s, disks, "pxeswarm.on_error=shell")
+	r.cfg.OnError = ""
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var mu sync.Mutex
+	plans := 0
+	s.setTamper(func(path string, body []byte) []byte {
+		if strings.HasPrefix(path, "/plan/") {
+			// A 404 ends an attempt at once: stop in the third.
+			mu.Lock()
+			if plans++; plans == 3 {
+				cancel()
+			}
+			mu.Unlock()
+		}
+		return body
+	})
+	err := r.cfg.Run(ctx, infoLogger(t))
+	t.Logf("console:\n%s", r.console)
+	if err == nil {
+		t.Errorf("Run = nil, want the last attempt's error")
+	}
+	if l := r.line(MarkError); !strings.Contains(l, "no task for "+testMAC) {
+		t.Errorf("first ERROR line %q, want the server's missing task", l)
+	}
+	if len(r.shells) != 0 || r.halts != 1 || len(r.reboots) != 0 {
+		t.Errorf("hooks: shells %v halts %d reboots %v, want no shell, one halt, no reboot", r.shells, r.halts, r.reboots)
+	}
+	r.wantMarkers(t, MarkVersion, MarkError, MarkRetry+" in 20ms (attempt 2; on_error=retry from default)",
+		MarkVersion, MarkError, MarkRetry+" in 40ms (attempt 3", MarkVersion, MarkError, MarkHalt+" (on_error=retry from default)")
+	if r.cold != 3 {
+		t.Errorf("coldplug ran %d times, want once per attempt (3)", r.cold)
+	}
+}
+
+// TestRunOnErrorRetry: the plan says retry; the first attempt fails (the
+// torrent is not the one the plan pins) and reports the task failed; the
+// admin starts a new task meanwhile, and the agent, starting over, images
+// the disk and reboots, with no shell and no halt.
+func TestRunOnErrorRetry(t *testing.T) {
+	s := newServer(t)
+	set := pxe.TaskSettings{Target: protocol.Target{Disk: "first"}, CreateTable: true, CheckMode: "fresh", After: "reboot", OnError: protocol.OnErrorRetry}
+	first := s.addTask(t, set)
+	other, _, _ := testImage(t, "demo", 2)
+	var buf bytes.Buffer
+	if err := other.Write(&buf); err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	s.setTamper(func(path string, body []byte) []byte {
+		if strings.HasPrefix(path, "/torrents/") {
+			swapped := false
+			once.Do(func() { swapped = true })
+			if swapped {
+				return buf.Bytes()
+			}
+		}
+		return body
+	})
+	disks, disk := fakeMachine(t, 32*MiB)
+	r := agentConfig(t, s, disks, "")
+	r.cfg.OnError = protocol.OnErrorHalt // the plan's retry must win
+	second := make(chan pxe.Task, 1)
+	go func() {
+		deadline := time.Now().Add(30 * time.Second)
+		for time.Now().Before(deadline) {
+			if got, _ := s.store.Task(first.ID); got.State == protocol.TaskFailed {
+				task, err := s.store.AddTask(pxe.Task{MAC: testMAC, Image: "demo", TaskSettings: set})
+				if err != nil {
+					t.Error(err)
+				}
+				second <- task
+				return
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		close(second)
+	}()
+	if err := r.run(t); err != nil {
+		t.Fatalf("Run = %v, want the second attempt to succeed", err)
+	}
+	r.wantMarkers(t, MarkVersion, MarkPlan+" task="+first.ID, MarkError, MarkRetry+" in 20ms (attempt 2; on_error=retry from plan)",
+		MarkVersion, MarkPlan, MarkWriting, MarkImageDone, MarkReboot)
+	if len(r.shells) != 0 || r.halts != 0 || !slices.Equal(r.reboots, []int{RebootRestart}) {
+		t.Errorf("hooks: shells %v halts %d reboots %v, want one restart only", r.shells, r.halts, r.reboots)
+	}
+	checkDisk(t, disk, 32*MiB, s.parts)
+	task, ok := <-second
+	if !ok {
+		t.Fatal("the first task never failed")
+	}
+	if st := s.state(t, task.ID).State; st != protocol.TaskDone {
+		t.Errorf("second task is %s, want done", st)
+	}
+	if st := s.state(t, first.ID).State; st != protocol.TaskFailed {
+		t.Errorf("first task is %s, want failed", st)
 	}
 }

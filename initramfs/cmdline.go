@@ -34,6 +34,11 @@ type Cmdline struct {
 	Stick string
 	// Mode is pxeswarm.mode=network|local: the stick's boot entry.
 	Mode string
+	// OnError is pxeswarm.on_error=halt|retry|shell: what to do after an
+	// error without a verified plan. Honoured only when the machine
+	// booted from a rescue stick (the boot entry is on the stick); on a
+	// network boot the command line comes from the network.
+	OnError string
 }
 
 // ParseCmdline reads the pxeswarm.* parameters of a kernel command line
@@ -86,6 +91,12 @@ func ParseCmdline(s string) (Cmdline, error) {
 				continue
 			}
 			c.Mode = val
+		case "pxeswarm.on_error":
+			if !protocol.ValidOnError(val) {
+				bad("halt, retry or shell")
+				continue
+			}
+			c.OnError = val
 		case "pxeswarm.debug":
 			b, ok := parseFlag(val, hasVal)
 			if !ok {
@@ -101,7 +112,7 @@ func ParseCmdline(s string) (Cmdline, error) {
 			}
 			c.NoReadBack = !b
 		default:
-			errs = append(errs, fmt.Errorf("kernel command line: unknown parameter %s: the agent knows pxeswarm.server, .mac, .task, .stick, .mode, .debug and .readback", clipText(key, 40)))
+			errs = append(errs, fmt.Errorf("kernel command line: unknown parameter %s: the agent knows pxeswarm.server, .mac, .task, .stick, .mode, .on_error, .debug and .readback", clipText(key, 40)))
 		}
 	}
 	return c, errors.Join(errs...)

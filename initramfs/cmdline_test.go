@@ -32,6 +32,8 @@ func TestParseCmdline(t *testing.T) {
 			Cmdline{Stick: "1c5e2d4f-9a0b-4c3d-8e7f-0123456789ab", Mode: ModeLocal}, ""},
 		{"pxeswarm.stick=sda1 pxeswarm.mode=network", Cmdline{Mode: ModeNetwork}, "partition GUID"},
 		{"pxeswarm.mode=usb", Cmdline{}, "pxeswarm.mode"},
+		{"pxeswarm.on_error=retry", Cmdline{OnError: "retry"}, ""},
+		{"pxeswarm.on_error=reboot pxeswarm.task=t1", Cmdline{Task: "t1"}, "halt, retry or shell"},
 		// A later parameter wins.
 		{"pxeswarm.task=t1 pxeswarm.task=t2", Cmdline{Task: "t2"}, ""},
 		// Bad values are dropped and named; good ones kept.

@@ -3,6 +3,7 @@ package initramfs
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/pxeswarm/pxeswarm/internal/bytesize"
 	"github.com/pxeswarm/pxeswarm/partition"
@@ -25,8 +26,9 @@ import (
 //	pxeswarm: seeding for 10m
 //	pxeswarm: rebooting
 //
-// or, on any error, pxeswarm: ERROR <what> — <what to do>, then
-// pxeswarm: shell.
+// or, on any error, pxeswarm: ERROR <what> — <what to do>, then by
+// on_error one of pxeswarm: halted …, pxeswarm: retrying in … (and the
+// markers again from version on) or pxeswarm: shell.
 //
 // The rescue stick's local mode has no server and no signed plan; its
 // order is stick, plan ok task=stick (the stick's config, not a signed
@@ -58,6 +60,11 @@ const (
 	MarkReboot   = "pxeswarm: rebooting"
 	MarkPowerOff = "pxeswarm: powering off"
 	MarkShell    = "pxeswarm: shell"
+	// MarkHalt: after an error the agent waits at the console with no
+	// shell (on_error=halt); MarkRetry: it starts over after a wait
+	// (on_error=retry).
+	MarkHalt  = "pxeswarm: halted"
+	MarkRetry = "pxeswarm: retrying"
 	// MarkNet starts each line of the network dump printed when the
 	// network is why the agent gave up.
 	MarkNet = "pxeswarm: net"
@@ -159,6 +166,17 @@ func markError(what, todo string) string {
 }
 
 func markShell(path string) string { return fmt.Sprintf("%s %s", MarkShell, path) }
+
+// markHalt says the machine stays here, and what a person does next. do
+// is the on_error value that led here (retry, when ctx ended the wait).
+func markHalt(do, from string) string {
+	return fmt.Sprintf("%s (on_error=%s from %s): the error is above; this machine does nothing more and has no shell: fix the cause, then reset or power-cycle it to try again",
+		MarkHalt, do, from)
+}
+
+func markRetry(wait time.Duration, attempt int, from string) string {
+	return fmt.Sprintf("%s in %s (attempt %d; on_error=retry from %s)", MarkRetry, wait, attempt, from)
+}
 
 // oneLine keeps a marker on one line whatever an error text holds.
 func oneLine(s string) string {

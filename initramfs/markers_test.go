@@ -36,6 +36,8 @@ func TestMarkers(t *testing.T) {
 			"pxeswarm: ERROR the plan is not signed by this server's key — rebuild the initramfs with the server's plan-key.pub"},
 		{"error one line", markError("a\nmulti-line\n\terror", ""), "pxeswarm: ERROR a multi-line error"},
 		{"shell", markShell("/bbin/gosh"), "pxeswarm: shell /bbin/gosh"},
+		{"halt", markHalt("halt", "plan"), "pxeswarm: halted (on_error=halt from plan): the error is above; this machine does nothing more and has no shell: fix the cause, then reset or power-cycle it to try again"},
+		{"retry", markRetry(15*time.Second, 2, "default"), "pxeswarm: retrying in 15s (attempt 2; on_error=retry from default)"},
 	} {
 		if tc.got != tc.want {
 			t.Errorf("%s marker = %q, want %q", tc.name, tc.got, tc.want)

@@ -157,16 +157,19 @@ func TestNetworkURLFromCmdline(t *testing.T) {
 	}
 }
 
-// TestRunNoDHCP: no DHCP server answers: Run prints the ERROR line, dumps
-// links, addresses and routes, and stops at the shell. Run is called on
-// the namespace's thread: before the network is up it starts no
-// goroutine that would need the namespace.
+// TestRunNoDHCP: no DHCP server answers (a pulled cable): Run prints the
+// ERROR line, dumps links, addresses and routes, and, with no verified
+// plan, starts over after a wait (the default on_error), never at a
+// shell; stopped while waiting, it halts. Run is called on the
+// namespace's thread: before the network is up it starts no goroutine
+// that would need the namespace.
 func TestRunNoDHCP(t *testing.T) {
 	netns.Require(t)
 	lan := netns.NewLAN(t, "agn", netip.Prefix{})
 	host := lan.AddHost(t, "term", netip.Prefix{}, netns.MAC(0x53))
 	con := &testlog.Buffer{}
 	var shells []string
+	halts := 0
 	cfg := Config{
 		Cmdline:        "-",
 		KeyPath:        "/nonexistent",
@@ -177,20 +180,30 @@ func TestRunNoDHCP(t *testing.T) {
 		Console:        con,
 		StartShell:     func(ctx context.Context, path string) error { shells = append(shells, path); return nil },
 		Reboot:         func(int) error { t.Error("Reboot called"); return nil },
+		Halt:           func() { halts++ },
+		RetryWait:      10 * time.Millisecond,
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	go func() {
+		// Stop once the agent has started over twice.
+		for ctx.Err() == nil && strings.Count(con.String(), MarkRetry) < 2 {
+			time.Sleep(10 * time.Millisecond)
+		}
+		cancel()
+	}()
 	err := host.Do(func() error { return cfg.Run(ctx, infoLogger(t)) })
 	t.Logf("console:\n%s", con)
-	if !errors.Is(err, dhclient.ErrNoOffer) {
-		t.Errorf("Run = %v, want dhclient.ErrNoOffer", err)
+	if err == nil {
+		t.Errorf("Run = nil, want an error")
 	}
 	r := &run{console: con}
-	r.wantMarkers(t, MarkVersion, MarkError+" no network", MarkNet+" link 1 lo", MarkNet+" link 2 eth0 type=veth mac=52:54:00:00:00:53", MarkNet+" no IPv4 routes", MarkShell)
-	if l := r.line(MarkError); !strings.Contains(l, "check the cable") {
-		t.Errorf("ERROR line %q, want advice on cable, driver and DHCP server", l)
+	r.wantMarkers(t, MarkVersion, MarkError+" no network", MarkNet+" link 1 lo", MarkNet+" link 2 eth0 type=veth mac=52:54:00:00:00:53", MarkNet+" no IPv4 routes",
+		MarkRetry+" in 10ms (attempt 2; on_error=retry from default)", MarkVersion, MarkError+" no network", MarkRetry+" in 20ms (attempt 3", MarkHalt)
+	if l := r.line(MarkError); !strings.Contains(l, "check the cable") || !strings.Contains(l, dhclient.ErrNoOffer.Error()) {
+		t.Errorf("ERROR line %q, want no DHCP offer and advice on cable, driver and DHCP server", l)
 	}
-	if len(shells) != 1 {
-		t.Errorf("shell hook called %d times, want once", len(shells))
+	if len(shells) != 0 || halts != 1 {
+		t.Errorf("shell hook called %d times, halt %d times; want no shell, one halt", len(shells), halts)
 	}
 }

@@ -21,6 +21,25 @@ const (
 	ActionDeploy = "deploy"
 )
 
+// What the agent does after an error (Plan.OnError). None of them boots
+// the machine: its disk may be half-written.
+const (
+	// OnErrorHalt shows the error and a message on the console and waits
+	// there, with no shell, until someone resets the machine.
+	OnErrorHalt = "halt"
+	// OnErrorRetry shows the error, waits a bounded back-off and starts
+	// over (network, plan, disk) until it succeeds.
+	OnErrorRetry = "retry"
+	// OnErrorShell stops at a root shell on the console: for an admin
+	// debugging a machine, never for a room of students.
+	OnErrorShell = "shell"
+)
+
+// ValidOnError reports whether s is one of the OnError values.
+func ValidOnError(s string) bool {
+	return s == OnErrorHalt || s == OnErrorRetry || s == OnErrorShell
+}
+
 // A Plan tells one machine what to do. The server signs it with its
 // ed25519 key; the agent verifies it with the public key built into its
 // initramfs and never writes a disk on a plan that does not verify.
@@ -40,11 +59,16 @@ type Plan struct {
 	Target   Target   `json:"target"`
 	// CreateTable makes the partition table from the image's layout
 	// before writing (a blank or replaced disk).
-	CreateTable bool      `json:"create_table"`
-	CheckMode   string    `json:"check"`    // "fresh" or "verify"
-	SeedFor     string    `json:"seed_for"` // Go duration to keep seeding after completion
-	After       string    `json:"after"`    // "reboot", "poweroff" or "shell"
-	Issued      time.Time `json:"issued"`
+	CreateTable bool   `json:"create_table"`
+	CheckMode   string `json:"check"`    // "fresh" or "verify"
+	SeedFor     string `json:"seed_for"` // Go duration to keep seeding after completion
+	After       string `json:"after"`    // "reboot", "poweroff" or "shell"
+	// OnError is what the agent does after an error once it holds this
+	// plan: [OnErrorHalt], [OnErrorRetry] or [OnErrorShell]. Signed like
+	// every other field, so nothing on the LAN can turn a failed machine
+	// into a root shell.
+	OnError string    `json:"on_error"`
+	Issued  time.Time `json:"issued"`
 	// Nonce is the agent's fresh random value from its plan request
 	// (GET /plan/{mac}?nonce=…), signed into the plan: a plan recorded
 	// earlier and replayed by a rogue server carries another nonce, and
@@ -132,6 +156,9 @@ func (p *Plan) Check() error {
 	case "reboot", "poweroff", "shell":
 	default:
 		return bad("after %q: want reboot, poweroff or shell", p.After)
+	}
+	if !ValidOnError(p.OnError) {
+		return bad("on_error %q: want halt, retry or shell", Clip(p.OnError, 40))
 	}
 	return nil
 }

@@ -15,8 +15,9 @@ func testPlan() *Plan {
 		MAC: "52:54:00:12:34:56", TaskID: "t1", Action: ActionDeploy, Image: "win11",
 		Torrent: "http://198.18.0.1:8080/images/win11.torrent", InfoHash: strings.Repeat("ab", 20),
 		Target: Target{Disk: "first"}, CreateTable: true, CheckMode: "fresh", SeedFor: "10m", After: "reboot",
-		Issued: time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC),
-		Nonce:  testNonce, ReportToken: strings.Repeat("5e", 24),
+		OnError: OnErrorHalt,
+		Issued:  time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC),
+		Nonce:   testNonce, ReportToken: strings.Repeat("5e", 24),
 	}
 }
 
@@ -60,6 +61,9 @@ func TestSignVerify(t *testing.T) {
 		{"tampered target", tamper(func(sp *SignedPlan) {
 			sp.Plan = json.RawMessage(strings.Replace(string(sp.Plan), `"first"`, `"sdb"`, 1))
 		}), pub, "", ErrBadSignature, ""},
+		{"on_error changed to shell", tamper(func(sp *SignedPlan) {
+			sp.Plan = json.RawMessage(strings.Replace(string(sp.Plan), `"on_error":"halt"`, `"on_error":"shell"`, 1))
+		}), pub, "", ErrBadSignature, ""},
 		{"signed by another key", data, otherPub, "", ErrBadSignature, ""},
 		{"no key built in", data, nil, "", ErrBadSignature, ""},
 		{"another machine", data, pub, "52:54:00:00:00:01", ErrBadPlan, ""},
@@ -92,6 +96,9 @@ func TestSignRefusesBadPlans(t *testing.T) {
 		{"partition without disk", func(p *Plan) { p.Target = Target{Partition: 2, Label: "x"} }},
 		{"bad check", func(p *Plan) { p.CheckMode = "maybe" }},
 		{"bad after", func(p *Plan) { p.After = "dance" }},
+		{"no on_error", func(p *Plan) { p.OnError = "" }},
+		{"unknown on_error", func(p *Plan) { p.OnError = "reboot" }},
+		{"on_error in capitals", func(p *Plan) { p.OnError = "SHELL" }},
 		{"bad seed_for", func(p *Plan) { p.SeedFor = "ten minutes" }},
 		{"bad info-hash", func(p *Plan) { p.InfoHash = "xyz" }},
 		{"no action", func(p *Plan) { p.Action = "" }},

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/sha256"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -20,6 +21,7 @@ import (
 	"github.com/pxeswarm/pxeswarm/protocol"
 	"github.com/pxeswarm/pxeswarm/pxe/catalog"
 	"golang.org/x/net/netutil"
+	"golang.org/x/sync/errgroup"
 )
 
 // Backend answers the boot path's question "which task does this MAC
@@ -45,8 +47,9 @@ type Backend interface {
 var _ Backend = (*Store)(nil)
 
 // PlanDefaults are the plan settings of tasks that do not set their own.
-// Zero fields take Target {disk: "first"}, CheckMode "fresh" and After
-// "reboot"; SeedFor empty means no seeding after completion.
+// Zero fields take Target {disk: "first"}, CheckMode "fresh", After
+// "reboot" and OnError "halt"; SeedFor empty means no seeding after
+// completion.
 type PlanDefaults = TaskSettings
 
 // HTTPConfig configures the boot server's HTTP side: iPXE scripts,
@@ -56,6 +59,20 @@ type PlanDefaults = TaskSettings
 type HTTPConfig struct {
 	// Listen is the TCP address, for example ":8080".
 	Listen string
+	// HTTPSListen, if set, is a second TCP address, for example ":8443",
+	// that serves the same routes over TLS with TLSCert. The admin API
+	// then answers only there: an admin request over plain HTTP gets 403
+	// naming HTTPSURL, so the token has no reason to cross the LAN in
+	// clear. The agent's routes (boot files, plans, reports, torrents,
+	// web seeds, the tracker) stay on plain HTTP too: iPXE and the agent
+	// use it, and the plan is signed.
+	HTTPSListen string
+	// HTTPSURL is how admins reach HTTPSListen, for example
+	// "https://198.18.0.1:8443"; the 403 names it.
+	HTTPSURL string
+	// TLSCert is the HTTPS certificate (TLSConfig.Load); required with
+	// HTTPSListen.
+	TLSCert *tls.Certificate
 	// PublicURL is how terminals reach this server, without a trailing
 	// slash, for example "http://198.18.0.1:8080". It goes into iPXE
 	// scripts, the kernel command line (pxeswarm.server=) and plans.
@@ -189,6 +206,14 @@ func (c HTTPConfig) newServer(log *slog.Logger) (*bootServer, error) {
 	if c.AdminToken != "" {
 		s.tokenSum = sha256.Sum256([]byte(c.AdminToken))
 	}
+	if c.HTTPSListen != "" {
+		if c.TLSCert == nil || len(c.TLSCert.Certificate) == 0 {
+			return nil, bad("HTTPSListen without TLSCert: load one with TLSConfig.Load")
+		}
+		if u, err := url.Parse(c.HTTPSURL); err != nil || u.Scheme != "https" || u.Host == "" {
+			return nil, bad("HTTPSURL %q: want the URL admins reach the HTTPS listener at, such as https://198.18.0.1:8443", c.HTTPSURL)
+		}
+	}
 	for _, dir := range c.ImageDirs {
 		if !filepath.IsAbs(dir) {
 			return nil, bad("ImageDirs: %q is not an absolute folder", dir)
@@ -225,6 +250,7 @@ func withPlanDefaults(d, def PlanDefaults) PlanDefaults {
 	}
 	d.CheckMode = cmp.Or(d.CheckMode, def.CheckMode, "fresh")
 	d.After = cmp.Or(d.After, def.After, "reboot")
+	d.OnError = cmp.Or(d.OnError, def.OnError, protocol.OnErrorHalt)
 	d.SeedFor = cmp.Or(d.SeedFor, def.SeedFor)
 	return d
 }
@@ -234,7 +260,7 @@ func (s *bootServer) checkSettings(ts TaskSettings) error {
 	p := protocol.Plan{MAC: "00:00:00:00:00:00", TaskID: "check", Action: protocol.ActionDeploy, Image: "check", Torrent: "check",
 		Nonce: strings.Repeat("0", 32), ReportToken: strings.Repeat("0", 48),
 		InfoHash: strings.Repeat("0", 40), Target: ts.Target, CreateTable: ts.CreateTable,
-		CheckMode: ts.CheckMode, SeedFor: ts.SeedFor, After: ts.After}
+		CheckMode: ts.CheckMode, SeedFor: ts.SeedFor, After: ts.After, OnError: ts.OnError}
 	if err := p.Check(); err != nil {
 		// Drop "bad plan: ": the caller says what was checked.
 		return errors.New(strings.TrimPrefix(err.Error(), protocol.ErrBadPlan.Error()+": "))
@@ -259,8 +285,8 @@ func (s *bootServer) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.S
 // shutdownTimeout bounds the graceful shutdown in Serve.
 const shutdownTimeout = 5 * time.Second
 
-// Start listens on Listen and serves until ctx is done; it returns nil
-// then.
+// Start listens on Listen (and HTTPSListen, if set) and serves until ctx
+// is done; it returns nil then.
 func (c HTTPConfig) Start(ctx context.Context, log *slog.Logger) error {
 	if c.Listen == "" {
 		return fmt.Errorf("%w: Listen is empty: set the HTTP listen address, e.g. \":8080\"", ErrBadHTTPConfig)
@@ -270,28 +296,62 @@ func (c HTTPConfig) Start(ctx context.Context, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("http: listen on %s: pick a free port or stop whatever holds it: %w", c.Listen, err)
 	}
-	return c.Serve(ctx, log, ln)
+	var tln net.Listener
+	if c.HTTPSListen != "" {
+		if tln, err = lc.Listen(ctx, "tcp", c.HTTPSListen); err != nil {
+			ln.Close()
+			return fmt.Errorf("https: listen on %s: pick a free port or stop whatever holds it: %w", c.HTTPSListen, err)
+		}
+	}
+	return c.ServeTLS(ctx, log, ln, tln)
 }
 
-// Serve is Start on an existing listener, which it closes.
+// Serve is Start on an existing listener, which it closes (plain HTTP
+// only: see ServeTLS).
 func (c HTTPConfig) Serve(ctx context.Context, log *slog.Logger, ln net.Listener) error {
+	return c.ServeTLS(ctx, log, ln, nil)
+}
+
+// ServeTLS is Start on existing listeners, which it closes: ln for plain
+// HTTP and, with HTTPSListen set, tln for HTTPS (nil otherwise).
+func (c HTTPConfig) ServeTLS(ctx context.Context, log *slog.Logger, ln, tln net.Listener) error {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	s, err := c.newServer(log)
+	if err == nil && (tln != nil) != (c.HTTPSListen != "") {
+		err = fmt.Errorf("%w: an HTTPS listener goes with HTTPSListen, and only with it", ErrBadHTTPConfig)
+	}
 	if err != nil {
 		ln.Close()
+		if tln != nil {
+			tln.Close()
+		}
 		return err
 	}
-	return c.serve(ctx, log, ln, s)
+	if tln == nil {
+		return c.serve(ctx, log, ln, s, nil)
+	}
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return c.serve(ctx, log, ln, s, nil) })
+	g.Go(func() error { return c.serve(ctx, log, tln, s, c.TLSCert) })
+	return g.Wait()
 }
 
-// serve runs an already built server on ln until ctx ends.
-func (c HTTPConfig) serve(ctx context.Context, log *slog.Logger, ln net.Listener, s *bootServer) error {
+// serve runs an already built server on ln until ctx ends; over TLS with
+// cert when it is not nil.
+func (c HTTPConfig) serve(ctx context.Context, log *slog.Logger, ln net.Listener, s *bootServer, cert *tls.Certificate) error {
 	if c.MaxConns <= 0 {
 		c.MaxConns = DefaultMaxConns
 	}
 	ln = netutil.LimitListener(ln, c.MaxConns)
+	scheme := "http"
+	if cert != nil {
+		// TLS outside the limit, so that handlers see the *tls.Conn
+		// (r.TLS is how the admin check tells HTTPS from HTTP).
+		ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{*cert}, MinVersion: tls.VersionTLS12})
+		scheme = "https"
+	}
 	// No write timeout: kernel, initramfs and web-seed downloads are long.
 	// Reads are short: bodies are reports and admin calls (MaxBody).
 	srv := &http.Server{
@@ -302,13 +362,18 @@ func (c HTTPConfig) serve(ctx context.Context, log *slog.Logger, ln net.Listener
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
-	log.Info("http: serving", "addr", ln.Addr().String(), "public_url", c.PublicURL, "images", len(s.cat.List()),
-		"admin_api", c.AdminToken != "", "tracker", c.Tracker != nil)
+	if cert != nil {
+		log.Info("https: serving", "addr", ln.Addr().String(), "url", c.HTTPSURL, "fingerprint", Fingerprint(cert.Certificate[0]),
+			"admin_api", c.AdminToken != "")
+	} else {
+		log.Info("http: serving", "addr", ln.Addr().String(), "public_url", c.PublicURL, "images", len(s.cat.List()),
+			"admin_api", c.AdminToken != "" && c.HTTPSListen == "", "tracker", c.Tracker != nil)
+	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {
 	case err := <-errc:
-		return fmt.Errorf("http: serving on %s: %w", ln.Addr(), err)
+		return fmt.Errorf("%s: serving on %s: %w", scheme, ln.Addr(), err)
 	case <-ctx.Done():
 	}
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
@@ -319,6 +384,6 @@ func (c HTTPConfig) serve(ctx context.Context, log *slog.Logger, ln net.Listener
 		srv.Close()
 	}
 	<-errc
-	log.Info("http: stopped", "addr", ln.Addr().String())
+	log.Info(scheme+": stopped", "addr", ln.Addr().String())
 	return nil
 }

@@ -157,6 +157,12 @@ func (s *bootServer) serverError(w http.ResponseWriter, what string, err error) 
 // means the admin API is off (403), never open.
 func (s *bootServer) admin(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
+		if s.cfg.HTTPSListen != "" && r.TLS == nil {
+			s.log.Warn("http: admin request over plain HTTP refused; HTTPS is on", "path", r.URL.Path, "client", remoteIP(r), "has_auth", r.Header.Get("Authorization") != "")
+			writeError(w, http.StatusForbidden, fmt.Errorf("the admin API answers only over HTTPS on this server: use %s%s (pin the certificate fingerprint that pxeswarm serve printed, or curl --cacert <state_dir>/%s); a token sent here crossed the network in clear: if others share this network, replace it",
+				s.cfg.HTTPSURL, r.URL.Path, TLSCertFile))
+			return
+		}
 		if s.cfg.AdminToken == "" {
 			writeError(w, http.StatusForbidden, errors.New("the admin API is disabled: set an admin token in the server config to use it"))
 			return
@@ -187,6 +193,7 @@ type CreateTasks struct {
 	CreateTable *bool            `json:"create_table,omitempty"`
 	SeedFor     string           `json:"seed_for,omitempty"` // Go duration, e.g. "10m"
 	After       string           `json:"after,omitempty"`    // reboot, poweroff or shell
+	OnError     string           `json:"on_error,omitempty"` // halt, retry or shell
 }
 
 // CreatedTasks answers POST /api/tasks.
@@ -211,7 +218,7 @@ func (s *bootServer) serveCreateTasks(w http.ResponseWriter, r *http.Request) {
 		bad("image %q is not published by this server: pick one of %s", protocol.Clip(req.Image, 60), names)
 		return
 	}
-	set := TaskSettings{CheckMode: req.Check, SeedFor: req.SeedFor, After: req.After, CreateTable: s.cfg.Defaults.CreateTable}
+	set := TaskSettings{CheckMode: req.Check, SeedFor: req.SeedFor, After: req.After, OnError: req.OnError, CreateTable: s.cfg.Defaults.CreateTable}
 	if req.Target != nil {
 		set.Target = *req.Target
 	}

@@ -407,7 +407,7 @@ func TestPlan(t *testing.T) {
 	wantJSONError(t, "plan without a task", f.do("GET", planPath(macA), ""), http.StatusNotFound, "no active task")
 	wantJSONError(t, "plan for a bad MAC", f.do("GET", "/plan/nope", ""), http.StatusBadRequest, "MAC")
 
-	task := f.addTask(`{"mac": "` + macA + `", "image": "demo", "target": {"disk": "vda", "partition": 3}, "check": "verify", "create_table": true, "seed_for": "90s", "after": "poweroff"}`)
+	task := f.addTask(`{"mac": "` + macA + `", "image": "demo", "target": {"disk": "vda", "partition": 3}, "check": "verify", "create_table": true, "seed_for": "90s", "after": "poweroff", "on_error": "retry"}`)
 	w := f.do("GET", planPath(strings.ToUpper(strings.ReplaceAll(macA, ":", "-"))), "")
 	if w.Code != http.StatusOK || w.Header().Get("Content-Type") != "application/json" {
 		t.Fatalf("GET /plan = %d %s", w.Code, w.Body)
@@ -420,7 +420,7 @@ func TestPlan(t *testing.T) {
 		MAC: macA, TaskID: task.ID, Action: protocol.ActionDeploy, Image: "demo", Torrent: testPublic + "/torrents/demo.torrent",
 		InfoHash: f.im.InfoHash.HexString(), Trackers: []string{testPublic + "/announce"},
 		Target: protocol.Target{Disk: "vda", Partition: 3}, CreateTable: true, CheckMode: "verify", SeedFor: "90s", After: "poweroff",
-		Nonce: testNonce, ReportToken: f.token(task.ID),
+		OnError: protocol.OnErrorRetry, Nonce: testNonce, ReportToken: f.token(task.ID),
 	}
 	if d := cmp.Diff(want, got, cmpopts.IgnoreFields(protocol.Plan{}, "Issued")); d != "" {
 		t.Errorf("served plan (-want +got):\n%s", d)
@@ -649,6 +649,7 @@ func TestAdminTasks(t *testing.T) {
 		{"bad mac", `{"mac": "52:54", "image": "demo"}`, "MAC"},
 		{"bad check", `{"mac": "` + macA + `", "image": "demo", "check": "maybe"}`, "fresh or verify"},
 		{"bad after", `{"mac": "` + macA + `", "image": "demo", "after": "explode"}`, "reboot, poweroff or shell"},
+		{"bad on_error", `{"mac": "` + macA + `", "image": "demo", "on_error": "reboot"}`, "halt, retry or shell"},
 		{"bad seed_for", `{"mac": "` + macA + `", "image": "demo", "seed_for": "ten minutes"}`, "Go duration"},
 		{"negative seed_for", `{"mac": "` + macA + `", "image": "demo", "seed_for": "-1m"}`, "Go duration"},
 		{"two selectors", `{"mac": "` + macA + `", "image": "demo", "target": {"disk": "sda", "label": "root"}}`, "exactly one"},
@@ -672,15 +673,19 @@ func TestAdminTasks(t *testing.T) {
 		t.Fatalf("POST group task = %d %s, want 3 tasks", w.Code, w.Body)
 	}
 	for _, task := range ct.Tasks {
-		want := TaskSettings{Target: protocol.Target{Label: "root"}, CreateTable: true, CheckMode: "fresh", SeedFor: "1m", After: "reboot"}
+		want := TaskSettings{Target: protocol.Target{Label: "root"}, CreateTable: true, CheckMode: "fresh", SeedFor: "1m", After: "reboot", OnError: protocol.OnErrorHalt}
 		if d := cmp.Diff(want, task.TaskSettings); d != "" || task.State != protocol.TaskPending || task.Image != "demo" {
 			t.Errorf("group task %s: state %s, settings (-want +got):\n%s", task.ID, task.State, d)
 		}
 	}
-	// create_table: false overrides the default true.
-	task := f.addTask(`{"mac": "52:54:00:00:02:01", "image": "demo", "create_table": false}`)
+	// create_table: false overrides the default true; on_error the
+	// default halt.
+	task := f.addTask(`{"mac": "52:54:00:00:02:01", "image": "demo", "create_table": false, "on_error": "shell"}`)
 	if task.CreateTable {
 		t.Errorf("create_table false was ignored")
+	}
+	if task.OnError != protocol.OnErrorShell {
+		t.Errorf("task on_error = %q, want the request's shell", task.OnError)
 	}
 	// Again for the group: conflict names a task in the way; nothing made.
 	w = f.admin("POST", "/api/tasks", `{"group": "room1", "image": "demo"}`)

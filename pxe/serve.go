@@ -1,6 +1,7 @@
 package pxe
 
 import (
+	"cmp"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -10,8 +11,10 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 
@@ -62,6 +65,14 @@ func (s *Site) Start(ctx context.Context, log *slog.Logger) error {
 	backend := s.newBackend(store, cat, log)
 	web := s.httpConfig(key, token, store, cat, tr, backend)
 	hlog := log.With("service", "http")
+	fingerprint := ""
+	if s.HTTP.HTTPSListen != "" {
+		cert, fp, err := s.tlsConfig().Load(hlog)
+		if err != nil {
+			return err
+		}
+		web.HTTPSListen, web.HTTPSURL, web.TLSCert, fingerprint = s.HTTP.HTTPSListen, s.httpsURL(), &cert, fp
+	}
 	hsrv, err := web.newServer(hlog) // checks the config before anything listens
 	if err != nil {
 		return err
@@ -70,9 +81,19 @@ func (s *Site) Start(ctx context.Context, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("http: listen on %s: is another web server using the port? set http.listen: %w", s.HTTP.Listen, err)
 	}
+	var tln net.Listener
+	if web.HTTPSListen != "" {
+		if tln, err = net.Listen("tcp", web.HTTPSListen); err != nil {
+			ln.Close()
+			return fmt.Errorf("https: listen on %s: is another web server using the port? set http.https_listen: %w", web.HTTPSListen, err)
+		}
+	}
 
 	g, ctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return web.serve(ctx, hlog, ln, hsrv) })
+	g.Go(func() error { return web.serve(ctx, hlog, ln, hsrv, nil) })
+	if tln != nil {
+		g.Go(func() error { return web.serve(ctx, hlog, tln, hsrv, web.TLSCert) })
+	}
 	s.startDHCP(ctx, g, log, store, backend)
 	if s.TFTP.Listen != "off" {
 		tf := TFTPConfig{Listen: s.TFTP.Listen, Root: s.TFTP.Root}
@@ -82,7 +103,8 @@ func (s *Site) Start(ctx context.Context, log *slog.Logger) error {
 	g.Go(func() error { return seeds.Start(ctx, log.With("service", "seed")) })
 	log.Info(Ready, "url", s.PublicURL, "dhcp", s.DHCP.Mode, "interface", s.Interface,
 		"images", strings.Join(cat.Names(), ","), "auto", s.Plan.Auto,
-		"plan_key", filepath.Join(s.StateDir, "plan-key.pub"), "admin_token_file", s.tokenFile())
+		"plan_key", filepath.Join(s.StateDir, "plan-key.pub"), "admin_token_file", s.tokenFile(),
+		"admin_url", cmp.Or(web.HTTPSURL, s.PublicURL), "https_fingerprint", fingerprint)
 	err = g.Wait()
 	if errors.Is(err, context.Canceled) {
 		return nil
@@ -141,13 +163,17 @@ func (s *Site) startDHCP(ctx context.Context, g *errgroup.Group, log *slog.Logge
 	}
 }
 
-// prepareHost makes the state dir and finds this server's address and
-// public URL.
+// prepareHost makes the state dir, finds this server's address, the
+// DHCP prefix length and the public URL, and checks the site again with
+// them.
 func (s *Site) prepareHost() error {
 	if err := os.MkdirAll(s.StateDir, 0o755); err != nil {
 		return fmt.Errorf("state dir %s: %w (set state_dir to a writable folder)", s.StateDir, err)
 	}
-	return s.resolveAddress()
+	if err := s.resolveAddress(); err != nil {
+		return err
+	}
+	return s.Check()
 }
 
 // openStore opens the task store and records the [[machine]]s in it.
@@ -208,7 +234,8 @@ func (s *Site) newTracker(cat *catalog.Catalog, log *slog.Logger) (*tracker.Trac
 // planDefaults are the [plan] settings of every task.
 func (s *Site) planDefaults() PlanDefaults {
 	p := s.Plan
-	return PlanDefaults{Target: p.PlanTarget(), CreateTable: p.CreateTable, CheckMode: p.Check, SeedFor: p.SeedFor.Duration.String(), After: p.After}
+	return PlanDefaults{Target: p.PlanTarget(), CreateTable: p.CreateTable, CheckMode: p.Check, SeedFor: p.SeedFor.Duration.String(), After: p.After,
+		OnError: p.OnError}
 }
 
 // newBackend answers "which task does this MAC get?" from the store and
@@ -237,22 +264,42 @@ func (s *Site) httpConfig(key ed25519.PrivateKey, token string, store *Store, ca
 	}
 }
 
-// resolveAddress fills Address from the interface and PublicURL from it.
+// resolveAddress fills Address from the interface, dhcp.prefix_len (full
+// mode) from that address's prefix on the interface, and PublicURL from
+// the address.
 func (s *Site) resolveAddress() error {
-	if !s.Address.IsValid() && s.Interface != "" {
+	needPrefix := s.DHCP.Mode == "full" && s.DHCP.PrefixLen == 0
+	if (!s.Address.IsValid() || needPrefix) && s.Interface != "" {
 		ifi, err := net.InterfaceByName(s.Interface)
 		if err != nil {
 			return fmt.Errorf("%w: interface %q: %w (list them with ip link)", ErrBadConfig, s.Interface, err)
 		}
 		addrs, _ := ifi.Addrs()
+		var have []string
 		for _, a := range addrs {
-			if p, err := netip.ParsePrefix(a.String()); err == nil && p.Addr().Is4() {
+			p, err := netip.ParsePrefix(a.String())
+			if err != nil || !p.Addr().Is4() {
+				continue
+			}
+			have = append(have, p.String())
+			if !s.Address.IsValid() {
 				s.Address = p.Addr()
+			}
+			if p.Addr() == s.Address {
+				if needPrefix {
+					if p.Bits() < 8 || p.Bits() > 30 {
+						return fmt.Errorf("%w: %s on %s is a /%d, no subnet to hand out addresses in: set dhcp.prefix_len (8–30)", ErrBadConfig, p, s.Interface, p.Bits())
+					}
+					s.DHCP.PrefixLen = p.Bits()
+				}
 				break
 			}
 		}
 		if !s.Address.IsValid() {
 			return fmt.Errorf("%w: interface %s has no IPv4 address: give it one (ip addr add) or set address", ErrBadConfig, s.Interface)
+		}
+		if needPrefix && s.DHCP.PrefixLen == 0 {
+			return fmt.Errorf("%w: address %v is not on interface %s (it has %s): fix address, or set dhcp.prefix_len", ErrBadConfig, s.Address, s.Interface, strings.Join(have, ", "))
 		}
 	}
 	if s.PublicURL == "" {
@@ -266,6 +313,33 @@ func (s *Site) resolveAddress() error {
 		s.PublicURL = "http://" + net.JoinHostPort(s.Address.String(), port)
 	}
 	return nil
+}
+
+// httpsURL is how admins reach the HTTPS listener: the public URL's host
+// with http.https_listen's port.
+func (s *Site) httpsURL() string {
+	host := s.Address.String()
+	if u, err := url.Parse(s.PublicURL); err == nil && u.Hostname() != "" {
+		host = u.Hostname()
+	}
+	_, port, _ := net.SplitHostPort(s.HTTP.HTTPSListen) // checked by Check
+	return "https://" + net.JoinHostPort(host, port)
+}
+
+// tlsConfig is where the HTTPS certificate comes from: the site's own, or
+// one made in the state dir for this server's address and names.
+func (s *Site) tlsConfig() TLSConfig {
+	hosts := []string{"localhost", "127.0.0.1"}
+	if s.Address.IsValid() {
+		hosts = append(hosts, s.Address.String())
+	}
+	if u, err := url.Parse(s.PublicURL); err == nil && u.Hostname() != "" && !slices.Contains(hosts, u.Hostname()) {
+		hosts = append(hosts, u.Hostname())
+	}
+	if h, err := os.Hostname(); err == nil && h != "" && !slices.Contains(hosts, h) {
+		hosts = append(hosts, h)
+	}
+	return TLSConfig{CertFile: s.HTTP.TLSCert, KeyFile: s.HTTP.TLSKey, StateDir: s.StateDir, Hosts: hosts}
 }
 
 func (s *Site) tokenFile() string {

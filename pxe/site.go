@@ -5,6 +5,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"net/url"
 	"os"
@@ -59,6 +60,17 @@ type SiteHTTP struct {
 	// Listen is the TCP address; default ":8080". The tracker's /announce
 	// is served on the same port.
 	Listen string `toml:"listen"`
+	// HTTPSListen, if set (e.g. ":8443"), serves the same routes over
+	// HTTPS too, and the admin API only there: an admin request over plain
+	// HTTP is refused (403). The terminals keep plain HTTP (plans are
+	// signed). Default "": no HTTPS.
+	HTTPSListen string `toml:"https_listen"`
+	// TLSCert and TLSKey are the site's own certificate and key (PEM).
+	// Default: a self-signed certificate made on first start and kept in
+	// <state_dir>/https-cert.pem and https-key.pem; serve logs its SHA-256
+	// fingerprint for clients to pin.
+	TLSCert string `toml:"tls_cert"`
+	TLSKey  string `toml:"tls_key"`
 	// Kernel and Initramfs are what a terminal with a pending task boots.
 	// Defaults: <state_dir>/boot/vmlinuz and <state_dir>/boot/initramfs.
 	Kernel    string `toml:"kernel"`
@@ -89,7 +101,9 @@ type SiteDHCP struct {
 	// Pool (full mode): first and last address handed out.
 	PoolStart netip.Addr `toml:"pool_start"`
 	PoolEnd   netip.Addr `toml:"pool_end"`
-	// Prefix length of the subnet (full mode); default 24.
+	// Prefix length of the subnet (full mode), sent as the subnet mask.
+	// Default: the prefix of this server's address on the interface
+	// (serve reads it when it starts).
 	PrefixLen int `toml:"prefix_len"`
 	// Router and DNS servers told to clients (full mode); optional.
 	Router netip.Addr   `toml:"router"`
@@ -168,6 +182,12 @@ type SitePlan struct {
 	SeedFor duration `toml:"seed_for"`
 	// After is "reboot", "poweroff" or "shell"; default "reboot".
 	After string `toml:"after"`
+	// OnError is what a terminal does after an error (a pulled cable, a
+	// failing disk): "halt" (show the error and wait, no shell), "retry"
+	// (wait a bounded back-off and start over) or "shell" (a root shell
+	// on the console, for debugging); default "halt". It travels in the
+	// signed plan; a task may set its own.
+	OnError string `toml:"on_error"`
 	// Auto starts tasks without the admin API: "none" (default), "known"
 	// (every [[machine]] that PXE-boots and has never had a task for the
 	// image) or "all" (every terminal that PXE-boots, once per image).
@@ -289,6 +309,8 @@ func (s *Site) resolve(dir string) {
 	abs(&s.HTTP.Kernel)
 	abs(&s.HTTP.Initramfs)
 	abs(&s.HTTP.AdminTokenFile)
+	abs(&s.HTTP.TLSCert)
+	abs(&s.HTTP.TLSKey)
 	abs(&s.TFTP.Root)
 	for i := range s.HTTP.ImageDirs {
 		abs(&s.HTTP.ImageDirs[i])
@@ -320,7 +342,8 @@ func (s *Site) ApplyDefaults() {
 	// [dhcp]
 	d := &s.DHCP
 	d.Mode = cmp.Or(d.Mode, "proxy")
-	d.PrefixLen = cmp.Or(d.PrefixLen, 24)
+	// PrefixLen stays 0 when left out: Start takes it from the interface
+	// (resolveAddress), which ApplyDefaults does not look at.
 	d.LeaseTime.Duration = cmp.Or(d.LeaseTime.Duration, dhcp.DefaultLeaseTime)
 	d.Option = cmp.Or(d.Option, int(dhcp.DefaultURLOption))
 	d.BootFileBIOS = cmp.Or(d.BootFileBIOS, dhcp.DefaultBootFileBIOS)
@@ -347,6 +370,7 @@ func (s *Site) ApplyDefaults() {
 		p.SeedFor.Duration = 10 * time.Minute // "0s" stays zero: no seeding
 	}
 	p.After = cmp.Or(p.After, "reboot")
+	p.OnError = cmp.Or(p.OnError, protocol.OnErrorHalt)
 	p.Auto = cmp.Or(p.Auto, "none")
 	// [[machine]]
 	for i := range s.Machines {
@@ -378,6 +402,20 @@ func (s *Site) Check() error {
 	if s.HTTP.AdminToken != "" && len(s.HTTP.AdminToken) < 16 {
 		return bad("http.admin_token", "too short (%d characters): use at least 16 random characters", len(s.HTTP.AdminToken))
 	}
+	if h := s.HTTP.HTTPSListen; h != "" {
+		if _, port, err := net.SplitHostPort(h); err != nil || port == "" || port == "0" {
+			return bad("http.https_listen", "%q: want host:port or :port, such as \":8443\"", h)
+		}
+		if h == s.HTTP.Listen {
+			return bad("http.https_listen", "%q is http.listen too: give HTTPS its own port", h)
+		}
+	}
+	if (s.HTTP.TLSCert == "") != (s.HTTP.TLSKey == "") {
+		return bad("http.tls_cert", "set tls_cert and tls_key together, or neither for a self-signed certificate")
+	}
+	if s.HTTP.TLSCert != "" && s.HTTP.HTTPSListen == "" {
+		return bad("http.tls_cert", "a certificate without http.https_listen is unused: set https_listen (e.g. \":8443\")")
+	}
 	for i, dir := range s.HTTP.ImageDirs {
 		if !filepath.IsAbs(dir) {
 			return bad(fmt.Sprintf("http.image_dirs[%d]", i), "%q: give an absolute folder", dir)
@@ -393,7 +431,7 @@ func (s *Site) Check() error {
 	if d.Mode != "off" && s.Interface == "" {
 		return bad("interface", "required for dhcp.mode %q: name the interface facing the terminals (e.g. br0)", d.Mode)
 	}
-	if d.PrefixLen < 8 || d.PrefixLen > 30 {
+	if d.PrefixLen != 0 && (d.PrefixLen < 8 || d.PrefixLen > 30) {
 		return bad("dhcp.prefix_len", "%d: want 8–30", d.PrefixLen)
 	}
 	if d.Mode == "full" {
@@ -403,12 +441,16 @@ func (s *Site) Check() error {
 		if d.PoolEnd.Less(d.PoolStart) {
 			return bad("dhcp.pool_end", "%v is before pool_start %v", d.PoolEnd, d.PoolStart)
 		}
-		p := netip.PrefixFrom(d.PoolStart, d.PrefixLen).Masked()
-		if !p.Contains(d.PoolEnd) {
-			return bad("dhcp.pool_end", "%v is not in %v with pool_start: fix the pool or prefix_len", d.PoolEnd, p)
-		}
-		if s.Address.IsValid() && !p.Contains(s.Address) {
-			return bad("address", "%v is not in the pool's subnet %v", s.Address, p)
+		// Without prefix_len the subnet is known once Start has read the
+		// interface; it checks again then.
+		if d.PrefixLen != 0 {
+			p := netip.PrefixFrom(d.PoolStart, d.PrefixLen).Masked()
+			if !p.Contains(d.PoolEnd) {
+				return bad("dhcp.pool_end", "%v is not in %v with pool_start: fix the pool or prefix_len", d.PoolEnd, p)
+			}
+			if s.Address.IsValid() && !p.Contains(s.Address) {
+				return bad("address", "%v is not in the pool's subnet %v", s.Address, p)
+			}
 		}
 	}
 	if d.LeaseTime.Duration < time.Minute {
@@ -471,6 +513,9 @@ func (s *Site) Check() error {
 	}
 	if !slices.Contains([]string{"reboot", "poweroff", "shell"}, p.After) {
 		return bad("plan.after", "%q: want reboot, poweroff or shell", p.After)
+	}
+	if !protocol.ValidOnError(p.OnError) {
+		return bad("plan.on_error", "%q: want halt, retry or shell", p.OnError)
 	}
 	if !slices.Contains([]string{"none", "known", "all"}, p.Auto) {
 		return bad("plan.auto", "%q: want none, known or all", p.Auto)

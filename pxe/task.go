@@ -44,6 +44,10 @@ type TaskSettings struct {
 	CheckMode   string          `json:"check"`              // "fresh" or "verify"
 	SeedFor     string          `json:"seed_for,omitempty"` // Go duration
 	After       string          `json:"after"`              // "reboot", "poweroff" or "shell"
+	// OnError is what the agent does after an error: "halt", "retry" or
+	// "shell" (protocol.OnError*). Empty in a stored task means the
+	// server's default.
+	OnError string `json:"on_error,omitempty"`
 }
 
 // Task is one imaging job for one machine.

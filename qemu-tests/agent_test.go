@@ -55,7 +55,10 @@ func fileSum(t *testing.T, path string) [32]byte {
 // together they got bytes from each other, not only from the server. Two
 // more machines must refuse: one whose disk is too small, one whose
 // initramfs trusts another key (so the server's plan does not verify).
-// Both end at the shell with the ERROR marker and their disks untouched.
+// Both show the ERROR marker and leave their disks untouched, and neither
+// opens a shell: the first halts (its verified plan carries the server's
+// default on_error, halt), the second, with no verified plan, starts over
+// (the agent's default without a plan, retry).
 func TestAgent(t *testing.T) {
 	// The server's upload is capped (like a server on one gigabit link
 	// feeding a room): with an uncapped server on loopback-fast taps, two
@@ -95,7 +98,7 @@ func TestAgent(t *testing.T) {
 				m.Wait()
 			})
 		}
-		refuse := func(v *vm, initrd, why string) {
+		refuse := func(v *vm, initrd, why, then string) {
 			t.Run(v.name, func(t *testing.T) {
 				t.Parallel()
 				m := c.startDirect(t, v, initrd)
@@ -103,14 +106,14 @@ func TestAgent(t *testing.T) {
 				if !strings.Contains(line, why) {
 					t.Errorf("%s: %q, want it to mention %q", v.name, line, why)
 				}
-				expect(t, v, m, time.Minute, initramfs.MarkShell)
-				if strings.Contains(v.console.String(), initramfs.MarkWriting) {
-					t.Errorf("%s: the agent started writing", v.name)
+				expect(t, v, m, time.Minute, then)
+				if c := v.console.String(); strings.Contains(c, initramfs.MarkWriting) || strings.Contains(c, initramfs.MarkShell) {
+					t.Errorf("%s: the agent started writing or opened a shell", v.name)
 				}
 			})
 		}
-		refuse(small, c.initrd, "smaller than")
-		refuse(foreign, filepath.Join(otherBoot, "initramfs"), "signature")
+		refuse(small, c.initrd, "smaller than", initramfs.MarkHalt+" (on_error=halt from plan)")
+		refuse(foreign, filepath.Join(otherBoot, "initramfs"), "signature", initramfs.MarkRetry+" in 15s (attempt 2; on_error=retry from default)")
 		t.Run(rogue.name, func(t *testing.T) {
 			t.Parallel()
 			m := c.startDirectOn(t, rogueLAN.lan.NS.Name, rogue, c.initrd)
@@ -120,6 +123,11 @@ func TestAgent(t *testing.T) {
 			}
 			if !rogueLAN.served() {
 				t.Errorf("%s: the rogue server was never asked for the plan: the test proved nothing", rogue.name)
+			}
+			// No verified plan: the agent retries, and never opens a shell.
+			expect(t, rogue, m, time.Minute, initramfs.MarkRetry)
+			if con := rogue.console.String(); strings.Contains(con, initramfs.MarkShell) {
+				t.Errorf("%s: the agent opened a shell", rogue.name)
 			}
 			if strings.Contains(rogue.console.String(), initramfs.MarkWriting) {
 				t.Errorf("%s: the agent started writing on a replayed plan", rogue.name)

@@ -54,7 +54,7 @@ func newRogueLAN(t *testing.T, c *classroom, mac string) *rogueLAN {
 	old, err := protocol.Sign(&protocol.Plan{MAC: mac, TaskID: "t1", Action: protocol.ActionDeploy,
 		Image: c.tos.Image.Name, Torrent: url + "/torrent/" + c.tos.Image.Name + ".torrent",
 		InfoHash: c.tos.Image.InfoHash.HexString(), Target: protocol.Target{Disk: protocol.FirstDisk},
-		CreateTable: true, CheckMode: "fresh", After: "shell", Issued: time.Now().Add(-24 * time.Hour),
+		CreateTable: true, CheckMode: "fresh", After: "shell", OnError: "shell", Issued: time.Now().Add(-24 * time.Hour),
 		Nonce: oldNonce, ReportToken: token}, key)
 	if err != nil {
 		t.Fatal(err)

@@ -9,6 +9,7 @@ want losetup mount
 want ip iproute2
 want tc iproute2
 want curl curl
+want openssl openssl
 want udp-sender udpcast
 want nft nftables
 want tftp tftp-hpa

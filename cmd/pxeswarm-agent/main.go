@@ -30,7 +30,7 @@ func run() int {
 	flag.StringVar(&cfg.ServerURL, "server", "", "server URL; skips DHCP (the network must already be up)")
 	flag.StringVar(&cfg.MAC, "mac", "", "this machine's MAC for the plan (default: pxeswarm.mac=, then the leased link's)")
 	flag.StringVar(&cfg.KeyPath, "key", initramfs.DefaultKeyPath, "the server's public plan key")
-	flag.StringVar(&cfg.Shell, "shell", initramfs.DefaultShell, "shell to stop at on an error (falls back to "+initramfs.FallbackShell+")")
+	flag.StringVar(&cfg.Shell, "shell", initramfs.DefaultShell, "shell for a plan's on_error=shell or after=shell (falls back to "+initramfs.FallbackShell+")")
 	noColdplug := flag.Bool("no-coldplug", false, "do not load kernel modules")
 	flag.Parse()
 
@@ -61,6 +61,12 @@ func run() int {
 			return coldplug.Load(ctx, log, coldplug.Config{Root: "/", Always: always})
 		}
 	}
+	// Ctrl-\ (SIGQUIT) would kill the agent with a stack dump, and
+	// u-root's init would then start a shell: the agent must not exit on
+	// a key press unless on_error says shell. Ctrl-Z (SIGTSTP) would
+	// freeze it mid-write. Ctrl-C cancels ctx: the agent reports and
+	// does what on_error says.
+	signal.Ignore(syscall.SIGQUIT, syscall.SIGTSTP)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := cfg.Run(ctx, log); err != nil {

@@ -50,6 +50,8 @@ Examples:
 	after := enumFlag{val: "reboot", allowed: []string{"reboot", "poweroff", "shell"}}
 	fs.Var(&after, "after", "what a terminal does when finished")
 	seedFor := fs.String("seed-for", "10m", "how long a finished terminal keeps seeding")
+	onError := enumFlag{val: "halt", allowed: []string{"halt", "retry", "shell"}}
+	fs.Var(&onError, "on-error", "what a terminal does after an error: halt (show it and wait, no shell), retry (start over after a back-off) or shell (root shell on the console, for debugging)")
 	fs.section("dhcp")
 	iface := fs.String("interface", "", "interface facing the terminals (required unless --dhcp off)")
 	dhcpMode := enumFlag{val: "proxy", allowed: []string{"full", "proxy", "off"}}
@@ -59,6 +61,7 @@ Examples:
 	option := fs.Int("option", 224, "DHCP option code that carries the server URL (224-254)")
 	fs.section("http")
 	httpListen := fs.String("http-listen", ":8080", "HTTP address (scripts, plans, APIs, tracker)")
+	httpsListen := fs.String("https-listen", "", `also serve HTTPS here (e.g. ":8443"), with a self-signed certificate made on first start (its fingerprint is logged); the admin API then answers only over HTTPS`)
 	publicURL := fs.String("public-url", "", "how terminals reach us (default http://<address>:<port>)")
 	kernel := fs.String("kernel", "", "kernel for terminals with a task (default <state-dir>/boot/vmlinuz)")
 	initramfs := fs.String("initramfs", "", "initramfs with the pxeswarm agent (default <state-dir>/boot/initramfs)")
@@ -100,7 +103,7 @@ Examples:
 			}
 			site.Address = a
 		}
-		site.HTTP = pxe.SiteHTTP{Listen: *httpListen, Kernel: *kernel, Initramfs: *initramfs, Cmdline: *cmdline}
+		site.HTTP = pxe.SiteHTTP{Listen: *httpListen, HTTPSListen: *httpsListen, Kernel: *kernel, Initramfs: *initramfs, Cmdline: *cmdline}
 		for _, dir := range imageDirs {
 			abs, err := filepath.Abs(dir)
 			if err != nil {
@@ -111,7 +114,7 @@ Examples:
 		site.DHCP = pxe.SiteDHCP{Mode: dhcpMode.val, Option: *option}
 		site.TFTP = pxe.SiteTFTP{Listen: *tftpListen, Root: *tftpRoot}
 		site.Seed = pxe.SiteSeed{Port: *seedPort, UploadLimit: pxe.ByteSize(uploadLimit)}
-		site.Plan = pxe.SitePlan{Disk: *disk, CreateTable: *createTable, Check: check.val, After: after.val, Auto: auto.val}
+		site.Plan = pxe.SitePlan{Disk: *disk, CreateTable: *createTable, Check: check.val, After: after.val, OnError: onError.val, Auto: auto.val}
 		if err := site.Plan.SeedFor.UnmarshalText([]byte(*seedFor)); err != nil {
 			return fmt.Errorf("%w: --seed-for: %v", errUsage, err)
 		}

@@ -23,6 +23,7 @@ var Packages = map[string]string{
 	"losetup":                           "mount",
 	"ip":                                "iproute2",
 	"curl":                              "curl",
+	"openssl":                           "openssl",
 	"tftp":                              "tftp-hpa",
 	"busybox":                           "busybox-static",
 	"udhcpc":                            "udhcpc",
