@@ -41,7 +41,7 @@ unit:
 # kernel module indexes, resume state files and the peer-wire messages
 # that drive the seeder's reveal schedule.
 FUZZ_TARGETS := imager:FuzzLoad tracker:FuzzParseAnnounce protocol:FuzzVerify pxe:FuzzParseSite \
-	pxe/dhcp:FuzzFull pxe/dhcp:FuzzProxy pxe/dhcp:FuzzLeaseFile pxe:FuzzStatusAPI pxe:FuzzAdminAPI \
+	pxe/dhcp:FuzzFull pxe/dhcp:FuzzProxy pxe/dhcp:FuzzLeaseFile pxe/dhcp:FuzzLeaseJournal pxe:FuzzStatusAPI pxe:FuzzAdminAPI \
 	partition:FuzzReadTable initramfs:FuzzParseCmdline initramfs:FuzzParseStickConfig \
 	initramfs/coldplug:FuzzParseDep initramfs/coldplug:FuzzParseSoftdep initramfs/dhclient:FuzzNewDiscovery \
 	imager:FuzzLoadState imager:FuzzSchedule pxe:FuzzTFTPName pxe:FuzzGetRoutes
