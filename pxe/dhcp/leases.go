@@ -66,9 +66,9 @@ type pendingOffer struct {
 type addrBook struct {
 	path     string
 	log      *slog.Logger
-	journal  *os.File // open for appending; nil until the first change
-	lines    int      // journal lines since the last snapshot
-	reserve  int      // addresses kept for priority machines (Config.PoolReserve)
+	journal  *os.File   // open for appending; nil until the first change
+	lines    int        // journal lines since the last snapshot
+	reserve  int        // addresses kept for priority machines (Config.PoolReserve)
 	start    netip.Addr // pool, inclusive
 	end      netip.Addr
 	subnet   netip.Prefix
