@@ -211,11 +211,11 @@ func (s *Store) AdmitMachine(mac, arch string) (bool, error) {
 		if b.Get([]byte(mac)) != nil {
 			return nil
 		}
-		if n := b.Stats().KeyN; n >= limit {
+		if n := countKeys(b); n >= limit {
 			if err := pruneLocked(tx, n-limit*9/10+1); err != nil {
 				return err
 			}
-			if b.Stats().KeyN >= limit {
+			if countKeys(b) >= limit {
 				return fmt.Errorf("%w: the store holds %d machines (the cap is %d), each listed in the config or with an active task; %s is not added: raise max_machines, or cancel tasks of machines that are not yours", ErrTooManyMachines, n, limit, mac)
 			}
 		}
@@ -223,6 +223,14 @@ func (s *Store) AdmitMachine(mac, arch string) (bool, error) {
 		return s.seeLocked(tx, mac, "", arch, now, nil)
 	})
 	return added, err
+}
+
+// countKeys counts b's keys. (Bucket.Stats reads the committed pages,
+// so it misses this transaction's changes.)
+func countKeys(b *bolt.Bucket) int {
+	n := 0
+	b.ForEach(func(_, _ []byte) error { n++; return nil })
+	return n
 }
 
 // pruneLocked deletes up to n machine records, least recently seen
