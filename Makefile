@@ -43,7 +43,7 @@ unit:
 # rewrite, the server's torrent cache, and the filesystems a used map
 # reads (ext, FAT, NTFS, swap).
 FUZZ_TARGETS := imager:FuzzLoad tracker:FuzzParseAnnounce protocol:FuzzVerify pxe:FuzzParseSite \
-	pxe/dhcp:FuzzFull pxe/dhcp:FuzzProxy pxe/dhcp:FuzzLeaseFile pxe:FuzzStatusAPI pxe:FuzzAdminAPI \
+	pxe/dhcp:FuzzFull pxe/dhcp:FuzzProxy pxe/dhcp:FuzzLeaseFile pxe/dhcp:FuzzLeaseJournal pxe:FuzzStatusAPI pxe:FuzzAdminAPI \
 	partition:FuzzReadTable initramfs:FuzzParseCmdline initramfs:FuzzParseStickConfig \
 	initramfs/coldplug:FuzzParseDep initramfs/coldplug:FuzzParseSoftdep initramfs/dhclient:FuzzNewDiscovery \
 	imager:FuzzLoadState imager:FuzzSchedule pxe:FuzzTFTPName pxe:FuzzGetRoutes \

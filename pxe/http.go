@@ -30,11 +30,8 @@ import (
 // Booter.)
 type Backend interface {
 	// ActiveTask returns mac's active task, and false if it has none.
+	// The GET routes call it, so it must change nothing.
 	ActiveTask(mac string) (Task, bool, error)
-	// SeeMachine records that mac asked for something from ip.
-	SeeMachine(mac, ip, arch string) error
-	// Transition moves a task to another state (see Store.Transition).
-	Transition(id string, to protocol.TaskState, errText string) (Task, error)
 	// Report applies an agent's status report (see Store.Report). The
 	// HTTP layer has checked the report token first.
 	Report(mac string, r protocol.Report) (Task, error)

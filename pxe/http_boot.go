@@ -176,47 +176,35 @@ func (s *bootServer) serveFile(w http.ResponseWriter, r *http.Request, path, wha
 }
 
 // serveScript answers GET /boot/{mac}.ipxe with an iPXE script. A machine
-// with an active task gets our kernel and initramfs and the task becomes
-// booting; everything else (unknown machine, no task, task finished, a
-// server error) gets a script that exits to the firmware, which boots the
-// next device: the local disk. A terminal that is in no task must never
-// be wiped.
+// with an active task gets our kernel and initramfs; everything else
+// (unknown machine, no task, task finished, a server error) gets a script
+// that exits to the firmware, which boots the next device: the local
+// disk. A terminal that is in no task must never be wiped.
 //
 // Active here means pending, booting, imaging or seeding: a machine that
 // reboots mid-task (power cut, agent crash) retries, because its disk may
 // be half-written and booting it would be worse.
+//
+// Like every GET it changes nothing: any LAN host can ask for any MAC's
+// script. The task becomes booting on the agent's first report with the
+// task's token (after its plan verified).
 func (s *bootServer) serveScript(w http.ResponseWriter, r *http.Request, raw string) {
 	mac, ok := macParam(w, r, raw)
 	if !ok {
 		return
 	}
 	ip := remoteIP(r)
-	if err := s.backend.SeeMachine(mac, ip, ""); err != nil {
-		s.log.Error("http: recording machine", "mac", mac, "err", err)
-	}
 	var script string
 	task, ok, err := s.backend.ActiveTask(mac)
 	switch {
 	case err != nil:
 		s.log.Error("http: looking up task; sending local-disk script", "mac", mac, "err", err)
 		script = localDiskScript(mac, "server error looking up its task (see the server log)")
-	case !ok:
+	case !ok || !task.State.Active():
 		s.log.Info("http: no task; local disk", "mac", mac, "client", ip)
 		script = localDiskScript(mac, "no task")
-	case r.Method == http.MethodHead:
-		// A probe, not a boot: the same script, and the task does not
-		// move. (With plan.auto, ActiveTask above may already have made
-		// the machine's task: the machine asked to boot.)
-		script = s.agentScript(mac, task)
 	default:
-		id := task.ID
-		if task, err = s.backend.Transition(id, protocol.TaskBooting, ""); err != nil {
-			// Canceled between the two calls, say.
-			s.log.Warn("http: task changed under us; local disk", "mac", mac, "task", id, "err", err)
-			script = localDiskScript(mac, "task "+id+" ended")
-			break
-		}
-		s.log.Info("http: booting agent", "mac", mac, "client", ip, "task", task.ID, "image", task.Image)
+		s.log.Info("http: agent script", "mac", mac, "client", ip, "task", task.ID, "state", task.State, "image", task.Image)
 		script = s.agentScript(mac, task)
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -330,9 +318,6 @@ func (s *bootServer) servePlan(w http.ResponseWriter, r *http.Request) {
 	if !protocol.IsHex(nonce, 32, 128) {
 		writeError(w, http.StatusBadRequest, fmt.Errorf("plan request without a nonce (?%s= 32-128 hex digits): the agent sends one; an agent that does not is older than this server: rebuild the initramfs (pxeswarm build initramfs)", protocol.NonceParam))
 		return
-	}
-	if err := s.backend.SeeMachine(mac, remoteIP(r), ""); err != nil {
-		s.log.Error("http: recording machine", "mac", mac, "err", err)
 	}
 	task, ok, err := s.backend.ActiveTask(mac)
 	if err != nil {
@@ -455,6 +440,9 @@ func (s *bootServer) serveReport(w http.ResponseWriter, r *http.Request) {
 	case err == nil:
 	case errors.Is(err, protocol.ErrBadReport), errors.Is(err, ErrNoTask), errors.Is(err, protocol.ErrBadMAC):
 		writeError(w, http.StatusBadRequest, err)
+		return
+	case errors.Is(err, ErrNoMachine):
+		writeError(w, http.StatusNotFound, err)
 		return
 	case errors.Is(err, ErrBadTransition):
 		writeJSON(w, http.StatusConflict, apiError{Error: err.Error(), State: task.State})

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
+
 	"github.com/pxeswarm/pxeswarm/protocol"
 	"github.com/pxeswarm/pxeswarm/pxe/catalog"
 )
@@ -215,12 +217,18 @@ func fuzzTask(t *testing.T, fx *fixture, body []byte) {
 
 // FuzzGetRoutes: any GET path a LAN host sends (boot scripts, plans,
 // torrents, web seeds, kernel, the read APIs, and whatever else) answers
-// without a server error, and no GET creates a task or ends one.
+// without a server error, and changes nothing: no task is created, ended
+// or moved to another state, and no machine record is added or changed.
 func FuzzGetRoutes(f *testing.F) {
 	fx := fuzzFixture(f)
 	task := fx.addTask(`{"mac": "` + macA + `", "image": "demo"}`)
+	machines, err := fx.store.Machines()
+	if err != nil || len(machines) != 1 {
+		f.Fatalf("fixture machines = %+v, %v; want the task's one", machines, err)
+	}
 	for _, p := range []string{
 		"/boot/" + macA + ".ipxe", "/boot/vmlinuz", "/boot/initramfs", planPath(macA), "/plan/" + macA,
+		"/boot/" + macB + ".ipxe", planPath(macB), "/boot/02-00-00-00-00-01.ipxe", planPath("02:00:00:00:00:01"),
 		"/torrents/demo.torrent", "/images/demo/demo/" + fx.im.Files[0].Path, "/images/demo/../../etc/passwd",
 		"/api/status", "/api/tasks", "/api/tasks?state=active", "/api/machines", "/api/swarms", "/api/images",
 		"/announce?info_hash=%00", "/scrape", "/stats", "/", "/%2e%2e/", "/boot/" + strings.Repeat("a", 5000),
@@ -237,8 +245,15 @@ func FuzzGetRoutes(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(ts) != 1 || ts[0].ID != task.ID || !ts[0].State.Active() {
-			t.Fatalf("after GET %s the tasks are %+v, want only %s, still active", path, ts, task.ID)
+		if len(ts) != 1 || ts[0].ID != task.ID || ts[0].State != task.State || !ts[0].Updated.Equal(task.Updated) {
+			t.Fatalf("after GET %s the tasks are %+v, want only %s, unchanged (%s)", path, ts, task.ID, task.State)
+		}
+		ms, err := fx.store.Machines()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d := cmp.Diff(machines, ms); d != "" {
+			t.Fatalf("GET %s changed the machine records (-before +after):\n%s", path, d)
 		}
 	})
 }

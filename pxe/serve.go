@@ -17,6 +17,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"golang.org/x/sync/errgroup"
 
@@ -62,8 +63,10 @@ func (s *Site) Start(ctx context.Context, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	backend := s.newBackend(store, cat, log)
-	web := s.httpConfig(key, token, store, cat, tr, backend)
+	auto := s.newBackend(store, cat, log)
+	// HTTP answers from the store alone: its GETs change nothing, and
+	// only what DHCP sees starts automatic tasks (auto, in startDHCP).
+	web := s.httpConfig(key, token, store, cat, tr, store)
 	hlog := log.With("service", "http")
 	fingerprint := ""
 	if s.HTTP.HTTPSListen != "" {
@@ -94,7 +97,7 @@ func (s *Site) Start(ctx context.Context, log *slog.Logger) error {
 	if tln != nil {
 		g.Go(func() error { return web.serve(ctx, hlog, tln, hsrv, web.TLSCert) })
 	}
-	s.startDHCP(ctx, g, log, store, backend)
+	s.startDHCP(ctx, g, log, store, auto)
 	if s.TFTP.Listen != "off" {
 		tf := TFTPConfig{Listen: s.TFTP.Listen, Root: s.TFTP.Root}
 		g.Go(func() error { return tf.Start(ctx, log.With("service", "tftp")) })
@@ -114,52 +117,87 @@ func (s *Site) Start(ctx context.Context, log *slog.Logger) error {
 
 // startDHCP runs DHCP (unless dhcp.mode is off) in g, and records in the
 // store the machines it sees.
-func (s *Site) startDHCP(ctx context.Context, g *errgroup.Group, log *slog.Logger, store *Store, backend Backend) {
-	if s.DHCP.Mode != "off" {
-		seen := make(chan Machine, 256)
-		dcfg := dhcp.Config{
-			Mode: dhcp.Mode(s.DHCP.Mode), Interface: s.Interface, ServerIP: s.Address,
-			PoolStart: s.DHCP.PoolStart, PoolEnd: s.DHCP.PoolEnd, PrefixLen: s.DHCP.PrefixLen,
-			Router: s.DHCP.Router, DNS: s.DHCP.DNS, LeaseTime: s.DHCP.LeaseTime.Duration,
-			LeaseFile:    filepath.Join(s.StateDir, "dhcp-leases.json"),
-			BootFileBIOS: s.DHCP.BootFileBIOS, BootFileUEFI: s.DHCP.BootFileUEFI,
-			URLOption: uint8(s.DHCP.Option), ServerURL: s.PublicURL + "/",
-			// Only machines with a task load iPXE; the others boot their
-			// disk straight from the firmware. On a store error, let iPXE
-			// ask: its script falls back to the local disk too.
-			Boot: func(mac net.HardwareAddr) bool {
-				_, ok, err := backend.ActiveTask(mac.String())
-				return ok || err != nil
-			},
-			// Recording the machine is a store commit (an fsync): done
-			// off the reply path, so a room's PXE replies do not queue
-			// behind the disk. When the queue is full the record waits
-			// for the machine's next request.
-			OnBoot: func(mac net.HardwareAddr, arch uint16, ip netip.Addr) {
-				addr := ""
-				if ip.IsValid() && !ip.IsUnspecified() {
-					addr = ip.String()
+func (s *Site) startDHCP(ctx context.Context, g *errgroup.Group, log *slog.Logger, store *Store, auto *autoBackend) {
+	if s.DHCP.Mode == "off" {
+		return
+	}
+	seen := make(chan Machine, 256)
+	dcfg := s.dhcpConfig(log, store, auto, seen)
+	g.Go(func() error {
+		for {
+			select {
+			case m := <-seen:
+				if err := store.SeeMachine(m.MAC, m.IP, m.Arch); err != nil {
+					log.Debug("store: record machine", "mac", m.MAC, "err", err)
 				}
-				select {
-				case seen <- Machine{MAC: mac.String(), IP: addr, Arch: dhcp.ArchName(arch)}:
-				default:
-					log.Debug("store: machine record queue full; skipped", "mac", mac)
-				}
-			},
-		}
-		g.Go(func() error {
-			for {
-				select {
-				case m := <-seen:
-					if err := store.SeeMachine(m.MAC, m.IP, m.Arch); err != nil {
-						log.Warn("store: record machine", "mac", m.MAC, "err", err)
-					}
-				case <-ctx.Done():
-					return nil
-				}
+			case <-ctx.Done():
+				return nil
 			}
-		})
-		g.Go(func() error { return dcfg.Start(ctx, log.With("service", "dhcp")) })
+		}
+	})
+	g.Go(func() error { return dcfg.Start(ctx, log.With("service", "dhcp")) })
+}
+
+// dhcpConfig is the DHCP service of the site. What it sees is how
+// machines enter the store: every PXE client and agent is admitted
+// (Store.AdmitMachine, up to max_machines) before its reply is built, so
+// plan.auto can give it a task at once. Later sightings (address,
+// firmware) go to seen, to be recorded off the reply path.
+func (s *Site) dhcpConfig(log *slog.Logger, store *Store, auto *autoBackend, seen chan<- Machine) dhcp.Config {
+	var lastFull time.Time // when a full store was last logged as a warning
+	return dhcp.Config{
+		Mode: dhcp.Mode(s.DHCP.Mode), Interface: s.Interface, ServerIP: s.Address,
+		PoolStart: s.DHCP.PoolStart, PoolEnd: s.DHCP.PoolEnd, PrefixLen: s.DHCP.PrefixLen, PoolReserve: s.DHCP.PoolReserve,
+		Router: s.DHCP.Router, DNS: s.DHCP.DNS, LeaseTime: s.DHCP.LeaseTime.Duration,
+		LeaseFile:    filepath.Join(s.StateDir, "dhcp-leases.json"),
+		BootFileBIOS: s.DHCP.BootFileBIOS, BootFileUEFI: s.DHCP.BootFileUEFI,
+		URLOption: uint8(s.DHCP.Option), ServerURL: s.PublicURL + "/",
+		// Called under the DHCP handler's lock, so lastFull needs no
+		// other. A known machine costs a read; a new one a commit.
+		Seen: func(mac net.HardwareAddr, arch uint16) {
+			added, err := store.AdmitMachine(mac.String(), dhcp.ArchName(arch))
+			switch {
+			case errors.Is(err, ErrTooManyMachines) && time.Since(lastFull) > time.Minute:
+				lastFull = time.Now()
+				log.Warn("store: machine not added (logged once a minute)", "mac", mac, "err", err)
+			case err != nil && !errors.Is(err, ErrTooManyMachines):
+				log.Error("store: adding machine", "mac", mac, "err", err)
+			case added:
+				log.Info("store: new machine seen by DHCP", "mac", mac, "arch", dhcp.ArchName(arch))
+			}
+		},
+		// A machine with a task, or one the config lists, may take the
+		// pool's last addresses (dhcp.pool_reserve); made-up MACs may not.
+		Priority: func(mac net.HardwareAddr) bool {
+			if auto.known[mac.String()] {
+				return true
+			}
+			_, ok, _ := store.ActiveTask(mac.String())
+			return ok
+		},
+		// Only machines with a task load iPXE; the others boot their
+		// disk straight from the firmware. On a store error, let iPXE
+		// ask: its script falls back to the local disk too. plan.auto
+		// starts tasks here.
+		Boot: func(mac net.HardwareAddr) bool {
+			_, ok, err := auto.ActiveTask(mac.String())
+			return ok || err != nil
+		},
+		// Recording the machine is a store commit (an fsync): done
+		// off the reply path, so a room's PXE replies do not queue
+		// behind the disk. When the queue is full the record waits
+		// for the machine's next request.
+		OnBoot: func(mac net.HardwareAddr, arch uint16, ip netip.Addr) {
+			addr := ""
+			if ip.IsValid() && !ip.IsUnspecified() {
+				addr = ip.String()
+			}
+			select {
+			case seen <- Machine{MAC: mac.String(), IP: addr, Arch: dhcp.ArchName(arch)}:
+			default:
+				log.Debug("store: machine record queue full; skipped", "mac", mac)
+			}
+		},
 	}
 }
 
@@ -182,6 +220,7 @@ func (s *Site) openStore() (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
+	store.MaxMachines = s.MaxMachines
 	for _, m := range s.Machines {
 		if err := store.PutMachine(Machine{MAC: m.MAC, Name: m.Name, Group: m.Group}); err != nil {
 			store.Close()
@@ -380,8 +419,11 @@ func (s *Site) adminToken() (string, error) {
 }
 
 // autoBackend is the Store, plus the [plan] auto policy: a machine that
-// boots with no active task gets one for the default image if the policy
-// covers it and it never had a task for that image.
+// PXE-boots with no active task gets one for the default image if the
+// policy covers it, the store knows it (its DHCP saw it, or the config
+// lists it) and it never had a task for that image. Only the DHCP
+// service asks it (Config.Boot); HTTP asks the Store, so no GET starts a
+// task.
 type autoBackend struct {
 	*Store
 	catalog  *catalog.Catalog
@@ -402,6 +444,11 @@ func (b *autoBackend) ActiveTask(mac string) (Task, bool, error) {
 	}
 	if b.mode == "known" && !b.known[mac] {
 		return t, false, nil
+	}
+	if _, err := b.Store.Machine(mac); errors.Is(err, ErrNoMachine) {
+		return t, false, nil // not admitted (the store is full): no task
+	} else if err != nil {
+		return t, false, err
 	}
 	if _, ok := b.catalog.Get(b.image); !ok {
 		return t, false, nil // removed at run time: no new tasks for it

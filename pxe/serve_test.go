@@ -148,7 +148,7 @@ func loopbackSite(t *testing.T, state string, size int) *Site {
 		DHCP:   SiteDHCP{Mode: "off"},
 		TFTP:   SiteTFTP{Listen: "off"},
 		Seed:   SiteSeed{Port: freeTCPPort(t)},
-		Plan:   SitePlan{Auto: "all", CreateTable: true, Check: "fresh", After: "poweroff"},
+		Plan:   SitePlan{CreateTable: true, Check: "fresh", After: "poweroff"},
 		Images: []SiteImage{{Source: []string{img}, PieceLength: 1 << 20}},
 	}
 	return s
@@ -156,9 +156,9 @@ func loopbackSite(t *testing.T, state string, size int) *Site {
 
 // TestServeComposes starts the whole server on loopback: the torrent made
 // from a raw image is cached across restarts, the admin token is made
-// once and kept private, plan.auto gives a booting machine one task (and
-// only one), its plan verifies with the exported key, and the tracker on
-// the HTTP port knows the seeder.
+// once and kept private, a task made through the admin API boots the
+// machine with the [plan] settings, its plan verifies with the exported
+// key, and the tracker on the HTTP port knows the seeder.
 func TestServeComposes(t *testing.T) {
 	dir := t.TempDir()
 	state := filepath.Join(dir, "state")
@@ -188,17 +188,24 @@ func TestServeComposes(t *testing.T) {
 		return resp.StatusCode, b
 	}
 	const mac = "52:54:00:aa:00:01"
+	req, _ := http.NewRequest("POST", base+"/api/tasks", strings.NewReader(`{"mac": "`+mac+`", "image": "lab"}`))
+	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(token)))
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusCreated {
+		t.Fatalf("POST /api/tasks: %v %v", err, resp)
+	} else {
+		resp.Body.Close()
+	}
 	code, script := get("/boot/52-54-00-aa-00-01.ipxe")
 	if code != 200 || !strings.Contains(string(script), "kernel ") {
-		t.Fatalf("script for a new machine with plan.auto=all = %d %q, want a kernel line", code, script)
+		t.Fatalf("script for a machine with a task = %d %q, want a kernel line", code, script)
 	}
 	plan := verifiedPlan(t, base, state, mac)
 	if plan.Image != "lab" || len(plan.Trackers) != 1 || plan.Trackers[0] != base+"/announce" {
 		t.Errorf("plan = %+v, want image lab tracked at %s/announce", plan, base)
 	}
-	// The automatic task carries the [plan] settings, booleans included.
+	// The task carries the [plan] settings, booleans included.
 	if !plan.CreateTable || plan.CheckMode != "fresh" || plan.After != "poweroff" || plan.SeedFor != "10m0s" {
-		t.Errorf("auto task's plan = %+v, want create_table, fresh, poweroff, 10m0s from [plan]", plan)
+		t.Errorf("task's plan = %+v, want create_table, fresh, poweroff, 10m0s from [plan]", plan)
 	}
 	// The seeder announced itself to the tracker on the HTTP port.
 	deadline := time.Now().Add(15 * time.Second)
@@ -217,9 +224,8 @@ func TestServeComposes(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	// Done: the next boot goes to the local disk, and auto does not start
-	// a second task for the same image.
-	req, _ := http.NewRequest("POST", base+"/api/tasks/"+plan.TaskID+"/done", nil)
+	// Done: the next boot goes to the local disk.
+	req, _ = http.NewRequest("POST", base+"/api/tasks/"+plan.TaskID+"/done", nil)
 	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(token)))
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil || resp.StatusCode != 200 {

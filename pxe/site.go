@@ -3,6 +3,7 @@ package pxe
 import (
 	"bytes"
 	"cmp"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -43,6 +44,12 @@ type Site struct {
 	// PublicURL is how terminals reach the HTTP server. Default
 	// http://<address>:<http port>.
 	PublicURL string `toml:"public_url"`
+	// MaxMachines caps the machine records in the store; default 4096.
+	// Machines enter it when the DHCP service sees them PXE-boot (or the
+	// config lists them, or an admin gives them a task), never from an
+	// HTTP request; past the cap the least recently seen ones that are
+	// not listed and have no active task are pruned.
+	MaxMachines int `toml:"max_machines"`
 
 	HTTP    SiteHTTP    `toml:"http"`
 	DHCP    SiteDHCP    `toml:"dhcp"`
@@ -110,6 +117,11 @@ type SiteDHCP struct {
 	DNS    []netip.Addr `toml:"dns"`
 	// LeaseTime (full mode); default "1h".
 	LeaseTime duration `toml:"lease_time"`
+	// PoolReserve (full mode) is how many free pool addresses are kept
+	// for machines with an active task or listed as [[machine]]: other
+	// clients (whose MACs may be made up) get a new address only while
+	// more are free. Default: a tenth of the pool, at least 1.
+	PoolReserve int `toml:"pool_reserve"`
 	// Option is the DHCP option code that carries the server URL; default
 	// 224 (site-specific range 224–254).
 	Option int `toml:"option"`
@@ -330,6 +342,7 @@ func (s *Site) ApplyDefaults() {
 	if s.StateDir == "" {
 		s.StateDir = "/var/lib/pxeswarm"
 	}
+	s.MaxMachines = cmp.Or(s.MaxMachines, DefaultMaxMachines)
 	if u := strings.TrimRight(s.PublicURL, "/"); u != "" {
 		s.PublicURL = u
 	}
@@ -395,6 +408,9 @@ func (s *Site) Check() error {
 			return bad("public_url", "%q: want http://host:port", s.PublicURL)
 		}
 	}
+	if s.MaxMachines < 1 {
+		return bad("max_machines", "%d: want at least 1 (default 4096)", s.MaxMachines)
+	}
 	// [http]
 	if s.HTTP.AdminToken != "" && s.HTTP.AdminTokenFile != "" {
 		return bad("http.admin_token", "set admin_token or admin_token_file, not both")
@@ -451,6 +467,10 @@ func (s *Site) Check() error {
 			if s.Address.IsValid() && !p.Contains(s.Address) {
 				return bad("address", "%v is not in the pool's subnet %v", s.Address, p)
 			}
+		}
+		a, e := d.PoolStart.As4(), d.PoolEnd.As4()
+		if n := binary.BigEndian.Uint32(e[:]) - binary.BigEndian.Uint32(a[:]) + 1; d.PoolReserve < 0 || uint32(d.PoolReserve) > n {
+			return bad("dhcp.pool_reserve", "%d: want 0 (a tenth of the pool) up to the pool's %d addresses", d.PoolReserve, n)
 		}
 	}
 	if d.LeaseTime.Duration < time.Minute {
@@ -519,6 +539,9 @@ func (s *Site) Check() error {
 	}
 	if !slices.Contains([]string{"none", "known", "all"}, p.Auto) {
 		return bad("plan.auto", "%q: want none, known or all", p.Auto)
+	}
+	if p.Auto != "none" && d.Mode == "off" {
+		return bad("plan.auto", "%q needs dhcp.mode full or proxy: automatic tasks start when this server's DHCP sees a machine PXE-boot, and with mode off it sees none; start tasks with POST /api/tasks instead", p.Auto)
 	}
 	// [[machine]]
 	macs := map[string]bool{}

@@ -45,6 +45,7 @@ func TestSiteDefaults(t *testing.T) {
 		{"plan.auto", s.Plan.Auto, "none"},
 		{"tftp.root", s.TFTP.Root, "/usr/lib/ipxe"},
 		{"dhcp.lease_time", s.DHCP.LeaseTime.Duration, time.Hour},
+		{"max_machines", s.MaxMachines, 4096},
 	}
 	for _, c := range checks {
 		if c.got != c.want {
@@ -84,6 +85,9 @@ func TestSiteErrors(t *testing.T) {
 		{"bad piece length", "interface = \"br0\"\n[[image]]\nsource = [\"/a\"]\npiece_length = \"3MiB\"", "piece_length"},
 		{"bad image name", "interface = \"br0\"\n[[image]]\nname = \"lab 2026\"\nsource = [\"/a\"]", "image[0].name"},
 		{"relative image dir", "interface = \"br0\"\n[http]\nimage_dirs = [\"images\"]" + img, "http.image_dirs[0]"},
+		{"auto without dhcp", "[dhcp]\nmode = \"off\"\n[plan]\nauto = \"all\"" + img, "needs dhcp.mode full or proxy"},
+		{"reserve over pool", "interface = \"br0\"\n[dhcp]\nmode = \"full\"\npool_start = \"198.18.0.10\"\npool_end = \"198.18.0.19\"\npool_reserve = 11" + img, "dhcp.pool_reserve"},
+		{"max machines", "interface = \"br0\"\nmax_machines = -1" + img, "max_machines"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -25,11 +25,26 @@ import (
 //
 // Layout: bucket "machines" (MAC → Machine JSON), "tasks" (ID → Task
 // JSON) and "active" (MAC → ID of its one active task).
+//
+// Machine records come only from what the site trusts: the config's
+// [[machine]]s (PutMachine), machines its DHCP service saw PXE-boot
+// (AdmitMachine) and machines an admin gave a task (AddTasks). HTTP
+// requests and reports name any MAC they like and add none. At most
+// MaxMachines records are kept: admitting one more first prunes the
+// least recently seen records that the config does not list and that
+// have no active task.
 type Store struct {
 	db   *bolt.DB
 	path string
 	now  func() time.Time // injectable clock for tests
+	// MaxMachines caps the machine records AdmitMachine lets in (0:
+	// DefaultMaxMachines). Set it before use.
+	MaxMachines int
 }
+
+// DefaultMaxMachines is the default cap on machine records: many rooms of
+// terminals, and a bound on what made-up DHCP clients can add.
+const DefaultMaxMachines = 4096
 
 var (
 	bucketMachines = []byte("machines")
@@ -143,16 +158,101 @@ func (s *Store) seeLocked(tx *bolt.Tx, mac, ip, arch string, now time.Time, repo
 	return putJSON(b, mac, m)
 }
 
-// SeeMachine records that mac asked for something from ip (empty: keep
-// the last) with firmware arch (empty: keep the last). Unknown machines
-// are added.
+// SeeMachine records that a known machine asked for something from ip
+// (empty: keep the last) with firmware arch (empty: keep the last). A MAC
+// the store does not know wraps ErrNoMachine: nothing is added.
 func (s *Store) SeeMachine(mac, ip, arch string) error {
 	mac, err := protocol.ParseMAC(mac)
 	if err != nil {
 		return err
 	}
 	now := s.now()
-	return s.db.Batch(func(tx *bolt.Tx) error { return s.seeLocked(tx, mac, ip, arch, now, nil) })
+	return s.db.Batch(func(tx *bolt.Tx) error {
+		if tx.Bucket(bucketMachines).Get([]byte(mac)) == nil {
+			return unknownMachine(mac)
+		}
+		return s.seeLocked(tx, mac, ip, arch, now, nil)
+	})
+}
+
+func unknownMachine(mac string) error {
+	return fmt.Errorf("%w: %s has never PXE-booted through this server's DHCP, is not in the config and has no task", ErrNoMachine, mac)
+}
+
+// ErrTooManyMachines: the store holds MaxMachines records and none can be
+// pruned.
+var ErrTooManyMachines = errors.New("too many machine records")
+
+// AdmitMachine adds mac (firmware arch, may be empty) to the machines if
+// it is new, and reports whether it was. It is for what the DHCP service
+// sees; a known machine costs a read, not a write. At the cap, the least
+// recently seen records that are not in the config and have no active
+// task are pruned first (down to nine tenths of the cap, so a stream of
+// new MACs does not scan the store on every one); if none can go, it
+// wraps ErrTooManyMachines and adds nothing.
+func (s *Store) AdmitMachine(mac, arch string) (bool, error) {
+	mac, err := protocol.ParseMAC(mac)
+	if err != nil {
+		return false, err
+	}
+	known := false
+	s.db.View(func(tx *bolt.Tx) error {
+		known = tx.Bucket(bucketMachines).Get([]byte(mac)) != nil
+		return nil
+	})
+	if known {
+		return false, nil
+	}
+	now := s.now()
+	limit := cmp.Or(s.MaxMachines, DefaultMaxMachines)
+	added := false
+	err = s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketMachines)
+		if b.Get([]byte(mac)) != nil {
+			return nil
+		}
+		if n := countKeys(b); n >= limit {
+			if err := pruneLocked(tx, n-limit*9/10+1); err != nil {
+				return err
+			}
+			if countKeys(b) >= limit {
+				return fmt.Errorf("%w: the store holds %d machines (the cap is %d), each listed in the config or with an active task; %s is not added: raise max_machines, or cancel tasks of machines that are not yours", ErrTooManyMachines, n, limit, mac)
+			}
+		}
+		added = true
+		return s.seeLocked(tx, mac, "", arch, now, nil)
+	})
+	return added, err
+}
+
+// countKeys counts b's keys. (Bucket.Stats reads the committed pages,
+// so it misses this transaction's changes.)
+func countKeys(b *bolt.Bucket) int {
+	n := 0
+	b.ForEach(func(_, _ []byte) error { n++; return nil })
+	return n
+}
+
+// pruneLocked deletes up to n machine records, least recently seen
+// first, that the config does not list (no name or group) and that have
+// no active task. Their finished tasks stay in the history.
+func pruneLocked(tx *bolt.Tx, n int) error {
+	active := tx.Bucket(bucketActive)
+	ms, err := allJSON[Machine](tx.Bucket(bucketMachines))
+	if err != nil {
+		return err
+	}
+	ms = slices.DeleteFunc(ms, func(m Machine) bool {
+		return m.Name != "" || m.Group != "" || active.Get([]byte(m.MAC)) != nil
+	})
+	slices.SortFunc(ms, func(a, b Machine) int { return a.LastSeen.Compare(b.LastSeen) })
+	b := tx.Bucket(bucketMachines)
+	for _, m := range ms[:min(n, len(ms))] {
+		if err := b.Delete([]byte(m.MAC)); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // PutMachine sets a machine's Name and Group (from the site config),
@@ -259,6 +359,12 @@ func (s *Store) AddTasks(ts []Task) ([]Task, error) {
 			// Also catches the same MAC twice in one call.
 			if err := active.Put([]byte(t.MAC), []byte(t.ID)); err != nil {
 				return err
+			}
+			// The admin named it: the machine is known from now on.
+			if tx.Bucket(bucketMachines).Get([]byte(t.MAC)) == nil {
+				if err := putJSON(tx.Bucket(bucketMachines), t.MAC, Machine{MAC: t.MAC}); err != nil {
+					return err
+				}
 			}
 		}
 		return nil
@@ -423,7 +529,8 @@ func (s *Store) transitionLocked(tx *bolt.Tx, id string, to protocol.TaskState, 
 
 // Report applies an agent's report: the machine's last report and last
 // seen time, and, when r.TaskID is set, the task's last report and state
-// (the phase's state; see the Phase constants). A task ID that does not
+// (the phase's state; see the Phase constants). A machine the store does
+// not know wraps ErrNoMachine and changes nothing. A task ID that does not
 // exist or belongs to another machine wraps ErrNoTask; a report that would
 // move a finished task (say, progress on a canceled one) wraps
 // ErrBadTransition and changes nothing but the machine. r.At is set here.
@@ -442,6 +549,9 @@ func (s *Store) Report(mac string, r protocol.Report) (Task, error) {
 	var taskErr error
 	err = s.db.Batch(func(tx *bolt.Tx) error {
 		t, taskErr = Task{}, nil
+		if tx.Bucket(bucketMachines).Get([]byte(mac)) == nil {
+			return unknownMachine(mac)
+		}
 		if err := s.seeLocked(tx, mac, r.From, "", now, &r); err != nil {
 			return err
 		}

@@ -108,6 +108,9 @@ func TestStoreReopen(t *testing.T) {
 	}
 	must(s.PutMachine(Machine{MAC: "52-54-00-00-00-01", Name: "pc01", Group: "room1"}))
 	must(s.SeeMachine("52:54:00:00:00:01", "198.18.0.11", "efi-x86_64"))
+	if _, err := s.AdmitMachine("52:54:00:00:00:02", ""); err != nil {
+		t.Fatal(err)
+	}
 	must(s.SeeMachine("52:54:00:00:00:02", "198.18.0.12", "bios"))
 	must(s.PutMachine(Machine{MAC: "52:54:00:00:00:02", Name: "pc02", Group: "room1"}))
 	t1, err := s.AddTask(Task{MAC: "52:54:00:00:00:01", Image: "win11", TaskSettings: TaskSettings{

@@ -177,7 +177,9 @@ func testOSDisk(t *testing.T, dir string) (string, string) {
 
 // boot gives the machines with task=true a task, boots all of them (two at
 // a time: CI has two cores) and checks what each one printed, then that
-// the server moved exactly those tasks to booting.
+// the server handed exactly those machines the agent script and left
+// their tasks pending (the marker init sends no report; fetching a
+// script changes nothing).
 func (env *bootEnv) boot(t *testing.T, machines []machine) {
 	for _, m := range machines {
 		if m.task {
@@ -241,9 +243,15 @@ func (env *bootEnv) boot(t *testing.T, machines []machine) {
 	}
 	for _, m := range machines {
 		got, has := states[m.mac]
+		served := false
+		for _, line := range strings.Split(env.log.String(), "\n") {
+			served = served || strings.Contains(line, "http: agent script") && strings.Contains(line, " mac="+m.mac+" ")
+		}
 		switch {
-		case m.task && got != protocol.TaskBooting:
-			t.Errorf("task of %s is %q, want %q (the script handed out our kernel)", m.name, got, protocol.TaskBooting)
+		case m.task && (got != protocol.TaskPending || !served):
+			t.Errorf("task of %s is %q (agent script in the server log: %v), want %q and the script handed out", m.name, got, served, protocol.TaskPending)
+		case !m.task && served:
+			t.Errorf("%s was handed the agent script without a task", m.name)
 		case !m.task && has:
 			t.Errorf("%s has a task (%q), want none", m.name, got)
 		}

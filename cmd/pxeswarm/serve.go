@@ -42,7 +42,7 @@ Examples:
 	var imageDirs listFlag
 	fs.Var(&imageDirs, "image-dir", "folder the admin API may publish more images from while serving (POST /api/images; repeat for more); default none")
 	auto := enumFlag{val: "none", allowed: []string{"none", "all"}}
-	fs.Var(&auto, "auto", "start tasks by themselves: none (admin API only) or all (every terminal that PXE-boots gets the image once)")
+	fs.Var(&auto, "auto", "start tasks by themselves: none (admin API only) or all (every terminal our DHCP sees PXE-boot gets the image once; needs --dhcp full or proxy)")
 	check := enumFlag{val: "verify", allowed: []string{"fresh", "verify"}}
 	fs.Var(&check, "check", "plan check mode: fresh (blank targets) or verify (fetch only what differs)")
 	disk := fs.String("disk", "first", `target disk in plans: "first" (first fixed disk that is not the boot medium) or a name like sda`)

@@ -114,10 +114,21 @@ type Config struct {
 	// least 30s.
 	LeaseTime time.Duration
 	// LeaseFile (full mode) keeps leases across restarts, so a machine
-	// gets the same address back. It is rewritten atomically (temporary
-	// file, fsync, rename) on every change and read at start; a corrupt
-	// file stops Start with ErrLeaseFile. Empty: leases live in memory.
+	// gets the same address back. Each change is appended (and fsynced)
+	// to a journal beside it, LeaseFile + ".journal", before the reply is
+	// sent; the file itself is replaced atomically (temporary file, fsync,
+	// rename) with every lease only now and then: at start, at a clean
+	// stop, and when the journal has grown to twice the leases. Both are
+	// read at start; a corrupt one stops Start with ErrLeaseFile. Empty:
+	// leases live in memory.
 	LeaseFile string
+	// PoolReserve (full mode) is how many free pool addresses are kept
+	// for the machines Priority names: a client it does not name gets a
+	// new address only while more than PoolReserve are free. Client MACs
+	// are easy to make up, so without a reserve a few made-up clients can
+	// take every address a terminal needs. 0: a tenth of the pool, at
+	// least 1 (none for a one-address pool). Used only with Priority.
+	PoolReserve int
 	// Reservations (full mode, optional) pins addresses: MAC
 	// ("52:54:00:12:34:56") → address in the network, inside or outside
 	// the pool. A reserved address is never given to another machine.
@@ -160,6 +171,20 @@ type Config struct {
 	// times (OFFER and ACK, then again from iPXE). It runs on the serving
 	// goroutine, outside any lock: keep it short.
 	OnBoot func(mac net.HardwareAddr, arch uint16, ip netip.Addr) `json:"-" toml:"-"`
+	// Seen, if set, is called for each DISCOVER and REQUEST of a PXE
+	// client (firmware or iPXE) or of our agent (vendor class
+	// "pxeswarm…"), before the reply is built (and before Boot), with its
+	// MAC and client architecture (0xffff if it sent none). What DHCP sees
+	// is how the server learns which machines exist: an HTTP request can
+	// name any MAC. It is called with the handler's lock held: keep it
+	// quick.
+	Seen func(mac net.HardwareAddr, arch uint16) `json:"-" toml:"-"`
+	// Priority, if set, says whether a machine should get an address even
+	// when the pool is down to PoolReserve (full mode): say, one with a
+	// task or one the site lists. It is called with the handler's lock
+	// held, for DISCOVERs and for REQUESTs of an address the client does
+	// not hold: keep it quick. Nil: no reserve.
+	Priority func(mac net.HardwareAddr) bool `json:"-" toml:"-"`
 }
 
 // maxPool bounds the pool (a /15 holds 131072 addresses): picking an
@@ -245,8 +270,17 @@ func (c Config) withDefaults() (Config, error) {
 	if c.PoolStart == subnet.Addr() || c.PoolEnd == broadcast(subnet) {
 		return bad("pool %v–%v includes the network or broadcast address of %s", c.PoolStart, c.PoolEnd, subnet)
 	}
-	if n := u32(c.PoolEnd) - u32(c.PoolStart) + 1; n > maxPool {
+	n := int(u32(c.PoolEnd) - u32(c.PoolStart) + 1)
+	if n > maxPool {
 		return bad("pool of %d addresses is larger than %d: shrink it", n, maxPool)
+	}
+	switch {
+	case c.PoolReserve < 0 || c.PoolReserve > n:
+		return bad("pool reserve %d: want 0 to the pool's %d addresses", c.PoolReserve, n)
+	case c.Priority == nil:
+		c.PoolReserve = 0
+	case c.PoolReserve == 0 && n >= 2:
+		c.PoolReserve = max(1, n/10)
 	}
 	if c.Router.IsValid() && (!c.Router.Is4() || !subnet.Contains(c.Router)) {
 		return bad("router %v is not inside %s", c.Router, subnet)
@@ -501,6 +535,11 @@ func stepClient(h *Handler, x *exchange) error {
 			x.arch = n
 		}
 	}
+	if h.cfg.Seen != nil && (x.pxe || x.ipxe || x.agent) {
+		if t := r.MessageType(); t == dhcpv4.MessageTypeDiscover || t == dhcpv4.MessageTypeRequest {
+			h.cfg.Seen(x.mac, x.arch)
+		}
+	}
 	return nil
 }
 
@@ -552,13 +591,17 @@ func stepLease(h *Handler, x *exchange) error {
 	mac := x.mac.String()
 	now := h.now()
 	l := h.leases
+	prio := h.cfg.Priority != nil && h.cfg.Priority(x.mac)
 	switch r.MessageType() {
 	case dhcpv4.MessageTypeDiscover:
-		ip := l.pick(mac, toAddr(r.RequestedIPAddress()), now)
+		ip := l.pick(mac, toAddr(r.RequestedIPAddress()), now, prio)
 		if !ip.IsValid() {
+			if !prio && l.reserve > 0 && l.free(now) > 0 {
+				return fmt.Errorf("the pool %v–%v is down to its reserve of %d addresses, kept for machines with a task or listed in the site config; %s is neither: enlarge the pool, or list the machine", h.cfg.PoolStart, h.cfg.PoolEnd, l.reserve, mac)
+			}
 			return fmt.Errorf("no free address for %s in pool %v–%v: enlarge the pool or shorten LeaseTime", mac, h.cfg.PoolStart, h.cfg.PoolEnd)
 		}
-		l.offer(mac, ip, now)
+		l.offer(mac, ip, now, prio)
 		resp := x.newReply(dhcpv4.MessageTypeOffer)
 		resp.YourIPAddr = ip.AsSlice()
 		return nil
@@ -589,7 +632,7 @@ func stepLease(h *Handler, x *exchange) error {
 		if !ip.IsValid() || ip.IsUnspecified() || !h.subnet.Contains(ip) {
 			return x.nak(h, fmt.Sprintf("address %v is not on network %s", ip, h.subnet))
 		}
-		if !l.canGrant(mac, ip, now) {
+		if !l.canGrant(mac, ip, now, prio) {
 			return x.nak(h, fmt.Sprintf("address %v is not yours", ip))
 		}
 		if err := l.bind(mac, ip, now.Add(h.cfg.LeaseTime)); err != nil {
@@ -903,8 +946,22 @@ func (c Config) Start(ctx context.Context, log *slog.Logger) error {
 	<-ctx.Done()
 	closeAll()
 	wg.Wait()
+	if err := h.Close(); err != nil {
+		log.Error("dhcp: could not write the lease file at stop; the journal beside it keeps the leases", "file", hc.LeaseFile, "err", err)
+	}
 	log.Info("dhcp: stopped")
 	return nil
+}
+
+// Close writes the leases to the lease file in full (folding in the
+// journal) and closes the journal. The handler must not be used after.
+func (h *Handler) Close() error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.leases == nil {
+		return nil
+	}
+	return h.leases.close()
 }
 
 // fromInterface fills ServerIP and PrefixLen from Interface's addresses.

@@ -68,6 +68,7 @@ func newTestHandler(t *testing.T, c Config) *Handler {
 		t.Fatalf("Handler() = %v", err)
 	}
 	h.now = func() time.Time { return tClock }
+	t.Cleanup(func() { h.Close() })
 	return h
 }
 
@@ -430,16 +431,12 @@ func TestFullLeaseLife(t *testing.T) {
 	if again := get(h2, 2); again != a2 {
 		t.Errorf("after restart mac 2 got %v, want %v", again, a2)
 	}
-	b, err := os.ReadFile(cfg.LeaseFile)
+	leases, _, err := readLeases(cfg.LeaseFile)
 	if err != nil {
-		t.Fatal(err)
-	}
-	leases, err := parseLeases(b)
-	if err != nil {
-		t.Fatalf("lease file does not parse: %v\n%s", err, b)
+		t.Fatalf("lease file and journal do not parse: %v", err)
 	}
 	if len(leases) != 3 {
-		t.Errorf("lease file has %d leases, want 3:\n%s", len(leases), b)
+		t.Errorf("lease file and journal hold %d leases, want 3: %v", len(leases), leases)
 	}
 	if tmp, _ := filepath.Glob(filepath.Join(filepath.Dir(cfg.LeaseFile), ".*tmp*")); len(tmp) != 0 {
 		t.Errorf("temporary files left behind: %v", tmp)
@@ -1011,7 +1008,7 @@ func readLeaseFile(t *testing.T, path string) map[string]netip.Addr {
 	if err != nil {
 		t.Fatal(err)
 	}
-	leases, err := parseLeases(b)
+	leases, err := parseLeases(b) // the file alone: Start writes it in full at stop
 	if err != nil {
 		t.Fatalf("lease file %s: %v\n%s", path, err, b)
 	}

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"slices"
 	"time"
 
@@ -36,23 +37,38 @@ const leaseVersion = 1
 
 // offerHold is how long an offered address stays set aside for the
 // client while it collects offers and requests one (RFC 2131 §4.3.1
-// suggests reserving it).
-const offerHold = time.Minute
+// suggests reserving it). Clients request within a few seconds (PXE ROMs
+// collect offers for up to about 4 s); a made-up client that never
+// requests holds its address no longer than this.
+const offerHold = 15 * time.Second
 
 // declineHold is how long an address a client declined (RFC 2131
 // §4.3.3: someone else answers ARP for it) is not handed out.
 const declineHold = 10 * time.Minute
 
 type pendingOffer struct {
-	ip    netip.Addr
-	until time.Time
+	ip       netip.Addr
+	until    time.Time
+	priority bool // made to a machine Config.Priority named
 }
 
 // addrBook is full mode's address book. Every map is bounded by the
 // pool size: each entry holds a distinct address from the network.
 // Callers hold Handler.mu.
+//
+// On disk it is two files: the lease file, a snapshot replaced atomically
+// (internal/atomicfile), and beside it a journal (<lease file>.journal)
+// to which each change appends one line, fsynced before the reply goes
+// out (RFC 2131 §3.1 step 4 commits the binding before the ACK). A
+// change costs one short append, not a rewrite of every lease; the
+// journal is folded into a new snapshot (and emptied) at start, at a
+// clean stop, and when it holds more lines than compactAfter allows.
 type addrBook struct {
 	path     string
+	log      *slog.Logger
+	journal  *os.File   // open for appending; nil until the first change
+	lines    int        // journal lines since the last snapshot
+	reserve  int        // addresses kept for priority machines (Config.PoolReserve)
 	start    netip.Addr // pool, inclusive
 	end      netip.Addr
 	subnet   netip.Prefix
@@ -72,6 +88,8 @@ type addrBook struct {
 func loadAddrBook(c Config, subnet netip.Prefix, log *slog.Logger) (*addrBook, error) {
 	l := &addrBook{
 		path:     c.LeaseFile,
+		log:      log,
+		reserve:  c.PoolReserve,
 		start:    c.PoolStart,
 		end:      c.PoolEnd,
 		subnet:   subnet,
@@ -95,21 +113,12 @@ func loadAddrBook(c Config, subnet netip.Prefix, log *slog.Logger) (*addrBook, e
 		log.Warn("dhcp: no lease file: leases are forgotten on restart (set LeaseFile)")
 		return l, nil
 	}
-	b, err := os.ReadFile(l.path)
-	if errors.Is(err, fs.ErrNotExist) {
-		log.Info("dhcp: no lease file yet; starting empty", "file", l.path)
-		return l, nil
-	}
+	leases, torn, err := readLeases(l.path)
 	if err != nil {
-		return nil, fmt.Errorf("%w %s: %v: check its permissions, or set LeaseFile elsewhere", ErrLeaseFile, l.path, err)
+		return nil, err
 	}
-	if len(bytes.TrimSpace(b)) == 0 {
-		log.Warn("dhcp: lease file is empty; starting empty", "file", l.path)
-		return l, nil
-	}
-	leases, err := parseLeases(b)
-	if err != nil {
-		return nil, fmt.Errorf("%w %s is corrupt (%v): move it aside (mv %s %s.bad) and start again; machines keep their addresses until they renew, then may get new ones", ErrLeaseFile, l.path, err, l.path, l.path)
+	if torn {
+		log.Warn("dhcp: the lease journal's last line was cut short (a crash while writing); it is dropped", "file", l.journalPath())
 	}
 	dropped := 0
 	for _, le := range leases {
@@ -121,8 +130,71 @@ func loadAddrBook(c Config, subnet netip.Prefix, log *slog.Logger) (*addrBook, e
 		l.byMAC[le.MAC] = &le
 		l.byIP[le.IP] = &le
 	}
+	// Fold the journal into a fresh snapshot, so it starts empty.
+	if err := l.compact(); err != nil {
+		return nil, fmt.Errorf("%w %s: writing it: %v: check the folder's permissions and free space", ErrLeaseFile, l.path, err)
+	}
 	log.Info("dhcp: leases loaded", "file", l.path, "leases", len(l.byMAC), "dropped_outside_network", dropped)
 	return l, nil
+}
+
+// readLeases reads the lease file at path and replays its journal on it:
+// every lease as it stands. A missing or empty file is no leases. torn
+// says the journal's last line was cut short (a crash while appending),
+// which is dropped; anything else unreadable is ErrLeaseFile.
+func readLeases(path string) (leases []lease, torn bool, err error) {
+	corrupt := func(file string, err error) error {
+		return fmt.Errorf("%w %s is corrupt (%v): move it aside (mv %s %s.bad) and start again; machines keep their addresses until they renew, then may get new ones", ErrLeaseFile, file, err, file, file)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, false, fmt.Errorf("%w %s: %v: check its permissions, or set LeaseFile elsewhere", ErrLeaseFile, path, err)
+	}
+	if len(bytes.TrimSpace(b)) > 0 {
+		if leases, err = parseLeases(b); err != nil {
+			return nil, false, corrupt(path, err)
+		}
+	}
+	jpath := path + journalSuffix
+	jb, err := os.ReadFile(jpath)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, false, fmt.Errorf("%w %s: %v: check its permissions", ErrLeaseFile, jpath, err)
+	}
+	entries, torn, err := parseJournal(jb)
+	if err != nil {
+		return nil, false, corrupt(jpath, err)
+	}
+	if len(entries) == 0 {
+		return leases, torn, nil
+	}
+	byMAC := map[string]lease{}
+	byIP := map[netip.Addr]string{}
+	set := func(e journalEntry) {
+		if old, ok := byMAC[e.MAC]; ok {
+			delete(byIP, old.IP)
+			delete(byMAC, e.MAC)
+		}
+		if e.Drop {
+			return
+		}
+		if other, ok := byIP[e.IP]; ok {
+			delete(byMAC, other)
+		}
+		byMAC[e.MAC] = lease{MAC: e.MAC, IP: e.IP, Expires: e.Expires}
+		byIP[e.IP] = e.MAC
+	}
+	for _, le := range leases {
+		set(journalEntry{MAC: le.MAC, IP: le.IP, Expires: le.Expires})
+	}
+	for _, e := range entries {
+		set(e)
+	}
+	leases = leases[:0]
+	for _, le := range byMAC {
+		leases = append(leases, le)
+	}
+	slices.SortFunc(leases, func(a, b lease) int { return a.IP.Compare(b.IP) })
+	return leases, torn, nil
 }
 
 // parseLeases decodes and checks a lease file.
@@ -156,10 +228,103 @@ func parseLeases(b []byte) ([]lease, error) {
 	return f.Leases, nil
 }
 
-// save writes the leases atomically: a temporary file in the same
-// folder, fsync, rename over the old file, fsync the folder. A crash
-// leaves either the old or the new file, never a torn one.
-func (l *addrBook) save() error {
+// journalSuffix names the journal beside the lease file.
+const journalSuffix = ".journal"
+
+// journalEntry is one journal line: mac's lease as it now is, or, with
+// Drop, that mac has none.
+type journalEntry struct {
+	MAC     string     `json:"mac"`
+	IP      netip.Addr `json:"ip"`
+	Expires time.Time  `json:"expires,omitzero"`
+	Drop    bool       `json:"drop,omitempty"`
+}
+
+// parseJournal decodes journal lines. A last line without its newline
+// that does not parse is a torn append: dropped, and torn is true. Any
+// other bad line is an error.
+func parseJournal(b []byte) (entries []journalEntry, torn bool, err error) {
+	for n := 1; len(b) > 0; n++ {
+		line, rest, complete := bytes.Cut(b, []byte("\n"))
+		b = rest
+		if len(bytes.TrimSpace(line)) == 0 {
+			continue
+		}
+		var e journalEntry
+		dec := json.NewDecoder(bytes.NewReader(line))
+		dec.DisallowUnknownFields()
+		err := dec.Decode(&e)
+		if err == nil && dec.More() {
+			err = errors.New("data after the entry")
+		}
+		if err == nil {
+			err = e.check()
+		}
+		if err != nil {
+			if !complete {
+				return entries, true, nil
+			}
+			return nil, false, fmt.Errorf("journal line %d: %v", n, err)
+		}
+		entries = append(entries, e)
+	}
+	return entries, false, nil
+}
+
+func (e journalEntry) check() error {
+	if mac, err := protocol.ParseMAC(e.MAC); err != nil || mac != e.MAC {
+		return fmt.Errorf("MAC %q", e.MAC)
+	}
+	if !e.IP.Is4() {
+		return fmt.Errorf("address %v is not IPv4", e.IP)
+	}
+	return nil
+}
+
+func (l *addrBook) journalPath() string { return l.path + journalSuffix }
+
+// compactAfter is how many journal lines may gather before they are
+// folded into a new snapshot: twice the leases (so the rewrites cost O(1)
+// per change on average), at least 256.
+func compactAfter(leases int) int { return max(256, 2*leases) }
+
+// record appends one change to the journal and fsyncs it; past
+// compactAfter lines it writes a new snapshot instead.
+func (l *addrBook) record(e journalEntry) error {
+	if l.path == "" {
+		return nil
+	}
+	if l.lines+1 > compactAfter(len(l.byMAC)) {
+		return l.compact()
+	}
+	if l.journal == nil {
+		f, err := os.OpenFile(l.journalPath(), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+		if err != nil {
+			return err
+		}
+		l.journal = f
+		// The new file's name must survive a crash too.
+		if err := syncDir(filepath.Dir(l.path)); err != nil {
+			return err
+		}
+	}
+	b, err := json.Marshal(e)
+	if err != nil {
+		return err
+	}
+	if _, err := l.journal.Write(append(b, '\n')); err != nil {
+		return err
+	}
+	l.lines++
+	return l.journal.Sync()
+}
+
+// compact writes every lease to a new snapshot, atomically (a temporary
+// file, fsync, rename, fsync the folder), then empties the journal. A
+// crash between the two leaves the journal to be replayed on the new
+// snapshot, which gives the same leases: each line sets its MAC's lease
+// outright.
+func (l *addrBook) compact() error {
 	if l.path == "" {
 		return nil
 	}
@@ -172,7 +337,41 @@ func (l *addrBook) save() error {
 	if err != nil {
 		return err
 	}
-	return atomicfile.Write(l.path, append(b, '\n'), 0o600)
+	if err := atomicfile.Write(l.path, append(b, '\n'), 0o600); err != nil {
+		return err
+	}
+	l.lines = 0
+	if l.journal != nil {
+		if err := l.journal.Truncate(0); err != nil {
+			return err
+		}
+		return l.journal.Sync()
+	}
+	if err := os.Truncate(l.journalPath(), 0); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+// close writes a final snapshot and closes the journal.
+func (l *addrBook) close() error {
+	err := l.compact()
+	if l.journal != nil {
+		if cerr := l.journal.Close(); err == nil {
+			err = cerr
+		}
+		l.journal = nil
+	}
+	return err
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }
 
 func (l *addrBook) inPool(ip netip.Addr) bool {
@@ -207,7 +406,11 @@ func (l *addrBook) usable(ip netip.Addr, mac string, now time.Time) bool {
 // current or last address, else a pending offer, else the one it asks
 // for if nobody else had it, else the first never-used address, else the
 // address whose lease expired longest ago. Invalid if the pool is full.
-func (l *addrBook) pick(mac string, requested netip.Addr, now time.Time) netip.Addr {
+// A new address (none of the first three) goes to a machine that is not
+// prio only while more than the reserve are free; a prio machine that
+// finds none free takes the oldest offer still waiting for a REQUEST
+// from a machine that is not prio.
+func (l *addrBook) pick(mac string, requested netip.Addr, now time.Time, prio bool) netip.Addr {
 	if ip, ok := l.resByMAC[mac]; ok {
 		if l.usable(ip, mac, now) {
 			return ip
@@ -219,6 +422,9 @@ func (l *addrBook) pick(mac string, requested netip.Addr, now time.Time) netip.A
 	}
 	if o, ok := l.offers[mac]; ok && l.usable(o.ip, mac, now) {
 		return o.ip
+	}
+	if !l.mayTakeNew(prio, now) {
+		return netip.Addr{}
 	}
 	if requested.IsValid() && l.usable(requested, mac, now) {
 		if le := l.byIP[requested]; le == nil || le.MAC == mac {
@@ -242,16 +448,43 @@ func (l *addrBook) pick(mac string, requested netip.Addr, now time.Time) netip.A
 	if oldest != nil {
 		return oldest.IP
 	}
+	if prio {
+		var take netip.Addr
+		var until time.Time
+		for _, o := range l.offers {
+			if !o.priority && o.until.After(now) && l.inPool(o.ip) && (!take.IsValid() || o.until.Before(until)) {
+				take, until = o.ip, o.until
+			}
+		}
+		return take
+	}
 	return netip.Addr{}
 }
 
+// free counts the pool addresses a new client could get now.
+func (l *addrBook) free(now time.Time) int {
+	n := 0
+	for v := u32(l.start); v <= u32(l.end) && v != 0; v++ {
+		if l.usable(fromU32(v), "", now) {
+			n++
+		}
+	}
+	return n
+}
+
+// mayTakeNew says whether a client may get an address it does not hold:
+// always if prio, else only while more than the reserve are free.
+func (l *addrBook) mayTakeNew(prio bool, now time.Time) bool {
+	return prio || l.reserve == 0 || l.free(now) > l.reserve
+}
+
 // offer sets ip aside for mac while it decides.
-func (l *addrBook) offer(mac string, ip netip.Addr, now time.Time) {
+func (l *addrBook) offer(mac string, ip netip.Addr, now time.Time, prio bool) {
 	l.dropOffer(mac)
 	if other, ok := l.offered[ip]; ok {
 		delete(l.offers, other)
 	}
-	l.offers[mac] = pendingOffer{ip: ip, until: now.Add(offerHold)}
+	l.offers[mac] = pendingOffer{ip: ip, until: now.Add(offerHold), priority: prio}
 	l.offered[ip] = mac
 }
 
@@ -264,12 +497,25 @@ func (l *addrBook) dropOffer(mac string) {
 
 // canGrant says whether a REQUEST from mac for ip gets an ACK. We are
 // the network's only server, so a free address is granted even without
-// a record of the client (after a lost lease file, say).
-func (l *addrBook) canGrant(mac string, ip netip.Addr, now time.Time) bool {
+// a record of the client (after a lost lease file, say), within the
+// reserve's limit (see pick).
+func (l *addrBook) canGrant(mac string, ip netip.Addr, now time.Time, prio bool) bool {
 	if r, ok := l.resByMAC[mac]; ok && r != ip {
 		return false
 	}
-	return l.usable(ip, mac, now)
+	if !l.usable(ip, mac, now) {
+		return false
+	}
+	if _, reserved := l.resByMAC[mac]; reserved {
+		return true
+	}
+	if le := l.byMAC[mac]; le != nil && le.IP == ip {
+		return true // renewing, or its last address
+	}
+	if o, ok := l.offers[mac]; ok && o.ip == ip {
+		return true // the address it was offered
+	}
+	return l.mayTakeNew(prio, now)
 }
 
 // bind records mac's lease on ip until until and saves the file.
@@ -288,7 +534,7 @@ func (l *addrBook) bind(mac string, ip netip.Addr, until time.Time) error {
 	le := &lease{MAC: mac, IP: ip, Expires: until.UTC().Truncate(time.Second)}
 	l.byMAC[mac] = le
 	l.byIP[ip] = le
-	return l.save()
+	return l.record(journalEntry{MAC: mac, IP: ip, Expires: le.Expires})
 }
 
 // release ends mac's lease on ip now, keeping the memory of it.
@@ -298,7 +544,7 @@ func (l *addrBook) release(mac string, ip netip.Addr, now time.Time) (bool, erro
 		return false, nil
 	}
 	le.Expires = now.UTC().Truncate(time.Second)
-	return true, l.save()
+	return true, l.record(journalEntry{MAC: mac, IP: ip, Expires: le.Expires})
 }
 
 // decline takes ip out of use for a while and forgets mac's claim on it.
@@ -316,7 +562,7 @@ func (l *addrBook) decline(mac string, ip netip.Addr, now time.Time) (bool, erro
 	if le != nil && le.IP == ip {
 		delete(l.byMAC, mac)
 		delete(l.byIP, ip)
-		return true, l.save()
+		return true, l.record(journalEntry{MAC: mac, IP: ip, Drop: true})
 	}
 	return true, nil
 }
