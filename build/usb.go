@@ -333,8 +333,8 @@ func (c USBConfig) loadImage(ctx context.Context, log *slog.Logger, ui USBImage,
 		}
 		size := dev.Size
 		dev.Close()
-		if size < im.Files[i].Length {
-			return nil, fmt.Errorf("source %s has %d bytes, the torrent's part %d needs %d: is it the right file?", src, size, i+1, im.Files[i].Length)
+		if size < im.Files[i].Span() {
+			return nil, fmt.Errorf("source %s has %d bytes, the torrent's part %d needs %d: is it the right file?", src, size, i+1, im.Files[i].Span())
 		}
 	}
 	return im, nil
@@ -370,17 +370,21 @@ func writeTable(path string, size int64, tab *partition.Table) error {
 // copyImage copies an image's source files to the stick file from byte
 // off on (its files back to back), through imager's checked copy.
 func (c USBConfig) copyImage(ctx context.Context, im *imager.Image, sources []string, stick string, off int64, progress func(done int64)) error {
-	var from []imager.Part
-	var places []partition.Place
-	for j, src := range sources {
-		dev, err := imager.OpenSource(src)
-		if err != nil {
-			return err
+	devs, err := im.OpenSources(sources)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		for _, d := range devs {
+			d.Close()
 		}
-		defer dev.Close()
-		n := im.Files[j].Length
-		from = append(from, imager.Part{RW: dev, Length: n})
-		places = append(places, partition.Place{Path: stick, Offset: off + im.Files[j].Offset, Size: n, Length: n})
+	}()
+	// The stick holds the torrent's files as they are: a used-block
+	// part's extents packed, which the agent maps onto the target.
+	from := im.SourceParts(devs)
+	var places []partition.Place
+	for _, f := range im.Files {
+		places = append(places, partition.Place{Path: stick, Offset: off + f.Offset, Size: f.Length, Length: f.Length})
 	}
 	to, closeTo, err := partition.OpenParts(places)
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 	"github.com/pxeswarm/pxeswarm/internal/bytesize"
 	"github.com/pxeswarm/pxeswarm/internal/version"
 	"github.com/pxeswarm/pxeswarm/partition/blockdev"
+	"github.com/pxeswarm/pxeswarm/usedmap"
 )
 
 // CreateConfig describes a torrent to build from partition images.
@@ -38,6 +39,11 @@ type CreateConfig struct {
 	Trackers []string
 	// WebSeeds are BEP 19 HTTP URLs serving the same files.
 	WebSeeds []string
+	// Raw ships every byte of every source. Without it, a source whose
+	// filesystem usedmap reads (ext2/3/4, FAT, NTFS, swap) ships only the
+	// bytes the filesystem uses (a used-block part, see OnExtents), and
+	// any other source ships whole.
+	Raw bool
 	// Workers hashing in parallel; 0 means one per CPU.
 	Workers int
 	// Progress, if set, is called about twice a second while hashing.
@@ -101,13 +107,27 @@ func Create(ctx context.Context, log *slog.Logger, cfg CreateConfig) (*Image, er
 		if p.Size < d.Size {
 			return nil, fmt.Errorf("source %s is %s but its partition is given as %s", src, bytesize.Format(d.Size), bytesize.Format(p.Size))
 		}
+		length := d.Size
+		if !cfg.Raw {
+			m, err := usedMap(log, src, d)
+			if err != nil {
+				return nil, err
+			}
+			if es := m.Extents; len(es) > 0 && (len(es) > 1 || es[0].Len < d.Size) {
+				p.Extents, p.Gaps, p.Filesystem = make(Extents, len(es)), GapsFree, m.Kind
+				for j, e := range es {
+					p.Extents[j] = Extent(e)
+				}
+				length = m.Used()
+			}
+		}
 		info.Layout.Parts = append(info.Layout.Parts, p)
 		name := filepath.Base(src)
 		if p.Number > 0 {
 			name = fmt.Sprintf("p%d-%s", p.Number, name)
 		}
-		info.Files = append(info.Files, fileEntry{Length: d.Size, Path: []string{name}})
-		parts = append(parts, Part{RW: d, Length: d.Size})
+		info.Files = append(info.Files, fileEntry{Length: length, Path: []string{name}})
+		parts = append(parts, Part{RW: OnExtents(d, p.Extents), Length: length})
 	}
 	if info.Name == "" {
 		info.Name = filepath.Base(cfg.Sources[0])
@@ -182,4 +202,23 @@ func reportEvery(ctx context.Context, period time.Duration, f func()) (stop func
 		<-exited
 		f()
 	}
+}
+
+// usedMap reads which bytes of source d its filesystem uses, merged to at
+// most MaxExtents extents, and logs what it found. A filesystem it does
+// not know maps whole; a volume it must not copy by its bitmaps
+// (hibernated, not cleanly shut down, BitLocker, damaged) is an error that
+// says what to do.
+func usedMap(log *slog.Logger, src string, d *Device) (usedmap.Map, error) {
+	m, err := usedmap.Detect(d, d.Size)
+	if err != nil {
+		return m, fmt.Errorf("source %s: %w (or make the image with --raw to ship every byte as it is)", src, err)
+	}
+	m = m.Capped(MaxExtents)
+	if m.Kind == usedmap.Unknown {
+		log.Info("source: no filesystem pxeswarm reads: shipping every byte", "source", src, "size", bytesize.Format(d.Size))
+	} else {
+		log.Info("source: "+m.String(), "source", src)
+	}
+	return m, nil
 }

@@ -24,18 +24,13 @@ import (
 // Whoever makes a layout merges across the smallest gaps to stay under it.
 const MaxExtents = 1 << 16
 
-// How a part's gaps (the bytes between its extents) are treated on a
-// target.
-const (
-	// GapsFree: the gaps are the filesystem's free space, free by the
-	// bitmaps the image carries; the target's old bytes there are never
-	// read, so they are left alone (or discarded where the plan asks).
-	GapsFree = "free"
-	// GapsZero: the gaps held zeros on the source and must read as zeros
-	// on the target (a filesystem pxeswarm does not know, zero-filled
-	// before capture): the target's gaps are zeroed.
-	GapsZero = "zero"
-)
+// GapsFree is how a used-block part's gaps (the bytes between its
+// extents) are treated on a target: they are the filesystem's free space,
+// free by the bitmaps the image carries, so the target's old bytes there
+// are never read and are left alone. (A later kind, such as gaps that must
+// read as zeros, would get its own value; an agent refuses one it does
+// not know.)
+const GapsFree = "free"
 
 // Extent is a byte range of a partition: [Off, Off+Len).
 type Extent struct {

@@ -62,8 +62,11 @@ func fileSum(t *testing.T, path string) [32]byte {
 func TestAgent(t *testing.T) {
 	// The server's upload is capped (like a server on one gigabit link
 	// feeding a room): with an uncapped server on loopback-fast taps, two
-	// machines need nothing from each other.
-	c := newClassroom(t, "agt", "full", "--upload-limit", "3MiB")
+	// machines need nothing from each other. Each seeds 45 s after it is
+	// done, so the two overlap even when a loaded host boots one of them
+	// a minute after the other (seen: the first was done before the
+	// second asked for its plan).
+	c := newClassroom(t, "agt", "full", "--upload-limit", "3MiB", "--seed-for", "45s")
 	a := c.newVM(t, "agent-1", "", "52:54:00:c6:00:01")
 	b := c.newVM(t, "agent-2", "", "52:54:00:c6:00:02")
 	small := c.newVM(t, "too-small", "", "52:54:00:c6:00:03")
