@@ -76,7 +76,11 @@ func (r *reporter) send(ctx context.Context, rep protocol.Report) error {
 func (r *reporter) sendFunc(ctx context.Context, get func() protocol.Report) error {
 	r.sendMu.Lock()
 	defer r.sendMu.Unlock()
-	rep := get()
+	return r.sendLocked(ctx, get())
+}
+
+// sendLocked sends rep; the caller holds sendMu.
+func (r *reporter) sendLocked(ctx context.Context, rep protocol.Report) error {
 	r.mu.Lock()
 	if rep.TaskID == "" {
 		rep.TaskID = r.taskID
@@ -163,9 +167,27 @@ func (r *reporter) every(ctx context.Context, d time.Duration, get func() protoc
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if err := r.sendFunc(ctx, get); errors.Is(err, ErrTaskEnded) {
+			if err := r.periodic(ctx, get); errors.Is(err, ErrTaskEnded) {
 				return
 			}
 		}
 	}
+}
+
+// periodic sends get()'s report unless ctx ended while it waited for its
+// turn: the agent stops the periodic reports before it moves to its last
+// phase, and a tick that was already waiting must not send that phase
+// without the last report's message (a done without the image's digest,
+// which the server refuses).
+func (r *reporter) periodic(ctx context.Context, get func() protocol.Report) error {
+	r.sendMu.Lock()
+	defer r.sendMu.Unlock()
+	if ctx.Err() != nil {
+		return nil
+	}
+	rep := get()
+	if rep.Phase == protocol.PhaseDone || rep.Phase == protocol.PhaseFailed {
+		return nil // the last report is the agent's own, with its message
+	}
+	return r.sendLocked(ctx, rep)
 }
