@@ -100,7 +100,13 @@ type Session struct {
 	writeErr    error
 	writeFailed chan struct{}
 
-	sched *schedule // the seeder's schedule; nil when fetching
+	sched      *schedule // the seeder's schedule; nil when fetching
+	ln         net.Listener
+	stopReport func()
+	closeOnce  sync.Once
+	closeErr   error
+	final      *Progress // set by Close
+
 	// What a torrent is added with; kept to add it again (stock.go).
 	trackers []string
 	webSeeds []string
@@ -114,11 +120,6 @@ type Session struct {
 	// stop ends the background goroutines (bg) of a fetch.
 	stop chan struct{}
 	bg   sync.WaitGroup
-	ln         net.Listener
-	stopReport func()
-	closeOnce  sync.Once
-	closeErr   error
-	final      *Progress // set by Close
 }
 
 // Join opens the sources or targets, applies the check mode and joins the
