@@ -106,6 +106,20 @@ type Session struct {
 	closeOnce  sync.Once
 	closeErr   error
 	final      *Progress // set by Close
+
+	// What a torrent is added with; kept to add it again (stock.go).
+	trackers []string
+	webSeeds []string
+	peers    []torrent.PeerInfo
+	// The fall-back to StockChunkSize (stock.go); stockFound is nil when
+	// it does not apply. swapped is closed once s.t was replaced, and
+	// before holds the counters of the torrent it replaced.
+	stockFound chan stockPeer
+	swapped    chan struct{}
+	before     counters
+	// stop ends the background goroutines (bg) of a fetch.
+	stop chan struct{}
+	bg   sync.WaitGroup
 }
 
 // Join opens the sources or targets, applies the check mode and joins the
@@ -129,7 +143,8 @@ func (c Config) Join(ctx context.Context, log *slog.Logger) (*Session, error) {
 		c.ProgressEvery = time.Second
 	}
 	im := c.Image
-	if c.Tuning.ChunkSize == 0 && im.Stock {
+	autoChunk := c.Tuning.ChunkSize == 0
+	if autoChunk && im.Stock {
 		c.Tuning.ChunkSize = StockChunkSize
 	}
 	tu := c.Tuning.withDefaults()
@@ -183,6 +198,14 @@ func (c Config) Join(ctx context.Context, log *slog.Logger) (*Session, error) {
 		s.stopReporting()
 		return nil, err
 	}
+	for _, p := range c.Peers {
+		ap, err := netip.ParseAddrPort(p)
+		if err != nil {
+			s.stopReporting()
+			return nil, fmt.Errorf("peer %q: want ip:port such as 198.18.0.1:6881: %w", p, err)
+		}
+		s.peers = append(s.peers, torrent.PeerInfo{Addr: ap, Source: torrent.PeerSourceDirect})
+	}
 	if c.Mode == ModeSeed {
 		s.sched = newSchedule(im.NumPieces())
 	}
@@ -191,7 +214,12 @@ func (c Config) Join(ctx context.Context, log *slog.Logger) (*Session, error) {
 		s.stopReporting()
 		return nil, fmt.Errorf("listen for peers on %q: is the port free? %w", c.Listen, err)
 	}
-	cl, err := torrent.NewClient(tu.clientConfig(s.log, st, host, s.sched, &s.fromSeed))
+	cc := tu.clientConfig(s.log, st, host, s.sched, &s.fromSeed)
+	if c.Mode != ModeSeed && autoChunk && tu.ChunkSize > StockChunkSize {
+		s.stockFound = make(chan stockPeer, 1)
+		watchStockPeers(&cc.Callbacks, s.stockFound)
+	}
+	cl, err := torrent.NewClient(cc)
 	if err != nil {
 		s.stopReporting()
 		if s.sched != nil {
@@ -203,45 +231,91 @@ func (c Config) Join(ctx context.Context, log *slog.Logger) (*Session, error) {
 	s.cl, s.ln = cl, ln
 	cl.AddListener(ln)
 	cl.AddDialer(dialer)
-	t, _ := cl.AddTorrentOpt(torrent.AddTorrentOpts{
-		InfoHash:  im.InfoHash,
-		InfoBytes: im.Meta.InfoBytes,
-		ChunkSize: pp.Integer(tu.ChunkSize),
-	})
-	s.t = t
-	trackers := c.Trackers
-	if len(trackers) == 0 {
-		trackers = im.Meta.UpvertedAnnounceList().DistinctValues()
+	s.trackers = c.Trackers
+	if len(s.trackers) == 0 {
+		s.trackers = im.Meta.UpvertedAnnounceList().DistinctValues()
 	}
-	if len(trackers) > 0 {
-		t.AddTrackers([][]string{trackers})
-	}
-	if ws := append(append([]string(nil), im.Meta.UrlList...), c.WebSeeds...); len(ws) > 0 {
-		t.AddWebSeeds(ws)
-	}
-	if len(c.Peers) > 0 {
-		var pis []torrent.PeerInfo
-		for _, p := range c.Peers {
-			ap, err := netip.ParseAddrPort(p)
-			if err != nil {
-				s.stopReporting()
-				cl.Close()
-				return nil, fmt.Errorf("peer %q: want ip:port such as 198.18.0.1:6881: %w", p, err)
-			}
-			pis = append(pis, torrent.PeerInfo{Addr: ap, Source: torrent.PeerSourceDirect})
-		}
-		t.AddPeers(pis)
-	}
-	if c.Mode == ModeSeed || s.comp.complete() == im.NumPieces() {
-		s.setState(StateSeeding)
-	} else {
+	s.webSeeds = append(append([]string(nil), im.Meta.UrlList...), c.WebSeeds...)
+	downloading := c.Mode != ModeSeed && s.comp.complete() < im.NumPieces()
+	if downloading {
 		s.setState(StateDownloading)
-		t.DownloadAll()
+	} else {
+		s.setState(StateSeeding)
+	}
+	s.t = s.addTorrent(tu.ChunkSize, downloading)
+	s.stop = make(chan struct{})
+	if s.stockFound != nil && downloading {
+		s.swapped = make(chan struct{})
+		s.bg.Add(1)
+		go s.fallBack(tu.ChunkSize)
+	}
+	if len(s.peers) > 0 && downloading {
+		s.bg.Add(1)
+		go s.redialPeers()
 	}
 	s.log.Info("joined swarm", "mode", c.Mode, "infohash", im.InfoHash.HexString(),
-		"listen", s.ListenAddr(), "trackers", trackers, "present", bytesize.Format(s.present()))
+		"listen", s.ListenAddr(), "trackers", s.trackers, "web_seeds", len(s.webSeeds), "present", bytesize.Format(s.present()))
 	ok = true
 	return s, nil
+}
+
+// addTorrent adds the image to the client with the given chunk size, and
+// the session's trackers, web seeds and peers; download starts the
+// download of every piece.
+func (s *Session) addTorrent(chunk int, download bool) *torrent.Torrent {
+	t, _ := s.cl.AddTorrentOpt(torrent.AddTorrentOpts{
+		InfoHash:  s.im.InfoHash,
+		InfoBytes: s.im.Meta.InfoBytes,
+		ChunkSize: pp.Integer(chunk),
+	})
+	if len(s.trackers) > 0 {
+		t.AddTrackers([][]string{s.trackers})
+	}
+	if len(s.webSeeds) > 0 {
+		t.AddWebSeeds(s.webSeeds)
+	}
+	if len(s.peers) > 0 {
+		t.AddPeers(s.peers)
+	}
+	if download {
+		t.DownloadAll()
+	}
+	return t
+}
+
+// redialEvery is how often a fetch offers its direct peers (Config.Peers)
+// to anacrolix again while it downloads.
+const redialEvery = 5 * time.Second
+
+// redialPeers offers the direct peers again every redialEvery until the
+// image is complete: anacrolix dials a peer it is given once, and forgets
+// it when the dial or the handshake fails (a stock client that is still
+// starting closes the connection), where a tracker would hand it out
+// again at the next announce. Peers already connected are not dialled.
+func (s *Session) redialPeers() {
+	defer s.bg.Done()
+	tick := time.NewTicker(redialEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-tick.C:
+		}
+		t, _ := s.torrent()
+		if t.Complete().Bool() {
+			return
+		}
+		t.AddPeers(s.peers)
+	}
+}
+
+// torrent returns the session's torrent (it changes once when the chunk
+// size falls back, stock.go) and the counters of the torrent it replaced.
+func (s *Session) torrent() (*torrent.Torrent, counters) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.t, s.before
 }
 
 // open opens each path as a source (seed) or target (fetch).
@@ -383,18 +457,30 @@ func (s *Session) Progress() Progress {
 	}
 	p.Done = s.present()
 	p.Rate = s.meter.update(time.Now(), p.Done)
-	if s.t != nil {
-		ts := s.t.Stats()
+	if t, before := s.torrent(); t != nil {
+		ts := t.Stats()
+		c := before.plus(countersOf(ts))
 		p.Peers = ts.ActivePeers
 		p.Seeders = ts.ConnectedSeeders
-		p.Uploaded = ts.BytesWrittenData.Int64()
+		p.Uploaded = c.sent
 		p.UpRate = s.upMtr.update(time.Now(), p.Uploaded)
-		p.Downloaded = ts.BytesReadData.Int64()
+		p.Downloaded = c.received
 		p.FromSeeders = s.fromSeed.Load()
-		p.Wasted = ts.BytesReadData.Int64() - ts.BytesReadUsefulData.Int64()
-		p.BadPieces = ts.PiecesDirtiedBad.Int64()
+		p.Wasted = c.received - c.useful
+		p.BadPieces = c.badPieces
 	}
 	return p
+}
+
+// counters are the byte and piece counts Progress reports.
+type counters struct{ sent, received, useful, badPieces int64 }
+
+func countersOf(ts torrent.TorrentStats) counters {
+	return counters{ts.BytesWrittenData.Int64(), ts.BytesReadData.Int64(), ts.BytesReadUsefulData.Int64(), ts.PiecesDirtiedBad.Int64()}
+}
+
+func (c counters) plus(d counters) counters {
+	return counters{c.sent + d.sent, c.received + d.received, c.useful + d.useful, c.badPieces + d.badPieces}
 }
 
 // Wait blocks until every piece is verified on the targets, then syncs
@@ -402,9 +488,13 @@ func (s *Session) Progress() Progress {
 func (s *Session) Wait(ctx context.Context) error {
 	saveTick := time.NewTicker(5 * time.Second)
 	defer saveTick.Stop()
+	swapped := s.swapped // nil unless the chunk size may fall back
 	for {
+		t, _ := s.torrent()
 		select {
-		case <-s.t.Complete().On():
+		case <-swapped:
+			swapped = nil // wait on the new torrent
+		case <-t.Complete().On():
 			if err := s.sync(); err != nil {
 				return s.fail(err)
 			}
@@ -493,6 +583,10 @@ func (s *Session) Seed(ctx context.Context, d time.Duration) error {
 // has been seen never to return, so it gets a deadline.
 func (s *Session) Close() error {
 	s.closeOnce.Do(func() {
+		if s.stop != nil {
+			close(s.stop)
+			s.bg.Wait()
+		}
 		last := s.Progress()
 		if s.cl != nil {
 			done := make(chan struct{})

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -18,7 +17,6 @@ import (
 	"time"
 
 	"github.com/anacrolix/torrent"
-	"github.com/pxeswarm/pxeswarm/internal/bytesize"
 	"github.com/pxeswarm/pxeswarm/internal/needs"
 	"github.com/pxeswarm/pxeswarm/internal/testlog"
 )
@@ -378,67 +376,5 @@ func TestStockTorrents(t *testing.T) {
 				}
 			}
 		})
-	}
-}
-
-// TestStockSeeder: a stock BitTorrent client (Transmission 3) seeding a
-// torrent made by a stock tool is enough for a fetch: the chunk size
-// falls to 16 KiB for stock torrents, which Transmission answers (it left
-// 64 KiB requests unanswered: 0 bytes in 90 s).
-func TestStockSeeder(t *testing.T) {
-	needs.Tool(t, "transmission-cli", "transmission-create")
-	dir := t.TempDir()
-	seedDir := filepath.Join(dir, "seed")
-	os.Mkdir(seedDir, 0o755)
-	src := filepath.Join(seedDir, "disk.img")
-	b := make([]byte, 3<<20+999)
-	rng := rand.New(rand.NewPCG(1, 2))
-	for i := range b {
-		b[i] = byte(rng.Uint32())
-	}
-	os.WriteFile(src, b, 0o644)
-	tf := filepath.Join(dir, "disk.torrent")
-	if out, err := exec.Command("transmission-create", "-o", tf, "-s", "256", src).CombinedOutput(); err != nil {
-		t.Fatalf("transmission-create: %v\n%s", err, out)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	var trOut testlog.Buffer
-	tr := exec.CommandContext(ctx, "transmission-cli", "-g", filepath.Join(dir, "conf"), "-w", seedDir, "-p", fmt.Sprint(port), tf)
-	tr.Stdout, tr.Stderr = &trOut, &trOut
-	if err := tr.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { tr.Process.Kill(); tr.Wait() })
-	im, err := LoadFile(tf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	target := filepath.Join(dir, "target")
-	cfg := testingConfig(t)
-	cfg.Image, cfg.Paths, cfg.Mode, cfg.Trackers = im, []string{target}, ModeFresh, []string{}
-	// Transmission checks its data, then says "Seeding". (A probe dial
-	// instead made it ignore our address afterwards.)
-	for deadline := time.Now().Add(30 * time.Second); !strings.Contains(trOut.String(), "Seeding"); time.Sleep(200 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("transmission-cli did not start seeding in 30s:\n%s", trOut.String())
-		}
-	}
-	cfg.Peers = []string{fmt.Sprint("127.0.0.1:", port)}
-	p, err := cfg.Run(ctx, testlog.New(t), 0)
-	if err != nil {
-		tr.Process.Kill()
-		tr.Wait()
-		out := trOut.String()
-		t.Fatalf("fetch from Transmission = %v (%s of %s verified); transmission-cli said:\n%s", err, bytesize.Format(p.Done), bytesize.Format(im.Length), out[max(0, len(out)-3000):])
-	}
-	if got, _ := os.ReadFile(target); !bytes.Equal(got, b) {
-		t.Errorf("target differs from what Transmission seeds")
 	}
 }

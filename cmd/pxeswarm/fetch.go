@@ -27,7 +27,7 @@ Example:
       --target /dev/sda1,/dev/sda2 --check verify --seed-for 10m`)
 	fs.section("fetch")
 	torrentPath := fs.String("torrent", "", "image torrent file or http(s) URL (required)")
-	var targets, trackers, peers listFlag
+	var targets, trackers, peers, webseeds listFlag
 	fs.Var(&targets, "target", "target per image part, in order; repeat or separate by commas (required)")
 	check := enumFlag{val: "fresh", allowed: []string{"fresh", "verify"}}
 	fs.Var(&check, "check", "check mode: fresh or verify")
@@ -37,9 +37,10 @@ Example:
 	fs.section("network")
 	listen := fs.String("listen", ":0", "address for peer connections (:0 picks a free port)")
 	fs.Var(&trackers, "tracker", "announce URL to use instead of the torrent's")
-	fs.Var(&peers, "peer", "ip:port of a peer to connect to directly; repeatable")
+	fs.Var(&peers, "peer", "ip:port of a peer to connect to directly (offered again every 5s until connected); repeatable")
+	fs.Var(&webseeds, "webseed", "BEP 19 HTTP URL serving the image's files, besides the torrent's url-list (URL/NAME/PATH for a multi-file torrent; the file's own URL, or a folder URL ending in / for a single-file one); repeatable")
 	var chunk bytesFlag
-	fs.Var(&chunk, "chunk-size", "request size; 16KiB to fetch a pxeswarm image from stock clients (Transmission, qBittorrent), which leave larger requests unanswered (default: 64KiB for pxeswarm images, 16KiB for torrents from other tools)")
+	fs.Var(&chunk, "chunk-size", "request size (default: 64KiB for pxeswarm images, falling to 16KiB for good once a stock client such as Transmission or qBittorrent offers pieces, since they answer no larger requests; 16KiB for torrents from other tools)")
 	var dlLimit, ulLimit bytesFlag
 	fs.Var(&dlLimit, "download-limit", "cap download payload per second, e.g. 50MiB (0: none)")
 	fs.Var(&ulLimit, "upload-limit", "cap upload payload per second (0: none)")
@@ -61,7 +62,7 @@ Example:
 	}
 	pp := newProgressPrinter("fetch", *fs.progress)
 	cfg := imager.Config{Image: im, Paths: targets, Mode: imager.Mode(check.val), Listen: *listen,
-		Trackers: trackers, Peers: peers, StateFile: *state, Progress: pp.show,
+		Trackers: trackers, Peers: peers, WebSeeds: webseeds, StateFile: *state, Progress: pp.show,
 		Tuning:        imager.Tuning{ChunkSize: int(chunk), DownloadLimit: int64(dlLimit), UploadLimit: int64(ulLimit)},
 		ProgressEvery: 500 * time.Millisecond}
 	p, err := cfg.Run(ctx, log, *seedFor)

@@ -20,6 +20,7 @@ var Packages = map[string]string{
 	"sha1sum":                           "coreutils",
 	"transmission-create":               "transmission-cli",
 	"transmission-cli":                  "transmission-cli",
+	"qbittorrent-nox":                   "qbittorrent-nox",
 	"losetup":                           "mount",
 	"ip":                                "iproute2",
 	"curl":                              "curl",
