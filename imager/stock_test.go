@@ -54,9 +54,9 @@ func startTransmission(t *testing.T, torrent, dataDir string) stockSeeder {
 	t.Cleanup(func() { tr.Process.Kill(); tr.Wait() })
 	// Transmission checks its data, then says "Seeding". (A probe dial
 	// instead made it ignore our address afterwards.)
-	for deadline := time.Now().Add(30 * time.Second); !strings.Contains(out.String(), "Seeding"); time.Sleep(200 * time.Millisecond) {
+	for deadline := time.Now().Add(90 * time.Second); !strings.Contains(out.String(), "Seeding"); time.Sleep(200 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatalf("transmission-cli did not start seeding in 30s:\n%s", out.String())
+			t.Fatalf("transmission-cli did not start seeding in 90s:\n%s", out.String())
 		}
 	}
 	return stockSeeder{addr: fmt.Sprint("127.0.0.1:", port), out: out}
@@ -129,9 +129,9 @@ WebUI\UseUPnP=false
 		added = true
 	}
 	var state string
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+	for deadline := time.Now().Add(90 * time.Second); ; time.Sleep(200 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatalf("qbittorrent-nox did not seed in 30s (state %q):\n%s", state, out.String())
+			t.Fatalf("qbittorrent-nox did not seed in 90s (state %q):\n%s", state, out.String())
 		}
 		resp, err := http.Get(api + "torrents/info")
 		if err != nil {
