@@ -193,7 +193,8 @@ func readAll(resp *http.Response) (string, error) {
 // (transmission-create, asked at 16 KiB from the start) and of a pxeswarm
 // image (asked at 64 KiB until the stock client offers pieces, then at
 // 16 KiB: stock.go). Before the fall-back, the pxeswarm image got 0 bytes
-// from either client.
+// from either client; before the reqq fix, a fetch from Transmission
+// stopped at 16 MiB.
 func TestStockSeeders(t *testing.T) {
 	needs.Tool(t, "transmission-create")
 	dir := t.TempDir()
@@ -202,7 +203,9 @@ func TestStockSeeders(t *testing.T) {
 	flat := filepath.Join(dir, "flat")
 	os.MkdirAll(filepath.Join(flat, "disk"), 0o755)
 	src := filepath.Join(flat, "disk.img")
-	writeRandom(t, src, 3<<20+999, 12)
+	// Past 16 MiB: a fetch from Transmission stopped after 1022 chunks
+	// when we took its advertised reqq at its word (capPartnerRequests).
+	writeRandom(t, src, 20<<20+999, 12)
 	if err := os.Link(src, filepath.Join(flat, "disk", "disk.img")); err != nil {
 		t.Fatal(err)
 	}
@@ -242,7 +245,7 @@ func TestStockSeeders(t *testing.T) {
 				cfg := testingConfig(t)
 				cfg.Image, cfg.Paths, cfg.Mode, cfg.Trackers = im, []string{target}, ModeFresh, []string{}
 				cfg.Peers = []string{seeder.addr}
-				ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 				defer cancel()
 				p, err := cfg.Run(ctx, testlog.New(t), 0)
 				if err != nil {
