@@ -92,9 +92,13 @@ type Files struct {
 // NewFiles writes n files of random sizes below maxSize (random content)
 // into a new folder, every third in the subfolder "sub" and every fifth
 // tiny (under 100 bytes: ext4 inline data, NTFS resident data). The same
-// n and maxSize give the same files.
+// n and maxSize give the same files. n is at least 8: the builders write
+// the fourth and eighth again.
 func NewFiles(t testing.TB, n, maxSize int) Files {
 	t.Helper()
+	if n < 8 {
+		t.Fatalf("fstest.NewFiles(%d files): want at least 8", n)
+	}
 	dir := t.TempDir()
 	rng := rand.New(rand.NewPCG(uint64(n), uint64(maxSize)))
 	var names []string
