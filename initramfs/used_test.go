@@ -1,7 +1,6 @@
 package initramfs
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"log/slog"
@@ -111,16 +110,7 @@ func TestRunUsedBlocks(t *testing.T) {
 // extents are old's (old holds the disk's bytes from offset MiB).
 func checkUsedDisk(t *testing.T, disk string, size int64, im *imager.Image, vols []*fstest.Volume, old string) {
 	t.Helper()
-	f, err := os.Open(disk)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	o, err := os.Open(old)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer o.Close()
+	f, o := fstest.Open(t, disk), fstest.Open(t, old)
 	tab, err := partition.ReadTable(f, size, 512)
 	if err != nil || len(tab.Partitions) != len(vols) {
 		t.Fatalf("ReadTable(%s) = %d partitions, %v; want %d", disk, len(tab.Partitions), err, len(vols))
@@ -128,14 +118,7 @@ func checkUsedDisk(t *testing.T, disk string, size int64, im *imager.Image, vols
 	for i, p := range tab.Partitions {
 		vols[i].Check(t, fstest.Extract(t, disk, p.Start, im.Files[i].Part.Size))
 		for _, g := range im.Files[i].Part.Extents.Gaps(im.Files[i].Part.Size) {
-			got, want := make([]byte, g.Len), make([]byte, g.Len)
-			if _, err := f.ReadAt(got, p.Start+g.Off); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := o.ReadAt(want, p.Start+g.Off-MiB); err != nil {
-				t.Fatal(err)
-			}
-			if !bytes.Equal(got, want) {
+			if !fstest.SameRange(t, f, p.Start+g.Off, o, p.Start+g.Off-MiB, g.Len) {
 				t.Errorf("partition %d: free space at %d (+%d) was written", p.Number, g.Off, g.Len)
 				break
 			}

@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"testing"
@@ -41,19 +40,8 @@ func TestWebSeedUsedBlocks(t *testing.T) {
 	if len(file.Part.Extents) < 2 || file.Part.Filesystem != "fat16" {
 		t.Fatalf("catalog made %s with %d extents, want a used-block fat16 torrent", file.Part.Filesystem, len(file.Part.Extents))
 	}
-	f := newFixture(t, func(c *HTTPConfig) { c.Catalog = cat })
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := f.cfg
-	cfg.PublicURL = "http://" + ln.Addr().String()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- cfg.Serve(ctx, log, ln) }()
-	defer func() { cancel(); <-done }()
-
-	resp, err := http.Get(cfg.PublicURL + "/torrents/lab.torrent")
+	base := serveLocal(t, newFixture(t, func(c *HTTPConfig) { c.Catalog = cat }).cfg)
+	resp, err := http.Get(base + "/torrents/lab.torrent")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,16 +53,12 @@ func TestWebSeedUsedBlocks(t *testing.T) {
 	}
 
 	// The packed bytes across the first extent boundary.
-	sf, err := os.Open(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sf.Close()
+	sf := fstest.Open(t, src)
 	from := file.Part.Extents[0].Len - 100
 	want := make([]byte, 200)
 	copy(want[:100], readAt(t, sf, file.Part.Extents[0].End()-100, 100))
 	copy(want[100:], readAt(t, sf, file.Part.Extents[1].Off, 100))
-	req, _ := http.NewRequest("GET", cfg.PublicURL+"/images/lab/lab/"+file.Path, nil)
+	req, _ := http.NewRequest("GET", base+"/images/lab/lab/"+file.Path, nil)
 	req.Header.Set("Range", fmt.Sprintf("bytes=%d-%d", from, from+199))
 	resp, err = http.DefaultClient.Do(req)
 	if err != nil {

@@ -83,7 +83,7 @@ func TestDetectOthers(t *testing.T) {
 		if out := fstest.Run(t, "dumpe2fs", "-h", img); !strings.Contains(out, "needs_recovery") {
 			t.Fatalf("dumpe2fs does not see needs_recovery:\n%s", out)
 		}
-		_, err := Detect(openFile(t, img), size)
+		_, err := Detect(fstest.Open(t, img), size)
 		if !errors.Is(err, ErrDirty) || !strings.Contains(err.Error(), "e2fsck") {
 			t.Errorf("Detect(ext3 needing recovery) = %v, want ErrDirty saying what to do", err)
 		}
@@ -94,21 +94,11 @@ func TestDetectOthers(t *testing.T) {
 		if err := os.Truncate(img, size/2); err != nil {
 			t.Fatal(err)
 		}
-		_, err := Detect(openFile(t, img), size/2)
+		_, err := Detect(fstest.Open(t, img), size/2)
 		if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "truncated") {
 			t.Errorf("Detect(truncated ext4) = %v, want ErrCorrupt saying the image is truncated", err)
 		}
 	})
-}
-
-func openFile(t *testing.T, p string) *os.File {
-	t.Helper()
-	f, err := os.Open(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Close() })
-	return f
 }
 
 func TestMerge(t *testing.T) {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -112,32 +111,15 @@ func (img *fsImage) check(t *testing.T, targets, before []string) {
 		if before == nil {
 			continue
 		}
-		a, b := openRead(t, tg), openRead(t, before[i])
+		a, b := fstest.Open(t, tg), fstest.Open(t, before[i])
 		f := img.im.Files[i]
 		for _, g := range f.Part.Extents.Gaps(f.Part.Size) {
-			x, y := make([]byte, g.Len), make([]byte, g.Len)
-			if _, err := a.ReadAt(x, g.Off); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := b.ReadAt(y, g.Off); err != nil {
-				t.Fatal(err)
-			}
-			if !bytes.Equal(x, y) {
+			if !fstest.SameRange(t, a, g.Off, b, g.Off, g.Len) {
 				t.Errorf("target %d: free space at %d (+%d) was written", i+1, g.Off, g.Len)
 				break
 			}
 		}
 	}
-}
-
-func openRead(t *testing.T, p string) *os.File {
-	t.Helper()
-	f, err := os.Open(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Close() })
-	return f
 }
 
 func (img *fsImage) usedTotal() int64 {

@@ -384,6 +384,31 @@ func SameFile(t testing.TB, what string, got []byte, want string) {
 	}
 }
 
+// Open opens the file at path for reading until the test ends.
+func Open(t testing.TB, path string) *os.File {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return f
+}
+
+// SameRange reports whether the n bytes of a at aOff equal those of b at
+// bOff: that a target's free space holds what it held before, say.
+func SameRange(t testing.TB, a *os.File, aOff int64, b *os.File, bOff, n int64) bool {
+	t.Helper()
+	x, y := make([]byte, n), make([]byte, n)
+	if _, err := a.ReadAt(x, aOff); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.ReadAt(y, bOff); err != nil {
+		t.Fatal(err)
+	}
+	return bytes.Equal(x, y)
+}
+
 // Extract copies size bytes at off of the file at path (a partition of a
 // disk image) into a new file, for the tools that take no offset.
 func Extract(t testing.TB, path string, off, size int64) string {
