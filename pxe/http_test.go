@@ -900,24 +900,29 @@ func TestBootFilesRange(t *testing.T) {
 	wantJSONError(t, "kernel not configured", f2.do("GET", "/boot/vmlinuz", ""), 404, "no kernel configured")
 }
 
+// serveLocal serves cfg on a loopback port until the test ends and
+// returns its URL. The web seed URL must be where the server really
+// listens, so PublicURL is set to it.
+func serveLocal(t *testing.T, cfg HTTPConfig) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.PublicURL = "http://" + ln.Addr().String()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- cfg.Serve(ctx, testlog.New(t), ln) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return cfg.PublicURL
+}
+
 // TestTorrentAndWebSeed serves the torrent (with our web seed added) and
 // downloads the whole image with anacrolix through the web seed alone:
 // no tracker, no peers.
 func TestTorrentAndWebSeed(t *testing.T) {
 	f := newFixture(t, nil)
-	// The web seed URL must be where the test server really listens, so
-	// build the config around a listener we know first.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := f.cfg
-	cfg.PublicURL = "http://" + ln.Addr().String()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- cfg.Serve(ctx, testlog.New(t), ln) }()
-	defer func() { cancel(); <-done }()
-	base := cfg.PublicURL
+	base := serveLocal(t, f.cfg)
 
 	resp, err := http.Get(base + "/torrents/demo.torrent")
 	if err != nil {

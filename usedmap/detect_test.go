@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/pxeswarm/pxeswarm/internal/fstest"
 	"github.com/pxeswarm/pxeswarm/internal/needs"
 )
 
@@ -29,8 +30,8 @@ func TestDetectOthers(t *testing.T) {
 		}
 	}
 	t.Run("swap", func(t *testing.T) {
-		img := garbage(t, "swap.img", size)
-		run(t, "mkswap", img)
+		img := fstest.RandomFile(t, "swap.img", size, 0)
+		fstest.Run(t, "mkswap", img)
 		m := detectFile(t, img)
 		want := Map{Kind: Swap, BlockSize: int64(os.Getpagesize()), Size: size, Extents: []Extent{{0, int64(os.Getpagesize())}}}
 		if d := cmp.Diff(want, m); d != "" {
@@ -39,12 +40,12 @@ func TestDetectOthers(t *testing.T) {
 	})
 	whole := Map{Kind: Unknown, BlockSize: 512, Size: size, Extents: []Extent{{0, size}}}
 	t.Run("random", func(t *testing.T) {
-		if d := cmp.Diff(whole, detectFile(t, garbage(t, "random.img", size))); d != "" {
+		if d := cmp.Diff(whole, detectFile(t, fstest.RandomFile(t, "random.img", size, 0))); d != "" {
 			t.Errorf("Detect(random bytes) differs (-want +got):\n%s", d)
 		}
 	})
 	t.Run("zeros", func(t *testing.T) {
-		img := garbage(t, "zeros.img", 0)
+		img := fstest.RandomFile(t, "zeros.img", 0, 0)
 		if err := os.Truncate(img, size); err != nil {
 			t.Fatal(err)
 		}
@@ -53,14 +54,14 @@ func TestDetectOthers(t *testing.T) {
 		}
 	})
 	t.Run("fat-and-ext", func(t *testing.T) {
-		ext := garbage(t, "ext.img", size)
-		run(t, "mke2fs", "-q", "-F", "-t", "ext2", ext)
+		ext := fstest.RandomFile(t, "ext.img", size, 0)
+		fstest.Run(t, "mke2fs", "-q", "-F", "-t", "ext2", ext)
 		sb, err := os.ReadFile(ext)
 		if err != nil {
 			t.Fatal(err)
 		}
-		img := garbage(t, "fat.img", size)
-		run(t, "mkfs.vfat", "-F", "12", img)
+		img := fstest.RandomFile(t, "fat.img", size, 0)
+		fstest.Run(t, "mkfs.vfat", "-F", "12", img)
 		if m := detectFile(t, img); m.Kind != FAT12 {
 			t.Fatalf("before the ext superblock: Kind = %s, want %s", m.Kind, FAT12)
 		}
@@ -70,8 +71,8 @@ func TestDetectOthers(t *testing.T) {
 		}
 	})
 	t.Run("ext3-needs-recovery", func(t *testing.T) {
-		img := garbage(t, "ext3.img", size)
-		run(t, "mke2fs", "-q", "-F", "-t", "ext3", img)
+		img := fstest.RandomFile(t, "ext3.img", size, 0)
+		fstest.Run(t, "mke2fs", "-q", "-F", "-t", "ext3", img)
 		detectFile(t, img)
 		sb := make([]byte, 4)
 		f, _ := os.Open(img)
@@ -79,35 +80,25 @@ func TestDetectOthers(t *testing.T) {
 		f.Close()
 		sb[0] |= extIncompatRecover
 		patch(t, img, 1024+0x60, sb)
-		if out := run(t, "dumpe2fs", "-h", img); !strings.Contains(out, "needs_recovery") {
+		if out := fstest.Run(t, "dumpe2fs", "-h", img); !strings.Contains(out, "needs_recovery") {
 			t.Fatalf("dumpe2fs does not see needs_recovery:\n%s", out)
 		}
-		_, err := Detect(openFile(t, img), size)
+		_, err := Detect(fstest.Open(t, img), size)
 		if !errors.Is(err, ErrDirty) || !strings.Contains(err.Error(), "e2fsck") {
 			t.Errorf("Detect(ext3 needing recovery) = %v, want ErrDirty saying what to do", err)
 		}
 	})
 	t.Run("ext4-truncated", func(t *testing.T) {
-		img := garbage(t, "ext4.img", size)
-		run(t, "mke2fs", "-q", "-F", "-t", "ext4", img)
+		img := fstest.RandomFile(t, "ext4.img", size, 0)
+		fstest.Run(t, "mke2fs", "-q", "-F", "-t", "ext4", img)
 		if err := os.Truncate(img, size/2); err != nil {
 			t.Fatal(err)
 		}
-		_, err := Detect(openFile(t, img), size/2)
+		_, err := Detect(fstest.Open(t, img), size/2)
 		if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "truncated") {
 			t.Errorf("Detect(truncated ext4) = %v, want ErrCorrupt saying the image is truncated", err)
 		}
 	})
-}
-
-func openFile(t *testing.T, p string) *os.File {
-	t.Helper()
-	f, err := os.Open(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Close() })
-	return f
 }
 
 func TestMerge(t *testing.T) {

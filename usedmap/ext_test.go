@@ -1,14 +1,12 @@
 package usedmap
 
 import (
-	"os"
-	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
 	"testing"
 
+	"github.com/pxeswarm/pxeswarm/internal/fstest"
 	"github.com/pxeswarm/pxeswarm/internal/needs"
 )
 
@@ -20,7 +18,7 @@ import (
 // back identical.
 func TestExt(t *testing.T) {
 	needs.Tool(t, "mke2fs", "dumpe2fs", "debugfs", "e2fsck")
-	dir, names := testFiles(t, 30, 400<<10)
+	files := fstest.NewFiles(t, 30, 400<<10)
 	for _, tc := range []struct {
 		name string
 		kind string
@@ -38,60 +36,24 @@ func TestExt(t *testing.T) {
 		{"ext4-sparse_super2", Ext4, 96 << 20, []string{"-t", "ext4", "-g", "2048", "-O", "sparse_super2"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			img := garbage(t, tc.name+".img", tc.size)
-			args := append([]string{"-q", "-F", "-E", "nodiscard", "-d", dir}, tc.args...)
-			run(t, "mke2fs", append(args, img)...)
-			// Fragment: delete every fourth file, then write two new ones
-			// into the holes.
-			cmds := ""
-			for i, n := range names {
-				if i%4 == 1 {
-					cmds += "rm /" + n + "\n"
-				}
-			}
-			cmds += "write " + filepath.Join(dir, names[3]) + " late1\n"
-			cmds += "write " + filepath.Join(dir, names[7]) + " late2\n"
-			cmdFile := filepath.Join(t.TempDir(), "cmds")
-			if err := os.WriteFile(cmdFile, []byte(cmds), 0o644); err != nil {
-				t.Fatal(err)
-			}
-			run(t, "debugfs", "-w", "-f", cmdFile, img)
-			run(t, "e2fsck", "-fn", img)
-
-			m := detectFile(t, img)
+			// Deletes every fourth file, then writes two new ones into
+			// the holes.
+			v := fstest.MakeExt(t, fstest.RandomFile(t, tc.name+".img", tc.size, 0), files, tc.args...)
+			m := detectFile(t, v.Path)
 			if m.Kind != tc.kind {
 				t.Errorf("Kind = %s, want %s", m.Kind, tc.kind)
 			}
-			checkDumpe2fs(t, img, m)
-
-			used := usedOnly(t, img, m)
-			run(t, "e2fsck", "-fn", used)
-			for i, n := range names {
-				if i%4 == 1 {
-					continue
-				}
-				sameFile(t, n, debugfsCat(t, used, "/"+n), filepath.Join(dir, n))
-			}
-			sameFile(t, "late1", debugfsCat(t, used, "/late1"), filepath.Join(dir, names[3]))
-			sameFile(t, "late2", debugfsCat(t, used, "/late2"), filepath.Join(dir, names[7]))
+			checkDumpe2fs(t, v.Path, m)
+			v.Check(t, usedOnly(t, v.Path, m))
 		})
 	}
-}
-
-func debugfsCat(t *testing.T, img, path string) []byte {
-	t.Helper()
-	out, err := exec.Command("debugfs", "-R", "cat "+path, img).Output()
-	if err != nil {
-		t.Fatalf("debugfs cat %s: %v", path, err)
-	}
-	return out
 }
 
 // checkDumpe2fs compares the map, block by block, with the free blocks
 // dumpe2fs lists for each group.
 func checkDumpe2fs(t *testing.T, img string, m Map) {
 	t.Helper()
-	out := run(t, "dumpe2fs", img)
+	out := fstest.Run(t, "dumpe2fs", img)
 	field := func(name string) int64 {
 		re := regexp.MustCompile(`(?m)^` + name + `:\s+(\d+)`)
 		s := re.FindStringSubmatch(out)

@@ -1,13 +1,11 @@
 package usedmap
 
 import (
-	"os"
-	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"testing"
 
+	"github.com/pxeswarm/pxeswarm/internal/fstest"
 	"github.com/pxeswarm/pxeswarm/internal/needs"
 )
 
@@ -18,8 +16,7 @@ import (
 // find the copy clean and mcopy must read every file back identical.
 func TestFAT(t *testing.T) {
 	needs.Tool(t, "mkfs.vfat", "fsck.fat", "mcopy", "mmd", "mdel")
-	t.Setenv("MTOOLS_SKIP_CHECK", "1") // images with any geometry
-	dir, names := testFiles(t, 24, 300<<10)
+	files := fstest.NewFiles(t, 24, 300<<10)
 	for _, tc := range []struct {
 		name string
 		kind string
@@ -32,27 +29,15 @@ func TestFAT(t *testing.T) {
 		{"fat32", FAT32, 48 << 20, []string{"-F", "32", "-s", "1"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			img := garbage(t, tc.name+".img", tc.size)
-			run(t, "mkfs.vfat", append(tc.args, img)...)
-			run(t, "mmd", "-i", img, "::/sub")
-			for _, n := range names {
-				run(t, "mcopy", "-i", img, filepath.Join(dir, n), "::/"+n)
-			}
-			for i, n := range names {
-				if i%4 == 1 {
-					run(t, "mdel", "-i", img, "::/"+n)
-				}
-			}
-			run(t, "mcopy", "-i", img, filepath.Join(dir, names[3]), "::/late1")
-			run(t, "mcopy", "-i", img, filepath.Join(dir, names[7]), "::/late2")
-
+			v := fstest.MakeFAT(t, fstest.RandomFile(t, tc.name+".img", tc.size, 0), files, tc.args...)
+			img := v.Path
 			m := detectFile(t, img)
 			if m.Kind != tc.kind {
 				t.Errorf("Kind = %s, want %s", m.Kind, tc.kind)
 			}
 			// fsck.fat: "img: 20 files, 1234/8000 clusters", and where the
 			// data area starts and how big a cluster is.
-			out := run(t, "fsck.fat", "-n", "-v", img)
+			out := fstest.Run(t, "fsck.fat", "-n", "-v", img)
 			field := func(re string) int64 {
 				s := regexp.MustCompile(re).FindStringSubmatch(out)
 				if s == nil {
@@ -76,28 +61,7 @@ func TestFAT(t *testing.T) {
 				t.Errorf("the map goes past the last cluster")
 			}
 
-			used := usedOnly(t, img, m)
-			run(t, "fsck.fat", "-n", used)
-			back := t.TempDir()
-			check := func(name, want string) {
-				t.Helper()
-				got := filepath.Join(back, filepath.Base(name))
-				if out, err := exec.Command("mcopy", "-n", "-i", used, "::/"+name, got).CombinedOutput(); err != nil {
-					t.Fatalf("mcopy %s out of the used-only copy: %v\n%s", name, err, out)
-				}
-				b, err := os.ReadFile(got)
-				if err != nil {
-					t.Fatal(err)
-				}
-				sameFile(t, name, b, want)
-			}
-			for i, n := range names {
-				if i%4 != 1 {
-					check(n, filepath.Join(dir, n))
-				}
-			}
-			check("late1", filepath.Join(dir, names[3]))
-			check("late2", filepath.Join(dir, names[7]))
+			v.Check(t, usedOnly(t, img, m))
 		})
 	}
 }

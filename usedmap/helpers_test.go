@@ -1,77 +1,13 @@
 package usedmap
 
 import (
-	"bytes"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 )
-
-// run runs a command and returns its combined output; it fails t on a
-// non-zero exit.
-func run(t *testing.T, name string, args ...string) string {
-	t.Helper()
-	out, err := exec.Command(name, args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-	}
-	return string(out)
-}
-
-// garbage makes a file of size bytes of random data, so that whatever a
-// filesystem leaves unused is not zero and a used map that misses a
-// block shows.
-func garbage(t *testing.T, name string, size int64) string {
-	t.Helper()
-	p := filepath.Join(t.TempDir(), name)
-	f, err := os.Create(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	rng := rand.NewChaCha8([32]byte{7})
-	if _, err := io.CopyN(f, rng, size); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
-// testFiles writes files of varied sizes (random content) into a new
-// folder, with a subfolder, and returns the folder and the files'
-// relative paths.
-func testFiles(t *testing.T, n int, maxSize int) (string, []string) {
-	t.Helper()
-	dir := t.TempDir()
-	rng := rand.New(rand.NewPCG(uint64(n), uint64(maxSize)))
-	var names []string
-	if err := os.Mkdir(filepath.Join(dir, "sub"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	for i := range n {
-		name := fmt.Sprintf("f%02d.bin", i)
-		if i%3 == 2 {
-			name = "sub/" + name
-		}
-		size := rng.IntN(maxSize)
-		if i%5 == 0 {
-			size = rng.IntN(100) // tiny files (inline data, resident NTFS data)
-		}
-		b := make([]byte, size)
-		for j := range b {
-			b[j] = byte(rng.Uint32())
-		}
-		if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		names = append(names, name)
-	}
-	return dir, names
-}
 
 func detectFile(t *testing.T, path string) Map {
 	t.Helper()
@@ -132,18 +68,6 @@ func usedOnly(t *testing.T, src string, m Map) string {
 		}
 	}
 	return dst
-}
-
-// sameFile fails t unless got's bytes equal the file at want.
-func sameFile(t *testing.T, what string, got []byte, want string) {
-	t.Helper()
-	w, err := os.ReadFile(want)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(got, w) {
-		t.Errorf("%s: read back %d bytes that differ from the %d written", what, len(got), len(w))
-	}
 }
 
 // bitset is a set of allocation units, for cross-checks.

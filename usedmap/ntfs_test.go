@@ -10,21 +10,16 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/pxeswarm/pxeswarm/internal/fstest"
 	"github.com/pxeswarm/pxeswarm/internal/needs"
 )
 
-// newNTFS makes an NTFS image with mkntfs over random bytes and copies
-// the files in with ntfscp (into the root: ntfscp makes no folders).
+// newNTFS makes an empty NTFS image over random bytes.
 func newNTFS(t *testing.T, size int64, args ...string) string {
 	t.Helper()
-	img := garbage(t, "ntfs.img", size)
-	run(t, "mkntfs", append(append([]string{"-F", "-Q", "-q"}, args...), img)...)
+	img := fstest.RandomFile(t, "ntfs.img", size, 0)
+	fstest.Run(t, "mkntfs", append(append([]string{"-F", "-Q", "-q"}, args...), img)...)
 	return img
-}
-
-func ntfscp(t *testing.T, img, src, name string) {
-	t.Helper()
-	run(t, "ntfscp", "-q", "-f", img, src, name)
 }
 
 // TestNTFS makes real NTFS volumes (cluster sizes around the MFT record
@@ -35,12 +30,7 @@ func ntfscp(t *testing.T, img, src, name string) {
 // ntfsfix -n must pass and ntfscat must read every file back identical.
 func TestNTFS(t *testing.T) {
 	needs.Tool(t, "mkntfs", "ntfscp", "ntfscat", "ntfsinfo", "ntfsfix", "ntfsclone")
-	dir, names := testFiles(t, 24, 300<<10)
-	empty := filepath.Join(t.TempDir(), "empty")
-	if err := os.WriteFile(empty, []byte("x"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	flat := func(n string) string { return strings.ReplaceAll(n, "/", "_") }
+	files := fstest.NewFiles(t, 24, 300<<10)
 	for _, tc := range []struct {
 		name string
 		size int64
@@ -51,23 +41,13 @@ func TestNTFS(t *testing.T) {
 		{"cluster-64k", 64 << 20, []string{"-c", "65536"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			img := newNTFS(t, tc.size, tc.args...)
-			for _, n := range names {
-				ntfscp(t, img, filepath.Join(dir, n), flat(n))
-			}
-			for i, n := range names {
-				if i%4 == 1 {
-					ntfscp(t, img, empty, flat(n))
-				}
-			}
-			ntfscp(t, img, filepath.Join(dir, names[3]), "late1")
-			ntfscp(t, img, filepath.Join(dir, names[7]), "late2")
-
+			v := fstest.MakeNTFS(t, fstest.RandomFile(t, "ntfs.img", tc.size, 0), files, tc.args...)
+			img := v.Path
 			m := detectFile(t, img)
 			if m.Kind != NTFS {
 				t.Errorf("Kind = %s, want %s", m.Kind, NTFS)
 			}
-			info := run(t, "ntfsinfo", "-m", img)
+			info := fstest.Run(t, "ntfsinfo", "-m", img)
 			field := func(re string) int64 {
 				s := regexp.MustCompile(re).FindStringSubmatch(info)
 				if s == nil {
@@ -83,28 +63,9 @@ func TestNTFS(t *testing.T) {
 			}
 			checkNTFSClone(t, img, m, cluster, clusters)
 
-			used := usedOnly(t, img, m)
-			run(t, "ntfsfix", "-n", used)
-			for i, n := range names {
-				want := filepath.Join(dir, n)
-				if i%4 == 1 {
-					want = empty
-				}
-				sameFile(t, n, ntfscat(t, used, flat(n)), want)
-			}
-			sameFile(t, "late1", ntfscat(t, used, "late1"), filepath.Join(dir, names[3]))
-			sameFile(t, "late2", ntfscat(t, used, "late2"), filepath.Join(dir, names[7]))
+			v.Check(t, usedOnly(t, img, m))
 		})
 	}
-}
-
-func ntfscat(t *testing.T, img, name string) []byte {
-	t.Helper()
-	out, err := exec.Command("ntfscat", img, name).Output()
-	if err != nil {
-		t.Fatalf("ntfscat %s: %v", name, err)
-	}
-	return out
 }
 
 // checkNTFSClone compares the map with what ntfsclone copies: it writes
@@ -116,7 +77,7 @@ func ntfscat(t *testing.T, img, name string) []byte {
 func checkNTFSClone(t *testing.T, img string, m Map, cluster, clusters int64) {
 	t.Helper()
 	clone := filepath.Join(t.TempDir(), "clone.img")
-	run(t, "ntfsclone", "-f", "-o", clone, img)
+	fstest.Run(t, "ntfsclone", "-f", "-o", clone, img)
 	f, err := os.Open(clone)
 	if err != nil {
 		t.Fatal(err)
@@ -182,14 +143,7 @@ func TestNTFSRefused(t *testing.T) {
 	}
 	hiber := func(t *testing.T, head string) string {
 		img := newNTFS(t, 16<<20)
-		p := filepath.Join(t.TempDir(), "hiberfil.sys")
-		if err := os.WriteFile(p, append([]byte(head), make([]byte, 64<<10)...), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		// Another root entry first, so the name is looked up, not the
-		// first entry taken.
-		ntfscp(t, img, p, "aaa.txt")
-		ntfscp(t, img, p, "hiberfil.sys")
+		fstest.Hibernate(t, img, head)
 		return img
 	}
 	for _, head := range []string{"hibr", "HIBR"} {
@@ -214,31 +168,23 @@ func TestNTFSRefused(t *testing.T) {
 	t.Run("dirty", func(t *testing.T) {
 		img := newNTFS(t, 16<<20)
 		// ntfsfix sets the dirty flag so that Windows runs chkdsk.
-		run(t, "ntfsfix", img)
-		if info := run(t, "ntfsinfo", "-f", "-m", img); !strings.Contains(info, "Volume Flags: 0x0001 DIRTY") {
+		fstest.Run(t, "ntfsfix", img)
+		if info := fstest.Run(t, "ntfsinfo", "-f", "-m", img); !strings.Contains(info, "Volume Flags: 0x0001 DIRTY") {
 			t.Fatalf("ntfsfix did not mark the volume dirty:\n%s", info)
 		}
 		err := detect(img)
 		if !errors.Is(err, ErrDirty) || !strings.Contains(err.Error(), "chkdsk") {
 			t.Errorf("Detect(dirty) = %v, want ErrDirty saying what to do", err)
 		}
-		run(t, "ntfsfix", "-d", img)
+		fstest.Run(t, "ntfsfix", "-d", img)
 		if err := detect(img); err != nil {
 			t.Errorf("Detect(after ntfsfix -d) = %v, want no error", err)
 		}
 	})
 	t.Run("bitlocker", func(t *testing.T) {
 		img := newNTFS(t, 16<<20)
-		f, err := os.OpenFile(img, os.O_RDWR, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		// A BitLocker volume's boot sector names "-FVE-FS-" as its OEM ID.
-		if _, err := f.WriteAt([]byte("-FVE-FS-"), 3); err != nil {
-			t.Fatal(err)
-		}
-		f.Close()
-		err = detect(img)
+		fstest.BitLocker(t, img)
+		err := detect(img)
 		if !errors.Is(err, ErrBitLocker) || !strings.Contains(err.Error(), "manage-bde -off") {
 			t.Errorf("Detect(BitLocker) = %v, want ErrBitLocker saying what to do", err)
 		}

@@ -269,8 +269,9 @@ func (c *Catalog) makeTorrent(ctx context.Context, name, src string, piece int64
 
 // cachedTorrent says whether the torrent at path is the one makeTorrent
 // would make for want: its .json names the same source, size, modification
-// time and piece length, and the torrent itself parses to that size and
-// piece length and to the info-hash the .json recorded when it was made.
+// time and piece length, and the torrent itself parses to that size (of
+// its one part's partition) and piece length and to the info-hash the
+// .json recorded when it was made.
 // A cache that was edited, truncated or swapped for another torrent is
 // not trusted (Load skips the spot check for a torrent it made), so the
 // source is hashed again.
@@ -293,6 +294,8 @@ func cachedTorrent(meta, path string, want torrentCache) bool {
 		return false
 	}
 	im, err := imager.Parse(raw)
+	// A used-block torrent's file is shorter than its source: compare
+	// the partition the part spans.
 	return err == nil && im.InfoHash.HexString() == recorded && len(im.Files) == 1 &&
-		im.Length == want.Size && im.PieceLength == want.PieceLength
+		im.Files[0].Span() == want.Size && im.PieceLength == want.PieceLength
 }
