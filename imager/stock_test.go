@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"mime/multipart"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -20,18 +19,8 @@ import (
 	"github.com/pxeswarm/pxeswarm/internal/bytesize"
 	"github.com/pxeswarm/pxeswarm/internal/needs"
 	"github.com/pxeswarm/pxeswarm/internal/testlog"
+	"github.com/pxeswarm/pxeswarm/internal/testnet"
 )
-
-// freePort returns a loopback TCP port that was free a moment ago.
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
 
 // stockSeeder is a stock BitTorrent client seeding one torrent.
 type stockSeeder struct {
@@ -44,7 +33,7 @@ type stockSeeder struct {
 func startTransmission(t *testing.T, torrent, dataDir string) stockSeeder {
 	t.Helper()
 	needs.Tool(t, "transmission-cli")
-	port := freePort(t)
+	port := testnet.FreePort(t)
 	out := &testlog.Buffer{}
 	tr := exec.Command("transmission-cli", "-g", filepath.Join(t.TempDir(), "conf"), "-w", dataDir, "-p", fmt.Sprint(port), torrent)
 	tr.Stdout, tr.Stderr = out, out
@@ -70,7 +59,7 @@ func startQbittorrent(t *testing.T, torrent, dataDir string) stockSeeder {
 	t.Helper()
 	needs.Tool(t, "qbittorrent-nox")
 	profile := t.TempDir()
-	webPort, port := freePort(t), freePort(t)
+	webPort, port := testnet.FreePort(t), testnet.FreePort(t)
 	conf := filepath.Join(profile, "qBittorrent", "config")
 	if err := os.MkdirAll(conf, 0o755); err != nil {
 		t.Fatal(err)

@@ -17,47 +17,19 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/pxeswarm/pxeswarm/imager"
 	"github.com/pxeswarm/pxeswarm/internal/testlog"
+	"github.com/pxeswarm/pxeswarm/internal/testnet"
 	"github.com/pxeswarm/pxeswarm/protocol"
 )
 
-// logBuffer is a concurrency-safe log sink the test can search.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-func freeTCPPort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
 // startSite runs s.Start until the test ends and waits for Ready.
-func startSite(t *testing.T, s *Site) (*logBuffer, func()) {
+func startSite(t *testing.T, s *Site) (*testlog.Buffer, func()) {
 	t.Helper()
-	var logs logBuffer
+	var logs testlog.Buffer
 	log := slog.New(slog.NewTextHandler(io.MultiWriter(&logs, tWriter{t}), nil))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -140,14 +112,14 @@ func loopbackSite(t *testing.T, state string, size int) *Site {
 	os.MkdirAll(boot, 0o755)
 	os.WriteFile(filepath.Join(boot, "vmlinuz"), []byte("kernel"), 0o644)
 	os.WriteFile(filepath.Join(boot, "initramfs"), []byte("initramfs"), 0o644)
-	port := freeTCPPort(t)
+	port := testnet.FreePort(t)
 	s := &Site{
 		StateDir: state, Address: netip.MustParseAddr("127.0.0.1"),
 		HTTP: SiteHTTP{Listen: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
 			Kernel: filepath.Join(boot, "vmlinuz"), Initramfs: filepath.Join(boot, "initramfs")},
 		DHCP:   SiteDHCP{Mode: "off"},
 		TFTP:   SiteTFTP{Listen: "off"},
-		Seed:   SiteSeed{Port: freeTCPPort(t)},
+		Seed:   SiteSeed{Port: testnet.FreePort(t)},
 		Plan:   SitePlan{CreateTable: true, Check: "fresh", After: "poweroff"},
 		Images: []SiteImage{{Source: []string{img}, PieceLength: 1 << 20}},
 	}

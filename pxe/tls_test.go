@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/pxeswarm/pxeswarm/internal/needs"
+	"github.com/pxeswarm/pxeswarm/internal/testnet"
 )
 
 // opensslFingerprint is what openssl says the certificate's SHA-256
@@ -121,7 +122,7 @@ func TestServeHTTPS(t *testing.T) {
 	dir := t.TempDir()
 	state := filepath.Join(dir, "state")
 	s := loopbackSite(t, state, 1<<20)
-	s.HTTP.HTTPSListen = net.JoinHostPort("127.0.0.1", strconv.Itoa(freeTCPPort(t)))
+	s.HTTP.HTTPSListen = net.JoinHostPort("127.0.0.1", strconv.Itoa(testnet.FreePort(t)))
 	logs, stop := startSite(t, s)
 	m := fingerprintLog.FindStringSubmatch(logs.String())
 	if m == nil {

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,6 +20,7 @@ import (
 	"time"
 
 	"github.com/pxeswarm/pxeswarm/imager"
+	"github.com/pxeswarm/pxeswarm/internal/testnet"
 )
 
 // bin is the pxeswarm binary built once for the process-level tests.
@@ -148,16 +148,6 @@ func peerListen() string {
 	return fmt.Sprintf("127.1.%d.%d:0", n/250, n%250+1)
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 func writeRandom(t *testing.T, path string, n int64, seed uint64) {
 	t.Helper()
 	r := rand.NewChaCha8([32]byte{byte(seed), byte(seed >> 8)})
@@ -203,7 +193,7 @@ func makeImage(t *testing.T, sizes []int64, piece string) *image {
 		img.parts = append(img.parts, p)
 		img.sums = append(img.sums, fileSHA1(t, p))
 	}
-	img.announce = fmt.Sprintf("http://127.0.0.1:%d/announce", freePort(t))
+	img.announce = fmt.Sprintf("http://127.0.0.1:%d/announce", testnet.FreePort(t))
 	img.torrent = filepath.Join(img.dir, "image.torrent")
 	args := []string{"mktorrent", "--piece-size", piece, "--tracker", img.announce, "--table", "gpt", "-o", img.torrent}
 	if out, err := run(t, append(args, img.parts...)...); err != nil {

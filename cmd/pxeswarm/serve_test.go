@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pxeswarm/pxeswarm/internal/testnet"
 )
 
 // TestServeQuickModeAndStatus runs `pxeswarm serve` in quick mode on
@@ -27,10 +29,10 @@ func TestServeQuickModeAndStatus(t *testing.T) {
 	for _, f := range []string{"vmlinuz", "initramfs"} {
 		os.WriteFile(filepath.Join(dir, f), []byte(f), 0o644)
 	}
-	port := strconv.Itoa(freePort(t))
+	port := strconv.Itoa(testnet.FreePort(t))
 	url := "http://127.0.0.1:" + port
 	srv := start(t, "serve", "--image", img, "--dhcp", "off", "--tftp-listen", "off", "--address", "127.0.0.1",
-		"--http-listen", "127.0.0.1:"+port, "--seed-port", strconv.Itoa(freePort(t)), "--state-dir", filepath.Join(dir, "state"),
+		"--http-listen", "127.0.0.1:"+port, "--seed-port", strconv.Itoa(testnet.FreePort(t)), "--state-dir", filepath.Join(dir, "state"),
 		"--kernel", filepath.Join(dir, "vmlinuz"), "--initramfs", filepath.Join(dir, "initramfs"))
 	srv.waitFor(t, regexp.MustCompile(`pxeswarm serve: ready`), 30*time.Second)
 	token, err := os.ReadFile(filepath.Join(dir, "state", "admin-token"))
@@ -74,7 +76,7 @@ func TestServeQuickModeAndStatus(t *testing.T) {
 	if err := noDHCP.wait(t, 10*time.Second); err == nil || !strings.Contains(noDHCP.output(), "needs dhcp.mode full or proxy") {
 		t.Errorf("serve --dhcp off --auto all: %v %q, want it refused", err, noDHCP.output())
 	}
-	off := start(t, "status", "--server", "http://127.0.0.1:"+strconv.Itoa(freePort(t)))
+	off := start(t, "status", "--server", "http://127.0.0.1:"+strconv.Itoa(testnet.FreePort(t)))
 	if err := off.wait(t, 20*time.Second); err == nil || !strings.Contains(off.output(), "is pxeswarm serve running") {
 		t.Errorf("status against nothing: %v %q", err, off.output())
 	}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/pxeswarm/pxeswarm/internal/needs"
+	"github.com/pxeswarm/pxeswarm/internal/testnet"
 
 	"github.com/anacrolix/torrent/bencode"
 )
@@ -237,7 +238,7 @@ func TestBadInputBlockDevice(t *testing.T) {
 // and garbage queries with a bencoded failure reason, and keeps serving.
 func TestTrackerRefusesBadAnnounces(t *testing.T) {
 	img := makeImage(t, []int64{1 << 20}, "1MiB")
-	port := freePort(t)
+	port := testnet.FreePort(t)
 	tr := start(t, "tracker", "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--publish", img.torrent)
 	tr.waitFor(t, regexp.MustCompile(`serving`), 20*time.Second)
 	base := fmt.Sprintf("http://127.0.0.1:%d/announce?", port)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/pxeswarm/pxeswarm/imager"
 	"github.com/pxeswarm/pxeswarm/internal/fstest"
+	"github.com/pxeswarm/pxeswarm/internal/testnet"
 )
 
 // fsPart is one partition image of a used-block test: a filesystem made
@@ -53,7 +54,7 @@ func makeFSImage(t *testing.T, table string, parts ...fsPart) *fsImage {
 		img.parts, img.vols = append(img.parts, src), append(img.vols, v)
 		img.used = append(img.used, v.Used(t, src))
 	}
-	img.announce = fmt.Sprintf("http://127.0.0.1:%d/announce", freePort(t))
+	img.announce = fmt.Sprintf("http://127.0.0.1:%d/announce", testnet.FreePort(t))
 	img.torrent = filepath.Join(img.dir, "image.torrent")
 	args := []string{"mktorrent", "--piece-size", "256KiB", "--tracker", img.announce, "-o", img.torrent}
 	if table != "" {

@@ -1,0 +1,19 @@
+// Package testnet holds tests' loopback network plumbing: free ports. It
+// owns nothing else; it is imported only by _test.go files.
+package testnet
+
+import (
+	"net"
+	"testing"
+)
+
+// FreePort returns a loopback TCP port that was free a moment ago.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
