@@ -184,7 +184,7 @@ func (c Config) Join(ctx context.Context, log *slog.Logger) (*Session, error) {
 		return nil, err
 	}
 	if c.Mode == ModeSeed {
-		s.sched = newSchedule(im.NumPieces())
+		s.sched = newSchedule(im.NumPieces(), im.pieceSize, s.log)
 	}
 	ln, dialer, err := peerSockets(host, port, tu.IPv6)
 	if err != nil {
