@@ -197,3 +197,106 @@ func TestScheduleKeepsNewPiecesForTheFront(t *testing.T) {
 		t.Errorf("late leecher got reveal %d, want a piece", got[0])
 	}
 }
+
+// TestScheduleIgnoresClaimsItCannotCheck (issue 15, finding 2): peers
+// that advertise the reveal extension and claim every piece but one,
+// without ever asking the seeder for anything, must not hold pieces back
+// from a real leecher: it gets every piece revealed in turn, as if the
+// fakes were not there.
+func TestScheduleIgnoresClaimsItCannotCheck(t *testing.T) {
+	const pieces, missing = 16, 7
+	f := newFakeSwarm(t, pieces)
+	for range 3 {
+		fake := &torrent.PeerConn{}
+		f.s.add(fake)
+		bf := make([]bool, pieces)
+		for i := range bf {
+			bf[i] = i != missing
+		}
+		f.s.bitfield(fake, bf)
+	}
+	real := &torrent.PeerConn{}
+	f.s.add(real)
+	seen := map[int]bool{}
+	for round := 1; round <= pieces; round++ {
+		got := f.wait(t, real, round)
+		p := got[round-1]
+		if seen[p] {
+			t.Fatalf("piece %d revealed twice to the only real leecher (reveals %v)", p, got)
+		}
+		seen[p] = true
+		f.deliver(real, p)
+	}
+}
+
+// TestScheduleTakesBackUnaskedReveals: a reveal the leecher never asks
+// for is taken back once stale and goes to a leecher that asks; the
+// silent one gets nothing more until it asks for something.
+func TestScheduleTakesBackUnaskedReveals(t *testing.T) {
+	const pieces = 8
+	f := newFakeSwarm(t, pieces)
+	f.s.mu.Lock()
+	f.s.pieceTime = time.Millisecond // stale = 500 ms, the floor
+	f.s.mu.Unlock()
+	silent := &torrent.PeerConn{}
+	f.s.add(silent)
+	p := f.wait(t, silent, 1)[0]
+	worker := &torrent.PeerConn{}
+	f.s.add(worker)
+	// The worker asks for and receives everything it is revealed; the
+	// silent leecher's piece must reach it too.
+	got := map[int]bool{}
+	for round := 1; !got[p]; round++ {
+		if round > pieces {
+			t.Fatalf("worker got %d reveals without piece %d, which the silent leecher never asked for", round-1, p)
+		}
+		r := f.wait(t, worker, round)[round-1]
+		got[r] = true
+		f.deliver(worker, r)
+	}
+	time.Sleep(300 * time.Millisecond) // ticks: the silent one could be refilled
+	f.mu.Lock()
+	n := len(f.revealed[silent])
+	f.mu.Unlock()
+	if n != 1 {
+		t.Errorf("silent leecher got %d reveals, want 1: it never asked for the first", n)
+	}
+	// Once it asks for anything, it is served again.
+	f.s.request(silent, p, 0, revealBlock)
+	f.wait(t, silent, 2)
+}
+
+// TestScheduleServesStalledLeecherPlainly: a leecher that lacks pieces
+// and has sent no Have or Request for stallAfter is revealed every piece,
+// whatever the schedule would hold back from it (here: it is far behind
+// the front while the swarm lacks pieces).
+func TestScheduleServesStalledLeecherPlainly(t *testing.T) {
+	const pieces = 8
+	f := newFakeSwarm(t, pieces)
+	f.s.mu.Lock()
+	f.s.stallAfter = 300 * time.Millisecond
+	f.s.mu.Unlock()
+	a := &torrent.PeerConn{}
+	f.s.add(a)
+	for round := 1; round <= 4; round++ {
+		f.deliver(a, f.wait(t, a, round)[round-1])
+	}
+	late := &torrent.PeerConn{}
+	f.s.add(late)
+	start := time.Now()
+	// a keeps going (and stays active); late says nothing.
+	for round := 5; round <= 6; round++ {
+		f.deliver(a, f.wait(t, a, round)[round-1])
+	}
+	got := f.wait(t, late, pieces)
+	if d := time.Since(start); d < 250*time.Millisecond {
+		t.Errorf("late leecher was served everything after %s, before it stalled for 300ms", d)
+	}
+	all := map[int]bool{}
+	for _, p := range got {
+		all[p] = true
+	}
+	if len(all) != pieces {
+		t.Errorf("stalled leecher got reveals %v, want every piece", got)
+	}
+}
