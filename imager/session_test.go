@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
 	"net/netip"
@@ -440,5 +441,58 @@ func TestStockSeeder(t *testing.T) {
 	}
 	if got, _ := os.ReadFile(target); !bytes.Equal(got, b) {
 		t.Errorf("target differs from what Transmission seeds")
+	}
+}
+
+// TestPeerConnsPerHostCapped: a session accepts at most
+// Tuning.MaxConnsPerHost peer connections from one address at once; the
+// next is closed before any handshake, other addresses are not affected,
+// and a closed connection frees its slot.
+func TestPeerConnsPerHostCapped(t *testing.T) {
+	dir := t.TempDir()
+	im, srcs := makeImage(t, dir, []int64{1 << 20}, 0)
+	cfg := testingConfig(t)
+	cfg.Image, cfg.Paths, cfg.Mode = im, srcs, ModeSeed
+	cfg.Tuning.MaxConnsPerHost = 2
+	seed := startSession(t, cfg)
+	// dial opens a peer connection from local and reports whether the
+	// seeder answered the handshake.
+	dial := func(local string) (net.Conn, bool) {
+		t.Helper()
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(local)}}
+		c, err := d.Dial("tcp4", seed.ListenAddr())
+		if err != nil {
+			t.Fatalf("dial from %s: %v", local, err)
+		}
+		t.Cleanup(func() { c.Close() })
+		hs := append([]byte("\x13BitTorrent protocol\x00\x00\x00\x00\x00\x00\x00\x00"), im.InfoHash[:]...)
+		hs = append(hs, fmt.Sprintf("-TT0001-%012d", rand.IntN(1e12))...)
+		c.Write(hs)
+		c.SetReadDeadline(time.Now().Add(3 * time.Second))
+		var back [68]byte
+		_, err = io.ReadFull(c, back[:])
+		return c, err == nil
+	}
+	var first net.Conn
+	for i := range 2 {
+		c, ok := dial("127.4.0.1")
+		if !ok {
+			t.Fatalf("connection %d from 127.4.0.1 was refused, want 2 accepted", i+1)
+		}
+		first = c
+	}
+	if _, ok := dial("127.4.0.1"); ok {
+		t.Errorf("a third connection from 127.4.0.1 was answered, want it closed (MaxConnsPerHost 2)")
+	}
+	if _, ok := dial("127.4.0.2"); !ok {
+		t.Errorf("a connection from 127.4.0.2 was refused: the cap is per address")
+	}
+	first.Close()
+	var ok bool
+	for deadline := time.Now().Add(5 * time.Second); !ok && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		_, ok = dial("127.4.0.1")
+	}
+	if !ok {
+		t.Errorf("after one of its connections closed, 127.4.0.1 still could not connect")
 	}
 }
