@@ -245,7 +245,8 @@ func (s *schedule) close() { s.stopOnce.Do(func() { close(s.stop) }) }
 func (s *schedule) callbacks(cb *torrent.Callbacks) {
 	cb.PeerConnAdded = append(cb.PeerConnAdded, addRevealExt)
 	cb.ReadExtendedHandshake = func(pc *torrent.PeerConn, hs *pp.ExtendedHandshakeMessage) {
-		if _, ok := hs.M[revealExt]; ok {
+		// Another image host (it says so in its peer ID) fetches nothing.
+		if _, ok := hs.M[revealExt]; ok && !isScheduledSeeder(pc.PeerID) {
 			s.add(pc)
 		}
 	}
@@ -255,6 +256,8 @@ func (s *schedule) callbacks(cb *torrent.Callbacks) {
 			s.have(pc, int(msg.Index))
 		case pp.Bitfield:
 			s.bitfield(pc, msg.Bitfield)
+		case pp.HaveAll: // BEP 6
+			s.bitfield(pc, slices.Repeat([]bool{true}, s.n))
 		case pp.Request:
 			s.request(pc, int(msg.Index), int64(msg.Begin), int64(msg.Length))
 		}
