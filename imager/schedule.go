@@ -364,6 +364,10 @@ func (s *schedule) request(pc *torrent.PeerConn, i int, begin, length int64) {
 	}
 }
 
+// have records a claim. A credited one refills at once (a piece reached
+// the swarm, the leecher is free for the next); any other waits for the
+// next tick, so a peer that claims pieces one by one cannot make the
+// seeder run fill for each.
 func (s *schedule) have(pc *torrent.PeerConn, i int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -381,13 +385,13 @@ func (s *schedule) bitfield(pc *torrent.PeerConn, bf []bool) {
 		return
 	}
 	now := time.Now()
-	changed := false
+	credited := false
 	for i, v := range bf {
 		if v && s.claim(l, i, now) {
-			changed = true
+			credited = true
 		}
 	}
-	if changed {
+	if credited {
 		s.fill(now)
 	}
 }
@@ -396,7 +400,7 @@ func (s *schedule) bitfield(pc *torrent.PeerConn, bf []bool) {
 // the seeder can attribute it to a transfer: l asked the seeder for the
 // whole piece after it was revealed, or a credited holder had it already
 // (a partner could have passed it on). It reports whether the claim was
-// new. Called with s.mu held.
+// new and credited. Called with s.mu held.
 func (s *schedule) claim(l *leecher, i int, now time.Time) bool {
 	if i < 0 || i >= s.n || l.has[i] {
 		return false
@@ -427,7 +431,7 @@ func (s *schedule) claim(l *leecher, i int, now time.Time) bool {
 			s.held++
 		}
 	}
-	return true
+	return credit
 }
 
 // stale is how long a reveal counts against the window, and how long a

@@ -17,10 +17,11 @@ import (
 
 // fakeRevealPeer is a raw peer-wire connection that plays a pxeswarm
 // leecher to the seeder's schedule and lies: its extended handshake
-// advertises the reveal extension, it sends Have for every piece but
-// missing, and it never asks for a piece, whatever it is revealed. It
+// advertises the reveal extension, it claims every piece but missing (a
+// Have for each, or one bitfield), and it never asks for a piece, whatever
+// it is revealed. It
 // reads (and drops) what the seeder sends until it is closed.
-func fakeRevealPeer(t *testing.T, local, seeder string, img *image, missing int) {
+func fakeRevealPeer(t *testing.T, local, seeder string, img *image, missing int, bitfield bool) {
 	t.Helper()
 	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(local)}, Timeout: 5 * time.Second}
 	c, err := d.Dial("tcp4", seeder)
@@ -40,9 +41,17 @@ func fakeRevealPeer(t *testing.T, local, seeder string, img *image, missing int)
 		t.Fatal(err)
 	}
 	hs.Write(pp.Message{Type: pp.Extended, ExtendedID: pp.HandshakeExtendedID, ExtendedPayload: ext}.MustMarshalBinary())
-	for i := range img.im.NumPieces() {
-		if i != missing {
-			hs.Write(pp.Message{Type: pp.Have, Index: pp.Integer(i)}.MustMarshalBinary())
+	if bitfield {
+		bf := make([]bool, img.im.NumPieces())
+		for i := range bf {
+			bf[i] = i != missing
+		}
+		hs.Write(pp.Message{Type: pp.Bitfield, Bitfield: bf}.MustMarshalBinary())
+	} else {
+		for i := range img.im.NumPieces() {
+			if i != missing {
+				hs.Write(pp.Message{Type: pp.Have, Index: pp.Integer(i)}.MustMarshalBinary())
+			}
 		}
 	}
 	if _, err := c.Write(hs.Bytes()); err != nil {
@@ -77,12 +86,13 @@ func (p *proc) took(t *testing.T) time.Duration {
 }
 
 // TestSwarmFakeRevealPeers (issue 15, finding 2): connections that
-// advertise the reveal extension, claim every piece but one and never ask
+// advertise the reveal extension, claim every piece but one (Haves from
+// the first fake and every other one, a bitfield from the rest) and never ask
 // for what they are revealed must not stall the seeder. Each run starts a
 // fresh seeder (with the tracker), connects the fakes to it directly, each
 // from its own loopback address, then times two real `pxeswarm fetch`
-// processes; the runs with 3, 10 and 50 fakes must take no more than 1.5×
-// the control run without fakes.
+// processes; with 3, 10 and 50 fakes they must take no more than 1.5× the
+// control without fakes.
 func TestSwarmFakeRevealPeers(t *testing.T) {
 	img := makeImage(t, []int64{64 << 20}, "256KiB")
 	listenRe := regexp.MustCompile(`joined swarm.* listen=(\S+)`)
@@ -96,14 +106,14 @@ func TestSwarmFakeRevealPeers(t *testing.T) {
 		}()
 		addr := seed.waitFor(t, listenRe, 10*time.Second)[1]
 		for k := range fakes {
-			fakeRevealPeer(t, fmt.Sprintf("127.3.%d.%d", k/250, k%250+1), addr, img, img.im.NumPieces()/2)
+			fakeRevealPeer(t, fmt.Sprintf("127.3.%d.%d", k/250, k%250+1), addr, img, img.im.NumPieces()/2, k%2 == 1)
 		}
 		time.Sleep(200 * time.Millisecond) // the seeder reads the fakes' claims
 		dir := t.TempDir()
 		var fetchers []*proc
 		for i := range 2 {
 			ts := img.targets(dir, strconv.Itoa(i))
-			fetchers = append(fetchers, start(t, fetchArgs(img, ts, "--seed-for", "2s")...))
+			fetchers = append(fetchers, start(t, fetchArgs(img, ts, "--seed-for", "1s")...))
 		}
 		defer func() {
 			for _, f := range fetchers {
@@ -129,14 +139,20 @@ func TestSwarmFakeRevealPeers(t *testing.T) {
 		}
 		return took
 	}
-	control := run(0, 2*time.Minute)
+	// The machine may be busy with other work (a run was seen to take
+	// 1.6× another of the same kind): each case runs twice and counts its
+	// faster run. A stall the fakes cause shows in both.
+	best := func(fakes int, limit time.Duration) time.Duration {
+		return min(run(fakes, limit), run(fakes, limit))
+	}
+	control := best(0, 2*time.Minute)
 	t.Logf("control (no fakes): two fetchers took %s", control)
 	for _, n := range []int{3, 10, 50} {
-		got := run(n, max(20*control, 20*time.Second))
-		ratio := float64(got) / float64(control)
-		t.Logf("%d fakes: two fetchers took %s, %.2f× the control run", n, got, ratio)
+		took := best(n, max(20*control, 20*time.Second))
+		ratio := float64(took) / float64(control)
+		t.Logf("%d fakes: two fetchers took %s, %.2f× the control run", n, took, ratio)
 		if ratio > 1.5 {
-			t.Errorf("%d fake reveal peers delayed two fetchers to %.2f× the control run (%s against %s), want at most 1.5×", n, ratio, got, control)
+			t.Errorf("%d fake reveal peers delayed two fetchers to %.2f× the control run (%s against %s), want at most 1.5×", n, ratio, took, control)
 		}
 	}
 }
