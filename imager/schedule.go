@@ -140,7 +140,7 @@ type schedule struct {
 	mu       sync.Mutex
 	n        int
 	pieceLen func(int) int64
-	avail    []int32 // credited holders of each piece (see creditClaim)
+	avail    []int32 // credited holders of each piece (see claim)
 	pending  []int32 // outstanding reveals of each piece
 	// taken marks pieces whose reveal went unasked; only leechers that
 	// have asked the seeder for something get them while the swarm lacks
