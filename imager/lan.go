@@ -28,6 +28,13 @@ type Tuning struct {
 	ChunkSize int
 	// MaxConns is the number of established peer connections per image.
 	MaxConns int
+	// MaxConnsPerHost caps the peer connections one address may hold
+	// with this machine at once; further ones are closed as they are
+	// accepted. A terminal runs one agent; a few more leave room for a
+	// restarted one whose old connection is not closed yet. Zero: 4
+	// (tracker.DefaultMaxPeersPerHost); negative: no cap (several peers
+	// behind one address, as in tests that share 127.0.0.1).
+	MaxConnsPerHost int
 	// HalfOpen is the number of connection attempts in flight per image.
 	HalfOpen int
 	// PartnerRequests is the chunk requests a fetching machine keeps
@@ -60,6 +67,7 @@ func DefaultTuning() Tuning {
 	return Tuning{
 		ChunkSize:       64 << 10,
 		MaxConns:        8,
+		MaxConnsPerHost: 4,
 		PartnerRequests: 1,
 		HalfOpen:        30,
 		KeepAlive:       3 * time.Second,
@@ -80,6 +88,9 @@ func (tu Tuning) withDefaults() Tuning {
 	}
 	if tu.MaxConns == 0 {
 		tu.MaxConns = d.MaxConns
+	}
+	if tu.MaxConnsPerHost == 0 {
+		tu.MaxConnsPerHost = d.MaxConnsPerHost
 	}
 	if tu.PartnerRequests == 0 {
 		tu.PartnerRequests = d.PartnerRequests

@@ -16,7 +16,7 @@ type fakeSwarm struct {
 }
 
 func newFakeSwarm(t *testing.T, pieces int) *fakeSwarm {
-	f := &fakeSwarm{s: newSchedule(pieces), revealed: map[*torrent.PeerConn][]int{}}
+	f := &fakeSwarm{s: newSchedule(pieces, func(int) int64 { return 2 * revealBlock }, nil), revealed: map[*torrent.PeerConn][]int{}}
 	f.s.send = func(pc *torrent.PeerConn, i int) error {
 		f.mu.Lock()
 		defer f.mu.Unlock()
@@ -25,6 +25,14 @@ func newFakeSwarm(t *testing.T, pieces int) *fakeSwarm {
 	}
 	t.Cleanup(f.s.close)
 	return f
+}
+
+// deliver plays a leecher that asks for the whole revealed piece i, in
+// two requests, and then announces it.
+func (f *fakeSwarm) deliver(pc *torrent.PeerConn, i int) {
+	f.s.request(pc, i, 0, revealBlock)
+	f.s.request(pc, i, revealBlock, revealBlock)
+	f.s.have(pc, i)
 }
 
 // wait returns pc's reveals once it has at least n.
@@ -63,7 +71,7 @@ func TestScheduleRevealsEachPieceOnceFirst(t *testing.T) {
 				t.Fatalf("piece %d revealed twice before every piece was revealed once", p)
 			}
 			seen[p] = true
-			f.s.have(pc, p) // the leecher received it: reveal the next
+			f.deliver(pc, p) // the leecher received it: reveal the next
 		}
 	}
 	if len(seen) != pieces {
@@ -81,12 +89,12 @@ func TestScheduleDoesNotResendWhatTheSwarmHolds(t *testing.T) {
 	f.s.add(b)
 	pa := f.wait(t, a, 1)[0]
 	pb := f.wait(t, b, 1)[0]
-	f.s.have(a, pa) // a is free again; the third piece goes to it
+	f.deliver(a, pa) // a is free again; the third piece goes to it
 	third := f.wait(t, a, 2)[1]
 	if third == pa || third == pb {
 		t.Fatalf("third reveal to a = %d, want the never-revealed piece", third)
 	}
-	f.s.have(a, third)
+	f.deliver(a, third)
 	// Now a lacks only pb, which b is still receiving (not stale): a must
 	// get nothing from the seeder, and fetch pb from b later.
 	time.Sleep(300 * time.Millisecond)
@@ -95,7 +103,7 @@ func TestScheduleDoesNotResendWhatTheSwarmHolds(t *testing.T) {
 	}
 	// Once b holds pb, the swarm holds every piece: the rarest piece a
 	// lacks (pb, one copy) may be revealed to speed the last trades.
-	f.s.have(b, pb)
+	f.deliver(b, pb)
 	if got := f.wait(t, a, 3); got[2] != pb {
 		t.Errorf("a's last reveal = %d, want %d", got[2], pb)
 	}
@@ -112,7 +120,7 @@ func TestScheduleForgetsClosedLeechers(t *testing.T) {
 	b := &torrent.PeerConn{}
 	f.s.add(b)
 	first := f.wait(t, b, 1)[0]
-	f.s.have(b, first)
+	f.deliver(b, first)
 	got := f.wait(t, b, 2)
 	if got[0] != pa && got[1] != pa {
 		t.Errorf("b's reveals %v lack the piece %d its departed leecher was given", got, pa)
@@ -127,7 +135,7 @@ func TestScheduleCountsCompletedLeechersThatLeave(t *testing.T) {
 	a := &torrent.PeerConn{}
 	f.s.add(a)
 	for i := range 2 {
-		f.s.have(a, f.wait(t, a, i+1)[i])
+		f.deliver(a, f.wait(t, a, i+1)[i])
 	}
 	f.s.remove(a) // complete: anacrolix drops the mutually complete conn
 	b := &torrent.PeerConn{}
@@ -156,7 +164,7 @@ func TestScheduleKeepsNewPiecesForTheFront(t *testing.T) {
 	for round := 1; round <= 2; round++ {
 		for _, pc := range []*torrent.PeerConn{a, b} {
 			got := f.wait(t, pc, round)
-			f.s.have(pc, got[round-1])
+			f.deliver(pc, got[round-1])
 		}
 	}
 	for _, pc := range []*torrent.PeerConn{a, b} {
@@ -170,7 +178,7 @@ func TestScheduleKeepsNewPiecesForTheFront(t *testing.T) {
 	for round := 3; round <= 4; round++ {
 		for _, pc := range []*torrent.PeerConn{a, b} {
 			got := f.wait(t, pc, round)
-			f.s.have(pc, got[round-1])
+			f.deliver(pc, got[round-1])
 		}
 	}
 	f.mu.Lock()
@@ -187,5 +195,108 @@ func TestScheduleKeepsNewPiecesForTheFront(t *testing.T) {
 	got := f.wait(t, late, 1)
 	if got[0] < 0 || got[0] >= pieces {
 		t.Errorf("late leecher got reveal %d, want a piece", got[0])
+	}
+}
+
+// TestScheduleIgnoresClaimsItCannotCheck (issue 15, finding 2): peers
+// that advertise the reveal extension and claim every piece but one,
+// without ever asking the seeder for anything, must not hold pieces back
+// from a real leecher: it gets every piece revealed in turn, as if the
+// fakes were not there.
+func TestScheduleIgnoresClaimsItCannotCheck(t *testing.T) {
+	const pieces, missing = 16, 7
+	f := newFakeSwarm(t, pieces)
+	for range 3 {
+		fake := &torrent.PeerConn{}
+		f.s.add(fake)
+		bf := make([]bool, pieces)
+		for i := range bf {
+			bf[i] = i != missing
+		}
+		f.s.bitfield(fake, bf)
+	}
+	real := &torrent.PeerConn{}
+	f.s.add(real)
+	seen := map[int]bool{}
+	for round := 1; round <= pieces; round++ {
+		got := f.wait(t, real, round)
+		p := got[round-1]
+		if seen[p] {
+			t.Fatalf("piece %d revealed twice to the only real leecher (reveals %v)", p, got)
+		}
+		seen[p] = true
+		f.deliver(real, p)
+	}
+}
+
+// TestScheduleTakesBackUnaskedReveals: a reveal the leecher never asks
+// for is taken back once stale and goes to a leecher that asks; the
+// silent one gets nothing more until it asks for something.
+func TestScheduleTakesBackUnaskedReveals(t *testing.T) {
+	const pieces = 8
+	f := newFakeSwarm(t, pieces)
+	f.s.mu.Lock()
+	f.s.pieceTime = time.Millisecond // stale = 500 ms, the floor
+	f.s.mu.Unlock()
+	silent := &torrent.PeerConn{}
+	f.s.add(silent)
+	p := f.wait(t, silent, 1)[0]
+	worker := &torrent.PeerConn{}
+	f.s.add(worker)
+	// The worker asks for and receives everything it is revealed; the
+	// silent leecher's piece must reach it too.
+	got := map[int]bool{}
+	for round := 1; !got[p]; round++ {
+		if round > pieces {
+			t.Fatalf("worker got %d reveals without piece %d, which the silent leecher never asked for", round-1, p)
+		}
+		r := f.wait(t, worker, round)[round-1]
+		got[r] = true
+		f.deliver(worker, r)
+	}
+	time.Sleep(300 * time.Millisecond) // ticks: the silent one could be refilled
+	f.mu.Lock()
+	n := len(f.revealed[silent])
+	f.mu.Unlock()
+	if n != 1 {
+		t.Errorf("silent leecher got %d reveals, want 1: it never asked for the first", n)
+	}
+	// Once it asks for anything, it is served again.
+	f.s.request(silent, p, 0, revealBlock)
+	f.wait(t, silent, 2)
+}
+
+// TestScheduleServesStalledLeecherPlainly: a leecher that lacks pieces
+// and has sent no Have or Request for stallAfter is revealed every piece,
+// whatever the schedule would hold back from it (here: it is far behind
+// the front while the swarm lacks pieces).
+func TestScheduleServesStalledLeecherPlainly(t *testing.T) {
+	const pieces = 8
+	f := newFakeSwarm(t, pieces)
+	f.s.mu.Lock()
+	f.s.stallAfter = 300 * time.Millisecond
+	f.s.mu.Unlock()
+	a := &torrent.PeerConn{}
+	f.s.add(a)
+	for round := 1; round <= 4; round++ {
+		f.deliver(a, f.wait(t, a, round)[round-1])
+	}
+	late := &torrent.PeerConn{}
+	f.s.add(late)
+	start := time.Now()
+	// a keeps going (and stays active); late says nothing.
+	for round := 5; round <= 6; round++ {
+		f.deliver(a, f.wait(t, a, round)[round-1])
+	}
+	got := f.wait(t, late, pieces)
+	if d := time.Since(start); d < 250*time.Millisecond {
+		t.Errorf("late leecher was served everything after %s, before it stalled for 300ms", d)
+	}
+	all := map[int]bool{}
+	for _, p := range got {
+		all[p] = true
+	}
+	if len(all) != pieces {
+		t.Errorf("stalled leecher got reveals %v, want every piece", got)
 	}
 }

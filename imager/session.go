@@ -207,9 +207,9 @@ func (c Config) Join(ctx context.Context, log *slog.Logger) (*Session, error) {
 		s.peers = append(s.peers, torrent.PeerInfo{Addr: ap, Source: torrent.PeerSourceDirect})
 	}
 	if c.Mode == ModeSeed {
-		s.sched = newSchedule(im.NumPieces())
+		s.sched = newSchedule(im.NumPieces(), im.pieceSize, s.log)
 	}
-	ln, dialer, err := peerSockets(host, port, tu.IPv6)
+	ln, dialer, err := peerSockets(host, port, tu.IPv6, max(tu.MaxConnsPerHost, 0), s.log)
 	if err != nil {
 		s.stopReporting()
 		return nil, fmt.Errorf("listen for peers on %q: is the port free? %w", c.Listen, err)
