@@ -48,10 +48,10 @@ func makeFSImage(dir, path, kind string, size int64, usedPct int) (usedmap.Map, 
 	}
 	rnd := rand.NewChaCha8([32]byte{byte(len(kind)), byte(usedPct)})
 	// Round one: files summing to 4/3 of fill, log-uniform from 4 KiB to
-	// 4 MiB; every other one goes (about a third of fill) and round two
+	// 1 MiB; every other one goes (about a third of fill) and round two
 	// puts back half of that, so what is left is about fill, with holes.
 	first := filepath.Join(dir, "first")
-	firstFiles, err := writeFiles(rnd, first, "a", fill*4/3, 4<<10, 4<<20)
+	firstFiles, err := writeFiles(rnd, first, "a", fill*4/3, 4<<10, 1<<20)
 	if err != nil {
 		return usedmap.Map{}, err
 	}
@@ -66,7 +66,7 @@ func makeFSImage(dir, path, kind string, size int64, usedPct int) (usedmap.Map, 
 	// Round two: larger files, half of what round one freed, so each
 	// spreads over several holes and some holes stay free.
 	second := filepath.Join(dir, "second")
-	secondFiles, err := writeFiles(rnd, second, "b", max(fill-(fill*4/3-gone), 1<<20), 1<<20, 8<<20)
+	secondFiles, err := writeFiles(rnd, second, "b", max(fill-(fill*4/3-gone), 1<<20), 256<<10, 4<<20)
 	if err != nil {
 		return usedmap.Map{}, err
 	}

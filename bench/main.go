@@ -30,6 +30,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/pxeswarm/pxeswarm/internal/bytesize"
 	"github.com/pxeswarm/pxeswarm/usedmap"
 )
 
@@ -55,6 +56,19 @@ type config struct {
 	fsScenarios []string // "homogeneous", "slow"
 	fsMethods   []method
 	fsRawEvery  bool // raw-image methods on every filesystem, not the first only
+
+	costSize, costFill sizeFlag // mktorrent's read cost (costFill 0: not measured)
+	cost               *readCost
+}
+
+// sizeFlag is a byte count in human units (256GB, 4GiB).
+type sizeFlag int64
+
+func (b *sizeFlag) String() string { return bytesize.Format(int64(*b)) }
+func (b *sizeFlag) Set(s string) error {
+	n, err := bytesize.Parse(s)
+	*b = sizeFlag(n)
+	return err
 }
 
 // tmin is the physical floor of the raw scenarios: one image over one link.
@@ -135,7 +149,11 @@ func main() {
 		serveHTTP(os.Args[2:])
 		return
 	}
-	cfg := &config{}
+	if len(os.Args) > 1 && os.Args[1] == "mktorrent-cost" {
+		mktorrentCost(os.Args[2:])
+		return
+	}
+	cfg := &config{costSize: 256e9, costFill: 4 << 30}
 	var ns, methods, scenarios, fsKinds, fsNs, fsScenarios, fsMethods string
 	var rateMbit, sizeMiB, fsSizeMiB int64
 	flag.StringVar(&cfg.bin, "pxeswarm", "bin/pxeswarm", "pxeswarm binary to benchmark")
@@ -153,13 +171,15 @@ func main() {
 	flag.StringVar(&fsScenarios, "fs-scenarios", "homogeneous,slow", "scenarios to run on the filesystem images: homogeneous, slow, killed, loss")
 	flag.StringVar(&fsMethods, "fs-methods", "pxeswarm,clonezilla,http,qbittorrent", "methods to run on the filesystem images: pxeswarm (used blocks), clonezilla (partclone + udpcast), http and qbittorrent (raw image), transmission")
 	flag.BoolVar(&cfg.fsRawEvery, "fs-raw-every", false, "run the raw-image methods (http, qbittorrent) on every filesystem image, not only the first (they do not read the filesystem)")
+	flag.Var(&cfg.costSize, "cost-size", "mktorrent read cost: partition size (a sparse file)")
+	flag.Var(&cfg.costFill, "cost-fill", "mktorrent read cost: bytes of files in it (0: do not measure)")
 	flag.StringVar(&cfg.out, "out", "docs/BENCHMARKS.md", "report to write")
 	flag.StringVar(&cfg.svg, "svg", "docs/bench.svg", "plot to write")
 	flag.StringVar(&cfg.trace, "trace", "", "write every process's output, each line with its time since the clients started, under this directory")
 	flag.BoolVar(&cfg.quick, "quick", false, "N=4, 64 MiB, pxeswarm against HTTP unicast; exit 1 unless pxeswarm's T_all ratio is below HTTP's")
 	flag.Parse()
 	if cfg.quick {
-		ns, methods, scenarios, sizeMiB, rateMbit, fsKinds = "4", "pxeswarm,http", "homogeneous", 64, 100, ""
+		ns, methods, scenarios, sizeMiB, rateMbit, fsKinds, cfg.costFill = "4", "pxeswarm,http", "homogeneous", 64, 100, "", 0
 	}
 	cfg.rate, cfg.size, cfg.fsSize = rateMbit*1e6, sizeMiB<<20, fsSizeMiB<<20
 	var err error
@@ -334,6 +354,13 @@ func benchmark(ctx context.Context, cfg *config, out *os.File) ([]result, map[st
 				jobs = append(jobs, job{scenario{s, cfg.scenN, kind}, cfg.fsMethods})
 			}
 		}
+	}
+	if cfg.costFill > 0 {
+		fmt.Fprintf(out, "bench: mktorrent's read cost on a %s ext4 with %s of files\n", bytesize.Format(int64(cfg.costSize)), bytesize.Format(int64(cfg.costFill)))
+		if cfg.cost, err = measureReadCost(cfg.bin, cfg.work, int64(cfg.costSize), int64(cfg.costFill)); err != nil {
+			return nil, nil, err
+		}
+		fmt.Fprint(out, cfg.cost.markdown())
 	}
 	var results []result
 	for _, j := range jobs {
@@ -515,6 +542,27 @@ func serveHTTP(args []string) {
 	}
 	fmt.Println("serving", *dir, "on", ln.Addr())
 	log.Fatal(http.Serve(ln, http.FileServer(http.Dir(*dir))))
+}
+
+// mktorrentCost is the read-cost measurement alone: it prints its
+// Markdown section (make bench-mktorrent).
+func mktorrentCost(args []string) {
+	fs := flag.NewFlagSet("mktorrent-cost", flag.ExitOnError)
+	bin := fs.String("pxeswarm", "bin/pxeswarm", "pxeswarm binary")
+	size, fill := sizeFlag(256e9), sizeFlag(4<<30)
+	fs.Var(&size, "size", "partition size (a sparse file)")
+	fs.Var(&fill, "fill", "bytes of files in it")
+	work := fs.String("work", os.TempDir(), "folder for the files and the image (needs twice --fill free)")
+	fs.Parse(args)
+	abs, err := filepath.Abs(*bin)
+	if err != nil {
+		log.Fatal(err)
+	}
+	rc, err := measureReadCost(abs, *work, int64(size), int64(fill))
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Print(rc.markdown())
 }
 
 func checkQuick(cfg *config, results []result) error {

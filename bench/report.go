@@ -39,6 +39,9 @@ Written by `+"`make bench`"+` on %s, in one run on one machine (%d cores, Linux 
 	if len(cfg.fsKinds) > 0 && imgs[cfg.fsKinds[0]] != nil {
 		fsSection(&b, cfg, imgs, results)
 	}
+	if cfg.cost != nil {
+		b.WriteString(cfg.cost.markdown())
+	}
 	if err := os.WriteFile(cfg.out, []byte(b.String()), 0o644); err != nil {
 		return err
 	}
