@@ -217,6 +217,8 @@ func summary(b *strings.Builder, rows []result, ratios ...func(result) float64) 
 			c = "failed"
 		case r.TAll > 0:
 			c = "not verified"
+		case r.Cap > 0:
+			c = fmt.Sprintf("not done at %.1f", r.Cap)
 		default:
 			c = "not done"
 		}

@@ -234,6 +234,7 @@ type result struct {
 	CPUAvg, CPUPeak  float64
 	Verified         bool
 	Received, Wasted float64 // per healthy client, as a multiple of S (pxeswarm only)
+	Cap              float64 // when not all were done: the run's bound, in its floor
 	Note             string
 }
 
@@ -415,7 +416,12 @@ func runOne(ctx context.Context, cfg *config, img *benchImage, m method, sc scen
 	if res.Done == res.Healthy {
 		res.TAll = res.Worst
 	} else {
-		res.Note = fmt.Sprintf("%d of %d healthy clients not done after %s (%.1f× T_min)", res.Healthy-res.Done, res.Healthy, cap.Round(time.Second), capFactor(m, sc))
+		floorName := "T_min"
+		if img.fs != "" {
+			floorName = map[bool]string{true: "used/R", false: "S/R"}[m.shipsUsed()]
+		}
+		res.Cap = capFactor(m, sc)
+		res.Note = fmt.Sprintf("%d of %d healthy clients not done after %s (%.1f× %s)", res.Healthy-res.Done, res.Healthy, cap.Round(time.Second), res.Cap, floorName)
 		if os.Getenv("BENCH_DEBUG") != "" {
 			for k := 1; k <= started; k++ {
 				fmt.Println("client", k, "tail:", clients[k].tail())
