@@ -2,11 +2,16 @@
 // network namespaces (198.18.0.0/15, every link shaped to the same rate
 // with tc), and images N clients with pxeswarm, HTTP unicast, udpcast
 // multicast and qBittorrent (libtorrent), side by side in one run on the
-// same image and links. It writes docs/BENCHMARKS.md and a plot. Run it as
+// same image and links. On ext4 and NTFS images (about 15% used,
+// fragmented) it runs pxeswarm's used-block torrent against Clonezilla's
+// pipeline (partclone into udpcast) and the raw-image methods, against
+// both floors, S/R and used/R. It also measures what mktorrent reads of a
+// 256 GB partition. It writes docs/BENCHMARKS.md and a plot. Run it as
 // root:
 //
-//	make bench          # the whole matrix, under 30 minutes
-//	make bench-quick    # N=4, pxeswarm against HTTP unicast
+//	make bench            # the whole matrix
+//	make bench-quick      # N=4: pxeswarm against HTTP (raw) and partclone + udpcast (ext4)
+//	make bench-mktorrent  # mktorrent's read cost alone
 package main
 
 import (
