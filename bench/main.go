@@ -172,7 +172,7 @@ func main() {
 	flag.StringVar(&fsKinds, "fs", "ext4,ntfs", "filesystem images to run the filesystem scenarios on: ext4, ntfs (empty: none)")
 	flag.Int64Var(&fsSizeMiB, "fs-size", 512, "filesystem image (partition) size S in MiB")
 	flag.IntVar(&cfg.fsUsedPct, "fs-used", 15, "share of the filesystem image its files and metadata use, in percent")
-	flag.StringVar(&fsNs, "fs-n", "4,16", "client counts for the homogeneous filesystem scenario (HTTP runs at the smallest only)")
+	flag.StringVar(&fsNs, "fs-n", "4,16", "client counts for the homogeneous filesystem scenario (on the raw image, HTTP runs at the smallest only, the BitTorrent clients at the largest)")
 	flag.StringVar(&fsScenarios, "fs-scenarios", "homogeneous,slow", "scenarios to run on the filesystem images: homogeneous, slow, killed, loss")
 	flag.StringVar(&fsMethods, "fs-methods", "pxeswarm,clonezilla,http,qbittorrent", "methods to run on the filesystem images: pxeswarm (used blocks), clonezilla (partclone + udpcast), http and qbittorrent (raw image), transmission")
 	flag.BoolVar(&cfg.fsRawEvery, "fs-raw-every", false, "run the raw-image methods (http, qbittorrent) on every filesystem image, not only the first (they do not read the filesystem)")
@@ -407,10 +407,12 @@ func skip(cfg *config, m method, sc scenario) string {
 	switch {
 	case !cfg.fsRawEvery && sc.fs != cfg.fsKinds[0]:
 		return fmt.Sprintf("not run: the raw image is the same size as the %s one; see its rows (--fs-raw-every runs it)", cfg.fsKinds[0])
-	case m.name() == "http" && sc.n != slices.Min(cfg.fsNs):
-		return "not run: N×S/R by construction; run at the smallest N only"
 	case sc.kind != "homogeneous":
 		return "not run: homogeneous only on a filesystem image"
+	case m.name() == "http" && sc.n != slices.Min(cfg.fsNs):
+		return "not run: N×S/R by construction; run at the smallest N only"
+	case m.name() != "http" && sc.n != slices.Max(cfg.fsNs):
+		return "not run: at the largest N only on a filesystem image"
 	}
 	return ""
 }

@@ -127,9 +127,10 @@ clonezilla: the rest of the target is free space) or on every byte (http,
 qbittorrent). Floors: S/R (every byte over one link) and used/R (the used
 bytes over one link); the median and worst columns are against the method's
 own floor (used/R for pxeswarm and clonezilla, S/R for the raw methods).
-HTTP runs at the smallest N only (N×S/R by construction) and the raw
-methods on the first image only unless `+"`--fs-raw-every`"+` is given: they do
-not read the filesystem, so only S matters to them.
+The raw-image methods run sparingly, as they do not read the filesystem
+and only S matters to them: homogeneous only, HTTP at the smallest N
+(N×S/R by construction), qBittorrent at the largest, and on the first
+image only unless `+"`--fs-raw-every`"+` is given.
 
 | method | scenario | T_all | T_all/(S/R) | T_all/(used/R) | median, worst (own floor) | server sent | client link | CPU avg (peak) | note |
 | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |
