@@ -60,13 +60,15 @@ fuzz:
 # (used blocks: pxeswarm against Clonezilla's partclone + udpcast), plus
 # what mktorrent reads of a 256 GB partition; writes docs/BENCHMARKS.md and
 # docs/bench.svg (about 24 minutes on 2 cores for the raw image, plus the
-# filesystem images: estimated 15 more; bin/bench --help selects).
+# filesystem images and the read cost: about 16 more, estimated from
+# partial runs; bin/bench --help selects).
 bench: deps build
 	$(GO) build -o bin/bench ./bench
 	bin/bench --pxeswarm $(BIN)
 
-# N=4, a small image, pxeswarm against HTTP unicast: fails unless pxeswarm's
-# T_all ratio is below HTTP's (part of make test).
+# N=4: a small raw image, pxeswarm against HTTP unicast, and a 256 MiB ext4
+# image, pxeswarm against partclone + udpcast: fails unless pxeswarm's T_all
+# ratio is below the other's in both (part of make test; about 45 s).
 bench-quick: deps build
 	$(GO) build -o bin/bench ./bench
 	bin/bench --quick --pxeswarm $(BIN)
