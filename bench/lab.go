@@ -158,22 +158,35 @@ func (l *lab) command(ctx context.Context, h string, name string, args ...string
 
 // serverSent is the bytes the server's link has carried out so far,
 // read on the switch side of its veth (what the switch received from it).
-func (l *lab) serverSent() int64 {
-	out, err := exec.Command("ip", "-n", l.ns("sw"), "-s", "-j", "link", "show", l.prefix+"srvo").Output()
+func (l *lab) serverSent() int64 { return l.portBytes("srv", true) }
+
+// clientGot is the bytes client k's link has carried in so far, read on
+// the switch side of its veth (what the switch sent it), headers included.
+func (l *lab) clientGot(k int) int64 { return l.portBytes(clientName(k), false) }
+
+// portBytes reads host h's port on the switch: the bytes it received
+// (rx: what h sent) or transmitted (what h was sent).
+func (l *lab) portBytes(h string, rx bool) int64 {
+	out, err := exec.Command("ip", "-n", l.ns("sw"), "-s", "-j", "link", "show", l.prefix+h+"o").Output()
 	if err != nil {
 		return 0
 	}
+	type dir struct {
+		Bytes int64 `json:"bytes"`
+	}
 	var links []struct {
 		Stats64 struct {
-			Rx struct {
-				Bytes int64 `json:"bytes"`
-			} `json:"rx"`
+			Rx dir `json:"rx"`
+			Tx dir `json:"tx"`
 		} `json:"stats64"`
 	}
 	if json.Unmarshal(out, &links) != nil || len(links) == 0 {
 		return 0
 	}
-	return links[0].Stats64.Rx.Bytes
+	if rx {
+		return links[0].Stats64.Rx.Bytes
+	}
+	return links[0].Stats64.Tx.Bytes
 }
 
 // cpuSample reads /proc/stat's total and idle jiffies.

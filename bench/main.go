@@ -2,11 +2,16 @@
 // network namespaces (198.18.0.0/15, every link shaped to the same rate
 // with tc), and images N clients with pxeswarm, HTTP unicast, udpcast
 // multicast and qBittorrent (libtorrent), side by side in one run on the
-// same image and links. It writes docs/BENCHMARKS.md and a plot. Run it as
+// same image and links. On ext4 and NTFS images (about 15% used,
+// fragmented) it runs pxeswarm's used-block torrent against Clonezilla's
+// pipeline (partclone into udpcast) and the raw-image methods, against
+// both floors, S/R and used/R. It also measures what mktorrent reads of a
+// 256 GB partition. It writes docs/BENCHMARKS.md and a plot. Run it as
 // root:
 //
-//	make bench          # the whole matrix, under 30 minutes
-//	make bench-quick    # N=4, pxeswarm against HTTP unicast
+//	make bench            # the whole matrix
+//	make bench-quick      # N=4: pxeswarm against HTTP (raw) and partclone + udpcast (ext4)
+//	make bench-mktorrent  # mktorrent's read cost alone
 package main
 
 import (
@@ -15,6 +20,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -23,16 +29,20 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/pxeswarm/pxeswarm/internal/bytesize"
+	"github.com/pxeswarm/pxeswarm/usedmap"
 )
 
 type config struct {
 	bin       string // pxeswarm binary
 	rate      int64  // link rate, bits/s
-	size      int64  // image bytes
+	size      int64  // raw image bytes
 	piece     string // piece size for mktorrent
 	ns        []int
 	scenN     int
@@ -42,38 +52,71 @@ type config struct {
 	out, svg  string
 	quick     bool
 	trace     string // directory for every process's output, timed
+
+	// The filesystem scenarios.
+	fsKinds     []string // "ext4", "ntfs"
+	fsSize      int64    // partition bytes
+	fsUsedPct   int      // share used, percent
+	fsNs        []int    // client counts, homogeneous
+	fsScenarios []string // "homogeneous", "slow"
+	fsMethods   []method
+	fsRawEvery  bool // raw-image methods on every filesystem, not the first only
+
+	costSize, costFill sizeFlag // mktorrent's read cost (costFill 0: not measured)
+	cost               *readCost
 }
 
-// tmin is the physical floor: one image over one link.
-func (c *config) tmin() time.Duration {
-	return time.Duration(float64(c.size*8) / float64(c.rate) * float64(time.Second))
+// sizeFlag is a byte count in human units (256GB, 4GiB).
+type sizeFlag int64
+
+func (b *sizeFlag) String() string { return bytesize.Format(int64(*b)) }
+func (b *sizeFlag) Set(s string) error {
+	n, err := bytesize.Parse(s)
+	*b = sizeFlag(n)
+	return err
+}
+
+// tmin is the physical floor of the raw scenarios: one image over one link.
+func (c *config) tmin() time.Duration { return floorOf(c.size, c.rate) }
+
+// floorOf is the time n bytes take over a link of rate bits/s.
+func floorOf(n, rate int64) time.Duration {
+	return time.Duration(float64(n*8) / float64(rate) * float64(time.Second))
 }
 
 type scenario struct {
 	kind string
 	n    int
+	fs   string // "" for the raw image, else the filesystem image's kind
 }
 
 func (s scenario) label() string {
+	var l string
 	switch s.kind {
 	case "homogeneous":
-		return fmt.Sprintf("homogeneous N=%d", s.n)
+		l = fmt.Sprintf("homogeneous N=%d", s.n)
 	case "slow":
-		return fmt.Sprintf("one slow client (R/10), N=%d", s.n)
+		l = fmt.Sprintf("one slow client (R/10), N=%d", s.n)
 	case "late":
-		return fmt.Sprintf("late joiners (half at 50%%), N=%d", s.n)
+		l = fmt.Sprintf("late joiners (half at 50%%), N=%d", s.n)
 	case "loss":
-		return fmt.Sprintf("one client with 2%% loss, N=%d", s.n)
+		l = fmt.Sprintf("one client with 2%% loss, N=%d", s.n)
 	case "killed":
-		return fmt.Sprintf("one client killed halfway, N=%d", s.n)
+		l = fmt.Sprintf("one client killed halfway, N=%d", s.n)
+	default:
+		l = s.kind
 	}
-	return s.kind
+	if s.fs != "" {
+		l = s.fs + ", " + l
+	}
+	return l
 }
 
-// capFactor bounds a run, in T_min: HTTP unicast needs N×T_min by
-// construction; the others should need little more than one, and a
-// method not done at 4× is over three times the goal (it keeps the whole
-// matrix under 30 minutes).
+// capFactor bounds a run, in the run's floor (S/R, or used/R for a
+// method that ships the used blocks of a filesystem image): HTTP unicast
+// needs N×T_min by construction; the others should need little more than
+// one, and a method not done at 4× is over three times the goal (it
+// keeps the whole matrix short).
 func capFactor(m method, sc scenario) float64 {
 	switch {
 	case m.name() == "http":
@@ -85,9 +128,25 @@ func capFactor(m method, sc scenario) float64 {
 }
 
 type benchImage struct {
-	path, torrent, name, sha1 string
-	pieces                    string // "512 pieces of 256KiB"
-	size                      int64
+	path, name, sha1 string
+	torrent          string // what pxeswarm ships: used blocks on a filesystem image
+	rawTorrent       string // every byte (--raw), for the other BitTorrent clients
+	pieces           string // "512 pieces of 256KiB"
+	size             int64
+	fs               string           // "" for the raw image, else "ext4" or "ntfs"
+	used             int64            // bytes the filesystem uses (size for the raw image)
+	usedExts         []usedmap.Extent // where they are ([0, size) for the raw image)
+	usedSHA1         string           // of the used bytes, in order
+}
+
+// floor is the run's physical floor: the bytes method m must move over
+// one link. A method that ships a filesystem's used blocks has used/R,
+// any other S/R.
+func (img *benchImage) floor(m method, rate int64) time.Duration {
+	if img.fs != "" && m.shipsUsed() {
+		return floorOf(img.used, rate)
+	}
+	return floorOf(img.size, rate)
 }
 
 func main() {
@@ -95,46 +154,76 @@ func main() {
 		serveHTTP(os.Args[2:])
 		return
 	}
-	cfg := &config{}
-	var ns, methods, scenarios string
-	var rateMbit, sizeMiB int64
+	if len(os.Args) > 1 && os.Args[1] == "mktorrent-cost" {
+		mktorrentCost(os.Args[2:])
+		return
+	}
+	cfg := &config{costSize: 256e9, costFill: 4 << 30}
+	var ns, methods, scenarios, fsKinds, fsNs, fsScenarios, fsMethods string
+	var rateMbit, sizeMiB, fsSizeMiB int64
 	flag.StringVar(&cfg.bin, "pxeswarm", "bin/pxeswarm", "pxeswarm binary to benchmark")
 	flag.Int64Var(&rateMbit, "rate", 50, "link rate R in Mbit/s, every link, both directions (50: 16 clients stay within 2 cores)")
-	flag.Int64Var(&sizeMiB, "size", 128, "image size S in MiB")
+	flag.Int64Var(&sizeMiB, "size", 128, "raw image size S in MiB (random data)")
 	flag.StringVar(&cfg.piece, "piece-size", "", "piece size of the bench image (default: pxeswarm mktorrent's default for its size)")
 	flag.StringVar(&ns, "n", "4,8,16", "client counts for the homogeneous scenario")
 	flag.IntVar(&cfg.scenN, "scenario-n", 8, "client count for the other scenarios")
-	flag.StringVar(&methods, "methods", "pxeswarm,http,udpcast,qbittorrent", "methods to run: pxeswarm, http, udpcast, qbittorrent, transmission")
-	flag.StringVar(&scenarios, "scenarios", "homogeneous,slow,late,loss,killed", "scenarios to run")
+	flag.StringVar(&methods, "methods", "pxeswarm,http,udpcast,qbittorrent", "methods to run on the raw image: pxeswarm, http, udpcast, qbittorrent, transmission")
+	flag.StringVar(&scenarios, "scenarios", "homogeneous,slow,late,loss,killed", "scenarios to run on the raw image (empty: none)")
+	flag.StringVar(&fsKinds, "fs", "ext4,ntfs", "filesystem images to run the filesystem scenarios on: ext4, ntfs (empty: none)")
+	flag.Int64Var(&fsSizeMiB, "fs-size", 512, "filesystem image (partition) size S in MiB")
+	flag.IntVar(&cfg.fsUsedPct, "fs-used", 15, "share of the filesystem image its files and metadata use, in percent")
+	flag.StringVar(&fsNs, "fs-n", "4,16", "client counts for the homogeneous filesystem scenario (on the raw image, HTTP runs at the smallest only, the BitTorrent clients at the largest)")
+	flag.StringVar(&fsScenarios, "fs-scenarios", "homogeneous,slow", "scenarios to run on the filesystem images: homogeneous, slow, killed, loss")
+	flag.StringVar(&fsMethods, "fs-methods", "pxeswarm,clonezilla,http,qbittorrent", "methods to run on the filesystem images: pxeswarm (used blocks), clonezilla (partclone + udpcast), http and qbittorrent (raw image), transmission")
+	flag.BoolVar(&cfg.fsRawEvery, "fs-raw-every", false, "run the raw-image methods (http, qbittorrent) on every filesystem image, not only the first (they do not read the filesystem)")
+	flag.Var(&cfg.costSize, "cost-size", "mktorrent read cost: partition size (a sparse file)")
+	flag.Var(&cfg.costFill, "cost-fill", "mktorrent read cost: bytes of files in it (0: do not measure)")
 	flag.StringVar(&cfg.out, "out", "docs/BENCHMARKS.md", "report to write")
 	flag.StringVar(&cfg.svg, "svg", "docs/bench.svg", "plot to write")
 	flag.StringVar(&cfg.trace, "trace", "", "write every process's output, each line with its time since the clients started, under this directory")
-	flag.BoolVar(&cfg.quick, "quick", false, "N=4, 64 MiB, pxeswarm against HTTP unicast; exit 1 unless pxeswarm's T_all ratio is below HTTP's")
+	flag.BoolVar(&cfg.quick, "quick", false, "N=4: a 64 MiB raw image, pxeswarm against HTTP unicast, and a 256 MiB ext4 image, pxeswarm against partclone + udpcast; exit 1 unless pxeswarm is faster in both")
 	flag.Parse()
 	if cfg.quick {
-		ns, methods, scenarios, sizeMiB, rateMbit = "4", "pxeswarm,http", "homogeneous", 64, 100
+		ns, methods, scenarios, sizeMiB, rateMbit, cfg.costFill = "4", "pxeswarm,http", "homogeneous", 64, 100, 0
+		fsKinds, fsSizeMiB, fsNs, fsScenarios, fsMethods = "ext4", 256, "4", "homogeneous", "pxeswarm,clonezilla"
 	}
-	cfg.rate, cfg.size = rateMbit*1e6, sizeMiB<<20
-	for _, f := range strings.Split(ns, ",") {
-		n, err := strconv.Atoi(f)
-		if err != nil || n < 1 || n > 200 {
-			log.Fatalf("-n %q: want client counts from 1 to 200", ns)
+	cfg.rate, cfg.size, cfg.fsSize = rateMbit*1e6, sizeMiB<<20, fsSizeMiB<<20
+	var err error
+	if cfg.ns, err = counts("-n", ns); err != nil {
+		log.Fatal(err)
+	}
+	if cfg.fsNs, err = counts("-fs-n", fsNs); err != nil {
+		log.Fatal(err)
+	}
+	all := map[string]method{"pxeswarm": pxeswarmMethod{}, "http": httpMethod{}, "udpcast": multicastMethod{}, "clonezilla": clonezillaMethod{},
+		"transmission": transmissionMethod{btClient{"tr"}}, "qbittorrent": qbittorrentMethod{btClient{"qb"}}}
+	pick := func(flagName, list string) []method {
+		var ms []method
+		for _, f := range fields(list) {
+			m, ok := all[f]
+			if !ok {
+				log.Fatalf("-%s: unknown %q; want pxeswarm, http, udpcast, clonezilla, qbittorrent, transmission", flagName, f)
+			}
+			ms = append(ms, m)
 		}
-		cfg.ns = append(cfg.ns, n)
+		return ms
 	}
-	all := map[string]method{"pxeswarm": pxeswarmMethod{}, "http": httpMethod{}, "udpcast": multicastMethod{}, "transmission": transmissionMethod{btClient{"tr"}}, "qbittorrent": qbittorrentMethod{btClient{"qb"}}}
-	for _, f := range strings.Split(methods, ",") {
-		m, ok := all[f]
-		if !ok {
-			log.Fatalf("-methods: unknown %q; want pxeswarm, http, udpcast, qbittorrent, transmission", f)
+	cfg.methods, cfg.fsMethods = pick("methods", methods), pick("fs-methods", fsMethods)
+	cfg.scenarios, cfg.fsKinds, cfg.fsScenarios = fields(scenarios), fields(fsKinds), fields(fsScenarios)
+	for _, k := range cfg.fsKinds {
+		if k != "ext4" && k != "ntfs" {
+			log.Fatalf("-fs: unknown %q; want ext4 or ntfs", k)
 		}
-		cfg.methods = append(cfg.methods, m)
 	}
-	cfg.scenarios = strings.Split(scenarios, ",")
+	for _, s := range cfg.fsScenarios {
+		if s == "late" {
+			log.Fatalf("-fs-scenarios: late joiners are not run on the filesystem images (udpcast cannot join a session under way); want homogeneous, slow, loss or killed")
+		}
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	t0 := time.Now()
-	results, img, err := benchmark(ctx, cfg, os.Stdout)
+	results, imgs, err := benchmark(ctx, cfg, os.Stdout)
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -144,10 +233,34 @@ func main() {
 		}
 		return
 	}
-	if err := writeReport(cfg, img, results, time.Since(t0)); err != nil {
+	if err := writeReport(cfg, imgs, results, time.Since(t0)); err != nil {
 		log.Fatal(err)
 	}
 	fmt.Printf("bench: the whole matrix took %s; wrote %s and %s\n", time.Since(t0).Round(time.Second), cfg.out, cfg.svg)
+}
+
+// fields splits a comma-separated flag value; empty is none.
+func fields(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// counts parses a comma-separated list of client counts.
+func counts(flagName, s string) ([]int, error) {
+	var out []int
+	for _, f := range fields(s) {
+		n, err := strconv.Atoi(f)
+		if err != nil || n < 1 || n > 200 {
+			return nil, fmt.Errorf("%s %q: want client counts from 1 to 200", flagName, s)
+		}
+		out = append(out, n)
+	}
+	return out, nil
 }
 
 func checkTools(cfg *config) error {
@@ -155,12 +268,22 @@ func checkTools(cfg *config) error {
 		return fmt.Errorf("the benchmark builds network namespaces: run it as root")
 	}
 	need := map[string]string{"ip": "iproute2", "tc": "iproute2", "nft": "nftables"}
-	for _, m := range cfg.methods {
+	ms := cfg.methods
+	if len(cfg.fsKinds) > 0 {
+		ms = append(slices.Clone(ms), cfg.fsMethods...)
+		maps.Copy(need, fsTools)
+	}
+	for _, m := range ms {
 		switch m.name() {
 		case "http":
 			need["curl"] = "curl"
 		case "udpcast":
 			need["udp-sender"] = "udpcast"
+		case "clonezilla":
+			need["udp-sender"] = "udpcast"
+			need["partclone.extfs"] = "partclone"
+			need["partclone.ntfs"] = "partclone"
+			need["bash"] = "bash"
 		case "transmission":
 			need["transmission-cli"] = "transmission-cli"
 		case "qbittorrent":
@@ -179,7 +302,9 @@ func checkTools(cfg *config) error {
 }
 
 // benchmark runs every method in every scenario and prints a line each.
-func benchmark(ctx context.Context, cfg *config, out *os.File) ([]result, *benchImage, error) {
+// It returns the results and the images, by filesystem kind ("" is the
+// raw image).
+func benchmark(ctx context.Context, cfg *config, out *os.File) ([]result, map[string]*benchImage, error) {
 	if err := checkTools(cfg); err != nil {
 		return nil, nil, err
 	}
@@ -191,49 +316,127 @@ func benchmark(ctx context.Context, cfg *config, out *os.File) ([]result, *bench
 		return nil, nil, err
 	}
 	defer os.RemoveAll(cfg.work)
-	img, err := makeImage(cfg)
-	if err != nil {
-		return nil, nil, err
+	imgs := map[string]*benchImage{}
+	type job struct {
+		sc scenario
+		ms []method
 	}
-	fmt.Fprintf(out, "bench: R=%d Mbit/s, S=%d MiB (%s), T_min=%.1fs, %d cores\n", cfg.rate/1e6, cfg.size>>20, img.pieces, cfg.tmin().Seconds(), runtime.NumCPU())
-	var scs []scenario
-	for _, s := range cfg.scenarios {
-		if s == "homogeneous" {
-			for _, n := range cfg.ns {
-				scs = append(scs, scenario{"homogeneous", n})
+	var jobs []job
+	if len(cfg.scenarios) > 0 && len(cfg.methods) > 0 {
+		img, err := makeImage(cfg)
+		if err != nil {
+			return nil, nil, err
+		}
+		imgs[""] = img
+		fmt.Fprintf(out, "bench: R=%d Mbit/s, S=%d MiB (%s), T_min=%.1fs, %d cores\n", cfg.rate/1e6, cfg.size>>20, img.pieces, cfg.tmin().Seconds(), runtime.NumCPU())
+		for _, s := range cfg.scenarios {
+			if s == "homogeneous" {
+				for _, n := range cfg.ns {
+					jobs = append(jobs, job{scenario{"homogeneous", n, ""}, cfg.methods})
+				}
+			} else {
+				jobs = append(jobs, job{scenario{s, cfg.scenN, ""}, cfg.methods})
 			}
-		} else {
-			scs = append(scs, scenario{s, cfg.scenN})
 		}
 	}
+	for _, kind := range cfg.fsKinds {
+		if len(cfg.fsMethods) == 0 {
+			break
+		}
+		img, err := makeFSBenchImage(cfg, kind)
+		if err != nil {
+			return nil, nil, err
+		}
+		imgs[kind] = img
+		fmt.Fprintf(out, "bench: %s image: S=%d MiB, %.1f%% used (%d MiB in %d extents; %s), S/R=%.1fs, used/R=%.1fs\n", kind, img.size>>20,
+			100*float64(img.used)/float64(img.size), img.used>>20, len(img.usedExts), img.pieces,
+			floorOf(img.size, cfg.rate).Seconds(), floorOf(img.used, cfg.rate).Seconds())
+		for _, s := range cfg.fsScenarios {
+			if s == "homogeneous" {
+				for _, n := range cfg.fsNs {
+					jobs = append(jobs, job{scenario{"homogeneous", n, kind}, cfg.fsMethods})
+				}
+			} else {
+				jobs = append(jobs, job{scenario{s, cfg.scenN, kind}, cfg.fsMethods})
+			}
+		}
+	}
+	if cfg.costFill > 0 {
+		fmt.Fprintf(out, "bench: mktorrent's read cost on a %s ext4 with %s of files\n", bytesize.Format(int64(cfg.costSize)), bytesize.Format(int64(cfg.costFill)))
+		if cfg.cost, err = measureReadCost(cfg.bin, cfg.work, int64(cfg.costSize), int64(cfg.costFill)); err != nil {
+			return nil, nil, err
+		}
+		fmt.Fprint(out, cfg.cost.markdown())
+	}
 	var results []result
-	for _, sc := range scs {
-		for _, m := range cfg.methods {
-			if !m.supports(sc) {
-				results = append(results, result{Method: m.name(), Scenario: sc.label(), N: sc.n, Note: "not supported"})
+	for _, j := range jobs {
+		img := imgs[j.sc.fs]
+		for _, m := range j.ms {
+			base := result{Method: m.name(), Scenario: j.sc.label(), N: j.sc.n, FS: j.sc.fs, Size: img.size, Used: img.used,
+				Floor: floorOf(img.size, cfg.rate), RunFloor: img.floor(m, cfg.rate)}
+			if why := skip(cfg, m, j.sc); why != "" {
+				base.Note = why
+				results = append(results, base)
 				continue
 			}
 			if ctx.Err() != nil {
-				return results, img, ctx.Err()
+				return results, imgs, ctx.Err()
 			}
-			res, err := runOne(ctx, cfg, img, m, sc)
+			res, err := runOne(ctx, cfg, img, m, j.sc)
 			if err != nil {
 				res.Note = "failed: " + err.Error()
 			}
+			res.FS, res.Size, res.Used, res.Floor, res.RunFloor = base.FS, base.Size, base.Used, base.Floor, base.RunFloor
 			results = append(results, res)
-			fmt.Fprintln(out, res.line(cfg))
+			fmt.Fprintln(out, res.line())
 		}
 	}
-	return results, img, nil
+	return results, imgs, nil
 }
 
-func (r result) line(cfg *config) string {
-	tmin := cfg.tmin()
-	s := fmt.Sprintf("%-13s %-40s", r.Method, r.Scenario)
-	if r.TAll > 0 {
-		s += fmt.Sprintf(" T_all %6.1fs = %5.2f×T_min  median %5.2f× worst %5.2f×", r.TAll.Seconds(), r.ratio(r.TAll, tmin), r.ratio(r.Median, tmin), r.ratio(r.Worst, tmin))
+// skip says why method m does not run scenario sc, or "" when it does.
+func skip(cfg *config, m method, sc scenario) string {
+	if !m.supports(sc) {
+		return "not supported"
 	}
-	s += fmt.Sprintf("  server sent %.2f×S  cpu %.0f%% (peak %.0f%%)", float64(r.ServerSent)/float64(cfg.size), 100*r.CPUAvg, 100*r.CPUPeak)
+	if sc.fs == "" || m.shipsUsed() {
+		return ""
+	}
+	// The raw-image methods do not read the filesystem: their time
+	// depends on S only, so the filesystem scenarios run them sparingly.
+	switch {
+	case !cfg.fsRawEvery && sc.fs != cfg.fsKinds[0]:
+		return fmt.Sprintf("not run: the raw image is the same size as the %s one; see its rows (--fs-raw-every runs it)", cfg.fsKinds[0])
+	case sc.kind != "homogeneous":
+		return "not run: homogeneous only on a filesystem image"
+	case m.name() == "http" && sc.n != slices.Min(cfg.fsNs):
+		return "not run: N×S/R by construction; run at the smallest N only"
+	case m.name() != "http" && sc.n != slices.Max(cfg.fsNs):
+		return "not run: at the largest N only on a filesystem image"
+	}
+	return ""
+}
+
+func (r result) line() string {
+	s := fmt.Sprintf("%-13s %-46s", r.Method, r.Scenario)
+	if r.TAll > 0 {
+		s += fmt.Sprintf(" T_all %6.1fs = %5.2f×S/R", r.TAll.Seconds(), r.ratio(r.TAll, r.Floor))
+		if r.FS != "" {
+			s += fmt.Sprintf(" = %5.2f×used/R", r.TAll.Seconds()/floorOf(r.Used, r.rate()).Seconds())
+		}
+		s += fmt.Sprintf("  median %5.2f× worst %5.2f× (of its floor)", r.ratio(r.Median, r.RunFloor), r.ratio(r.Worst, r.RunFloor))
+	}
+	s += fmt.Sprintf("  server sent %.2f×S", float64(r.ServerSent)/float64(r.Size))
+	if r.FS != "" {
+		s += fmt.Sprintf(" = %.2f×used", float64(r.ServerSent)/float64(r.Used))
+	}
+	if r.ClientGot > 0 {
+		s += fmt.Sprintf("  client link %.2f×S", r.ClientGot/float64(r.Size))
+		if r.FS != "" {
+			s += fmt.Sprintf(" = %.2f×used", r.ClientGot/float64(r.Used))
+		}
+	}
+	s += fmt.Sprintf("  cpu %.0f%% (peak %.0f%%)", 100*r.CPUAvg, 100*r.CPUPeak)
 	if r.Received > 0 {
 		s += fmt.Sprintf("  client got %.2f×S (wasted %.2f×S)", r.Received, r.Wasted)
 	}
@@ -249,7 +452,7 @@ func (r result) line(cfg *config) string {
 func makeImage(cfg *config) (*benchImage, error) {
 	dir := filepath.Join(cfg.work, "image")
 	os.MkdirAll(dir, 0o755)
-	img := &benchImage{path: filepath.Join(dir, "image.img"), torrent: filepath.Join(dir, "bench.torrent"), name: "bench", size: cfg.size}
+	img := &benchImage{path: filepath.Join(dir, "image.img"), name: "bench", size: cfg.size}
 	f, err := os.Create(img.path)
 	if err != nil {
 		return nil, err
@@ -263,22 +466,75 @@ func makeImage(cfg *config) (*benchImage, error) {
 		return nil, err
 	}
 	f.Close()
-	args := []string{"mktorrent", "--name", img.name, "--tracker", "http://" + serverIP() + ":8080/announce", "-o", img.torrent}
-	if cfg.piece != "" {
-		args = append(args, "--piece-size", cfg.piece)
+	if err := mktorrent(cfg, img, dir); err != nil {
+		return nil, err
 	}
-	out, err := exec.Command(cfg.bin, append(args, img.path)...).CombinedOutput()
-	if err != nil {
-		return nil, fmt.Errorf("mktorrent: %v: %s", err, out)
-	}
-	// "wrote X: 128MiB, infohash …, 512 pieces of 256KiB, parts …"
-	m := regexp.MustCompile(`(\d+) pieces of (\S+),`).FindSubmatch(out)
-	if m == nil {
-		return nil, fmt.Errorf("mktorrent printed no piece count: %s", out)
-	}
-	img.pieces = fmt.Sprintf("%s pieces of %s", m[1], m[2])
+	img.used, img.usedExts = img.size, []usedmap.Extent{{Off: 0, Len: img.size}}
 	img.sha1, err = fileSHA1(img.path)
+	img.usedSHA1 = img.sha1
 	return img, err
+}
+
+// makeFSBenchImage writes the filesystem image of kind and its two
+// torrents: the default (used blocks) for pxeswarm, --raw for the others.
+func makeFSBenchImage(cfg *config, kind string) (*benchImage, error) {
+	dir := filepath.Join(cfg.work, "image-"+kind)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	img := &benchImage{path: filepath.Join(dir, kind+".img"), name: "bench-" + kind, size: cfg.fsSize, fs: kind}
+	m, err := makeFSImage(dir, img.path, kind, cfg.fsSize, cfg.fsUsedPct)
+	if err != nil {
+		return nil, fmt.Errorf("make the %s image: %w", kind, err)
+	}
+	img.used, img.usedExts = m.Used(), m.Extents
+	if err := mktorrent(cfg, img, dir); err != nil {
+		return nil, err
+	}
+	if img.sha1, err = fileSHA1(img.path); err != nil {
+		return nil, err
+	}
+	img.usedSHA1, err = usedSHA1(img.path, img.usedExts)
+	return img, err
+}
+
+// mktorrent makes img's torrent (pxeswarm's default: used blocks where it
+// reads the filesystem) and, for a filesystem image, its --raw torrent.
+func mktorrent(cfg *config, img *benchImage, dir string) error {
+	mk := func(out string, raw bool) (string, error) {
+		args := []string{"mktorrent", "--name", img.name, "--tracker", "http://" + serverIP() + ":8080/announce", "-o", out}
+		if cfg.piece != "" {
+			args = append(args, "--piece-size", cfg.piece)
+		}
+		if raw {
+			args = append(args, "--raw")
+		}
+		b, err := exec.Command(cfg.bin, append(args, img.path)...).CombinedOutput()
+		if err != nil {
+			return "", fmt.Errorf("mktorrent: %v: %s", err, b)
+		}
+		// "wrote X: 128MiB, infohash …, 512 pieces of 256KiB, parts …"
+		m := regexp.MustCompile(`(\d+) pieces of (\S+),`).FindSubmatch(b)
+		if m == nil {
+			return "", fmt.Errorf("mktorrent printed no piece count: %s", b)
+		}
+		return fmt.Sprintf("%s pieces of %s", m[1], m[2]), nil
+	}
+	img.torrent = filepath.Join(dir, img.name+".torrent")
+	var err error
+	if img.pieces, err = mk(img.torrent, false); err != nil {
+		return err
+	}
+	img.rawTorrent = img.torrent
+	if img.fs != "" {
+		img.rawTorrent = filepath.Join(dir, img.name+"-raw.torrent")
+		raw, err := mk(img.rawTorrent, true)
+		if err != nil {
+			return err
+		}
+		img.pieces += "; raw: " + raw
+	}
+	return nil
 }
 
 // serveHTTP is the HTTP unicast server: Go's file server, one file per
@@ -296,24 +552,57 @@ func serveHTTP(args []string) {
 	log.Fatal(http.Serve(ln, http.FileServer(http.Dir(*dir))))
 }
 
+// mktorrentCost is the read-cost measurement alone: it prints its
+// Markdown section (make bench-mktorrent).
+func mktorrentCost(args []string) {
+	fs := flag.NewFlagSet("mktorrent-cost", flag.ExitOnError)
+	bin := fs.String("pxeswarm", "bin/pxeswarm", "pxeswarm binary")
+	size, fill := sizeFlag(256e9), sizeFlag(4<<30)
+	fs.Var(&size, "size", "partition size (a sparse file)")
+	fs.Var(&fill, "fill", "bytes of files in it")
+	work := fs.String("work", os.TempDir(), "folder for the files and the image (needs twice --fill free)")
+	fs.Parse(args)
+	abs, err := filepath.Abs(*bin)
+	if err != nil {
+		log.Fatal(err)
+	}
+	rc, err := measureReadCost(abs, *work, int64(size), int64(fill))
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Print(rc.markdown())
+}
+
 func checkQuick(cfg *config, results []result) error {
-	var px, ht *result
-	for i := range results {
-		switch results[i].Method {
-		case "pxeswarm":
-			px = &results[i]
-		case "http":
-			ht = &results[i]
+	find := func(method, fs string) *result {
+		for i := range results {
+			if results[i].Method == method && results[i].FS == fs {
+				return &results[i]
+			}
 		}
+		return nil
 	}
-	if px == nil || ht == nil || px.TAll == 0 || ht.TAll == 0 || !px.Verified || !ht.Verified {
-		return fmt.Errorf("quick bench: a method did not finish with verified copies: %+v %+v", px, ht)
+	pairs := []struct{ fs, other, otherName string }{{"", "http", "HTTP unicast"}}
+	if len(cfg.fsKinds) > 0 {
+		pairs = append(pairs, struct{ fs, other, otherName string }{cfg.fsKinds[0], "clonezilla", "partclone + udpcast"})
 	}
-	tmin := cfg.tmin()
-	pr, hr := px.ratio(px.TAll, tmin), ht.ratio(ht.TAll, tmin)
-	fmt.Printf("quick bench: N=4 T_all/T_min: pxeswarm %.2f, HTTP unicast %.2f (pxeswarm %.1f× faster)\n", pr, hr, hr/pr)
-	if pr >= hr {
-		return fmt.Errorf("quick bench: pxeswarm's T_all ratio %.2f is not below HTTP unicast's %.2f", pr, hr)
+	for _, p := range pairs {
+		px, ot := find("pxeswarm", p.fs), find(p.other, p.fs)
+		if px == nil || ot == nil || px.TAll == 0 || ot.TAll == 0 || !px.Verified || !ot.Verified {
+			return fmt.Errorf("quick bench: a method did not finish with verified copies: %+v %+v", px, ot)
+		}
+		// Both against S/R: the same denominator, so the ratio of ratios
+		// is the ratio of times.
+		pr, or := px.ratio(px.TAll, px.Floor), ot.ratio(ot.TAll, ot.Floor)
+		what := "raw image, T_all/T_min"
+		if p.fs != "" {
+			what = p.fs + " image, T_all/(used/R)"
+			pr, or = px.usedRatio(px.TAll), ot.usedRatio(ot.TAll)
+		}
+		fmt.Printf("quick bench: N=4 %s: pxeswarm %.2f, %s %.2f (pxeswarm %.1f× faster)\n", what, pr, p.otherName, or, or/pr)
+		if pr >= or {
+			return fmt.Errorf("quick bench: pxeswarm's T_all ratio %.2f is not below %s's %.2f (%s)", pr, p.otherName, or, what)
+		}
 	}
 	return nil
 }

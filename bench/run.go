@@ -38,7 +38,9 @@ type proc struct {
 
 func (r *run) start(ctx context.Context, host, name string, args ...string) (*proc, error) {
 	p := &proc{cmd: r.lab.command(ctx, host, name, args...), exited: make(chan struct{}), t0: r.t0}
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	// Its own process group, so a kill reaches a pipeline's every
+	// process (the Clonezilla method runs shell pipelines).
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
 	pr, pw := io.Pipe()
 	p.cmd.Stdout, p.cmd.Stderr = pw, pw
 	if err := p.cmd.Start(); err != nil {
@@ -166,8 +168,10 @@ func (p *proc) progress(size int64) (float64, time.Duration) {
 	return p.pct, p.doneAt
 }
 
+// kill kills the process and its process group.
 func (p *proc) kill() {
 	if p.cmd.Process != nil {
+		syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
 		p.cmd.Process.Kill()
 	}
 	<-p.exited
@@ -177,7 +181,7 @@ func (p *proc) kill() {
 // and kills it after 5 s.
 func (p *proc) stop() {
 	if p.cmd.Process != nil {
-		p.cmd.Process.Signal(os.Interrupt)
+		syscall.Kill(-p.cmd.Process.Pid, syscall.SIGINT)
 	}
 	select {
 	case <-p.exited:
@@ -218,14 +222,30 @@ type run struct {
 type result struct {
 	Method, Scenario string
 	N                int
+	FS               string        // "" on the raw image
+	Size, Used       int64         // the image's S and the bytes its filesystem uses (S for raw)
+	Floor            time.Duration // S/R
+	RunFloor         time.Duration // the method's floor: used/R if it ships used blocks, else S/R
 	TAll             time.Duration // all healthy clients done (0: not all)
 	Median, Worst    time.Duration
 	Healthy, Done    int
 	ServerSent       int64
+	ClientGot        float64 // bytes into a healthy client's link, on average
 	CPUAvg, CPUPeak  float64
 	Verified         bool
 	Received, Wasted float64 // per healthy client, as a multiple of S (pxeswarm only)
+	Cap              float64 // when not all were done: the run's bound, in its floor
 	Note             string
+}
+
+// rate is the link rate the floors were computed for, in bits/s.
+func (rs result) rate() int64 {
+	return int64(float64(rs.Size*8) / rs.Floor.Seconds())
+}
+
+// usedRatio is d against used/R.
+func (rs result) usedRatio(d time.Duration) float64 {
+	return d.Seconds() * float64(rs.Size) / float64(rs.Used) / rs.Floor.Seconds()
 }
 
 func (rs result) ratio(d time.Duration, tmin time.Duration) float64 {
@@ -257,7 +277,7 @@ func runOne(ctx context.Context, cfg *config, img *benchImage, m method, sc scen
 			p.kill()
 		}
 	}()
-	tmin := cfg.tmin()
+	tmin := img.floor(m, cfg.rate)
 	cap := time.Duration(float64(tmin) * capFactor(m, sc))
 	ctx, cancel := context.WithTimeout(ctx, cap+time.Minute)
 	defer cancel()
@@ -323,6 +343,17 @@ func runOne(ctx context.Context, cfg *config, img *benchImage, m method, sc scen
 	}
 	res.CPUAvg, res.CPUPeak = cpu.end()
 	res.ServerSent = l.serverSent() - sent0
+	var got int64
+	var ngot int
+	for k := 1; k <= started; k++ {
+		if healthy(k) {
+			got += l.clientGot(k)
+			ngot++
+		}
+	}
+	if ngot > 0 {
+		res.ClientGot = float64(got) / float64(ngot)
+	}
 	var recv, wasted int64
 	var nsum int
 	// Stop every client at once: each may take up to 5 s to exit.
@@ -368,9 +399,12 @@ func runOne(ctx context.Context, cfg *config, img *benchImage, m method, sc scen
 		}
 		res.Done++
 		times = append(times, at)
-		if sum, err := fileSHA1(m.target(r, k)); err != nil || sum != img.sha1 {
+		ok, note := verify(img, m, m.target(r, k))
+		if !ok {
 			res.Verified = false
-			res.Note = fmt.Sprintf("client %d's copy differs from the image", k)
+			res.Note = fmt.Sprintf("client %d's copy %s", k, note)
+		} else if note != "" && !strings.Contains(res.Note, note) {
+			res.Note = strings.TrimPrefix(res.Note+"; "+note, "; ")
 		}
 	}
 	res.Healthy += sc.n - started
@@ -382,7 +416,12 @@ func runOne(ctx context.Context, cfg *config, img *benchImage, m method, sc scen
 	if res.Done == res.Healthy {
 		res.TAll = res.Worst
 	} else {
-		res.Note = fmt.Sprintf("%d of %d healthy clients not done after %s (%.1f× T_min)", res.Healthy-res.Done, res.Healthy, cap.Round(time.Second), capFactor(m, sc))
+		floorName := "T_min"
+		if img.fs != "" {
+			floorName = map[bool]string{true: "used/R", false: "S/R"}[m.shipsUsed()]
+		}
+		res.Cap = capFactor(m, sc)
+		res.Note = fmt.Sprintf("%d of %d healthy clients not done after %s (%.1f× %s)", res.Healthy-res.Done, res.Healthy, cap.Round(time.Second), res.Cap, floorName)
 		if os.Getenv("BENCH_DEBUG") != "" {
 			for k := 1; k <= started; k++ {
 				fmt.Println("client", k, "tail:", clients[k].tail())
@@ -390,6 +429,39 @@ func runOne(ctx context.Context, cfg *config, img *benchImage, m method, sc scen
 		}
 	}
 	return res, nil
+}
+
+// verify checks a client's copy: every byte of the image for a method
+// that ships every byte, every byte the filesystem uses for one that
+// ships the used blocks (the rest of its target is free space). It says
+// what differs, or notes what it let pass.
+func verify(img *benchImage, m method, path string) (ok bool, note string) {
+	if img.fs == "" || !m.shipsUsed() {
+		if sum, err := fileSHA1(path); err != nil || sum != img.sha1 {
+			return false, "differs from the image"
+		}
+		return true, ""
+	}
+	if sum, err := usedSHA1(path, img.usedExts); err == nil && sum == img.usedSHA1 {
+		return true, ""
+	}
+	diff, err := differingSectors(img.path, path, img.usedExts)
+	if err != nil {
+		return false, fmt.Sprintf("could not be compared: %v", err)
+	}
+	// partclone.ntfs copies the volume's clusters; the backup boot
+	// sector, the partition's last sector, lies past them, so a restore
+	// leaves whatever the target had there (ntfsfix -n then reports the
+	// alternate boot sector BAD). usedmap counts it as used, so pxeswarm
+	// ships it.
+	if img.fs == "ntfs" && len(diff) == 1 && diff[0].Off >= img.size-512 {
+		return true, "backup boot sector not restored"
+	}
+	var parts []string
+	for _, e := range diff[:min(len(diff), 3)] {
+		parts = append(parts, fmt.Sprintf("%d+%d", e.Off, e.Len))
+	}
+	return false, fmt.Sprintf("differs from the image in %d used ranges (bytes %s…)", len(diff), strings.Join(parts, ", "))
 }
 
 func fileSHA1(path string) (string, error) {

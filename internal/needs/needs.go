@@ -45,6 +45,8 @@ var Packages = map[string]string{
 	"mkntfs":                            "ntfs-3g",
 	"ntfscp":                            "ntfs-3g",
 	"ntfscat":                           "ntfs-3g",
+	"ntfsls":                            "ntfs-3g",
+	"ntfstruncate":                      "ntfs-3g",
 	"ntfsinfo":                          "ntfs-3g",
 	"ntfscluster":                       "ntfs-3g",
 	"ntfsfix":                           "ntfs-3g",
