@@ -205,3 +205,24 @@ func TestMachineCap(t *testing.T) {
 		t.Errorf("AdmitMachine past the cap with every machine tasked = %v, want ErrTooManyMachines", err)
 	}
 }
+
+// TestAgentDHCPStartsAutoTask: under plan.auto = all, a terminal whose
+// agent asks our DHCP without a PXE boot first (booted from a stick, or
+// straight into the kernel as the QEMU agent test does) gets its task
+// like a PXE client; a made-up MAC that only asks HTTP still gets none.
+func TestAgentDHCPStartsAutoTask(t *testing.T) {
+	a := newAdmitSite(t, "all", 0)
+	mac := net.HardwareAddr{0x52, 0x54, 0x00, 0xaa, 0, 9}
+	m, err := dhcpv4.New(dhcpv4.WithHwAddr(mac), dhcpv4.WithMessageType(dhcpv4.MessageTypeDiscover),
+		dhcpv4.WithOption(dhcpv4.OptClassIdentifier(protocol.AgentVendorClass)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, _ := a.dhcp.Reply(m.ToBytes(), 67, netip.MustParseAddrPort("0.0.0.0:68")); out == nil {
+		t.Fatal("no reply to the agent's DISCOVER")
+	}
+	task, ok, err := a.store.ActiveTask(mac.String())
+	if err != nil || !ok || task.State != protocol.TaskPending {
+		t.Fatalf("after the agent's DISCOVER: task %+v, %v, %v; want a pending task (plan.auto = all)", task, ok, err)
+	}
+}

@@ -165,6 +165,15 @@ func (s *Site) dhcpConfig(log *slog.Logger, store *Store, auto *autoBackend, see
 			case added:
 				log.Info("store: new machine seen by DHCP", "mac", mac, "arch", dhcp.ArchName(arch))
 			}
+			// plan.auto covers a terminal whose agent asks our DHCP
+			// without a PXE boot first (booted from a stick, or straight
+			// into the kernel): Boot, which starts PXE clients' tasks,
+			// is not asked for an agent.
+			if err == nil {
+				if _, _, err := auto.ActiveTask(mac.String()); err != nil {
+					log.Error("store: automatic task", "mac", mac, "err", err)
+				}
+			}
 		},
 		// A machine with a task, or one the config lists, may take the
 		// pool's last addresses (dhcp.pool_reserve); made-up MACs may not.
@@ -422,8 +431,8 @@ func (s *Site) adminToken() (string, error) {
 // PXE-boots with no active task gets one for the default image if the
 // policy covers it, the store knows it (its DHCP saw it, or the config
 // lists it) and it never had a task for that image. Only the DHCP
-// service asks it (Config.Boot); HTTP asks the Store, so no GET starts a
-// task.
+// service asks it (Config.Boot and Seen); HTTP asks the Store, so no GET
+// starts a task.
 type autoBackend struct {
 	*Store
 	catalog  *catalog.Catalog
