@@ -67,6 +67,10 @@ type Config struct {
 	// loaded at start (pieces it lists are trusted, not re-read) and saved
 	// every few seconds after the targets are synced, and at the end.
 	StateFile string
+	// FlushEvery is how often a fetch flushes its targets (and saves the
+	// StateFile): a power cut loses at most that much of the work, since
+	// a restart with ModeVerify finds the rest on the disk. Default 5 s.
+	FlushEvery time.Duration
 	// Tuning holds the LAN knobs; zero fields take DefaultTuning.
 	Tuning Tuning
 	// Progress, if set, is called every ProgressEvery (default 1 s) and
@@ -82,6 +86,7 @@ type Session struct {
 	im    *Image
 	comp  *completion
 	devs  []*Device
+	parts []Part // what the storage writes: flushed by sync
 	cl    *torrent.Client
 	t     *torrent.Torrent
 	start time.Time
@@ -139,6 +144,9 @@ func (c Config) Join(ctx context.Context, log *slog.Logger) (*Session, error) {
 	if _, err := ParseMode(string(c.Mode)); err != nil {
 		return nil, err
 	}
+	if c.FlushEvery <= 0 {
+		c.FlushEvery = 5 * time.Second
+	}
 	if c.ProgressEvery == 0 {
 		c.ProgressEvery = time.Second
 	}
@@ -163,6 +171,7 @@ func (c Config) Join(ctx context.Context, log *slog.Logger) (*Session, error) {
 			return nil, err
 		}
 	}
+	s.parts = parts
 	s.writeFailed = make(chan struct{})
 	st, err := newStorage(im, parts, s.comp, s.writeError)
 	if err != nil {
@@ -486,7 +495,7 @@ func (c counters) plus(d counters) counters {
 // Wait blocks until every piece is verified on the targets, then syncs
 // them and saves the state. It returns at once for a seed.
 func (s *Session) Wait(ctx context.Context) error {
-	saveTick := time.NewTicker(5 * time.Second)
+	saveTick := time.NewTicker(s.cfg.FlushEvery)
 	defer saveTick.Stop()
 	swapped := s.swapped // nil unless the chunk size may fall back
 	for {
@@ -515,10 +524,8 @@ func (s *Session) Wait(ctx context.Context) error {
 			}
 			return ctx.Err()
 		case <-saveTick.C:
-			if s.cfg.StateFile != "" {
-				if err := s.sync(); err != nil {
-					return s.fail(err)
-				}
+			if err := s.sync(); err != nil {
+				return s.fail(err)
 			}
 		}
 	}
@@ -544,15 +551,19 @@ func (s *Session) fail(err error) error {
 }
 
 // sync flushes the targets, then records the completion: a piece is in
-// the saved state only once its bytes are on stable storage.
+// the saved state only once its bytes are on stable storage. Wait calls
+// it every few seconds while fetching, so a power cut loses only the last
+// seconds' pieces: a restart with check verify finds the rest on the disk.
 func (s *Session) sync() error {
 	if s.cfg.Mode == ModeSeed {
 		return nil
 	}
 	snapshot := s.comp.marshal(s.im.InfoHash)
-	for _, d := range s.devs {
-		if err := d.Sync(); err != nil {
-			return fmt.Errorf("flush %s: %w", d.Path, err)
+	for i, p := range s.parts {
+		if f, ok := p.RW.(interface{ Sync() error }); ok {
+			if err := f.Sync(); err != nil {
+				return fmt.Errorf("flush part %d (%s): %w", i+1, s.im.Files[i].Path, err)
+			}
 		}
 	}
 	if s.cfg.StateFile == "" {

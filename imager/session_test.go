@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -376,5 +377,47 @@ func TestStockTorrents(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// syncCounter is a part that counts its flushes.
+type syncCounter struct {
+	ReadWriterAt
+	n atomic.Int32
+}
+
+func (c *syncCounter) Sync() error { c.n.Add(1); return nil }
+
+// TestFetchFlushesTargets: while a fetch runs, its targets (here a part
+// as the agent passes them, with no state file) are flushed every
+// FlushEvery, so a power cut loses only the last seconds of pieces. They
+// were flushed only at the end, or with a state file only for targets the
+// session opened itself: a machine whose power was cut lost everything
+// still in its page cache.
+func TestFetchFlushesTargets(t *testing.T) {
+	dir := t.TempDir()
+	im, _ := makeImage(t, dir, []int64{1 << 20}, 0)
+	f, err := os.Create(filepath.Join(dir, "target"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	part := &syncCounter{ReadWriterAt: f}
+	cfg := testingConfig(t)
+	cfg.Image, cfg.Parts, cfg.Mode, cfg.Trackers = im, []Part{{RW: part, Length: im.Length}}, ModeFresh, []string{}
+	cfg.FlushEvery = 50 * time.Millisecond
+	s := startSession(t, cfg)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Wait(ctx) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for part.n.Load() < 3 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	got := part.n.Load()
+	cancel()
+	<-done
+	if got < 3 {
+		t.Errorf("the target was flushed %d times while the fetch ran, want one every FlushEvery", got)
 	}
 }
