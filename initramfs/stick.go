@@ -205,12 +205,20 @@ func readESPFile(dev, name string, limit int64) ([]byte, error) {
 		return nil, fmt.Errorf("%s on the stick's ESP %s: %w", name, dev, err)
 	}
 	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, limit+1))
+	st, err := f.Stat()
 	if err != nil {
-		return nil, fmt.Errorf("read %s on the stick's ESP %s: %w", name, dev, err)
+		return nil, fmt.Errorf("%s on the stick's ESP %s: %w", name, dev, err)
 	}
-	if int64(len(b)) > limit {
+	if st.Size() > limit {
 		return nil, fmt.Errorf("%s on the stick's ESP %s is over %s", name, dev, bytesize.Format(limit))
+	}
+	// One read of exactly the file's size from its start: go-diskfs
+	// (v1.9.4) returns bytes past the end of a file when a read starts
+	// inside a cluster, which io.ReadAll's growing buffer does (a
+	// torrent read back with 17 stray bytes).
+	b := make([]byte, st.Size())
+	if _, err := io.ReadFull(f, b); err != nil {
+		return nil, fmt.Errorf("read %s on the stick's ESP %s: %w", name, dev, err)
 	}
 	return b, nil
 }
