@@ -113,7 +113,11 @@ func TestSwarmFakeRevealPeers(t *testing.T) {
 		var fetchers []*proc
 		for i := range 2 {
 			ts := img.targets(dir, strconv.Itoa(i))
-			fetchers = append(fetchers, start(t, fetchArgs(img, ts, "--seed-for", "1s")...))
+			// --peer as well as the tracker: a fetch whose first announce
+			// fails waits a minute for the next (anacrolix), which once
+			// left a fetcher with no peer at all for the whole run; the
+			// test is about what the fakes do to the seeder.
+			fetchers = append(fetchers, start(t, fetchArgs(img, ts, "--seed-for", "1s", "--peer", addr)...))
 		}
 		defer func() {
 			for _, f := range fetchers {
