@@ -27,10 +27,15 @@ const MaxExtents = 1 << 16
 // GapsFree is how a used-block part's gaps (the bytes between its
 // extents) are treated on a target: they are the filesystem's free space,
 // free by the bitmaps the image carries, so the target's old bytes there
-// are never read and are left alone. (A later kind, such as gaps that must
-// read as zeros, would get its own value; an agent refuses one it does
-// not know.)
+// are never read and are left alone. An agent refuses a kind it does not
+// know.
 const GapsFree = "free"
+
+// GapsZero is how the gaps of a part made by zero detection are treated:
+// the source held zeros there (a filesystem pxeswarm does not read, or
+// none), so a target must read zeros there after a deploy: the agent
+// zeroes them (BLKZEROOUT on a block device, a punched hole in a file).
+const GapsZero = "zero"
 
 // Extent is a byte range of a partition: [Off, Off+Len).
 type Extent struct {
