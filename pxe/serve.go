@@ -154,7 +154,7 @@ func (s *Site) dhcpConfig(log *slog.Logger, store *Store, auto *autoBackend, see
 		URLOption: uint8(s.DHCP.Option), ServerURL: s.PublicURL + "/",
 		// Called under the DHCP handler's lock, so lastFull needs no
 		// other. A known machine costs a read; a new one a commit.
-		Seen: func(mac net.HardwareAddr, arch uint16) {
+		Seen: func(mac net.HardwareAddr, arch uint16, agent bool) {
 			added, err := store.AdmitMachine(mac.String(), dhcp.ArchName(arch))
 			switch {
 			case errors.Is(err, ErrTooManyMachines) && time.Since(lastFull) > time.Minute:
@@ -168,8 +168,9 @@ func (s *Site) dhcpConfig(log *slog.Logger, store *Store, auto *autoBackend, see
 			// plan.auto covers a terminal whose agent asks our DHCP
 			// without a PXE boot first (booted from a stick, or straight
 			// into the kernel): Boot, which starts PXE clients' tasks,
-			// is not asked for an agent.
-			if err == nil {
+			// is not asked for an agent. (Only for an agent: a PXE
+			// client's Boot right after this does the same lookup.)
+			if err == nil && agent {
 				if _, _, err := auto.ActiveTask(mac.String()); err != nil {
 					log.Error("store: automatic task", "mac", mac, "err", err)
 				}

@@ -174,11 +174,12 @@ type Config struct {
 	// Seen, if set, is called for each DISCOVER and REQUEST of a PXE
 	// client (firmware or iPXE) or of our agent (vendor class
 	// "pxeswarm…"), before the reply is built (and before Boot), with its
-	// MAC and client architecture (0xffff if it sent none). What DHCP sees
+	// MAC, client architecture (0xffff if it sent none) and whether it is
+	// our agent (Boot is not asked for an agent). What DHCP sees
 	// is how the server learns which machines exist: an HTTP request can
 	// name any MAC. It is called with the handler's lock held: keep it
 	// quick.
-	Seen func(mac net.HardwareAddr, arch uint16) `json:"-" toml:"-"`
+	Seen func(mac net.HardwareAddr, arch uint16, agent bool) `json:"-" toml:"-"`
 	// Priority, if set, says whether a machine should get an address even
 	// when the pool is down to PoolReserve (full mode): say, one with a
 	// task or one the site lists. It is called with the handler's lock
@@ -537,7 +538,7 @@ func stepClient(h *Handler, x *exchange) error {
 	}
 	if h.cfg.Seen != nil && (x.pxe || x.ipxe || x.agent) {
 		if t := r.MessageType(); t == dhcpv4.MessageTypeDiscover || t == dhcpv4.MessageTypeRequest {
-			h.cfg.Seen(x.mac, x.arch)
+			h.cfg.Seen(x.mac, x.arch, x.agent)
 		}
 	}
 	return nil

@@ -376,25 +376,11 @@ func TestFullReplies(t *testing.T) {
 func TestFullLeaseLife(t *testing.T) {
 	cfg := testConfig(t, Full)
 	h := newTestHandler(t, cfg)
-	get := func(h *Handler, n int) netip.Addr {
-		t.Helper()
-		off, _ := ask(t, h, pkt(t, dhcpv4.MessageTypeDiscover, mac(n)), 67, fromNone)
-		if off == nil {
-			return netip.Addr{}
-		}
-		ack, _ := ask(t, h, pkt(t, dhcpv4.MessageTypeRequest, mac(n),
-			dhcpv4.WithOption(dhcpv4.OptServerIdentifier(tServer.AsSlice())),
-			dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(off.YourIPAddr))), 67, fromNone)
-		if ack == nil || ack.MessageType() != dhcpv4.MessageTypeAck || !ack.YourIPAddr.Equal(off.YourIPAddr) {
-			t.Fatalf("REQUEST for offered %v = %v, want ACK", off.YourIPAddr, ack)
-		}
-		return toAddr(ack.YourIPAddr)
-	}
-	a1, a2 := get(h, 1), get(h, 2)
+	a1, a2 := getLease(t, h, 1), getLease(t, h, 2)
 	if a1.String() != "198.18.0.100" || a2.String() != "198.18.0.101" {
 		t.Fatalf("first leases = %v, %v; want .100, .101", a1, a2)
 	}
-	if again := get(h, 1); again != a1 {
+	if again := getLease(t, h, 1); again != a1 {
 		t.Errorf("same MAC again got %v, want %v", again, a1)
 	}
 
@@ -425,10 +411,10 @@ func TestFullLeaseLife(t *testing.T) {
 	// client does not get their addresses.
 	h2 := newTestHandler(t, cfg)
 	h2.now = h.now
-	if a3 := get(h2, 3); a3 == a1 || a3 == a2 || !a3.IsValid() {
+	if a3 := getLease(t, h2, 3); a3 == a1 || a3 == a2 || !a3.IsValid() {
 		t.Errorf("after restart mac 3 got %v, want neither %v nor %v", a3, a1, a2)
 	}
-	if again := get(h2, 2); again != a2 {
+	if again := getLease(t, h2, 2); again != a2 {
 		t.Errorf("after restart mac 2 got %v, want %v", again, a2)
 	}
 	leases, _, err := readLeases(cfg.LeaseFile)
@@ -448,10 +434,10 @@ func TestFullLeaseLife(t *testing.T) {
 	if le, _ := h2.leases.lease(mac(1).String()); le.Expires.After(h2.now()) {
 		t.Errorf("after RELEASE lease expires %v, want now", le.Expires)
 	}
-	if a4 := get(h2, 4); a4 == a1 {
+	if a4 := getLease(t, h2, 4); a4 == a1 {
 		t.Errorf("newcomer got released %v while unused addresses remain", a4)
 	}
-	if again := get(h2, 1); again != a1 {
+	if again := getLease(t, h2, 1); again != a1 {
 		t.Errorf("mac 1 after its RELEASE got %v, want %v", again, a1)
 	}
 
@@ -462,14 +448,14 @@ func TestFullLeaseLife(t *testing.T) {
 		dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(declined.AsSlice()))), 67, fromNone)
 	ask(t, h2, pkt(t, dhcpv4.MessageTypeDecline, mac(5), dhcpv4.WithOption(dhcpv4.OptServerIdentifier(tServer.AsSlice())),
 		dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(declined.AsSlice()))), 67, fromNone)
-	if again := get(h2, 5); again == declined {
+	if again := getLease(t, h2, 5); again == declined {
 		t.Errorf("after DECLINE of %v the same client was offered it again", declined)
 	}
 
 	// Exhaust the pool (10 addresses, one declined): silence, not a crash.
 	got := map[netip.Addr]bool{}
 	for n := 10; n < 30; n++ {
-		if a := get(h2, n); a.IsValid() {
+		if a := getLease(t, h2, n); a.IsValid() {
 			if got[a] {
 				t.Fatalf("address %v given twice", a)
 			}
@@ -479,13 +465,13 @@ func TestFullLeaseLife(t *testing.T) {
 	if len(got) == 0 || len(got) > 10 {
 		t.Errorf("newcomers got %d addresses from a 10-address pool", len(got))
 	}
-	if a := get(h2, 99); a.IsValid() {
+	if a := getLease(t, h2, 99); a.IsValid() {
 		t.Errorf("full pool still offered %v", a)
 	}
 
 	// Expired leases are reclaimed, oldest first, once nothing is unused.
 	h2.now = func() time.Time { return tClock.Add(48 * time.Hour) }
-	if a := get(h2, 99); !a.IsValid() {
+	if a := getLease(t, h2, 99); !a.IsValid() {
 		t.Error("after every lease expired, no address for a newcomer")
 	}
 }

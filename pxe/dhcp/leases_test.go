@@ -29,6 +29,9 @@ func getLease(t *testing.T, h *Handler, n int) netip.Addr {
 	if ack == nil || ack.MessageType() != dhcpv4.MessageTypeAck {
 		return netip.Addr{}
 	}
+	if !ack.YourIPAddr.Equal(off.YourIPAddr) {
+		t.Errorf("REQUEST for offered %v got an ACK for %v", off.YourIPAddr, ack.YourIPAddr)
+	}
 	return toAddr(ack.YourIPAddr)
 }
 
@@ -232,13 +235,15 @@ func TestSeen(t *testing.T) {
 	for _, mode := range []Mode{Full, Proxy} {
 		var seen []string
 		cfg := testConfig(t, mode)
-		cfg.Seen = func(m net.HardwareAddr, arch uint16) { seen = append(seen, fmt.Sprintf("seen %s %d", m, arch)) }
+		cfg.Seen = func(m net.HardwareAddr, arch uint16, agent bool) {
+			seen = append(seen, fmt.Sprintf("seen %s %d %v", m, arch, agent))
+		}
 		cfg.Boot = func(m net.HardwareAddr) bool { seen = append(seen, "boot "+m.String()); return true }
 		h := newTestHandler(t, cfg)
 		ask(t, h, pkt(t, dhcpv4.MessageTypeDiscover, mac(1), pxeArch(7)...), 67, fromNone)
 		ask(t, h, pkt(t, dhcpv4.MessageTypeDiscover, mac(2)), 67, fromNone) // plain client
 		ask(t, h, pkt(t, dhcpv4.MessageTypeDiscover, mac(3), dhcpv4.WithOption(dhcpv4.OptClassIdentifier(protocol.AgentVendorClass))), 67, fromNone)
-		want := "seen 52:54:00:00:00:01 7,boot 52:54:00:00:00:01,seen 52:54:00:00:00:03 65535"
+		want := "seen 52:54:00:00:00:01 7 false,boot 52:54:00:00:00:01,seen 52:54:00:00:00:03 65535 true"
 		if got := strings.Join(seen, ","); got != want {
 			t.Errorf("%s: calls %q, want %q", mode, got, want)
 		}
