@@ -474,7 +474,7 @@ func (a *agent) deploy(ctx context.Context, plan *protocol.Plan) error {
 		im: im, from: "the plan", choose: chooseTarget(plan.Target, im), createTable: plan.CreateTable,
 		again: "reboot to try again",
 		fill: func(ctx context.Context, parts []imager.Part) error {
-			icfg := imager.Config{Image: im, Parts: parts, Mode: mode, Listen: c.Listen, Trackers: plan.Trackers,
+			icfg := imager.Config{Image: im, Parts: parts, Mode: mode, Listen: c.Listen, Trackers: plan.Trackers, Peers: plan.Seeders,
 				Tuning: c.Tuning, Progress: a.onProgress, ProgressEvery: c.ProgressEvery}
 			var err error
 			if sess, err = icfg.Join(ctx, a.log); err != nil {

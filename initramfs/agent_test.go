@@ -21,6 +21,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -83,6 +84,10 @@ type server struct {
 	im      *imager.Image
 	parts   [][]byte
 
+	// seeder is the test seeder's peer address, which plans carry as
+	// Plan.Seeders as the real server's do.
+	seeder string
+
 	mu      sync.Mutex
 	reports []protocol.Report
 	status  []int // of each report
@@ -128,6 +133,7 @@ func newServerImage(t *testing.T, im *imager.Image, paths []string, parts [][]by
 		Key:       key,
 		Catalog:   demoCatalog(t, s.im),
 		Trackers:  []string{s.url + "/announce"},
+		Seeders:   func(string) []string { return []string{s.seeder} },
 		Tracker:   trk.Handler(),
 	}.HandlerWithLog(log)
 	if err != nil {
@@ -144,6 +150,7 @@ func newServerImage(t *testing.T, im *imager.Image, paths []string, parts [][]by
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { sess.Close() })
+	s.seeder = sess.ListenAddr()
 	return s
 }
 
@@ -667,6 +674,39 @@ func TestRunServerDown(t *testing.T) {
 	r.wantMarkers(t, MarkError, MarkNet+" link 1 lo", MarkHalt)
 	if c := r.console.String(); !strings.Contains(c, MarkNet+" route ") && !strings.Contains(c, MarkNet+" no IPv4 routes") {
 		t.Errorf("the network dump has no routes line")
+	}
+}
+
+// TestRunTrackerDownUsesSeeders: every announce fails (a busy or
+// restarting server), and anacrolix waits a minute after a failed
+// announce; the agent still images at once from the image host's seeder,
+// whose address the plan carries (Plan.Seeders).
+func TestRunTrackerDownUsesSeeders(t *testing.T) {
+	s := newServer(t)
+	var announces atomic.Int32
+	s.setTamper(func(path string, body []byte) []byte {
+		if path == "/announce" {
+			announces.Add(1)
+			return []byte("d14:failure reason16:tracker is downe")
+		}
+		return body
+	})
+	task := s.addTask(t, pxe.TaskSettings{Target: protocol.Target{Disk: "first"}, CreateTable: true, CheckMode: "fresh", After: "reboot"})
+	disks, disk := fakeMachine(t, 32*MiB)
+	r := agentConfig(t, s, disks, "console=ttyS0 pxeswarm.task="+task.ID)
+	// Well under anacrolix's minute between failed announces.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	start := time.Now()
+	err := r.cfg.Run(ctx, infoLogger(t))
+	t.Logf("Run took %v; console:\n%s", time.Since(start).Round(time.Millisecond), r.console)
+	if err != nil {
+		t.Fatalf("Run with every announce failing = %v (announces: %d)", err, announces.Load())
+	}
+	r.wantMarkers(t, "pxeswarm: IMAGE DONE sha256="+wholeSum(s.parts))
+	checkDisk(t, disk, 32*MiB, s.parts)
+	if announces.Load() == 0 {
+		t.Errorf("the agent never announced: the test did not exercise a failing tracker")
 	}
 }
 

@@ -59,7 +59,9 @@ func netAgent(t *testing.T, cmdline Cmdline) (*agent, *testlog.Buffer) {
 	t.Helper()
 	con := &testlog.Buffer{}
 	cfg := Config{
-		DHCP:           dhclient.Config{Timeout: 500 * time.Millisecond, Retries: 3},
+		// 1+2+4 s: dnsmasq pings an address (up to 3 s) before it offers
+		// it; on a loaded host 0.5+1+2 s once missed the offer.
+		DHCP:           dhclient.Config{Timeout: time.Second, Retries: 3},
 		ResolvConf:     filepath.Join(t.TempDir(), "resolv.conf"),
 		LinkTimeout:    2 * time.Second,
 		CarrierTimeout: 5 * time.Second,

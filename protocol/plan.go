@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"strings"
 	"time"
 )
@@ -56,7 +57,12 @@ type Plan struct {
 	// info-hash differs, so the plan signs the bytes, not only the URL.
 	InfoHash string   `json:"info_hash"`
 	Trackers []string `json:"trackers,omitempty"` // announce URLs; empty: the torrent's
-	Target   Target   `json:"target"`
+	// Seeders are host:port peer addresses of the image host's seeder for
+	// this image, dialled at once besides the trackers: a machine whose
+	// first announce fails (a busy or restarting server) would otherwise
+	// wait a minute for the next (anacrolix's backoff) with no peer.
+	Seeders []string `json:"seeders,omitempty"`
+	Target  Target   `json:"target"`
 	// CreateTable makes the partition table from the image's layout
 	// before writing (a blank or replaced disk).
 	CreateTable bool   `json:"create_table"`
@@ -80,6 +86,9 @@ type Plan struct {
 	// ID cannot move the task.
 	ReportToken string `json:"report_token"`
 }
+
+// MaxSeeders bounds Plan.Seeders.
+const MaxSeeders = 8
 
 // NonceParam is the plan request's query parameter that carries the
 // agent's nonce.
@@ -132,6 +141,14 @@ func (p *Plan) Check() error {
 	}
 	if len(p.InfoHash) != 40 || strings.Trim(strings.ToLower(p.InfoHash), "0123456789abcdef") != "" {
 		return bad("info_hash %q: want 40 hex digits", p.InfoHash)
+	}
+	if len(p.Seeders) > MaxSeeders {
+		return bad("%d seeders: want at most %d", len(p.Seeders), MaxSeeders)
+	}
+	for _, a := range p.Seeders {
+		if ap, err := netip.ParseAddrPort(a); err != nil || !ap.Addr().IsValid() || ap.Port() == 0 {
+			return bad("seeder %q: want an IP address and port such as 198.18.0.1:6881", Clip(a, 60))
+		}
 	}
 	if err := p.Target.Check(); err != nil {
 		return bad("%v", err)

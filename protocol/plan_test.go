@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -14,7 +15,7 @@ func testPlan() *Plan {
 	return &Plan{
 		MAC: "52:54:00:12:34:56", TaskID: "t1", Action: ActionDeploy, Image: "win11",
 		Torrent: "http://198.18.0.1:8080/images/win11.torrent", InfoHash: strings.Repeat("ab", 20),
-		Target: Target{Disk: "first"}, CreateTable: true, CheckMode: "fresh", SeedFor: "10m", After: "reboot",
+		Seeders: []string{"198.18.0.1:6881"}, Target: Target{Disk: "first"}, CreateTable: true, CheckMode: "fresh", SeedFor: "10m", After: "reboot",
 		OnError: OnErrorHalt,
 		Issued:  time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC),
 		Nonce:   testNonce, ReportToken: strings.Repeat("5e", 24),
@@ -107,6 +108,12 @@ func TestSignRefusesBadPlans(t *testing.T) {
 		{"no report token", func(p *Plan) { p.ReportToken = "" }},
 		{"report token not hex", func(p *Plan) { p.ReportToken = strings.Repeat("Z", 48) }},
 		{"unknown action", func(p *Plan) { p.Action = "capture" }},
+		{"seeder by name", func(p *Plan) { p.Seeders = []string{"images.school.example:6881"} }},
+		{"seeder without port", func(p *Plan) { p.Seeders = []string{"198.18.0.1"} }},
+		{"seeder port 0", func(p *Plan) { p.Seeders = []string{"198.18.0.1:0"} }},
+		{"too many seeders", func(p *Plan) {
+			p.Seeders = slices.Repeat([]string{"198.18.0.1:6881"}, MaxSeeders+1)
+		}},
 		{"disk not a device name", func(p *Plan) { p.Target = Target{Disk: "../sda"} }},
 		{"partition past 128", func(p *Plan) { p.Target = Target{Disk: "sda", Partition: 129} }},
 		{"guid not a guid", func(p *Plan) { p.Target = Target{GUID: "1a2b3c4d-02"} }},

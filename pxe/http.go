@@ -96,6 +96,10 @@ type HTTPConfig struct {
 	ImageDirs []string
 	// Trackers are announce URLs put into plans (empty: the torrent's).
 	Trackers []string
+	// Seeders, if set, gives the peer addresses (host:port) of an image's
+	// seeder on this host, put into plans so an agent dials it at once
+	// whatever its first announce does.
+	Seeders func(image string) []string
 	// Defaults are the plan settings of tasks that leave them out.
 	Defaults PlanDefaults
 	// AdminToken guards the admin API (Authorization: Bearer <token>).
@@ -275,6 +279,16 @@ func (s *bootServer) webSeedURL(name string) string {
 // torrentURL is where terminals fetch an image's torrent.
 func (s *bootServer) torrentURL(name string) string {
 	return s.cfg.PublicURL + "/torrents/" + url.PathEscape(name) + ".torrent"
+}
+
+// seeders is what a plan for image carries as Plan.Seeders (at most
+// protocol.MaxSeeders).
+func (s *bootServer) seeders(image string) []string {
+	if s.cfg.Seeders == nil {
+		return nil
+	}
+	a := s.cfg.Seeders(image)
+	return a[:min(len(a), protocol.MaxSeeders)]
 }
 
 func (s *bootServer) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }

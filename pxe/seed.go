@@ -27,6 +27,11 @@ type SeedConfig struct {
 	UploadLimit int64
 	// Trackers are the announce URLs (empty: the torrent's).
 	Trackers []string
+	// OnPort, if set, is told each image's peer port when its seeder
+	// starts, and port 0 when it stops (plans carry the address:
+	// HTTPConfig.Seeders). It is called under the service's lock: keep it
+	// quick.
+	OnPort func(image string, port int)
 }
 
 // Start seeds until ctx is done, then stops every seeder and returns nil.
@@ -83,6 +88,9 @@ func (sd *seeders) start(im *catalog.Image) error {
 		return fmt.Errorf("seed %s: %w", im.Name, err)
 	}
 	sd.running[im.Name] = &seeder{port: port, sess: sess, log: log}
+	if sd.cfg.OnPort != nil {
+		sd.cfg.OnPort(im.Name, port)
+	}
 	log.Info("seed: started", "port", port)
 	return nil
 }
@@ -107,6 +115,9 @@ func (sd *seeders) stop(im *catalog.Image) {
 	if s := sd.running[im.Name]; s != nil {
 		s.close()
 		delete(sd.running, im.Name)
+		if sd.cfg.OnPort != nil {
+			sd.cfg.OnPort(im.Name, 0)
+		}
 	}
 }
 

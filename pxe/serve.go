@@ -67,6 +67,8 @@ func (s *Site) Start(ctx context.Context, log *slog.Logger) error {
 	// HTTP answers from the store alone: its GETs change nothing, and
 	// only what DHCP sees starts automatic tasks (auto, in startDHCP).
 	web := s.httpConfig(key, token, store, cat, tr, store)
+	ports := &seedPorts{addr: s.Address, port: map[string]int{}}
+	web.Seeders = ports.addrs
 	hlog := log.With("service", "http")
 	fingerprint := ""
 	if s.HTTP.HTTPSListen != "" {
@@ -102,7 +104,7 @@ func (s *Site) Start(ctx context.Context, log *slog.Logger) error {
 		tf := TFTPConfig{Listen: s.TFTP.Listen, Root: s.TFTP.Root}
 		g.Go(func() error { return tf.Start(ctx, log.With("service", "tftp")) })
 	}
-	seeds := SeedConfig{Catalog: cat, Port: s.Seed.Port, UploadLimit: int64(s.Seed.UploadLimit), Trackers: web.Trackers}
+	seeds := SeedConfig{Catalog: cat, Port: s.Seed.Port, UploadLimit: int64(s.Seed.UploadLimit), Trackers: web.Trackers, OnPort: ports.set}
 	g.Go(func() error { return seeds.Start(ctx, log.With("service", "seed")) })
 	log.Info(Ready, "url", s.PublicURL, "dhcp", s.DHCP.Mode, "interface", s.Interface,
 		"images", strings.Join(cat.Names(), ","), "auto", s.Plan.Auto,
@@ -300,6 +302,35 @@ func (s *Site) newBackend(store *Store, cat *catalog.Catalog, log *slog.Logger) 
 		b.known[m.MAC] = true
 	}
 	return b
+}
+
+// seedPorts is each image's seeder port as the seed service reports it,
+// for the plans (Plan.Seeders): the seeders listen on every address, and
+// terminals reach them at the server's address.
+type seedPorts struct {
+	addr netip.Addr
+	mu   sync.Mutex
+	port map[string]int
+}
+
+func (p *seedPorts) set(image string, port int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if port == 0 {
+		delete(p.port, image)
+	} else {
+		p.port[image] = port
+	}
+}
+
+func (p *seedPorts) addrs(image string) []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	port, ok := p.port[image]
+	if !ok || !p.addr.IsValid() {
+		return nil
+	}
+	return []string{netip.AddrPortFrom(p.addr, uint16(port)).String()}
 }
 
 // httpConfig serves scripts, plans, the catalog's torrents, the APIs and

@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -174,6 +175,14 @@ func TestServeComposes(t *testing.T) {
 	plan := verifiedPlan(t, base, state, mac)
 	if plan.Image != "lab" || len(plan.Trackers) != 1 || plan.Trackers[0] != base+"/announce" {
 		t.Errorf("plan = %+v, want image lab tracked at %s/announce", plan, base)
+	}
+	// The plan names the image's seeder, and it answers there.
+	if want := fmt.Sprintf("127.0.0.1:%d", s.Seed.Port); !slices.Equal(plan.Seeders, []string{want}) {
+		t.Errorf("plan seeders = %q, want [%s]", plan.Seeders, want)
+	} else if c, err := net.DialTimeout("tcp", want, 5*time.Second); err != nil {
+		t.Errorf("the plan's seeder %s: %v", want, err)
+	} else {
+		c.Close()
 	}
 	// The task carries the [plan] settings, booleans included.
 	if !plan.CreateTable || plan.CheckMode != "fresh" || plan.After != "poweroff" || plan.SeedFor != "10m0s" {
