@@ -9,6 +9,9 @@
 //   - the storage that reads and writes pieces by offset on the targets
 //     ([NewStorage]), with piece completion kept in memory and saved for resume;
 //   - the check modes (trusted seed, fresh target, verify);
+//   - what becomes of a used-block part's gaps once its extents are
+//     written ([FinishGaps]: zero gaps zeroed, free gaps left or
+//     discarded), the device calls being package blockdev's;
 //   - seeding and fetching with LAN settings ([Config.Join], [Session]) and
 //     the [Progress] that the agent, server and CLI share.
 //

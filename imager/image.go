@@ -81,7 +81,7 @@ type PartInfo struct {
 	// None: the file is the partition's first bytes, all of them.
 	Extents Extents `bencode:"extents,omitempty" json:"-"`
 	// Gaps says how a target treats the bytes between the extents:
-	// GapsFree. Set exactly when Extents are.
+	// GapsFree or GapsZero (see FinishGaps). Set exactly when Extents are.
 	Gaps string `bencode:"gaps,omitempty" json:"gaps,omitempty"`
 	// Filesystem is what the extents were read from ("ext4", "fat32",
 	// "ntfs", "swap"), for messages.
@@ -310,8 +310,9 @@ func Parse(data []byte) (*Image, error) {
 			if len(part.Filesystem) > 16 || strings.Trim(part.Filesystem, "abcdefghijklmnopqrstuvwxyz0123456789") != "" {
 				return nil, bad("partition %d: filesystem name %q", part.Number, part.Filesystem)
 			}
-			if part.Gaps != GapsFree {
-				return nil, bad("partition %d: gaps %q, want %q with extents (a newer pxeswarm made this image? update this one)", part.Number, part.Gaps, GapsFree)
+			if part.Gaps != GapsFree && part.Gaps != GapsZero {
+				return nil, bad("partition %d: gaps %.40q, want %q or %q with extents (a newer pxeswarm made this image? update this one)",
+					part.Number, part.Gaps, GapsFree, GapsZero)
 			}
 		}
 		if part.Number < 0 || part.Number > 128 || seen[part.Number] {

@@ -48,9 +48,15 @@ type Config struct {
 	// Image to seed or fetch.
 	Image *Image
 	// Paths are the sources (ModeSeed) or targets, one per image part in
-	// order. Instead of Paths, Parts may give already-open devices.
+	// order. Instead of Paths, Parts may give already-open devices; their
+	// owner then finishes a used-block image's gaps (FinishGaps), which
+	// the session does itself for the targets it opens from Paths.
 	Paths []string
 	Parts []Part
+	// Discard asks the session to discard the free gaps of used-block
+	// parts in the targets it opens from Paths, where the device can
+	// (FinishGaps). Zero gaps (GapsZero) are zeroed with or without it.
+	Discard bool
 	// Mode is ModeSeed, ModeFresh or ModeVerify.
 	Mode Mode
 	// Listen is host:port for peer connections; "" means any address and
@@ -97,6 +103,12 @@ type Session struct {
 	mu       sync.Mutex
 	state    State
 	verified atomic.Int64 // bytes hashed while verifying
+	gapsDone atomic.Int64 // gap bytes zeroed or discarded (StateGaps)
+	gapsAll  atomic.Int64 // of this many
+	gapMtr   rateMeter
+	// gapsLeft: finishGaps started and has not finished; the image is
+	// not done while it is set.
+	gapsLeft bool
 	fromSeed atomic.Int64 // useful bytes from image hosts
 	err      error
 
@@ -464,6 +476,11 @@ func (s *Session) Progress() Progress {
 		p.Rate = s.meter.update(time.Now(), p.Done)
 		return p
 	}
+	if p.State == StateGaps {
+		p.Total, p.Done = s.gapsAll.Load(), s.gapsDone.Load()
+		p.Rate = s.gapMtr.update(time.Now(), p.Done)
+		return p
+	}
 	p.Done = s.present()
 	p.Rate = s.meter.update(time.Now(), p.Done)
 	if t, before := s.torrent(); t != nil {
@@ -507,6 +524,12 @@ func (s *Session) Wait(ctx context.Context) error {
 			if err := s.sync(); err != nil {
 				return s.fail(err)
 			}
+			if err := s.finishGaps(ctx); err != nil {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				return s.fail(err)
+			}
 			s.mu.Lock()
 			s.took = time.Since(s.start).Round(time.Millisecond)
 			s.mu.Unlock()
@@ -529,6 +552,40 @@ func (s *Session) Wait(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// finishGaps zeroes (GapsZero) or discards (Config.Discard) the gaps of
+// the used-block parts of the targets the session opened from Paths,
+// then flushes them. The owner of Config.Parts does this for those.
+func (s *Session) finishGaps(ctx context.Context) error {
+	if s.cfg.Parts != nil || s.cfg.Mode == ModeSeed {
+		return nil
+	}
+	needed := false
+	for _, f := range s.im.Files {
+		needed = needed || len(f.Part.Extents) > 0 && (f.Part.Gaps != GapsFree || s.cfg.Discard)
+	}
+	if !needed {
+		return nil
+	}
+	s.mu.Lock()
+	s.gapsLeft = true
+	s.mu.Unlock()
+	s.setState(StateGaps)
+	err := FinishGaps(ctx, s.log, s.im, s.parts, s.cfg.Discard, func(done, total int64) {
+		s.gapsAll.Store(total)
+		s.gapsDone.Store(done)
+	})
+	if err != nil {
+		return fmt.Errorf("%w: the targets are half-written (every piece is there, the zeros between the extents are not): check the target (dmesg), or pick another, then start again", err)
+	}
+	if err := s.sync(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.gapsLeft = false
+	s.mu.Unlock()
+	return nil
 }
 
 // writeError records the storage's first write error and wakes Wait.
@@ -621,10 +678,11 @@ func (s *Session) Close() error {
 		s.mu.Lock()
 		switch {
 		case s.state == StateFailed:
-		case s.comp.complete() == s.im.NumPieces():
+		case s.comp.complete() == s.im.NumPieces() && !s.gapsLeft:
 			s.state = StateDone
 		default:
-			// Closed before every piece was verified: never "done".
+			// Closed before every piece was verified (or before the gaps
+			// were finished): never "done".
 			s.state = StateStopped
 		}
 		last.State = s.state

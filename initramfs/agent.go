@@ -203,8 +203,8 @@ type agent struct {
 	mu    sync.Mutex
 	phase string          // protocol.Phase*
 	prog  imager.Progress // the swarm's
-	rb    imager.Progress // the read-back's
-	rbAt  time.Duration   // rb.Elapsed when the read-back was last shown
+	rb    imager.Progress // the read-back's, or the gaps' (State says which)
+	rbAt  time.Duration   // rb.Elapsed when rb was last shown
 }
 
 // Run takes the machine from power-on to a written disk: coldplug,
@@ -344,7 +344,7 @@ func (a *agent) current() protocol.Report {
 func (a *agent) onProgress(p imager.Progress) {
 	a.mu.Lock()
 	a.prog = p
-	show := a.phase == protocol.PhaseImaging || a.phase == protocol.PhaseSeeding
+	show := (a.phase == protocol.PhaseImaging && a.rb.State != imager.StateGaps) || a.phase == protocol.PhaseSeeding
 	a.mu.Unlock()
 	if show {
 		a.con.Progress(p)
@@ -415,7 +415,7 @@ func (a *agent) run(ctx context.Context) (after string, err error) {
 	}
 	a.con.Println(markPlan(plan.TaskID, plan.Image))
 	a.log.Info("plan verified", "task", plan.TaskID, "image", plan.Image, "target", fmt.Sprintf("%+v", plan.Target),
-		"create_table", plan.CreateTable, "check", plan.CheckMode, "seed_for", plan.SeedFor, "after", plan.After, "on_error", plan.OnError)
+		"create_table", plan.CreateTable, "discard", plan.Discard, "check", plan.CheckMode, "seed_for", plan.SeedFor, "after", plan.After, "on_error", plan.OnError)
 	if a.cmd.Task != "" && a.cmd.Task != plan.TaskID {
 		a.log.Warn("the kernel command line names another task than the plan; following the signed plan", "cmdline_task", a.cmd.Task, "plan_task", plan.TaskID)
 	}
@@ -471,7 +471,7 @@ func (a *agent) deploy(ctx context.Context, plan *protocol.Plan) error {
 	}()
 	msg := ""
 	_, err = a.write(imgCtx, job{
-		im: im, from: "the plan", choose: chooseTarget(plan.Target, im), createTable: plan.CreateTable,
+		im: im, from: "the plan", choose: chooseTarget(plan.Target, im), createTable: plan.CreateTable, discard: plan.Discard,
 		again: "reboot to try again",
 		fill: func(ctx context.Context, parts []imager.Part) error {
 			icfg := imager.Config{Image: im, Parts: parts, Mode: mode, Listen: c.Listen, Trackers: plan.Trackers, Peers: plan.Seeders,
@@ -525,8 +525,14 @@ func (a *agent) deploy(ctx context.Context, plan *protocol.Plan) error {
 
 // setReadBack records the read-back's progress and shows it.
 func (a *agent) setReadBack(done, total int64, start time.Time) {
+	a.setStep(imager.StateVerifying, done, total, start)
+}
+
+// setStep records the progress of a step the agent runs itself, the
+// read-back (StateVerifying) or the gaps (StateGaps), and shows it.
+func (a *agent) setStep(state imager.State, done, total int64, start time.Time) {
 	el := time.Since(start)
-	p := imager.Progress{State: imager.StateVerifying, Total: total, Done: done, Elapsed: el.Round(time.Millisecond)}
+	p := imager.Progress{State: state, Total: total, Done: done, Elapsed: el.Round(time.Millisecond)}
 	if s := el.Seconds(); s > 0 {
 		p.Rate = float64(done) / s
 	}

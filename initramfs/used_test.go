@@ -103,14 +103,30 @@ func TestRunUsedBlocks(t *testing.T) {
 		t.Errorf("verify run on a disk holding the image downloaded something (no \"image written ... downloaded=0B\" in its log)")
 	}
 	checkUsedDisk(t, disk, diskSize, im, vols, old)
+
+	// A plan with discard: the free space is discarded (the disk is a
+	// file: punched holes read zero); the image stays.
+	third := s.addTask(t, pxe.TaskSettings{Target: protocol.Target{Disk: "vda"}, CheckMode: "verify", After: "poweroff", Discard: true})
+	r3 := agentConfig(t, s, disks, "")
+	if err := r3.run(t); err != nil {
+		t.Fatalf("third Run = %v", err)
+	}
+	r3.wantMarkers(t, "pxeswarm: plan ok task="+third.ID, "pxeswarm: IMAGE DONE sha256="+wholeSum(packed), "pxeswarm: powering off")
+	checkUsedDisk(t, disk, diskSize, im, vols, "")
 }
 
 // checkUsedDisk checks each partition of disk (by its GPT): its
 // filesystem is clean and reads back every file; the bytes outside its
-// extents are old's (old holds the disk's bytes from offset MiB).
+// extents are old's (old holds the disk's bytes from offset MiB), or
+// zeros (discarded) when old is "".
 func checkUsedDisk(t *testing.T, disk string, size int64, im *imager.Image, vols []*fstest.Volume, old string) {
 	t.Helper()
-	f, o := fstest.Open(t, disk), fstest.Open(t, old)
+	f := fstest.Open(t, disk)
+	var o io.ReaderAt = zeros{}
+	want := "zeros (discarded)"
+	if old != "" {
+		o, want = fstest.Open(t, old), "the disk's old bytes"
+	}
 	tab, err := partition.ReadTable(f, size, 512)
 	if err != nil || len(tab.Partitions) != len(vols) {
 		t.Fatalf("ReadTable(%s) = %d partitions, %v; want %d", disk, len(tab.Partitions), err, len(vols))
@@ -119,9 +135,14 @@ func checkUsedDisk(t *testing.T, disk string, size int64, im *imager.Image, vols
 		vols[i].Check(t, fstest.Extract(t, disk, p.Start, im.Files[i].Part.Size))
 		for _, g := range im.Files[i].Part.Extents.Gaps(im.Files[i].Part.Size) {
 			if !fstest.SameRange(t, f, p.Start+g.Off, o, p.Start+g.Off-MiB, g.Len) {
-				t.Errorf("partition %d: free space at %d (+%d) was written", p.Number, g.Off, g.Len)
+				t.Errorf("partition %d: free space at %d (+%d) is not %s", p.Number, g.Off, g.Len, want)
 				break
 			}
 		}
 	}
 }
+
+// zeros reads as zero bytes everywhere.
+type zeros struct{}
+
+func (zeros) ReadAt(b []byte, _ int64) (int, error) { clear(b); return len(b), nil }

@@ -27,6 +27,9 @@ type job struct {
 	// createTable makes the partition table of the image's layout on the
 	// target disk before writing.
 	createTable bool
+	// discard discards the free gaps of used-block parts where the disk
+	// can (imager.FinishGaps); zero gaps are zeroed either way.
+	discard bool
 	// fill writes the image into parts, every piece checked before it is
 	// written: the swarm, or a copy from the stick.
 	fill func(ctx context.Context, parts []imager.Part) error
@@ -107,6 +110,10 @@ func (a *agent) write(ctx context.Context, j job) (digest string, err error) {
 		return "", stopped(err, true)
 	}
 	syncAll()
+	if err := a.finishGaps(ctx, im, parts, j.discard); err != nil {
+		return "", stopped(&Error{What: "the gaps between the extents of image " + im.Name + " on " + tgt.String() + " could not be zeroed", Err: err,
+			Do: "the disk is half-written (every piece is there, the zeros between them are not) and will not be booted: check the disk, or pick another, then " + j.again}, true)
+	}
 
 	if a.readBack {
 		a.setPhase(protocol.PhaseVerifying)
@@ -114,6 +121,9 @@ func (a *agent) write(ctx context.Context, j job) (digest string, err error) {
 		a.setReadBack(0, im.Length, start)
 		a.report(ctx, "reading the image back")
 		digest, err = readBack(ctx, parts, im, func(done int64) { a.setReadBack(done, im.Length, start) })
+		if err == nil {
+			err = imager.CheckZeroGaps(ctx, im, parts)
+		}
 		if err != nil {
 			return "", stopped(&Error{What: "the image does not read back from " + tgt.String() + " as it was written", Err: err,
 				Do: "the disk (or its cable or controller) may be failing: check it, or pick another disk, then " + j.again}, true)
@@ -145,6 +155,23 @@ func (a *agent) write(ctx context.Context, j job) (digest string, err error) {
 	}
 	a.log.Info("target closed", "image", im.Name, "size", bytesize.Format(im.Length), "target", tgt.String())
 	return digest, nil
+}
+
+// finishGaps zeroes the gaps of im's GapsZero parts and, with discard,
+// discards the free gaps of its GapsFree parts (imager.FinishGaps), with
+// the progress on the console, then flushes the disk. The image's pieces
+// are on the disk and flushed by then.
+func (a *agent) finishGaps(ctx context.Context, im *imager.Image, parts []imager.Part, discard bool) error {
+	start := time.Now()
+	err := imager.FinishGaps(ctx, a.log, im, parts, discard, func(done, total int64) { a.setStep(imager.StateGaps, done, total, start) })
+	a.mu.Lock()
+	a.rb, a.rbAt = imager.Progress{}, 0
+	a.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	syncAll()
+	return nil
 }
 
 // wholeDiskImage reports whether im is one whole-disk image written to

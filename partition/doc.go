@@ -17,7 +17,10 @@
 //   - where each image file goes ([Map], [Place]) and how the imager opens
 //     it ([Paths], [OpenParts]);
 //   - the block-device ioctls (BLKGETSIZE64, BLKSSZGET, BLKRRPART, BLKPG,
-//     BLKDISCARD) in disk_linux.go.
+//     BLKDISCARD, BLKZEROOUT) and hole punching, in package blockdev: the
+//     zeroing and discarding of a used-block image's gaps
+//     (imager.FinishGaps decides which, blockdev.Region does it, reached
+//     through the parts OpenParts opens).
 //
 // Table logic works on plain io.ReaderAt/io.WriterAt, so it is tested on
 // files; fake sysfs trees (package partitiontest) stand in

@@ -388,11 +388,13 @@ func Paths(places []Place) ([]string, error) {
 // a part never spills into its neighbour. Block devices are opened with
 // O_EXCL (the kernel refuses a mounted or held device); a device shared by
 // several places is opened once. Each part's RW also has DropCache, which
-// forgets the partition's cached pages so a read-back reads the disk.
-// closeAll flushes and closes them all; call it once the imager session
+// forgets the partition's cached pages so a read-back reads the disk,
+// and Region, through which imager.FinishGaps reaches a used-block
+// part's gaps. closeAll flushes and closes them all; call it once the imager session
 // is done.
 func OpenParts(places []Place) (parts []imager.Part, closeAll func() error, err error) {
 	files := map[string]*os.File{}
+	blocks := map[*os.File]bool{}
 	var order []*os.File
 	closeFiles := func() error {
 		var errs []error
@@ -433,6 +435,7 @@ func OpenParts(places []Place) (parts []imager.Part, closeAll func() error, err 
 				return nil, nil, fmt.Errorf("open target %s for writing: %w", pl.Path, err)
 			}
 			files[pl.Path] = f
+			blocks[f] = block
 			order = append(order, f)
 			size := fi.Size()
 			if block {
@@ -447,7 +450,7 @@ func OpenParts(places []Place) (parts []imager.Part, closeAll func() error, err 
 				}
 			}
 		}
-		parts = append(parts, imager.Part{RW: imager.OnExtents(&window{f: f, off: pl.Offset, size: pl.Size}, pl.Extents), Length: pl.Length})
+		parts = append(parts, imager.Part{RW: imager.OnExtents(&window{f: f, off: pl.Offset, size: pl.Size, block: blocks[f]}, pl.Extents), Length: pl.Length})
 	}
 	return parts, closeFiles, nil
 }
@@ -456,6 +459,13 @@ func OpenParts(places []Place) (parts []imager.Part, closeAll func() error, err 
 type window struct {
 	f         *os.File
 	off, size int64
+	block     bool // f is a block device
+}
+
+// Region is the window as a blockdev.Region: what imager.FinishGaps
+// zeroes or discards the gaps of a used-block part through.
+func (w *window) Region() blockdev.Region {
+	return blockdev.Region{File: w.f, Off: w.off, Size: w.size, Block: w.block}
 }
 
 func (w *window) ReadAt(b []byte, off int64) (int, error) {

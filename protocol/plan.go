@@ -69,6 +69,13 @@ type Plan struct {
 	CheckMode   string `json:"check"`    // "fresh" or "verify"
 	SeedFor     string `json:"seed_for"` // Go duration to keep seeding after completion
 	After       string `json:"after"`    // "reboot", "poweroff" or "shell"
+	// Discard asks the agent to discard the free space of used-block
+	// parts (the gaps between the extents, free by the image's bitmaps)
+	// where the disk can: TRIM on an SSD, a punched hole in a file. A
+	// disk that cannot gets one log line. Zero gaps are zeroed whether or
+	// not it is set. Left out when false, so plans without it still
+	// decode on agents that predate it.
+	Discard bool `json:"discard,omitempty"`
 	// OnError is what the agent does after an error once it holds this
 	// plan: [OnErrorHalt], [OnErrorRetry] or [OnErrorShell]. Signed like
 	// every other field, so nothing on the LAN can turn a failed machine

@@ -156,3 +156,32 @@ func FuzzVerify(f *testing.F) {
 		}
 	})
 }
+
+// TestPlanDiscard: discard travels in the signed plan when set, and is
+// left out of the JSON when not, so such a plan still decodes on an agent
+// that predates it (Verify refuses unknown fields).
+func TestPlanDiscard(t *testing.T) {
+	_, key, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, discard := range []bool{false, true} {
+		p := testPlan()
+		p.Discard = discard
+		data, err := Sign(p, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var sp SignedPlan
+		if err := json.Unmarshal(data, &sp); err != nil {
+			t.Fatal(err)
+		}
+		if has := strings.Contains(string(sp.Plan), `"discard"`); has != discard {
+			t.Errorf("Discard %v: plan JSON has a discard key = %v, want %v: %s", discard, has, discard, sp.Plan)
+		}
+		got, err := Verify(data, key.Public().(ed25519.PublicKey), p.MAC, testNonce)
+		if err != nil || got.Discard != discard {
+			t.Errorf("Verify(plan with Discard %v) = %+v, %v", discard, got, err)
+		}
+	}
+}

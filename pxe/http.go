@@ -260,7 +260,7 @@ func withPlanDefaults(d, def PlanDefaults) PlanDefaults {
 func (s *bootServer) checkSettings(ts TaskSettings) error {
 	p := protocol.Plan{MAC: "00:00:00:00:00:00", TaskID: "check", Action: protocol.ActionDeploy, Image: "check", Torrent: "check",
 		Nonce: strings.Repeat("0", 32), ReportToken: strings.Repeat("0", 48),
-		InfoHash: strings.Repeat("0", 40), Target: ts.Target, CreateTable: ts.CreateTable,
+		InfoHash: strings.Repeat("0", 40), Target: ts.Target, CreateTable: ts.CreateTable, Discard: ts.Discard,
 		CheckMode: ts.CheckMode, SeedFor: ts.SeedFor, After: ts.After, OnError: ts.OnError}
 	if err := p.Check(); err != nil {
 		// Drop "bad plan: ": the caller says what was checked.

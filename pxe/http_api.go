@@ -191,6 +191,7 @@ type CreateTasks struct {
 	Target      *protocol.Target `json:"target,omitempty"`
 	Check       string           `json:"check,omitempty"` // fresh or verify
 	CreateTable *bool            `json:"create_table,omitempty"`
+	Discard     *bool            `json:"discard,omitempty"`  // discard free space after writing (TRIM)
 	SeedFor     string           `json:"seed_for,omitempty"` // Go duration, e.g. "10m"
 	After       string           `json:"after,omitempty"`    // reboot, poweroff or shell
 	OnError     string           `json:"on_error,omitempty"` // halt, retry or shell
@@ -218,12 +219,16 @@ func (s *bootServer) serveCreateTasks(w http.ResponseWriter, r *http.Request) {
 		bad("image %q is not published by this server: pick one of %s", protocol.Clip(req.Image, 60), names)
 		return
 	}
-	set := TaskSettings{CheckMode: req.Check, SeedFor: req.SeedFor, After: req.After, OnError: req.OnError, CreateTable: s.cfg.Defaults.CreateTable}
+	set := TaskSettings{CheckMode: req.Check, SeedFor: req.SeedFor, After: req.After, OnError: req.OnError,
+		CreateTable: s.cfg.Defaults.CreateTable, Discard: s.cfg.Defaults.Discard}
 	if req.Target != nil {
 		set.Target = *req.Target
 	}
 	if req.CreateTable != nil {
 		set.CreateTable = *req.CreateTable
+	}
+	if req.Discard != nil {
+		set.Discard = *req.Discard
 	}
 	set = withPlanDefaults(set, s.cfg.Defaults)
 	if err := s.checkSettings(set); err != nil {

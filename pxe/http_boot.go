@@ -339,7 +339,7 @@ func (s *bootServer) servePlan(w http.ResponseWriter, r *http.Request) {
 	p := &protocol.Plan{
 		MAC: mac, TaskID: task.ID, Action: protocol.ActionDeploy, Image: task.Image,
 		Torrent: s.torrentURL(task.Image), InfoHash: si.Image.InfoHash.HexString(),
-		Trackers: s.cfg.Trackers, Seeders: s.seeders(task.Image), Target: set.Target, CreateTable: set.CreateTable,
+		Trackers: s.cfg.Trackers, Seeders: s.seeders(task.Image), Target: set.Target, CreateTable: set.CreateTable, Discard: set.Discard,
 		CheckMode: set.CheckMode, SeedFor: set.SeedFor, After: set.After, OnError: set.OnError,
 		Issued: time.Now().UTC(), Nonce: nonce,
 	}

@@ -385,7 +385,7 @@ func TestPlan(t *testing.T) {
 	wantJSONError(t, "plan without a task", f.do("GET", planPath(macA), ""), http.StatusNotFound, "no active task")
 	wantJSONError(t, "plan for a bad MAC", f.do("GET", "/plan/nope", ""), http.StatusBadRequest, "MAC")
 
-	task := f.addTask(`{"mac": "` + macA + `", "image": "demo", "target": {"disk": "vda", "partition": 3}, "check": "verify", "create_table": true, "seed_for": "90s", "after": "poweroff", "on_error": "retry"}`)
+	task := f.addTask(`{"mac": "` + macA + `", "image": "demo", "target": {"disk": "vda", "partition": 3}, "check": "verify", "create_table": true, "discard": true, "seed_for": "90s", "after": "poweroff", "on_error": "retry"}`)
 	w := f.do("GET", planPath(strings.ToUpper(strings.ReplaceAll(macA, ":", "-"))), "")
 	if w.Code != http.StatusOK || w.Header().Get("Content-Type") != "application/json" {
 		t.Fatalf("GET /plan = %d %s", w.Code, w.Body)
@@ -397,7 +397,7 @@ func TestPlan(t *testing.T) {
 	want := &protocol.Plan{
 		MAC: macA, TaskID: task.ID, Action: protocol.ActionDeploy, Image: "demo", Torrent: testPublic + "/torrents/demo.torrent",
 		InfoHash: f.im.InfoHash.HexString(), Trackers: []string{testPublic + "/announce"},
-		Target: protocol.Target{Disk: "vda", Partition: 3}, CreateTable: true, CheckMode: "verify", SeedFor: "90s", After: "poweroff",
+		Target: protocol.Target{Disk: "vda", Partition: 3}, CreateTable: true, Discard: true, CheckMode: "verify", SeedFor: "90s", After: "poweroff",
 		OnError: protocol.OnErrorRetry, Nonce: testNonce, ReportToken: f.token(task.ID),
 	}
 	if d := cmp.Diff(want, got, cmpopts.IgnoreFields(protocol.Plan{}, "Issued")); d != "" {
@@ -612,7 +612,7 @@ func TestAdminAuth(t *testing.T) {
 }
 
 func TestAdminTasks(t *testing.T) {
-	f := newFixture(t, func(c *HTTPConfig) { c.Defaults.CreateTable = true })
+	f := newFixture(t, func(c *HTTPConfig) { c.Defaults.CreateTable, c.Defaults.Discard = true, true })
 	for i, mac := range []string{"52:54:00:00:01:01", "52:54:00:00:01:02", "52:54:00:00:01:03"} {
 		if err := f.store.PutMachine(Machine{MAC: mac, Name: fmt.Sprintf("pc%d", i+1), Group: "room1"}); err != nil {
 			t.Fatal(err)
@@ -651,16 +651,19 @@ func TestAdminTasks(t *testing.T) {
 		t.Fatalf("POST group task = %d %s, want 3 tasks", w.Code, w.Body)
 	}
 	for _, task := range ct.Tasks {
-		want := TaskSettings{Target: protocol.Target{Label: "root"}, CreateTable: true, CheckMode: "fresh", SeedFor: "1m", After: "reboot", OnError: protocol.OnErrorHalt}
+		want := TaskSettings{Target: protocol.Target{Label: "root"}, CreateTable: true, Discard: true, CheckMode: "fresh", SeedFor: "1m", After: "reboot", OnError: protocol.OnErrorHalt}
 		if d := cmp.Diff(want, task.TaskSettings); d != "" || task.State != protocol.TaskPending || task.Image != "demo" {
 			t.Errorf("group task %s: state %s, settings (-want +got):\n%s", task.ID, task.State, d)
 		}
 	}
 	// create_table: false overrides the default true; on_error the
 	// default halt.
-	task := f.addTask(`{"mac": "52:54:00:00:02:01", "image": "demo", "create_table": false, "on_error": "shell"}`)
+	task := f.addTask(`{"mac": "52:54:00:00:02:01", "image": "demo", "create_table": false, "discard": false, "on_error": "shell"}`)
 	if task.CreateTable {
 		t.Errorf("create_table false was ignored")
+	}
+	if task.Discard {
+		t.Errorf("discard false was ignored")
 	}
 	if task.OnError != protocol.OnErrorShell {
 		t.Errorf("task on_error = %q, want the request's shell", task.OnError)

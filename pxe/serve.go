@@ -285,7 +285,7 @@ func (s *Site) newTracker(cat *catalog.Catalog, log *slog.Logger) (*tracker.Trac
 // planDefaults are the [plan] settings of every task.
 func (s *Site) planDefaults() PlanDefaults {
 	p := s.Plan
-	return PlanDefaults{Target: p.PlanTarget(), CreateTable: p.CreateTable, CheckMode: p.Check, SeedFor: p.SeedFor.Duration.String(), After: p.After,
+	return PlanDefaults{Target: p.PlanTarget(), CreateTable: p.CreateTable, Discard: p.Discard, CheckMode: p.Check, SeedFor: p.SeedFor.Duration.String(), After: p.After,
 		OnError: p.OnError}
 }
 

@@ -121,7 +121,7 @@ func loopbackSite(t *testing.T, state string, size int) *Site {
 		DHCP:   SiteDHCP{Mode: "off"},
 		TFTP:   SiteTFTP{Listen: "off"},
 		Seed:   SiteSeed{Port: testnet.FreePort(t)},
-		Plan:   SitePlan{CreateTable: true, Check: "fresh", After: "poweroff"},
+		Plan:   SitePlan{CreateTable: true, Discard: true, Check: "fresh", After: "poweroff"},
 		Images: []SiteImage{{Source: []string{img}, PieceLength: 1 << 20}},
 	}
 	return s
@@ -185,8 +185,8 @@ func TestServeComposes(t *testing.T) {
 		c.Close()
 	}
 	// The task carries the [plan] settings, booleans included.
-	if !plan.CreateTable || plan.CheckMode != "fresh" || plan.After != "poweroff" || plan.SeedFor != "10m0s" {
-		t.Errorf("task's plan = %+v, want create_table, fresh, poweroff, 10m0s from [plan]", plan)
+	if !plan.CreateTable || !plan.Discard || plan.CheckMode != "fresh" || plan.After != "poweroff" || plan.SeedFor != "10m0s" {
+		t.Errorf("task's plan = %+v, want create_table, discard, fresh, poweroff, 10m0s from [plan]", plan)
 	}
 	// The seeder announced itself to the tracker on the HTTP port.
 	deadline := time.Now().Add(15 * time.Second)

@@ -186,6 +186,10 @@ type SitePlan struct {
 	GUID      string `toml:"guid"`
 	// CreateTable writes the image's partition table first; default false.
 	CreateTable bool `toml:"create_table"`
+	// Discard has terminals discard the free space of used-block images
+	// (TRIM on an SSD) after writing, where the disk can; default false.
+	// It travels in the signed plan; a task may set its own.
+	Discard bool `toml:"discard"`
 	// Check is "fresh" (the target is blank or about to be overwritten)
 	// or "verify" (hash what is there and fetch only what differs);
 	// default "verify".

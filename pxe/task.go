@@ -44,6 +44,9 @@ type TaskSettings struct {
 	CheckMode   string          `json:"check"`              // "fresh" or "verify"
 	SeedFor     string          `json:"seed_for,omitempty"` // Go duration
 	After       string          `json:"after"`              // "reboot", "poweroff" or "shell"
+	// Discard: the agent discards the free gaps of used-block parts
+	// where the disk can (protocol.Plan.Discard).
+	Discard bool `json:"discard,omitempty"`
 	// OnError is what the agent does after an error: "halt", "retry" or
 	// "shell" (protocol.OnError*). Empty in a stored task means the
 	// server's default.

@@ -17,6 +17,13 @@ piece is verified; nothing is staged in a temporary file. Torrents from
 stock tools work too: a single-file torrent's file is one target, a
 multi-file torrent's files are the targets in order.
 
+Used-block images ship only the bytes a partition uses. What lies between
+them is either the filesystem's free space, which keeps whatever the target
+held there, or zeros the source held, which the fetch writes (BLKZEROOUT on
+a block device, punched holes in a file) before it calls the image done.
+--discard also discards the free space where the target can (TRIM on an
+SSD, holes in a file); a target that cannot gets one log line.
+
 Check modes:
   fresh   the targets hold nothing of the image; they are not read first
   verify  hash what the targets hold first, fetch only the pieces that
@@ -34,6 +41,7 @@ Example:
 	seedFor := fs.Duration("seed-for", 0, "keep seeding this long after the image is complete")
 	fs.note("seed-for")
 	state := fs.String("state", "", "keep piece completion in this file across runs (resume without re-reading)")
+	discard := fs.Bool("discard", false, "used-block images: discard the free space between the used blocks once the image is written, where the target can (BLKDISCARD, punched holes); never the image's own bytes")
 	fs.section("network")
 	listen := fs.String("listen", ":0", "address for peer connections (:0 picks a free port)")
 	fs.Var(&trackers, "tracker", "announce URL to use instead of the torrent's")
@@ -62,7 +70,7 @@ Example:
 	}
 	pp := newProgressPrinter("fetch", *fs.progress)
 	cfg := imager.Config{Image: im, Paths: targets, Mode: imager.Mode(check.val), Listen: *listen,
-		Trackers: trackers, Peers: peers, WebSeeds: webseeds, StateFile: *state, Progress: pp.show,
+		Trackers: trackers, Peers: peers, WebSeeds: webseeds, StateFile: *state, Discard: *discard, Progress: pp.show,
 		Tuning:        imager.Tuning{ChunkSize: int(chunk), DownloadLimit: int64(dlLimit), UploadLimit: int64(ulLimit)},
 		ProgressEvery: 500 * time.Millisecond}
 	p, err := cfg.Run(ctx, log, *seedFor)

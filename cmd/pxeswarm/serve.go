@@ -47,6 +47,7 @@ Examples:
 	fs.Var(&check, "check", "plan check mode: fresh (blank targets) or verify (fetch only what differs)")
 	disk := fs.String("disk", "first", `target disk in plans: "first" (first fixed disk that is not the boot medium) or a name like sda`)
 	createTable := fs.Bool("create-table", false, "plans write the image's partition table first")
+	discard := fs.Bool("discard", false, "plans have terminals discard the free space of used-block images after writing, where the disk can (TRIM)")
 	after := enumFlag{val: "reboot", allowed: []string{"reboot", "poweroff", "shell"}}
 	fs.Var(&after, "after", "what a terminal does when finished")
 	seedFor := fs.String("seed-for", "10m", "how long a finished terminal keeps seeding")
@@ -114,7 +115,7 @@ Examples:
 		site.DHCP = pxe.SiteDHCP{Mode: dhcpMode.val, Option: *option}
 		site.TFTP = pxe.SiteTFTP{Listen: *tftpListen, Root: *tftpRoot}
 		site.Seed = pxe.SiteSeed{Port: *seedPort, UploadLimit: pxe.ByteSize(uploadLimit)}
-		site.Plan = pxe.SitePlan{Disk: *disk, CreateTable: *createTable, Check: check.val, After: after.val, OnError: onError.val, Auto: auto.val}
+		site.Plan = pxe.SitePlan{Disk: *disk, CreateTable: *createTable, Discard: *discard, Check: check.val, After: after.val, OnError: onError.val, Auto: auto.val}
 		if err := site.Plan.SeedFor.UnmarshalText([]byte(*seedFor)); err != nil {
 			return fmt.Errorf("%w: --seed-for: %v", errUsage, err)
 		}

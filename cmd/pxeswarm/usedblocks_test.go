@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -188,6 +189,32 @@ func TestSwarmUsedBlocks(t *testing.T) {
 			seed.wait(t, 30*time.Second)
 		})
 	}
+}
+
+// TestFetchDiscard: `pxeswarm fetch --discard` of an ext4 used-block
+// image onto a target file that holds random bytes: the filesystem
+// checks clean and reads every file back, and its free space reads zero
+// (punched holes), where without --discard (TestSwarmUsedBlocks) it
+// keeps the old bytes.
+func TestFetchDiscard(t *testing.T) {
+	img := makeFSImage(t, "", ext4Part)
+	seed := img.seed(t, img.parts, true)
+	targets, _ := img.randomTargets(t, 2000)
+	f := start(t, fetchArgs(img.image, targets, "--discard")...)
+	if err := f.wait(t, 2*time.Minute); err != nil {
+		t.Fatalf("fetch --discard: %v", err)
+	}
+	img.check(t, targets, nil)
+	part := img.im.Files[0].Part
+	got, zero := fstest.Open(t, targets[0]), bytes.NewReader(make([]byte, part.Size))
+	for _, g := range part.Extents.Gaps(part.Size) {
+		if !fstest.SameRange(t, got, g.Off, zero, g.Off, g.Len) {
+			t.Errorf("free space at %d (+%d) is not zero after fetch --discard", g.Off, g.Len)
+			break
+		}
+	}
+	seed.cmd.Process.Signal(os.Interrupt)
+	seed.wait(t, 30*time.Second)
 }
 
 // TestMktorrentUsedBlocksRefuses: through `pxeswarm mktorrent`, a

@@ -397,7 +397,7 @@ func Open(t testing.TB, path string) *os.File {
 
 // SameRange reports whether the n bytes of a at aOff equal those of b at
 // bOff: that a target's free space holds what it held before, say.
-func SameRange(t testing.TB, a *os.File, aOff int64, b *os.File, bOff, n int64) bool {
+func SameRange(t testing.TB, a io.ReaderAt, aOff int64, b io.ReaderAt, bOff, n int64) bool {
 	t.Helper()
 	x, y := make([]byte, n), make([]byte, n)
 	if _, err := a.ReadAt(x, aOff); err != nil {

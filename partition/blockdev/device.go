@@ -70,3 +70,8 @@ func Describe(f *os.File, path string) (*Device, error) {
 func IsBlock(st os.FileInfo) bool {
 	return st.Mode()&fs.ModeDevice != 0 && st.Mode()&fs.ModeCharDevice == 0
 }
+
+// Region is the whole of the device as a [Region].
+func (d *Device) Region() Region {
+	return Region{File: d.File, Size: d.Size, Block: d.Block}
+}
