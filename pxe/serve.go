@@ -67,6 +67,15 @@ func (s *Site) Start(ctx context.Context, log *slog.Logger) error {
 	// HTTP answers from the store alone: its GETs change nothing, and
 	// only what DHCP sees starts automatic tasks (auto, in startDHCP).
 	web := s.httpConfig(key, token, store, cat, tr, store)
+	if s.HTTP.CaptureDir != "off" {
+		// Published captures join the catalog here, before the seeders
+		// follow it.
+		if web.Captures, err = OpenCaptures(CaptureConfig{Dir: s.HTTP.CaptureDir, Catalog: cat, Trackers: web.Trackers, Ctx: ctx},
+			log.With("service", "capture")); err != nil {
+			return err
+		}
+		defer web.Captures.Wait()
+	}
 	hlog := log.With("service", "http")
 	fingerprint := ""
 	if s.HTTP.HTTPSListen != "" {
