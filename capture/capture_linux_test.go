@@ -515,3 +515,75 @@ func TestCaptureForged(t *testing.T) {
 		t.Errorf("finish again with a spent secret = %v, want 409", err)
 	}
 }
+
+// TestCaptureGPT: a GPT disk (made by sfdisk) with an ESP (FAT16) and an
+// ext4 partition is captured part by part: the published image's layout
+// is the disk's table (numbers, starts, sizes, types, names), each part
+// ships only its used blocks, and each published part file is its
+// filesystem, clean with every file.
+func TestCaptureGPT(t *testing.T) {
+	needs.Tool(t, "sfdisk")
+	const mib = 1 << 20
+	disk := fstest.RandomFile(t, "disk.img", 100*mib, 11)
+	script := "label: gpt\nstart=2048, size=65536, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, name=\"ESP\"\nstart=67584, size=131072, type=0FC63DAF-8483-4772-8E79-3D69E4A4D134, name=\"root\"\n"
+	cmd := exec.Command("sfdisk", "--no-reread", "--no-tell-kernel", disk)
+	cmd.Stdin = strings.NewReader(script)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("sfdisk: %v: %s", err, out)
+	}
+	esp := fstest.RandomFile(t, "esp.img", 32*mib, 12)
+	vESP := fstest.MakeFAT(t, esp, fstest.NewFiles(t, 16, 600<<10), "-F", "16")
+	root := fstest.RandomFile(t, "root.img", 64*mib, 13)
+	vRoot := fstest.MakeExt(t, root, fstest.NewFiles(t, 24, 900<<10), "-t", "ext4")
+	d, err := os.OpenFile(disk, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []struct {
+		src string
+		off int64
+	}{{esp, 2048 * 512}, {root, 67584 * 512}} {
+		b, err := os.ReadFile(p.src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := d.WriteAt(b, p.off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d.Close()
+	dev := loopDev(t, disk)
+	before := sha256File(t, dev)
+
+	s := newTestServer(t, t.TempDir(), nil)
+	res, err := s.config(dev, "dual").Run(context.Background(), testlog.New(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	im, ok := s.cat.Get(res.State.Image)
+	if !ok {
+		t.Fatalf("%s is not in the catalog", res.State.Image)
+	}
+	l := im.Image.Layout
+	if l.Table != "gpt" || len(l.Parts) != 2 {
+		t.Fatalf("layout %+v, want a GPT with two parts", l)
+	}
+	for i, want := range []struct {
+		number      int
+		start, size int64
+		typ, label  string
+		fs          string
+	}{{1, 2048 * 512, 32 * mib, "C12A7328-F81F-11D2-BA4B-00A0C93EC93B", "ESP", "fat16"}, {2, 67584 * 512, 64 * mib, "0FC63DAF-8483-4772-8E79-3D69E4A4D134", "root", "ext4"}} {
+		p := l.Parts[i]
+		if p.Number != want.number || p.Start != want.start || p.Size != want.size || !strings.EqualFold(p.Type, want.typ) || p.Label != want.label || p.Filesystem != want.fs || len(p.Extents) < 2 {
+			t.Errorf("part %d: %+v (%d extents), want number %d at %d, %d bytes, type %s, name %s, %s used blocks",
+				i, p, len(p.Extents), want.number, want.start, want.size, want.typ, want.label, want.fs)
+		}
+	}
+	vESP.Check(t, im.Source[0])
+	vRoot.Check(t, im.Source[1])
+	if after := sha256File(t, dev); after != before {
+		t.Errorf("the golden disk changed: sha256 %s, before %s", after, before)
+	}
+	t.Logf("sent %d bytes of a %d-byte disk; image %s, %d bytes", res.Used, res.Size, im.Name, im.Image.Length)
+}
