@@ -614,6 +614,7 @@ func (cs *Captures) pending(self *capture) int64 {
 // caller holds c.mu).
 func (c *capture) failLocked(cs *Captures, why string) {
 	c.rec.State, c.rec.Error, c.rec.SecretSum = protocol.CaptureFailed, why, ""
+	c.rec.Touched = time.Now().UTC()
 	c.closeFiles()
 	if !c.removed {
 		os.RemoveAll(c.dir)
@@ -639,20 +640,30 @@ func (cs *Captures) Cancel(id, why string) (protocol.CaptureState, error) {
 	return c.rec.CaptureState, nil
 }
 
-// expire fails open captures idle for longer than Expire.
+// expire fails open captures idle for longer than Expire, and forgets
+// captures that failed longer ago than that (their staging is gone
+// already), so the list stays short.
 func (cs *Captures) expire() {
 	cs.mu.Lock()
-	all := make([]*capture, 0, len(cs.caps))
-	for _, c := range cs.caps {
-		all = append(all, c)
+	all := make(map[string]*capture, len(cs.caps))
+	for id, c := range cs.caps {
+		all[id] = c
 	}
 	cs.mu.Unlock()
-	for _, c := range all {
+	for id, c := range all {
 		c.mu.Lock()
-		if c.rec.State.Open() && time.Since(c.rec.Touched) > cs.cfg.Expire {
+		idle := time.Since(c.rec.Touched) > cs.cfg.Expire
+		if c.rec.State.Open() && idle {
 			c.failLocked(cs, fmt.Sprintf("expired: nothing received for %s", cs.cfg.Expire))
+			idle = false
 		}
+		forget := c.rec.State == protocol.CaptureFailed && idle
 		c.mu.Unlock()
+		if forget {
+			cs.mu.Lock()
+			delete(cs.caps, id)
+			cs.mu.Unlock()
+		}
 	}
 }
 

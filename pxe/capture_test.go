@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	uploader "github.com/pxeswarm/pxeswarm/capture"
 	"github.com/pxeswarm/pxeswarm/internal/fstest"
@@ -186,4 +187,37 @@ func (b bytesReaderAt) ReadAt(p []byte, off int64) (int, error) {
 		return n, io.EOF
 	}
 	return n, nil
+}
+
+// TestCapturesExpire: an open capture that receives nothing for Expire
+// fails and its staging goes; its secret is spent; a while later it is
+// forgotten.
+func TestCapturesExpire(t *testing.T) {
+	dir := t.TempDir()
+	cs, err := OpenCaptures(CaptureConfig{Dir: dir, Catalog: catalog.New(catalog.Config{}, nil), Expire: 50 * time.Millisecond}, testlog.New(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := cs.Create(protocol.NewCapture{Name: "idle"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cs.Authorize(c.ID, c.Secret); err != nil {
+		t.Fatalf("a fresh capture refuses its secret: %v", err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	sts := cs.List()
+	if len(sts) != 1 || sts[0].State != protocol.CaptureFailed || !strings.Contains(sts[0].Error, "expired") {
+		t.Fatalf("an idle capture after its expiry: %+v, want failed, expired", sts)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "staging", c.ID)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("staging of an expired capture: %v, want it gone", err)
+	}
+	if err := cs.Authorize(c.ID, c.Secret); !errors.Is(err, ErrCaptureState) {
+		t.Errorf("the secret of an expired capture = %v, want ErrCaptureState", err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if sts := cs.List(); len(sts) != 0 {
+		t.Errorf("a capture that failed long ago is still listed: %+v", sts)
+	}
 }
