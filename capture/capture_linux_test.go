@@ -355,6 +355,23 @@ func TestCaptureResume(t *testing.T) {
 	if got := cat2.Names(); len(got) != 2 {
 		t.Errorf("after a restart the catalog holds %v, want lab and lab-v2", got)
 	}
+	// Deleting a captured image deletes its files: it stays gone.
+	req, _ := http.NewRequest("DELETE", s.url+"/api/images/lab-v2", nil)
+	req.Header.Set("Authorization", "Bearer "+testToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("DELETE /api/images/lab-v2: %s", resp.Status)
+	}
+	if _, err := os.Stat(filepath.Join(s.dir, "images", "lab-v2")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("files of the deleted image lab-v2: %v, want them gone", err)
+	}
+	if _, err := os.Stat(filepath.Join(s.dir, "images", "lab", "image.torrent")); err != nil {
+		t.Errorf("lab lost its files when lab-v2 was deleted: %v", err)
+	}
 }
 
 // TestCaptureNoSpace: a server whose capture folder (a 16 MiB tmpfs)
