@@ -41,14 +41,15 @@ unit:
 # kernel module indexes, resume state files, the peer-wire messages
 # that drive the seeder's reveal schedule and the leecher's reveal
 # rewrite, the server's torrent cache, and the filesystems a used map
-# reads (ext, FAT, NTFS, swap).
+# reads (ext, FAT, NTFS, swap), and a capture's manifest.
 FUZZ_TARGETS := imager:FuzzLoad tracker:FuzzParseAnnounce protocol:FuzzVerify pxe:FuzzParseSite \
 	pxe/dhcp:FuzzFull pxe/dhcp:FuzzProxy pxe/dhcp:FuzzLeaseFile pxe/dhcp:FuzzLeaseJournal pxe:FuzzStatusAPI pxe:FuzzAdminAPI \
 	partition:FuzzReadTable initramfs:FuzzParseCmdline initramfs:FuzzParseStickConfig \
 	initramfs/coldplug:FuzzParseDep initramfs/coldplug:FuzzParseSoftdep initramfs/dhclient:FuzzNewDiscovery \
 	imager:FuzzLoadState imager:FuzzSchedule pxe:FuzzTFTPName pxe:FuzzGetRoutes \
 	imager:FuzzLeecherReveal pxe/catalog:FuzzTorrentCache \
-	usedmap:FuzzExt usedmap:FuzzFAT usedmap:FuzzNTFS usedmap:FuzzDetect
+	usedmap:FuzzExt usedmap:FuzzFAT usedmap:FuzzNTFS usedmap:FuzzDetect \
+	protocol:FuzzParseManifest
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; fn=$${t#*:}; echo "fuzz $$pkg $$fn"; \

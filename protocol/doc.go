@@ -15,5 +15,7 @@
 //   - discovery.go: the DHCP option and vendor class of the server URL;
 //   - mac.go: machine identity;
 //   - plan.go, target.go: the signed plan, its action and its target;
-//   - report.go: phases, reports, and the task states they drive.
+//   - report.go: phases, reports, and the task states they drive;
+//   - capture.go: a capture's manifest (the disk's layout and the extents
+//     sent), its states, and the upload offset header.
 package protocol

@@ -21,6 +21,9 @@
 //   - key.go: the server's plan-signing key (ed25519); the plan itself is
 //     in package protocol.
 //   - task.go, store.go: machines and tasks in a bbolt file.
+//   - capture.go, http_capture.go: image capture's server side (staging
+//     sparse files, resume offsets, re-hashing and publishing in the
+//     catalog, versions); the uploader is package capture.
 //   - seed.go: a trusted seeder per image, following the catalog.
 //   - site.go, serve.go: the site config and the composition.
 package pxe

@@ -90,6 +90,9 @@ type HTTPConfig struct {
 	// from it at request time, and POST and DELETE /api/images change it.
 	// Nil: an empty catalog.
 	Catalog *catalog.Catalog
+	// Captures, if set, serves image capture (/api/captures: see
+	// http_capture.go); nil turns those routes off (403).
+	Captures *Captures
 	// ImageDirs are the folders whose files POST /api/images may publish
 	// (absolute; symbolic links are resolved before the check). Empty:
 	// that route answers 403.

@@ -115,6 +115,9 @@ type Status struct {
 	Images   []ImageStatus              `json:"images"`
 	AdminAPI bool                       `json:"admin_api"` // an admin token is set
 	Tracker  bool                       `json:"tracker"`   // the tracker shares this port
+	// Captures are the server's captures, newest first (none when
+	// captures are off).
+	Captures []protocol.CaptureState `json:"captures,omitempty"`
 }
 
 func (s *bootServer) serveStatus(w http.ResponseWriter, r *http.Request) {
@@ -124,6 +127,9 @@ func (s *bootServer) serveStatus(w http.ResponseWriter, r *http.Request) {
 		AdminAPI: s.cfg.AdminToken != "", Tracker: s.cfg.Tracker != nil,
 	}
 	st.Images = s.imageStatuses()
+	if s.cfg.Captures != nil {
+		st.Captures = s.cfg.Captures.List()
+	}
 	if s.cfg.Store != nil {
 		ms, err := s.cfg.Store.Machines()
 		if err != nil {

@@ -69,6 +69,15 @@ func (s *Site) Start(ctx context.Context, log *slog.Logger) error {
 	web := s.httpConfig(key, token, store, cat, tr, store)
 	ports := &seedPorts{addr: s.Address, port: map[string]int{}}
 	web.Seeders = ports.addrs
+	if s.HTTP.CaptureDir != "off" {
+		// Published captures join the catalog here, before the seeders
+		// follow it.
+		if web.Captures, err = OpenCaptures(CaptureConfig{Dir: s.HTTP.CaptureDir, Catalog: cat, Trackers: web.Trackers, Ctx: ctx},
+			log.With("service", "capture")); err != nil {
+			return err
+		}
+		defer web.Captures.Wait()
+	}
 	hlog := log.With("service", "http")
 	fingerprint := ""
 	if s.HTTP.HTTPSListen != "" {

@@ -95,6 +95,13 @@ type SiteHTTP struct {
 	// that route is off, so a leaked admin token cannot publish any file
 	// of the image host to the network.
 	ImageDirs []string `toml:"image_dirs"`
+	// CaptureDir holds image captures (`pxeswarm capture`, POST
+	// /api/captures): partitions being received, as sparse files, and the
+	// captured images the server publishes and seeds. Its file system
+	// must hold the captured images' used bytes: a capture it has no room
+	// for is refused before any data is sent. Default
+	// <state_dir>/captures; "off" turns captures off.
+	CaptureDir string `toml:"capture_dir"`
 }
 
 // SiteDHCP is the [dhcp] section.
@@ -327,6 +334,9 @@ func (s *Site) resolve(dir string) {
 	abs(&s.HTTP.AdminTokenFile)
 	abs(&s.HTTP.TLSCert)
 	abs(&s.HTTP.TLSKey)
+	if s.HTTP.CaptureDir != "off" {
+		abs(&s.HTTP.CaptureDir)
+	}
 	abs(&s.TFTP.Root)
 	for i := range s.HTTP.ImageDirs {
 		abs(&s.HTTP.ImageDirs[i])
@@ -356,6 +366,7 @@ func (s *Site) ApplyDefaults() {
 	h.Kernel = cmp.Or(h.Kernel, filepath.Join(s.StateDir, "boot", "vmlinuz"))
 	h.Initramfs = cmp.Or(h.Initramfs, filepath.Join(s.StateDir, "boot", "initramfs"))
 	h.Cmdline = cmp.Or(h.Cmdline, "console=tty0 console=ttyS0,115200")
+	h.CaptureDir = cmp.Or(h.CaptureDir, filepath.Join(s.StateDir, "captures"))
 	// [dhcp]
 	d := &s.DHCP
 	d.Mode = cmp.Or(d.Mode, "proxy")
@@ -435,6 +446,9 @@ func (s *Site) Check() error {
 	}
 	if s.HTTP.TLSCert != "" && s.HTTP.HTTPSListen == "" {
 		return bad("http.tls_cert", "a certificate without http.https_listen is unused: set https_listen (e.g. \":8443\")")
+	}
+	if c := s.HTTP.CaptureDir; c != "off" && c != "" && !filepath.IsAbs(c) {
+		return bad("http.capture_dir", "%q: give an absolute folder, or \"off\"", c)
 	}
 	for i, dir := range s.HTTP.ImageDirs {
 		if !filepath.IsAbs(dir) {

@@ -24,6 +24,7 @@ func commands() []command {
 		{"mktorrent", "hash partition images into an image torrent", runMktorrent},
 		{"seed", "seed an image from trusted sources (optionally with a tracker)", runSeed},
 		{"fetch", "fetch an image from the swarm straight onto disks or files", runFetch},
+		{"capture", "capture a golden disk into a new image on the boot server", runCapture},
 		{"tracker", "run the LAN tracker", runTracker},
 		{"serve", "run the boot server: DHCP, TFTP, HTTP, tracker and seeders", runServe},
 		{"status", "show the boot server's machines, tasks and swarms", runStatus},

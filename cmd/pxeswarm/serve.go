@@ -22,7 +22,8 @@ Only a terminal with an active task gets a boot file from DHCP, and then
 our kernel; the others boot their local disk straight from the firmware. Tasks come from the admin API
 (POST /api/tasks with the token in <state-dir>/admin-token) or from --auto.
 Images can be added and removed while serving (POST /api/images from the
-folders given with --image-dir, DELETE /api/images/NAME).
+folders given with --image-dir, DELETE /api/images/NAME), and captured from
+a golden disk (pxeswarm capture; kept in --capture-dir).
 
 With --config, everything comes from the site file (every key is documented
 in docs/site.example.toml) and the flags below only override logging.
@@ -41,6 +42,7 @@ Examples:
 	fs.Var(&sources, "source", "with a torrent --image: its source file(s), one per part, in order")
 	var imageDirs listFlag
 	fs.Var(&imageDirs, "image-dir", "folder the admin API may publish more images from while serving (POST /api/images; repeat for more); default none")
+	captureDir := fs.String("capture-dir", "", `where captured images are received and kept (pxeswarm capture); default <state-dir>/captures, "off" for no captures`)
 	auto := enumFlag{val: "none", allowed: []string{"none", "all"}}
 	fs.Var(&auto, "auto", "start tasks by themselves: none (admin API only) or all (every terminal our DHCP sees PXE-boot gets the image once; needs --dhcp full or proxy)")
 	check := enumFlag{val: "verify", allowed: []string{"fresh", "verify"}}
@@ -105,6 +107,14 @@ Examples:
 			site.Address = a
 		}
 		site.HTTP = pxe.SiteHTTP{Listen: *httpListen, HTTPSListen: *httpsListen, Kernel: *kernel, Initramfs: *initramfs, Cmdline: *cmdline}
+		site.HTTP.CaptureDir = *captureDir
+		if *captureDir != "" && *captureDir != "off" {
+			abs, err := filepath.Abs(*captureDir)
+			if err != nil {
+				return fmt.Errorf("%w: --capture-dir %q: %v", errUsage, *captureDir, err)
+			}
+			site.HTTP.CaptureDir = abs
+		}
 		for _, dir := range imageDirs {
 			abs, err := filepath.Abs(dir)
 			if err != nil {

@@ -176,6 +176,16 @@ func (s *statusSnapshot) print(w io.Writer, base string) {
 		fmt.Fprintf(w, "\nswarm %s: %d peers now (%d complete); the server has sent %s%s, the machines %s to each other\n",
 			sw.Name, sw.Peers, sw.Seeders, bytesize.Format(fromServer), copies, bytesize.Format(fromMachines))
 	}
+	for _, c := range s.status.Captures {
+		line := fmt.Sprintf("\ncapture %s of %s: %s, %s of %s", c.ID, c.Name, c.State, bytesize.Format(c.Received), bytesize.Format(c.Total))
+		if c.Image != "" {
+			line += ", published as " + c.Image
+		}
+		if c.Error != "" {
+			line += ": " + c.Error
+		}
+		fmt.Fprintln(w, line)
+	}
 }
 
 func dash(s string) string {

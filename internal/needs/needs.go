@@ -22,6 +22,8 @@ var Packages = map[string]string{
 	"transmission-cli":                  "transmission-cli",
 	"qbittorrent-nox":                   "qbittorrent-nox",
 	"losetup":                           "mount",
+	"mount":                             "mount",
+	"umount":                            "mount",
 	"ip":                                "iproute2",
 	"curl":                              "curl",
 	"openssl":                           "openssl",
