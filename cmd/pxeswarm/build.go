@@ -113,6 +113,7 @@ Examples:
 	fmt.Printf("initramfs  %s  %s (%s; %s unpacked: agent %s, u-root %s, %d modules, %d firmware files)\n", res.Initramfs,
 		bytesize.Format(res.InitramfsSize), res.Compression, bytesize.Format(res.Uncompressed),
 		bytesize.Format(res.AgentSize), bytesize.Format(res.BusyboxSize), len(res.Modules), len(res.Firmware))
+	fmt.Printf("drivers    %s\n", res.Drivers())
 	fmt.Printf("total      %s (goal: at most %s); built in %v\n", bytesize.Format(res.Total()), bytesize.Format(goal), res.Took.Round(100_000_000))
 	if res.Total() > goal {
 		fmt.Fprintf(os.Stderr, "pxeswarm build initramfs: warning: kernel + initramfs is %s, over the %s goal: every terminal downloads it over HTTP\n",
