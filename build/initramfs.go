@@ -150,7 +150,8 @@ type Result struct {
 
 // Drivers says in one line what drivers and firmware the initramfs
 // carries and which firmware files the drivers name but the build host
-// lacks (by folder, e.g. "rtl_nic (50)"), as the build prints it.
+// lacks (by folder, e.g. "rtl_nic (50)"; files at the top as
+// "/lib/firmware"), as the build prints it.
 func (r Result) Drivers() string {
 	s := fmt.Sprintf("modules: %d carried (%s unpacked), firmware: %d files (%s)", len(r.Modules), bytesize.Format(r.ModulesSize), len(r.Firmware), bytesize.Format(r.FirmwareSize))
 	if len(r.MissingFirmware) == 0 {
@@ -158,7 +159,11 @@ func (r Result) Drivers() string {
 	}
 	count := map[string]int{}
 	for _, m := range r.MissingFirmware {
-		count[path.Dir(m)]++
+		d := path.Dir(m)
+		if d == "." {
+			d = "/lib/firmware"
+		}
+		count[d]++
 	}
 	var dirs []string
 	for d, n := range count {
@@ -471,7 +476,7 @@ func (c InitramfsConfig) firmware(log *slog.Logger, mods []moduleFile, res *Resu
 			list = append(list, d)
 		}
 		sort.Strings(list)
-		log.Warn("build: firmware the drivers may ask for is not installed; NICs that need it (some Realtek and Broadcom chips) may not come up (install Debian's firmware-realtek, firmware-bnx2, firmware-misc-nonfree and rebuild)",
+		log.Warn("build: firmware the drivers may ask for is not installed; NICs that need it (some Realtek and Broadcom chips) may not come up (install Debian's firmware-realtek, firmware-bnx2, firmware-bnx2x, firmware-misc-nonfree from the non-free-firmware component and firmware-linux-free, then rebuild)",
 			"missing", len(missing), "folders", strings.Join(list, ","), "carried", len(files))
 	}
 	return files, nil

@@ -591,8 +591,8 @@ func TestDefaultCommandsListed(t *testing.T) {
 
 func TestDriversLine(t *testing.T) {
 	r := Result{Modules: []string{"a", "b", "c"}, ModulesSize: 3 << 20, Firmware: []string{"rtl_nic/rtl8168d-1.fw"}, FirmwareSize: 2048,
-		MissingFirmware: []string{"bnx2/bnx2-mips-06-6.2.3.fw", "rtl_nic/rtl8168e-1.fw", "rtl_nic/rtl8168e-2.fw", "e100/d101m_ucode.bin"}}
-	want := "modules: 3 carried (3MiB unpacked), firmware: 1 files (2KiB), missing: 4 firmware files: bnx2 (1), e100 (1), rtl_nic (2)"
+		MissingFirmware: []string{"bnx2/bnx2-mips-06-6.2.3.fw", "rtl_nic/rtl8168e-1.fw", "rtl_nic/rtl8168e-2.fw", "e100/d101m_ucode.bin", "tr_smctr.bin"}}
+	want := "modules: 3 carried (3MiB unpacked), firmware: 1 files (2KiB), missing: 5 firmware files: /lib/firmware (1), bnx2 (1), e100 (1), rtl_nic (2)"
 	if got := r.Drivers(); got != want {
 		t.Errorf("Drivers() = %q\nwant         %q", got, want)
 	}
