@@ -8,7 +8,7 @@ import (
 	"github.com/pxeswarm/pxeswarm/usedmap"
 )
 
-// TestESPUsedBlocks: the test OS's ESP, a FAT32 that go-diskfs makes, is
+// TestESPUsedBlocks: the test OS's ESP, a FAT32 that writeESP makes, is
 // one usedmap reads, so the QEMU classroom deploys a used-block image
 // (its ESP's free space is not shipped) and boots it.
 func TestESPUsedBlocks(t *testing.T) {

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pxeswarm/pxeswarm/internal/bytesize"
 	"github.com/pxeswarm/pxeswarm/protocol"
 )
 
@@ -136,12 +137,40 @@ type Result struct {
 	// Modules are the carried modules (with dependencies); Builtin the
 	// asked-for ones the kernel has built in.
 	Modules, Builtin []string
+	// ModulesSize is the carried modules' bytes, unpacked.
+	ModulesSize int64
 	// Firmware are the firmware files carried; MissingFirmware those the
 	// modules name that FirmwareDir does not have.
 	Firmware, MissingFirmware []string
+	FirmwareSize              int64
 	AgentSize                 int64 // uncompressed binary
 	BusyboxSize               int64
 	Took                      time.Duration
+}
+
+// Drivers says in one line what drivers and firmware the initramfs
+// carries and which firmware files the drivers name but the build host
+// lacks (by folder, e.g. "rtl_nic (50)"; files at the top as
+// "/lib/firmware"), as the build prints it.
+func (r Result) Drivers() string {
+	s := fmt.Sprintf("modules: %d carried (%s unpacked), firmware: %d files (%s)", len(r.Modules), bytesize.Format(r.ModulesSize), len(r.Firmware), bytesize.Format(r.FirmwareSize))
+	if len(r.MissingFirmware) == 0 {
+		return s + ", missing: none"
+	}
+	count := map[string]int{}
+	for _, m := range r.MissingFirmware {
+		d := path.Dir(m)
+		if d == "." {
+			d = "/lib/firmware"
+		}
+		count[d]++
+	}
+	var dirs []string
+	for d, n := range count {
+		dirs = append(dirs, fmt.Sprintf("%s (%d)", d, n))
+	}
+	sort.Strings(dirs)
+	return fmt.Sprintf("%s, missing: %d firmware files: %s", s, len(r.MissingFirmware), strings.Join(dirs, ", "))
 }
 
 // Total is the kernel plus the initramfs, the bytes a terminal downloads.
@@ -281,11 +310,20 @@ func (c InitramfsConfig) Build(ctx context.Context, log *slog.Logger) (Result, e
 	if err != nil {
 		return res, err
 	}
+	for _, f := range modFiles {
+		if strings.HasSuffix(f.name, ".ko") {
+			res.ModulesSize += int64(len(f.data))
+		}
+	}
 	log.Info("build: kernel", "kernel", c.Kernel, "release", kver, "modules", len(res.Modules), "builtin", strings.Join(res.Builtin, ","))
 	fwFiles, err := c.firmware(log, modFiles, &res)
 	if err != nil {
 		return res, err
 	}
+	for _, f := range fwFiles {
+		res.FirmwareSize += int64(len(f.data))
+	}
+	log.Info("build: " + res.Drivers())
 
 	// Go programs.
 	src, err := moduleDir(ctx, c.SourceDir)
@@ -438,7 +476,7 @@ func (c InitramfsConfig) firmware(log *slog.Logger, mods []moduleFile, res *Resu
 			list = append(list, d)
 		}
 		sort.Strings(list)
-		log.Warn("build: firmware the drivers may ask for is not installed; NICs that need it (some Realtek and Broadcom chips) may not come up (install Debian's firmware-realtek, firmware-bnx2, firmware-misc-nonfree and rebuild)",
+		log.Warn("build: firmware the drivers may ask for is not installed; NICs that need it (some Realtek and Broadcom chips) may not come up (install Debian's firmware-realtek, firmware-bnx2, firmware-bnx2x, firmware-misc-nonfree from the non-free-firmware component and firmware-linux-free, then rebuild)",
 			"missing", len(missing), "folders", strings.Join(list, ","), "carried", len(files))
 	}
 	return files, nil

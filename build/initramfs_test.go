@@ -103,6 +103,7 @@ func TestBuildReproducible(t *testing.T) {
 	t.Logf("agent %s", agent)
 	t.Logf("build 1 (first in this run, cold if the Go cache was): %v; build 2 (warm): %v", took1.Round(time.Millisecond), took2.Round(time.Millisecond))
 	t.Logf("firmware: %d carried, %d named by the modules but not installed", len(first.Firmware), len(first.MissingFirmware))
+	t.Log(first.Drivers())
 	t.Logf("kernel %s %s; initramfs %s %s (%s uncompressed; agent %s, busybox %s); total %s",
 		first.KernelRelease, bytesize.Format(first.KernelSize), first.Compression, bytesize.Format(first.InitramfsSize),
 		bytesize.Format(first.Uncompressed), bytesize.Format(first.AgentSize), bytesize.Format(first.BusyboxSize), bytesize.Format(first.Total()))

@@ -126,6 +126,19 @@ func TestClosure(t *testing.T) {
 		{want: []string{"mdio", "MDIO"}, err: ErrModuleNotFound},
 		{want: []string{"nic", "no_such", "virtio_pci"}, err: ErrModuleNotFound},
 		{want: []string{}, mods: nil},
+		// Folders, globs and exclusions.
+		{want: []string{"kernel/drivers/net/"}, mods: []string{"libphy", "mdio", "nic", "realtek"}},
+		{want: []string{"kernel/drivers/", "!unrelated", "!kernel/drivers/usb/"}, mods: []string{"crc_t10dif", "crct10dif_generic", "crct10dif_pclmul", "libphy", "mdio", "nic", "realtek", "scsi_mod"}},
+		// An excluded module still comes along when a carried one needs it,
+		// and when it is named plainly.
+		{want: []string{"kernel/drivers/net/", "!kernel/drivers/net/phy/"}, mods: []string{"libphy", "mdio", "nic", "realtek"}},
+		{want: []string{"kernel/drivers/net/", "!kernel/drivers/net/phy/", "!nic"}, mods: []string{"mdio"}},
+		{want: []string{"kernel/drivers/", "!unrelated", "unrelated", "!kernel/drivers/usb/", "!kernel/drivers/scsi/"}, mods: []string{"libphy", "mdio", "nic", "realtek", "unrelated"}},
+		{want: []string{"usb-*"}, mods: []string{"crc_t10dif", "crct10dif_generic", "crct10dif_pclmul", "scsi_mod", "usb_storage", "usbcore"}},
+		{want: []string{"crct10dif_*", "virtio_pci"}, mods: []string{"crct10dif_generic", "crct10dif_pclmul"}, built: []string{"virtio_pci"}},
+		{want: []string{"kernel/no_such/"}, err: ErrModuleNotFound},
+		{want: []string{"no_such*"}, err: ErrModuleNotFound},
+		{want: []string{"nic", "!no_such"}, err: ErrModuleNotFound},
 	} {
 		mods, built, err := tree.closure(tc.want)
 		if !errors.Is(err, tc.err) {
@@ -243,9 +256,38 @@ func TestDebianModules(t *testing.T) {
 	if err != nil {
 		t.Fatalf("closure(DefaultModules) on %s: %v", kver, err)
 	}
-	for _, need := range []string{"virtio_net", "virtio_blk", "virtio_ring", "virtio", "libata", "scsi_mod", "usbcore", "nvme_core", "libphy", "realtek"} {
-		if !slices.Contains(mods, need) && !tree.builtin[need] {
-			t.Errorf("closure(DefaultModules) lacks %s: %v", need, mods)
+	need := []string{"virtio_net", "virtio_blk", "virtio_ring", "virtio", "libata", "scsi_mod", "usbcore", "nvme_core", "libphy", "realtek",
+		// NICs: old and new PCI, paravirtual, USB.
+		"8139too", "e1000e", "r8169", "tg3", "bnx2", "vmxnet3", "hv_netvsc", "r8152", "ax88179_178a", "cdc_ether", "cdc_ncm", "asix", "smsc95xx",
+		// Disks: NVMe behind VMD, RAID and SAS HBAs, VMware's, Hyper-V's,
+		// eMMC, SATA, USB.
+		"nvme", "vmd", "megaraid_sas", "mpt3sas", "hpsa", "smartpqi", "vmw_pvscsi", "mptspi", "hv_storvsc", "virtio_scsi",
+		"sdhci", "sdhci_pci", "sdhci_acpi", "mmc_block", "ahci", "ata_piix", "sd_mod", "usb_storage", "uas"}
+	// Every wired Ethernet driver and every legacy IDE one.
+	for name, p := range tree.path {
+		if strings.HasPrefix(p, "kernel/drivers/net/ethernet/") || strings.HasPrefix(name, "pata_") {
+			need = append(need, name)
+		}
+	}
+	if len(need) < 150 {
+		t.Errorf("only %d modules to look for: is %s Debian's full module tree?", len(need), kver)
+	}
+	for _, n := range need {
+		if !slices.Contains(mods, n) && !tree.builtin[n] {
+			t.Errorf("closure(DefaultModules) lacks %s", n)
+		}
+	}
+	// With what they need, and without the SAN initiators.
+	for _, m := range mods {
+		for _, d := range tree.deps[m] {
+			if !slices.Contains(mods, d) {
+				t.Errorf("closure(DefaultModules) has %s but not %s, which it needs", m, d)
+			}
+		}
+	}
+	for _, n := range []string{"qla2xxx", "lpfc", "bnx2fc", "libiscsi", "scsi_debug"} {
+		if slices.Contains(mods, n) {
+			t.Errorf("closure(DefaultModules) carries %s: a SAN initiator or test driver, not a boot disk's", n)
 		}
 	}
 	files, err := tree.moduleFiles(mods)
@@ -544,5 +586,18 @@ func TestDefaultCommandsListed(t *testing.T) {
 	slices.Sort(imported)
 	if diff := cmp.Diff(want, imported); diff != "" {
 		t.Errorf("dependencies.go imports vs DefaultCommands (-DefaultCommands +imports):\n%s", diff)
+	}
+}
+
+func TestDriversLine(t *testing.T) {
+	r := Result{Modules: []string{"a", "b", "c"}, ModulesSize: 3 << 20, Firmware: []string{"rtl_nic/rtl8168d-1.fw"}, FirmwareSize: 2048,
+		MissingFirmware: []string{"bnx2/bnx2-mips-06-6.2.3.fw", "rtl_nic/rtl8168e-1.fw", "rtl_nic/rtl8168e-2.fw", "e100/d101m_ucode.bin", "tr_smctr.bin"}}
+	want := "modules: 3 carried (3MiB unpacked), firmware: 1 files (2KiB), missing: 5 firmware files: /lib/firmware (1), bnx2 (1), e100 (1), rtl_nic (2)"
+	if got := r.Drivers(); got != want {
+		t.Errorf("Drivers() = %q\nwant         %q", got, want)
+	}
+	r.MissingFirmware = nil
+	if got := r.Drivers(); !strings.HasSuffix(got, "missing: none") {
+		t.Errorf("Drivers() = %q, want it to end in \"missing: none\"", got)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"fmt"
 	"io"
@@ -14,7 +15,6 @@ import (
 	"strings"
 
 	diskfs "github.com/diskfs/go-diskfs"
-	"github.com/diskfs/go-diskfs/disk"
 	"github.com/diskfs/go-diskfs/filesystem"
 	"github.com/diskfs/go-diskfs/partition/gpt"
 
@@ -163,17 +163,55 @@ func (t *TestOS) WriteDisk(path string, size int64) error {
 
 // writeESP makes a FAT32 filesystem image holding the given files.
 func writeESP(path string, size int64, files, text map[string]string) error {
-	os.Remove(path)
-	d, err := diskfs.Create(path, size, diskfs.SectorSizeDefault)
+	f, err := createDisk(path, size)
 	if err != nil {
 		return err
 	}
-	defer d.Close()
-	fs, err := d.CreateFilesystem(disk.FilesystemSpec{Partition: 0, FSType: filesystem.TypeFat32, VolumeLabel: "ESP"})
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return writeESPAt(path, 0, size, "ESP", 0, files, text)
+}
+
+// writeESPAt formats the size bytes at byte start of the disk image path
+// as FAT32 (formatFAT32; the partition's sectors are hidden) and fills it
+// through go-diskfs with files (FAT path → host file) and text (FAT path
+// → contents), then repairs what go-diskfs leaves wrong (finishFAT32).
+// part is go-diskfs's partition number of that range: 0 for a bare
+// filesystem image.
+func writeESPAt(path string, start, size int64, label string, part int, files, text map[string]string) error {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
 		return err
 	}
-	return fillFAT(fs, files, text)
+	var serial [4]byte
+	if _, err := io.ReadFull(rand.Reader, serial[:]); err != nil {
+		f.Close()
+		return err
+	}
+	defer f.Close()
+	g, err := formatFAT32(f, start, size, uint32(start/fatSector), label, binary.LittleEndian.Uint32(serial[:]))
+	if err != nil {
+		return err
+	}
+	d, err := diskfs.Open(path, diskfs.WithOpenMode(diskfs.ReadWrite))
+	if err != nil {
+		return err
+	}
+	fs, err := d.GetFilesystem(part)
+	if err == nil {
+		err = fillFAT(fs, files, text)
+	}
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	if err := finishFAT32(f, start, g); err != nil {
+		return err
+	}
+	return f.Close()
 }
 
 // fillFAT writes files (FAT path → host file) and text (FAT path →

@@ -12,9 +12,6 @@ import (
 	"strings"
 	"time"
 
-	diskfs "github.com/diskfs/go-diskfs"
-	"github.com/diskfs/go-diskfs/disk"
-	"github.com/diskfs/go-diskfs/filesystem"
 	"github.com/diskfs/go-diskfs/partition/gpt"
 	"github.com/google/uuid"
 
@@ -268,18 +265,8 @@ func (c USBConfig) Build(ctx context.Context, log *slog.Logger) (*USB, error) {
 	if err := writeTable(tmpOut, size, tab); err != nil {
 		return nil, fmt.Errorf("%w: partition table: %w", ErrUSB, err)
 	}
-	d, err := diskfs.Open(tmpOut, diskfs.WithOpenMode(diskfs.ReadWrite))
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrUSB, err)
-	}
-	fs, err := d.CreateFilesystem(disk.FilesystemSpec{Partition: 1, FSType: filesystem.TypeFat32, VolumeLabel: initramfs.StickESPLabel})
-	if err == nil {
-		err = fillFAT(fs, files, text)
-	}
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
+	esp := tab.Partitions[0]
+	if err := writeESPAt(tmpOut, esp.Start, esp.Size, initramfs.StickESPLabel, 1, files, text); err != nil {
 		return nil, fmt.Errorf("%w: ESP: %w", ErrUSB, err)
 	}
 

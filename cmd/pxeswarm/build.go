@@ -106,13 +106,14 @@ Examples:
 		return err
 	}
 	if len(res.MissingFirmware) > 0 {
-		fmt.Fprintf(os.Stderr, "pxeswarm build initramfs: note: %d firmware files the drivers name are not in %s (some Realtek/Broadcom NICs need them: install firmware-realtek, firmware-bnx2, firmware-misc-nonfree and rebuild)\n", len(res.MissingFirmware), *fwDir)
+		fmt.Fprintf(os.Stderr, "pxeswarm build initramfs: note: %d firmware files the drivers name are not in %s (some Realtek/Broadcom NICs need them: install firmware-realtek, firmware-bnx2, firmware-bnx2x, firmware-misc-nonfree (non-free-firmware) and firmware-linux-free, then rebuild)\n", len(res.MissingFirmware), *fwDir)
 	}
 	const goal = 40 << 20
 	fmt.Printf("kernel     %s  %s (%s)\n", res.Kernel, bytesize.Format(res.KernelSize), res.KernelRelease)
 	fmt.Printf("initramfs  %s  %s (%s; %s unpacked: agent %s, u-root %s, %d modules, %d firmware files)\n", res.Initramfs,
 		bytesize.Format(res.InitramfsSize), res.Compression, bytesize.Format(res.Uncompressed),
 		bytesize.Format(res.AgentSize), bytesize.Format(res.BusyboxSize), len(res.Modules), len(res.Firmware))
+	fmt.Printf("drivers    %s\n", res.Drivers())
 	fmt.Printf("total      %s (goal: at most %s); built in %v\n", bytesize.Format(res.Total()), bytesize.Format(goal), res.Took.Round(100_000_000))
 	if res.Total() > goal {
 		fmt.Fprintf(os.Stderr, "pxeswarm build initramfs: warning: kernel + initramfs is %s, over the %s goal: every terminal downloads it over HTTP\n",

@@ -51,7 +51,7 @@ func TestBuildInitramfsCommand(t *testing.T) {
 			t.Errorf("%s after the build: %v, %v; want a file over 1 MiB", name, st, err)
 		}
 	}
-	for _, want := range []string{"kernel     " + filepath.Join(boot, "vmlinuz"), "initramfs  " + filepath.Join(boot, "initramfs"), "total "} {
+	for _, want := range []string{"kernel     " + filepath.Join(boot, "vmlinuz"), "initramfs  " + filepath.Join(boot, "initramfs"), "drivers    modules: ", "total "} {
 		if !strings.Contains(out, want) {
 			t.Errorf("pxeswarm build initramfs printed %q, want a line with %q", out, want)
 		}

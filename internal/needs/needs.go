@@ -43,6 +43,7 @@ var Packages = map[string]string{
 	"fsck.fat":                          "dosfstools",
 	"mcopy":                             "mtools",
 	"mmd":                               "mtools",
+	"mdir":                              "mtools",
 	"mdel":                              "mtools",
 	"mkntfs":                            "ntfs-3g",
 	"ntfscp":                            "ntfs-3g",
