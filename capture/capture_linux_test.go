@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -20,6 +18,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/pxeswarm/pxeswarm/internal/loopdev"
 
 	"github.com/pxeswarm/pxeswarm/imager"
 	"github.com/pxeswarm/pxeswarm/internal/fstest"
@@ -94,34 +94,7 @@ func newTestServer(t *testing.T, captureDir string, wrap func(net.Listener) net.
 
 // loopDev attaches file as a loop device until the test ends.
 func loopDev(t *testing.T, file string) string {
-	t.Helper()
-	needs.Root(t, "losetup")
-	needs.Tool(t, "losetup")
-	out, err := exec.Command("losetup", "--find", "--show", file).CombinedOutput()
-	if err != nil {
-		t.Fatalf("losetup --find --show %s: %v: %s", file, err, out)
-	}
-	dev := strings.TrimSpace(string(out))
-	t.Cleanup(func() {
-		if out, err := exec.Command("losetup", "-d", dev).CombinedOutput(); err != nil {
-			t.Errorf("losetup -d %s: %v: %s", dev, err, out)
-		}
-	})
-	return dev
-}
-
-func sha256File(t *testing.T, path string) string {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		t.Fatal(err)
-	}
-	return hex.EncodeToString(h.Sum(nil))
+	return loopdev.Attach(t, file, false)
 }
 
 // ext4Disk makes an ext4 filesystem of size bytes over random bytes, on
@@ -180,7 +153,7 @@ func TestCaptureRefuses(t *testing.T) {
 			mounted := errors.Is(tc.want, ErrMounted)
 			var before string
 			if !mounted {
-				before = sha256File(t, disk)
+				before = fstest.SHA256(t, disk)
 			}
 			_, err := s.config(disk, "golden").Run(context.Background(), testlog.New(t))
 			if !errors.Is(err, tc.want) {
@@ -200,7 +173,7 @@ func TestCaptureRefuses(t *testing.T) {
 			}
 			src.Close()
 			if !mounted {
-				if after := sha256File(t, disk); after != before {
+				if after := fstest.SHA256(t, disk); after != before {
 					t.Errorf("the golden disk changed: sha256 %s, before %s", after, before)
 				}
 			}
@@ -279,7 +252,7 @@ func proxy(ln net.Listener, target string) {
 // back. Capturing the same name again publishes NAME-v2 and keeps NAME.
 func TestCaptureResume(t *testing.T) {
 	dev, v := ext4Disk(t, 96<<20, 48, 1200<<10)
-	before := sha256File(t, dev)
+	before := fstest.SHA256(t, dev)
 	src, err := Open(dev, Options{}, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -327,7 +300,7 @@ func TestCaptureResume(t *testing.T) {
 	if !ok {
 		t.Fatalf("lab is not in the catalog: %v", s.cat.Names())
 	}
-	if sha := sha256File(t, dev); sha != before {
+	if sha := fstest.SHA256(t, dev); sha != before {
 		t.Errorf("the golden disk changed: sha256 %s, before %s", sha, before)
 	}
 	// The published part file is the filesystem, sparse where it is free.
@@ -570,7 +543,7 @@ func TestCaptureGPT(t *testing.T) {
 	}
 	d.Close()
 	dev := loopDev(t, disk)
-	before := sha256File(t, dev)
+	before := fstest.SHA256(t, dev)
 
 	s := newTestServer(t, t.TempDir(), nil)
 	res, err := s.config(dev, "dual").Run(context.Background(), testlog.New(t))
@@ -599,7 +572,7 @@ func TestCaptureGPT(t *testing.T) {
 	}
 	vESP.Check(t, im.Source[0])
 	vRoot.Check(t, im.Source[1])
-	if after := sha256File(t, dev); after != before {
+	if after := fstest.SHA256(t, dev); after != before {
 		t.Errorf("the golden disk changed: sha256 %s, before %s", after, before)
 	}
 	t.Logf("sent %d bytes of a %d-byte disk; image %s, %d bytes", res.Used, res.Size, im.Name, im.Image.Length)

@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/pxeswarm/pxeswarm/imager"
 	"github.com/pxeswarm/pxeswarm/internal/bytesize"
 	"github.com/pxeswarm/pxeswarm/protocol"
 )
@@ -215,7 +216,7 @@ func (c *Client) Upload(ctx context.Context, src io.ReaderAt, total int64) error
 		}
 		c.Progress(Progress{State: protocol.CaptureReceiving, Sent: s, Total: total, Rate: rate, Resumes: int(resumes.Load()), Elapsed: el})
 	}
-	stopReport := every2(ctx, every, report)
+	stopReport := imager.ReportEvery(ctx, every, report)
 	defer stopReport()
 	failures := 0
 	lastOff := int64(-1)
@@ -372,30 +373,4 @@ func (c *Client) Cancel(ctx context.Context, token string) error {
 		return nil // not open any more: failed already, nothing staged
 	}
 	return err
-}
-
-// every2 calls f every period until stop, then once more.
-func every2(ctx context.Context, period time.Duration, f func()) (stop func()) {
-	done := make(chan struct{})
-	exited := make(chan struct{})
-	go func() {
-		defer close(exited)
-		t := time.NewTicker(period)
-		defer t.Stop()
-		for {
-			select {
-			case <-t.C:
-				f()
-			case <-ctx.Done():
-				return
-			case <-done:
-				return
-			}
-		}
-	}()
-	return func() {
-		close(done)
-		<-exited
-		f()
-	}
 }

@@ -162,7 +162,7 @@ func open(f *os.File, path string, opt Options, log *slog.Logger) (*Source, erro
 			log.Info("capture: sending every byte", "disk", path, "part", partName(*p), "size", bytesize.Format(p.Size), "raw", opt.Raw)
 		}
 		s.Used = append(s.Used, m)
-		s.parts = append(s.parts, imager.OnExtents(readOnly{r}, toExtents(p.Extents)))
+		s.parts = append(s.parts, imager.OnExtents(readOnly{r}, imager.ExtentsOf(p.Extents)))
 		s.starts = append(s.starts, s.total)
 		s.total += p.Length()
 	}
@@ -177,17 +177,6 @@ func partName(p protocol.CapturePart) string {
 		return "whole disk"
 	}
 	return fmt.Sprintf("partition %d", p.Number)
-}
-
-func toExtents(es [][2]int64) imager.Extents {
-	if len(es) == 0 {
-		return nil
-	}
-	out := make(imager.Extents, len(es))
-	for i, e := range es {
-		out[i] = imager.Extent{Off: e[0], Len: e[1]}
-	}
-	return out
 }
 
 // readOnly is a ReaderAt that imager.OnExtents can take: it refuses

@@ -95,7 +95,7 @@ func (c CopyConfig) Run(ctx context.Context) error {
 	if every <= 0 {
 		every = time.Second
 	}
-	stopReport := reportEvery(rctx, every, func() {
+	stopReport := ReportEvery(rctx, every, func() {
 		if c.Progress == nil {
 			return
 		}

@@ -143,7 +143,7 @@ func Create(ctx context.Context, log *slog.Logger, cfg CreateConfig) (*Image, er
 		"pieces", n, "piece_size", bytesize.Format(cfg.PieceLength))
 
 	var hashed atomic.Int64
-	stop := reportEvery(ctx, 500*time.Millisecond, func() {
+	stop := ReportEvery(ctx, 500*time.Millisecond, func() {
 		if cfg.Progress != nil {
 			cfg.Progress(Progress{State: StateHashing, Total: sp.length, Done: hashed.Load()})
 		}
@@ -175,33 +175,6 @@ func Create(ctx context.Context, log *slog.Logger, cfg CreateConfig) (*Image, er
 		return nil, fmt.Errorf("encode torrent: %w", err)
 	}
 	return Parse(data)
-}
-
-// reportEvery calls f every period until the returned stop is called, then
-// once more.
-func reportEvery(ctx context.Context, period time.Duration, f func()) (stop func()) {
-	done := make(chan struct{})
-	exited := make(chan struct{})
-	go func() {
-		defer close(exited)
-		t := time.NewTicker(period)
-		defer t.Stop()
-		for {
-			select {
-			case <-t.C:
-				f()
-			case <-ctx.Done():
-				return
-			case <-done:
-				return
-			}
-		}
-	}()
-	return func() {
-		close(done)
-		<-exited
-		f()
-	}
 }
 
 // usedMap reads which bytes of source d its filesystem uses, merged to at

@@ -212,3 +212,16 @@ func (m *mapped) DropCache() error {
 	}
 	return nil
 }
+
+// ExtentsOf converts [offset, length] pairs (a capture manifest's form)
+// to Extents; nil for none.
+func ExtentsOf(pairs [][2]int64) Extents {
+	if len(pairs) == 0 {
+		return nil
+	}
+	out := make(Extents, len(pairs))
+	for i, e := range pairs {
+		out[i] = Extent{Off: e[0], Len: e[1]}
+	}
+	return out
+}

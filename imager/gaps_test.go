@@ -8,14 +8,14 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/pxeswarm/pxeswarm/internal/loopdev"
+
 	"github.com/anacrolix/torrent/bencode"
 	"github.com/anacrolix/torrent/metainfo"
-	"github.com/pxeswarm/pxeswarm/internal/needs"
 	"github.com/pxeswarm/pxeswarm/internal/testlog"
 )
 
@@ -100,23 +100,9 @@ func TestParseGapKinds(t *testing.T) {
 	}
 }
 
-// loopFile attaches backing as a loop device and detaches it when the
-// test ends.
+// loopFile attaches backing as a loop device until the test ends.
 func loopFile(t *testing.T, backing string) string {
-	t.Helper()
-	needs.Root(t, "losetup")
-	needs.Tool(t, "losetup")
-	out, err := exec.Command("losetup", "--find", "--show", backing).Output()
-	if err != nil {
-		t.Fatalf("losetup --find --show %s: %v", backing, err)
-	}
-	dev := strings.TrimSpace(string(out))
-	t.Cleanup(func() {
-		if out, err := exec.Command("losetup", "-d", dev).CombinedOutput(); err != nil {
-			t.Errorf("losetup -d %s: %v: %s", dev, err, out)
-		}
-	})
-	return dev
+	return loopdev.Attach(t, backing, false)
 }
 
 // TestFetchZeroGaps: a GapsZero image, fetched through a session that

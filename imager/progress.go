@@ -1,6 +1,7 @@
 package imager
 
 import (
+	"context"
 	"fmt"
 	"math"
 	"strings"
@@ -123,4 +124,32 @@ func (m *rateMeter) update(now time.Time, total int64) float64 {
 	}
 	m.last, m.bytes = now, total
 	return m.rate
+}
+
+// ReportEvery calls f every period until the returned stop is called,
+// then once more (the final figures): progress on long work, for the
+// swarm, hashing and capture's upload alike.
+func ReportEvery(ctx context.Context, period time.Duration, f func()) (stop func()) {
+	done := make(chan struct{})
+	exited := make(chan struct{})
+	go func() {
+		defer close(exited)
+		t := time.NewTicker(period)
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+				f()
+			case <-ctx.Done():
+				return
+			case <-done:
+				return
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		<-exited
+		f()
+	}
 }

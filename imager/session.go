@@ -201,7 +201,7 @@ func (c Config) Join(ctx context.Context, log *slog.Logger) (*Session, error) {
 	}
 
 	if c.Progress != nil {
-		s.stopReport = reportEvery(context.Background(), c.ProgressEvery, func() { c.Progress(s.Progress()) })
+		s.stopReport = ReportEvery(context.Background(), c.ProgressEvery, func() { c.Progress(s.Progress()) })
 	}
 	switch c.Mode {
 	case ModeSeed:

@@ -11,9 +11,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pxeswarm/pxeswarm/internal/loopdev"
+
 	"github.com/pxeswarm/pxeswarm/imager"
 	"github.com/pxeswarm/pxeswarm/internal/bytesize"
-	"github.com/pxeswarm/pxeswarm/internal/needs"
 	"github.com/pxeswarm/pxeswarm/partition"
 	"github.com/pxeswarm/pxeswarm/protocol"
 	"github.com/pxeswarm/pxeswarm/pxe"
@@ -23,8 +24,6 @@ import (
 // scanning and detaches it when the test ends.
 func loopDisk(t *testing.T, size int64) string {
 	t.Helper()
-	needs.Root(t, "losetup")
-	needs.Tool(t, "losetup")
 	backing := filepath.Join(t.TempDir(), "disk.img")
 	f, err := os.Create(backing)
 	if err != nil {
@@ -34,16 +33,7 @@ func loopDisk(t *testing.T, size int64) string {
 	f.Truncate(size)
 	f.WriteAt(bytes.Repeat([]byte("old system "), 100000), 0)
 	f.Close()
-	out, err := exec.Command("losetup", "--find", "--show", "--partscan", backing).CombinedOutput()
-	if err != nil {
-		t.Fatalf("losetup --find --show --partscan: %v: %s (no loop devices in this container?)", err, out)
-	}
-	dev := strings.TrimSpace(string(out))
-	t.Cleanup(func() {
-		if out, err := exec.Command("losetup", "-d", dev).CombinedOutput(); err != nil {
-			t.Errorf("losetup -d %s: %v: %s", dev, err, out)
-		}
-	})
+	dev := loopdev.Attach(t, backing, true)
 	t.Logf("attached %s to %s", backing, dev)
 	return dev
 }

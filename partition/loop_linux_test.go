@@ -14,6 +14,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/pxeswarm/pxeswarm/internal/loopdev"
+
 	. "github.com/pxeswarm/pxeswarm/partition"
 	"github.com/pxeswarm/pxeswarm/protocol"
 
@@ -29,21 +31,12 @@ import (
 // partition scanning unless noPartscan) and detaches it when the test ends.
 func loopDevice(t *testing.T, size int64, noPartscan bool) (dev, backing string) {
 	t.Helper()
-	needs.Root(t, "losetup")
-	needs.Tool(t, "losetup")
 	backing = sparse(t, size).Name()
-	args := []string{"--find", "--show", "--partscan", backing}
-	if noPartscan {
-		args = slices.Delete(args, 2, 3)
-	}
-	out, err := exec.Command("losetup", args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("losetup %s: %v: %s", strings.Join(args, " "), err, out)
-	}
-	dev = strings.TrimSpace(string(out))
+	dev = loopdev.Attach(t, backing, !noPartscan)
 	t.Cleanup(func() {
 		// Without partscan, detaching leaves partitions added by BLKPG
-		// behind on the free loop device: remove them first.
+		// behind on the free loop device: remove them first (this runs
+		// before Attach's detach).
 		if f, err := os.Open(dev); err == nil {
 			for _, p := range SysPartitions(filepath.Join("/sys/block", filepath.Base(dev)), "/dev") {
 				if err := DeletePartition(f, p.Number); err != nil {
@@ -51,9 +44,6 @@ func loopDevice(t *testing.T, size int64, noPartscan bool) (dev, backing string)
 				}
 			}
 			f.Close()
-		}
-		if out, err := exec.Command("losetup", "-d", dev).CombinedOutput(); err != nil {
-			t.Errorf("losetup -d %s: %v: %s", dev, err, out)
 		}
 	})
 	t.Logf("attached %s to %s", backing, dev)

@@ -345,7 +345,7 @@ func (c *capture) openFiles(create bool) error {
 			c.closeFiles()
 			return fmt.Errorf("staged file %s is not %d bytes", path, p.Size)
 		}
-		c.parts = append(c.parts, imager.OnExtents(f, toExtents(p.Extents)))
+		c.parts = append(c.parts, imager.OnExtents(f, imager.ExtentsOf(p.Extents)))
 		c.starts = append(c.starts, at)
 		at += p.Length()
 	}
@@ -357,17 +357,6 @@ func (c *capture) closeFiles() {
 		f.Close()
 	}
 	c.files, c.parts, c.starts = nil, nil, nil
-}
-
-func toExtents(es [][2]int64) imager.Extents {
-	if len(es) == 0 {
-		return nil
-	}
-	out := make(imager.Extents, len(es))
-	for i, e := range es {
-		out[i] = imager.Extent{Off: e[0], Len: e[1]}
-	}
-	return out
 }
 
 // save writes the record (the caller holds c.mu).

@@ -2,20 +2,18 @@ package main
 
 import (
 	"crypto/rand"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pxeswarm/pxeswarm/internal/loopdev"
 
 	"github.com/pxeswarm/pxeswarm/internal/fstest"
 	"github.com/pxeswarm/pxeswarm/internal/needs"
@@ -25,34 +23,7 @@ import (
 
 // loopDev attaches file as a loop device until the test ends.
 func loopDev(t *testing.T, file string) string {
-	t.Helper()
-	needs.Root(t, "losetup")
-	needs.Tool(t, "losetup")
-	out, err := exec.Command("losetup", "--find", "--show", file).CombinedOutput()
-	if err != nil {
-		t.Fatalf("losetup --find --show %s: %v: %s", file, err, out)
-	}
-	dev := strings.TrimSpace(string(out))
-	t.Cleanup(func() {
-		if out, err := exec.Command("losetup", "-d", dev).CombinedOutput(); err != nil {
-			t.Errorf("losetup -d %s: %v: %s", dev, err, out)
-		}
-	})
-	return dev
-}
-
-func sha256Of(t *testing.T, path string) string {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		t.Fatal(err)
-	}
-	return hex.EncodeToString(h.Sum(nil))
+	return loopdev.Attach(t, file, false)
 }
 
 // TestCaptureDeploy: `pxeswarm capture` sends an ext4, a FAT32 and an
@@ -89,7 +60,7 @@ func TestCaptureDeploy(t *testing.T) {
 			v := p.make(t, src, fstest.NewFiles(t, p.files, p.maxFile), p.args...)
 			used := v.Used(t, src)
 			golden := loopDev(t, src)
-			before := sha256Of(t, golden)
+			before := fstest.SHA256(t, golden)
 
 			name := "golden-" + p.kind
 			out, err := run(t, "capture", "--server", url, "--token-file", tokenFile, "--name", name, "--disk", golden, "--progress-every", "200ms")
@@ -104,7 +75,7 @@ func TestCaptureDeploy(t *testing.T) {
 			if st.BytesIn < used || st.BytesIn > used+used/20 || st.BytesIn != st.Total {
 				t.Errorf("%s: the server took in %d bytes (stream %d), want the %d the filesystem uses, at most 5%% more", p.kind, st.BytesIn, st.Total, used)
 			}
-			if after := sha256Of(t, golden); after != before {
+			if after := fstest.SHA256(t, golden); after != before {
 				t.Errorf("the golden device changed: sha256 %s, before %s", after, before)
 			}
 

@@ -6,14 +6,14 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/pxeswarm/pxeswarm/internal/needs"
+	"github.com/pxeswarm/pxeswarm/internal/loopdev"
+
 	"github.com/pxeswarm/pxeswarm/internal/testnet"
 
 	"github.com/anacrolix/torrent/bencode"
@@ -212,23 +212,15 @@ func TestBadInput(t *testing.T) {
 // TestBadInputBlockDevice: a loop device smaller than the image is refused
 // and left untouched.
 func TestBadInputBlockDevice(t *testing.T) {
-	needs.Root(t, "losetup")
-	needs.Tool(t, "losetup")
 	img := makeImage(t, []int64{4 << 20}, "1MiB")
 	backing := filepath.Join(t.TempDir(), "small.disk")
 	writeRandom(t, backing, 2<<20, 99)
 	before := fileSHA1(t, backing)
-	out, err := exec.Command("losetup", "--find", "--show", backing).CombinedOutput()
-	if err != nil {
-		t.Fatalf("losetup: %v: %s", err, out)
-	}
-	loop := strings.TrimSpace(string(out))
-	t.Cleanup(func() { exec.Command("losetup", "-d", loop).Run() })
+	loop := loopdev.Attach(t, backing, false)
 	res, err := run(t, "fetch", "--torrent", img.torrent, "--target", loop)
 	if err == nil || !strings.Contains(res, "smaller than its image part") {
 		t.Errorf("fetch onto a 2 MiB loop device: err %v, output %q; want a too-small error", err, res)
 	}
-	exec.Command("losetup", "-d", loop).Run()
 	if after := fileSHA1(t, backing); after != before {
 		t.Errorf("loop device content changed")
 	}

@@ -16,6 +16,8 @@ package fstest
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -428,4 +430,16 @@ func Extract(t testing.TB, path string, off, size int64) string {
 		t.Fatalf("extract %d bytes at %d of %s: copied %d: %v", size, off, path, n, err)
 	}
 	return p
+}
+
+// SHA256 is the hex SHA-256 of the file or device at path: to show a
+// golden disk is byte-identical before and after.
+func SHA256(t testing.TB, path string) string {
+	t.Helper()
+	f := Open(t, path)
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		t.Fatalf("read %s: %v", path, err)
+	}
+	return hex.EncodeToString(h.Sum(nil))
 }

@@ -7,13 +7,11 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
-	"github.com/pxeswarm/pxeswarm/internal/needs"
+	"github.com/pxeswarm/pxeswarm/internal/loopdev"
 )
 
 // randomFile makes a file of size random bytes and returns its path and
@@ -34,23 +32,12 @@ func randomFile(t *testing.T, size int, seed uint64) (string, []byte) {
 // test ends.
 func loop(t *testing.T, backing string) *os.File {
 	t.Helper()
-	needs.Root(t, "losetup")
-	needs.Tool(t, "losetup")
-	out, err := exec.Command("losetup", "--find", "--show", "--partscan", backing).CombinedOutput()
-	if err != nil {
-		t.Fatalf("losetup --find --show --partscan: %v: %s", err, out)
-	}
-	dev := strings.TrimSpace(string(out))
+	dev := loopdev.Attach(t, backing, true)
 	f, err := OpenExclusive(dev)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		f.Close()
-		if out, err := exec.Command("losetup", "-d", dev).CombinedOutput(); err != nil {
-			t.Errorf("losetup -d %s: %v: %s", dev, err, out)
-		}
-	})
+	t.Cleanup(func() { f.Close() })
 	return f
 }
 
