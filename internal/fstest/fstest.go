@@ -429,3 +429,22 @@ func Extract(t testing.TB, path string, off, size int64) string {
 	}
 	return p
 }
+
+// Loop attaches the file at path as a loop device (losetup, as root) and
+// detaches it when the test ends; it returns the device's path.
+func Loop(t testing.TB, path string) string {
+	t.Helper()
+	needs.Root(t, "losetup")
+	needs.Tool(t, "losetup")
+	out, err := exec.Command("losetup", "--find", "--show", path).CombinedOutput()
+	if err != nil {
+		t.Fatalf("losetup --find --show %s: %v: %s (no loop devices in this container?)", path, err, out)
+	}
+	dev := strings.TrimSpace(string(out))
+	t.Cleanup(func() {
+		if out, err := exec.Command("losetup", "-d", dev).CombinedOutput(); err != nil {
+			t.Errorf("losetup -d %s: %v: %s", dev, err, out)
+		}
+	})
+	return dev
+}
