@@ -41,13 +41,18 @@ type CreateConfig struct {
 	WebSeeds []string
 	// Raw ships every byte of every source. Without it, a source whose
 	// filesystem usedmap reads (ext2/3/4, FAT, NTFS, swap) ships only the
-	// bytes the filesystem uses (a used-block part, see OnExtents), and
-	// any other source ships whole.
+	// bytes the filesystem uses (a used-block part, see OnExtents, with
+	// GapsFree), and any other source ships without its runs of zeros of
+	// MinZeroRun and more (zero detection, zeros.go, with GapsZero), or
+	// whole when they hold under 1/32 of it.
 	Raw bool
 	// Workers hashing in parallel; 0 means one per CPU.
 	Workers int
-	// Progress, if set, is called about twice a second while hashing.
+	// Progress, if set, is called about twice a second while hashing;
+	// its Total is the bytes to read (zero runs included).
 	Progress func(Progress)
+
+	maxExtents int // tests: a lower cap than MaxExtents
 }
 
 // CheckPieceLength returns an error unless n is a power of two from
@@ -80,8 +85,22 @@ func Create(ctx context.Context, log *slog.Logger, cfg CreateConfig) (*Image, er
 			d.Close()
 		}
 	}()
+	maxExt := cfg.maxExtents
+	if maxExt <= 0 {
+		maxExt = MaxExtents
+	}
 	info := infoDict{Name: cfg.Name, Layout: &Layout{Table: cfg.Table}}
-	var parts []Part
+	// What to read of each source, all decided before hashing starts but
+	// the zero runs, which are found while hashing.
+	type plan struct {
+		src    string
+		d      *Device
+		part   PartInfo
+		length int64 // bytes shipped; for a zero scan, known after it
+		zeros  bool  // scan for zero runs (scanZeros)
+	}
+	var plans []plan
+	var bound, total int64 // most bytes the torrent can hold; bytes to read
 	for i, src := range cfg.Sources {
 		d, err := OpenSource(src)
 		if err != nil {
@@ -107,58 +126,109 @@ func Create(ctx context.Context, log *slog.Logger, cfg CreateConfig) (*Image, er
 		if p.Size < d.Size {
 			return nil, fmt.Errorf("source %s is %s but its partition is given as %s", src, bytesize.Format(d.Size), bytesize.Format(p.Size))
 		}
-		length := d.Size
+		pl := plan{src: src, d: d, length: d.Size}
 		if !cfg.Raw {
-			m, err := usedMap(log, src, d)
+			m, err := usedMap(log, src, d, maxExt)
 			if err != nil {
 				return nil, err
 			}
-			if es := m.Extents; len(es) > 0 && (len(es) > 1 || es[0].Len < d.Size) {
+			switch es := m.Extents; {
+			case m.Kind == usedmap.Unknown:
+				pl.zeros = true
+			case len(es) > 0 && (len(es) > 1 || es[0].Len < d.Size):
 				p.Extents, p.Gaps, p.Filesystem = make(Extents, len(es)), GapsFree, m.Kind
 				for j, e := range es {
 					p.Extents[j] = Extent(e)
 				}
-				length = m.Used()
+				pl.length = m.Used()
 			}
 		}
-		info.Layout.Parts = append(info.Layout.Parts, p)
-		name := filepath.Base(src)
-		if p.Number > 0 {
-			name = fmt.Sprintf("p%d-%s", p.Number, name)
+		pl.part = p
+		total += pl.length
+		if pl.zeros {
+			// The piece size is picked before the zero runs are found:
+			// by what the source holds outside its holes.
+			n, err := dataBytes(d.File, d.Size)
+			if err != nil {
+				return nil, fmt.Errorf("source %s: find its holes: %w", src, err)
+			}
+			bound += max(n, min(d.Size, ZeroBlock))
+		} else {
+			bound += pl.length
 		}
-		info.Files = append(info.Files, fileEntry{Length: length, Path: []string{name}})
-		parts = append(parts, Part{RW: OnExtents(d, p.Extents), Length: length})
+		plans = append(plans, pl)
 	}
 	if info.Name == "" {
 		info.Name = filepath.Base(cfg.Sources[0])
 	}
-	sp := newSpan(parts)
 	if cfg.PieceLength == 0 {
-		cfg.PieceLength = PieceLengthFor(sp.length)
+		cfg.PieceLength = PieceLengthFor(bound)
 	}
 	info.PieceLength = cfg.PieceLength
-	n := int((sp.length + cfg.PieceLength - 1) / cfg.PieceLength)
-	info.Pieces = make([]byte, n*sha1.Size)
-	log.Info("hashing image", "name", info.Name, "size", bytesize.Format(sp.length),
-		"pieces", n, "piece_size", bytesize.Format(cfg.PieceLength))
+	log.Info("hashing image", "name", info.Name, "read", bytesize.Format(total),
+		"piece_size", bytesize.Format(cfg.PieceLength))
 
-	var hashed atomic.Int64
+	var read atomic.Int64
 	stop := ReportEvery(ctx, 500*time.Millisecond, func() {
 		if cfg.Progress != nil {
-			cfg.Progress(Progress{State: StateHashing, Total: sp.length, Done: hashed.Load()})
+			cfg.Progress(Progress{State: StateHashing, Total: total, Done: read.Load()})
 		}
 	})
 	start := time.Now()
-	err := hashPieces(ctx, sp, sp.length, cfg.PieceLength, cfg.Workers, &hashed, func(i int, sum [sha1.Size]byte) {
-		copy(info.Pieces[i*sha1.Size:], sum[:])
-	})
+	pool := newHashPool(cfg.PieceLength, cfg.Workers)
+	closed := false
+	defer func() {
+		if !closed {
+			pool.close()
+		}
+	}()
+	asm := newAssembler(pool)
+	add := func(n int64) { read.Add(n) }
+	var err error
+	for i := range plans {
+		pl := &plans[i]
+		if !pl.zeros {
+			if err = asm.readFrom(ctx, OnExtents(pl.d, pl.part.Extents), 0, pl.length, add); err != nil {
+				err = fmt.Errorf("source %s: %w", pl.src, err)
+				break
+			}
+			continue
+		}
+		var z zeroScan
+		if z, err = scanZeros(ctx, asm, pl.d.File, pl.d.Size, maxExt, add); err != nil {
+			err = fmt.Errorf("source %s: %w", pl.src, err)
+			break
+		}
+		asm, pl.length = z.out, z.length
+		if z.extents != nil {
+			pl.part.Extents, pl.part.Gaps = z.extents, GapsZero
+		}
+		logZeros(log, pl.src, pl.d.Size, z)
+	}
+	if err == nil {
+		err = asm.finish(ctx)
+	}
+	pool.close()
+	closed = true
 	stop()
+	if err == nil {
+		err = ctx.Err()
+	}
 	if err != nil {
 		return nil, fmt.Errorf("hash %s: %w", info.Name, err)
 	}
+	info.Pieces = asm.pieces()
+	for _, pl := range plans {
+		info.Layout.Parts = append(info.Layout.Parts, pl.part)
+		name := filepath.Base(pl.src)
+		if pl.part.Number > 0 {
+			name = fmt.Sprintf("p%d-%s", pl.part.Number, name)
+		}
+		info.Files = append(info.Files, fileEntry{Length: pl.length, Path: []string{name}})
+	}
 	el := time.Since(start)
-	log.Info("hashed image", "name", info.Name, "took", el.Round(time.Millisecond),
-		"rate", bytesize.Format(int64(float64(sp.length)/max(el.Seconds(), 1e-9)))+"/s")
+	log.Info("hashed image", "name", info.Name, "size", bytesize.Format(asm.n), "pieces", len(info.Pieces)/sha1.Size,
+		"took", el.Round(time.Millisecond), "rate", bytesize.Format(int64(float64(total)/max(el.Seconds(), 1e-9)))+"/s")
 
 	infoBytes, err := bencode.Marshal(info)
 	if err != nil {
@@ -182,16 +252,39 @@ func Create(ctx context.Context, log *slog.Logger, cfg CreateConfig) (*Image, er
 // not know maps whole; a volume it must not copy by its bitmaps
 // (hibernated, not cleanly shut down, BitLocker, damaged) is an error that
 // says what to do.
-func usedMap(log *slog.Logger, src string, d *Device) (usedmap.Map, error) {
+func usedMap(log *slog.Logger, src string, d *Device, maxExtents int) (usedmap.Map, error) {
 	m, err := usedmap.Detect(d, d.Size)
 	if err != nil {
 		return m, fmt.Errorf("source %s: %w (or make the image with --raw to ship every byte as it is)", src, err)
 	}
-	m = m.Capped(MaxExtents)
+	m = m.Capped(maxExtents)
 	if m.Kind == usedmap.Unknown {
-		log.Info("source: no filesystem pxeswarm reads: shipping every byte", "source", src, "size", bytesize.Format(d.Size))
+		log.Info("source: no filesystem pxeswarm reads: looking for zero runs while hashing", "source", src, "size", bytesize.Format(d.Size))
 	} else {
 		log.Info("source: "+m.String(), "source", src)
 	}
 	return m, nil
+}
+
+// logZeros says what zero detection found in a source of size bytes.
+func logZeros(log *slog.Logger, src string, size int64, z zeroScan) {
+	attrs := []any{"source", src, "zero_runs", bytesize.Format(z.zero), "holes_skipped", bytesize.Format(z.holes)}
+	if z.extents == nil {
+		log.Info(fmt.Sprintf("source: unknown filesystem, %s in zero runs of %s or more (under 1/%d): shipping every byte",
+			bytesize.Format(z.zero), bytesize.Format(MinZeroRun), zeroShare), attrs...)
+		return
+	}
+	msg := "source: " + ZeroSummary(z.length, size, len(z.extents))
+	if z.capped {
+		msg += fmt.Sprintf(" (merged down to %d extents and read again)", len(z.extents))
+	}
+	log.Info(msg, attrs...)
+}
+
+// ZeroSummary is the one-line summary of a part made by zero detection,
+// for logs and consoles: "unknown filesystem: 12.3MiB non-zero of 1GiB,
+// 14 extents; zero runs are zeroed on targets".
+func ZeroSummary(length, size int64, extents int) string {
+	return fmt.Sprintf("unknown filesystem: %s non-zero of %s, %d extents; zero runs are zeroed on targets",
+		bytesize.Format(length), bytesize.Format(size), extents)
 }

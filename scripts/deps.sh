@@ -32,6 +32,8 @@ want mkfs.vfat dosfstools
 want mcopy mtools
 want mkntfs ntfs-3g
 want partclone.ext4 partclone
+# Zero detection: a filesystem usedmap does not read.
+want mkfs.cramfs util-linux
 # The test OS image boots with systemd-boot under OVMF.
 [ -e /usr/lib/systemd/boot/efi/systemd-bootx64.efi ] || need+=(systemd-boot-efi)
 # QEMU machines (software emulation): SeaBIOS with iPXE NIC ROMs, OVMF for

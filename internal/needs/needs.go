@@ -35,6 +35,7 @@ var Packages = map[string]string{
 	"sfdisk":                            "fdisk",
 	"blkid":                             "util-linux",
 	"mkswap":                            "util-linux",
+	"mkfs.cramfs":                       "util-linux",
 	"mke2fs":                            "e2fsprogs",
 	"dumpe2fs":                          "e2fsprogs",
 	"debugfs":                           "e2fsprogs",
