@@ -60,9 +60,9 @@ fuzz:
 # every method side by side on a raw image and on ext4 and NTFS images
 # (used blocks: pxeswarm against Clonezilla's partclone + udpcast), plus
 # what mktorrent reads of a 256 GB partition; writes docs/BENCHMARKS.md and
-# docs/bench.svg (about 24 minutes on 2 cores for the raw image, plus the
-# filesystem images and the read cost: about 16 more, estimated from
-# partial runs; bin/bench --help selects).
+# docs/bench.svg (the committed run took 38.5 minutes on 2 cores: about 24
+# for the raw image, the rest for the filesystem images and the read cost;
+# bin/bench --help selects).
 bench: deps build
 	$(GO) build -o bin/bench ./bench
 	bin/bench --pxeswarm $(BIN)
