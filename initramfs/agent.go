@@ -424,7 +424,12 @@ func (a *agent) run(ctx context.Context) (after string, err error) {
 	if err := a.report(ctx, "plan verified"); errors.Is(err, ErrTaskEnded) {
 		return "", a.ended(false)
 	}
-	if err := a.deploy(ctx, plan); err != nil {
+	if plan.Action == protocol.ActionCapture {
+		err = a.capture(ctx, plan, server)
+	} else {
+		err = a.deploy(ctx, plan)
+	}
+	if err != nil {
 		return "", err
 	}
 	return plan.After, nil

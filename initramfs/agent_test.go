@@ -85,14 +85,23 @@ type server struct {
 	parts   [][]byte
 
 	// seeder is the test seeder's peer address, which plans carry as
-	// Plan.Seeders as the real server's do.
-	seeder string
+	// Plan.Seeders as the real server's do; seeders has other images'.
+	seeder  string
+	seeders map[string]string
+	// cat is the server's catalog and caps its captures (admin token
+	// testAdminToken).
+	cat  *catalog.Catalog
+	caps *pxe.Captures
+	trk  *tracker.Tracker
 
 	mu      sync.Mutex
 	reports []protocol.Report
 	status  []int // of each report
 	tamper  func(path string, body []byte) []byte
 }
+
+// testAdminToken is the test server's admin token.
+const testAdminToken = "test-admin-token"
 
 func newServer(t *testing.T) *server {
 	t.Helper()
@@ -122,19 +131,35 @@ func newServerImage(t *testing.T, im *imager.Image, paths []string, parts [][]by
 		t.Fatal(err)
 	}
 	trk.Publish(s.im.InfoHash, "demo")
+	s.trk = trk
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	s.url = "http://" + ln.Addr().String()
+	s.cat = demoCatalog(t, s.im)
+	capCtx, stopCaps := context.WithCancel(context.Background())
+	if s.caps, err = pxe.OpenCaptures(pxe.CaptureConfig{Dir: t.TempDir(), Catalog: s.cat, Trackers: []string{s.url + "/announce"}, Margin: 1, Ctx: capCtx}, log); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stopCaps(); s.caps.Wait() })
 	h, err := pxe.HTTPConfig{
-		PublicURL: s.url,
-		Store:     s.store,
-		Key:       key,
-		Catalog:   demoCatalog(t, s.im),
-		Trackers:  []string{s.url + "/announce"},
-		Seeders:   func(string) []string { return []string{s.seeder} },
-		Tracker:   trk.Handler(),
+		PublicURL:  s.url,
+		Store:      s.store,
+		Key:        key,
+		Catalog:    s.cat,
+		Captures:   s.caps,
+		AdminToken: testAdminToken,
+		Trackers:   []string{s.url + "/announce"},
+		Seeders: func(name string) []string {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			if a, ok := s.seeders[name]; ok {
+				return []string{a}
+			}
+			return []string{s.seeder}
+		},
+		Tracker: trk.Handler(),
 	}.HandlerWithLog(log)
 	if err != nil {
 		t.Fatal(err)

@@ -26,6 +26,12 @@ import (
 //	pxeswarm: seeding for 10m
 //	pxeswarm: rebooting
 //
+// A capture plan prints, after the disk lines:
+//
+//	pxeswarm: capturing /dev/vda table=gpt parts=2 send 40MiB of 1GiB
+//	pxeswarm: CAPTURE DONE image=golden infohash=… bytes=… took=42s
+//	pxeswarm: rebooting
+//
 // or, on any error, pxeswarm: ERROR <what> — <what to do>, then by
 // on_error one of pxeswarm: halted …, pxeswarm: retrying in … (and the
 // markers again from version on) or pxeswarm: shell.
@@ -53,6 +59,11 @@ const (
 	MarkWriting   = "pxeswarm: writing"
 	MarkImageDone = "pxeswarm: IMAGE DONE"
 	MarkSeeding   = "pxeswarm: seeding"
+	// MarkCapturing and MarkCaptureDone take the place of target …
+	// IMAGE DONE on a capture plan: the disk read, then the image the
+	// server published.
+	MarkCapturing   = "pxeswarm: capturing"
+	MarkCaptureDone = "pxeswarm: CAPTURE DONE"
 	// MarkProgress starts a progress line on a console that is not a
 	// terminal (a terminal gets a bar redrawn in place).
 	MarkProgress = "pxeswarm: progress"
@@ -152,6 +163,14 @@ func markImageDone(sha256, infohash string, n int64) string {
 		return fmt.Sprintf("%s infohash=%s bytes=%d (pieces verified on arrival; not read back)", MarkImageDone, infohash, n)
 	}
 	return fmt.Sprintf("%s sha256=%s infohash=%s bytes=%d", MarkImageDone, sha256, infohash, n)
+}
+
+func markCapturing(path, table string, parts int, send, size int64) string {
+	return fmt.Sprintf("%s %s table=%s parts=%d send %s of %s", MarkCapturing, path, orDash(table), parts, bytesize.Format(send), bytesize.Format(size))
+}
+
+func markCaptureDone(image, infohash string, sent int64, took time.Duration) string {
+	return fmt.Sprintf("%s image=%s infohash=%s bytes=%d took=%s", MarkCaptureDone, image, infohash, sent, took.Round(time.Second))
 }
 
 func markSeeding(d string) string { return fmt.Sprintf("%s for %s", MarkSeeding, d) }

@@ -63,6 +63,9 @@ func (t Target) String() string {
 //
 // sel must pass protocol.Target.Check (else [ErrNoTarget]).
 //
+// With im nil, Choose selects a disk to read (a capture's golden disk):
+// the same rules without the size check.
+//
 // The target must hold the image ([Need]), or for a partition target the
 // image's one part and its partition size in the layout; otherwise the
 // error wraps [ErrTooSmall]. Nothing matching is [ErrNoTarget], with the
@@ -261,6 +264,9 @@ func seen(disks []Disk) string {
 
 // fits checks that t can hold im.
 func fits(t Target, im *imager.Image) error {
+	if im == nil { // a source (capture), not a target
+		return nil
+	}
 	if t.Part != nil {
 		if len(im.Files) != 1 {
 			return fmt.Errorf("%w: image %s has %d parts, but %s is one partition: select a disk", ErrLayout, im.Name, len(im.Files), t)

@@ -278,5 +278,27 @@ type CaptureCreated struct {
 	Secret string `json:"secret"`
 }
 
+// ValidCaptureID reports whether id has the form of the server's capture
+// IDs: "c-" and 16 lower-case hex digits.
+func ValidCaptureID(id string) bool {
+	rest, ok := strings.CutPrefix(id, "c-")
+	return ok && IsHex(rest, 16, 16)
+}
+
+// ValidImageName reports whether s can name an image: 1 to 128 letters,
+// digits, '.', '_' and '-', not starting with '.'. Names go into URLs,
+// file names and plans.
+func ValidImageName(s string) bool {
+	if s == "" || len(s) > 128 || s[0] == '.' {
+		return false
+	}
+	for _, c := range s {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
 // NewCaptureSecret returns a fresh upload secret: 24 random bytes in hex.
 func NewCaptureSecret() (string, error) { return randomHex(24) }

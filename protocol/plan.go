@@ -47,15 +47,17 @@ func ValidOnError(s string) bool {
 type Plan struct {
 	MAC    string `json:"mac"`     // the machine, lower-case aa:bb:cc:dd:ee:ff
 	TaskID string `json:"task_id"` // the task this plan belongs to
-	// Action is what the machine does: [ActionDeploy]. An agent refuses
-	// an action it does not know, and the signature covers it like every
-	// other field.
-	Action  string `json:"action"`
-	Image   string `json:"image"`   // image name
-	Torrent string `json:"torrent"` // URL of the image torrent
+	// Action is what the machine does: [ActionDeploy] or
+	// [ActionCapture]. An agent refuses an action it does not know, and
+	// the signature covers it like every other field.
+	Action string `json:"action"`
+	// Image is the image name: the one to write, or for a capture the
+	// name to publish the disk as (the server may make it NAME-v2).
+	Image   string `json:"image"`
+	Torrent string `json:"torrent,omitempty"` // URL of the image torrent (deploy)
 	// InfoHash pins the torrent: the agent refuses a torrent whose
 	// info-hash differs, so the plan signs the bytes, not only the URL.
-	InfoHash string   `json:"info_hash"`
+	InfoHash string   `json:"info_hash,omitempty"`
 	Trackers []string `json:"trackers,omitempty"` // announce URLs; empty: the torrent's
 	// Seeders are host:port peer addresses of the image host's seeder for
 	// this image, dialled at once besides the trackers: a machine whose
@@ -92,6 +94,13 @@ type Plan struct {
 	// task without it, so a LAN host that knows only the MAC and the task
 	// ID cannot move the task.
 	ReportToken string `json:"report_token"`
+	// CaptureID names the server's capture a capture plan uploads to
+	// (/api/captures/{id}/…); the upload secret is ReportToken. Only with
+	// [ActionCapture].
+	CaptureID string `json:"capture_id,omitempty"`
+	// Raw: a capture sends every byte of every partition and reads no
+	// used maps (a BitLocker volume, a filesystem to keep bit for bit).
+	Raw bool `json:"raw,omitempty"`
 }
 
 // MaxSeeders bounds Plan.Seeders.
@@ -140,22 +149,23 @@ func (p *Plan) Check() error {
 	if mac, err := ParseMAC(p.MAC); err != nil || mac != p.MAC {
 		return bad("mac %q: want lower-case six hex bytes such as 52:54:00:12:34:56", p.MAC)
 	}
-	if p.Action != ActionDeploy {
-		return bad("action %q: this agent knows only %q; rebuild the initramfs from the server's version", Clip(p.Action, 40), ActionDeploy)
-	}
-	if p.Image == "" || p.Torrent == "" {
-		return bad("no image or torrent URL: assign an image to the task")
-	}
-	if len(p.InfoHash) != 40 || strings.Trim(strings.ToLower(p.InfoHash), "0123456789abcdef") != "" {
-		return bad("info_hash %q: want 40 hex digits", p.InfoHash)
-	}
-	if len(p.Seeders) > MaxSeeders {
-		return bad("%d seeders: want at most %d", len(p.Seeders), MaxSeeders)
-	}
-	for _, a := range p.Seeders {
-		if ap, err := netip.ParseAddrPort(a); err != nil || !ap.Addr().IsValid() || ap.Port() == 0 {
-			return bad("seeder %q: want an IP address and port such as 198.18.0.1:6881", Clip(a, 60))
+	switch p.Action {
+	case ActionDeploy:
+		if err := p.checkDeploy(); err != nil {
+			return bad("%v", err)
 		}
+	case ActionCapture:
+		if !ValidImageName(p.Image) {
+			return bad("image %q: a capture needs the name to publish the disk as (letters, digits, '.', '_', '-')", Clip(p.Image, 60))
+		}
+		if !ValidCaptureID(p.CaptureID) {
+			return bad("capture_id %q: want c- and 16 hex digits, as the server's capture has", Clip(p.CaptureID, 40))
+		}
+		if p.Torrent != "" || p.InfoHash != "" || len(p.Seeders) > 0 || p.CreateTable || p.Discard {
+			return bad("a capture plan names no torrent, info-hash or seeders and sets neither create_table nor discard: the golden disk is only read")
+		}
+	default:
+		return bad("action %q: this agent knows %q and %q; rebuild the initramfs from the server's version", Clip(p.Action, 40), ActionDeploy, ActionCapture)
 	}
 	if err := p.Target.Check(); err != nil {
 		return bad("%v", err)
@@ -168,6 +178,10 @@ func (p *Plan) Check() error {
 	}
 	switch p.CheckMode {
 	case "fresh", "verify":
+	case "":
+		if p.Action == ActionDeploy {
+			return bad("check %q: want fresh or verify", p.CheckMode)
+		}
 	default:
 		return bad("check %q: want fresh or verify", p.CheckMode)
 	}
@@ -183,6 +197,28 @@ func (p *Plan) Check() error {
 	}
 	if !ValidOnError(p.OnError) {
 		return bad("on_error %q: want halt, retry or shell", Clip(p.OnError, 40))
+	}
+	return nil
+}
+
+// checkDeploy holds the fields only a deploy plan needs.
+func (p *Plan) checkDeploy() error {
+	if p.Image == "" || p.Torrent == "" {
+		return errors.New("no image or torrent URL: assign an image to the task")
+	}
+	if len(p.InfoHash) != 40 || strings.Trim(strings.ToLower(p.InfoHash), "0123456789abcdef") != "" {
+		return fmt.Errorf("info_hash %q: want 40 hex digits", Clip(p.InfoHash, 60))
+	}
+	if len(p.Seeders) > MaxSeeders {
+		return fmt.Errorf("%d seeders: want at most %d", len(p.Seeders), MaxSeeders)
+	}
+	for _, a := range p.Seeders {
+		if ap, err := netip.ParseAddrPort(a); err != nil || !ap.Addr().IsValid() || ap.Port() == 0 {
+			return fmt.Errorf("seeder %q: want an IP address and port such as 198.18.0.1:6881", Clip(a, 60))
+		}
+	}
+	if p.CaptureID != "" || p.Raw {
+		return errors.New("a deploy plan carries no capture_id or raw")
 	}
 	return nil
 }

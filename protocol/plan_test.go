@@ -107,7 +107,19 @@ func TestSignRefusesBadPlans(t *testing.T) {
 		{"short nonce", func(p *Plan) { p.Nonce = "abcd" }},
 		{"no report token", func(p *Plan) { p.ReportToken = "" }},
 		{"report token not hex", func(p *Plan) { p.ReportToken = strings.Repeat("Z", 48) }},
-		{"unknown action", func(p *Plan) { p.Action = "capture" }},
+		{"unknown action", func(p *Plan) { p.Action = "wipe" }},
+		{"capture without capture_id", func(p *Plan) { p.Action, p.Torrent, p.InfoHash = ActionCapture, "", "" }},
+		{"capture with a torrent", func(p *Plan) { p.Action, p.CaptureID = ActionCapture, testCaptureID }},
+		{"capture that creates a table", func(p *Plan) {
+			p.Action, p.CaptureID, p.Torrent, p.InfoHash, p.CreateTable = ActionCapture, testCaptureID, "", "", true
+		}},
+		{"capture with a bad name", func(p *Plan) {
+			p.Action, p.CaptureID, p.Torrent, p.InfoHash, p.Image = ActionCapture, testCaptureID, "", "", "../etc"
+		}},
+		{"capture with a bad capture_id", func(p *Plan) {
+			p.Action, p.CaptureID, p.Torrent, p.InfoHash = ActionCapture, "c-../../x", "", ""
+		}},
+		{"deploy with a capture_id", func(p *Plan) { p.CaptureID = testCaptureID }},
 		{"seeder by name", func(p *Plan) { p.Seeders = []string{"images.school.example:6881"} }},
 		{"seeder without port", func(p *Plan) { p.Seeders = []string{"198.18.0.1"} }},
 		{"seeder port 0", func(p *Plan) { p.Seeders = []string{"198.18.0.1:0"} }},
@@ -124,6 +136,28 @@ func TestSignRefusesBadPlans(t *testing.T) {
 		if _, err := Sign(p, key); !errors.Is(err, ErrBadPlan) {
 			t.Errorf("%s: Sign() error = %v, want ErrBadPlan", tc.name, err)
 		}
+	}
+}
+
+const testCaptureID = "c-0123456789abcdef"
+
+// TestCapturePlanVerifies: a capture plan (no torrent, no check mode)
+// signs, verifies and keeps its capture fields.
+func TestCapturePlanVerifies(t *testing.T) {
+	pub, key, _ := ed25519.GenerateKey(nil)
+	p := testPlan()
+	p.Action, p.CaptureID, p.Raw, p.Torrent, p.InfoHash, p.CheckMode, p.CreateTable = ActionCapture, testCaptureID, true, "", "", "", false
+	p.Seeders = nil
+	data, err := Sign(p, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := Verify(data, pub, p.MAC, p.Nonce)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Action != ActionCapture || got.CaptureID != testCaptureID || !got.Raw || got.Image != p.Image {
+		t.Errorf("verified capture plan = %+v", got)
 	}
 }
 

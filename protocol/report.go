@@ -72,21 +72,22 @@ func CanTransition(from, to TaskState) bool {
 }
 
 // Agent phases in a [Report]. They map to task states: booting → booting;
-// disk, imaging and verifying → imaging; seeding → seeding; done → done;
-// failed → failed.
+// disk, imaging, verifying and capturing → imaging; seeding → seeding;
+// done → done; failed → failed.
 const (
 	PhaseBooting   = "booting"   // the agent is up and looking for its plan
 	PhaseDisk      = "disk"      // inspecting disks, making the partition table
 	PhaseImaging   = "imaging"   // downloading and writing
 	PhaseVerifying = "verifying" // hashing what the target holds
 	PhaseSeeding   = "seeding"   // complete; seeding to the others
+	PhaseCapturing = "capturing" // a capture: sending the disk's used bytes to the server
 	PhaseDone      = "done"      // finished; about to reboot (or power off)
 	PhaseFailed    = "failed"    // stopped on an error (Report.Error)
 )
 
 var phaseState = map[string]TaskState{
 	PhaseBooting: TaskBooting, PhaseDisk: TaskImaging, PhaseImaging: TaskImaging,
-	PhaseVerifying: TaskImaging, PhaseSeeding: TaskSeeding, PhaseDone: TaskDone, PhaseFailed: TaskFailed,
+	PhaseVerifying: TaskImaging, PhaseCapturing: TaskImaging, PhaseSeeding: TaskSeeding, PhaseDone: TaskDone, PhaseFailed: TaskFailed,
 }
 
 // MaxReportText bounds Report.Error and Report.Message.
@@ -117,7 +118,7 @@ func (r *Report) Check() error {
 		return fmt.Errorf("%w: %s", ErrBadReport, fmt.Sprintf(format, args...))
 	}
 	if _, ok := phaseState[r.Phase]; !ok {
-		return bad("phase %q: want booting, disk, imaging, verifying, seeding, done or failed", Clip(r.Phase, 40))
+		return bad("phase %q: want booting, disk, imaging, verifying, capturing, seeding, done or failed", Clip(r.Phase, 40))
 	}
 	if len(r.TaskID) > 64 {
 		return bad("task_id is %d bytes: send the plan's task_id", len(r.TaskID))

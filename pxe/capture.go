@@ -278,7 +278,7 @@ func (cs *Captures) resume(dir string) error {
 	if err != nil {
 		return err
 	}
-	if filepath.Base(dir) != rec.ID || !validCaptureID(rec.ID) {
+	if filepath.Base(dir) != rec.ID || !protocol.ValidCaptureID(rec.ID) {
 		return fmt.Errorf("record of capture %q in folder %s", rec.ID, filepath.Base(dir))
 	}
 	c := &capture{rec: rec, dir: dir}
@@ -303,11 +303,6 @@ func (cs *Captures) resume(dir string) error {
 	cs.caps[rec.ID] = c
 	cs.log.Info("captures: resuming a staged capture", "capture", rec.ID, "name", rec.Name, "received", rec.Received, "total", rec.Total)
 	return nil
-}
-
-func validCaptureID(id string) bool {
-	rest, ok := strings.CutPrefix(id, "c-")
-	return ok && protocol.IsHex(rest, 16, 16)
 }
 
 // partPaths are the staged files of a manifest's parts, in order.
@@ -393,6 +388,13 @@ func (c *capture) state() protocol.CaptureState {
 // Create starts a capture of an image called req.Name and returns it with
 // its upload secret.
 func (cs *Captures) Create(req protocol.NewCapture) (protocol.CaptureCreated, error) {
+	return cs.CreateWithSecret(req, "")
+}
+
+// CreateWithSecret is Create with a given upload secret (hex, 32-128
+// digits): a capture task's report token, which its signed plan carries
+// to the agent. Empty makes a fresh one.
+func (cs *Captures) CreateWithSecret(req protocol.NewCapture, secret string) (protocol.CaptureCreated, error) {
 	bad := func(format string, args ...any) error {
 		return fmt.Errorf("%w: %s", ErrBadCapture, fmt.Sprintf(format, args...))
 	}
@@ -410,9 +412,13 @@ func (cs *Captures) Create(req protocol.NewCapture) (protocol.CaptureCreated, er
 		return protocol.CaptureCreated{}, bad("disk %q: at most 200 printable characters", protocol.Clip(req.Disk, 60))
 	}
 	cs.expire()
-	secret, err := protocol.NewCaptureSecret()
-	if err != nil {
-		return protocol.CaptureCreated{}, err
+	if secret == "" {
+		var err error
+		if secret, err = protocol.NewCaptureSecret(); err != nil {
+			return protocol.CaptureCreated{}, err
+		}
+	} else if !protocol.IsHex(secret, 32, 128) {
+		return protocol.CaptureCreated{}, bad("upload secret: want 32-128 lower-case hex digits")
 	}
 	raw := make([]byte, 8)
 	if _, err := rand.Read(raw); err != nil {

@@ -191,6 +191,11 @@ func (s *bootServer) admin(h http.HandlerFunc) http.HandlerFunc {
 // CreateTasks is the body of POST /api/tasks. Exactly one of MAC and Group
 // is set; fields left out take the server's plan defaults.
 type CreateTasks struct {
+	// Action is "deploy" (the default) or "capture": the machine (MAC
+	// only) PXE-boots and uploads its disk (Target picks it, "first" by
+	// default) as image Image; see POST /api/captures for the exchange.
+	Action      string           `json:"action,omitempty"`
+	Raw         bool             `json:"raw,omitempty"` // a capture sends every byte
 	MAC         string           `json:"mac,omitempty"`
 	Group       string           `json:"group,omitempty"` // every known machine of the group
 	Image       string           `json:"image"`
@@ -215,6 +220,19 @@ func (s *bootServer) serveCreateTasks(w http.ResponseWriter, r *http.Request) {
 	}
 	bad := func(format string, args ...any) {
 		writeError(w, http.StatusBadRequest, fmt.Errorf(format, args...))
+	}
+	switch req.Action {
+	case "", protocol.ActionDeploy:
+	case protocol.ActionCapture:
+		s.createCaptureTask(w, r, req)
+		return
+	default:
+		bad("action %q: want %s or %s", protocol.Clip(req.Action, 30), protocol.ActionDeploy, protocol.ActionCapture)
+		return
+	}
+	if req.Raw {
+		bad("raw is for a capture (action capture): a deploy writes what the image holds")
+		return
 	}
 	if (req.MAC == "") == (req.Group == "") {
 		bad("set either mac (one machine) or group (every known machine of a group), not both or neither")
@@ -270,21 +288,28 @@ func (s *bootServer) serveCreateTasks(w http.ResponseWriter, r *http.Request) {
 		tasks[i] = Task{MAC: mac, Image: req.Image, TaskSettings: set}
 	}
 	created, err := s.cfg.Store.AddTasks(tasks)
-	switch {
-	case errors.Is(err, ErrActiveTask):
-		writeError(w, http.StatusConflict, err)
-		return
-	case errors.Is(err, protocol.ErrBadMAC), errors.Is(err, ErrBadTask):
-		writeError(w, http.StatusBadRequest, err)
-		return
-	case err != nil:
-		s.serverError(w, "creating tasks", err)
+	if !s.tasksAdded(w, err) {
 		return
 	}
 	for _, t := range created {
 		s.log.Info("http: task created", "task", t.ID, "mac", t.MAC, "image", t.Image, "client", remoteIP(r))
 	}
 	writeJSON(w, http.StatusCreated, CreatedTasks{Tasks: created})
+}
+
+// tasksAdded answers an AddTasks error, if any.
+func (s *bootServer) tasksAdded(w http.ResponseWriter, err error) bool {
+	switch {
+	case err == nil:
+		return true
+	case errors.Is(err, ErrActiveTask):
+		writeError(w, http.StatusConflict, err)
+	case errors.Is(err, protocol.ErrBadMAC), errors.Is(err, ErrBadTask):
+		writeError(w, http.StatusBadRequest, err)
+	default:
+		s.serverError(w, "creating tasks", err)
+	}
+	return false
 }
 
 // serveTaskTo answers POST /api/tasks/{id}/cancel and .../done.
@@ -305,6 +330,7 @@ func (s *bootServer) serveTaskTo(to protocol.TaskState) http.HandlerFunc {
 			s.serverError(w, "changing the task", err)
 		default:
 			s.log.Info("http: task changed by admin", "task", t.ID, "mac", t.MAC, "state", t.State, "client", remoteIP(r))
+			s.taskEnded(t, reason)
 			writeJSON(w, http.StatusOK, t)
 		}
 	}

@@ -336,20 +336,30 @@ func (s *bootServer) servePlan(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Errorf("no active task for %s: create one with POST /api/tasks", mac))
 		return
 	}
-	si, ok := s.cat.Get(task.Image)
-	if !ok {
-		s.log.Error("http: task names an image not served", "mac", mac, "task", task.ID, "image", task.Image)
-		writeError(w, http.StatusConflict, fmt.Errorf("task %s wants image %q, which this server does not publish: add it (POST /api/images, or the config) or cancel the task", task.ID, task.Image))
-		return
+	var p *protocol.Plan
+	if task.IsCapture() {
+		var code int
+		if p, code, err = s.capturePlan(task); err != nil {
+			s.log.Warn("http: no plan for a capture task", "mac", mac, "task", task.ID, "err", err)
+			writeError(w, code, err)
+			return
+		}
+	} else {
+		si, ok := s.cat.Get(task.Image)
+		if !ok {
+			s.log.Error("http: task names an image not served", "mac", mac, "task", task.ID, "image", task.Image)
+			writeError(w, http.StatusConflict, fmt.Errorf("task %s wants image %q, which this server does not publish: add it (POST /api/images, or the config) or cancel the task", task.ID, task.Image))
+			return
+		}
+		set := withPlanDefaults(task.TaskSettings, s.cfg.Defaults)
+		p = &protocol.Plan{
+			MAC: mac, TaskID: task.ID, Action: protocol.ActionDeploy, Image: task.Image,
+			Torrent: s.torrentURL(task.Image), InfoHash: si.Image.InfoHash.HexString(),
+			Trackers: s.cfg.Trackers, Seeders: s.seeders(task.Image), Target: set.Target, CreateTable: set.CreateTable, Discard: set.Discard,
+			CheckMode: set.CheckMode, SeedFor: set.SeedFor, After: set.After, OnError: set.OnError,
+		}
 	}
-	set := withPlanDefaults(task.TaskSettings, s.cfg.Defaults)
-	p := &protocol.Plan{
-		MAC: mac, TaskID: task.ID, Action: protocol.ActionDeploy, Image: task.Image,
-		Torrent: s.torrentURL(task.Image), InfoHash: si.Image.InfoHash.HexString(),
-		Trackers: s.cfg.Trackers, Seeders: s.seeders(task.Image), Target: set.Target, CreateTable: set.CreateTable, Discard: set.Discard,
-		CheckMode: set.CheckMode, SeedFor: set.SeedFor, After: set.After, OnError: set.OnError,
-		Issued: time.Now().UTC(), Nonce: nonce,
-	}
+	p.Issued, p.Nonce = time.Now().UTC(), nonce
 	if p.ReportToken, err = s.backend.ReportToken(task.ID); err != nil {
 		s.log.Error("http: report token", "mac", mac, "task", task.ID, "err", err)
 		writeError(w, http.StatusInternalServerError, errors.New("server error reading the task's report token: see the server log"))
@@ -361,7 +371,7 @@ func (s *bootServer) servePlan(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusInternalServerError, fmt.Errorf("task %s does not make a valid plan (%v): cancel it and create it again", task.ID, err))
 		return
 	}
-	s.log.Info("http: plan", "mac", mac, "task", task.ID, "image", task.Image, "client", remoteIP(r))
+	s.log.Info("http: plan", "mac", mac, "task", task.ID, "action", p.Action, "image", task.Image, "client", remoteIP(r))
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	w.Write(body)
@@ -397,6 +407,9 @@ func (s *bootServer) reportAllowed(w http.ResponseWriter, r *http.Request, mac s
 	}
 	if rep.Phase != protocol.PhaseDone {
 		return true
+	}
+	if task.IsCapture() {
+		return s.captureDoneAllowed(w, task, rep)
 	}
 	si, ok := s.cat.Get(task.Image)
 	if !ok {
@@ -466,5 +479,6 @@ func (s *bootServer) serveReport(w http.ResponseWriter, r *http.Request) {
 	}
 	s.log.Log(r.Context(), level, "http: report", "mac", mac, "task", task.ID, "phase", rep.Phase, "state", task.State,
 		"done", rep.BytesDone, "total", rep.BytesTotal, "peers", rep.Peers, "error", rep.Error)
+	s.taskEnded(task, "")
 	writeJSON(w, http.StatusOK, reportReply{TaskID: task.ID, State: task.State})
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -248,4 +249,131 @@ func (s *bootServer) serveCaptureFinish(w http.ResponseWriter, r *http.Request) 
 	}
 	s.log.Info("http: capture complete; making the image", "capture", st.ID, "name", st.Name, "bytes", st.Total, "client", remoteIP(r))
 	writeJSON(w, http.StatusAccepted, st)
+}
+
+// createCaptureTask answers POST /api/tasks with action "capture": the
+// capture is created at once (its ID is in the task; the upload secret is
+// the task's report token, so only the machine's signed plan carries it)
+// and the machine uploads its disk when it PXE-boots.
+func (s *bootServer) createCaptureTask(w http.ResponseWriter, r *http.Request, req CreateTasks) {
+	cs, ok := s.captures(w)
+	if !ok {
+		return
+	}
+	bad := func(format string, args ...any) {
+		writeError(w, http.StatusBadRequest, fmt.Errorf(format, args...))
+	}
+	if req.MAC == "" || req.Group != "" {
+		bad("a capture takes one machine, the golden one: set mac, not group")
+		return
+	}
+	mac, err := protocol.ParseMAC(req.MAC)
+	if err != nil {
+		bad("%v", err)
+		return
+	}
+	if req.Check != "" || req.CreateTable != nil || req.Discard != nil || req.SeedFor != "" {
+		bad("a capture only reads the golden disk: leave out check, create_table, discard and seed_for")
+		return
+	}
+	set := TaskSettings{After: req.After, OnError: req.OnError}
+	if req.Target != nil {
+		set.Target = *req.Target
+	}
+	set = withPlanDefaults(set, s.cfg.Defaults)
+	set.CheckMode, set.CreateTable, set.Discard, set.SeedFor = "", false, false, ""
+	if err := s.checkSettings(TaskSettings{Target: set.Target, CheckMode: "fresh", After: set.After, OnError: set.OnError}); err != nil {
+		bad("%v", err)
+		return
+	}
+	if active, ok, err := s.cfg.Store.ActiveTask(mac); err != nil {
+		s.serverError(w, "looking up the machine's task", err)
+		return
+	} else if ok {
+		writeError(w, http.StatusConflict, fmt.Errorf("%w: %s has task %s (%s, image %s): cancel it first (POST /api/tasks/%s/cancel) or wait for it to finish",
+			ErrActiveTask, mac, active.ID, active.State, active.Image, active.ID))
+		return
+	}
+	secret, err := protocol.NewReportToken()
+	if err != nil {
+		s.serverError(w, "making the upload secret", err)
+		return
+	}
+	created, err := cs.CreateWithSecret(protocol.NewCapture{Name: req.Image, MAC: mac, Disk: "pxe " + set.Target.String()}, secret)
+	if err != nil {
+		s.captureError(w, r, err)
+		return
+	}
+	t, err := s.cfg.Store.AddTaskWithToken(Task{MAC: mac, Image: req.Image, TaskSettings: set, Action: protocol.ActionCapture,
+		Capture: created.ID, Raw: req.Raw}, secret)
+	if err != nil {
+		if _, cerr := cs.Cancel(created.ID, "its task could not be created: "+err.Error()); cerr != nil {
+			s.log.Warn("http: dropping the capture of a task not created", "capture", created.ID, "err", cerr)
+		}
+		s.tasksAdded(w, err)
+		return
+	}
+	s.log.Info("http: capture task created", "task", t.ID, "mac", mac, "name", req.Image, "capture", created.ID, "client", remoteIP(r))
+	writeJSON(w, http.StatusCreated, CreatedTasks{Tasks: []Task{t}})
+}
+
+// capturePlan is a capture task's plan, or an error the plan request
+// answers: the capture must still be open (a failed or expired capture
+// needs a new task).
+func (s *bootServer) capturePlan(task Task) (*protocol.Plan, int, error) {
+	if s.cfg.Captures == nil {
+		return nil, http.StatusConflict, fmt.Errorf("task %s is a capture but captures are off on this server (http.capture_dir): cancel the task", task.ID)
+	}
+	st, err := s.cfg.Captures.State(task.Capture)
+	if err != nil || !st.State.Open() {
+		why := "is gone"
+		if err == nil {
+			why = "is " + string(st.State)
+			if st.Error != "" {
+				why += " (" + st.Error + ")"
+			}
+		}
+		return nil, http.StatusConflict, fmt.Errorf("task %s's capture %s %s: cancel the task (POST /api/tasks/%s/cancel) and create a new capture", task.ID, task.Capture, why, task.ID)
+	}
+	return &protocol.Plan{
+		MAC: task.MAC, TaskID: task.ID, Action: protocol.ActionCapture, Image: task.Image, CaptureID: task.Capture, Raw: task.Raw,
+		Target: task.Target, After: task.After, OnError: task.OnError,
+	}, 0, nil
+}
+
+// captureDoneAllowed checks a capture task's done report: the capture is
+// published, and the report names the published torrent's info-hash.
+func (s *bootServer) captureDoneAllowed(w http.ResponseWriter, task Task, rep protocol.Report) bool {
+	var st protocol.CaptureState
+	var err error
+	if s.cfg.Captures != nil {
+		st, err = s.cfg.Captures.State(task.Capture)
+	}
+	if s.cfg.Captures == nil || err != nil || st.State != protocol.CapturePublished {
+		writeError(w, http.StatusConflict, fmt.Errorf("task %s's capture %s is not published: a capture task is done only once the server published the image (POST /api/captures/{id}/finish)", task.ID, task.Capture))
+		return false
+	}
+	if !slices.Contains(strings.Fields(rep.Message), "infohash="+st.InfoHash) {
+		writeError(w, http.StatusBadRequest, fmt.Errorf("a capture's done report names the published image (infohash=%s in message)", st.InfoHash))
+		return false
+	}
+	return true
+}
+
+// taskEnded drops the capture of a capture task that ended without it
+// (canceled, failed): what it staged is removed and its secret is spent.
+func (s *bootServer) taskEnded(t Task, why string) {
+	if !t.IsCapture() || t.State.Active() || t.State == protocol.TaskDone || s.cfg.Captures == nil {
+		return
+	}
+	st, err := s.cfg.Captures.State(t.Capture)
+	if err != nil || !st.State.Open() {
+		return
+	}
+	if why == "" {
+		why = "its task " + t.ID + " " + string(t.State)
+	}
+	if _, err := s.cfg.Captures.Cancel(t.Capture, why); err != nil {
+		s.log.Warn("http: dropping the capture of an ended task", "task", t.ID, "capture", t.Capture, "err", err)
+	}
 }

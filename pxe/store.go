@@ -83,7 +83,7 @@ func OpenStore(path string) (*Store, error) {
 			if tokens.Get(id) != nil {
 				return nil
 			}
-			return putToken(tokens, string(id))
+			return putToken(tokens, string(id), "")
 		})
 	})
 	if err != nil {
@@ -320,6 +320,24 @@ func (s *Store) AddTask(t Task) (Task, error) {
 // Settings are not checked against the plan rules here: the HTTP API
 // does that, since it knows the defaults and the images.
 func (s *Store) AddTasks(ts []Task) ([]Task, error) {
+	return s.addTasks(ts, nil)
+}
+
+// AddTaskWithToken is AddTask with a given report token: a capture
+// task's, which is its capture's upload secret, made before the task.
+func (s *Store) AddTaskWithToken(t Task, token string) (Task, error) {
+	if !protocol.IsHex(token, 32, 128) {
+		return Task{}, fmt.Errorf("%w: report token: want 32-128 lower-case hex digits", ErrBadTask)
+	}
+	ts, err := s.addTasks([]Task{t}, []string{token})
+	if err != nil {
+		return Task{}, err
+	}
+	return ts[0], nil
+}
+
+// addTasks is AddTasks; tokens, if not nil, are the tasks' report tokens.
+func (s *Store) addTasks(ts []Task, tokens []string) ([]Task, error) {
 	now := s.now()
 	ret := make([]Task, 0, len(ts))
 	for _, t := range ts {
@@ -353,7 +371,11 @@ func (s *Store) AddTasks(ts []Task) ([]Task, error) {
 			if err := putJSON(tasks, t.ID, t); err != nil {
 				return err
 			}
-			if err := putToken(tx.Bucket(bucketTokens), t.ID); err != nil {
+			tok := ""
+			if tokens != nil {
+				tok = tokens[i]
+			}
+			if err := putToken(tx.Bucket(bucketTokens), t.ID, tok); err != nil {
 				return err
 			}
 			// Also catches the same MAC twice in one call.
@@ -429,11 +451,13 @@ func taskLocked(tx *bolt.Tx, id string) (Task, error) {
 	return t, err
 }
 
-// putToken gives task id a fresh report token.
-func putToken(b *bolt.Bucket, id string) error {
-	tok, err := protocol.NewReportToken()
-	if err != nil {
-		return err
+// putToken gives task id its report token: tok, or a fresh one if empty.
+func putToken(b *bolt.Bucket, id, tok string) error {
+	if tok == "" {
+		var err error
+		if tok, err = protocol.NewReportToken(); err != nil {
+			return err
+		}
 	}
 	return b.Put([]byte(id), []byte(tok))
 }

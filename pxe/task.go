@@ -63,5 +63,16 @@ type Task struct {
 	Created time.Time          `json:"created"`
 	Updated time.Time          `json:"updated"`
 	TaskSettings
+	// Action is what the machine does: protocol.ActionDeploy (stored
+	// empty, as tasks from before captures are) or protocol.ActionCapture.
+	Action string `json:"action,omitempty"`
+	// Capture is a capture task's capture ID (GET /api/captures/{id});
+	// its upload secret is the task's report token. Raw: the capture
+	// sends every byte.
+	Capture    string           `json:"capture,omitempty"`
+	Raw        bool             `json:"raw,omitempty"`
 	LastReport *protocol.Report `json:"last_report,omitempty"`
 }
+
+// IsCapture reports whether the task captures its machine's disk.
+func (t Task) IsCapture() bool { return t.Action == protocol.ActionCapture }

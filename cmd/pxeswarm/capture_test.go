@@ -89,6 +89,27 @@ func TestCaptureDeploy(t *testing.T) {
 			v.Check(t, target)
 		})
 	}
+
+	// Over PXE: the task is made and the capture waits open for the
+	// machine (which an agent test and the QEMU test carry out).
+	out, err := run(t, "capture", "--server", url, "--token-file", tokenFile, "--name", "pxe-golden", "--mac", "52:54:00:00:00:99", "--target", "sda", "--wait=false")
+	m := regexp.MustCompile(`capture: task (t\d+) created for 52:54:00:00:00:99 \(capture (c-[0-9a-f]{16})\): PXE-boot`).FindStringSubmatch(out)
+	if err != nil || m == nil {
+		t.Fatalf("capture --mac: %v\n%s", err, out)
+	}
+	resp, err := http.Get(url + "/api/captures/" + m[2])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st protocol.CaptureState
+	json.NewDecoder(resp.Body).Decode(&st)
+	resp.Body.Close()
+	if st.State != protocol.CaptureOpen || st.MAC != "52:54:00:00:00:99" || st.Name != "pxe-golden" {
+		t.Errorf("capture %s = %+v, want open for the machine", m[2], st)
+	}
+	if out, err := run(t, "capture", "--server", url, "--token-file", tokenFile, "--name", "pxe-golden", "--mac", "52:54:00:00:00:99"); err == nil || !strings.Contains(out, "has task "+m[1]) {
+		t.Errorf("a second capture task for the machine: %v\n%s; want refused naming %s", err, out, m[1])
+	}
 }
 
 // captureState finds the published capture of image name in the read API.
@@ -115,7 +136,7 @@ func captureState(t *testing.T, url, name string) protocol.CaptureState {
 // TestCaptureHelp: --help teaches the flags, the refusals and versions.
 func TestCaptureHelp(t *testing.T) {
 	out, _ := run(t, "capture", "-h")
-	for _, want := range []string{"--server", "--token-file", "--name", "--disk", "--raw", "--force", "read-only", "hibernated", "BitLocker", "NAME-v2", "resumed"} {
+	for _, want := range []string{"--server", "--token-file", "--name", "--disk", "--raw", "--force", "read-only", "hibernated", "BitLocker", "NAME-v2", "resumed", "--mac", "PXE-boot", "--target"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("capture -h lacks %q:\n%s", want, out)
 		}

@@ -14,6 +14,7 @@ import (
 	"github.com/pxeswarm/pxeswarm/imager"
 	"github.com/pxeswarm/pxeswarm/internal/atomicfile"
 	"github.com/pxeswarm/pxeswarm/internal/bytesize"
+	"github.com/pxeswarm/pxeswarm/protocol"
 )
 
 // Spec says where an image comes from: an [[image]] of the site config or
@@ -50,17 +51,7 @@ func NameFromSource(path string) string {
 // ValidName reports whether s may name an image: 1–128 letters, digits,
 // '.', '_' and '-', not starting with '.'. Names go into URLs and the
 // torrent cache's file names.
-func ValidName(s string) bool {
-	if s == "" || len(s) > 128 || s[0] == '.' {
-		return false
-	}
-	for _, c := range s {
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-') {
-			return false
-		}
-	}
-	return true
-}
+func ValidName(s string) bool { return protocol.ValidImageName(s) }
 
 func nameRule(name string) string {
 	if len(name) > 60 {
