@@ -8,7 +8,7 @@ BIN     := bin/pxeswarm
 FUZZTIME ?= 30000x
 export CGO_ENABLED := 0
 
-.PHONY: all build deps demo demo-local test unit fuzz bench bench-quick bench-hash bench-mktorrent clean
+.PHONY: all build deps demo demo-capture demo-local test unit fuzz bench bench-quick bench-hash bench-mktorrent clean
 
 all: build
 
@@ -22,6 +22,13 @@ deps:
 demo: deps build
 	$(GO) build -o bin/demo ./demo
 	bin/demo --pxeswarm $(BIN)
+
+# The image's life from a golden machine: pc1 is captured over PXE
+# (pxeswarm capture --mac), then pc2 and pc3 deploy the captured image from
+# the swarm and boot it (root; about 6 minutes).
+demo-capture: deps build
+	$(GO) build -o bin/demo ./demo
+	bin/demo --pxeswarm $(BIN) --capture --data 67108864
 
 # The swarm alone, on loopback: a seeder and six fetchers, no VMs.
 demo-local: deps build

@@ -1,6 +1,7 @@
 package build
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"crypto/rand"
@@ -11,6 +12,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 
@@ -42,6 +44,11 @@ type TestOSConfig struct {
 	SystemdBoot string
 	// ESPSize and DataSize in bytes; defaults 48 MiB and 32 MiB.
 	ESPSize, DataSize int64
+	// DataFiles, if above zero, makes the data partition an ext4
+	// filesystem (mkfs.ext4 -d, e2fsprogs) holding that many files of
+	// random bytes, on zeros: a golden disk whose partitions a capture
+	// reads used blocks of. Zero: random bytes, as a raw partition.
+	DataFiles int
 	// PieceLength of the torrent; default 1 MiB.
 	PieceLength int64
 	// Trackers go into the torrent (the server overrides them in plans).
@@ -86,12 +93,23 @@ func (c TestOSConfig) Build(ctx context.Context, log *slog.Logger) (*TestOS, err
 	}
 	out := &TestOS{ESP: filepath.Join(c.Dir, "esp.img"), Data: filepath.Join(c.Dir, "data.img"), Torrent: filepath.Join(c.Dir, "testos.torrent")}
 
-	// Data partition: random bytes, hashed for the marker.
-	data := make([]byte, c.DataSize)
-	if _, err := io.ReadFull(rand.Reader, data); err != nil {
-		return nil, err
+	// Data partition: random bytes or ext4 with files, hashed for the
+	// marker.
+	if c.DataFiles > 0 {
+		if err := makeDataFS(ctx, out.Data, c.DataSize, c.DataFiles); err != nil {
+			return nil, fmt.Errorf("test OS: data partition: %w", err)
+		}
+	} else {
+		data := make([]byte, c.DataSize)
+		if _, err := io.ReadFull(rand.Reader, data); err != nil {
+			return nil, err
+		}
+		if err := os.WriteFile(out.Data, data, 0o644); err != nil {
+			return nil, err
+		}
 	}
-	if err := os.WriteFile(out.Data, data, 0o644); err != nil {
+	data, err := os.ReadFile(out.Data)
+	if err != nil {
 		return nil, err
 	}
 	sum := sha256.Sum256(data)
@@ -130,6 +148,41 @@ func (c TestOSConfig) Build(ctx context.Context, log *slog.Logger) (*TestOS, err
 	out.Image = im
 	log.Info("test OS built", "esp", out.ESP, "data", out.Data, "torrent", out.Torrent, "digest", out.Digest)
 	return out, nil
+}
+
+// makeDataFS makes path an ext4 filesystem of size bytes holding n files
+// of random bytes (1 KiB to 256 KiB) in two folders, on a file of zeros.
+func makeDataFS(ctx context.Context, path string, size int64, n int) error {
+	src, err := os.MkdirTemp(filepath.Dir(path), "datafiles-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(src)
+	for i := range n {
+		dir := filepath.Join(src, []string{"home", "opt"}[i%2])
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
+		var sz [2]byte
+		rand.Read(sz[:])
+		b := make([]byte, 1024+int(binary.LittleEndian.Uint16(sz[:]))*4)
+		rand.Read(b)
+		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("file%03d.bin", i)), b, 0o644); err != nil {
+			return err
+		}
+	}
+	f, err := createDisk(path, size)
+	if err != nil {
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	out, err := exec.CommandContext(ctx, "mkfs.ext4", "-q", "-F", "-L", "data", "-d", src, path).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("mkfs.ext4 -d: %w: %s (install e2fsprogs)", err, bytes.TrimSpace(out))
+	}
+	return nil
 }
 
 // WriteDisk lays the test OS out on a raw disk file of size bytes the way

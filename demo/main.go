@@ -76,18 +76,23 @@ func main() {
 	bin := flag.String("pxeswarm", "bin/pxeswarm", "the pxeswarm binary")
 	keep := flag.Bool("keep", false, "keep the working folder even on success")
 	dataSize := flag.Int64("data", 96<<20, "bytes in the test OS's data partition")
+	capture := flag.Bool("capture", false, "the image's life from a golden machine: capture pc1's disk over PXE, then deploy it to the others (make demo-capture)")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	d := &demo{bin: *bin, log: log}
-	err := d.run(ctx, *dataSize)
+	run, passed := d.run, "every machine was imaged from the swarm and booted its new disk."
+	if *capture {
+		run, passed = d.runCapture, "the golden machine was captured over PXE, and the copies were imaged from the swarm and booted the golden system."
+	}
+	err := run(ctx, *dataSize)
 	d.cleanup(err != nil || *keep)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "\ndemo FAILED: %v\n", err)
 		os.Exit(1)
 	}
-	fmt.Println("\ndemo passed: every machine was imaged from the swarm and booted its new disk.")
+	fmt.Println("\ndemo passed: " + passed)
 }
 
 type demo struct {
@@ -122,14 +127,9 @@ func (d *demo) run(ctx context.Context, dataSize int64) error {
 	if d.work, err = os.MkdirTemp("", "pxeswarm-demo-"); err != nil {
 		return err
 	}
-	state := filepath.Join(d.work, "state") // build initramfs makes the key pair here
-
-	step("building the terminals' kernel and initramfs (u-root + the pxeswarm agent + NIC/disk modules)")
-	boot := filepath.Join(d.work, "boot")
-	cmd := exec.CommandContext(ctx, d.bin, "build", "initramfs", "--out", boot, "--key", filepath.Join(state, "plan-key.pub"))
-	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stdout
-	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("pxeswarm build initramfs: %w", err)
+	boot, err := d.buildBoot(ctx)
+	if err != nil {
+		return err
 	}
 
 	step("building the test OS image: GPT, an EFI system partition (systemd-boot, kernel, an init that prints its marker) and a %s data partition", bytesize.Format(dataSize))
@@ -211,6 +211,20 @@ func (d *demo) run(ctx context.Context, dataSize int64) error {
 	return nil
 }
 
+// buildBoot builds the terminals' kernel and initramfs with a new key
+// pair in the state folder, and returns the boot folder.
+func (d *demo) buildBoot(ctx context.Context) (string, error) {
+	state := filepath.Join(d.work, "state") // build initramfs makes the key pair here
+	step("building the terminals' kernel and initramfs (u-root + the pxeswarm agent + NIC/disk modules)")
+	boot := filepath.Join(d.work, "boot")
+	cmd := exec.CommandContext(ctx, d.bin, "build", "initramfs", "--out", boot, "--key", filepath.Join(state, "plan-key.pub"))
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stdout
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("pxeswarm build initramfs: %w", err)
+	}
+	return boot, nil
+}
+
 func (d *demo) nsName() string { return fmt.Sprintf("pxsdemo%d", os.Getpid()) }
 
 func (d *demo) network(taps int) error {
@@ -242,12 +256,15 @@ func (d *demo) startServer(ctx context.Context, boot string) error {
 	if err != nil {
 		return err
 	}
-	d.serve = exec.CommandContext(ctx, "ip", "netns", "exec", d.ns, d.bin, "serve",
-		"--image", d.tos.Torrent, "--source", d.tos.ESP+","+d.tos.Data,
-		"--interface", "br0", "--dhcp", "full", "--state-dir", filepath.Join(d.work, "state"),
+	args := []string{"netns", "exec", d.ns, d.bin, "serve"}
+	if d.tos != nil {
+		args = append(args, "--image", d.tos.Torrent, "--source", d.tos.ESP+","+d.tos.Data, "--auto", "all")
+	}
+	args = append(args, "--interface", "br0", "--dhcp", "full", "--state-dir", filepath.Join(d.work, "state"),
 		"--kernel", filepath.Join(boot, "vmlinuz"), "--initramfs", filepath.Join(boot, "initramfs"),
-		"--cmdline", "console=ttyS0 panic=-1", "--auto", "all", "--create-table", "--check", "fresh",
+		"--cmdline", "console=ttyS0 panic=-1", "--create-table", "--check", "fresh",
 		"--seed-for", "20s", "--after", "reboot")
+	d.serve = exec.CommandContext(ctx, "ip", args...)
 	d.serve.Stdout, d.serve.Stderr = logf, logf
 	d.serve.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // never outlive the demo
 	if err := d.serve.Start(); err != nil {

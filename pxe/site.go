@@ -508,8 +508,8 @@ func (s *Site) Check() error {
 		return bad("seed.port", "%d: out of range", s.Seed.Port)
 	}
 	// [[image]]
-	if len(s.Images) == 0 {
-		return bad("image", "no [[image]]: add one with a torrent and its source files")
+	if len(s.Images) == 0 && len(s.HTTP.ImageDirs) == 0 && s.HTTP.CaptureDir == "off" {
+		return bad("image", "no [[image]], no http.image_dirs and captures off: add an image with a torrent and its source files, or leave http.capture_dir on to capture the first one")
 	}
 	names := map[string]bool{}
 	for i, im := range s.Images {

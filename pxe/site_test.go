@@ -76,7 +76,7 @@ func TestSiteErrors(t *testing.T) {
 		{"tls_cert without https", "interface = \"br0\"\n[http]\ntls_cert = \"/etc/c.pem\"\ntls_key = \"/etc/k.pem\"" + img, "unused"},
 		{"bad on_error", "interface = \"br0\"\n[plan]\non_error = \"reboot\"" + img, "plan.on_error"},
 		{"unknown plan image", "interface = \"br0\"\n[plan]\nimage = \"nope\"" + img, "not the name of an [[image]]"},
-		{"no image", "interface = \"br0\"\n", "no [[image]]"},
+		{"no image", "interface = \"br0\"\n[http]\ncapture_dir = \"off\"\n", "no [[image]]"},
 		{"no source", "interface = \"br0\"\n[[image]]\ntorrent = \"x.torrent\"", "list its source"},
 		{"bad mac", "interface = \"br0\"\n[[machine]]\nmac = \"52:54:00\"" + img, "machine[0].mac"},
 		{"duplicate mac", "interface = \"br0\"\n[[machine]]\nmac = \"52:54:00:00:00:01\"\n[[machine]]\nmac = \"52-54-00-00-00-01\"" + img, "listed twice"},

@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -47,19 +46,11 @@ type classroom struct {
 // later flag wins over the defaults here).
 func newClassroom(t *testing.T, tag, mode string, extra ...string) *classroom {
 	t.Helper()
-	kernel := requireTools(t)
-	bin := buildPxeswarm(t)
+	bin, boot, _ := sharedBuild(t)
 	ctx := context.Background()
 	work := t.TempDir()
-	state := filepath.Join(work, "state") // build initramfs makes the key pair here
-	boot := filepath.Join(work, "boot")
-	start := time.Now()
-	out, err := exec.Command(bin, "build", "initramfs", "--out", boot, "--kernel", kernel,
-		"--key", filepath.Join(state, "plan-key.pub")).CombinedOutput()
-	if err != nil {
-		t.Fatalf("pxeswarm build initramfs: %v\n%s", err, out)
-	}
-	t.Logf("initramfs built in %v:\n%s", time.Since(start).Round(time.Second), out)
+	state := filepath.Join(work, "state")
+	copyKey(t, state)
 	tos, err := build.TestOSConfig{Dir: filepath.Join(work, "testos"), ESPSize: 40 << 20, DataSize: 16 << 20}.Build(ctx, testlog.New(t))
 	if err != nil {
 		t.Fatal(err)
@@ -170,6 +161,13 @@ func expect(t *testing.T, v *vm, m *qemu.VM, timeout time.Duration, markers ...s
 // checkDisk compares every partition on the machine's disk with the image.
 func (c *classroom) checkDisk(t *testing.T, v *vm) {
 	t.Helper()
+	checkParts(t, v, c.tos.ESP, c.tos.Data)
+}
+
+// checkParts compares the partitions on the machine's disk with the
+// files srcs, in order.
+func checkParts(t *testing.T, v *vm, srcs ...string) {
+	t.Helper()
 	f, err := os.Open(v.disk)
 	if err != nil {
 		t.Fatal(err)
@@ -180,10 +178,10 @@ func (c *classroom) checkDisk(t *testing.T, v *vm) {
 	if err != nil {
 		t.Fatalf("%s: reading its partition table: %v", v.name, err)
 	}
-	if len(tab.Partitions) != 2 {
-		t.Fatalf("%s: %d partitions, want 2: %+v", v.name, len(tab.Partitions), tab.Partitions)
+	if len(tab.Partitions) != len(srcs) {
+		t.Fatalf("%s: %d partitions, want %d: %+v", v.name, len(tab.Partitions), len(srcs), tab.Partitions)
 	}
-	for i, src := range []string{c.tos.ESP, c.tos.Data} {
+	for i, src := range srcs {
 		want, _ := os.ReadFile(src)
 		got := make([]byte, len(want))
 		if _, err := f.ReadAt(got, tab.Partitions[i].Start); err != nil && err != io.EOF {

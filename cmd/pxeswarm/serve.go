@@ -94,9 +94,9 @@ Examples:
 			return err
 		}
 	} else {
-		if len(images) == 0 {
+		if len(images) == 0 && len(imageDirs) == 0 && *captureDir == "off" {
 			fs.Usage()
-			return fmt.Errorf("%w: need --config, or --image for quick mode", errUsage)
+			return fmt.Errorf("%w: need --config, or --image (or --image-dir, or captures on to capture a first image) for quick mode", errUsage)
 		}
 		site = &pxe.Site{StateDir: *stateDir, Interface: *iface, PublicURL: *publicURL}
 		if *address != "" {

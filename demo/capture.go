@@ -1,0 +1,189 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/pxeswarm/pxeswarm/build"
+	"github.com/pxeswarm/pxeswarm/internal/bytesize"
+	"github.com/pxeswarm/pxeswarm/internal/qemu"
+)
+
+// runCapture is `make demo-capture`: the image's life from a golden
+// machine. pc1 holds a system (the test OS: a FAT ESP and an ext4 data
+// partition with files); `pxeswarm capture --mac` gives it a capture task
+// and it PXE-boots the agent, which uploads the disk's used blocks. The
+// server publishes the image at once; pc2 and pc3 then deploy it from the
+// swarm and boot the golden system.
+func (d *demo) runCapture(ctx context.Context, dataSize int64) error {
+	if os.Geteuid() != 0 {
+		return fmt.Errorf("run as root: the classroom lives in a network namespace with taps (sudo make demo-capture)")
+	}
+	var err error
+	if d.work, err = os.MkdirTemp("", "pxeswarm-demo-"); err != nil {
+		return err
+	}
+	boot, err := d.buildBoot(ctx)
+	if err != nil {
+		return err
+	}
+	step("building the golden system: GPT, an EFI system partition that boots it and a %s ext4 data partition with files", bytesize.Format(dataSize))
+	golden, err := build.TestOSConfig{Dir: filepath.Join(d.work, "golden"), ESPSize: 40 << 20, DataSize: dataSize, DataFiles: 200}.Build(ctx, d.log)
+	if err != nil {
+		return err
+	}
+	step("wiring the classroom: namespace %s, bridge br0 %s, a tap per machine", d.nsName(), serverCIDR)
+	if err := d.network(3); err != nil {
+		return err
+	}
+	step("starting pxeswarm serve with no image yet (full DHCP, TFTP, HTTP, tracker; captures on)")
+	if err := d.startServer(ctx, boot); err != nil {
+		return err
+	}
+	d.machines = []*machine{
+		{name: "pc1-golden", fw: qemu.UEFI, mac: "52:54:00:de:00:11"},
+		{name: "pc2-uefi", fw: qemu.UEFI, mac: "52:54:00:de:00:12"},
+		{name: "pc3-uefi", fw: qemu.UEFI, mac: "52:54:00:de:00:13"},
+	}
+	for i, m := range d.machines {
+		m.tap = fmt.Sprintf("tap%d", i+1)
+		m.disk = filepath.Join(d.work, m.name+".img")
+		f, err := os.Create(m.disk)
+		if err != nil {
+			return err
+		}
+		f.Truncate(256 << 20)
+		f.Close()
+	}
+	g := d.machines[0]
+	if err := golden.WriteDisk(g.disk, 256<<20); err != nil {
+		return err
+	}
+	before, err := sha256File(g.disk)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("%s's disk holds the golden system (it prints: %s %s); disk sha256 %s\n", g.name, build.NewSystemMarker, golden.Digest, before[:16])
+
+	step("capturing %s over PXE: pxeswarm capture --mac %s --name golden (waits until the server publishes it)", g.name, g.mac)
+	tokenFile := filepath.Join(d.work, "state", "admin-token")
+	capture := exec.CommandContext(ctx, "ip", "netns", "exec", d.ns, d.bin, "capture", "--server", serverURL, "--token-file", tokenFile,
+		"--name", "golden", "--mac", g.mac, "--target", "first", "--progress-every", "3s")
+	capture.Stdout, capture.Stderr = os.Stdout, os.Stdout
+	if err := capture.Start(); err != nil {
+		return err
+	}
+	capDone := make(chan error, 1)
+	go func() { capDone <- capture.Wait() }()
+	// The task exists once the command printed it; give it a moment.
+	time.Sleep(2 * time.Second)
+	g.started = time.Now()
+	vm, err := d.start(ctx, g, "capture boot")
+	if err != nil {
+		return err
+	}
+	for _, s := range []struct {
+		marker  string
+		timeout time.Duration
+	}{{"pxeswarm: plan ok", 6 * time.Minute}, {"pxeswarm: capturing", 2 * time.Minute}, {"pxeswarm: CAPTURE DONE", 10 * time.Minute}, {"pxeswarm: rebooting", time.Minute}} {
+		if _, err := vm.Expect(s.marker, s.timeout); err != nil {
+			vm.Kill()
+			return fmt.Errorf("%s: %w (console: %s)", g.name, err, g.console.f.Name())
+		}
+	}
+	g.done = time.Since(g.started)
+	vm.Wait()
+	select {
+	case err := <-capDone:
+		if err != nil {
+			return fmt.Errorf("pxeswarm capture: %w", err)
+		}
+	case <-time.After(time.Minute):
+		capture.Process.Kill()
+		return fmt.Errorf("pxeswarm capture did not see the image published a minute after the machine said so")
+	}
+	after, err := sha256File(g.disk)
+	if err != nil {
+		return err
+	}
+	if after != before {
+		return fmt.Errorf("%s's disk changed during the capture (sha256 %s, was %s)", g.name, after[:16], before[:16])
+	}
+	fmt.Printf("%s's disk is unchanged (sha256 %s); it captured in %s\n", g.name, after[:16], g.done.Round(time.Second))
+
+	step("deploying the captured image to pc2 and pc3 (tasks through the admin API), from the swarm")
+	copies := d.machines[1:]
+	for _, m := range copies {
+		out, err := exec.CommandContext(ctx, "ip", "netns", "exec", d.ns, "curl", "-sS", "-f", "-X", "POST",
+			"-H", "Authorization: Bearer "+readToken(tokenFile), "-H", "Content-Type: application/json",
+			"--data", fmt.Sprintf(`{"mac":%q,"image":"golden"}`, m.mac), serverURL+"/api/tasks").CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("deploy task for %s: %v: %s", m.name, err, out)
+		}
+	}
+	var wg sync.WaitGroup
+	for _, m := range copies {
+		wg.Add(1)
+		go func() { defer wg.Done(); d.image(ctx, m) }()
+	}
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	watch := exec.CommandContext(watchCtx, "ip", "netns", "exec", d.nsName(), d.bin, "status", "--server", serverURL, "--watch", "--every", "3s", "--until-done")
+	watch.Stdout, watch.Stderr = os.Stdout, os.Stdout
+	watchDone := make(chan error, 1)
+	go func() { watchDone <- watch.Run() }()
+	wg.Wait()
+	select {
+	case <-watchDone:
+	case <-time.After(30 * time.Second):
+		stopWatch()
+		<-watchDone
+	}
+	for _, m := range copies {
+		if m.err != nil {
+			return fmt.Errorf("%s: %w (console: %s)", m.name, m.err, m.console.f.Name())
+		}
+	}
+	step("booting every machine again: no task now, so each boots its own disk and the golden system")
+	d.tos = golden
+	for _, m := range d.machines {
+		wg.Add(1)
+		go func() { defer wg.Done(); d.rebootCheck(ctx, m) }()
+	}
+	wg.Wait()
+	d.summary()
+	for _, m := range d.machines {
+		if m.err != nil {
+			return fmt.Errorf("%s: %w", m.name, m.err)
+		}
+	}
+	return nil
+}
+
+func readToken(path string) string {
+	b, _ := os.ReadFile(path)
+	return strings.TrimSpace(string(b))
+}
+
+// sha256File is the hex SHA-256 of a file.
+func sha256File(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}

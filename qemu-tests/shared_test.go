@@ -1,0 +1,84 @@
+package qemutests
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+)
+
+// TestMain removes what the tests share (sharedBuild) after the last.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if shared.dir != "" {
+		os.RemoveAll(shared.dir)
+	}
+	os.Exit(code)
+}
+
+// shared is the one pxeswarm binary and agent initramfs of this test
+// binary: building the initramfs takes minutes under CI's two cores
+// (u-root, the agent, xz over 324 modules), so the classrooms share one,
+// built with one plan-key pair that each classroom's server gets a copy of.
+var shared struct {
+	once             sync.Once
+	dir              string
+	bin, boot, state string
+	err              string
+}
+
+// sharedBuild returns the shared pxeswarm binary, the boot folder
+// (vmlinuz, initramfs) and the state folder holding the key pair it was
+// built with (plan-key, plan-key.pub).
+func sharedBuild(t *testing.T) (bin, boot, keyState string) {
+	t.Helper()
+	kernel := requireTools(t)
+	shared.once.Do(func() {
+		dir, err := os.MkdirTemp("", "pxeswarm-qemu-shared-")
+		if err != nil {
+			shared.err = err.Error()
+			return
+		}
+		shared.dir = dir
+		shared.bin = filepath.Join(dir, "pxeswarm")
+		cmd := exec.Command("go", "build", "-o", shared.bin, "../cmd/pxeswarm")
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			shared.err = "go build: " + err.Error() + "\n" + string(out)
+			return
+		}
+		shared.boot, shared.state = filepath.Join(dir, "boot"), filepath.Join(dir, "state")
+		start := time.Now()
+		out, err := exec.Command(shared.bin, "build", "initramfs", "--out", shared.boot, "--kernel", kernel,
+			"--key", filepath.Join(shared.state, "plan-key.pub")).CombinedOutput()
+		if err != nil {
+			shared.err = "pxeswarm build initramfs: " + err.Error() + "\n" + string(out)
+			return
+		}
+		t.Logf("shared initramfs built in %v (once for every QEMU test):\n%s", time.Since(start).Round(time.Second), out)
+	})
+	if shared.err != "" {
+		t.Fatal(shared.err)
+	}
+	return shared.bin, shared.boot, shared.state
+}
+
+// copyKey puts the shared plan-key pair into a server's state folder.
+func copyKey(t *testing.T, state string) {
+	t.Helper()
+	_, _, from := sharedBuild(t)
+	if err := os.MkdirAll(state, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"plan-key", "plan-key.pub"} {
+		b, err := os.ReadFile(filepath.Join(from, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(state, f), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
