@@ -81,6 +81,8 @@ func FuzzStatusAPI(f *testing.F) {
 		`{"task_id": "$TASK", "phase": "imaging", "peers": 1e400}`,
 		`{"task_id": "$TASK", "phase": "verifying", "extra": null}`,
 		`{"task_id": "$TASK", "phase": "imaging"} {}`,
+		`{"phase": "booting", "inventory": {"system": {"vendor": "QEMU"}, "disks": [{"name": "vda", "size_bytes": 1, "bus": "virtio"}], "nics": [{"name": "eth0", "mac": "52:54:00:00:00:0a"}]}}`,
+		`{"task_id": "$TASK", "phase": "booting", "inventory": {"cpu": {"model": "\u001b[2J", "cores": -1}, "firmware": "coreboot"}}`,
 		`[]`, `null`, `"x"`, ``, `{`, "\xff\xfe",
 	} {
 		f.Add(macA, []byte(seed))
