@@ -540,16 +540,17 @@ func putInventoryLocked(tx *bolt.Tx, mac string, inv *protocol.Inventory, now ti
 
 // Report applies an agent's report: the machine's last report and last
 // seen time, and, when r.TaskID is set, the task's last report and state
-// (the phase's state; see the Phase constants). An inventory in the
-// report becomes the machine's Inventory only when the report is on one
-// of the machine's tasks and its task part is applied: the HTTP layer
-// checks the task's report token for every report with a TaskID, so a
-// report without one (which any LAN host can send) never sets it. The
-// stored reports (LastReport) never carry the inventory. A machine the store does
+// (the phase's state; see the Phase constants). A machine the store does
 // not know wraps ErrNoMachine and changes nothing. A task ID that does not
 // exist or belongs to another machine wraps ErrNoTask; a report that would
 // move a finished task (say, progress on a canceled one) wraps
 // ErrBadTransition and changes nothing but the machine. r.At is set here.
+//
+// An inventory in the report becomes the machine's Inventory only when
+// the report is on one of the machine's tasks and its task part is
+// applied: the HTTP layer checks the task's report token for every
+// report with a TaskID, so a report without one (which any LAN host can
+// send) never sets it. The stored reports (LastReport) never carry it.
 // It returns the task after the change (zero if r.TaskID is empty).
 func (s *Store) Report(mac string, r protocol.Report) (Task, error) {
 	mac, err := protocol.ParseMAC(mac)
