@@ -184,8 +184,9 @@ func readMemTotal(path string) int64 {
 }
 
 // readDisks lists sys/block's disks that have a device behind them:
-// loop, RAM, zram, device-mapper and md devices (below devices/virtual)
-// and NVMe multipath members are left out.
+// loop, RAM, zram, device-mapper and md devices (below devices/virtual),
+// NVMe multipath members and an eMMC's boot and RPMB areas
+// (mmcblk0boot0, mmcblk0rpmb: parts of mmcblk0) are left out.
 func readDisks(sys string) []protocol.DiskInfo {
 	ents, err := os.ReadDir(filepath.Join(sys, "block"))
 	if err != nil {
@@ -200,6 +201,9 @@ func readDisks(sys string) []protocol.DiskInfo {
 		}
 		if strings.Contains(real, "/devices/virtual/") || readNumber(filepath.Join(dir, "hidden")) == 1 {
 			continue
+		}
+		if rest, ok := strings.CutPrefix(e.Name(), "mmcblk"); ok && strings.ContainsAny(rest, "br") {
+			continue // mmcblkNbootM, mmcblkNrpmb
 		}
 		model := readText(filepath.Join(dir, "device/model"))
 		if model == "" {

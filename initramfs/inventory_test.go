@@ -97,6 +97,9 @@ func TestCollectInventoryFake(t *testing.T) {
 		"devices/platform/soc/fe340000.mmc/mmc_host/mmc0/mmc0:aaaa/name":                 "SC32G\n",
 		"devices/platform/soc/fe340000.mmc/mmc_host/mmc0/mmc0:aaaa/block/mmcblk0/device": "../../../mmc0:aaaa@",
 		"block/mmcblk0": "../devices/platform/soc/fe340000.mmc/mmc_host/mmc0/mmc0:aaaa/block/mmcblk0@",
+		// The card's boot area: part of mmcblk0, left out.
+		"devices/platform/soc/fe340000.mmc/mmc_host/mmc0/mmc0:aaaa/block/mmcblk0boot0/size": "8192\n",
+		"block/mmcblk0boot0": "../devices/platform/soc/fe340000.mmc/mmc_host/mmc0/mmc0:aaaa/block/mmcblk0boot0@",
 		// Virtual: left out.
 		"devices/virtual/block/loop0/size": "1024\n",
 		"block/loop0":                      "../devices/virtual/block/loop0@",
