@@ -48,7 +48,8 @@ unit:
 # kernel module indexes, resume state files, the peer-wire messages
 # that drive the seeder's reveal schedule and the leecher's reveal
 # rewrite, the server's torrent cache, and the filesystems a used map
-# reads (ext, FAT, NTFS, swap), and a capture's manifest.
+# reads (ext, FAT, NTFS, swap), a capture's manifest, and a report's
+# machine inventory.
 FUZZ_TARGETS := imager:FuzzLoad tracker:FuzzParseAnnounce protocol:FuzzVerify pxe:FuzzParseSite \
 	pxe/dhcp:FuzzFull pxe/dhcp:FuzzProxy pxe/dhcp:FuzzLeaseFile pxe/dhcp:FuzzLeaseJournal pxe:FuzzStatusAPI pxe:FuzzAdminAPI \
 	partition:FuzzReadTable initramfs:FuzzParseCmdline initramfs:FuzzParseStickConfig \
@@ -56,7 +57,7 @@ FUZZ_TARGETS := imager:FuzzLoad tracker:FuzzParseAnnounce protocol:FuzzVerify px
 	imager:FuzzLoadState imager:FuzzSchedule pxe:FuzzTFTPName pxe:FuzzGetRoutes \
 	imager:FuzzLeecherReveal pxe/catalog:FuzzTorrentCache \
 	usedmap:FuzzExt usedmap:FuzzFAT usedmap:FuzzNTFS usedmap:FuzzDetect \
-	protocol:FuzzParseManifest
+	protocol:FuzzParseManifest protocol:FuzzInventory
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; fn=$${t#*:}; echo "fuzz $$pkg $$fn"; \

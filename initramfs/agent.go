@@ -97,9 +97,12 @@ type Config struct {
 	// images or disks on a rescue stick). Default os.Stdin.
 	Input io.Reader
 	// EFIVars is where efivarfs is (or gets) mounted, to read which
-	// partition the boot loader was loaded from. Default
-	// partition.DefaultEFIVars; "-" reads none.
+	// partition the boot loader was loaded from and the Secure Boot
+	// state. Default partition.DefaultEFIVars; "-" reads none.
 	EFIVars string
+	// Proc is the procfs mount the inventory reads (cpuinfo, meminfo).
+	// Default DefaultProc. The inventory's sysfs is Disks.Sys.
+	Proc string
 	// Console receives the markers and the progress bar. Default stdout.
 	// Pass a *Console (NewConsole) and route the log through it too, so
 	// log lines do not break the bar.
@@ -165,6 +168,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.EFIVars == "" {
 		c.EFIVars = partition.DefaultEFIVars
+	}
+	if c.Proc == "" {
+		c.Proc = DefaultProc
 	}
 	def := func(d *time.Duration, v time.Duration) {
 		if *d <= 0 {
@@ -340,6 +346,26 @@ func (a *agent) current() protocol.Report {
 	return r
 }
 
+// inventory reads the machine's hardware for the server (it goes with
+// the first report on the plan's task) and logs a summary.
+func (a *agent) inventory() protocol.Inventory {
+	sys := cmp.Or(a.cfg.Disks.Sys, "/sys")
+	inv := collectInventory(sys, a.cfg.Proc, a.cfg.EFIVars)
+	disks := make([]string, 0, len(inv.Disks))
+	for _, d := range inv.Disks {
+		disks = append(disks, fmt.Sprintf("%s %s %s %s", d.Name, cmp.Or(d.Bus, "?"), bytesize.Format(d.SizeBytes), cmp.Or(d.Model, "-")))
+	}
+	nics := make([]string, 0, len(inv.NICs))
+	for _, n := range inv.NICs {
+		nics = append(nics, fmt.Sprintf("%s %s %s %dMb/s", n.Name, cmp.Or(n.Driver, "?"), n.MAC, n.SpeedMbps))
+	}
+	a.log.Info("inventory", "vendor", inv.System.Vendor, "product", inv.System.Product, "serial", inv.System.Serial,
+		"cpu", inv.CPU.Model, "cores", inv.CPU.Cores, "threads", inv.CPU.Threads, "memory", bytesize.Format(inv.MemoryBytes),
+		"firmware", inv.Firmware, "secure_boot", cmp.Or(inv.SecureBoot, "unknown"),
+		"disks", strings.Join(disks, "; "), "nics", strings.Join(nics, "; "))
+	return inv
+}
+
 // onProgress is the swarm's progress callback.
 func (a *agent) onProgress(p imager.Progress) {
 	a.mu.Lock()
@@ -405,6 +431,7 @@ func (a *agent) run(ctx context.Context) (after string, err error) {
 		a.con.Println(markLease(server, from, "", ""))
 	}
 	a.rep = newReporter(c.HTTP, server, mac, a.log)
+	a.rep.setInventory(a.inventory())
 	a.setPhase(protocol.PhaseBooting)
 	a.report(ctx, "agent "+version.String()+" up")
 

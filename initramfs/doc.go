@@ -9,8 +9,9 @@
 // URL (DHCP option, then pxeswarm.server= on the kernel command line: see
 // [ParseCmdline]), the signed plan (refused unless it verifies against the
 // key built into the initramfs, and carried out by its action), status
-// reports to the server every 2 s, and the after-action (reboot, power off
-// or a shell). It also owns the console: the phase markers (markers.go)
+// reports to the server every 2 s (the first on the task with the
+// machine's inventory, read from sysfs, procfs and efivarfs:
+// inventory.go), and the after-action (reboot, power off or a shell). It also owns the console: the phase markers (markers.go)
 // and the progress bar.
 //
 // Writing an image is one sequence (write.go) whichever way the bytes

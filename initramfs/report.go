@@ -33,6 +33,11 @@ type reporter struct {
 	taskID   string
 	token    string // the plan's report token, sent as a bearer token
 	endState protocol.TaskState
+	// inv is the machine's inventory, until a report carrying it is
+	// accepted. It rides only on reports with the task's token (the
+	// server stores none from others) and without an error (so the body
+	// stays within the server's limit: see protocol.MaxInventoryJSON).
+	inv      *protocol.Inventory
 	lastWarn time.Time
 	ended    chan struct{}
 	endOnce  sync.Once
@@ -47,6 +52,13 @@ func newReporter(client *http.Client, server, mac string, log *slog.Logger) *rep
 func (r *reporter) setTask(id, token string) {
 	r.mu.Lock()
 	r.taskID, r.token = id, token
+	r.mu.Unlock()
+}
+
+// setInventory has the next accepted report on the task carry inv.
+func (r *reporter) setInventory(inv protocol.Inventory) {
+	r.mu.Lock()
+	r.inv = &inv
 	r.mu.Unlock()
 }
 
@@ -89,6 +101,10 @@ func (r *reporter) sendLocked(ctx context.Context, rep protocol.Report) error {
 	if rep.TaskID == r.taskID {
 		token = r.token
 	}
+	inv := r.inv
+	if token != "" && rep.Error == "" && rep.Inventory == nil {
+		rep.Inventory = inv
+	}
 	r.mu.Unlock()
 	if err := rep.Check(); err != nil {
 		return fmt.Errorf("report: %w", err) // a bug here, not the server's
@@ -121,6 +137,14 @@ func (r *reporter) sendLocked(ctx context.Context, rep protocol.Report) error {
 	json.Unmarshal(reply, &ans)
 	switch {
 	case resp.StatusCode == http.StatusOK:
+		if rep.Inventory != nil {
+			r.mu.Lock()
+			if r.inv == rep.Inventory {
+				r.inv = nil
+			}
+			r.mu.Unlock()
+			r.log.Info("the server has the machine's inventory", "phase", rep.Phase)
+		}
 		r.log.Debug("reported", "phase", rep.Phase, "done", rep.BytesDone, "total", rep.BytesTotal, "state", ans.State)
 		return nil
 	case resp.StatusCode == http.StatusConflict && ans.State.Active():

@@ -16,6 +16,7 @@
 //   - mac.go: machine identity;
 //   - plan.go, target.go: the signed plan, its action and its target;
 //   - report.go: phases, reports, and the task states they drive;
+//   - inventory.go: the machine's hardware, sent in a report;
 //   - capture.go: a capture's manifest (the disk's layout and the extents
 //     sent), its states, and the upload offset header.
 package protocol

@@ -106,6 +106,13 @@ type Report struct {
 	Peers      int    `json:"peers"`
 	Error      string `json:"error,omitempty"`
 	Message    string `json:"message,omitempty"`
+	// Inventory is what the agent found on the machine. The agent sends
+	// it with its first report on a task (the first that carries the
+	// task's report token) and again until one such report is accepted;
+	// the server keeps it with the machine only from a report whose token
+	// it checked, and never with the report itself (Machine.LastReport,
+	// Task.LastReport have none).
+	Inventory *Inventory `json:"inventory,omitempty"`
 	// At and From are set by the server when it receives the report;
 	// whatever the agent sends there is overwritten.
 	At   time.Time `json:"at,omitzero"`
@@ -131,6 +138,11 @@ func (r *Report) Check() error {
 	}
 	if len(r.Error) > MaxReportText || len(r.Message) > MaxReportText {
 		return bad("error and message must be at most %d bytes each", MaxReportText)
+	}
+	if r.Inventory != nil {
+		if err := r.Inventory.Check(); err != nil {
+			return fmt.Errorf("%w: %w", ErrBadReport, err)
+		}
 	}
 	return nil
 }

@@ -62,6 +62,38 @@ func (s *bootServer) serveMachines(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, ret)
 }
 
+// serveMachine answers GET /api/machines/{mac}: one machine (with its
+// inventory, if its agent has reported one) and its active task.
+func (s *bootServer) serveMachine(w http.ResponseWriter, r *http.Request) {
+	st, ok := s.store(w)
+	if !ok {
+		return
+	}
+	mac, ok := macParam(w, r, r.PathValue("mac"))
+	if !ok {
+		return
+	}
+	m, err := st.Machine(mac)
+	if errors.Is(err, ErrNoMachine) {
+		writeError(w, http.StatusNotFound, fmt.Errorf("%w: list them with GET /api/machines", err))
+		return
+	}
+	if err != nil {
+		s.serverError(w, "reading a machine", err)
+		return
+	}
+	ret := MachineStatus{Machine: m}
+	task, ok, err := st.ActiveTask(mac)
+	if err != nil {
+		s.serverError(w, "reading a machine's task", err)
+		return
+	}
+	if ok {
+		ret.Task = &task
+	}
+	writeJSON(w, http.StatusOK, ret)
+}
+
 // serveTasks answers GET /api/tasks, optionally filtered by ?mac= and
 // ?state= (a state, or "active").
 func (s *bootServer) serveTasks(w http.ResponseWriter, r *http.Request) {

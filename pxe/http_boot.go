@@ -36,6 +36,7 @@ func (s *bootServer) routes() *http.ServeMux {
 	handle("GET", "/plan/{mac}", s.servePlan)
 	handle("POST", "/api/report/{mac}", s.serveReport)
 	handle("GET", "/api/machines", s.serveMachines)
+	handle("GET", "/api/machines/{mac}", s.serveMachine)
 	handle("GET", "/api/tasks", s.serveTasks)
 	handle("GET", "/api/swarms", s.serveSwarms)
 	handle("GET", "/api/status", s.serveStatus)

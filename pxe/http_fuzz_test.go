@@ -81,6 +81,8 @@ func FuzzStatusAPI(f *testing.F) {
 		`{"task_id": "$TASK", "phase": "imaging", "peers": 1e400}`,
 		`{"task_id": "$TASK", "phase": "verifying", "extra": null}`,
 		`{"task_id": "$TASK", "phase": "imaging"} {}`,
+		`{"phase": "booting", "inventory": {"system": {"vendor": "QEMU"}, "disks": [{"name": "vda", "size_bytes": 1, "bus": "virtio"}], "nics": [{"name": "eth0", "mac": "52:54:00:00:00:0a"}]}}`,
+		`{"task_id": "$TASK", "phase": "booting", "inventory": {"cpu": {"model": "\u001b[2J", "cores": -1}, "firmware": "coreboot"}}`,
 		`[]`, `null`, `"x"`, ``, `{`, "\xff\xfe",
 	} {
 		f.Add(macA, []byte(seed))
@@ -231,6 +233,7 @@ func FuzzGetRoutes(f *testing.F) {
 		"/boot/" + macB + ".ipxe", planPath(macB), "/boot/02-00-00-00-00-01.ipxe", planPath("02:00:00:00:00:01"),
 		"/torrents/demo.torrent", "/images/demo/demo/" + fx.im.Files[0].Path, "/images/demo/../../etc/passwd",
 		"/api/status", "/api/tasks", "/api/tasks?state=active", "/api/machines", "/api/swarms", "/api/images",
+		"/api/machines/" + macA, "/api/machines/" + macB, "/api/machines/x",
 		"/announce?info_hash=%00", "/scrape", "/stats", "/", "/%2e%2e/", "/boot/" + strings.Repeat("a", 5000),
 	} {
 		f.Add(p)

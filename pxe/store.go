@@ -551,6 +551,17 @@ func (s *Store) transitionLocked(tx *bolt.Tx, id string, to protocol.TaskState, 
 	return t, nil
 }
 
+// putInventoryLocked sets a known machine's inventory inside tx.
+func putInventoryLocked(tx *bolt.Tx, mac string, inv *protocol.Inventory, now time.Time) error {
+	b := tx.Bucket(bucketMachines)
+	m, ok, err := getJSON[Machine](b, mac)
+	if err != nil || !ok {
+		return err
+	}
+	m.Inventory, m.InventoryAt = inv, now
+	return putJSON(b, mac, m)
+}
+
 // Report applies an agent's report: the machine's last report and last
 // seen time, and, when r.TaskID is set, the task's last report and state
 // (the phase's state; see the Phase constants). A machine the store does
@@ -558,6 +569,12 @@ func (s *Store) transitionLocked(tx *bolt.Tx, id string, to protocol.TaskState, 
 // exist or belongs to another machine wraps ErrNoTask; a report that would
 // move a finished task (say, progress on a canceled one) wraps
 // ErrBadTransition and changes nothing but the machine. r.At is set here.
+//
+// An inventory in the report becomes the machine's Inventory only when
+// the report is on one of the machine's tasks and its task part is
+// applied: the HTTP layer checks the task's report token for every
+// report with a TaskID, so a report without one (which any LAN host can
+// send) never sets it. The stored reports (LastReport) never carry it.
 // It returns the task after the change (zero if r.TaskID is empty).
 func (s *Store) Report(mac string, r protocol.Report) (Task, error) {
 	mac, err := protocol.ParseMAC(mac)
@@ -569,6 +586,8 @@ func (s *Store) Report(mac string, r protocol.Report) (Task, error) {
 	}
 	now := s.now()
 	r.At = now
+	inv := r.Inventory
+	r.Inventory = nil
 	var t Task
 	var taskErr error
 	err = s.db.Batch(func(tx *bolt.Tx) error {
@@ -593,7 +612,10 @@ func (s *Store) Report(mac string, r protocol.Report) (Task, error) {
 			taskErr, t = err, cur
 			return nil
 		}
-		return err
+		if err != nil || inv == nil {
+			return err
+		}
+		return putInventoryLocked(tx, mac, inv, now)
 	})
 	if err == nil {
 		err = taskErr

@@ -34,6 +34,12 @@ type Machine struct {
 	FirstSeen  time.Time        `json:"first_seen,omitzero"`
 	LastSeen   time.Time        `json:"last_seen,omitzero"`
 	LastReport *protocol.Report `json:"last_report,omitempty"`
+	// Inventory is the hardware the machine's agent last reported (see
+	// protocol.Inventory), and InventoryAt when the server stored it. Only
+	// a report on the machine's task, with the task's report token, sets
+	// it; nil until then (and in stores written before inventories).
+	Inventory   *protocol.Inventory `json:"inventory,omitempty"`
+	InventoryAt time.Time           `json:"inventory_at,omitzero"`
 }
 
 // TaskSettings are the plan settings of a task; they go into its plan as
