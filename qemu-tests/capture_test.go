@@ -84,7 +84,7 @@ func TestClassroomCapture(t *testing.T) {
 				checkParts(t, v, golden.ESP, golden.Data)
 				v.console = testlog.Buffer{}
 				m = c.start(t, v)
-				expect(t, v, m, 4*time.Minute, build.NewSystemMarker+" "+golden.Digest)
+				expect(t, v, m, 6*time.Minute, build.NewSystemMarker+" "+golden.Digest)
 			})
 		}
 	})

@@ -37,6 +37,7 @@ var Packages = map[string]string{
 	"mkswap":                            "util-linux",
 	"mkfs.cramfs":                       "util-linux",
 	"mke2fs":                            "e2fsprogs",
+	"mkfs.ext4":                         "e2fsprogs",
 	"dumpe2fs":                          "e2fsprogs",
 	"debugfs":                           "e2fsprogs",
 	"e2fsck":                            "e2fsprogs",
