@@ -20,6 +20,7 @@ import (
 	"github.com/anacrolix/torrent/bencode"
 	"github.com/pxeswarm/pxeswarm/protocol"
 	"github.com/pxeswarm/pxeswarm/pxe/catalog"
+	"github.com/pxeswarm/pxeswarm/pxe/console"
 	"golang.org/x/net/netutil"
 	"golang.org/x/sync/errgroup"
 )
@@ -114,6 +115,10 @@ type HTTPConfig struct {
 	// Swarms, if set, answers GET /api/swarms (for example the tracker's
 	// Stats).
 	Swarms func() any
+	// Console configures the web console (package console): its pages,
+	// login and sessions. It needs Store; the zero value serves it with
+	// login by AdminToken only.
+	Console HTTPConsole
 	// MaxBody bounds request bodies; 0 means DefaultMaxBody.
 	MaxBody int64
 	// MaxConns caps the connections served at once; 0 means
@@ -121,6 +126,21 @@ type HTTPConfig struct {
 	// one LAN host cannot hold every goroutine and file descriptor; an
 	// idle or slow one is closed after the header and read timeouts.
 	MaxConns int
+}
+
+// HTTPConsole configures the web console served on the HTTP port.
+type HTTPConsole struct {
+	// Off turns the console off: its pages answer 404.
+	Off bool
+	// PasswordHash, if set, is a bcrypt hash of a site password that logs
+	// in besides the admin token.
+	PasswordHash string
+	// OpenRoom shows the room page (read-only) and its event stream to
+	// anyone who can reach the server, without login.
+	OpenRoom bool
+	// SessionTTL is how long a login lasts; 0 means
+	// console.DefaultSessionTTL.
+	SessionTTL time.Duration
 }
 
 // DefaultMaxBody is the default bound on report and admin request bodies.
@@ -143,6 +163,7 @@ type bootServer struct {
 	tokenSum [sha256.Size]byte // of AdminToken, for a constant-time compare
 	started  time.Time
 	mux      *http.ServeMux
+	console  *console.Console // nil when off or without a Store
 }
 
 // Handler returns the server's handler. Its logs go nowhere; use
@@ -221,6 +242,13 @@ func (c HTTPConfig) newServer(log *slog.Logger) (*bootServer, error) {
 	for _, dir := range c.ImageDirs {
 		if !filepath.IsAbs(dir) {
 			return nil, bad("ImageDirs: %q is not an absolute folder", dir)
+		}
+	}
+	if !c.Console.Off && c.Store != nil {
+		s.console, err = console.New(console.Config{AdminToken: c.AdminToken, PasswordHash: c.Console.PasswordHash,
+			SessionTTL: c.Console.SessionTTL, OpenRoom: c.Console.OpenRoom, HTTPSURL: c.HTTPSURL, Snapshot: s.snapshot}, log)
+		if err != nil {
+			return nil, bad("%v", err)
 		}
 	}
 	s.mux = s.routes()
@@ -375,6 +403,9 @@ func (c HTTPConfig) serve(ctx context.Context, log *slog.Logger, ln net.Listener
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	if s.console != nil {
+		srv.RegisterOnShutdown(s.console.Close) // ends the console's event streams
 	}
 	if cert != nil {
 		log.Info("https: serving", "addr", ln.Addr().String(), "url", c.HTTPSURL, "fingerprint", Fingerprint(cert.Certificate[0]),

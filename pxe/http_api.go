@@ -12,6 +12,7 @@ import (
 
 	"github.com/pxeswarm/pxeswarm/internal/version"
 	"github.com/pxeswarm/pxeswarm/protocol"
+	"github.com/pxeswarm/pxeswarm/pxe/console"
 )
 
 // store returns the Store for the API routes, answering 503 without one.
@@ -35,15 +36,24 @@ func (s *bootServer) serveMachines(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	ms, err := st.Machines()
+	ret, err := machineStatuses(st, r.URL.Query().Get("group"))
 	if err != nil {
 		s.serverError(w, "listing machines", err)
 		return
 	}
+	writeJSON(w, http.StatusOK, ret)
+}
+
+// machineStatuses lists the machines (of group, unless it is empty) with
+// their active tasks.
+func machineStatuses(st *Store, group string) ([]MachineStatus, error) {
+	ms, err := st.Machines()
+	if err != nil {
+		return nil, err
+	}
 	tasks, err := st.Tasks()
 	if err != nil {
-		s.serverError(w, "listing tasks", err)
-		return
+		return nil, err
 	}
 	active := map[string]*Task{}
 	for i := range tasks {
@@ -52,14 +62,27 @@ func (s *bootServer) serveMachines(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	ret := make([]MachineStatus, 0, len(ms))
-	group := r.URL.Query().Get("group")
 	for _, m := range ms {
 		if group != "" && m.Group != group {
 			continue
 		}
 		ret = append(ret, MachineStatus{Machine: m, Task: active[m.MAC]})
 	}
-	writeJSON(w, http.StatusOK, ret)
+	return ret, nil
+}
+
+// Snapshot is what the console's event stream (GET /api/events) pushes:
+// every machine with its active task, as GET /api/machines returns them.
+type Snapshot struct {
+	Machines []MachineStatus `json:"machines"`
+}
+
+func (s *bootServer) snapshot() (any, error) {
+	ms, err := machineStatuses(s.cfg.Store, "")
+	if err != nil {
+		return nil, fmt.Errorf("listing machines for the console: %w", err)
+	}
+	return Snapshot{Machines: ms}, nil
 }
 
 // serveMachine answers GET /api/machines/{mac}: one machine (with its
@@ -193,12 +216,34 @@ func (s *bootServer) serverError(w http.ResponseWriter, what string, err error) 
 // tokens are compared as SHA-256 sums in constant time, so neither the
 // token's bytes nor its length leak through timing. No configured token
 // means the admin API is off (403), never open.
+//
+// A request without an Authorization header but with a console session
+// cookie is the console's: it passes with a valid session, the session's
+// CSRF token in X-CSRF-Token and a same-site Origin (console.CheckChange),
+// and is refused otherwise (401 without a valid session, 403 for a
+// missing CSRF token or a cross-site request).
 func (s *bootServer) admin(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if s.cfg.HTTPSListen != "" && r.TLS == nil {
 			s.log.Warn("http: admin request over plain HTTP refused; HTTPS is on", "path", r.URL.Path, "client", remoteIP(r), "has_auth", r.Header.Get("Authorization") != "")
 			writeError(w, http.StatusForbidden, fmt.Errorf("the admin API answers only over HTTPS on this server: use %s%s (pin the certificate fingerprint that pxeswarm serve printed, or curl --cacert <state_dir>/%s); a token sent here crossed the network in clear: if others share this network, replace it",
 				s.cfg.HTTPSURL, r.URL.Path, TLSCertFile))
+			return
+		}
+		if r.Header.Get("Authorization") == "" && s.console != nil && s.console.HasSession(r) {
+			if err := s.console.CheckChange(r); err != nil {
+				code := http.StatusForbidden
+				if errors.Is(err, console.ErrNoSession) {
+					code = http.StatusUnauthorized
+				}
+				s.log.Warn("http: console change refused", "path", r.URL.Path, "client", remoteIP(r), "origin", protocol.Clip(r.Header.Get("Origin"), 100), "err", err)
+				writeError(w, code, err)
+				return
+			}
+			if _, ok := s.store(w); !ok {
+				return
+			}
+			h(w, r)
 			return
 		}
 		if s.cfg.AdminToken == "" {

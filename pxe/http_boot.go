@@ -53,6 +53,9 @@ func (s *bootServer) routes() *http.ServeMux {
 	handle("POST", "/api/tasks", s.admin(s.serveCreateTasks))
 	handle("POST", "/api/tasks/{id}/cancel", s.admin(s.serveTaskTo(protocol.TaskCanceled)))
 	handle("POST", "/api/tasks/{id}/done", s.admin(s.serveTaskTo(protocol.TaskDone)))
+	if s.console != nil {
+		s.console.Register(handle)
+	}
 	// The catch-all "/" below would swallow wrong methods as 404; answer
 	// them 405 with Allow instead.
 	for path, methods := range allowed {

@@ -350,6 +350,8 @@ func (s *Site) httpConfig(key ed25519.PrivateKey, token string, store *Store, ca
 		Kernel: s.HTTP.Kernel, Initramfs: s.HTTP.Initramfs, Cmdline: s.HTTP.Cmdline,
 		Catalog: cat, ImageDirs: s.HTTP.ImageDirs, Trackers: []string{s.PublicURL + "/announce"}, Defaults: s.planDefaults(),
 		AdminToken: token, Tracker: tr.Handler(), Swarms: func() any { return tr.Stats() },
+		Console: HTTPConsole{Off: s.HTTP.Console == "off", PasswordHash: s.HTTP.ConsolePasswordHash,
+			OpenRoom: s.HTTP.ConsoleOpenRoom, SessionTTL: s.HTTP.ConsoleSession.Duration},
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+	"golang.org/x/crypto/bcrypt"
 
 	"github.com/pxeswarm/pxeswarm/imager"
 	"github.com/pxeswarm/pxeswarm/internal/bytesize"
@@ -102,6 +103,18 @@ type SiteHTTP struct {
 	// for is refused before any data is sent. Default
 	// <state_dir>/captures; "off" turns captures off.
 	CaptureDir string `toml:"capture_dir"`
+	// Console is "on" (default) to serve the web console on this port
+	// (HTTPS only when https_listen is set), or "off".
+	Console string `toml:"console"`
+	// ConsolePasswordHash, if set, is a bcrypt hash of a password that
+	// logs into the console besides the admin token (make one with
+	// `htpasswd -nbBC 12 "" 'password' | tr -d ':\n'`).
+	ConsolePasswordHash string `toml:"console_password_hash"`
+	// ConsoleOpenRoom shows the room page read-only to anyone on the
+	// network, without login; default false (every page needs login).
+	ConsoleOpenRoom bool `toml:"console_open_room"`
+	// ConsoleSession is how long a console login lasts; default "8h".
+	ConsoleSession duration `toml:"console_session"`
 }
 
 // SiteDHCP is the [dhcp] section.
@@ -367,6 +380,8 @@ func (s *Site) ApplyDefaults() {
 	h.Initramfs = cmp.Or(h.Initramfs, filepath.Join(s.StateDir, "boot", "initramfs"))
 	h.Cmdline = cmp.Or(h.Cmdline, "console=tty0 console=ttyS0,115200")
 	h.CaptureDir = cmp.Or(h.CaptureDir, filepath.Join(s.StateDir, "captures"))
+	h.Console = cmp.Or(h.Console, "on")
+	h.ConsoleSession.Duration = cmp.Or(h.ConsoleSession.Duration, 8*time.Hour)
 	// [dhcp]
 	d := &s.DHCP
 	d.Mode = cmp.Or(d.Mode, "proxy")
@@ -449,6 +464,17 @@ func (s *Site) Check() error {
 	}
 	if c := s.HTTP.CaptureDir; c != "off" && c != "" && !filepath.IsAbs(c) {
 		return bad("http.capture_dir", "%q: give an absolute folder, or \"off\"", c)
+	}
+	if c := s.HTTP.Console; c != "on" && c != "off" {
+		return bad("http.console", "%q: want on or off", c)
+	}
+	if s.HTTP.ConsoleSession.Duration < time.Minute || s.HTTP.ConsoleSession.Duration > 30*24*time.Hour {
+		return bad("http.console_session", "%v: want 1m to 720h", s.HTTP.ConsoleSession.Duration)
+	}
+	if h := s.HTTP.ConsolePasswordHash; h != "" {
+		if _, err := bcrypt.Cost([]byte(h)); err != nil {
+			return bad("http.console_password_hash", "not a bcrypt hash (%v): make one with htpasswd -nbBC 12 \"\" 'password' | tr -d ':\\n'", err)
+		}
 	}
 	for i, dir := range s.HTTP.ImageDirs {
 		if !filepath.IsAbs(dir) {

@@ -36,6 +36,8 @@ want partclone.ext4 partclone
 want mkfs.cramfs util-linux
 # The test OS image boots with systemd-boot under OVMF.
 [ -e /usr/lib/systemd/boot/efi/systemd-bootx64.efi ] || need+=(systemd-boot-efi)
+# The web console's browser test drives headless Chromium (chromedp).
+want chromium chromium
 # QEMU machines (software emulation): SeaBIOS with iPXE NIC ROMs, OVMF for
 # UEFI, and Debian's kernel for the terminals.
 want qemu-system-x86_64 qemu-system-x86

@@ -58,6 +58,7 @@ var Packages = map[string]string{
 	"ntfsclone":                         "ntfs-3g",
 	"partclone.ext4":                    "partclone",
 	"qemu-system-x86_64":                "qemu-system-x86",
+	"chromium":                          "chromium", // the console's browser test (chromedp)
 	"/usr/share/qemu/OVMF.fd":           "ovmf",
 	"/usr/lib/ipxe/undionly.kpxe":       "ipxe",
 	"/usr/lib/ipxe/ipxe.efi":            "ipxe",
