@@ -76,8 +76,10 @@
     return isNaN(d) ? String(t) : d.toLocaleString();
   }
 
+  // report is the last report on the machine's active task (none for a
+  // task that has not reported yet, or without a task).
   function report(m) {
-    return (m.task && m.task.last_report) || m.last_report || null;
+    return (m.task && m.task.last_report) || null;
   }
 
   function pct(rep) {
@@ -168,7 +170,7 @@
     c.pctText.textContent = m.task ? p.toFixed(0) + '%' : '';
     c.rate.textContent = rep && rep.rate_bps ? bytes(rep.rate_bps) + '/s' : '';
     c.peers.textContent = rep ? String(rep.peers || 0) : '';
-    c.error.textContent = (m.task && m.task.error) || (rep && rep.error) || '';
+    c.error.textContent = (m.task && m.task.error) || (rep && rep.error) || (m.last_report && m.last_report.error) || '';
     if (!loggedIn) return;
     const id = m.task ? m.task.id : '';
     if (c.actions.dataset.task !== id) {
@@ -367,13 +369,13 @@
           el('h2', {}, sw.name + ' '), el('p', {},
             sw.peers + ' peer(s), ' + sw.seeders + ' seeding. Machines got ' + bytes(down) + ': ' +
             bytes(upByMachines) + ' from each other, about ' + bytes(fromServer) + ' from the server.'),
-          el('table', {}, el('thead', {}, el('tr', {}, ...['Host', 'Machine', 'Downloaded', 'Uploaded', ''].map(h => el('th', {}, h)))),
+          el('table', {}, el('thead', {}, el('tr', {}, ...['Host', 'Machine', 'Downloaded', 'Uploaded', 'down (blue) / up (green)'].map(h => el('th', {}, h)))),
             el('tbody', {}, ...hosts.map(h => {
               const m = byIP.get(h.addr);
               return el('tr', { 'data-test': 'swarm-host' }, el('td', { class: 'mono' }, h.addr),
                 el('td', {}, m ? (m.name || m.mac) : '(not a machine: the server or another host)'),
                 el('td', {}, bytes(h.downloaded)), el('td', {}, bytes(h.uploaded)),
-                el('td', {}, el('meter', { max, value: h.downloaded, title: 'downloaded' }), el('meter', { max, value: h.uploaded, title: 'uploaded', class: 'up' })));
+                el('td', {}, el('progress', { max, value: h.downloaded, title: 'downloaded', class: 'down' }), el('progress', { max, value: h.uploaded, title: 'uploaded', class: 'up' })));
             }))));
       }));
       if (r.data.length === 0) box.replaceChildren(el('p', { class: 'muted' }, 'No image is published yet.'));
