@@ -118,12 +118,20 @@ func (s *Site) Start(ctx context.Context, log *slog.Logger) error {
 	log.Info(Ready, "url", s.PublicURL, "dhcp", s.DHCP.Mode, "interface", s.Interface,
 		"images", strings.Join(cat.Names(), ","), "auto", s.Plan.Auto,
 		"plan_key", filepath.Join(s.StateDir, "plan-key.pub"), "admin_token_file", s.tokenFile(),
-		"admin_url", cmp.Or(web.HTTPSURL, s.PublicURL), "https_fingerprint", fingerprint)
+		"admin_url", cmp.Or(web.HTTPSURL, s.PublicURL), "https_fingerprint", fingerprint, "console", s.consoleURL(web))
 	err = g.Wait()
 	if errors.Is(err, context.Canceled) {
 		return nil
 	}
 	return err
+}
+
+// consoleURL is where admins open the web console ("" when it is off).
+func (s *Site) consoleURL(web HTTPConfig) string {
+	if s.HTTP.Console == "off" {
+		return ""
+	}
+	return cmp.Or(web.HTTPSURL, s.PublicURL) + "/room"
 }
 
 // startDHCP runs DHCP (unless dhcp.mode is off) in g, and records in the

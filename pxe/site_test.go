@@ -88,6 +88,9 @@ func TestSiteErrors(t *testing.T) {
 		{"auto without dhcp", "[dhcp]\nmode = \"off\"\n[plan]\nauto = \"all\"" + img, "needs dhcp.mode full or proxy"},
 		{"reserve over pool", "interface = \"br0\"\n[dhcp]\nmode = \"full\"\npool_start = \"198.18.0.10\"\npool_end = \"198.18.0.19\"\npool_reserve = 11" + img, "dhcp.pool_reserve"},
 		{"max machines", "interface = \"br0\"\nmax_machines = -1" + img, "max_machines"},
+		{"bad console", "interface = \"br0\"\n[http]\nconsole = \"yes\"" + img, "http.console"},
+		{"short console session", "interface = \"br0\"\n[http]\nconsole_session = \"10s\"" + img, "http.console_session"},
+		{"console password not hashed", "interface = \"br0\"\n[http]\nconsole_password_hash = \"hunter2\"" + img, "not a bcrypt hash"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

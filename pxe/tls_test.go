@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -174,6 +175,47 @@ func TestServeHTTPS(t *testing.T) {
 	var ct CreatedTasks
 	if err != nil || code != http.StatusCreated || json.Unmarshal([]byte(msg), &ct) != nil || len(ct.Tasks) != 1 {
 		t.Fatalf("POST /api/tasks over HTTPS, pinned = %d %q, %v; want 201 with one task", code, msg, err)
+	}
+	// The console lives on HTTPS: a page over plain HTTP redirects there
+	// (with or without a session cookie), and a login over TLS sets a
+	// Secure __Host- cookie that opens the pages over TLS.
+	noRedirect := func(c *http.Client) *http.Client {
+		c2 := *c
+		c2.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+		return &c2
+	}
+	if resp, err := noRedirect(plain).Get(s.PublicURL + "/room"); err != nil || resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != httpsURL+"/room" {
+		t.Errorf("GET /room over plain HTTP = %v %v, want 303 to %s/room", resp, err, httpsURL)
+	} else {
+		resp.Body.Close()
+	}
+	resp, err := noRedirect(tc).PostForm(httpsURL+"/login", url.Values{"secret": {token}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	var sess *http.Cookie
+	for _, c := range resp.Cookies() {
+		sess = c
+	}
+	if resp.StatusCode != http.StatusSeeOther || sess == nil || sess.Name != "__Host-pxeswarm_session" || !sess.Secure || !sess.HttpOnly || sess.SameSite != http.SameSiteStrictMode {
+		t.Errorf("console login over HTTPS = %d, cookie %+v; want 303 and a Secure HttpOnly SameSite=Strict __Host- cookie", resp.StatusCode, sess)
+	} else {
+		for _, tr := range []struct {
+			c    *http.Client
+			base string
+			name string
+			want int
+		}{{tc, httpsURL, sess.Name, http.StatusOK}, {plain, s.PublicURL, "pxeswarm_session", http.StatusSeeOther}} {
+			req, _ := http.NewRequest("GET", tr.base+"/tasks", nil)
+			req.AddCookie(&http.Cookie{Name: tr.name, Value: sess.Value})
+			resp, err := noRedirect(tr.c).Do(req)
+			if err != nil || resp.StatusCode != tr.want {
+				t.Errorf("GET %s/tasks with the HTTPS session as %s = %v %v, want %d", tr.base, tr.name, resp, err, tr.want)
+			} else {
+				resp.Body.Close()
+			}
+		}
 	}
 	// Another pin: the handshake fails, the token is never sent.
 	otherPin, _ := PinnedTLS(strings.Repeat("00:", 31) + "00")
