@@ -8,7 +8,7 @@ BIN     := bin/pxeswarm
 FUZZTIME ?= 30000x
 export CGO_ENABLED := 0
 
-.PHONY: all build deps demo demo-capture demo-local test unit fuzz bench bench-quick bench-hash bench-mktorrent clean
+.PHONY: all build deps demo demo-capture demo-local test unit test-console fuzz bench bench-quick bench-hash bench-mktorrent clean
 
 all: build
 
@@ -39,6 +39,11 @@ test: deps unit fuzz bench-quick
 unit:
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 45m ./...
+
+# The web console alone: its access tests and the headless-Chromium test
+# (part of unit), keeping the pages' screenshots in bin/screenshots.
+test-console: deps
+	PXESWARM_SCREENSHOTS=$(CURDIR)/bin/screenshots $(GO) test -count=1 -run 'TestConsole' ./pxe/
 
 # Every fuzz target runs briefly (30000 inputs); FUZZTIME=1000000x for a
 # longer search. Each
