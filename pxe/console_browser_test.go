@@ -31,7 +31,7 @@ const ScreenshotsEnv = "PXESWARM_SCREENSHOTS"
 // TestConsoleBrowser drives the console in real headless Chromium: it
 // logs in, watches three machines' progress bars move as fake agents
 // report, starts a deploy for a group, cancels one machine's task,
-// presses wake, opens every page and checks its screenshot is not
+// presses wake, retries the canceled task, opens every page and checks its screenshot is not
 // blank; then a page of another origin, with the session cookie in the
 // browser, tries to cancel a task and fails, and after logout the
 // console's own page can change nothing.
@@ -200,9 +200,19 @@ func TestConsoleBrowser(t *testing.T) {
 	wait("wake answered", `/Wake/.test(document.querySelector('[data-test=flash]').textContent)`)
 	shot("room-after")
 
+	// Retry pc-01's canceled task from the tasks page: a new pending task
+	// with the same image.
+	run("retry pc-01", chromedp.Navigate(base+"/tasks"),
+		chromedp.WaitVisible(chromedp.CSS(`tr[data-task="`+active[room[0].MAC].ID+`"] [data-test=retry-task]`)),
+		chromedp.Click(chromedp.CSS(`tr[data-task="`+active[room[0].MAC].ID+`"] [data-test=retry-task]`)))
+	wait("pc-01 pending again", `document.querySelectorAll('[data-test=task-row][data-mac="52:54:00:12:00:01"][data-state=pending]').length === 1`)
+	if task, ok, _ := f.store.ActiveTask(room[0].MAC); !ok || task.State != protocol.TaskPending || task.Image != "demo" || task.ID == active[room[0].MAC].ID {
+		t.Errorf("pc-01 after Retry: active task %+v (%v), want a new pending task for demo", task, ok)
+	}
+
 	// The other pages load and show what they should.
 	run("machine page", chromedp.Navigate(base+"/machine/52:54:00:12:00:01"), chromedp.WaitReady(chromedp.CSS(`body[data-ready=true]`)))
-	wait("history", `document.querySelectorAll('[data-test=history-row]').length === 2`)
+	wait("history", `document.querySelectorAll('[data-test=history-row]').length === 3`)
 	shot("machine")
 	run("images page", chromedp.Navigate(base+"/images"), chromedp.WaitVisible(chromedp.CSS(`[data-test=image-row][data-name=demo]`)))
 	shot("images")

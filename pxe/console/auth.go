@@ -105,7 +105,12 @@ func cookieValue(r *http.Request) string {
 // get returns the request's session if it has a valid, unexpired one
 // made over the same kind of connection.
 func (s *sessions) get(r *http.Request) (*session, bool) {
-	v := cookieValue(r)
+	return s.lookup(cookieValue(r), r.TLS != nil)
+}
+
+// lookup finds the session of cookie value v for a connection over TLS
+// (or not).
+func (s *sessions) lookup(v string, tls bool) (*session, bool) {
 	if len(v) != 64 {
 		return nil, false
 	}
@@ -120,7 +125,7 @@ func (s *sessions) get(r *http.Request) (*session, bool) {
 		delete(s.m, k)
 		return nil, false
 	}
-	if sess.tls != (r.TLS != nil) {
+	if sess.tls != tls {
 		return nil, false
 	}
 	return sess, true
@@ -174,11 +179,18 @@ func (c *Console) serveLoginPage(w http.ResponseWriter, r *http.Request) {
 	c.render(w, http.StatusOK, "login", pageData{Page: "login", Next: safeNext(r.URL.Query().Get("next"))})
 }
 
-// safeNext keeps a post-login redirect on this server: a local path, not
-// "//host" or "/\host" (which browsers read as another host).
+// safeNext keeps a post-login redirect on this server: a local path of
+// printable ASCII, not "//host" or "/\host" (which browsers read as
+// another host; they also drop tabs and line breaks, so "/<tab>/host"
+// would be one too, and a backslash anywhere is refused).
 func safeNext(next string) string {
-	if !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || strings.HasPrefix(next, "/\\") || strings.ContainsAny(next, "\r\n") {
+	if !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || strings.Contains(next, `\`) || len(next) > 2048 {
 		return "/room"
+	}
+	for _, c := range next {
+		if c <= ' ' || c >= 0x7f {
+			return "/room"
+		}
 	}
 	return next
 }
