@@ -111,7 +111,10 @@
   async function deploy(target, image, extra) {
     const r = await api('POST', '/api/tasks', Object.assign({ image }, target, extra || {}));
     if (r.status === 201) {
-      flash('Started ' + r.data.tasks.length + ' task(s).');
+      let msg = 'Started ' + r.data.tasks.length + ' task(s).';
+      if (r.data.sent) msg += ' Wake-on-LAN sent to ' + r.data.sent.length + ' address(es).';
+      if (r.data.wake_error) msg += ' Wake: ' + r.data.wake_error;
+      flash(msg, !!r.data.wake_error);
       return true;
     }
     flash('Deploy failed: ' + errText(r), true);
@@ -402,9 +405,14 @@
       }
       const list = Array.isArray(r.data) ? r.data : (r.data && Array.isArray(r.data.schedules) ? r.data.schedules : []);
       table.querySelector('tbody').replaceChildren(...list.map(s => {
-        const what = [s.group ? 'group ' + s.group : '', (s.macs || []).join(' '), s.wake ? 'wake' : '', s.image ? 'deploy ' + s.image : '', s.after || ''].filter(x => x).join(', ');
+        const what = [s.group ? 'group ' + s.group : '', (s.macs || []).join(' '), s.wake ? 'wake' : '', s.image ? 'deploy ' + s.image : '', s.after ? 'then ' + s.after : ''].filter(x => x).join(', ');
+        const whenText = s.weekly ? 'every ' + s.weekly + (s.next ? ' (next ' + when(s.next) + ')' : '') : when(s.at) + (s.next ? '' : ' (done)');
+        const runs = s.runs || [];
+        const last = runs.length ? runs[runs.length - 1] : null;
+        const lastText = !last ? '' : last.missed ? 'missed ' + when(last.due) :
+          last.error ? 'failed: ' + last.error : when(last.ran) + ': ' + (last.tasks || []).length + ' task(s)' + ((last.skipped || []).length ? ', skipped ' + last.skipped.join('; ') : '');
         return el('tr', { 'data-test': 'schedule-row', 'data-id': s.id },
-          el('td', { class: 'mono' }, s.id), el('td', {}, when(s.at || s.when || s.next)), el('td', {}, what), el('td', {}, s.state || ''),
+          el('td', { class: 'mono' }, s.id), el('td', {}, s.name || ''), el('td', {}, whenText), el('td', {}, what), el('td', {}, lastText),
           el('td', {}, el('button', {
             'data-test': 'cancel-schedule', onclick: async () => {
               const d = await api('DELETE', '/api/schedules/' + encodeURIComponent(s.id));
@@ -418,7 +426,12 @@
     document.getElementById('schedule-form').addEventListener('submit', async ev => {
       ev.preventDefault();
       const f = ev.target;
-      const body = { at: new Date(f.at.value).toISOString(), group: f.group.value, image: f.image.value, wake: f.wake.checked, after: f.after.value };
+      const body = { group: f.group.value, image: f.image.value, wake: f.wake.checked, after: f.after.value };
+      const name = f.elements.namedItem('name').value;
+      if (name) body.name = name;
+      if (f.weekly.value) body.weekly = f.weekly.value;
+      else if (f.at.value) body.at = new Date(f.at.value).toISOString();
+      else { flash('Give a time (once) or a weekly rule such as "fri 22:00".', true); return; }
       const r = await api('POST', '/api/schedules', body);
       if (r.status === 200 || r.status === 201) flash('Schedule added.');
       else flash('Adding the schedule failed: ' + errText(r), true);
