@@ -160,6 +160,13 @@ func TestServeComposes(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, b
 	}
+	// The console is served, behind its login, and the ready line names it.
+	if code, page := get("/room"); code != 200 || !strings.Contains(string(page), `data-test="login-form"`) {
+		t.Errorf("GET /room (following the redirect) = %d, want the login page:\n%s", code, page)
+	}
+	if !strings.Contains(logs.String(), "console="+base+"/room") {
+		t.Errorf("the ready line does not name the console %s/room", base)
+	}
 	const mac = "52:54:00:aa:00:01"
 	req, _ := http.NewRequest("POST", base+"/api/tasks", strings.NewReader(`{"mac": "`+mac+`", "image": "lab"}`))
 	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(token)))
