@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/crypto/bcrypt"
+
 	"github.com/pxeswarm/pxeswarm/protocol"
 )
 
@@ -255,5 +257,32 @@ func TestConsoleOpenRoom(t *testing.T) {
 	}
 	if resp, _ := c.do("POST", "/api/tasks", `{"mac": "`+macA+`", "image": "demo"}`, "Origin", base); resp.StatusCode != http.StatusUnauthorized {
 		t.Errorf("POST /api/tasks with an open room and no session = %d, want 401", resp.StatusCode)
+	}
+}
+
+// TestConsolePassword: a site password set as a bcrypt hash (htpasswd
+// writes $2y$) logs in besides the admin token; a wrong one does not.
+func TestConsolePassword(t *testing.T) {
+	hash, err := bcrypt.GenerateFromPassword([]byte("correct horse battery"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newFixture(t, func(c *HTTPConfig) {
+		c.Console.PasswordHash = strings.Replace(string(hash), "$2a$", "$2y$", 1)
+	})
+	base := serveLocal(t, f.cfg)
+	for _, tt := range []struct {
+		secret string
+		want   int
+	}{{"correct horse battery", http.StatusSeeOther}, {"correct horse batterz", http.StatusUnauthorized}, {testToken, http.StatusSeeOther}, {"", http.StatusUnauthorized}} {
+		c := &consoleClient{t: t, base: base}
+		if resp := c.login(tt.secret); resp.StatusCode != tt.want || (c.cookie != nil) != (tt.want == http.StatusSeeOther) {
+			t.Errorf("login with %q = %d (cookie %v), want %d", tt.secret, resp.StatusCode, c.cookie != nil, tt.want)
+		}
+	}
+	// A config whose hash is not bcrypt is refused before serving.
+	f.cfg.Console.PasswordHash = "hunter2"
+	if _, err := f.cfg.Handler(); err == nil || !strings.Contains(err.Error(), "bcrypt") {
+		t.Errorf("HTTPConfig with a plain password as its hash: %v, want an error naming bcrypt", err)
 	}
 }
