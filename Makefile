@@ -53,8 +53,8 @@ test-console: deps
 # kernel module indexes, resume state files, the peer-wire messages
 # that drive the seeder's reveal schedule and the leecher's reveal
 # rewrite, the server's torrent cache, and the filesystems a used map
-# reads (ext, FAT, NTFS, swap), a capture's manifest, and a report's
-# machine inventory.
+# reads (ext, FAT, NTFS, swap), a capture's manifest, a report's
+# machine inventory, and the console's post-login redirect.
 FUZZ_TARGETS := imager:FuzzLoad tracker:FuzzParseAnnounce protocol:FuzzVerify pxe:FuzzParseSite \
 	pxe/dhcp:FuzzFull pxe/dhcp:FuzzProxy pxe/dhcp:FuzzLeaseFile pxe/dhcp:FuzzLeaseJournal pxe:FuzzStatusAPI pxe:FuzzAdminAPI \
 	partition:FuzzReadTable initramfs:FuzzParseCmdline initramfs:FuzzParseStickConfig \
@@ -62,7 +62,7 @@ FUZZ_TARGETS := imager:FuzzLoad tracker:FuzzParseAnnounce protocol:FuzzVerify px
 	imager:FuzzLoadState imager:FuzzSchedule pxe:FuzzTFTPName pxe:FuzzGetRoutes \
 	imager:FuzzLeecherReveal pxe/catalog:FuzzTorrentCache \
 	usedmap:FuzzExt usedmap:FuzzFAT usedmap:FuzzNTFS usedmap:FuzzDetect \
-	protocol:FuzzParseManifest protocol:FuzzInventory
+	protocol:FuzzParseManifest protocol:FuzzInventory pxe/console:FuzzSafeNext
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; fn=$${t#*:}; echo "fuzz $$pkg $$fn"; \

@@ -1,6 +1,8 @@
 package console
 
 import (
+	"net/url"
+	"strings"
 	"testing"
 	"time"
 )
@@ -80,4 +82,29 @@ func TestSessionsExpireAndBound(t *testing.T) {
 	if _, ok := s.lookup(id, false); ok {
 		t.Error("a session is valid past its TTL")
 	}
+}
+
+// FuzzSafeNext: whatever a login form's next says, the redirect stays a
+// local path a browser cannot read as another host.
+func FuzzSafeNext(f *testing.F) {
+	for _, s := range []string{"/tasks", "//x", "/\\x", "/\t/x", "https://x/", "/room?next=//x"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, next string) {
+		got := safeNext(next)
+		if got != "/room" && got != next {
+			t.Fatalf("safeNext(%q) = %q: neither the input nor /room", next, got)
+		}
+		if !strings.HasPrefix(got, "/") || strings.HasPrefix(got, "//") || strings.Contains(got, `\`) {
+			t.Fatalf("safeNext(%q) = %q: not a local path", next, got)
+		}
+		for _, c := range got {
+			if c <= ' ' || c >= 0x7f {
+				t.Fatalf("safeNext(%q) = %q: has %q, which browsers drop or read differently", next, got, c)
+			}
+		}
+		if u, err := url.Parse(got); err == nil && (u.Host != "" || u.Scheme != "") {
+			t.Fatalf("safeNext(%q) = %q parses with host %q scheme %q", next, got, u.Host, u.Scheme)
+		}
+	})
 }
