@@ -213,6 +213,17 @@ func TestConsoleBrowser(t *testing.T) {
 	// The other pages load and show what they should.
 	run("machine page", chromedp.Navigate(base+"/machine/52:54:00:12:00:01"), chromedp.WaitReady(chromedp.CSS(`body[data-ready=true]`)))
 	wait("history", `document.querySelectorAll('[data-test=history-row]').length === 3`)
+	// The inventory the agent reported, its markup shown as text.
+	wait("inventory", `document.querySelector('[data-test=inventory]').textContent.includes('virtio_net')`)
+	inv := text(`[data-test=inventory]`)
+	for _, want := range []string{"QEMU", "Standard PC (i440FX + PIIX, 1996)", "2 cores", "2.0 GiB", "8.0 GiB", "<img src=x onerror=", "1000 Mb/s", "disabled"} {
+		if !strings.Contains(inv, want) {
+			t.Errorf("inventory on the machine page lacks %q:\n%s", want, inv)
+		}
+	}
+	if n, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll('#inventory img').length`)); err != nil || n != 0 {
+		t.Errorf("the inventory's markup became %d element(s) (%v), want none", n, err)
+	}
 	shot("machine")
 	run("images page", chromedp.Navigate(base+"/images"), chromedp.WaitVisible(chromedp.CSS(`[data-test=image-row][data-name=demo]`)))
 	shot("images")
@@ -287,6 +298,14 @@ func checkNotBlank(t *testing.T, name string, b []byte) {
 	}
 }
 
+// consoleInventory is what the fake agents report they found. The disk
+// model is markup: the console must show it as text.
+const consoleInventory = `{"system": {"vendor": "QEMU", "product": "Standard PC (i440FX + PIIX, 1996)", "serial": "S-0001"},
+ "cpu": {"model": "QEMU Virtual CPU version 2.5+", "cores": 2, "threads": 2}, "memory_bytes": 2147483648,
+ "disks": [{"name": "vda", "model": "<img src=x onerror=document.title='pwned'>", "size_bytes": 8589934592, "bus": "virtio"}],
+ "nics": [{"name": "eth0", "driver": "virtio_net", "mac": "52:54:00:12:00:01", "speed_mbps": 1000}],
+ "firmware": "bios", "secure_boot": "disabled"}`
+
 // agents is the fake agents' reporting loop.
 type agents struct {
 	cancel context.CancelFunc
@@ -319,8 +338,12 @@ func fakeAgents(t *testing.T, base string, f *fixture, tasks map[string]Task) *a
 				if n > 0 {
 					phase, done = "imaging", min(total, done+speed)
 				}
-				body := fmt.Sprintf(`{"task_id": %q, "phase": %q, "bytes_done": %d, "bytes_total": %d, "rate_bps": %d, "peers": %d}`,
-					task.ID, phase, done, total, speed*5, 2+i)
+				inv := ""
+				if n == 0 {
+					inv = `, "inventory": ` + consoleInventory
+				}
+				body := fmt.Sprintf(`{"task_id": %q, "phase": %q, "bytes_done": %d, "bytes_total": %d, "rate_bps": %d, "peers": %d%s}`,
+					task.ID, phase, done, total, speed*5, 2+i, inv)
 				req, _ := http.NewRequestWithContext(ctx, "POST", base+"/api/report/"+mac, strings.NewReader(body))
 				req.Header.Set("Authorization", "Bearer "+tok)
 				req.Header.Set("Content-Type", "application/json")

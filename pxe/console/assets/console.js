@@ -250,15 +250,20 @@
   }
 
   // ---- machine ----
-  function renderValue(v) {
-    if (v === null || v === undefined) return '';
-    if (Array.isArray(v)) return el('ul', {}, ...v.map(x => el('li', {}, renderValue(x))));
-    if (typeof v === 'object') {
-      const dl = el('dl');
-      for (const [k, x] of Object.entries(v)) dl.append(el('dt', {}, k), el('dd', {}, renderValue(x)));
-      return dl;
-    }
-    return String(v);
+  // renderInventory shows what the agent found (protocol.Inventory).
+  function renderInventory(inv) {
+    const sys = inv.system || {}, cpu = inv.cpu || {};
+    const join = (...xs) => xs.filter(x => x).join(' ');
+    const rows = [['Vendor', sys.vendor], ['Model', sys.product], ['Serial', sys.serial],
+      ['Board', join(sys.board_vendor, sys.board_name)], ['BIOS', join(sys.bios_vendor, sys.bios_version, sys.bios_date)],
+      ['CPU', join(cpu.model, cpu.cores ? cpu.cores + ' cores' : '', cpu.threads ? cpu.threads + ' threads' : '')],
+      ['Memory', inv.memory_bytes ? bytes(inv.memory_bytes) : ''], ['Firmware', inv.firmware], ['Secure Boot', inv.secure_boot || 'unknown']];
+    const table = (head, list, row) => el('table', {}, el('thead', {}, el('tr', {}, ...head.map(h => el('th', {}, h)))),
+      el('tbody', {}, ...list.map(x => el('tr', {}, ...row(x).map(v => el('td', {}, v === undefined ? '' : v))))));
+    return el('div', {},
+      el('dl', { 'data-test': 'inventory-system' }, ...rows.filter(([, v]) => v).flatMap(([k, v]) => [el('dt', {}, k), el('dd', {}, v)])),
+      el('h3', {}, 'Disks'), table(['Name', 'Model', 'Size', 'Bus'], inv.disks || [], d => [d.name, d.model, bytes(d.size_bytes), d.bus]),
+      el('h3', {}, 'Network'), table(['Name', 'Driver', 'MAC', 'Speed'], inv.nics || [], n => [n.name, n.driver, n.mac, n.speed_mbps ? n.speed_mbps + ' Mb/s' : '']));
   }
 
   async function machine() {
@@ -275,7 +280,10 @@
       const rows = [['Group', m.group], ['IP', m.ip], ['Firmware', m.arch], ['First seen', when(m.first_seen)], ['Last seen', when(m.last_seen)],
         ['Active task', m.task ? m.task.id + ' (' + m.task.state + ')' : 'none']];
       info.replaceChildren(...rows.flatMap(([k, v]) => [el('dt', {}, k), el('dd', {}, v || '')]));
-      if (m.inventory) document.getElementById('inventory').replaceChildren(renderValue(m.inventory));
+      if (m.inventory) {
+        document.getElementById('inventory').replaceChildren(renderInventory(m.inventory),
+          el('p', { class: 'muted' }, m.inventory_at ? 'Reported ' + when(m.inventory_at) + '.' : ''));
+      }
     }
     const t = await api('GET', '/api/tasks?mac=' + encodeURIComponent(mac));
     const tasks = t.status === 200 && Array.isArray(t.data) ? t.data.slice().reverse() : [];
