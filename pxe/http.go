@@ -114,6 +114,12 @@ type HTTPConfig struct {
 	// Swarms, if set, answers GET /api/swarms (for example the tracker's
 	// Stats).
 	Swarms func() any
+	// Wake, if set, sends Wake-on-LAN packets (POST /api/wake, and POST
+	// /api/tasks with "wake"); nil: those answer 503.
+	Wake *Waker
+	// Scheduler, if set, serves /api/schedules (schedules live in Store;
+	// it fires them); nil: those routes answer 503.
+	Scheduler *Scheduler
 	// MaxBody bounds request bodies; 0 means DefaultMaxBody.
 	MaxBody int64
 	// MaxConns caps the connections served at once; 0 means
