@@ -60,7 +60,7 @@ type Site struct {
 	// Wake and Schedule: Wake-on-LAN and timed tasks (site_wake.go).
 	Wake     SiteWake     `toml:"wake"`
 	Schedule SiteSchedule `toml:"schedule"`
-	Images  []SiteImage `toml:"image"`
+	Images   []SiteImage  `toml:"image"`
 	// Machines are the known terminals, with names and groups (a room).
 	Machines []SiteMachine `toml:"machine"`
 }
