@@ -57,12 +57,13 @@ type Site struct {
 	Tracker SiteTracker `toml:"tracker"`
 	Seed    SiteSeed    `toml:"seed"`
 	Plan    SitePlan    `toml:"plan"`
+	Images  []SiteImage `toml:"image"`
+	// Machines are the known terminals, with names and groups (a room).
+	Machines []SiteMachine `toml:"machine"`
+
 	// Wake and Schedule: Wake-on-LAN and timed tasks (site_wake.go).
 	Wake     SiteWake     `toml:"wake"`
 	Schedule SiteSchedule `toml:"schedule"`
-	Images   []SiteImage  `toml:"image"`
-	// Machines are the known terminals, with names and groups (a room).
-	Machines []SiteMachine `toml:"machine"`
 }
 
 // SiteHTTP is the [http] section.
