@@ -230,7 +230,7 @@ func TestWakeAPI(t *testing.T) {
 	var waker *Waker
 	f := newFixture(t, func(c *HTTPConfig) {
 		var err error
-		waker, err = NewWaker(t.Context(), WakeConfig{Send: wc, Every: 200 * time.Millisecond, Retries: 3, Store: c.Store}, testlog.New(t))
+		waker, err = NewWaker(t.Context(), WakeConfig{Send: wc, Every: 200 * time.Millisecond, Retries: 10, Store: c.Store}, testlog.New(t))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -269,7 +269,7 @@ func TestWakeAPI(t *testing.T) {
 	wantJSONError(t, "wake of a bad MAC", f.admin("POST", "/api/wake", `{"macs": ["nope"]}`), 400, "")
 
 	// Wake and deploy: the task exists, packets go, and they go again
-	// (every 200ms here) until the machine is seen.
+	// (every 200ms here, up to 10 times) until the machine is seen.
 	w = f.admin("POST", "/api/tasks", `{"mac": "`+macB+`", "image": "demo", "wake": true}`)
 	var ct CreatedTasks
 	if w.Code != 201 || json.Unmarshal(w.Body.Bytes(), &ct) != nil || len(ct.Tasks) != 1 || len(ct.Sent) != 1 {
@@ -288,8 +288,8 @@ func TestWakeAPI(t *testing.T) {
 	if after != before {
 		t.Errorf("packets for %s went on after it was seen: %d then %d", macB, before, after)
 	}
-	if before > 4 {
-		t.Errorf("%d packets for %s: more than 1 + 3 retries", before, macB)
+	if before > 11 {
+		t.Errorf("%d packets for %s: more than 1 + 10 retries", before, macB)
 	}
 }
 

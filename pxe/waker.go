@@ -97,7 +97,7 @@ func (w *Waker) Wake(macs []string) ([]wake.Sent, error) {
 // the background for those whose task is still pending and that have not
 // been seen since.
 func (w *Waker) WakeTasks(tasks []Task) ([]wake.Sent, error) {
-	since := time.Now().UTC()
+	since := w.cfg.Store.now() // the clock LastSeen is written with
 	macs := make([]string, 0, len(tasks))
 	ids := map[string]string{}
 	for _, t := range tasks {
