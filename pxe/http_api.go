@@ -116,6 +116,8 @@ type Status struct {
 	Images   []ImageStatus              `json:"images"`
 	AdminAPI bool                       `json:"admin_api"` // an admin token is set
 	Tracker  bool                       `json:"tracker"`   // the tracker shares this port
+	// Wake: Wake-on-LAN is on (POST /api/wake and "wake" answer).
+	Wake bool `json:"wake"`
 	// Captures are the server's captures, newest first (none when
 	// captures are off).
 	Captures []protocol.CaptureState `json:"captures,omitempty"`
@@ -125,7 +127,7 @@ func (s *bootServer) serveStatus(w http.ResponseWriter, r *http.Request) {
 	st := Status{
 		Version: version.String(), Uptime: time.Since(s.started).Round(time.Second).String(),
 		Tasks: map[protocol.TaskState]int{}, Images: []ImageStatus{},
-		AdminAPI: s.cfg.AdminToken != "", Tracker: s.cfg.Tracker != nil,
+		AdminAPI: s.cfg.AdminToken != "", Tracker: s.cfg.Tracker != nil, Wake: s.cfg.Wake != nil,
 	}
 	st.Images = s.imageStatuses()
 	if s.cfg.Captures != nil {

@@ -251,6 +251,9 @@ func TestWakeAPI(t *testing.T) {
 	if got := packets(300 * time.Millisecond); len(got) != 0 {
 		t.Fatalf("requests without the token sent %d magic packets", len(got))
 	}
+	if w := f.do("GET", "/api/status", ""); !strings.Contains(w.Body.String(), `"wake": true`) {
+		t.Errorf("GET /api/status does not say wake is on: %s", w.Body)
+	}
 	if scs, _ := f.store.Schedules(); len(scs) != 0 {
 		t.Fatalf("requests without the token made schedules: %+v", scs)
 	}
