@@ -21,13 +21,17 @@ type adminClient struct {
 	http        *http.Client
 }
 
-// adminFlags adds --server, --token-file and --fingerprint to fs.
-func adminFlags(fs *flagSet) func() (*adminClient, error) {
+// adminFlags adds --server, --token-file and --fingerprint to fs. With
+// tokenOptional (a read route) a missing token file is no error.
+func adminFlags(fs *flagSet, tokenOptional ...bool) func() (*adminClient, error) {
 	server := fs.String("server", "http://127.0.0.1:8080", "the boot server's URL; its admin URL (https://…) when it serves the admin API over HTTPS")
 	tokenFile := fs.String("token-file", "/var/lib/pxeswarm/admin-token", "file holding the server's admin token (<state_dir>/admin-token on the server)")
 	fingerprint := fs.String("fingerprint", "", "with an https:// --server: trust exactly the certificate of this SHA-256 fingerprint (pxeswarm serve logs it as https_fingerprint=)")
 	return func() (*adminClient, error) {
 		tok, err := os.ReadFile(*tokenFile)
+		if err != nil && len(tokenOptional) > 0 && tokenOptional[0] && os.IsNotExist(err) {
+			tok, err = nil, nil
+		}
 		if err != nil {
 			return nil, fmt.Errorf("admin token: %w (copy <state_dir>/admin-token from the server and name it with --token-file)", err)
 		}
@@ -59,7 +63,9 @@ func (c *adminClient) call(ctx context.Context, method, path string, body, out a
 	if err != nil {
 		return fmt.Errorf("--server %q: %w", c.base, err)
 	}
-	req.Header.Set("Authorization", "Bearer "+c.token)
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := c.http.Do(req)
 	if err != nil {
@@ -220,9 +226,10 @@ When:
 
 func runScheduleList(ctx context.Context, args []string) error {
 	fs := newFlagSet("schedule list", "[--server URL] [--token-file FILE]", `
-List the schedules: when each fires next, for whom, and its last run.`)
+List the schedules: when each fires next, for whom, and its last run. This
+reads the server's read API: no token is needed.`)
 	fs.section("server")
-	client := adminFlags(fs)
+	client := adminFlags(fs, true)
 	if err := fs.parse(args); err != nil {
 		return err
 	}

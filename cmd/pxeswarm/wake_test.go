@@ -98,7 +98,7 @@ group = "room-101"
 		"--image", "lab", "--wake", "--after", "poweroff", "--name", "room 101 friday"); err != nil || !strings.Contains(out, "schedule s1: next Fri") {
 		t.Fatalf("schedule add: %v\n%s", err, out)
 	}
-	if out, err := run("schedule", "list", "--server", url, "--token-file", token); err != nil ||
+	if out, err := run("schedule", "list", "--server", url, "--token-file", filepath.Join(dir, "none")); err != nil ||
 		!strings.Contains(out, "s1") || !strings.Contains(out, "fri 22:00") || !strings.Contains(out, "room-101") {
 		t.Fatalf("schedule list: %v\n%s", err, out)
 	}
