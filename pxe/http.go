@@ -115,10 +115,10 @@ type HTTPConfig struct {
 	// Stats).
 	Swarms func() any
 	// Wake, if set, sends Wake-on-LAN packets (POST /api/wake, and POST
-	// /api/tasks with "wake"); nil: those answer 503.
+	// /api/tasks with "wake"); nil: those answer 403.
 	Wake *Waker
 	// Scheduler, if set, serves /api/schedules (schedules live in Store;
-	// it fires them); nil: those routes answer 503.
+	// it fires them); nil: its POST and DELETE answer 403.
 	Scheduler *Scheduler
 	// MaxBody bounds request bodies; 0 means DefaultMaxBody.
 	MaxBody int64

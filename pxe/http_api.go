@@ -288,7 +288,7 @@ func (s *bootServer) serveCreateTasks(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if req.Wake && s.cfg.Wake == nil {
-		writeError(w, http.StatusServiceUnavailable, fmt.Errorf("%w; no task was created", ErrWakeOff))
+		writeError(w, http.StatusForbidden, fmt.Errorf("%w; no task was created", ErrWakeOff))
 		return
 	}
 	var macs []string

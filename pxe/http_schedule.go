@@ -69,7 +69,7 @@ func (s *bootServer) targetMACs(w http.ResponseWriter, list []string, group stri
 // task and no retries.
 func (s *bootServer) serveWake(w http.ResponseWriter, r *http.Request) {
 	if s.cfg.Wake == nil {
-		writeError(w, http.StatusServiceUnavailable, ErrWakeOff)
+		writeError(w, http.StatusForbidden, ErrWakeOff)
 		return
 	}
 	var req WakeRequest
@@ -111,7 +111,7 @@ const maxScheduleAhead = 366 * 24 * time.Hour
 
 func (s *bootServer) scheduler(w http.ResponseWriter) (*Scheduler, bool) {
 	if s.cfg.Scheduler == nil {
-		writeError(w, http.StatusServiceUnavailable, errors.New("this server runs without a scheduler: schedules are off"))
+		writeError(w, http.StatusForbidden, errors.New("this server runs without a scheduler: schedules are off"))
 		return nil, false
 	}
 	return s.cfg.Scheduler, true
@@ -208,7 +208,7 @@ func (s *bootServer) serveCreateSchedule(w http.ResponseWriter, r *http.Request)
 	}
 	sc.TaskSettings = set
 	if req.Wake && s.cfg.Wake == nil {
-		writeError(w, http.StatusServiceUnavailable, fmt.Errorf("%w; the schedule was not created", ErrWakeOff))
+		writeError(w, http.StatusForbidden, fmt.Errorf("%w; the schedule was not created", ErrWakeOff))
 		return
 	}
 	sc, err = s.cfg.Store.AddSchedule(sc)
