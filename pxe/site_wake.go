@@ -121,7 +121,19 @@ func (s *Site) startWake(ctx context.Context, log *slog.Logger, store *Store, ca
 	} else {
 		wlog.Info("wake: off (no interface and no wake.broadcasts)")
 	}
-	loc, _ := time.LoadLocation(s.Schedule.TimeZone) // checked
-	sch := NewScheduler(ScheduleConfig{Store: store, Catalog: cat, Grace: s.Schedule.Grace.Duration, Location: loc, Wake: waker})
+	sch := NewScheduler(ScheduleConfig{Store: store, Catalog: cat, Grace: s.Schedule.Grace.Duration, Location: s.scheduleLocation(), Wake: waker})
 	return waker, sch, nil
+}
+
+// scheduleLocation is schedule.time_zone, or the server's local zone.
+// (time.LoadLocation("") would be UTC.)
+func (s *Site) scheduleLocation() *time.Location {
+	if s.Schedule.TimeZone == "" {
+		return time.Local
+	}
+	loc, err := time.LoadLocation(s.Schedule.TimeZone)
+	if err != nil { // Check refuses it; be safe
+		return time.Local
+	}
+	return loc
 }
