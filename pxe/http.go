@@ -119,6 +119,12 @@ type HTTPConfig struct {
 	// login and sessions. It needs Store; the zero value serves it with
 	// login by AdminToken only.
 	Console HTTPConsole
+	// Wake, if set, sends Wake-on-LAN packets (POST /api/wake, and POST
+	// /api/tasks with "wake"); nil: those answer 403.
+	Wake *Waker
+	// Scheduler, if set, serves /api/schedules (schedules live in Store;
+	// it fires them); nil: its POST and DELETE answer 403.
+	Scheduler *Scheduler
 	// MaxBody bounds request bodies; 0 means DefaultMaxBody.
 	MaxBody int64
 	// MaxConns caps the connections served at once; 0 means

@@ -13,6 +13,7 @@ import (
 	"github.com/pxeswarm/pxeswarm/internal/version"
 	"github.com/pxeswarm/pxeswarm/protocol"
 	"github.com/pxeswarm/pxeswarm/pxe/console"
+	"github.com/pxeswarm/pxeswarm/pxe/wake"
 )
 
 // store returns the Store for the API routes, answering 503 without one.
@@ -170,6 +171,8 @@ type Status struct {
 	Images   []ImageStatus              `json:"images"`
 	AdminAPI bool                       `json:"admin_api"` // an admin token is set
 	Tracker  bool                       `json:"tracker"`   // the tracker shares this port
+	// Wake: Wake-on-LAN is on (POST /api/wake and "wake" answer).
+	Wake bool `json:"wake"`
 	// Captures are the server's captures, newest first (none when
 	// captures are off).
 	Captures []protocol.CaptureState `json:"captures,omitempty"`
@@ -179,7 +182,7 @@ func (s *bootServer) serveStatus(w http.ResponseWriter, r *http.Request) {
 	st := Status{
 		Version: version.String(), Uptime: time.Since(s.started).Round(time.Second).String(),
 		Tasks: map[protocol.TaskState]int{}, Images: []ImageStatus{},
-		AdminAPI: s.cfg.AdminToken != "", Tracker: s.cfg.Tracker != nil,
+		AdminAPI: s.cfg.AdminToken != "", Tracker: s.cfg.Tracker != nil, Wake: s.cfg.Wake != nil,
 	}
 	st.Images = s.imageStatuses()
 	if s.cfg.Captures != nil {
@@ -283,11 +286,67 @@ type CreateTasks struct {
 	SeedFor     string           `json:"seed_for,omitempty"` // Go duration, e.g. "10m"
 	After       string           `json:"after,omitempty"`    // reboot, poweroff or shell
 	OnError     string           `json:"on_error,omitempty"` // halt, retry or shell
+	// Wake sends Wake-on-LAN packets once the tasks exist, and again
+	// while a machine has not PXE-booted (wake.retry_every, wake.retries).
+	Wake bool `json:"wake,omitempty"`
 }
 
 // CreatedTasks answers POST /api/tasks.
 type CreatedTasks struct {
 	Tasks []Task `json:"tasks"`
+	// Sent are the first round of magic packets (with wake).
+	Sent []wake.Sent `json:"sent,omitempty"`
+	// WakeError says what failed when sending them; the tasks exist.
+	WakeError string `json:"wake_error,omitempty"`
+}
+
+// taskSettings are req's plan settings over the server's defaults,
+// checked.
+func (s *bootServer) taskSettings(req CreateTasks) (TaskSettings, error) {
+	set := TaskSettings{CheckMode: req.Check, SeedFor: req.SeedFor, After: req.After, OnError: req.OnError,
+		CreateTable: s.cfg.Defaults.CreateTable, Discard: s.cfg.Defaults.Discard}
+	if req.Target != nil {
+		set.Target = *req.Target
+	}
+	if req.CreateTable != nil {
+		set.CreateTable = *req.CreateTable
+	}
+	if req.Discard != nil {
+		set.Discard = *req.Discard
+	}
+	set = withPlanDefaults(set, s.cfg.Defaults)
+	return set, s.checkSettings(set)
+}
+
+// checkImage answers 400 unless image is published.
+func (s *bootServer) checkImage(w http.ResponseWriter, image string) bool {
+	if _, ok := s.cat.Get(image); !ok {
+		names := cmp.Or(strings.Join(s.cat.Names(), ", "), "none yet: add one with POST /api/images")
+		writeError(w, http.StatusBadRequest, fmt.Errorf("image %q is not published by this server: pick one of %s", protocol.Clip(image, 60), names))
+		return false
+	}
+	return true
+}
+
+// errNoGroup: no known machine is in the group.
+var errNoGroup = errors.New("no known machine is in the group")
+
+// groupMACs are the MACs of group's known machines; none wraps errNoGroup.
+func (s *bootServer) groupMACs(group string) ([]string, error) {
+	ms, err := s.cfg.Store.Machines()
+	if err != nil {
+		return nil, err
+	}
+	var macs []string
+	for _, m := range ms {
+		if m.Group == group {
+			macs = append(macs, m.MAC)
+		}
+	}
+	if len(macs) == 0 {
+		return nil, fmt.Errorf("%w: %q: list machines and their groups in the config (or GET /api/machines)", errNoGroup, protocol.Clip(group, 60))
+	}
+	return macs, nil
 }
 
 func (s *bootServer) serveCreateTasks(w http.ResponseWriter, r *http.Request) {
@@ -315,25 +374,16 @@ func (s *bootServer) serveCreateTasks(w http.ResponseWriter, r *http.Request) {
 		bad("set either mac (one machine) or group (every known machine of a group), not both or neither")
 		return
 	}
-	if _, ok := s.cat.Get(req.Image); !ok {
-		names := cmp.Or(strings.Join(s.cat.Names(), ", "), "none yet: add one with POST /api/images")
-		bad("image %q is not published by this server: pick one of %s", protocol.Clip(req.Image, 60), names)
+	if !s.checkImage(w, req.Image) {
 		return
 	}
-	set := TaskSettings{CheckMode: req.Check, SeedFor: req.SeedFor, After: req.After, OnError: req.OnError,
-		CreateTable: s.cfg.Defaults.CreateTable, Discard: s.cfg.Defaults.Discard}
-	if req.Target != nil {
-		set.Target = *req.Target
-	}
-	if req.CreateTable != nil {
-		set.CreateTable = *req.CreateTable
-	}
-	if req.Discard != nil {
-		set.Discard = *req.Discard
-	}
-	set = withPlanDefaults(set, s.cfg.Defaults)
-	if err := s.checkSettings(set); err != nil {
+	set, err := s.taskSettings(req)
+	if err != nil {
 		bad("%v", err)
+		return
+	}
+	if req.Wake && s.cfg.Wake == nil {
+		writeError(w, http.StatusForbidden, fmt.Errorf("%w; no task was created", ErrWakeOff))
 		return
 	}
 	var macs []string
@@ -344,21 +394,12 @@ func (s *bootServer) serveCreateTasks(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		macs = append(macs, mac)
-	} else {
-		ms, err := s.cfg.Store.Machines()
-		if err != nil {
-			s.serverError(w, "listing machines", err)
-			return
-		}
-		for _, m := range ms {
-			if m.Group == req.Group {
-				macs = append(macs, m.MAC)
-			}
-		}
-		if len(macs) == 0 {
-			bad("no known machine is in group %q: list machines and their groups in the config (or GET /api/machines)", protocol.Clip(req.Group, 60))
-			return
-		}
+	} else if macs, err = s.groupMACs(req.Group); errors.Is(err, errNoGroup) {
+		bad("%v", err)
+		return
+	} else if err != nil {
+		s.serverError(w, "listing machines", err)
+		return
 	}
 	tasks := make([]Task, len(macs))
 	for i, mac := range macs {
@@ -371,7 +412,16 @@ func (s *bootServer) serveCreateTasks(w http.ResponseWriter, r *http.Request) {
 	for _, t := range created {
 		s.log.Info("http: task created", "task", t.ID, "mac", t.MAC, "image", t.Image, "client", remoteIP(r))
 	}
-	writeJSON(w, http.StatusCreated, CreatedTasks{Tasks: created})
+	reply := CreatedTasks{Tasks: created}
+	if req.Wake {
+		// After the tasks exist: a machine that wakes at once finds its task.
+		var err error
+		if reply.Sent, err = s.cfg.Wake.WakeTasks(created); err != nil {
+			reply.WakeError = err.Error()
+		}
+		s.log.Info("http: wake", "machines", len(created), "packets", len(reply.Sent), "err", err, "client", remoteIP(r))
+	}
+	writeJSON(w, http.StatusCreated, reply)
 }
 
 // tasksAdded answers an AddTasks error, if any.

@@ -56,6 +56,10 @@ func (s *bootServer) routes() *http.ServeMux {
 	if s.console != nil {
 		s.console.Register(handle)
 	}
+	handle("POST", "/api/wake", s.admin(s.serveWake))
+	handle("GET", "/api/schedules", s.serveSchedules)
+	handle("POST", "/api/schedules", s.admin(s.serveCreateSchedule))
+	handle("DELETE", "/api/schedules/{id}", s.admin(s.serveDeleteSchedule))
 	// The catch-all "/" below would swallow wrong methods as 404; answer
 	// them 405 with Allow instead.
 	for path, methods := range allowed {

@@ -131,6 +131,7 @@ func FuzzAdminAPI(f *testing.F) {
 		`{"group": "", "mac": "", "image": "demo"}`,
 		`{"mac": "52:54:00:00:00:0a", "image": "demo", "target": {"disk": "first", "partition": -1}}`,
 		`{"mac": "52:54:00:00:00:0a", "image": "demo", "create_table": "yes"}`,
+		`{"mac": "52:54:00:00:00:0a", "image": "demo", "wake": true}`,
 		`[]`, `null`, ``, `{"mac": 1}`,
 	} {
 		f.Add(uint8(0), []byte(seed))

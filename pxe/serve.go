@@ -104,6 +104,19 @@ func (s *Site) Start(ctx context.Context, log *slog.Logger) error {
 	}
 
 	g, ctx := errgroup.WithContext(ctx)
+	waker, sched, err := s.startWake(ctx, log, store, cat)
+	if err != nil {
+		ln.Close()
+		if tln != nil {
+			tln.Close()
+		}
+		return err
+	}
+	if waker != nil {
+		defer waker.Wait()
+	}
+	hsrv.cfg.Wake, hsrv.cfg.Scheduler = waker, sched
+	g.Go(func() error { return sched.Start(ctx, log.With("service", "schedule")) })
 	g.Go(func() error { return web.serve(ctx, hlog, ln, hsrv, nil) })
 	if tln != nil {
 		g.Go(func() error { return web.serve(ctx, hlog, tln, hsrv, web.TLSCert) })

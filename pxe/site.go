@@ -61,6 +61,10 @@ type Site struct {
 	Images  []SiteImage `toml:"image"`
 	// Machines are the known terminals, with names and groups (a room).
 	Machines []SiteMachine `toml:"machine"`
+
+	// Wake and Schedule: Wake-on-LAN and timed tasks (site_wake.go).
+	Wake     SiteWake     `toml:"wake"`
+	Schedule SiteSchedule `toml:"schedule"`
 }
 
 // SiteHTTP is the [http] section.
@@ -415,6 +419,7 @@ func (s *Site) ApplyDefaults() {
 	p.After = cmp.Or(p.After, "reboot")
 	p.OnError = cmp.Or(p.OnError, protocol.OnErrorHalt)
 	p.Auto = cmp.Or(p.Auto, "none")
+	s.applyWakeDefaults()
 	// [[machine]]
 	for i := range s.Machines {
 		if mac, err := protocol.ParseMAC(s.Machines[i].MAC); err == nil {
@@ -586,6 +591,9 @@ func (s *Site) Check() error {
 	}
 	if p.Auto != "none" && d.Mode == "off" {
 		return bad("plan.auto", "%q needs dhcp.mode full or proxy: automatic tasks start when this server's DHCP sees a machine PXE-boot, and with mode off it sees none; start tasks with POST /api/tasks instead", p.Auto)
+	}
+	if err := s.checkWake(); err != nil {
+		return err
 	}
 	// [[machine]]
 	macs := map[string]bool{}

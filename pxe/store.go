@@ -24,7 +24,8 @@ import (
 // second instead of waiting for the lock.
 //
 // Layout: bucket "machines" (MAC → Machine JSON), "tasks" (ID → Task
-// JSON) and "active" (MAC → ID of its one active task).
+// JSON), "active" (MAC → ID of its one active task) and "schedules" (ID
+// → Schedule JSON).
 //
 // Machine records come only from what the site trusts: the config's
 // [[machine]]s (PutMachine), machines its DHCP service saw PXE-boot
@@ -72,7 +73,7 @@ func OpenStore(path string) (*Store, error) {
 		return nil, fmt.Errorf("open store %s: if the file is damaged, move it away (machines and tasks start empty): %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketMachines, bucketTasks, bucketActive, bucketTokens} {
+		for _, b := range [][]byte{bucketMachines, bucketTasks, bucketActive, bucketTokens, bucketSchedules} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -352,41 +353,13 @@ func (s *Store) addTasks(ts []Task, tokens []string) ([]Task, error) {
 		ret = append(ret, t)
 	}
 	err := s.db.Update(func(tx *bolt.Tx) error {
-		tasks, active := tx.Bucket(bucketTasks), tx.Bucket(bucketActive)
 		for i := range ret {
-			t := &ret[i]
-			if id := active.Get([]byte(t.MAC)); id != nil {
-				other, _, err := getJSON[Task](tasks, string(id))
-				if err != nil {
-					return err
-				}
-				return fmt.Errorf("%w: %s has task %s (%s, image %s): cancel it first (POST /api/tasks/%s/cancel) or wait for it to finish",
-					ErrActiveTask, t.MAC, id, other.State, other.Image, id)
-			}
-			seq, err := tasks.NextSequence()
-			if err != nil {
-				return err
-			}
-			t.ID = "t" + strconv.FormatUint(seq, 10)
-			if err := putJSON(tasks, t.ID, t); err != nil {
-				return err
-			}
 			tok := ""
 			if tokens != nil {
 				tok = tokens[i]
 			}
-			if err := putToken(tx.Bucket(bucketTokens), t.ID, tok); err != nil {
+			if err := addTaskLocked(tx, &ret[i], tok); err != nil {
 				return err
-			}
-			// Also catches the same MAC twice in one call.
-			if err := active.Put([]byte(t.MAC), []byte(t.ID)); err != nil {
-				return err
-			}
-			// The admin named it: the machine is known from now on.
-			if tx.Bucket(bucketMachines).Get([]byte(t.MAC)) == nil {
-				if err := putJSON(tx.Bucket(bucketMachines), t.MAC, Machine{MAC: t.MAC}); err != nil {
-					return err
-				}
 			}
 		}
 		return nil
@@ -395,6 +368,41 @@ func (s *Store) addTasks(ts []Task, tokens []string) ([]Task, error) {
 		return nil, err
 	}
 	return ret, nil
+}
+
+// addTaskLocked stores t (MAC and fields set) as a new task inside tx,
+// giving it its ID and report token and making it the machine's active
+// task. If the machine has one already it wraps ErrActiveTask naming it.
+func addTaskLocked(tx *bolt.Tx, t *Task, token string) error {
+	tasks, active := tx.Bucket(bucketTasks), tx.Bucket(bucketActive)
+	if id := active.Get([]byte(t.MAC)); id != nil {
+		other, _, err := getJSON[Task](tasks, string(id))
+		if err != nil {
+			return err
+		}
+		return fmt.Errorf("%w: %s has task %s (%s, image %s): cancel it first (POST /api/tasks/%s/cancel) or wait for it to finish",
+			ErrActiveTask, t.MAC, id, other.State, other.Image, id)
+	}
+	seq, err := tasks.NextSequence()
+	if err != nil {
+		return err
+	}
+	t.ID = "t" + strconv.FormatUint(seq, 10)
+	if err := putJSON(tasks, t.ID, t); err != nil {
+		return err
+	}
+	if err := putToken(tx.Bucket(bucketTokens), t.ID, token); err != nil {
+		return err
+	}
+	// Also catches the same MAC twice in one call.
+	if err := active.Put([]byte(t.MAC), []byte(t.ID)); err != nil {
+		return err
+	}
+	// The admin named it: the machine is known from now on.
+	if tx.Bucket(bucketMachines).Get([]byte(t.MAC)) == nil {
+		return putJSON(tx.Bucket(bucketMachines), t.MAC, Machine{MAC: t.MAC})
+	}
+	return nil
 }
 
 // taskSeq orders task IDs by their sequence number.

@@ -28,6 +28,8 @@ func commands() []command {
 		{"tracker", "run the LAN tracker", runTracker},
 		{"serve", "run the boot server: DHCP, TFTP, HTTP, tracker and seeders", runServe},
 		{"status", "show the boot server's machines, tasks and swarms", runStatus},
+		{"wake", "wake machines with Wake-on-LAN (through the boot server)", runWake},
+		{"schedule", "add, list or delete timed tasks (schedule add|list|delete)", runSchedule},
 		{"build", "build the terminals' kernel and initramfs (build initramfs)", runBuild},
 		{"version", "print the version", func(context.Context, []string) error {
 			fmt.Println("pxeswarm", version.String())
