@@ -8,7 +8,7 @@ BIN     := bin/pxeswarm
 FUZZTIME ?= 30000x
 export CGO_ENABLED := 0
 
-.PHONY: all build deps demo demo-capture demo-local test unit test-console fuzz bench bench-quick bench-hash bench-mktorrent clean
+.PHONY: all build deps demo demo-capture demo-local test unit test-console fuzz bench bench-quick bench-hash bench-mktorrent clean deb
 
 all: build
 
@@ -110,3 +110,20 @@ BOOT_DIR ?= /var/lib/pxeswarm/boot
 .PHONY: initramfs
 initramfs: deps build
 	$(BIN) build initramfs --out $(BOOT_DIR) --key $(PLAN_KEY)
+
+# The Debian package (build/deb, with nfpm): /usr/bin/pxeswarm, the systemd
+# unit, /etc/pxeswarm/site.toml, and the terminals' kernel and initramfs
+# built here without a plan key (serve appends its own) into
+# /usr/lib/pxeswarm/boot; depends on Debian's ipxe. Needs the kernel and
+# modules the initramfs is built from (linux-image-amd64). Writes
+# bin/pxeswarm_<version>_amd64.deb; install it with
+#   apt install ./bin/pxeswarm_<version>_amd64.deb
+# (TestPackage in build/deb, part of make test, installs one into a
+# scratch root and serves from it.)
+DEB_VERSION ?= $(shell git log -1 --format=0.1.0~git%cd.%h --date=format:%Y%m%d 2>/dev/null || echo 0.1.0)
+DEB_BOOT    := bin/deb-boot
+deb: deps
+	$(GO) build -trimpath -ldflags="-s -w" -o bin/deb-pxeswarm ./cmd/pxeswarm
+	bin/deb-pxeswarm build initramfs --out $(DEB_BOOT) --key none
+	$(GO) run ./cmd/pxeswarm-deb --binary bin/deb-pxeswarm --boot-dir $(DEB_BOOT) \
+		--version $(DEB_VERSION) --out bin/pxeswarm_$(DEB_VERSION)_amd64.deb

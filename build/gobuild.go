@@ -21,6 +21,13 @@ var ErrGoBuild = errors.New("go build failed")
 // ErrNoSource means the Go module to build from was not found.
 var ErrNoSource = errors.New("no Go module to build from")
 
+// needSource says what building the boot files needs and what to do
+// instead; ErrNoSource errors end with it.
+const needSource = "Building the terminals' boot files compiles the agent and u-root: it needs the Go tool chain (go on PATH) " +
+	"and a pxeswarm source checkout (run it there, or give its folder with --src; `make initramfs` in the checkout does both). " +
+	"Installed from the Debian package? You need not build: `pxeswarm serve` sends the packaged " +
+	"/usr/lib/pxeswarm/boot/vmlinuz and initramfs, with this server's plan key appended, as long as <state_dir>/boot has no vmlinuz"
+
 // goEnv is the environment of every compile: a static amd64 binary that
 // runs on any x86-64 CPU (GOAMD64=v1: classroom PCs can be old), with
 // build IDs and paths that do not vary between builds.
@@ -48,7 +55,7 @@ func goEnvVar(ctx context.Context, dir, name string) (string, error) {
 	cmd.Dir = dir
 	out, err := cmd.Output()
 	if err != nil {
-		return "", fmt.Errorf("%w: go env %s in %s: %v (is Go installed?)", ErrNoSource, name, dir, err)
+		return "", fmt.Errorf("%w: running `go env %s` in %s failed: %v. %s", ErrNoSource, name, dir, err, needSource)
 	}
 	return strings.TrimSpace(string(out)), nil
 }
@@ -60,7 +67,7 @@ func moduleDir(ctx context.Context, dir string) (string, error) {
 		return "", err
 	}
 	if mod == "" || mod == os.DevNull {
-		return "", fmt.Errorf("%w: %s is not inside a Go module: run this from a pxeswarm source checkout, or give its folder (--src)", ErrNoSource, dir)
+		return "", fmt.Errorf("%w: %s is not inside a Go module. %s", ErrNoSource, dir, needSource)
 	}
 	return filepath.Dir(mod), nil
 }
@@ -132,4 +139,12 @@ func commandNames(cmds []string) []string {
 		names[i] = path.Base(c)
 	}
 	return names
+}
+
+// CheckSource checks that dir is inside a Go module and the go command
+// runs, as InitramfsConfig.Build needs; the error (ErrNoSource) says what
+// to do instead.
+func CheckSource(ctx context.Context, dir string) error {
+	_, err := moduleDir(ctx, dir)
+	return err
 }

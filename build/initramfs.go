@@ -99,6 +99,11 @@ type InitramfsConfig struct {
 	// server's state folder). Required to exist; it is checked with
 	// protocol.ParsePublicKey and goes in at PublicKeyPath.
 	PublicKey string
+	// NoKey builds an initramfs without a plan key (PublicKey unused): the
+	// Debian package's, which `pxeswarm serve` sends with its own key
+	// appended (pxe.KeyArchive). Served any other way, its agent refuses
+	// every plan.
+	NoKey bool
 
 	// Agent is the Go package built as /bin/uinit. Default: DefaultAgent.
 	Agent string
@@ -188,7 +193,7 @@ func (c InitramfsConfig) withDefaults() (InitramfsConfig, error) {
 	if c.OutDir == "" {
 		return c, fmt.Errorf("%w: no output folder: give one (--out /var/lib/pxeswarm/boot)", ErrConfig)
 	}
-	if c.PublicKey == "" {
+	if c.PublicKey == "" && !c.NoKey {
 		return c, fmt.Errorf("%w: no public plan key: give the server's plan-key.pub (--key %s)", ErrConfig, DefaultPublicKey)
 	}
 	if c.Modules == nil {
@@ -259,12 +264,19 @@ func (c InitramfsConfig) Build(ctx context.Context, log *slog.Logger) (Result, e
 	var res Result
 
 	// The key first: it is the input most likely to be missing.
-	keyData, err := os.ReadFile(c.PublicKey)
-	if err != nil {
-		return res, fmt.Errorf("%w: public plan key: %w (run `pxeswarm serve` once to make it, or give the server's plan-key.pub with --key)", ErrConfig, err)
+	var keyData []byte
+	if !c.NoKey {
+		if keyData, err = os.ReadFile(c.PublicKey); err != nil {
+			return res, fmt.Errorf("%w: public plan key: %w (run `pxeswarm serve` once to make it, or give the server's plan-key.pub with --key)", ErrConfig, err)
+		}
+		if _, err := protocol.ParsePublicKey(keyData); err != nil {
+			return res, fmt.Errorf("%w: %s: %w", ErrConfig, c.PublicKey, err)
+		}
 	}
-	if _, err := protocol.ParsePublicKey(keyData); err != nil {
-		return res, fmt.Errorf("%w: %s: %w", ErrConfig, c.PublicKey, err)
+	// Then the source to compile, before the slow steps: an installed
+	// binary has none.
+	if _, err := moduleDir(ctx, c.SourceDir); err != nil {
+		return res, err
 	}
 
 	// Kernel, its release, config and modules.
@@ -418,7 +430,9 @@ func (c InitramfsConfig) layout(a *archive, agent, bbData, key []byte, kver stri
 		func() error { return a.symlink("bin/uinit", path.Base(c.Agent)) },
 		func() error { return a.symlink("bin/sh", "../bbin/"+c.Shell) },
 		func() error { return a.symlink("bin/defaultsh", "../bbin/"+c.Shell) },
-		func() error { return a.file(strings.TrimPrefix(PublicKeyPath, "/"), 0o644, key) },
+	}
+	if key != nil {
+		steps = append(steps, func() error { return a.file(strings.TrimPrefix(PublicKeyPath, "/"), 0o644, key) })
 	}
 	for _, name := range commandNames(c.commandPackages()) {
 		steps = append(steps, func() error { return a.symlink("bbin/"+name, "bb") })

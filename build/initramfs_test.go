@@ -285,6 +285,9 @@ func TestBuildConfigErrors(t *testing.T) {
 		{"twice", InitramfsConfig{OutDir: out, PublicKey: key, Commands: []string{"init", "gosh", "ls", "github.com/x/ls"}}, ErrConfig},
 		{"agent clash", InitramfsConfig{OutDir: out, PublicKey: key, Agent: "example.com/ls"}, ErrConfig},
 		{"not a kernel", InitramfsConfig{OutDir: out, PublicKey: key, Kernel: key}, ErrNotBzImage},
+		// NoKey (the Debian package's build) gets past the key to the kernel.
+		{"no key wanted", InitramfsConfig{OutDir: out, NoKey: true, Kernel: key}, ErrNotBzImage},
+		{"no source", InitramfsConfig{OutDir: out, PublicKey: key, SourceDir: t.TempDir()}, ErrNoSource},
 		{"bad compression", InitramfsConfig{OutDir: out, PublicKey: key, Compression: "lz4"}, nil},
 	} {
 		_, err := tc.cfg.Build(context.Background(), testlog.New(t))

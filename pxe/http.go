@@ -84,6 +84,11 @@ type HTTPConfig struct {
 	// Kernel and Initramfs are the files served at /boot/vmlinuz and
 	// /boot/initramfs. Empty: those answer 404 and no task can boot.
 	Kernel, Initramfs string
+	// InitramfsAppend, if set, is sent after the Initramfs file's bytes
+	// (after zeros up to a 4-byte boundary): KeyArchive, the server's
+	// public plan key for an initramfs built without one (the Debian
+	// package's). Range requests see the joined bytes.
+	InitramfsAppend []byte
 	// Cmdline is extra kernel arguments, for example "console=ttyS0".
 	Cmdline string
 	// Catalog holds the published images; a task names one of them.

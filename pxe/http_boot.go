@@ -155,9 +155,9 @@ func macParam(w http.ResponseWriter, r *http.Request, raw string) (string, bool)
 func (s *bootServer) serveBoot(w http.ResponseWriter, r *http.Request) {
 	switch file := r.PathValue("file"); {
 	case file == "vmlinuz":
-		s.serveFile(w, r, s.cfg.Kernel, "kernel")
+		s.serveFile(w, r, s.cfg.Kernel, "kernel", nil)
 	case file == "initramfs":
-		s.serveFile(w, r, s.cfg.Initramfs, "initramfs")
+		s.serveFile(w, r, s.cfg.Initramfs, "initramfs", s.cfg.InitramfsAppend)
 	case strings.HasSuffix(file, ".ipxe"):
 		s.serveScript(w, r, strings.TrimSuffix(file, ".ipxe"))
 	default:
@@ -167,8 +167,10 @@ func (s *bootServer) serveBoot(w http.ResponseWriter, r *http.Request) {
 
 // serveFile sends a kernel or initramfs with http.ServeContent, so Range
 // and If-Modified-Since work; the file is opened per request, so a
-// rebuilt initramfs is served without a restart.
-func (s *bootServer) serveFile(w http.ResponseWriter, r *http.Request, path, what string) {
+// rebuilt initramfs is served without a restart. A non-empty tail follows
+// the file's bytes, after zeros up to a 4-byte boundary (see
+// HTTPConfig.InitramfsAppend).
+func (s *bootServer) serveFile(w http.ResponseWriter, r *http.Request, path, what string, tail []byte) {
 	if path == "" {
 		writeError(w, http.StatusNotFound, fmt.Errorf("no %s configured on this server: set its path in the config", what))
 		return
@@ -187,7 +189,54 @@ func (s *bootServer) serveFile(w http.ResponseWriter, r *http.Request, path, wha
 	}
 	s.log.Info("http: boot file", "file", what, "client", remoteIP(r), "range", r.Header.Get("Range"))
 	w.Header().Set("Content-Type", "application/octet-stream")
-	http.ServeContent(w, r, "", st.ModTime(), f)
+	if len(tail) == 0 {
+		http.ServeContent(w, r, "", st.ModTime(), f)
+		return
+	}
+	joined := appendedFile{f: f, size: st.Size(), tail: tail}
+	http.ServeContent(w, r, "", st.ModTime(), io.NewSectionReader(joined, 0, joined.len()))
+}
+
+// appendedFile reads as a file's size bytes, zeros up to a multiple of 4,
+// then tail: the kernel looks for a following cpio archive only at a
+// 4-byte-aligned offset and skips zeros before it (init/initramfs.c).
+type appendedFile struct {
+	f    io.ReaderAt
+	size int64
+	tail []byte
+}
+
+func (a appendedFile) pad() int64 { return (4 - a.size%4) % 4 }
+
+func (a appendedFile) len() int64 { return a.size + a.pad() + int64(len(a.tail)) }
+
+func (a appendedFile) ReadAt(p []byte, off int64) (int, error) {
+	n := 0
+	for n < len(p) {
+		at := off + int64(n)
+		var m int
+		switch {
+		case at < a.size:
+			want := p[n:min(len(p), n+int(a.size-at))]
+			k, err := a.f.ReadAt(want, at)
+			if k < len(want) {
+				if err == nil || err == io.EOF {
+					err = io.ErrUnexpectedEOF // the file shrank while being sent
+				}
+				return n + k, err
+			}
+			m = k
+		case at < a.size+a.pad():
+			m = int(min(int64(len(p)-n), a.size+a.pad()-at))
+			clear(p[n : n+m])
+		case at < a.len():
+			m = copy(p[n:], a.tail[at-a.size-a.pad():])
+		default:
+			return n, io.EOF
+		}
+		n += m
+	}
+	return n, nil
 }
 
 // serveScript answers GET /boot/{mac}.ipxe with an iPXE script. A machine

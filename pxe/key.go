@@ -1,6 +1,7 @@
 package pxe
 
 import (
+	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/base64"
@@ -9,6 +10,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/u-root/u-root/pkg/cpio"
 )
 
 // LoadOrCreateKey reads the server's ed25519 key from dir/plan-key, or
@@ -41,4 +44,45 @@ func LoadOrCreateKey(dir string) (ed25519.PrivateKey, error) {
 		return nil, fmt.Errorf("write public plan key: %w", err)
 	}
 	return key, nil
+}
+
+// KeyInitramfsPath is where the agent reads the server's public plan key
+// (initramfs.DefaultKeyPath, build.PublicKeyPath), without the leading
+// slash, as a cpio entry names it.
+const KeyInitramfsPath = "etc/pxeswarm/plan-key.pub"
+
+// KeyArchive is an uncompressed newc cpio archive holding pub at
+// KeyInitramfsPath, padded to a multiple of 512 bytes, to be sent right
+// after an initramfs that carries no key (the packaged one, see
+// Site.bootFiles). The kernel unpacks concatenated archives one after the
+// other, compressed or not, each at a 4-byte-aligned offset, and a later
+// file replaces an earlier one of the same name
+// (Documentation/driver-api/early-userspace/buffer-format.rst;
+// init/initramfs.c, unpack_to_rootfs): early microcode is shipped the same
+// way. So one packaged initramfs serves any server, each with its own key.
+func KeyArchive(pub ed25519.PublicKey) ([]byte, error) {
+	var b bytes.Buffer
+	w := cpio.Newc.Writer(&b)
+	recs := []cpio.Record{
+		cpio.Directory("etc", 0o755),
+		cpio.Directory("etc/pxeswarm", 0o755),
+		cpio.StaticFile(KeyInitramfsPath, base64.StdEncoding.EncodeToString(pub)+"\n", 0o644),
+	}
+	for i, r := range recs {
+		r = cpio.MakeReproducible(r)
+		r.Ino, r.NLink = uint64(i+1), 1
+		if r.Mode&cpio.S_IFMT == cpio.S_IFDIR {
+			r.NLink = 2
+		}
+		if err := w.WriteRecord(r); err != nil {
+			return nil, fmt.Errorf("plan key archive: %w", err)
+		}
+	}
+	if err := cpio.WriteTrailer(w); err != nil {
+		return nil, fmt.Errorf("plan key archive: %w", err)
+	}
+	if pad := b.Len() % 512; pad != 0 {
+		b.Write(make([]byte, 512-pad))
+	}
+	return b.Bytes(), nil
 }

@@ -67,6 +67,15 @@ func (s *Site) Start(ctx context.Context, log *slog.Logger) error {
 	// HTTP answers from the store alone: its GETs change nothing, and
 	// only what DHCP sees starts automatic tasks (auto, in startDHCP).
 	web := s.httpConfig(key, token, store, cat, tr, store)
+	if s.usePackagedBoot(PackagedBootDir) {
+		// The package's initramfs carries no plan key: send ours after it.
+		if web.InitramfsAppend, err = KeyArchive(key.Public().(ed25519.PublicKey)); err != nil {
+			return err
+		}
+		web.Kernel, web.Initramfs = filepath.Join(PackagedBootDir, "vmlinuz"), filepath.Join(PackagedBootDir, "initramfs")
+		log.Info("serve: boot files from the package, with this server's plan key appended to the initramfs",
+			"kernel", web.Kernel, "initramfs", web.Initramfs, "rebuild_to", filepath.Join(s.StateDir, "boot"))
+	}
 	ports := &seedPorts{addr: s.Address, port: map[string]int{}}
 	web.Seeders = ports.addrs
 	if s.HTTP.CaptureDir != "off" {
@@ -361,6 +370,33 @@ func (p *seedPorts) addrs(image string) []string {
 		return nil
 	}
 	return []string{netip.AddrPortFrom(p.addr, uint16(port)).String()}
+}
+
+// PackagedBootDir is where the Debian package (make deb) installs the
+// terminals' vmlinuz and initramfs, built when the package was made and
+// without a plan key: serve appends its own (KeyArchive).
+const PackagedBootDir = "/usr/lib/pxeswarm/boot"
+
+// usePackagedBoot says whether serve sends the package's boot files from
+// dir instead of <state_dir>/boot: only when http.kernel and
+// http.initramfs are left at their defaults, <state_dir>/boot has no
+// vmlinuz (no `pxeswarm build initramfs` ran there) and dir has both files.
+// A pair built on this host always wins, and a configured path is never
+// replaced.
+func (s *Site) usePackagedBoot(dir string) bool {
+	own := filepath.Join(s.StateDir, "boot")
+	if s.HTTP.Kernel != filepath.Join(own, "vmlinuz") || s.HTTP.Initramfs != filepath.Join(own, "initramfs") {
+		return false
+	}
+	if _, err := os.Stat(s.HTTP.Kernel); !errors.Is(err, os.ErrNotExist) {
+		return false
+	}
+	for _, f := range []string{"vmlinuz", "initramfs"} {
+		if st, err := os.Stat(filepath.Join(dir, f)); err != nil || !st.Mode().IsRegular() {
+			return false
+		}
+	}
+	return true
 }
 
 // httpConfig serves scripts, plans, the catalog's torrents, the APIs and

@@ -44,6 +44,10 @@ want qemu-system-x86_64 qemu-system-x86
 [ -e /usr/share/qemu/OVMF.fd ] || need+=(ovmf)
 [ -e /usr/share/qemu/pxe-virtio.rom ] || [ -e /usr/lib/ipxe/qemu/pxe-virtio.rom ] || need+=(ipxe-qemu)
 ls /boot/vmlinuz-* >/dev/null 2>&1 || need+=(linux-image-amd64)
+# The Debian package (make deb) is installed into a scratch root by dpkg
+# and its unit checked by systemd-analyze verify.
+want dpkg dpkg
+want systemd-analyze systemd
 if [ ${#need[@]} -gt 0 ]; then
 	if [ "$(id -u)" -ne 0 ]; then
 		echo "deps: missing ${need[*]}; run as root or: sudo apt-get install ${need[*]}" >&2

@@ -61,7 +61,7 @@ Examples:
   pxeswarm build initramfs --kernel ~/linux/arch/x86/boot/bzImage --modules-dir /lib/modules/6.12.0-test`)
 	fs.section("initramfs")
 	out := fs.String("out", build.DefaultBootDir, "folder for vmlinuz and initramfs (serve's default is <state_dir>/boot)")
-	key := fs.String("key", build.DefaultPublicKey, "the server's public plan key, <state_dir>/plan-key.pub; when it is missing there, a new key pair is made in that folder (as 'pxeswarm serve' would on first start)")
+	key := fs.String("key", build.DefaultPublicKey, `the server's public plan key, <state_dir>/plan-key.pub; when it is missing there, a new key pair is made in that folder (as 'pxeswarm serve' would on first start); "none" for no key (the Debian package's boot files: serve appends its key to those)`)
 	agent := fs.String("agent", build.DefaultAgent, "Go package run as u-root's uinit")
 	src := fs.String("src", ".", "a folder inside the Go module to build from (its go.mod pins u-root)")
 	compress := enumFlag{val: build.CompressAuto, allowed: []string{build.CompressAuto, build.CompressXZ, build.CompressGzip}}
@@ -82,7 +82,13 @@ Examples:
 		fmt.Fprintf(fs.Output(), "pxeswarm build initramfs: unexpected arguments %q\n", fs.Args())
 		return errUsage
 	}
-	if _, err := os.Stat(*key); errors.Is(err, os.ErrNotExist) && filepath.Base(*key) == "plan-key.pub" {
+	// Before anything is made (a key pair, below): the build needs the
+	// source and Go, which an installed binary may lack.
+	if err := build.CheckSource(ctx, *src); err != nil {
+		return err
+	}
+	noKey := *key == "none"
+	if _, err := os.Stat(*key); !noKey && errors.Is(err, os.ErrNotExist) && filepath.Base(*key) == "plan-key.pub" {
 		// First build on a new image host: make the server's key pair now,
 		// so the initramfs can be built before serve ever ran.
 		if _, err := pxe.LoadOrCreateKey(filepath.Dir(*key)); err != nil {
@@ -91,7 +97,7 @@ Examples:
 		fmt.Fprintf(os.Stderr, "pxeswarm build initramfs: made a new plan-signing key pair in %s (pxeswarm serve with --state-dir %s uses it)\n", filepath.Dir(*key), filepath.Dir(*key))
 	}
 	cfg := build.InitramfsConfig{
-		OutDir: *out, PublicKey: *key, Agent: *agent, SourceDir: *src,
+		OutDir: *out, PublicKey: *key, NoKey: noKey, Agent: *agent, SourceDir: *src,
 		Compression: compress.val,
 		Kernel:      *kernel, ModulesDir: *modDir, KernelConfig: *kconfig, FirmwareDir: *fwDir,
 	}

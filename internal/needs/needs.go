@@ -65,6 +65,10 @@ var Packages = map[string]string{
 	"/usr/lib/ipxe/qemu/pxe-virtio.rom": "ipxe-qemu", // the NIC ROM SeaBIOS machines PXE-boot with
 	"/usr/lib/systemd/boot/efi/systemd-bootx64.efi": "systemd-boot-efi",
 	"/boot/vmlinuz-*": "linux-image-amd64",
+	// The Debian package's install test (build/deb).
+	"dpkg":            "dpkg",
+	"dpkg-deb":        "dpkg",
+	"systemd-analyze": "systemd",
 }
 
 // Tool skips t unless every named command is on PATH and every named file
