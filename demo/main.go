@@ -36,6 +36,10 @@ import (
 const (
 	serverCIDR = "198.18.0.1/24"
 	serverURL  = "http://198.18.0.1:8080"
+	// The demo machine reaches the server's web console over a veth.
+	consoleHostCIDR = "198.18.255.1/30"
+	consoleNSCIDR   = "198.18.255.2/30"
+	consoleURL      = "http://198.18.255.2:8080/room"
 )
 
 type machine struct {
@@ -243,6 +247,15 @@ func (d *demo) network(taps int) error {
 		steps = append(steps, []string{"ip", "-n", d.ns, "tuntap", "add", tap, "mode", "tap"},
 			[]string{"ip", "-n", d.ns, "link", "set", tap, "master", "br0", "up"})
 	}
+	// A veth to the machine running the demo: the web console is
+	// reachable from its browser at consoleURL.
+	host := fmt.Sprintf("pxsd%d", os.Getpid()%100000)
+	steps = append(steps,
+		[]string{"ip", "link", "add", host, "type", "veth", "peer", "name", "uplink", "netns", d.ns},
+		[]string{"ip", "addr", "add", consoleHostCIDR, "dev", host},
+		[]string{"ip", "link", "set", host, "up"},
+		[]string{"ip", "-n", d.ns, "addr", "add", consoleNSCIDR, "dev", "uplink"},
+		[]string{"ip", "-n", d.ns, "link", "set", "uplink", "up"})
 	for _, s := range steps {
 		if err := sh(s...); err != nil {
 			return err
@@ -275,6 +288,8 @@ func (d *demo) startServer(ctx context.Context, boot string) error {
 		b, _ := os.ReadFile(logf.Name())
 		if bytes.Contains(b, []byte(pxe.Ready)) {
 			fmt.Printf("server ready at %s (log: %s)\n", serverURL, logf.Name())
+			fmt.Printf("web console: %s from this machine's browser; log in with the admin token in %s\n",
+				consoleURL, filepath.Join(d.work, "state", "admin-token"))
 			return nil
 		}
 		time.Sleep(200 * time.Millisecond)
