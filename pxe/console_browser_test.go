@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -20,6 +21,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/pxeswarm/pxeswarm/internal/needs"
+	"github.com/pxeswarm/pxeswarm/internal/testlog"
 	"github.com/pxeswarm/pxeswarm/protocol"
 	"github.com/pxeswarm/pxeswarm/tracker"
 )
@@ -38,7 +40,17 @@ const ScreenshotsEnv = "PXESWARM_SCREENSHOTS"
 func TestConsoleBrowser(t *testing.T) {
 	needs.Tool(t, "chromium")
 	chromium, _ := exec.LookPath("chromium")
-	f := newFixture(t, nil)
+	// Wake-on-LAN to a UDP socket standing in for the room's broadcast
+	// address: the wake button's magic packet must arrive there.
+	wc, packets := wakeListener(t)
+	f := newFixture(t, func(c *HTTPConfig) {
+		w, err := NewWaker(t.Context(), WakeConfig{Send: wc, Retries: -1, Store: c.Store}, testlog.New(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Wake = w
+		c.Scheduler = NewScheduler(ScheduleConfig{Store: c.Store})
+	})
 	room := []Machine{
 		{MAC: "52:54:00:12:00:01", Name: "pc-01", Group: "room-101", IP: "198.18.1.11", Arch: "bios"},
 		{MAC: "52:54:00:12:00:02", Name: "pc-02", Group: "room-101", IP: "198.18.1.12", Arch: "efi-x86_64"},
@@ -194,10 +206,13 @@ func TestConsoleBrowser(t *testing.T) {
 	if st := f.state(active[room[1].MAC].ID); st != protocol.TaskPending {
 		t.Errorf("pc-02's task after canceling pc-01's = %s, want pending", st)
 	}
-	// Wake: the page posts the contract's body and says what happened
-	// (until Wake-on-LAN is merged, that the server has no such route).
+	// Wake: the page posts the contract's body, says what happened, and
+	// the magic packet for that machine arrives.
 	run("wake pc-03", chromedp.Click(chromedp.CSS(`tr[data-mac="52:54:00:12:00:03"] [data-test=wake]`)))
 	wait("wake answered", `/Wake/.test(document.querySelector('[data-test=flash]').textContent)`)
+	if got := packets(500 * time.Millisecond); !slices.Contains(got, "52:54:00:12:00:03") {
+		t.Errorf("the wake button sent magic packets for %v, want pc-03's 52:54:00:12:00:03", got)
+	}
 	shot("room-after")
 
 	// Retry pc-01's canceled task from the tasks page: a new pending task
