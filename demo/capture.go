@@ -135,6 +135,7 @@ func (d *demo) runCapture(ctx context.Context, dataSize int64) error {
 		wg.Add(1)
 		go func() { defer wg.Done(); d.image(ctx, m) }()
 	}
+	go d.screenshot(ctx)
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
 	watch := exec.CommandContext(watchCtx, "ip", "netns", "exec", d.nsName(), d.bin, "status", "--server", serverURL, "--watch", "--every", "3s", "--until-done")

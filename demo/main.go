@@ -80,12 +80,13 @@ func main() {
 	bin := flag.String("pxeswarm", "bin/pxeswarm", "the pxeswarm binary")
 	keep := flag.Bool("keep", false, "keep the working folder even on success")
 	dataSize := flag.Int64("data", 96<<20, "bytes in the test OS's data partition")
+	shot := flag.String("screenshot", "", "also save a screenshot of the web console's room page, taken while the machines are imaged, to this PNG file (needs chromium)")
 	capture := flag.Bool("capture", false, "the image's life from a golden machine: capture pc1's disk over PXE, then deploy it to the others (make demo-capture)")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	d := &demo{bin: *bin, log: log}
+	d := &demo{bin: *bin, log: log, shot: *shot}
 	run, passed := d.run, "every machine was imaged from the swarm and booted its new disk."
 	if *capture {
 		run, passed = d.runCapture, "the golden machine was captured over PXE, and the copies were imaged from the swarm and booted the golden system."
@@ -101,6 +102,7 @@ func main() {
 
 type demo struct {
 	bin      string
+	shot     string // where to save the room page's screenshot ("" none)
 	log      *slog.Logger
 	work     string
 	ns       string
@@ -174,6 +176,7 @@ func (d *demo) run(ctx context.Context, dataSize int64) error {
 		wg.Add(1)
 		go func() { defer wg.Done(); d.image(ctx, m) }()
 	}
+	go d.screenshot(ctx)
 	// The status view ends when no task is active; it is also stopped a
 	// little after the machines are done, so a task left active by a
 	// machine that failed cannot keep it running.
@@ -229,6 +232,52 @@ func (d *demo) buildBoot(ctx context.Context) (string, error) {
 	return boot, nil
 }
 
+// screenshot saves the web console's room page (open read-only in the
+// demo) once a machine has written for a while, with headless Chromium
+// from the machine running the demo, and copies it to d.shot.
+func (d *demo) screenshot(ctx context.Context) {
+	chromium, err := exec.LookPath("chromium")
+	if err != nil {
+		fmt.Println("screenshot: no chromium here (apt-get install chromium); skipped")
+		return
+	}
+	deadline := time.Now().Add(10 * time.Minute)
+	for !d.anyConsoleHas("pxeswarm: writing") {
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return
+		}
+		time.Sleep(time.Second)
+	}
+	time.Sleep(20 * time.Second)
+	out := filepath.Join(d.work, "console-room.png")
+	sctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(sctx, chromium, "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+		"--window-size=1280,800", "--virtual-time-budget=5000", "--screenshot="+out, consoleURL)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		fmt.Printf("screenshot: chromium: %v: %s\n", err, bytes.TrimSpace(b))
+		return
+	}
+	fmt.Printf("\nscreenshot of the web console's room page: %s\n", out)
+	if d.shot != "" {
+		if b, err := os.ReadFile(out); err == nil {
+			if err := os.WriteFile(d.shot, b, 0o644); err != nil {
+				fmt.Println("screenshot:", err)
+			}
+		}
+	}
+}
+
+// anyConsoleHas reports whether a machine's console shows s.
+func (d *demo) anyConsoleHas(s string) bool {
+	for _, m := range d.machines {
+		if c := m.console; c != nil && strings.Contains(c.String(), s) {
+			return true
+		}
+	}
+	return false
+}
+
 func (d *demo) nsName() string { return fmt.Sprintf("pxsdemo%d", os.Getpid()) }
 
 func (d *demo) network(taps int) error {
@@ -275,7 +324,7 @@ func (d *demo) startServer(ctx context.Context, boot string) error {
 	}
 	args = append(args, "--interface", "br0", "--dhcp", "full", "--state-dir", filepath.Join(d.work, "state"),
 		"--kernel", filepath.Join(boot, "vmlinuz"), "--initramfs", filepath.Join(boot, "initramfs"),
-		"--cmdline", "console=ttyS0 panic=-1", "--create-table", "--check", "fresh",
+		"--cmdline", "console=ttyS0 panic=-1", "--create-table", "--check", "fresh", "--console-open-room",
 		"--seed-for", "20s", "--after", "reboot")
 	d.serve = exec.CommandContext(ctx, "ip", args...)
 	d.serve.Stdout, d.serve.Stderr = logf, logf

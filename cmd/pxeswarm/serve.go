@@ -42,6 +42,7 @@ Examples:
 	fs.Var(&sources, "source", "with a torrent --image: its source file(s), one per part, in order")
 	var imageDirs listFlag
 	fs.Var(&imageDirs, "image-dir", "folder the admin API may publish more images from while serving (POST /api/images; repeat for more); default none")
+	openRoom := fs.Bool("console-open-room", false, "the web console's room page (read-only, no buttons) needs no login: for a screen in the staff room; everything else still does")
 	captureDir := fs.String("capture-dir", "", `where captured images are received and kept (pxeswarm capture); default <state-dir>/captures, "off" for no captures`)
 	auto := enumFlag{val: "none", allowed: []string{"none", "all"}}
 	fs.Var(&auto, "auto", "start tasks by themselves: none (admin API only) or all (every terminal our DHCP sees PXE-boot gets the image once; needs --dhcp full or proxy)")
@@ -108,6 +109,7 @@ Examples:
 		}
 		site.HTTP = pxe.SiteHTTP{Listen: *httpListen, HTTPSListen: *httpsListen, Kernel: *kernel, Initramfs: *initramfs, Cmdline: *cmdline}
 		site.HTTP.CaptureDir = *captureDir
+		site.HTTP.ConsoleOpenRoom = *openRoom
 		if *captureDir != "" && *captureDir != "off" {
 			abs, err := filepath.Abs(*captureDir)
 			if err != nil {
