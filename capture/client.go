@@ -39,6 +39,9 @@ type Progress struct {
 
 // Line is a one-line summary, like imager.Progress.Line.
 func (p Progress) Line() string {
+	if p.State == protocol.CaptureOpen && p.Total == 0 {
+		return fmt.Sprintf("open: waiting for the machine to send its disk's manifest (%s)", p.Elapsed.Round(time.Second))
+	}
 	pct := 0.0
 	if p.Total > 0 {
 		pct = 100 * float64(p.Sent) / float64(p.Total)
