@@ -66,6 +66,9 @@ type procMem struct {
 	loaded  int64 // VmRSS right after the torrent is loaded
 	sampled int64 // highest VmRSS seen while sampling
 	hwm     int64 // VmHWM before it was stopped
+	// RssAnon and RssFile before it was stopped: the heap and runtime,
+	// and the binary's pages.
+	anon, file int64
 	// From the Go runtime's GC trace (GODEBUG=gctrace=1): the largest
 	// heap at any collection, and the largest live heap after one.
 	heapPeak, heapLive int64
@@ -171,13 +174,16 @@ func measureMemory(bin, work string, size int64, dur time.Duration, rate int64, 
 		p *logged
 		m *procMem
 	}{{fetch, &mc.fetch}, {seed, &mc.seed}} {
-		x.m.hwm = x.p.status("VmHWM")
+		x.m.hwm, x.m.anon, x.m.file = x.p.status("VmHWM"), x.p.status("RssAnon"), x.p.status("RssFile")
 		if err := x.p.stop(); err != nil {
 			return nil, err
 		}
 		x.m.heapPeak, x.m.heapLive = x.p.gcHeap()
 	}
-	if mc.fetched < rate*int64(dur/time.Second)/4 {
+	// Well under the cap is what the machine can do (loopback on busy
+	// cores); the text gives the rate reached. Next to nothing is a
+	// stalled fetch, whose peak would mean little.
+	if mc.fetched < rate*int64(dur/time.Second)/20 {
 		return nil, fmt.Errorf("memory figure: the fetch wrote only %s in %s (cap %s/s): it did not run at speed; see %s",
 			bytesize.Format(mc.fetched), mc.ran.Round(time.Second), bytesize.Format(rate), fetch.tail())
 	}
@@ -336,7 +342,7 @@ distinct piece hashed once instead of reading %s; a test checks it against
 mktorrent's on small files). `+"`pxeswarm seed`"+` serves the sparse file (a
 trusted seed reads nothing at start); `+"`pxeswarm fetch --check fresh`"+`
 writes onto another sparse file, capped at %s/s%s: it fetched %s in
-%.0f s from its first MiB on, on loopback. After load: VmRSS once the
+%.0f s from its first MiB on (%s/s), on loopback. After load: VmRSS once the
 torrent is loaded, before any data flows. Sampled: the highest VmRSS, read
 every 250 ms. VmHWM: the kernel's high-water mark just before SIGTERM (kept
 lazily: a sample can top it). The peak is the larger. Go heap: the largest heap at a
@@ -348,9 +354,11 @@ collection and the largest live heap after one, from the runtime's GC trace
 | seed | %s | %s | %s | %s | %s / %s |
 | fetch | %s | %s | %s | **%s** | %s / %s |
 `, bytesize.Format(mc.size), mc.pieces, bytesize.Format(mc.piece), bytesize.Format(int64(mc.torrentBytes)), bytesize.Format(mc.size),
-		bytesize.Format(mc.rate), link, bytesize.Format(mc.fetched), mc.ran.Seconds(),
+		bytesize.Format(mc.rate), link, bytesize.Format(mc.fetched), mc.ran.Seconds(), bytesize.Format(int64(float64(mc.fetched)/mc.ran.Seconds())),
 		mib(mc.seed.loaded), mib(mc.seed.sampled), mib(mc.seed.hwm), mib(mc.seed.peak()), mib(mc.seed.heapPeak), mib(mc.seed.heapLive),
 		mib(mc.fetch.loaded), mib(mc.fetch.sampled), mib(mc.fetch.hwm), mib(mc.fetch.peak()), mib(mc.fetch.heapPeak), mib(mc.fetch.heapLive))
+	fmt.Fprintf(&b, "\nAt the end, the fetcher's RSS was %s anonymous (Go heap, stacks, runtime) and %s file-backed (the binary's pages); the seeder's %s and %s.\n",
+		mib(mc.fetch.anon), mib(mc.fetch.file), mib(mc.seed.anon), mib(mc.seed.file))
 	peak := mc.fetch.peak()
 	if peak <= memGoal {
 		fmt.Fprintf(&b, "\nThe fetcher's peak, %s, meets issue 20's goal (≤ 256 MiB).", mib(peak))

@@ -32,7 +32,7 @@ func TestMeasureMemory(t *testing.T) {
 	}
 	for name, m := range map[string]procMem{"seed": mc.seed, "fetch": mc.fetch} {
 		t.Logf("%s: %+v", name, m)
-		if m.loaded <= 0 || m.sampled <= 0 || m.hwm <= 0 || m.heapPeak <= 0 || m.heapPeak < m.heapLive {
+		if m.loaded <= 0 || m.sampled <= 0 || m.hwm <= 0 || m.anon <= 0 || m.file <= 0 || m.heapPeak <= 0 || m.heapPeak < m.heapLive {
 			t.Errorf("%s: figures out of order: %+v", name, m)
 		}
 	}
