@@ -67,13 +67,15 @@ fuzz:
 # The fleet benchmark on a simulated LAN (network namespaces, needs root):
 # every method side by side on a raw image and on ext4 and NTFS images
 # (used blocks: pxeswarm against Clonezilla's partclone + udpcast), plus
-# what mktorrent reads of a 256 GB partition; writes docs/BENCHMARKS.md and
-# docs/bench.svg (the committed run took 38.5 minutes on 2 cores: about 24
-# for the raw image, the rest for the filesystem images and the read cost;
-# bin/bench --help selects).
+# what mktorrent reads of a 256 GB partition, and the peak RSS of seed and
+# fetch on a 256 GiB image (a minute more; INITRAMFS=path adds the agent's
+# 1 GiB budget); writes docs/BENCHMARKS.md and docs/bench.svg (the
+# committed run took 38.5 minutes on 2 cores: about 24 for the raw image,
+# the rest for the filesystem images and the read cost; bin/bench --help
+# selects).
 bench: deps build
 	$(GO) build -o bin/bench ./bench
-	bin/bench --pxeswarm $(BIN)
+	bin/bench --pxeswarm $(BIN) $(if $(INITRAMFS),--initramfs $(INITRAMFS))
 
 # N=4: a small raw image, pxeswarm against HTTP unicast, and a 256 MiB ext4
 # image, pxeswarm against partclone + udpcast: fails unless pxeswarm's T_all
