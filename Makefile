@@ -8,7 +8,7 @@ BIN     := bin/pxeswarm
 FUZZTIME ?= 30000x
 export CGO_ENABLED := 0
 
-.PHONY: all build deps demo demo-capture demo-local test unit test-console fuzz bench bench-quick bench-hash bench-mktorrent clean deb
+.PHONY: all build deps demo demo-capture demo-local test unit test-console fuzz bench bench-quick bench-hash bench-mktorrent bench-memory clean deb
 
 all: build
 
@@ -72,13 +72,15 @@ fuzz:
 # The fleet benchmark on a simulated LAN (network namespaces, needs root):
 # every method side by side on a raw image and on ext4 and NTFS images
 # (used blocks: pxeswarm against Clonezilla's partclone + udpcast), plus
-# what mktorrent reads of a 256 GB partition; writes docs/BENCHMARKS.md and
-# docs/bench.svg (the committed run took 38.5 minutes on 2 cores: about 24
-# for the raw image, the rest for the filesystem images and the read cost;
-# bin/bench --help selects).
+# what mktorrent reads of a 256 GB partition, and the peak RSS of seed and
+# fetch on a 256 GiB image (a minute more; INITRAMFS=path adds the agent's
+# 1 GiB budget); writes docs/BENCHMARKS.md and docs/bench.svg (the
+# committed run took 38.5 minutes on 2 cores: about 24 for the raw image,
+# the rest for the filesystem images and the read cost; bin/bench --help
+# selects).
 bench: deps build
 	$(GO) build -o bin/bench ./bench
-	bin/bench --pxeswarm $(BIN)
+	bin/bench --pxeswarm $(BIN) $(if $(INITRAMFS),--initramfs $(INITRAMFS))
 
 # N=4: a small raw image, pxeswarm against HTTP unicast, and a 256 MiB ext4
 # image, pxeswarm against partclone + udpcast: fails unless pxeswarm's T_all
@@ -93,6 +95,13 @@ bench-quick: deps build
 bench-mktorrent: build
 	$(GO) build -o bin/bench ./bench
 	bin/bench mktorrent-cost --pxeswarm $(BIN)
+
+# Peak RSS of pxeswarm seed and fetch for a 256 GiB image (sparse files;
+# the fetch runs a minute at about 1 Gbit/s on loopback and writes about
+# 7 GiB to $TMPDIR). INITRAMFS=path adds the 1 GiB terminal's budget.
+bench-memory: build
+	$(GO) build -o bin/bench ./bench
+	bin/bench memory --pxeswarm $(BIN) $(if $(INITRAMFS),--initramfs $(INITRAMFS))
 
 # mktorrent's hasher against sha1sum on the same 1 GiB file, as a ratio.
 bench-hash:

@@ -6,12 +6,14 @@
 // fragmented) it runs pxeswarm's used-block torrent against Clonezilla's
 // pipeline (partclone into udpcast) and the raw-image methods, against
 // both floors, S/R and used/R. It also measures what mktorrent reads of a
-// 256 GB partition. It writes docs/BENCHMARKS.md and a plot. Run it as
+// 256 GB partition, and the peak RSS of a seeding and a fetching pxeswarm
+// for a 256 GiB image. It writes docs/BENCHMARKS.md and a plot. Run it as
 // root:
 //
 //	make bench            # the whole matrix
 //	make bench-quick      # N=4: pxeswarm against HTTP (raw) and partclone + udpcast (ext4)
 //	make bench-mktorrent  # mktorrent's read cost alone
+//	make bench-memory     # the memory figure alone
 package main
 
 import (
@@ -64,6 +66,12 @@ type config struct {
 
 	costSize, costFill sizeFlag // mktorrent's read cost (costFill 0: not measured)
 	cost               *readCost
+
+	// The memory figure (memory.go); memFor 0: not measured.
+	memSize, memRate sizeFlag
+	memFor           time.Duration
+	initramfs        string // unpacked size for the agent's budget ("": left out)
+	mem              *memCost
 }
 
 // sizeFlag is a byte count in human units (256GB, 4GiB).
@@ -158,7 +166,11 @@ func main() {
 		mktorrentCost(os.Args[2:])
 		return
 	}
-	cfg := &config{costSize: 256e9, costFill: 4 << 30}
+	if len(os.Args) > 1 && os.Args[1] == "memory" {
+		memory(os.Args[2:])
+		return
+	}
+	cfg := &config{costSize: 256e9, costFill: 4 << 30, memSize: defaultMemSize, memRate: defaultMemRate}
 	var ns, methods, scenarios, fsKinds, fsNs, fsScenarios, fsMethods string
 	var rateMbit, sizeMiB, fsSizeMiB int64
 	flag.StringVar(&cfg.bin, "pxeswarm", "bin/pxeswarm", "pxeswarm binary to benchmark")
@@ -178,13 +190,17 @@ func main() {
 	flag.BoolVar(&cfg.fsRawEvery, "fs-raw-every", false, "run the raw-image methods (http, qbittorrent) on every filesystem image, not only the first (they do not read the filesystem)")
 	flag.Var(&cfg.costSize, "cost-size", "mktorrent read cost: partition size (a sparse file)")
 	flag.Var(&cfg.costFill, "cost-fill", "mktorrent read cost: bytes of files in it (0: do not measure)")
+	flag.Var(&cfg.memSize, "memory-size", "memory figure: image size (a sparse file)")
+	flag.Var(&cfg.memRate, "memory-rate", "memory figure: the fetcher's download cap per second (it writes this much to the disk each second)")
+	flag.DurationVar(&cfg.memFor, "memory-for", defaultMemFor, "memory figure: how long the fetch runs (0: do not measure)")
+	flag.StringVar(&cfg.initramfs, "initramfs", "", "memory figure: the agent's initramfs (cpio, gzip or xz), for the 1 GiB terminal's budget (empty: left out)")
 	flag.StringVar(&cfg.out, "out", "docs/BENCHMARKS.md", "report to write")
 	flag.StringVar(&cfg.svg, "svg", "docs/bench.svg", "plot to write")
 	flag.StringVar(&cfg.trace, "trace", "", "write every process's output, each line with its time since the clients started, under this directory")
 	flag.BoolVar(&cfg.quick, "quick", false, "N=4: a 64 MiB raw image, pxeswarm against HTTP unicast, and a 256 MiB ext4 image, pxeswarm against partclone + udpcast; exit 1 unless pxeswarm is faster in both")
 	flag.Parse()
 	if cfg.quick {
-		ns, methods, scenarios, sizeMiB, rateMbit, cfg.costFill = "4", "pxeswarm,http", "homogeneous", 64, 100, 0
+		ns, methods, scenarios, sizeMiB, rateMbit, cfg.costFill, cfg.memFor = "4", "pxeswarm,http", "homogeneous", 64, 100, 0, 0
 		fsKinds, fsSizeMiB, fsNs, fsScenarios, fsMethods = "ext4", 256, "4", "homogeneous", "pxeswarm,clonezilla"
 	}
 	cfg.rate, cfg.size, cfg.fsSize = rateMbit*1e6, sizeMiB<<20, fsSizeMiB<<20
@@ -367,6 +383,13 @@ func benchmark(ctx context.Context, cfg *config, out *os.File) ([]result, map[st
 			return nil, nil, err
 		}
 		fmt.Fprint(out, cfg.cost.markdown())
+	}
+	if cfg.memFor > 0 {
+		fmt.Fprintf(out, "bench: peak RSS of seed and fetch on a %s image, fetching for %s\n", bytesize.Format(int64(cfg.memSize)), cfg.memFor)
+		if cfg.mem, err = measureMemory(cfg.bin, cfg.work, int64(cfg.memSize), cfg.memFor, int64(cfg.memRate), cfg.initramfs); err != nil {
+			return nil, nil, err
+		}
+		fmt.Fprint(out, cfg.mem.markdown())
 	}
 	var results []result
 	for _, j := range jobs {
@@ -571,6 +594,38 @@ func mktorrentCost(args []string) {
 		log.Fatal(err)
 	}
 	fmt.Print(rc.markdown())
+}
+
+// The memory figure's defaults: issue 20's 256 GiB image, fetched for a
+// minute at about the payload rate of a 1 Gbit/s link (the terminals'
+// link), which writes about 7 GiB to the disk.
+const (
+	defaultMemSize = 256 << 30
+	defaultMemRate = 112 << 20
+	defaultMemFor  = time.Minute
+)
+
+// memory is the memory figure alone: it prints its Markdown section (make
+// bench-memory).
+func memory(args []string) {
+	fs := flag.NewFlagSet("memory", flag.ExitOnError)
+	bin := fs.String("pxeswarm", "bin/pxeswarm", "pxeswarm binary")
+	size, rate := sizeFlag(defaultMemSize), sizeFlag(defaultMemRate)
+	fs.Var(&size, "size", "image size (a sparse file)")
+	fs.Var(&rate, "rate", "the fetcher's download cap per second (it writes this much to the disk each second)")
+	dur := fs.Duration("for", defaultMemFor, "how long the fetch runs")
+	initramfs := fs.String("initramfs", "", "the agent's initramfs (cpio, gzip or xz), for the 1 GiB terminal's budget")
+	work := fs.String("work", os.TempDir(), "folder for the sparse files (needs rate × time free)")
+	fs.Parse(args)
+	abs, err := filepath.Abs(*bin)
+	if err != nil {
+		log.Fatal(err)
+	}
+	mc, err := measureMemory(abs, *work, int64(size), *dur, int64(rate), *initramfs)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Print(mc.markdown())
 }
 
 func checkQuick(cfg *config, results []result) error {

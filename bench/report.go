@@ -42,6 +42,9 @@ Written by `+"`make bench`"+` on %s, in one run on one machine (%d cores, Linux 
 	if cfg.cost != nil {
 		b.WriteString(cfg.cost.markdown())
 	}
+	if cfg.mem != nil {
+		b.WriteString(cfg.mem.markdown())
+	}
 	if err := os.WriteFile(cfg.out, []byte(b.String()), 0o644); err != nil {
 		return err
 	}
