@@ -6,12 +6,15 @@
 // fragmented) it runs pxeswarm's used-block torrent against Clonezilla's
 // pipeline (partclone into udpcast) and the raw-image methods, against
 // both floors, S/R and used/R. It also measures what mktorrent reads of a
-// 256 GB partition. It writes docs/BENCHMARKS.md and a plot. Run it as
-// root:
+// 256 GB partition, and a capture (pxeswarm capture --disk to pxeswarm
+// serve, capture.go): bytes on the wire against used, time against used/R
+// and against reading the used blocks. It writes docs/BENCHMARKS.md and a
+// plot. Run it as root:
 //
-//	make bench            # the whole matrix
-//	make bench-quick      # N=4: pxeswarm against HTTP (raw) and partclone + udpcast (ext4)
-//	make bench-mktorrent  # mktorrent's read cost alone
+//	make bench                 # the whole matrix
+//	make bench-quick           # N=4: pxeswarm against HTTP (raw) and partclone + udpcast (ext4); a capture of the ext4
+//	make bench-mktorrent       # mktorrent's read cost alone
+//	bin/bench --only capture   # the capture scenario alone, its section printed
 package main
 
 import (
@@ -64,6 +67,13 @@ type config struct {
 
 	costSize, costFill sizeFlag // mktorrent's read cost (costFill 0: not measured)
 	cost               *readCost
+
+	// The capture scenario (capture.go).
+	capKinds    []string // "ext4", "ntfs"; none: not run
+	capSize     int64    // the golden disk's bytes
+	capUsedPct  int      // share used, percent
+	capSlowDisk float64  // also with the disk's reads throttled to this fraction of R (0: not)
+	captures    []captureResult
 }
 
 // sizeFlag is a byte count in human units (256GB, 4GiB).
@@ -154,13 +164,17 @@ func main() {
 		serveHTTP(os.Args[2:])
 		return
 	}
+	if len(os.Args) > 1 && os.Args[1] == "read-used" {
+		readUsedMain(os.Args[2:])
+		return
+	}
 	if len(os.Args) > 1 && os.Args[1] == "mktorrent-cost" {
 		mktorrentCost(os.Args[2:])
 		return
 	}
 	cfg := &config{costSize: 256e9, costFill: 4 << 30}
-	var ns, methods, scenarios, fsKinds, fsNs, fsScenarios, fsMethods string
-	var rateMbit, sizeMiB, fsSizeMiB int64
+	var ns, methods, scenarios, fsKinds, fsNs, fsScenarios, fsMethods, capKinds, only string
+	var rateMbit, sizeMiB, fsSizeMiB, capSizeMiB int64
 	flag.StringVar(&cfg.bin, "pxeswarm", "bin/pxeswarm", "pxeswarm binary to benchmark")
 	flag.Int64Var(&rateMbit, "rate", 50, "link rate R in Mbit/s, every link, both directions (50: 16 clients stay within 2 cores)")
 	flag.Int64Var(&sizeMiB, "size", 128, "raw image size S in MiB (random data)")
@@ -178,16 +192,29 @@ func main() {
 	flag.BoolVar(&cfg.fsRawEvery, "fs-raw-every", false, "run the raw-image methods (http, qbittorrent) on every filesystem image, not only the first (they do not read the filesystem)")
 	flag.Var(&cfg.costSize, "cost-size", "mktorrent read cost: partition size (a sparse file)")
 	flag.Var(&cfg.costFill, "cost-fill", "mktorrent read cost: bytes of files in it (0: do not measure)")
+	flag.StringVar(&capKinds, "capture-fs", "ext4,ntfs", "golden disks for the capture scenario (pxeswarm capture --disk to pxeswarm serve over one link): ext4, ntfs (empty: none)")
+	flag.Int64Var(&capSizeMiB, "capture-size", 1024, "capture scenario: the golden disk's size in MiB (a filesystem image on a loop device)")
+	flag.IntVar(&cfg.capUsedPct, "capture-used", 18, "capture scenario: share of the golden disk in use, in percent")
+	flag.Float64Var(&cfg.capSlowDisk, "capture-slow-disk", 0.5, "capture scenario: also capture each golden disk with its reads throttled (blkio cgroup) to this fraction of R, so the disk is the slower floor (0: not)")
+	flag.StringVar(&only, "only", "", `run one part alone and print its section instead of writing the report: "capture"`)
 	flag.StringVar(&cfg.out, "out", "docs/BENCHMARKS.md", "report to write")
 	flag.StringVar(&cfg.svg, "svg", "docs/bench.svg", "plot to write")
 	flag.StringVar(&cfg.trace, "trace", "", "write every process's output, each line with its time since the clients started, under this directory")
-	flag.BoolVar(&cfg.quick, "quick", false, "N=4: a 64 MiB raw image, pxeswarm against HTTP unicast, and a 256 MiB ext4 image, pxeswarm against partclone + udpcast; exit 1 unless pxeswarm is faster in both")
+	flag.BoolVar(&cfg.quick, "quick", false, "N=4: a 64 MiB raw image, pxeswarm against HTTP unicast, and a 256 MiB ext4 image, pxeswarm against partclone + udpcast, and a capture of that ext4; exit 1 unless pxeswarm is faster in both and the capture is within its bounds")
 	flag.Parse()
 	if cfg.quick {
 		ns, methods, scenarios, sizeMiB, rateMbit, cfg.costFill = "4", "pxeswarm,http", "homogeneous", 64, 100, 0
 		fsKinds, fsSizeMiB, fsNs, fsScenarios, fsMethods = "ext4", 256, "4", "homogeneous", "pxeswarm,clonezilla"
+		capKinds, capSizeMiB, cfg.capUsedPct = "ext4", fsSizeMiB, cfg.fsUsedPct
 	}
-	cfg.rate, cfg.size, cfg.fsSize = rateMbit*1e6, sizeMiB<<20, fsSizeMiB<<20
+	switch only {
+	case "":
+	case "capture":
+		scenarios, fsKinds, methods, fsMethods, cfg.costFill = "", "", "", "", 0
+	default:
+		log.Fatalf("--only %q: want capture", only)
+	}
+	cfg.rate, cfg.size, cfg.fsSize, cfg.capSize = rateMbit*1e6, sizeMiB<<20, fsSizeMiB<<20, capSizeMiB<<20
 	var err error
 	if cfg.ns, err = counts("-n", ns); err != nil {
 		log.Fatal(err)
@@ -209,10 +236,15 @@ func main() {
 		return ms
 	}
 	cfg.methods, cfg.fsMethods = pick("methods", methods), pick("fs-methods", fsMethods)
-	cfg.scenarios, cfg.fsKinds, cfg.fsScenarios = fields(scenarios), fields(fsKinds), fields(fsScenarios)
+	cfg.scenarios, cfg.fsKinds, cfg.fsScenarios, cfg.capKinds = fields(scenarios), fields(fsKinds), fields(fsScenarios), fields(capKinds)
 	for _, k := range cfg.fsKinds {
 		if k != "ext4" && k != "ntfs" {
 			log.Fatalf("-fs: unknown %q; want ext4 or ntfs", k)
+		}
+	}
+	for _, k := range cfg.capKinds {
+		if k != "ext4" && k != "ntfs" {
+			log.Fatalf("-capture-fs: unknown %q; want ext4 or ntfs", k)
 		}
 	}
 	for _, s := range cfg.fsScenarios {
@@ -231,6 +263,14 @@ func main() {
 		if err := checkQuick(cfg, results); err != nil {
 			log.Fatal(err)
 		}
+		if err := checkCapture(cfg.captures); err != nil {
+			log.Fatal(err)
+		}
+		return
+	}
+	if only != "" {
+		fmt.Print(captureMarkdown(cfg, cfg.captures))
+		fmt.Printf("bench: --only %s took %s; the report (%s) is written by a whole run only\n", only, time.Since(t0).Round(time.Second), cfg.out)
 		return
 	}
 	if err := writeReport(cfg, imgs, results, time.Since(t0)); err != nil {
@@ -272,6 +312,10 @@ func checkTools(cfg *config) error {
 	if len(cfg.fsKinds) > 0 {
 		ms = append(slices.Clone(ms), cfg.fsMethods...)
 		maps.Copy(need, fsTools)
+	}
+	if len(cfg.capKinds) > 0 {
+		maps.Copy(need, fsTools)
+		need["losetup"], need["curl"], need["dumpe2fs"], need["ntfsinfo"] = "util-linux", "curl", "e2fsprogs", "ntfs-3g"
 	}
 	for _, m := range ms {
 		switch m.name() {
@@ -389,6 +433,12 @@ func benchmark(ctx context.Context, cfg *config, out *os.File) ([]result, map[st
 			res.FS, res.Size, res.Used, res.Floor, res.RunFloor = base.FS, base.Size, base.Used, base.Floor, base.RunFloor
 			results = append(results, res)
 			fmt.Fprintln(out, res.line())
+		}
+	}
+	if len(cfg.capKinds) > 0 {
+		fmt.Fprintf(out, "bench: capture: golden disks of %d MiB, %d%% used, over one link of %d Mbit/s\n", cfg.capSize>>20, cfg.capUsedPct, cfg.rate/1e6)
+		if cfg.captures, err = captureBench(ctx, cfg, imgs, out); err != nil {
+			return results, imgs, err
 		}
 	}
 	return results, imgs, nil
