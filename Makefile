@@ -79,8 +79,9 @@ bench: deps build
 # N=4: a small raw image, pxeswarm against HTTP unicast, and a 256 MiB ext4
 # image, pxeswarm against partclone + udpcast: fails unless pxeswarm's T_all
 # ratio is below the other's in both; then pxeswarm capture of that ext4 to
-# pxeswarm serve over one link: fails if it moved more than 1.05 × used or
-# took over 1.3 × max(used/R, read) (part of make test; about 45 s).
+# pxeswarm serve over one 25 Mbit/s link: fails if it moved more than
+# 1.05 × used or took over 1.3 × max(used/R, read) (part of make test;
+# about 65 s, 16 of them the capture).
 bench-quick: deps build
 	$(GO) build -o bin/bench ./bench
 	bin/bench --quick --pxeswarm $(BIN)
