@@ -72,19 +72,23 @@ fuzz:
 # The fleet benchmark on a simulated LAN (network namespaces, needs root):
 # every method side by side on a raw image and on ext4 and NTFS images
 # (used blocks: pxeswarm against Clonezilla's partclone + udpcast), plus
-# what mktorrent reads of a 256 GB partition, and the peak RSS of seed and
+# what mktorrent reads of a 256 GB partition, the peak RSS of seed and
 # fetch on a 256 GiB image (a minute more; INITRAMFS=path adds the agent's
-# 1 GiB budget); writes docs/BENCHMARKS.md and docs/bench.svg (the
-# committed run took 38.5 minutes on 2 cores: about 24 for the raw image,
-# the rest for the filesystem images and the read cost; bin/bench --help
-# selects).
+# 1 GiB budget) and a capture of ext4 and NTFS golden disks (bin/bench
+# --only capture runs it alone); writes docs/BENCHMARKS.md and
+# docs/bench.svg (the committed run took 38.5 minutes on 2 cores: about 24
+# for the raw image, the rest for the filesystem images and the read cost;
+# bin/bench --help selects).
 bench: deps build
 	$(GO) build -o bin/bench ./bench
 	bin/bench --pxeswarm $(BIN) $(if $(INITRAMFS),--initramfs $(INITRAMFS))
 
 # N=4: a small raw image, pxeswarm against HTTP unicast, and a 256 MiB ext4
 # image, pxeswarm against partclone + udpcast: fails unless pxeswarm's T_all
-# ratio is below the other's in both (part of make test; about 45 s).
+# ratio is below the other's in both; then pxeswarm capture of that ext4 to
+# pxeswarm serve over one 25 Mbit/s link: fails if it moved more than
+# 1.05 × used or took over 1.3 × max(used/R, read) (part of make test;
+# about 65 s, 16 of them the capture).
 bench-quick: deps build
 	$(GO) build -o bin/bench ./bench
 	bin/bench --quick --pxeswarm $(BIN)

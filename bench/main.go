@@ -6,14 +6,17 @@
 // fragmented) it runs pxeswarm's used-block torrent against Clonezilla's
 // pipeline (partclone into udpcast) and the raw-image methods, against
 // both floors, S/R and used/R. It also measures what mktorrent reads of a
-// 256 GB partition, and the peak RSS of a seeding and a fetching pxeswarm
-// for a 256 GiB image. It writes docs/BENCHMARKS.md and a plot. Run it as
-// root:
+// 256 GB partition, the peak RSS of a seeding and a fetching pxeswarm
+// for a 256 GiB image, and a capture (pxeswarm capture --disk to pxeswarm
+// serve, capture.go): bytes on the wire against used, time against used/R
+// and against reading the used blocks. It writes docs/BENCHMARKS.md and a
+// plot. Run it as root:
 //
-//	make bench            # the whole matrix
-//	make bench-quick      # N=4: pxeswarm against HTTP (raw) and partclone + udpcast (ext4)
-//	make bench-mktorrent  # mktorrent's read cost alone
-//	make bench-memory     # the memory figure alone
+//	make bench                 # the whole matrix
+//	make bench-quick           # N=4: pxeswarm against HTTP (raw) and partclone + udpcast (ext4); a capture of the ext4
+//	make bench-mktorrent       # mktorrent's read cost alone
+//	make bench-memory          # the memory figure alone
+//	bin/bench --only capture   # the capture scenario alone, its section printed
 package main
 
 import (
@@ -72,6 +75,13 @@ type config struct {
 	memFor           time.Duration
 	initramfs        string // unpacked size for the agent's budget ("": left out)
 	mem              *memCost
+	// The capture scenario (capture.go).
+	capKinds    []string // "ext4", "ntfs"; none: not run
+	capSize     int64    // the golden disk's bytes
+	capUsedPct  int      // share used, percent
+	capSlowDisk float64  // also with the disk's reads throttled to this fraction of R (0: not)
+	capRate     int64    // the capture's link rate, bits/s
+	captures    []captureResult
 }
 
 // sizeFlag is a byte count in human units (256GB, 4GiB).
@@ -162,6 +172,10 @@ func main() {
 		serveHTTP(os.Args[2:])
 		return
 	}
+	if len(os.Args) > 1 && os.Args[1] == "read-used" {
+		readUsedMain(os.Args[2:])
+		return
+	}
 	if len(os.Args) > 1 && os.Args[1] == "mktorrent-cost" {
 		mktorrentCost(os.Args[2:])
 		return
@@ -171,8 +185,8 @@ func main() {
 		return
 	}
 	cfg := &config{costSize: 256e9, costFill: 4 << 30, memSize: defaultMemSize, memRate: defaultMemRate}
-	var ns, methods, scenarios, fsKinds, fsNs, fsScenarios, fsMethods string
-	var rateMbit, sizeMiB, fsSizeMiB int64
+	var ns, methods, scenarios, fsKinds, fsNs, fsScenarios, fsMethods, capKinds, only string
+	var rateMbit, sizeMiB, fsSizeMiB, capSizeMiB, capRateMbit int64
 	flag.StringVar(&cfg.bin, "pxeswarm", "bin/pxeswarm", "pxeswarm binary to benchmark")
 	flag.Int64Var(&rateMbit, "rate", 50, "link rate R in Mbit/s, every link, both directions (50: 16 clients stay within 2 cores)")
 	flag.Int64Var(&sizeMiB, "size", 128, "raw image size S in MiB (random data)")
@@ -194,16 +208,37 @@ func main() {
 	flag.Var(&cfg.memRate, "memory-rate", "memory figure: the fetcher's download cap per second (it writes this much to the disk each second)")
 	flag.DurationVar(&cfg.memFor, "memory-for", defaultMemFor, "memory figure: how long the fetch runs (0: do not measure)")
 	flag.StringVar(&cfg.initramfs, "initramfs", "", "memory figure: the agent's initramfs (cpio, gzip or xz), for the 1 GiB terminal's budget (empty: left out)")
+	flag.StringVar(&capKinds, "capture-fs", "ext4,ntfs", "golden disks for the capture scenario (pxeswarm capture --disk to pxeswarm serve over one link): ext4, ntfs (empty: none)")
+	flag.Int64Var(&capSizeMiB, "capture-size", 1024, "capture scenario: the golden disk's size in MiB (a filesystem image on a loop device)")
+	flag.IntVar(&cfg.capUsedPct, "capture-used", 18, "capture scenario: share of the golden disk in use, in percent")
+	flag.Float64Var(&cfg.capSlowDisk, "capture-slow-disk", 0.5, "capture scenario: also capture each golden disk with its reads throttled (blkio cgroup) to this fraction of R, so the disk is the slower floor (0: not)")
+	flag.Int64Var(&capRateMbit, "capture-rate", 0, "capture scenario: its link's rate in Mbit/s (0: --rate)")
+	flag.StringVar(&only, "only", "", `run one part alone and print its section instead of writing the report: "capture"`)
 	flag.StringVar(&cfg.out, "out", "docs/BENCHMARKS.md", "report to write")
 	flag.StringVar(&cfg.svg, "svg", "docs/bench.svg", "plot to write")
 	flag.StringVar(&cfg.trace, "trace", "", "write every process's output, each line with its time since the clients started, under this directory")
-	flag.BoolVar(&cfg.quick, "quick", false, "N=4: a 64 MiB raw image, pxeswarm against HTTP unicast, and a 256 MiB ext4 image, pxeswarm against partclone + udpcast; exit 1 unless pxeswarm is faster in both")
+	flag.BoolVar(&cfg.quick, "quick", false, "N=4: a 64 MiB raw image, pxeswarm against HTTP unicast, and a 256 MiB ext4 image, pxeswarm against partclone + udpcast, and a capture of that ext4 at 25 Mbit/s; exit 1 unless pxeswarm is faster in both and the capture moved ≤ 1.05×used and took ≤ 1.3×max(used/R, read)")
 	flag.Parse()
 	if cfg.quick {
 		ns, methods, scenarios, sizeMiB, rateMbit, cfg.costFill, cfg.memFor = "4", "pxeswarm,http", "homogeneous", 64, 100, 0, 0
 		fsKinds, fsSizeMiB, fsNs, fsScenarios, fsMethods = "ext4", 256, "4", "homogeneous", "pxeswarm,clonezilla"
+		// The capture reuses the ext4 image (38 MiB used) at a quarter
+		// of R: used/R is then 13 s, so its fixed cost (starting, the
+		// server's re-hash, publishing: about 0.8 s) weighs little.
+		capKinds, capSizeMiB, cfg.capUsedPct, capRateMbit, cfg.capSlowDisk = "ext4", fsSizeMiB, cfg.fsUsedPct, 25, 0
 	}
-	cfg.rate, cfg.size, cfg.fsSize = rateMbit*1e6, sizeMiB<<20, fsSizeMiB<<20
+	switch only {
+	case "":
+	case "capture":
+		scenarios, fsKinds, methods, fsMethods, cfg.costFill = "", "", "", "", 0
+	default:
+		log.Fatalf("--only %q: want capture", only)
+	}
+	cfg.rate, cfg.size, cfg.fsSize, cfg.capSize = rateMbit*1e6, sizeMiB<<20, fsSizeMiB<<20, capSizeMiB<<20
+	cfg.capRate = cfg.rate
+	if capRateMbit > 0 {
+		cfg.capRate = capRateMbit * 1e6
+	}
 	var err error
 	if cfg.ns, err = counts("-n", ns); err != nil {
 		log.Fatal(err)
@@ -225,10 +260,15 @@ func main() {
 		return ms
 	}
 	cfg.methods, cfg.fsMethods = pick("methods", methods), pick("fs-methods", fsMethods)
-	cfg.scenarios, cfg.fsKinds, cfg.fsScenarios = fields(scenarios), fields(fsKinds), fields(fsScenarios)
+	cfg.scenarios, cfg.fsKinds, cfg.fsScenarios, cfg.capKinds = fields(scenarios), fields(fsKinds), fields(fsScenarios), fields(capKinds)
 	for _, k := range cfg.fsKinds {
 		if k != "ext4" && k != "ntfs" {
 			log.Fatalf("-fs: unknown %q; want ext4 or ntfs", k)
+		}
+	}
+	for _, k := range cfg.capKinds {
+		if k != "ext4" && k != "ntfs" {
+			log.Fatalf("-capture-fs: unknown %q; want ext4 or ntfs", k)
 		}
 	}
 	for _, s := range cfg.fsScenarios {
@@ -247,6 +287,14 @@ func main() {
 		if err := checkQuick(cfg, results); err != nil {
 			log.Fatal(err)
 		}
+		if err := checkCapture(cfg.captures); err != nil {
+			log.Fatal(err)
+		}
+		return
+	}
+	if only != "" {
+		fmt.Print(captureMarkdown(cfg, cfg.captures))
+		fmt.Printf("bench: --only %s took %s; the report (%s) is written by a whole run only\n", only, time.Since(t0).Round(time.Second), cfg.out)
 		return
 	}
 	if err := writeReport(cfg, imgs, results, time.Since(t0)); err != nil {
@@ -288,6 +336,10 @@ func checkTools(cfg *config) error {
 	if len(cfg.fsKinds) > 0 {
 		ms = append(slices.Clone(ms), cfg.fsMethods...)
 		maps.Copy(need, fsTools)
+	}
+	if len(cfg.capKinds) > 0 {
+		maps.Copy(need, fsTools)
+		need["losetup"], need["curl"], need["dumpe2fs"], need["ntfsinfo"] = "util-linux", "curl", "e2fsprogs", "ntfs-3g"
 	}
 	for _, m := range ms {
 		switch m.name() {
@@ -412,6 +464,12 @@ func benchmark(ctx context.Context, cfg *config, out *os.File) ([]result, map[st
 			res.FS, res.Size, res.Used, res.Floor, res.RunFloor = base.FS, base.Size, base.Used, base.Floor, base.RunFloor
 			results = append(results, res)
 			fmt.Fprintln(out, res.line())
+		}
+	}
+	if len(cfg.capKinds) > 0 {
+		fmt.Fprintf(out, "bench: capture: golden disks of %d MiB, %d%% used, over one link of %d Mbit/s\n", cfg.capSize>>20, cfg.capUsedPct, cfg.capRate/1e6)
+		if cfg.captures, err = captureBench(ctx, cfg, imgs, out); err != nil {
+			return results, imgs, err
 		}
 	}
 	return results, imgs, nil

@@ -39,6 +39,9 @@ Written by `+"`make bench`"+` on %s, in one run on one machine (%d cores, Linux 
 	if len(cfg.fsKinds) > 0 && imgs[cfg.fsKinds[0]] != nil {
 		fsSection(&b, cfg, imgs, results)
 	}
+	if len(cfg.captures) > 0 {
+		b.WriteString(captureMarkdown(cfg, cfg.captures))
+	}
 	if cfg.cost != nil {
 		b.WriteString(cfg.cost.markdown())
 	}
