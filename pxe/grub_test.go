@@ -108,7 +108,9 @@ func TestShimTFTP(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
-	go func() { done <- TFTPConfig{Root: t.TempDir(), Files: files, Generate: gen}.Serve(ctx, testlog.New(t), conn) }()
+	go func() {
+		done <- TFTPConfig{Root: t.TempDir(), Files: files, Generate: gen}.Serve(ctx, testlog.New(t), conn)
+	}()
 	defer func() { cancel(); <-done }()
 	port := conn.LocalAddr().(*net.UDPAddr).Port
 	get := func(remote string) ([]byte, string) {
