@@ -355,6 +355,7 @@ func (a *agent) run(ctx context.Context) (after string, err error) {
 	c := a.cfg
 	a.con.Println(markVersion(version.String()))
 	a.log.Info("pxeswarm agent starting", "version", version.String())
+	a.reportSecureBoot()
 	if c.Cmdline != "-" {
 		data, err := os.ReadFile(c.Cmdline)
 		if err != nil {
