@@ -43,9 +43,17 @@ type classroom struct {
 
 // newClassroom builds everything and starts the server in the given DHCP
 // mode. Tasks start by themselves (--auto all), with the table created
-// from the image's layout; extra flags are added to `pxeswarm serve` (a
-// later flag wins over the defaults here).
+// from the image's layout; UEFI machines get iPXE (--uefi-loader ipxe);
+// extra flags are added to `pxeswarm serve` (a later flag wins over the
+// defaults here).
 func newClassroom(t *testing.T, tag, mode string, extra ...string) *classroom {
+	t.Helper()
+	return newClassroomOS(t, tag, mode, build.TestOSConfig{}, extra...)
+}
+
+// newClassroomOS is newClassroom with a test OS built from tosCfg (Dir
+// and the sizes are set here).
+func newClassroomOS(t *testing.T, tag, mode string, tosCfg build.TestOSConfig, extra ...string) *classroom {
 	t.Helper()
 	kernel := requireTools(t)
 	bin := buildPxeswarm(t)
@@ -60,7 +68,8 @@ func newClassroom(t *testing.T, tag, mode string, extra ...string) *classroom {
 		t.Fatalf("pxeswarm build initramfs: %v\n%s", err, out)
 	}
 	t.Logf("initramfs built in %v:\n%s", time.Since(start).Round(time.Second), out)
-	tos, err := build.TestOSConfig{Dir: filepath.Join(work, "testos"), ESPSize: 40 << 20, DataSize: 16 << 20}.Build(ctx, testlog.New(t))
+	tosCfg.Dir, tosCfg.ESPSize, tosCfg.DataSize = filepath.Join(work, "testos"), 40<<20, 16<<20
+	tos, err := tosCfg.Build(ctx, testlog.New(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,7 +79,7 @@ func newClassroom(t *testing.T, tag, mode string, extra ...string) *classroom {
 		"--interface", c.lan.Bridge, "--dhcp", mode, "--state-dir", state,
 		"--kernel", filepath.Join(boot, "vmlinuz"), "--initramfs", filepath.Join(boot, "initramfs"),
 		"--cmdline", "console=ttyS0 panic=-1", "--auto", "all", "--create-table", "--check", "fresh",
-		"--seed-for", "15s", "--after", "reboot"}
+		"--seed-for", "15s", "--after", "reboot", "--uefi-loader", "ipxe"}
 	c.serve = append(c.serve, extra...)
 	c.kill = c.startServer(t)
 	t.Cleanup(func() {
@@ -125,6 +134,7 @@ type vm struct {
 	mac     string
 	disk    string
 	tap     string
+	vars    string // the UEFI variable store of a SecureBoot machine
 	console testlog.Buffer
 }
 
@@ -137,6 +147,11 @@ func (c *classroom) newVM(t *testing.T, name string, fw qemu.Firmware, mac strin
 	}
 	f.Truncate(128 << 20)
 	f.Close()
+	if fw == qemu.SecureBoot {
+		if v.vars, err = qemu.CopyVars(t.TempDir()); err != nil {
+			t.Fatal(err)
+		}
+	}
 	return v
 }
 
@@ -145,7 +160,7 @@ func (c *classroom) start(t *testing.T, v *vm) *qemu.VM {
 	t.Helper()
 	m, err := qemu.Config{Name: v.name, Firmware: v.fw, Memory: 768, NetNS: c.lan.NS.Name, Tap: v.tap, MAC: v.mac,
 		BootNetwork: true, Disks: []qemu.Disk{{Path: v.disk}}, Timeout: 10 * time.Minute, Console: &v.console,
-		FirmwareLog: v.disk + ".fw.log",
+		FirmwareLog: v.disk + ".fw.log", Vars: v.vars,
 	}.Boot(c.ctx, testlog.New(t))
 	if err != nil {
 		t.Fatal(err)

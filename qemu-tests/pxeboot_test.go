@@ -102,8 +102,9 @@ type bootEnv struct {
 }
 
 // startServe builds pxeswarm and the marker initramfs and runs `pxeswarm
-// serve` in a new LAN namespace with the given DHCP mode.
-func startServe(t *testing.T, tag, mode string) *bootEnv {
+// serve` in a new LAN namespace with the given DHCP mode. UEFI machines
+// get iPXE unless extra (more serve flags) says otherwise.
+func startServe(t *testing.T, tag, mode string, extra ...string) *bootEnv {
 	t.Helper()
 	kernel := requireTools(t)
 	bin := buildPxeswarm(t)
@@ -121,9 +122,10 @@ func startServe(t *testing.T, tag, mode string) *bootEnv {
 	}
 	env := &bootEnv{lan: netns.NewLAN(t, tag, netip.MustParsePrefix(serverAddr+"/24")), log: &testlog.Buffer{}}
 	state := filepath.Join(work, "state")
-	serve := env.lan.NS.Command(ctx, bin, "serve", "--image", img, "--interface", env.lan.Bridge, "--dhcp", mode,
+	args := []string{"serve", "--image", img, "--interface", env.lan.Bridge, "--dhcp", mode,
 		"--state-dir", state, "--kernel", kernel, "--initramfs", initrd,
-		"--cmdline", "console=ttyS0 panic=-1")
+		"--cmdline", "console=ttyS0 panic=-1", "--uefi-loader", "ipxe"}
+	serve := env.lan.NS.Command(ctx, bin, append(args, extra...)...)
 	serve.Stdout, serve.Stderr = env.log, env.log
 	exited := netns.Start(t, serve)
 	t.Cleanup(func() {
