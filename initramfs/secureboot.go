@@ -76,10 +76,14 @@ func (a *agent) reportSecureBoot() {
 	if dir == "-" {
 		return
 	}
-	if dir == partition.DefaultEFIVars && inInitramfs() {
+	if dir == partition.DefaultEFIVars {
+		// As the stick's lookup does (local.go): only on a UEFI boot, and
+		// only when nothing is mounted there yet.
 		if err := mountEFIVars(dir); err != nil {
 			a.log.Warn("cannot mount efivarfs: Secure Boot state unknown", "dir", dir, "err", err)
 		}
+	}
+	if inInitramfs() {
 		if err := mountSecurityFS(); err != nil {
 			a.log.Debug("cannot mount securityfs: lockdown mode unknown", "err", err)
 		}
