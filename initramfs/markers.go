@@ -14,8 +14,8 @@ import (
 // them in this order, each with its own deadline:
 //
 //	pxeswarm: version v0.3.0
-//	pxeswarm: secure boot on lockdown=integrity   (or off, n/a on BIOS)
 //	pxeswarm: coldplug 7 modules
+//	pxeswarm: secure boot on lockdown=integrity   (or off, n/a on BIOS)
 //	pxeswarm: stick /dev/sda esp=/dev/sda1 partuuid=… found-by=efi mode=local images=1   (rescue stick only)
 //	pxeswarm: lease ok server=http://198.18.0.1:8080 from=dhcp iface=eth0 addr=198.18.0.100/24
 //	pxeswarm: plan ok task=t1 image=win11

@@ -98,7 +98,7 @@ func TestSecureBootPXE(t *testing.T) {
 	expect(t, v, m, 5*time.Minute, initramfs.MarkVersion)
 	line := expect(t, v, m, time.Minute, initramfs.MarkSecureBoot)
 	if !strings.Contains(line, initramfs.MarkSecureBoot+" on") || !strings.Contains(line, "lockdown=integrity") {
-		t.Errorf("secure boot line %q, want on and lockdown=integrity", line)
+		t.Errorf("secure boot line %q, want on and lockdown=integrity; console:\n%s", line, v.console.String())
 	}
 	expect(t, v, m, 3*time.Minute, initramfs.MarkLease, initramfs.MarkPlan, initramfs.MarkTable, initramfs.MarkWriting)
 	expect(t, v, m, 8*time.Minute, initramfs.MarkImageDone, initramfs.MarkReboot)
