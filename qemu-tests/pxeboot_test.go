@@ -293,17 +293,19 @@ func needDnsmasq(t *testing.T) {
 }
 
 // schoolDHCP runs dnsmasq on its own host on lan as the school's existing
-// DHCP server (198.18.0.50–90) and returns its lease file.
-func schoolDHCP(t *testing.T, lan *netns.LAN) string {
+// DHCP server (198.18.0.50–90) and returns its lease file. extra are more
+// dnsmasq options (the school's own boot settings).
+func schoolDHCP(t *testing.T, lan *netns.LAN, extra ...string) string {
 	t.Helper()
 	school := lan.AddHost(t, "school", netip.MustParsePrefix("198.18.0.2/24"), nil)
 	dir := t.TempDir()
 	leases := filepath.Join(dir, "dnsmasq.leases")
 	var dmLog testlog.Buffer
-	dm := school.Command(context.Background(), "dnsmasq", "--no-daemon", "--conf-file=/dev/null",
-		"--port=0", "--interface="+school.Link, "--bind-interfaces", "--dhcp-authoritative",
-		"--dhcp-range=198.18.0.50,198.18.0.90,255.255.255.0,10m", "--dhcp-leasefile="+leases,
-		"--pid-file="+filepath.Join(dir, "dnsmasq.pid"), "--user=root", "--log-dhcp", "--log-facility=-")
+	args := []string{"--no-daemon", "--conf-file=/dev/null",
+		"--port=0", "--interface=" + school.Link, "--bind-interfaces", "--dhcp-authoritative",
+		"--dhcp-range=198.18.0.50,198.18.0.90,255.255.255.0,10m", "--dhcp-leasefile=" + leases,
+		"--pid-file=" + filepath.Join(dir, "dnsmasq.pid"), "--user=root", "--log-dhcp", "--log-facility=-"}
+	dm := school.Command(context.Background(), "dnsmasq", append(args, extra...)...)
 	dm.Stdout, dm.Stderr = &dmLog, &dmLog
 	netns.Start(t, dm)
 	waitFor(t, "dnsmasq up", 10*time.Second, func() bool { return strings.Contains(dmLog.String(), "DHCP, IP range") })

@@ -3,6 +3,7 @@ package qemutests
 import (
 	"context"
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -118,6 +119,37 @@ func TestSecureBootPXE(t *testing.T) {
 		return
 	}
 	c.checkDisk(t, v)
+	v.console = testlog.Buffer{}
+	m = c.start(t, v)
+	expect(t, v, m, 4*time.Minute, build.NewSystemMarker+" "+c.tos.Digest)
+}
+
+// TestSecureBootPXEProxy is TestSecureBootPXE on the school network:
+// dnsmasq on another host hands out the addresses, pxeswarm runs in proxy
+// mode beside it.
+func TestSecureBootPXEProxy(t *testing.T) {
+	needSecureBoot(t)
+	needDnsmasq(t)
+	c := newClassroomOS(t, "sbp", "proxy", build.TestOSConfig{SecureBoot: true}, "--uefi-loader", "shim")
+	leases := schoolDHCP(t, c.lan)
+	v := c.newVM(t, "secboot-proxy", qemu.SecureBoot, "52:54:00:c8:00:02")
+	m := c.start(t, v)
+	expect(t, v, m, 3*time.Minute, "NBP filename is shimx64.efi")
+	expect(t, v, m, 4*time.Minute, initramfs.MarkVersion)
+	line := expect(t, v, m, time.Minute, initramfs.MarkSecureBoot)
+	if !strings.Contains(line, initramfs.MarkSecureBoot+" on") {
+		t.Errorf("secure boot line %q, want on", line)
+	}
+	line = expect(t, v, m, 3*time.Minute, initramfs.MarkLease)
+	if !strings.Contains(line, "addr=198.18.0.") || !strings.Contains(line, "server="+serverURL) {
+		t.Errorf("lease line %q: want an address from dnsmasq and the server from the proxy", line)
+	}
+	expect(t, v, m, 8*time.Minute, initramfs.MarkImageDone, initramfs.MarkReboot)
+	m.Wait()
+	c.checkDisk(t, v)
+	if b, _ := os.ReadFile(leases); !strings.Contains(string(b), v.mac) {
+		t.Errorf("dnsmasq leases %q lack %s", b, v.mac)
+	}
 	v.console = testlog.Buffer{}
 	m = c.start(t, v)
 	expect(t, v, m, 4*time.Minute, build.NewSystemMarker+" "+c.tos.Digest)
