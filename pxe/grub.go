@@ -107,10 +107,26 @@ func (s *bootServer) grubMachine(mac, client string) string {
 	return b.String()
 }
 
-// grubLocalDisk returns to the firmware with an error, so its boot
-// manager tries the next entry: the disk.
+// grubLocalDisk boots the local disk from GRUB: the first EFI system
+// partition with Windows' boot manager or the removable-media loader
+// (EFI/BOOT/BOOTX64.EFI), chainloaded; firmware checks its signature as
+// it would at power-on. GRUB's "exit" is not enough: Debian's GRUB 2.06
+// returns success to the firmware, and OVMF then opened its setup menu
+// instead of trying the disk (seen in TestSecureBootPXEProxy, where the
+// school's DHCP hands every UEFI machine shim). exit stays as the last
+// resort, for a disk without either loader.
 func grubLocalDisk(mac, why string) string {
-	return fmt.Sprintf("echo 'pxeswarm: %s for %s, booting local disk'\nexit 1\n", why, mac)
+	return fmt.Sprintf(`echo 'pxeswarm: %s for %s, booting local disk'
+for loader in /EFI/Microsoft/Boot/bootmgfw.efi /EFI/BOOT/BOOTX64.EFI; do
+	if search --no-floppy --file --set=esp $loader; then
+		echo "pxeswarm: chainloading ($esp)$loader"
+		chainloader ($esp)$loader
+		boot
+	fi
+done
+echo 'pxeswarm: no EFI loader on any disk; back to the firmware'
+exit 1
+`, why, mac)
 }
 
 // kernelArgs is the kernel command line of a machine with a task, the
