@@ -114,13 +114,17 @@ func (s *bootServer) grubMachine(mac, client string) string {
 // returns success to the firmware, and OVMF then opened its setup menu
 // instead of trying the disk (seen in TestSecureBootPXEProxy, where the
 // school's DHCP hands every UEFI machine shim). exit stays as the last
-// resort, for a disk without either loader.
+// resort, for a disk without either loader. root is set to the ESP first:
+// chainloader gives the loaded image the device of $root, not of the
+// file (with root still on the network, the disk's shim looked for its
+// GRUB on the NIC and failed).
 func grubLocalDisk(mac, why string) string {
 	return fmt.Sprintf(`echo 'pxeswarm: %s for %s, booting local disk'
 for loader in /EFI/Microsoft/Boot/bootmgfw.efi /EFI/BOOT/BOOTX64.EFI; do
 	if search --no-floppy --file --set=esp $loader; then
 		echo "pxeswarm: chainloading ($esp)$loader"
-		chainloader ($esp)$loader
+		set root=$esp
+		chainloader $loader
 		boot
 	fi
 done

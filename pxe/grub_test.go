@@ -54,7 +54,7 @@ func TestGrubConfig(t *testing.T) {
 	grubCheck(t, "grub.cfg", boot)
 
 	local := get("/grub/" + macA + ".cfg")
-	if !strings.Contains(local, "no task for "+macA) || !strings.Contains(local, "chainloader ($esp)$loader") ||
+	if !strings.Contains(local, "no task for "+macA) || !strings.Contains(local, "set root=$esp\n\t\tchainloader $loader") ||
 		!strings.HasSuffix(local, "exit 1\n") || strings.Contains(local, "linux") {
 		t.Errorf("config without a task =\n%s\nwant the disk's loader chainloaded, exit 1 last, and no kernel", local)
 	}
