@@ -53,7 +53,23 @@ type TestOSConfig struct {
 	PieceLength int64
 	// Trackers go into the torrent (the server overrides them in plans).
 	Trackers []string
+	// SecureBoot boots the ESP through Debian's signed shim and GRUB
+	// (EFI/BOOT/BOOTX64.EFI is shim, grubx64.efi beside it, grub.cfg
+	// loading the same kernel) instead of systemd-boot, which is not
+	// signed: firmware with Secure Boot on refuses systemd-boot.
+	SecureBoot bool
+	// Shim and Grub for SecureBoot; defaults DefaultShim and
+	// DefaultDiskGrub.
+	Shim, Grub string
 }
+
+// DefaultShim is Debian's Microsoft-signed shim (shim-signed);
+// DefaultDiskGrub Debian's signed GRUB for booting from a disk
+// (grub-efi-amd64-signed). They come from the same release (SBAT).
+const (
+	DefaultShim     = "/usr/lib/shim/shimx64.efi.signed"
+	DefaultDiskGrub = "/usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed"
+)
 
 // TestOS is a built test OS image.
 type TestOS struct {
@@ -128,6 +144,21 @@ func (c TestOSConfig) Build(ctx context.Context, log *slog.Logger) (*TestOS, err
 		"/loader/loader.conf": "default testos.conf\ntimeout 0\nconsole-mode keep\n",
 		"/loader/entries/testos.conf": "title pxeswarm test OS\nlinux /vmlinuz\ninitrd /initrd.img\n" +
 			"options console=ttyS0 panic=-1 quiet pxeswarm.testos=" + out.Digest + "\n",
+	}
+	if c.SecureBoot {
+		c.Shim, c.Grub = cmp.Or(c.Shim, DefaultShim), cmp.Or(c.Grub, DefaultDiskGrub)
+		for _, f := range []string{c.Shim, c.Grub} {
+			if _, err := os.Stat(f); err != nil {
+				return nil, fmt.Errorf("test OS: %w (install Debian's shim-signed and grub-efi-amd64-signed)", err)
+			}
+		}
+		files["/EFI/BOOT/BOOTX64.EFI"] = c.Shim
+		files["/EFI/BOOT/grubx64.efi"] = c.Grub
+		// Debian's GRUB reads $prefix (/EFI/debian) first, then the
+		// directory it was loaded from.
+		cfg := "set timeout=0\nlinux /vmlinuz console=ttyS0 panic=-1 quiet pxeswarm.testos=" + out.Digest + "\ninitrd /initrd.img\nboot\n"
+		text["/EFI/debian/grub.cfg"] = cfg
+		text["/EFI/BOOT/grub.cfg"] = cfg
 	}
 	if err := writeESP(out.ESP, c.ESPSize, files, text); err != nil {
 		return nil, fmt.Errorf("test OS: ESP: %w", err)

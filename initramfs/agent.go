@@ -403,6 +403,8 @@ func (a *agent) run(ctx context.Context) (after string, err error) {
 		a.log.Info("coldplug done", "modules", len(mods), "took", time.Since(start).Round(time.Millisecond))
 		a.con.Println(markColdplug(len(mods)))
 	}
+	// After coldplug: Debian builds efivarfs as a module.
+	a.reportSecureBoot()
 
 	// The rescue stick, if the machine booted from one: never a target,
 	// and in local mode the source.

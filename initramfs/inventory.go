@@ -19,10 +19,6 @@ import (
 // DefaultProc is where procfs is mounted.
 const DefaultProc = "/proc"
 
-// secureBootVar is the UEFI global variable SecureBoot (UEFI 2.x §3.3,
-// EFI_GLOBAL_VARIABLE GUID) as efivarfs names it.
-const secureBootVar = "SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c"
-
 // collectInventory reads the machine below sys (the sysfs mount, "/sys"),
 // proc (the procfs mount, "/proc") and efivars (where efivarfs is
 // mounted; "-" or "" reads no Secure Boot state), clipped to the
@@ -51,16 +47,14 @@ func collectInventory(sys, proc, efivars string) protocol.Inventory {
 // SecureBootDisabled, or "" when the variable is missing or unreadable
 // (legacy BIOS, efivarfs not mounted). An efivarfs file is 4 bytes of
 // attributes, then the value: SecureBoot's is one byte, 1 when the
-// firmware enforces signatures.
+// firmware enforces signatures (ReadSecureBoot).
 func secureBoot(efivars string) string {
-	b, err := os.ReadFile(filepath.Join(efivars, secureBootVar))
-	if err != nil || len(b) < 5 {
+	switch st, err := ReadSecureBoot(efivars); {
+	case err != nil:
 		return ""
-	}
-	switch b[4] {
-	case 1:
+	case st == SecureBootOn:
 		return protocol.SecureBootEnabled
-	case 0:
+	case st == SecureBootOff:
 		return protocol.SecureBootDisabled
 	}
 	return ""

@@ -15,6 +15,7 @@ import (
 //
 //	pxeswarm: version v0.3.0
 //	pxeswarm: coldplug 7 modules
+//	pxeswarm: secure boot on lockdown=integrity   (or off, n/a on BIOS)
 //	pxeswarm: stick /dev/sda esp=/dev/sda1 partuuid=… found-by=efi mode=local images=1   (rescue stick only)
 //	pxeswarm: lease ok server=http://198.18.0.1:8080 from=dhcp iface=eth0 addr=198.18.0.100/24
 //	pxeswarm: plan ok task=t1 image=win11
@@ -42,8 +43,11 @@ import (
 // table, writing, IMAGE DONE, then lease ok (the network found meanwhile,
 // if any), seeding, powering off.
 const (
-	MarkVersion  = "pxeswarm: version"
-	MarkColdplug = "pxeswarm: coldplug"
+	MarkVersion = "pxeswarm: version"
+	// MarkSecureBoot: the firmware's Secure Boot state (on, off, n/a
+	// without UEFI) and the kernel's lockdown mode, if it says.
+	MarkSecureBoot = "pxeswarm: secure boot"
+	MarkColdplug   = "pxeswarm: coldplug"
 	// MarkStick: booted from the rescue stick (which disk, how it was
 	// found, the mode).
 	MarkStick = "pxeswarm: stick"

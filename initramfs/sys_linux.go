@@ -49,3 +49,12 @@ func mountEFIVars(dir string) error {
 	}
 	return unix.Mount("efivarfs", dir, "efivarfs", unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "")
 }
+
+// mountSecurityFS mounts securityfs (which shows the lockdown mode) if
+// it is not mounted yet.
+func mountSecurityFS() error {
+	if _, err := os.Stat(lockdownFile); err == nil {
+		return nil
+	}
+	return unix.Mount("securityfs", "/sys/kernel/security", "securityfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "")
+}

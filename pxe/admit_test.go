@@ -119,8 +119,8 @@ func madeUp(i int) string { return fmt.Sprintf("02:00:00:00:%02x:%02x", i>>8, i&
 func TestForgedRequestsAddNothing(t *testing.T) {
 	a := newAdmitSite(t, "all", 0)
 	real := net.HardwareAddr{0x52, 0x54, 0x00, 0xaa, 0, 1}
-	if file, ok := a.pxeDiscover(t, real); !ok || file != dhcp.DefaultBootFileUEFI {
-		t.Fatalf("DISCOVER from a new PXE client = %q (reply %v), want %s: plan.auto gives it a task", file, ok, dhcp.DefaultBootFileUEFI)
+	if file, ok := a.pxeDiscover(t, real); !ok || file != ShimName {
+		t.Fatalf("DISCOVER from a new PXE client = %q (reply %v), want %s (the default UEFI loader): plan.auto gives it a task", file, ok, ShimName)
 	}
 	task, ok, err := a.store.ActiveTask(real.String())
 	if err != nil || !ok || task.State != protocol.TaskPending {

@@ -91,6 +91,14 @@ type HTTPConfig struct {
 	InitramfsAppend []byte
 	// Cmdline is extra kernel arguments, for example "console=ttyS0".
 	Cmdline string
+	// Shim and Grub are Debian's signed shim and GRUB netboot image
+	// (DefaultShim, DefaultGrub), served at /boot/shimx64.efi and
+	// /boot/grubx64.efi for UEFI HTTP boot; GRUB's configs are at
+	// /grub/grub.cfg and /grub/<mac>.cfg (grub.go). Empty: 404.
+	Shim, Grub string
+	// IPXE is iPXE for x86-64 UEFI, served at /boot/ipxe.efi for UEFI
+	// HTTP boot when the site's UEFI loader is iPXE. Empty: 404.
+	IPXE string
 	// Catalog holds the published images; a task names one of them.
 	// Torrents, web seeds (for images with WebSeed) and plans are served
 	// from it at request time, and POST and DELETE /api/images change it.
@@ -225,6 +233,14 @@ func (c HTTPConfig) newServer(log *slog.Logger) (*bootServer, error) {
 		}
 		if st, err := os.Stat(p.path); err != nil || !st.Mode().IsRegular() {
 			return nil, bad("%s %s is not a readable file: build it (pxeswarm build initramfs) or fix the path", p.name, p.path)
+		}
+	}
+	for _, p := range []struct{ name, path string }{{"Shim", c.Shim}, {"Grub", c.Grub}} {
+		if p.path == "" {
+			continue
+		}
+		if st, err := os.Stat(p.path); err != nil || !st.Mode().IsRegular() {
+			return nil, bad("%s %s is not a readable file: install Debian's shim-signed and grub-efi-amd64-signed (scripts/deps.sh), or set the UEFI loader to ipxe", p.name, p.path)
 		}
 	}
 	if s.cfg.MaxBody <= 0 {

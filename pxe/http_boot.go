@@ -31,6 +31,7 @@ func (s *bootServer) routes() *http.ServeMux {
 		allowed[path] = append(allowed[path], method)
 	}
 	handle("GET", "/boot/{file}", s.serveBoot)
+	handle("GET", "/grub/{file}", s.serveGrub)
 	handle("GET", "/torrents/{file}", s.serveTorrent)
 	handle("GET", "/images/{image}/{path...}", s.serveImageData)
 	handle("GET", "/plan/{mac}", s.servePlan)
@@ -158,10 +159,16 @@ func (s *bootServer) serveBoot(w http.ResponseWriter, r *http.Request) {
 		s.serveFile(w, r, s.cfg.Kernel, "kernel", nil)
 	case file == "initramfs":
 		s.serveFile(w, r, s.cfg.Initramfs, "initramfs", s.cfg.InitramfsAppend)
+	case file == ShimName:
+		s.serveFile(w, r, s.cfg.Shim, "shim", nil)
+	case file == GrubName:
+		s.serveFile(w, r, s.cfg.Grub, "GRUB", nil)
+	case file == IPXEName:
+		s.serveFile(w, r, s.cfg.IPXE, "iPXE", nil)
 	case strings.HasSuffix(file, ".ipxe"):
 		s.serveScript(w, r, strings.TrimSuffix(file, ".ipxe"))
 	default:
-		writeError(w, http.StatusNotFound, fmt.Errorf("no boot file %q: want vmlinuz, initramfs or <mac>.ipxe", protocol.Clip(file, 60)))
+		writeError(w, http.StatusNotFound, fmt.Errorf("no boot file %q: want vmlinuz, initramfs, "+ShimName+", "+GrubName+" or <mac>.ipxe", protocol.Clip(file, 60)))
 	}
 }
 
@@ -296,18 +303,13 @@ func localDiskScript(mac, why string) string {
 // missing ("VFS: Unable to mount root fs"; seen by hand and in the first
 // firmware tests, which now pass with it).
 // BIOS boots ignore the argument.
-// pxeswarm.server is the agent's fallback when DHCP does not carry the
-// server URL option.
+// The rest of the command line is kernelArgs, shared with GRUB.
 func (s *bootServer) agentScript(mac string, t Task) string {
 	u := s.cfg.PublicURL
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "#!ipxe\n")
 	fmt.Fprintf(&b, "echo pxeswarm: task %s for %s: image %s\n", t.ID, mac, t.Image)
-	args := []string{"initrd=initramfs"}
-	if c := strings.TrimSpace(s.cfg.Cmdline); c != "" {
-		args = append(args, c)
-	}
-	args = append(args, "pxeswarm.server="+u, "pxeswarm.mac="+mac, "pxeswarm.task="+t.ID)
+	args := append([]string{"initrd=initramfs"}, s.kernelArgs(mac, t)...)
 	fmt.Fprintf(&b, "kernel %s/boot/vmlinuz %s\n", u, strings.Join(args, " "))
 	fmt.Fprintf(&b, "initrd --name initramfs %s/boot/initramfs\n", u)
 	fmt.Fprintf(&b, "boot\n")

@@ -218,7 +218,8 @@ func fuzzTask(t *testing.T, fx *fixture, body []byte) {
 	}
 }
 
-// FuzzGetRoutes: any GET path a LAN host sends (boot scripts, plans,
+// FuzzGetRoutes: any GET path a LAN host sends (boot scripts, GRUB
+// configs, plans,
 // torrents, web seeds, kernel, the read APIs, and whatever else) answers
 // without a server error, and changes nothing: no task is created, ended
 // or moved to another state, and no machine record is added or changed.
@@ -236,6 +237,8 @@ func FuzzGetRoutes(f *testing.F) {
 		"/api/status", "/api/tasks", "/api/tasks?state=active", "/api/machines", "/api/swarms", "/api/images",
 		"/api/machines/" + macA, "/api/machines/" + macB, "/api/machines/x",
 		"/announce?info_hash=%00", "/scrape", "/stats", "/", "/%2e%2e/", "/boot/" + strings.Repeat("a", 5000),
+		"/grub/grub.cfg", "/grub/" + macA + ".cfg", "/grub/" + macB + ".cfg", "/grub/x86_64-efi/grub.cfg", "/grub/.cfg",
+		"/boot/shimx64.efi", "/boot/grubx64.efi", "/boot/ipxe.efi",
 	} {
 		f.Add(p)
 	}

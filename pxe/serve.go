@@ -133,6 +133,9 @@ func (s *Site) Start(ctx context.Context, log *slog.Logger) error {
 	s.startDHCP(ctx, g, log, store, auto)
 	if s.TFTP.Listen != "off" {
 		tf := TFTPConfig{Listen: s.TFTP.Listen, Root: s.TFTP.Root}
+		if s.DHCP.UEFILoader == LoaderShim {
+			tf.Files, tf.Generate = hsrv.TFTPFiles()
+		}
 		g.Go(func() error { return tf.Start(ctx, log.With("service", "tftp")) })
 	}
 	seeds := SeedConfig{Catalog: cat, Port: s.Seed.Port, UploadLimit: int64(s.Seed.UploadLimit), Trackers: web.Trackers, OnPort: ports.set}
@@ -191,7 +194,7 @@ func (s *Site) dhcpConfig(log *slog.Logger, store *Store, auto *autoBackend, see
 		PoolStart: s.DHCP.PoolStart, PoolEnd: s.DHCP.PoolEnd, PrefixLen: s.DHCP.PrefixLen, PoolReserve: s.DHCP.PoolReserve,
 		Router: s.DHCP.Router, DNS: s.DHCP.DNS, LeaseTime: s.DHCP.LeaseTime.Duration,
 		LeaseFile:    filepath.Join(s.StateDir, "dhcp-leases.json"),
-		BootFileBIOS: s.DHCP.BootFileBIOS, BootFileUEFI: s.DHCP.BootFileUEFI,
+		BootFileBIOS: s.DHCP.BootFileBIOS, BootFileUEFI: s.DHCP.BootFileUEFI, HTTPBootURL: s.httpBootURL(),
 		URLOption: uint8(s.DHCP.Option), ServerURL: s.PublicURL + "/",
 		// Called under the DHCP handler's lock, so lastFull needs no
 		// other. A known machine costs a read; a new one a commit.
@@ -402,7 +405,14 @@ func (s *Site) usePackagedBoot(dir string) bool {
 // httpConfig serves scripts, plans, the catalog's torrents, the APIs and
 // the tracker on one port.
 func (s *Site) httpConfig(key ed25519.PrivateKey, token string, store *Store, cat *catalog.Catalog, tr *tracker.Tracker, backend Backend) HTTPConfig {
+	var shim, grub, ipxe string
+	if s.DHCP.UEFILoader == LoaderShim {
+		shim, grub = s.TFTP.Shim, s.TFTP.Grub
+	} else {
+		ipxe = filepath.Join(s.TFTP.Root, s.DHCP.BootFileUEFI)
+	}
 	return HTTPConfig{
+		Shim: shim, Grub: grub, IPXE: ipxe,
 		Listen: s.HTTP.Listen, PublicURL: s.PublicURL, Store: store, Backend: backend, Key: key,
 		Kernel: s.HTTP.Kernel, Initramfs: s.HTTP.Initramfs, Cmdline: s.HTTP.Cmdline,
 		Catalog: cat, ImageDirs: s.HTTP.ImageDirs, Trackers: []string{s.PublicURL + "/announce"}, Defaults: s.planDefaults(),
@@ -410,6 +420,14 @@ func (s *Site) httpConfig(key ed25519.PrivateKey, token string, store *Store, ca
 		Console: HTTPConsole{Off: s.HTTP.Console == "off", PasswordHash: s.HTTP.ConsolePasswordHash,
 			OpenRoom: s.HTTP.ConsoleOpenRoom, SessionTTL: s.HTTP.ConsoleSession.Duration},
 	}
+}
+
+// httpBootURL is the loader's URL for UEFI HTTP boot clients.
+func (s *Site) httpBootURL() string {
+	if s.DHCP.UEFILoader == LoaderShim {
+		return s.PublicURL + "/boot/" + ShimName
+	}
+	return s.PublicURL + "/boot/" + IPXEName
 }
 
 // resolveAddress fills Address from the interface, dhcp.prefix_len (full

@@ -149,9 +149,17 @@ type SiteDHCP struct {
 	// Option is the DHCP option code that carries the server URL; default
 	// 224 (site-specific range 224–254).
 	Option int `toml:"option"`
-	// BootFileBIOS and BootFileUEFI are the iPXE binaries in tftp.root
-	// for legacy BIOS and x86-64 UEFI firmware. Defaults "undionly.kpxe"
-	// and "ipxe.efi" ("snponly.efi" uses the firmware's network driver).
+	// UEFILoader is what x86-64 UEFI machines boot first: "shim"
+	// (default: Debian's signed shim, GRUB and kernel, which boot with
+	// Secure Boot on; see tftp.shim and tftp.grub) or "ipxe" (Debian's
+	// unsigned iPXE: Secure Boot must be off). UEFI HTTP boot clients
+	// get the same loader's URL.
+	UEFILoader string `toml:"uefi_loader"`
+	// BootFileBIOS and BootFileUEFI are the boot files for legacy BIOS
+	// and x86-64 UEFI firmware. Defaults "undionly.kpxe" (iPXE in
+	// tftp.root) and, by uefi_loader, "shimx64.efi" (served from
+	// tftp.shim) or "ipxe.efi" in tftp.root ("snponly.efi" uses the
+	// firmware's network driver).
 	BootFileBIOS string `toml:"bios_boot_file"`
 	BootFileUEFI string `toml:"uefi_boot_file"`
 }
@@ -164,6 +172,13 @@ type SiteTFTP struct {
 	// Root holds the iPXE binaries; default /usr/lib/ipxe (Debian's ipxe
 	// package).
 	Root string `toml:"root"`
+	// Shim and Grub are the signed loaders of uefi_loader "shim", served
+	// as shimx64.efi and grubx64.efi over TFTP and HTTP. Defaults: Debian's
+	// shim-signed and grub-efi-amd64-signed (/usr/lib/shim/shimx64.efi.signed,
+	// /usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed); both must
+	// come from the same Debian release (SBAT).
+	Shim string `toml:"shim"`
+	Grub string `toml:"grub"`
 }
 
 // SiteTracker is the [tracker] section.
@@ -355,6 +370,8 @@ func (s *Site) resolve(dir string) {
 		abs(&s.HTTP.CaptureDir)
 	}
 	abs(&s.TFTP.Root)
+	abs(&s.TFTP.Shim)
+	abs(&s.TFTP.Grub)
 	for i := range s.HTTP.ImageDirs {
 		abs(&s.HTTP.ImageDirs[i])
 	}
@@ -394,10 +411,16 @@ func (s *Site) ApplyDefaults() {
 	d.LeaseTime.Duration = cmp.Or(d.LeaseTime.Duration, dhcp.DefaultLeaseTime)
 	d.Option = cmp.Or(d.Option, int(dhcp.DefaultURLOption))
 	d.BootFileBIOS = cmp.Or(d.BootFileBIOS, dhcp.DefaultBootFileBIOS)
+	d.UEFILoader = cmp.Or(d.UEFILoader, LoaderShim)
+	if d.UEFILoader == LoaderShim {
+		d.BootFileUEFI = cmp.Or(d.BootFileUEFI, ShimName)
+	}
 	d.BootFileUEFI = cmp.Or(d.BootFileUEFI, dhcp.DefaultBootFileUEFI)
 	// [tftp]
 	s.TFTP.Listen = cmp.Or(s.TFTP.Listen, ":69")
 	s.TFTP.Root = cmp.Or(s.TFTP.Root, DefaultTFTPRoot)
+	s.TFTP.Shim = cmp.Or(s.TFTP.Shim, DefaultShim)
+	s.TFTP.Grub = cmp.Or(s.TFTP.Grub, DefaultGrub)
 	// [tracker], [seed]
 	s.Tracker.Interval.Duration = cmp.Or(s.Tracker.Interval.Duration, 10*time.Second)
 	s.Seed.Port = cmp.Or(s.Seed.Port, 6881)
@@ -492,6 +515,9 @@ func (s *Site) Check() error {
 	case "full", "proxy", "off":
 	default:
 		return bad("dhcp.mode", "%q: want full, proxy or off", d.Mode)
+	}
+	if d.UEFILoader != LoaderShim && d.UEFILoader != LoaderIPXE {
+		return bad("dhcp.uefi_loader", "%q: want shim (signed, Secure Boot on or off) or ipxe (Secure Boot off)", d.UEFILoader)
 	}
 	if d.Mode != "off" && s.Interface == "" {
 		return bad("interface", "required for dhcp.mode %q: name the interface facing the terminals (e.g. br0)", d.Mode)

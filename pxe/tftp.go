@@ -1,6 +1,7 @@
 package pxe
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -25,6 +26,15 @@ type TFTPConfig struct {
 	// ipxe.efi and snponly.efi in /usr/lib/ipxe. The binaries are GPL and
 	// read from disk, never embedded.
 	Root string
+	// Files are served by name (without a leading slash) from the path
+	// given, before Root is looked at: the signed loaders, kernel and
+	// initramfs of the shim chain (bootServer.TFTPFiles). Paths are opened
+	// per request.
+	Files map[string]string
+	// Generate, if set, makes a file per request (GRUB's per-machine
+	// config): name without a leading slash and the client's address;
+	// ok false passes the name on to Files and Root.
+	Generate func(name, client string) (body []byte, ok bool)
 }
 
 // DefaultTFTPRoot is where Debian's ipxe package installs its binaries.
@@ -62,7 +72,23 @@ func (c TFTPConfig) Serve(ctx context.Context, log *slog.Logger, conn net.Packet
 	links := rootLinks(c.Root)
 	read := func(name string, rf io.ReaderFrom) error {
 		addr := rf.(tftp.OutgoingTransfer).RemoteAddr()
-		f, st, err := openUnder(root, links, name)
+		clean := strings.TrimLeft(strings.ReplaceAll(name, `\`, "/"), "/")
+		if c.Generate != nil {
+			if body, ok := c.Generate(clean, addr.IP.String()); ok {
+				rf.(tftp.OutgoingTransfer).SetSize(int64(len(body)))
+				n, err := rf.ReadFrom(bytes.NewReader(body))
+				log.Info("tftp: sent", "file", name, "client", addr.String(), "bytes", n, "generated", true, "err", err)
+				return err
+			}
+		}
+		var f *os.File
+		var st fs.FileInfo
+		var err error
+		if path, ok := c.Files[clean]; ok {
+			f, st, err = openFile(path, name)
+		} else {
+			f, st, err = openUnder(root, links, name)
+		}
 		if err != nil {
 			log.Warn("tftp: refused", "file", name, "client", addr.String(), "err", err)
 			return err
@@ -112,6 +138,20 @@ func openUnder(root *os.Root, links map[string]string, name string) (*os.File, f
 	} else {
 		f, err = root.Open(clean)
 	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("file %q: %w", name, err)
+	}
+	st, err := f.Stat()
+	if err != nil || !st.Mode().IsRegular() {
+		f.Close()
+		return nil, nil, fmt.Errorf("file %q is not a regular file", name)
+	}
+	return f, st, nil
+}
+
+// openFile opens a regular file the config names (Files).
+func openFile(path, name string) (*os.File, fs.FileInfo, error) {
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, nil, fmt.Errorf("file %q: %w", name, err)
 	}

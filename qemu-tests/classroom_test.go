@@ -42,16 +42,25 @@ type classroom struct {
 
 // newClassroom builds everything and starts the server in the given DHCP
 // mode. Tasks start by themselves (--auto all), with the table created
-// from the image's layout; extra flags are added to `pxeswarm serve` (a
-// later flag wins over the defaults here).
+// from the image's layout; UEFI machines get iPXE (--uefi-loader ipxe);
+// extra flags are added to `pxeswarm serve` (a later flag wins over the
+// defaults here).
 func newClassroom(t *testing.T, tag, mode string, extra ...string) *classroom {
+	t.Helper()
+	return newClassroomOS(t, tag, mode, build.TestOSConfig{}, extra...)
+}
+
+// newClassroomOS is newClassroom with a test OS built from tosCfg (Dir
+// and the sizes are set here).
+func newClassroomOS(t *testing.T, tag, mode string, tosCfg build.TestOSConfig, extra ...string) *classroom {
 	t.Helper()
 	bin, boot, _ := sharedBuild(t)
 	ctx := context.Background()
 	work := t.TempDir()
 	state := filepath.Join(work, "state")
 	copyKey(t, state)
-	tos, err := build.TestOSConfig{Dir: filepath.Join(work, "testos"), ESPSize: 40 << 20, DataSize: 16 << 20}.Build(ctx, testlog.New(t))
+	tosCfg.Dir, tosCfg.ESPSize, tosCfg.DataSize = filepath.Join(work, "testos"), 40<<20, 16<<20
+	tos, err := tosCfg.Build(ctx, testlog.New(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,7 +70,7 @@ func newClassroom(t *testing.T, tag, mode string, extra ...string) *classroom {
 		"--interface", c.lan.Bridge, "--dhcp", mode, "--state-dir", state,
 		"--kernel", filepath.Join(boot, "vmlinuz"), "--initramfs", filepath.Join(boot, "initramfs"),
 		"--cmdline", "console=ttyS0 panic=-1", "--auto", "all", "--create-table", "--check", "fresh",
-		"--seed-for", "15s", "--after", "reboot"}
+		"--seed-for", "15s", "--after", "reboot", "--uefi-loader", "ipxe"}
 	c.serve = append(c.serve, extra...)
 	c.kill = c.startServer(t)
 	t.Cleanup(func() {
@@ -116,6 +125,7 @@ type vm struct {
 	mac     string
 	disk    string
 	tap     string
+	vars    string // the UEFI variable store of a SecureBoot machine
 	console testlog.Buffer
 }
 
@@ -128,6 +138,11 @@ func (c *classroom) newVM(t *testing.T, name string, fw qemu.Firmware, mac strin
 	}
 	f.Truncate(128 << 20)
 	f.Close()
+	if fw == qemu.SecureBoot {
+		if v.vars, err = qemu.CopyVars(t.TempDir()); err != nil {
+			t.Fatal(err)
+		}
+	}
 	return v
 }
 
@@ -136,7 +151,7 @@ func (c *classroom) start(t *testing.T, v *vm) *qemu.VM {
 	t.Helper()
 	m, err := qemu.Config{Name: v.name, Firmware: v.fw, Memory: 768, NetNS: c.lan.NS.Name, Tap: v.tap, MAC: v.mac,
 		BootNetwork: true, Disks: []qemu.Disk{{Path: v.disk}}, Timeout: 10 * time.Minute, Console: &v.console,
-		FirmwareLog: v.disk + ".fw.log",
+		FirmwareLog: v.disk + ".fw.log", Vars: v.vars,
 	}.Boot(c.ctx, testlog.New(t))
 	if err != nil {
 		t.Fatal(err)

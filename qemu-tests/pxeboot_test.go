@@ -102,8 +102,9 @@ type bootEnv struct {
 }
 
 // startServe builds pxeswarm and the marker initramfs and runs `pxeswarm
-// serve` in a new LAN namespace with the given DHCP mode.
-func startServe(t *testing.T, tag, mode string) *bootEnv {
+// serve` in a new LAN namespace with the given DHCP mode. UEFI machines
+// get iPXE unless extra (more serve flags) says otherwise.
+func startServe(t *testing.T, tag, mode string, extra ...string) *bootEnv {
 	t.Helper()
 	kernel := requireTools(t)
 	bin := buildPxeswarm(t)
@@ -121,9 +122,10 @@ func startServe(t *testing.T, tag, mode string) *bootEnv {
 	}
 	env := &bootEnv{lan: netns.NewLAN(t, tag, netip.MustParsePrefix(serverAddr+"/24")), log: &testlog.Buffer{}}
 	state := filepath.Join(work, "state")
-	serve := env.lan.NS.Command(ctx, bin, "serve", "--image", img, "--interface", env.lan.Bridge, "--dhcp", mode,
+	args := []string{"serve", "--image", img, "--interface", env.lan.Bridge, "--dhcp", mode,
 		"--state-dir", state, "--kernel", kernel, "--initramfs", initrd,
-		"--cmdline", "console=ttyS0 panic=-1")
+		"--cmdline", "console=ttyS0 panic=-1", "--uefi-loader", "ipxe"}
+	serve := env.lan.NS.Command(ctx, bin, append(args, extra...)...)
 	serve.Stdout, serve.Stderr = env.log, env.log
 	exited := netns.Start(t, serve)
 	t.Cleanup(func() {
@@ -291,17 +293,19 @@ func needDnsmasq(t *testing.T) {
 }
 
 // schoolDHCP runs dnsmasq on its own host on lan as the school's existing
-// DHCP server (198.18.0.50–90) and returns its lease file.
-func schoolDHCP(t *testing.T, lan *netns.LAN) string {
+// DHCP server (198.18.0.50–90) and returns its lease file. extra are more
+// dnsmasq options (the school's own boot settings).
+func schoolDHCP(t *testing.T, lan *netns.LAN, extra ...string) string {
 	t.Helper()
 	school := lan.AddHost(t, "school", netip.MustParsePrefix("198.18.0.2/24"), nil)
 	dir := t.TempDir()
 	leases := filepath.Join(dir, "dnsmasq.leases")
 	var dmLog testlog.Buffer
-	dm := school.Command(context.Background(), "dnsmasq", "--no-daemon", "--conf-file=/dev/null",
-		"--port=0", "--interface="+school.Link, "--bind-interfaces", "--dhcp-authoritative",
-		"--dhcp-range=198.18.0.50,198.18.0.90,255.255.255.0,10m", "--dhcp-leasefile="+leases,
-		"--pid-file="+filepath.Join(dir, "dnsmasq.pid"), "--user=root", "--log-dhcp", "--log-facility=-")
+	args := []string{"--no-daemon", "--conf-file=/dev/null",
+		"--port=0", "--interface=" + school.Link, "--bind-interfaces", "--dhcp-authoritative",
+		"--dhcp-range=198.18.0.50,198.18.0.90,255.255.255.0,10m", "--dhcp-leasefile=" + leases,
+		"--pid-file=" + filepath.Join(dir, "dnsmasq.pid"), "--user=root", "--log-dhcp", "--log-facility=-"}
+	dm := school.Command(context.Background(), "dnsmasq", append(args, extra...)...)
 	dm.Stdout, dm.Stderr = &dmLog, &dmLog
 	netns.Start(t, dm)
 	waitFor(t, "dnsmasq up", 10*time.Second, func() bool { return strings.Contains(dmLog.String(), "DHCP, IP range") })

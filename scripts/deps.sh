@@ -42,6 +42,10 @@ want chromium chromium
 # UEFI, and Debian's kernel for the terminals.
 want qemu-system-x86_64 qemu-system-x86
 [ -e /usr/share/qemu/OVMF.fd ] || need+=(ovmf)
+# The signed UEFI chain `serve` hands out by default (uefi_loader = "shim"):
+# Debian's Microsoft-signed shim and Debian's signed GRUB, same release.
+[ -e /usr/lib/shim/shimx64.efi.signed ] || need+=(shim-signed)
+[ -e /usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed ] || need+=(grub-efi-amd64-signed)
 [ -e /usr/share/qemu/pxe-virtio.rom ] || [ -e /usr/lib/ipxe/qemu/pxe-virtio.rom ] || need+=(ipxe-qemu)
 ls /boot/vmlinuz-* >/dev/null 2>&1 || need+=(linux-image-amd64)
 # The Debian package (make deb) is installed into a scratch root by dpkg

@@ -14,7 +14,8 @@ import (
 func runServe(ctx context.Context, args []string) error {
 	fs := newFlagSet("serve", "--config site.toml | --image disk.img --interface IF --dhcp full|proxy [flags]", `
 Run the boot server for a room of terminals: DHCP (full or proxy), TFTP for
-the iPXE binaries, HTTP for iPXE scripts, kernel, initramfs, torrents,
+the loaders (iPXE, or for UEFI Debian's signed shim and GRUB), HTTP for iPXE
+scripts and GRUB configs, kernel, initramfs, torrents,
 signed plans and the status/admin API, the tracker (on the HTTP port) and a
 seeder for every image.
 
@@ -63,6 +64,8 @@ Examples:
 	address := fs.String("address", "", "our IPv4 address on --interface (default: its first)")
 	pool := fs.String("pool", "", "full mode: address pool FIRST-LAST (default: .100-.199 of the interface's /24)")
 	option := fs.Int("option", 224, "DHCP option code that carries the server URL (224-254)")
+	uefiLoader := enumFlag{val: pxe.LoaderShim, allowed: []string{pxe.LoaderShim, pxe.LoaderIPXE}}
+	fs.Var(&uefiLoader, "uefi-loader", "what x86-64 UEFI machines boot: shim (Debian's signed shim, GRUB and kernel; works with Secure Boot on) or ipxe (unsigned; Secure Boot off)")
 	fs.section("http")
 	httpListen := fs.String("http-listen", ":8080", "HTTP address (scripts, plans, APIs, tracker)")
 	httpsListen := fs.String("https-listen", "", `also serve HTTPS here (e.g. ":8443"), with a self-signed certificate made on first start (its fingerprint is logged); the admin API then answers only over HTTPS`)
@@ -124,7 +127,7 @@ Examples:
 			}
 			site.HTTP.ImageDirs = append(site.HTTP.ImageDirs, abs)
 		}
-		site.DHCP = pxe.SiteDHCP{Mode: dhcpMode.val, Option: *option}
+		site.DHCP = pxe.SiteDHCP{Mode: dhcpMode.val, Option: *option, UEFILoader: uefiLoader.val}
 		site.TFTP = pxe.SiteTFTP{Listen: *tftpListen, Root: *tftpRoot}
 		site.Seed = pxe.SiteSeed{Port: *seedPort, UploadLimit: pxe.ByteSize(uploadLimit)}
 		site.Plan = pxe.SitePlan{Disk: *disk, CreateTable: *createTable, Discard: *discard, Check: check.val, After: after.val, OnError: onError.val, Auto: auto.val}

@@ -69,6 +69,11 @@ var Packages = map[string]string{
 	"dpkg":            "dpkg",
 	"dpkg-deb":        "dpkg",
 	"systemd-analyze": "systemd",
+	"/usr/share/OVMF/OVMF_CODE_4M.secboot.fd":               "ovmf",
+	"/usr/share/OVMF/OVMF_VARS_4M.ms.fd":                    "ovmf",
+	"/usr/lib/shim/shimx64.efi.signed":                      "shim-signed",
+	"/usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed": "grub-efi-amd64-signed",
+	"/usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed":    "grub-efi-amd64-signed",
 }
 
 // Tool skips t unless every named command is on PATH and every named file

@@ -20,6 +20,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -36,7 +37,31 @@ const (
 	// UEFI is OVMF with its own network stack and PXE (the NIC's option
 	// ROM is turned off), as on a current UEFI PC.
 	UEFI Firmware = "uefi"
+	// SecureBoot is OVMF with Secure Boot on and Microsoft's keys enrolled
+	// (OVMF_CODE_4M.secboot.fd with a copy of OVMF_VARS_4M.ms.fd in
+	// Config.Vars), on a q35 machine with SMM, as a PC shipped with
+	// Secure Boot on: it runs only loaders signed by a key in db
+	// (Microsoft's UEFI CA signs Debian's shim).
+	SecureBoot Firmware = "uefi-secboot"
 )
+
+// Secure Boot firmware from Debian's ovmf package.
+const (
+	OVMFSecureCode = "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd"
+	OVMFMSVars     = "/usr/share/OVMF/OVMF_VARS_4M.ms.fd"
+)
+
+// CopyVars copies the Microsoft-keys variable store (OVMFMSVars) into dir
+// for one SecureBoot machine (the firmware writes to it) and returns the
+// copy's path.
+func CopyVars(dir string) (string, error) {
+	b, err := os.ReadFile(OVMFMSVars)
+	if err != nil {
+		return "", fmt.Errorf("qemu: Secure Boot variables: %w (install Debian's ovmf package)", err)
+	}
+	p := filepath.Join(dir, "OVMF_VARS.fd")
+	return p, os.WriteFile(p, b, 0o644)
+}
 
 // Default firmware files from Debian's ovmf package.
 const OVMF = "/usr/share/qemu/OVMF.fd"
@@ -86,6 +111,9 @@ type Config struct {
 	// console (I/O port 0x402: SeaBIOS prints "Booting from Hard Disk…"
 	// there, which its serial console does not show).
 	FirmwareLog string
+	// Vars is the UEFI variable store of a SecureBoot machine, a copy of
+	// OVMFMSVars (CopyVars); required for SecureBoot.
+	Vars string
 	// Extra arguments for QEMU.
 	Extra []string
 }
@@ -136,8 +164,21 @@ func (c Config) Args() ([]string, error) {
 		// No IPv6 PXE: there is no DHCPv6 on our test networks, and
 		// each attempt costs about a minute before the next boot entry.
 		a = append(a, "-bios", OVMF, "-fw_cfg", "name=opt/org.tianocore/IPv6PXESupport,string=n")
+	case SecureBoot:
+		if _, err := os.Stat(OVMFSecureCode); err != nil {
+			return nil, fmt.Errorf("qemu: Secure Boot firmware %s: %w (install Debian's ovmf package)", OVMFSecureCode, err)
+		}
+		if c.Vars == "" {
+			return nil, fmt.Errorf("qemu: a Secure Boot machine needs Config.Vars, a copy of %s (CopyVars)", OVMFMSVars)
+		}
+		// The secure build keeps its variables in SMM: q35 with SMM on
+		// and the flash only writable from SMM.
+		a = append(a, "-machine", "q35,smm=on", "-global", "driver=cfi.pflash01,property=secure,value=on",
+			"-drive", "if=pflash,format=raw,unit=0,readonly=on,file="+OVMFSecureCode,
+			"-drive", "if=pflash,format=raw,unit=1,file="+c.Vars,
+			"-fw_cfg", "name=opt/org.tianocore/IPv6PXESupport,string=n")
 	default:
-		return nil, fmt.Errorf("qemu: unknown firmware %q: use %q or %q", c.Firmware, BIOS, UEFI)
+		return nil, fmt.Errorf("qemu: unknown firmware %q: use %q, %q or %q", c.Firmware, BIOS, UEFI, SecureBoot)
 	}
 	if c.Kernel != "" {
 		a = append(a, "-kernel", c.Kernel, "-append", c.Append)
@@ -151,7 +192,7 @@ func (c Config) Args() ([]string, error) {
 		if c.MAC != "" {
 			dev += ",mac=" + c.MAC
 		}
-		if c.Firmware == UEFI {
+		if c.Firmware == UEFI || c.Firmware == SecureBoot {
 			// OVMF's own virtio-net driver and PXE, like a UEFI PC's
 			// firmware; the iPXE ROM would take over the NIC instead.
 			dev += ",romfile="

@@ -11,7 +11,11 @@ const (
 	// 9 was "EFI x86-64" in RFC 4578 before erratum 4624 swapped 7 and
 	// 9 (now "EBC"); some older x86-64 firmware still sends 9.
 	archUEFIx64Old = 9
-	// 10/11 are ARM UEFI, 16 x64 UEFI HTTP boot: not served.
+	// 10/11 are ARM UEFI: not served.
+	// archUEFIx64HTTP is x64 UEFI HTTP boot (UEFI 2.5 §24.7): the
+	// firmware sends vendor class "HTTPClient:Arch:00016…" and wants a
+	// URL as its boot file.
+	archUEFIx64HTTP = 16
 )
 
 // ArchName names an RFC 4578 option 93 client architecture for people
@@ -31,6 +35,8 @@ func ArchName(arch uint16) string {
 		return "efi-arm32"
 	case 11:
 		return "efi-arm64"
+	case archUEFIx64HTTP:
+		return "efi-x86_64-http"
 	}
 	return "arch-" + strconv.Itoa(int(arch))
 }

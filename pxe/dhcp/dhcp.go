@@ -138,8 +138,16 @@ type Config struct {
 	// architecture 0); default "undionly.kpxe".
 	BootFileBIOS string
 	// BootFileUEFI is the boot file for x86-64 UEFI (architectures 7 and
-	// 9); default "ipxe.efi" ("snponly.efi" also works).
+	// 9); default "ipxe.efi" ("snponly.efi" also works; "shimx64.efi" is
+	// the signed Secure Boot chain, see pxe.LoaderShim).
 	BootFileUEFI string
+	// HTTPBootURL is the loader's URL for x86-64 UEFI HTTP boot clients
+	// (architecture 16, vendor class "HTTPClient"), e.g.
+	// "http://198.18.0.1:8080/boot/shimx64.efi". The reply carries it as
+	// the boot file and echoes vendor class "HTTPClient", without which
+	// the firmware ignores the offer (UEFI 2.5 §24.7.2). Empty: HTTP
+	// boot clients get an address only (full) or no reply (proxy).
+	HTTPBootURL string
 	// ScriptURL is what iPXE (user class "iPXE") is told to boot instead of
 	// a binary, so it does not load itself again. "{mac}" is replaced by
 	// the client's MAC in lower case with hyphens (52-54-00-12-34-56).
@@ -236,6 +244,12 @@ func (c Config) withDefaults() (Config, error) {
 		// only that field.
 		if len(f) > 127 {
 			return bad("boot file %q is longer than 127 bytes: PXE ROMs read it from the 128-byte file field", f)
+		}
+	}
+	if c.HTTPBootURL != "" {
+		u, err := url.Parse(c.HTTPBootURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || len(c.HTTPBootURL) > 127 {
+			return bad("HTTP boot URL %q: want http://host:port/path of the loader, at most 127 bytes", c.HTTPBootURL)
 		}
 	}
 	if c.ScriptURL == "" && c.ServerURL != "" {
@@ -398,6 +412,7 @@ type exchange struct {
 	mac         net.HardwareAddr
 	vendorClass string
 	pxe         bool   // option 60 starts with "PXEClient"
+	http        bool   // option 60 starts with "HTTPClient" (UEFI HTTP boot)
 	ipxe        bool   // option 77 says "iPXE"
 	agent       bool   // option 60 starts with "pxeswarm"
 	arch        uint16 // option 93, or noArch
@@ -512,6 +527,8 @@ func stepClient(h *Handler, x *exchange) error {
 	// PXE 2.1 §2.2.1: firmware sends "PXEClient:Arch:xxxxx:UNDI:yyyzzz";
 	// iPXE sends the same.
 	x.pxe = strings.HasPrefix(x.vendorClass, "PXEClient")
+	// UEFI HTTP boot sends "HTTPClient:Arch:00016:UNDI:003001".
+	x.http = strings.HasPrefix(x.vendorClass, "HTTPClient")
 	x.agent = strings.HasPrefix(x.vendorClass, "pxeswarm")
 	// Option 77: iPXE sends the bare string "iPXE" (not the RFC 3004
 	// length-prefixed list), others may send the RFC form.
@@ -522,7 +539,7 @@ func stepClient(h *Handler, x *exchange) error {
 	// first is the one booting. Without it, the vendor class may say.
 	if a := r.Options.Get(dhcpv4.OptionClientSystemArchitectureType); len(a) >= 2 {
 		x.arch = uint16(a[0])<<8 | uint16(a[1])
-	} else if _, rest, ok := strings.Cut(x.vendorClass, "PXEClient:Arch:"); ok && len(rest) >= 5 {
+	} else if _, rest, ok := strings.Cut(x.vendorClass, "Client:Arch:"); ok && (x.pxe || x.http) && len(rest) >= 5 {
 		var n uint16
 		valid := true
 		for _, c := range rest[:5] {
@@ -536,7 +553,7 @@ func stepClient(h *Handler, x *exchange) error {
 			x.arch = n
 		}
 	}
-	if h.cfg.Seen != nil && (x.pxe || x.ipxe || x.agent) {
+	if h.cfg.Seen != nil && (x.pxe || x.http || x.ipxe || x.agent) {
 		if t := r.MessageType(); t == dhcpv4.MessageTypeDiscover || t == dhcpv4.MessageTypeRequest {
 			h.cfg.Seen(x.mac, x.arch, x.agent)
 		}
@@ -700,8 +717,8 @@ func (x *exchange) nak(h *Handler, why string) error {
 // on port 4011 with an ACK. Everything else belongs to the school's
 // DHCP server: never NAK, never ACK a lease.
 func stepProxy(h *Handler, x *exchange) error {
-	if !x.pxe && !x.agent {
-		return ignore("vendor class %q is neither PXEClient nor pxeswarm", x.vendorClass)
+	if !x.pxe && !x.http && !x.agent {
+		return ignore("vendor class %q is neither PXEClient, HTTPClient nor pxeswarm", x.vendorClass)
 	}
 	t := x.req.MessageType()
 	switch {
@@ -761,7 +778,7 @@ func stepNetwork(h *Handler, x *exchange) error {
 // for iPXE (so it does not load iPXE again), else iPXE for the client's
 // architecture.
 func stepBootFile(h *Handler, x *exchange) error {
-	if !x.answering() || (!x.pxe && !x.ipxe) {
+	if !x.answering() || (!x.pxe && !x.ipxe && !x.http) {
 		return nil
 	}
 	if h.cfg.Boot != nil && !h.cfg.Boot(x.mac) {
@@ -778,6 +795,15 @@ func stepBootFile(h *Handler, x *exchange) error {
 		if file == "" {
 			h.log.Warn("dhcp: iPXE asked what to boot but ScriptURL and ServerURL are empty: set one", "mac", x.mac.String())
 		}
+	case x.http:
+		if x.arch != archUEFIx64HTTP || h.cfg.HTTPBootURL == "" {
+			h.log.Info("dhcp: UEFI HTTP boot client not served (only x86-64, arch 16, with an HTTP boot URL set)", "mac", x.mac.String(), "arch", x.arch)
+			if h.cfg.Mode == Proxy {
+				return ignore("HTTP boot arch %d not served", x.arch)
+			}
+			return nil
+		}
+		file = h.cfg.HTTPBootURL
 	case x.arch == archBIOS:
 		file = h.cfg.BootFileBIOS
 	case x.arch == archUEFIx64 || x.arch == archUEFIx64Old:
@@ -797,6 +823,11 @@ func stepBootFile(h *Handler, x *exchange) error {
 		x.resp.BootFileName = file
 	}
 	x.resp.UpdateOption(dhcpv4.OptBootFileName(file))
+	if x.http {
+		// UEFI 2.5 §24.7.2: an HTTP boot offer must say HTTPClient.
+		x.resp.UpdateOption(dhcpv4.OptClassIdentifier("HTTPClient"))
+		return nil
+	}
 	x.resp.UpdateOption(dhcpv4.OptTFTPServerName(h.cfg.ServerIP.String())) // siaddr: stepServerID
 	return nil
 }

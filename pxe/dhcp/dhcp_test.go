@@ -1396,3 +1396,65 @@ func TestProxyLive(t *testing.T) {
 		t.Errorf("proxy exit after SIGTERM = %v, want status 0", err)
 	}
 }
+
+func httpClient(a uint16) []dhcpv4.Modifier {
+	return []dhcpv4.Modifier{
+		dhcpv4.WithOption(dhcpv4.OptClassIdentifier(fmt.Sprintf("HTTPClient:Arch:%05d:UNDI:003001", a))),
+		dhcpv4.WithGeneric(dhcpv4.OptionClientSystemArchitectureType, []byte{byte(a >> 8), byte(a)}),
+	}
+}
+
+// TestHTTPBoot: a UEFI HTTP boot client (arch 16, vendor class
+// HTTPClient, as OVMF sends it) gets the loader's URL as its boot file and
+// HTTPClient echoed in option 60, in both modes; a PXE client beside it
+// still gets the TFTP name; an HTTP client of another architecture, or any
+// HTTP client when no URL is set, gets no boot file.
+func TestHTTPBoot(t *testing.T) {
+	const loader = "http://198.18.0.1:8080/boot/shimx64.efi"
+	for _, mode := range []Mode{Full, Proxy} {
+		cfg := testConfig(t, mode)
+		cfg.HTTPBootURL = loader
+		cfg.BootFileUEFI = "shimx64.efi"
+		h := newTestHandler(t, cfg)
+		noURL := testConfig(t, mode)
+		hNoURL := newTestHandler(t, noURL)
+		for _, tc := range []struct {
+			name   string
+			h      *Handler
+			m      *dhcpv4.DHCPv4
+			file   string
+			vendor string
+			reply  bool
+		}{
+			{"http x64", h, pkt(t, dhcpv4.MessageTypeDiscover, mac(1), httpClient(16)...), loader, "HTTPClient", true},
+			{"http arch from vendor class", h, pkt(t, dhcpv4.MessageTypeDiscover, mac(1),
+				dhcpv4.WithOption(dhcpv4.OptClassIdentifier("HTTPClient:Arch:00016:UNDI:003001"))), loader, "HTTPClient", true},
+			{"pxe x64 beside it", h, pkt(t, dhcpv4.MessageTypeDiscover, mac(1), pxeArch(7)...), "shimx64.efi", "PXEClient", true},
+			{"http arm64", h, pkt(t, dhcpv4.MessageTypeDiscover, mac(1), httpClient(19)...), "", "", mode == Full},
+			{"http without URL", hNoURL, pkt(t, dhcpv4.MessageTypeDiscover, mac(1), httpClient(16)...), "", "", mode == Full},
+		} {
+			r, _ := ask(t, tc.h, tc.m, 67, fromNone)
+			if (r != nil) != tc.reply {
+				t.Errorf("%s %s: reply %v, want reply=%v", mode, tc.name, r, tc.reply)
+				continue
+			}
+			if r == nil {
+				continue
+			}
+			if got := r.BootFileNameOption(); got != tc.file || r.BootFileName != tc.file {
+				t.Errorf("%s %s: boot file %q (file field %q), want %q", mode, tc.name, got, r.BootFileName, tc.file)
+			}
+			if got := opt(r, 60); got != tc.vendor {
+				t.Errorf("%s %s: option 60 %q, want %q", mode, tc.name, got, tc.vendor)
+			}
+			if tc.vendor == "HTTPClient" && (r.Options.Has(dhcpv4.OptionVendorSpecificInformation) || r.Options.Has(dhcpv4.OptionTFTPServerName)) {
+				t.Errorf("%s %s: HTTP boot reply carries PXE option 43 or TFTP option 66", mode, tc.name)
+			}
+		}
+	}
+	bad := testConfig(t, Full)
+	bad.HTTPBootURL = "tftp://198.18.0.1/shimx64.efi"
+	if _, err := bad.Handler(testlog.New(t)); !errors.Is(err, ErrBadConfig) {
+		t.Errorf("Handler with a tftp:// HTTP boot URL = %v, want ErrBadConfig", err)
+	}
+}
