@@ -27,6 +27,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/chromedp/chromedp"
 	"github.com/pxeswarm/pxeswarm/build"
 	"github.com/pxeswarm/pxeswarm/internal/bytesize"
 	"github.com/pxeswarm/pxeswarm/internal/qemu"
@@ -248,22 +249,35 @@ func (d *demo) screenshot(ctx context.Context) {
 		}
 		time.Sleep(time.Second)
 	}
-	time.Sleep(20 * time.Second)
-	out := filepath.Join(d.work, "console-room.png")
-	sctx, cancel := context.WithTimeout(ctx, time.Minute)
+	time.Sleep(15 * time.Second)
+	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(chromium), chromedp.NoSandbox,
+		chromedp.WindowSize(1280, 800), chromedp.Flag("disable-dev-shm-usage", true))
+	actx, cancelAlloc := chromedp.NewExecAllocator(ctx, opts...)
+	defer cancelAlloc()
+	bctx, cancelBrowser := chromedp.NewContext(actx)
+	defer cancelBrowser()
+	sctx, cancel := context.WithTimeout(bctx, 90*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(sctx, chromium, "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-		"--window-size=1280,800", "--virtual-time-budget=5000", "--screenshot="+out, consoleURL)
-	if b, err := cmd.CombinedOutput(); err != nil {
-		fmt.Printf("screenshot: chromium: %v: %s\n", err, bytes.TrimSpace(b))
+	// The room page fills its table from the event stream: wait for a
+	// progress bar, then a moment for the next snapshot.
+	err = chromedp.Do(sctx, chromedp.Navigate(consoleURL), chromedp.WaitVisible(chromedp.CSS(`[data-test=progress]`)), chromedp.Sleep(3*time.Second))
+	var buf []byte
+	if err == nil {
+		buf, err = chromedp.Run(sctx, chromedp.FullScreenshot(90))
+	}
+	if err != nil {
+		fmt.Printf("screenshot: %v\n", err)
+		return
+	}
+	out := filepath.Join(d.work, "console-room.png")
+	if err := os.WriteFile(out, buf, 0o644); err != nil {
+		fmt.Println("screenshot:", err)
 		return
 	}
 	fmt.Printf("\nscreenshot of the web console's room page: %s\n", out)
 	if d.shot != "" {
-		if b, err := os.ReadFile(out); err == nil {
-			if err := os.WriteFile(d.shot, b, 0o644); err != nil {
-				fmt.Println("screenshot:", err)
-			}
+		if err := os.WriteFile(d.shot, buf, 0o644); err != nil {
+			fmt.Println("screenshot:", err)
 		}
 	}
 }
