@@ -8,7 +8,7 @@ BIN     := bin/pxeswarm
 FUZZTIME ?= 30000x
 export CGO_ENABLED := 0
 
-.PHONY: all build deps demo demo-capture demo-local test unit test-console fuzz bench bench-quick bench-hash bench-mktorrent bench-memory clean deb
+.PHONY: all build deps demo demo-capture demo-local test unit test-console test-qemu-full fuzz bench bench-quick bench-hash bench-mktorrent bench-memory clean deb
 
 all: build
 
@@ -44,6 +44,11 @@ unit:
 # (part of unit), keeping the pages' screenshots in bin/screenshots.
 test-console: deps
 	PXESWARM_SCREENSHOTS=$(CURDIR)/bin/screenshots $(GO) test -count=1 -run 'TestConsole' ./pxe/
+
+# Every QEMU test, the extended tier too (CI runs the covering subset in
+# make test; see the README's "Testing in QEMU").
+test-qemu-full: deps
+	PXESWARM_QEMU_TIER=full $(GO) test -count=1 -timeout 90m ./qemu-tests/
 
 # Every fuzz target runs briefly (30000 inputs); FUZZTIME=1000000x for a
 # longer search. Each

@@ -136,6 +136,7 @@ func TestSecureBootPXE(t *testing.T) {
 // loads shim and GRUB; GRUB's config sends one without a task back to
 // the firmware, which boots the disk: the second boot checks that.
 func TestSecureBootPXEProxy(t *testing.T) {
+	extendedTier(t)
 	needSecureBoot(t)
 	needDnsmasq(t)
 	c := newClassroomOS(t, "sbp", "proxy", build.TestOSConfig{SecureBoot: true}, "--uefi-loader", "shim")

@@ -82,3 +82,18 @@ func copyKey(t *testing.T, state string) {
 		}
 	}
 }
+
+// TierEnv selects the QEMU tests' tier: unset, CI's covering subset;
+// "full", every test (make test-qemu-full). See the README's "Testing in
+// QEMU".
+const TierEnv = "PXESWARM_QEMU_TIER"
+
+// extendedTier skips a test outside the full tier: one whose parts the
+// covering subset already boots (the same firmware, loader and DHCP
+// modes) in another combination, kept out of CI's time budget.
+func extendedTier(t *testing.T) {
+	t.Helper()
+	if os.Getenv(TierEnv) != "full" {
+		t.Skipf("extended QEMU tier: %s=full (make test-qemu-full) runs it; CI runs the covering subset", TierEnv)
+	}
+}
