@@ -249,7 +249,7 @@ func (d *demo) screenshot(ctx context.Context) {
 		}
 		time.Sleep(time.Second)
 	}
-	time.Sleep(15 * time.Second)
+	time.Sleep(40 * time.Second)
 	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(chromium), chromedp.NoSandbox,
 		chromedp.WindowSize(1280, 800), chromedp.Flag("disable-dev-shm-usage", true))
 	actx, cancelAlloc := chromedp.NewExecAllocator(ctx, opts...)
@@ -263,7 +263,7 @@ func (d *demo) screenshot(ctx context.Context) {
 	err = chromedp.Do(sctx, chromedp.Navigate(consoleURL), chromedp.WaitVisible(chromedp.CSS(`[data-test=progress]`)), chromedp.Sleep(3*time.Second))
 	var buf []byte
 	if err == nil {
-		buf, err = chromedp.Run(sctx, chromedp.FullScreenshot(90))
+		buf, err = chromedp.Run(sctx, chromedp.FullScreenshot(100))
 	}
 	if err != nil {
 		fmt.Printf("screenshot: %v\n", err)
