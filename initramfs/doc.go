@@ -20,6 +20,13 @@
 // imager; agent.go) or from the rescue stick (local.go), read the image
 // back, seed, close.
 //
+// A capture plan goes the other way (capture.go): the disk the plan's
+// target names is opened read-only and its used bytes go to the server's
+// capture through package capture, with the plan's secret; the task is
+// reported done once the server has published the image. Secure Boot and
+// the kernel's lockdown are read from efivarfs and securityfs
+// (secureboot.go).
+//
 // On any error it prints "pxeswarm: ERROR <what> — <what to do>", reports
 // the failure, dumps links, addresses and routes when the network was the
 // cause, and stops at a shell: it never reboots into a half-written disk.
