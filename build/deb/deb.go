@@ -34,10 +34,13 @@ const (
 	Architecture = "amd64"
 )
 
-// Depends are the Debian packages pxeswarm needs: iPXE's binaries
-// (/usr/lib/ipxe/undionly.kpxe, ipxe.efi), which are GPL and read from
-// disk, never embedded.
-var Depends = []string{"ipxe"}
+// Depends are the Debian packages pxeswarm needs, read from disk and
+// never embedded: iPXE's binaries (/usr/lib/ipxe/undionly.kpxe,
+// ipxe.efi), and the signed UEFI chain that is the default UEFI loader,
+// Microsoft-signed shim and Debian-signed GRUB of the same release (SBAT):
+// /usr/lib/shim/shimx64.efi.signed and
+// /usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed.
+var Depends = []string{"ipxe", "shim-signed", "grub-efi-amd64-signed"}
 
 //go:embed pxeswarm.service
 var unit []byte

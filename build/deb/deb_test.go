@@ -72,8 +72,8 @@ func TestPackage(t *testing.T) {
 		t.Fatalf("Build: %v", err)
 	}
 	t.Logf("Build (the .deb): %v", time.Since(start).Round(time.Millisecond))
-	if got := run(t, "dpkg-deb", "-f", cfg.Out, "Depends"); strings.TrimSpace(got) != "ipxe" {
-		t.Errorf("Depends = %q, want ipxe", got)
+	if got := run(t, "dpkg-deb", "-f", cfg.Out, "Depends"); strings.TrimSpace(got) != "ipxe, shim-signed, grub-efi-amd64-signed" {
+		t.Errorf("Depends = %q, want ipxe, shim-signed, grub-efi-amd64-signed", got)
 	}
 
 	// A fresh root: an empty dpkg database and nothing else.
@@ -149,6 +149,21 @@ func TestPackage(t *testing.T) {
 			site.StateDir, site.HTTP.Kernel, site.DHCP.Mode)
 	}
 
+	// The dependencies' files serve needs (the default UEFI loader), as
+	// shim-signed and grub-efi-amd64-signed would install them.
+	for _, f := range []string{pxe.DefaultShim, pxe.DefaultGrub} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatalf("%v (install shim-signed and grub-efi-amd64-signed: scripts/deps.sh)", err)
+		}
+		if err := os.MkdirAll(filepath.Join(root, filepath.Dir(f)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(root, f), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+
 	// serve, from the root, on a loopback port.
 	port, seedPort := freePort(t), freePort(t)
 	url := fmt.Sprintf("http://127.0.0.1:%d", port)
@@ -185,6 +200,9 @@ func TestPackage(t *testing.T) {
 		t.Errorf("serve did not say it sends the package's boot files")
 	}
 
+	if shim := get(t, url+"/boot/"+pxe.ShimName, ""); !sameBytes(t, shim, filepath.Join(root, pxe.DefaultShim)) {
+		t.Errorf("GET /boot/%s (%d bytes) is not shim-signed's", pxe.ShimName, len(shim))
+	}
 	kernel := get(t, url+"/boot/vmlinuz", "")
 	if !sameBytes(t, kernel, filepath.Join(root, BootDir, KernelName)) {
 		t.Errorf("GET /boot/vmlinuz (%d bytes) is not the packaged kernel", len(kernel))
