@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/pxeswarm/pxeswarm/internal/needs"
 	"github.com/pxeswarm/pxeswarm/protocol"
 )
 
@@ -203,11 +204,7 @@ func TestCPUSingleThreadArch(t *testing.T) {
 // machine running the test and checks them against what lscpu, free,
 // lsblk and ip say.
 func TestCollectInventoryThisMachine(t *testing.T) {
-	for _, tool := range []string{"lscpu", "free", "lsblk", "ip"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s is not installed (util-linux, procps, iproute2): %v", tool, err)
-		}
-	}
+	needs.Tool(t, "lscpu", "free", "lsblk", "ip")
 	inv := collectInventory("/sys", "/proc", "/sys/firmware/efi/efivars")
 	js, _ := json.MarshalIndent(inv, "", "  ")
 	t.Logf("this machine:\n%s", js)

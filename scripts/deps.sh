@@ -34,6 +34,10 @@ want mkntfs ntfs-3g
 want partclone.ext4 partclone
 # Zero detection: a filesystem usedmap does not read.
 want mkfs.cramfs util-linux
+# The agent's inventory checked against the machine's own tools.
+want lscpu util-linux
+want lsblk util-linux
+want free procps
 # The test OS image boots with systemd-boot under OVMF.
 [ -e /usr/lib/systemd/boot/efi/systemd-bootx64.efi ] || need+=(systemd-boot-efi)
 # The web console's browser test drives headless Chromium (chromedp).
