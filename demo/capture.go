@@ -54,15 +54,8 @@ func (d *demo) runCapture(ctx context.Context, dataSize int64) error {
 		{name: "pc2-uefi", fw: qemu.UEFI, mac: "52:54:00:de:00:12"},
 		{name: "pc3-uefi", fw: qemu.UEFI, mac: "52:54:00:de:00:13"},
 	}
-	for i, m := range d.machines {
-		m.tap = fmt.Sprintf("tap%d", i+1)
-		m.disk = filepath.Join(d.work, m.name+".img")
-		f, err := os.Create(m.disk)
-		if err != nil {
-			return err
-		}
-		f.Truncate(256 << 20)
-		f.Close()
+	if err := d.blankDisks(); err != nil {
+		return err
 	}
 	g := d.machines[0]
 	if err := golden.WriteDisk(g.disk, 256<<20); err != nil {
@@ -130,30 +123,10 @@ func (d *demo) runCapture(ctx context.Context, dataSize int64) error {
 			return fmt.Errorf("deploy task for %s: %v: %s", m.name, err, out)
 		}
 	}
+	if err := d.imageAll(ctx, copies); err != nil {
+		return err
+	}
 	var wg sync.WaitGroup
-	for _, m := range copies {
-		wg.Add(1)
-		go func() { defer wg.Done(); d.image(ctx, m) }()
-	}
-	go d.screenshot(ctx)
-	watchCtx, stopWatch := context.WithCancel(ctx)
-	defer stopWatch()
-	watch := exec.CommandContext(watchCtx, "ip", "netns", "exec", d.nsName(), d.bin, "status", "--server", serverURL, "--watch", "--every", "3s", "--until-done")
-	watch.Stdout, watch.Stderr = os.Stdout, os.Stdout
-	watchDone := make(chan error, 1)
-	go func() { watchDone <- watch.Run() }()
-	wg.Wait()
-	select {
-	case <-watchDone:
-	case <-time.After(30 * time.Second):
-		stopWatch()
-		<-watchDone
-	}
-	for _, m := range copies {
-		if m.err != nil {
-			return fmt.Errorf("%s: %w (console: %s)", m.name, m.err, m.console.f.Name())
-		}
-	}
 	step("booting every machine again: no task now, so each boots its own disk and the golden system")
 	d.tos = golden
 	for _, m := range d.machines {

@@ -160,6 +160,33 @@ func (d *demo) run(ctx context.Context, dataSize int64) error {
 		{name: "pc2-uefi", fw: qemu.UEFI, mac: "52:54:00:de:00:02"},
 		{name: "pc3-bios", fw: qemu.BIOS, mac: "52:54:00:de:00:03"},
 	}
+	if err := d.blankDisks(); err != nil {
+		return err
+	}
+	step("powering on 3 machines with blank disks; they PXE-boot, get imaged, reboot")
+	fmt.Println("consoles:", filepath.Join(d.work, "*.console.log"))
+	if err := d.imageAll(ctx, d.machines); err != nil {
+		return err
+	}
+
+	var wg sync.WaitGroup
+	step("booting them again: no task now, so each boots its own disk")
+	for _, m := range d.machines {
+		wg.Add(1)
+		go func() { defer wg.Done(); d.rebootCheck(ctx, m) }()
+	}
+	wg.Wait()
+	d.summary()
+	for _, m := range d.machines {
+		if m.err != nil {
+			return fmt.Errorf("%s: %w", m.name, m.err)
+		}
+	}
+	return nil
+}
+
+// blankDisks gives each machine its tap and a blank 256 MiB disk.
+func (d *demo) blankDisks() error {
 	for i, m := range d.machines {
 		m.tap = fmt.Sprintf("tap%d", i+1)
 		m.disk = filepath.Join(d.work, m.name+".img")
@@ -167,13 +194,23 @@ func (d *demo) run(ctx context.Context, dataSize int64) error {
 		if err != nil {
 			return err
 		}
-		f.Truncate(256 << 20)
-		f.Close()
+		err = f.Truncate(256 << 20)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return err
+		}
 	}
-	step("powering on 3 machines with blank disks; they PXE-boot, get imaged, reboot")
-	fmt.Println("consoles:", filepath.Join(d.work, "*.console.log"))
+	return nil
+}
+
+// imageAll boots the machines for imaging at once, with the live status
+// view and the console's screenshot, and waits until each is imaged and
+// rebooted (or failed).
+func (d *demo) imageAll(ctx context.Context, ms []*machine) error {
 	var wg sync.WaitGroup
-	for _, m := range d.machines {
+	for _, m := range ms {
 		wg.Add(1)
 		go func() { defer wg.Done(); d.image(ctx, m) }()
 	}
@@ -195,26 +232,13 @@ func (d *demo) run(ctx context.Context, dataSize int64) error {
 		stopWatch()
 		<-watchDone
 	}
-	for _, m := range d.machines {
+	for _, m := range ms {
 		if m.err != nil {
 			return fmt.Errorf("%s: %w (console: %s)", m.name, m.err, m.console.f.Name())
 		}
 	}
 	if watchErr != nil {
 		return fmt.Errorf("pxeswarm status: %w", watchErr)
-	}
-
-	step("booting them again: no task now, so each boots its own disk")
-	for _, m := range d.machines {
-		wg.Add(1)
-		go func() { defer wg.Done(); d.rebootCheck(ctx, m) }()
-	}
-	wg.Wait()
-	d.summary()
-	for _, m := range d.machines {
-		if m.err != nil {
-			return fmt.Errorf("%s: %w", m.name, m.err)
-		}
 	}
 	return nil
 }
