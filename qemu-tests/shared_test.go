@@ -1,12 +1,15 @@
 package qemutests
 
 import (
+	"crypto/ed25519"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/pxeswarm/pxeswarm/pxe"
 )
 
 // TestMain removes what the tests share (sharedBuild) after the last.
@@ -20,8 +23,13 @@ func TestMain(m *testing.M) {
 
 // shared is the one pxeswarm binary and agent initramfs of this test
 // binary: building the initramfs takes minutes under CI's two cores
-// (u-root, the agent, xz over 324 modules), so the classrooms share one,
-// built with one plan-key pair that each classroom's server gets a copy of.
+// (u-root, the agent, xz over 324 modules), so the classrooms share one.
+// It is built as the Debian package builds its boot files, with no plan
+// key (--key none), and the key archive is appended as `pxeswarm serve`
+// appends it to the packaged initramfs (pxe.KeyArchive). So every QEMU
+// boot checks that the kernel unpacks the appended archive: an agent
+// without a key writes nothing. Each classroom's server gets a copy of
+// the one key pair.
 var shared struct {
 	once             sync.Once
 	dir              string
@@ -50,19 +58,48 @@ func sharedBuild(t *testing.T) (bin, boot, keyState string) {
 			return
 		}
 		shared.boot, shared.state = filepath.Join(dir, "boot"), filepath.Join(dir, "state")
+		packaged := filepath.Join(dir, "packaged")
 		start := time.Now()
-		out, err := exec.Command(shared.bin, "build", "initramfs", "--out", shared.boot, "--kernel", kernel,
-			"--key", filepath.Join(shared.state, "plan-key.pub")).CombinedOutput()
+		out, err := exec.Command(shared.bin, "build", "initramfs", "--out", packaged, "--kernel", kernel,
+			"--key", "none").CombinedOutput()
 		if err != nil {
 			shared.err = "pxeswarm build initramfs: " + err.Error() + "\n" + string(out)
 			return
 		}
 		t.Logf("shared initramfs built in %v (once for every QEMU test):\n%s", time.Since(start).Round(time.Second), out)
+		if err := appendKey(packaged, shared.boot, shared.state); err != nil {
+			shared.err = err.Error()
+		}
 	})
 	if shared.err != "" {
 		t.Fatal(shared.err)
 	}
 	return shared.bin, shared.boot, shared.state
+}
+
+// appendKey makes a key pair in state and writes to boot the packaged
+// vmlinuz and initramfs from packaged with the key's archive appended:
+// the bytes a packaged server sends (Site.usePackagedBoot).
+func appendKey(packaged, boot, state string) error {
+	key, err := pxe.LoadOrCreateKey(state)
+	if err != nil {
+		return err
+	}
+	archive, err := pxe.KeyArchive(key.Public().(ed25519.PublicKey))
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(boot, 0o755); err != nil {
+		return err
+	}
+	if err := os.Rename(filepath.Join(packaged, "vmlinuz"), filepath.Join(boot, "vmlinuz")); err != nil {
+		return err
+	}
+	initramfs, err := os.ReadFile(filepath.Join(packaged, "initramfs"))
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(boot, "initramfs"), append(initramfs, archive...), 0o644)
 }
 
 // copyKey puts the shared plan-key pair into a server's state folder.
