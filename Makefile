@@ -123,11 +123,19 @@ clean:
 # kernel with its NIC and disk drivers, u-root, the agent, and the server's
 # public plan key. PLAN_KEY and BOOT_DIR default to `pxeswarm serve`'s state
 # folder, so a rebuilt pair is served at once.
+# FIRMWARE_DIR is where the NICs' firmware is taken from: the host's
+# /lib/firmware by default; `make firmware` fills bin/firmware from
+# Debian's non-free-firmware without changing this host's apt sources
+# (then FIRMWARE_DIR=bin/firmware).
 PLAN_KEY ?= /var/lib/pxeswarm/plan-key.pub
 BOOT_DIR ?= /var/lib/pxeswarm/boot
-.PHONY: initramfs
+FIRMWARE_DIR ?= /lib/firmware
+.PHONY: initramfs firmware
 initramfs: deps build
-	$(BIN) build initramfs --out $(BOOT_DIR) --key $(PLAN_KEY)
+	$(BIN) build initramfs --out $(BOOT_DIR) --key $(PLAN_KEY) --firmware-dir $(FIRMWARE_DIR)
+
+firmware:
+	bash scripts/firmware.sh bin/firmware
 
 # The Debian package (build/deb, with nfpm): /usr/bin/pxeswarm, the systemd
 # unit, /etc/pxeswarm/site.toml, and the terminals' kernel and initramfs
@@ -140,8 +148,8 @@ initramfs: deps build
 # scratch root and serves from it.)
 DEB_VERSION ?= $(shell git log -1 --format=0.1.0~git%cd.%h --date=format:%Y%m%d 2>/dev/null || echo 0.1.0)
 DEB_BOOT    := bin/deb-boot
-deb: deps
+deb: deps firmware
 	$(GO) build -trimpath -ldflags="-s -w" -o bin/deb-pxeswarm ./cmd/pxeswarm
-	bin/deb-pxeswarm build initramfs --out $(DEB_BOOT) --key none
+	bin/deb-pxeswarm build initramfs --out $(DEB_BOOT) --key none --firmware-dir bin/firmware
 	$(GO) run ./cmd/pxeswarm-deb --binary bin/deb-pxeswarm --boot-dir $(DEB_BOOT) \
 		--version $(DEB_VERSION) --out bin/pxeswarm_$(DEB_VERSION)_amd64.deb

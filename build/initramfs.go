@@ -490,7 +490,7 @@ func (c InitramfsConfig) firmware(log *slog.Logger, mods []moduleFile, res *Resu
 			list = append(list, d)
 		}
 		sort.Strings(list)
-		log.Warn("build: firmware the drivers may ask for is not installed; NICs that need it (some Realtek and Broadcom chips) may not come up (install Debian's firmware-realtek, firmware-bnx2, firmware-bnx2x, firmware-misc-nonfree from the non-free-firmware component and firmware-linux-free, then rebuild)",
+		log.Warn("build: firmware the drivers may ask for is not installed; NICs that need it (some Realtek and Broadcom chips) may not come up (install Debian's firmware-realtek, firmware-bnx2, firmware-bnx2x, firmware-misc-nonfree from the non-free-firmware component and firmware-linux-free, or in a pxeswarm checkout run scripts/firmware.sh DIR and pass --firmware-dir DIR, then rebuild)",
 			"missing", len(missing), "folders", strings.Join(list, ","), "carried", len(files))
 	}
 	return files, nil

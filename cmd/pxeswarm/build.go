@@ -112,7 +112,7 @@ Examples:
 		return err
 	}
 	if len(res.MissingFirmware) > 0 {
-		fmt.Fprintf(os.Stderr, "pxeswarm build initramfs: note: %d firmware files the drivers name are not in %s (some Realtek/Broadcom NICs need them: install firmware-realtek, firmware-bnx2, firmware-bnx2x, firmware-misc-nonfree (non-free-firmware) and firmware-linux-free, then rebuild)\n", len(res.MissingFirmware), *fwDir)
+		fmt.Fprintf(os.Stderr, "pxeswarm build initramfs: note: %d firmware files the drivers name are not in %s (some Realtek/Broadcom NICs need them: install firmware-realtek, firmware-bnx2, firmware-bnx2x, firmware-misc-nonfree (non-free-firmware) and firmware-linux-free, or run a pxeswarm checkout's scripts/firmware.sh DIR and pass --firmware-dir DIR; then rebuild)\n", len(res.MissingFirmware), *fwDir)
 	}
 	const goal = 40 << 20
 	fmt.Printf("kernel     %s  %s (%s)\n", res.Kernel, bytesize.Format(res.KernelSize), res.KernelRelease)
