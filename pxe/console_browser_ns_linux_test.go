@@ -28,6 +28,8 @@ import (
 type consoleRoom struct {
 	lan *netns.LAN
 	pc  *netns.Host
+	// bridge is the server's interface in the room namespace.
+	bridge string
 	// bridgeMAC is the bridge's hardware address: the source of the
 	// server's frames into the room.
 	bridgeMAC net.HardwareAddr
@@ -46,7 +48,7 @@ type consoleRoom struct {
 func newConsoleRoom(t *testing.T, pcAddr netip.Prefix, pcMAC net.HardwareAddr) *consoleRoom {
 	t.Helper()
 	lan := netns.NewLAN(t, "con", netip.MustParsePrefix("198.18.1.1/24"))
-	r := &consoleRoom{lan: lan, pc: lan.AddHost(t, "pc", pcAddr, pcMAC)}
+	r := &consoleRoom{lan: lan, pc: lan.AddHost(t, "pc", pcAddr, pcMAC), bridge: lan.Bridge}
 	err := lan.NS.Do(func() error {
 		ifi, err := net.InterfaceByName(lan.Bridge)
 		if err != nil {
@@ -63,7 +65,7 @@ func newConsoleRoom(t *testing.T, pcAddr netip.Prefix, pcMAC net.HardwareAddr) *
 	n := (pid % 16384) * 4 // a /30 in 198.19.0.0/16
 	hostAddr := netip.AddrFrom4([4]byte{198, 19, byte(n >> 8), byte(n&0xff) + 1})
 	r.server = netip.AddrFrom4([4]byte{198, 19, byte(n >> 8), byte(n&0xff) + 2})
-	host := fmt.Sprintf("pxb%d", pid) // at most 10 characters: fits IFNAMSIZ
+	host := fmt.Sprintf("pxcon%d", pid) // at most 12 characters: fits IFNAMSIZ
 	ip := func(args ...string) {
 		t.Helper()
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -168,14 +170,6 @@ func (r *consoleRoom) listen(t *testing.T) net.Listener {
 		t.Fatalf("listening in the room namespace: %v", err)
 	}
 	return ln
-}
-
-// wireFrame is an Ethernet frame carrying IPv4 UDP, as captured.
-type wireFrame struct {
-	ethDst, ethSrc net.HardwareAddr
-	ipDst          netip.Addr
-	udpPort        int
-	payload        []byte
 }
 
 // frameTap is an AF_PACKET capture on one interface.

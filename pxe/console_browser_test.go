@@ -1,5 +1,3 @@
-//go:build linux
-
 package pxe
 
 import (
@@ -55,7 +53,7 @@ func TestConsoleBrowser(t *testing.T) {
 	// Where the server's magic packets go, as a site's [wake] section
 	// would say: the limited broadcast out of the bridge (SO_BINDTODEVICE,
 	// in the namespace) and the room's directed broadcast.
-	wc := wake.Config{Interface: site.lan.Bridge, Addrs: []netip.Addr{netip.MustParseAddr("198.18.1.255")}, Port: wake.DefaultPort}
+	wc := wake.Config{Interface: site.bridge, Addrs: []netip.Addr{netip.MustParseAddr("198.18.1.255")}, Port: wake.DefaultPort}
 	f := newFixture(t, func(c *HTTPConfig) {
 		w, err := NewWaker(t.Context(), WakeConfig{Send: wc, Retries: -1, Store: c.Store}, testlog.New(t))
 		if err != nil {
@@ -469,6 +467,15 @@ fetch(%q, {method: 'POST', mode: 'no-cors', credentials: 'include', body: 'x'})
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
 	return "http://" + ln.Addr().String() + "/"
+}
+
+// wireFrame is an Ethernet frame carrying IPv4 UDP, as captured on the
+// room's wire.
+type wireFrame struct {
+	ethDst, ethSrc net.HardwareAddr
+	ipDst          netip.Addr
+	udpPort        int
+	payload        []byte
 }
 
 // schedules lists GET /api/schedules, as the admin API answers it.
