@@ -52,7 +52,11 @@ func TestConsoleBrowser(t *testing.T) {
 	wire := site.capture(t)
 	// Where the server's magic packets go, as a site's [wake] section
 	// would say: the limited broadcast out of the bridge (SO_BINDTODEVICE,
-	// in the namespace) and the room's directed broadcast.
+	// in the namespace) and the room's directed broadcast. Only request
+	// handlers run in the namespace (consoleRoom.serve): keep Retries -1
+	// and schedules from firing, or packets would be sent from goroutines
+	// in this host's namespace, where 198.18.1.255 follows the default
+	// route.
 	wc := wake.Config{Interface: site.bridge, Addrs: []netip.Addr{netip.MustParseAddr("198.18.1.255")}, Port: wake.DefaultPort}
 	f := newFixture(t, func(c *HTTPConfig) {
 		w, err := NewWaker(t.Context(), WakeConfig{Send: wc, Retries: -1, Store: c.Store}, testlog.New(t))
