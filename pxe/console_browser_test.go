@@ -12,17 +12,18 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/chromedp"
 
 	"github.com/pxeswarm/pxeswarm/internal/needs"
 	"github.com/pxeswarm/pxeswarm/internal/testlog"
 	"github.com/pxeswarm/pxeswarm/protocol"
+	"github.com/pxeswarm/pxeswarm/pxe/wake"
 	"github.com/pxeswarm/pxeswarm/tracker"
 )
 
@@ -33,16 +34,30 @@ const ScreenshotsEnv = "PXESWARM_SCREENSHOTS"
 // TestConsoleBrowser drives the console in real headless Chromium: it
 // logs in, watches three machines' progress bars move as fake agents
 // report, starts a deploy for a group, cancels one machine's task,
-// presses wake, retries the canceled task, opens every page and checks its screenshot is not
-// blank; then a page of another origin, with the session cookie in the
-// browser, tries to cancel a task and fails, and after logout the
-// console's own page can change nothing.
+// presses wake and sees the magic packet on the room's wire, retries the
+// canceled task, adds and deletes a schedule, opens every page and checks
+// its screenshot is not blank; then a page of another origin, with the
+// session cookie in the browser, tries to cancel a task and fails, and
+// after logout the console's own page can change nothing.
+//
+// The server runs in a network namespace (newConsoleRoom): Chromium and
+// the fake agents reach it from this host's namespace through a veth, and
+// its Wake-on-LAN goes out of the room's bridge there, where pc-03's
+// interface captures the frames.
 func TestConsoleBrowser(t *testing.T) {
 	needs.Tool(t, "chromium")
 	chromium, _ := exec.LookPath("chromium")
-	// Wake-on-LAN to a UDP socket standing in for the room's broadcast
-	// address: the wake button's magic packet must arrive there.
-	wc, packets := wakeListener(t)
+	pc03 := net.HardwareAddr{0x52, 0x54, 0x00, 0x12, 0x00, 0x03}
+	site := newConsoleRoom(t, netip.MustParsePrefix("198.18.1.13/24"), pc03)
+	wire := site.capture(t)
+	// Where the server's magic packets go, as a site's [wake] section
+	// would say: the limited broadcast out of the bridge (SO_BINDTODEVICE,
+	// in the namespace) and the room's directed broadcast. Only request
+	// handlers run in the namespace (consoleRoom.serve): keep Retries -1
+	// and schedules from firing, or packets would be sent from goroutines
+	// in this host's namespace, where 198.18.1.255 follows the default
+	// route.
+	wc := wake.Config{Interface: site.bridge, Addrs: []netip.Addr{netip.MustParseAddr("198.18.1.255")}, Port: wake.DefaultPort}
 	f := newFixture(t, func(c *HTTPConfig) {
 		w, err := NewWaker(t.Context(), WakeConfig{Send: wc, Retries: -1, Store: c.Store}, testlog.New(t))
 		if err != nil {
@@ -75,7 +90,7 @@ func TestConsoleBrowser(t *testing.T) {
 			{Addr: netip.MustParseAddr("198.18.1.13"), Downloaded: 400 << 20, Uploaded: 500 << 20},
 		}}}
 	}
-	base := serveLocal(t, f.cfg)
+	base := site.serve(t, f.cfg)
 	reporting := fakeAgents(t, base, f, tasks)
 
 	shots := os.Getenv(ScreenshotsEnv)
@@ -161,7 +176,7 @@ func TestConsoleBrowser(t *testing.T) {
 	}
 	shot("room")
 	reporting.stop()
-	// The reports came from loopback; the swarm page matches the
+	// The reports came through the uplink; the swarm page matches the
 	// tracker's hosts to the machines' LAN addresses.
 	for _, m := range room {
 		if err := f.store.SeeMachine(m.MAC, m.IP, ""); err != nil {
@@ -207,12 +222,14 @@ func TestConsoleBrowser(t *testing.T) {
 		t.Errorf("pc-02's task after canceling pc-01's = %s, want pending", st)
 	}
 	// Wake: the page posts the contract's body, says what happened, and
-	// the magic packet for that machine arrives.
-	run("wake pc-03", chromedp.Click(chromedp.CSS(`tr[data-mac="52:54:00:12:00:03"] [data-test=wake]`)))
-	wait("wake answered", `/Wake/.test(document.querySelector('[data-test=flash]').textContent)`)
-	if got := packets(500 * time.Millisecond); !slices.Contains(got, "52:54:00:12:00:03") {
-		t.Errorf("the wake button sent magic packets for %v, want pc-03's 52:54:00:12:00:03", got)
+	// the magic packet for that machine, and no other, arrives on the
+	// room's wire.
+	if got := wire.udp(wc.Port); len(got) != 0 {
+		t.Fatalf("%d frame(s) to UDP port %d on the room's wire before wake was pressed", len(got), wc.Port)
 	}
+	run("wake pc-03", chromedp.Click(chromedp.CSS(`tr[data-mac="52:54:00:12:00:03"] [data-test=wake]`)))
+	wait("wake answered", fmt.Sprintf(`document.querySelector('[data-test=flash]').textContent.includes('Wake-on-LAN sent to %d address(es)')`, 1+len(wc.Addrs)))
+	checkWakeFrames(t, wire, wc, site.bridgeMAC, pc03)
 	shot("room-after")
 
 	// Retry pc-01's canceled task from the tasks page: a new pending task
@@ -249,15 +266,67 @@ func TestConsoleBrowser(t *testing.T) {
 		t.Errorf("swarm summary = %q, want 1.2 GiB got, 900 MiB from peers, 300 MiB from the server", sum)
 	}
 	shot("swarm")
-	run("schedules page", chromedp.Navigate(base+"/schedules"), chromedp.WaitReady(chromedp.CSS(`#schedules[data-loaded=true]`)))
+	run("schedules page", chromedp.Navigate(base+"/schedules"), chromedp.WaitReady(chromedp.CSS(`#schedules[data-loaded=true]`)),
+		chromedp.WaitReady(chromedp.CSS(`body[data-ready=true]`)))
 	shot("schedules")
 
-	// A page on another origin (same site for cookies: 127.0.0.1 on
-	// another port, so the SameSite cookie is sent) tries to cancel
+	// A schedule from the page: wake room-102 and deploy demo once, the
+	// day after tomorrow at 22:00 in the browser's time zone (Berlin,
+	// UTC+1 in winter, UTC+2 in summer). The page turns the local time
+	// into an instant; the store must hold that instant.
+	berlin, err := time.LoadLocation("Europe/Berlin")
+	if err != nil {
+		t.Fatalf("time zone: %v", err)
+	}
+	day := time.Now().In(berlin).AddDate(0, 0, 2)
+	at := time.Date(day.Year(), day.Month(), day.Day(), 22, 0, 0, 0, berlin)
+	if sc := f.schedules(); len(sc) != 0 {
+		t.Fatalf("schedules before the page added one: %+v", sc)
+	}
+	if _, err := chromedp.Call(ctx, emulation.SetTimezoneOverride, emulation.SetTimezoneOverrideParams{TimezoneID: "Europe/Berlin"}); err != nil {
+		t.Fatalf("setting the browser's time zone: %v", err)
+	}
+	run("add a schedule", chromedp.Reload(), chromedp.WaitReady(chromedp.CSS(`body[data-ready=true]`)),
+		chromedp.SendKeys(chromedp.CSS(`[data-test=schedule-name]`), "wake room-102"),
+		chromedp.SetValue(chromedp.CSS(`[data-test=schedule-at]`), at.Format("2006-01-02T15:04")),
+		chromedp.SetValue(chromedp.CSS(`[data-test=schedule-group]`), "room-102"),
+		chromedp.SetValue(chromedp.CSS(`[data-test=schedule-image]`), "demo"),
+		chromedp.Click(chromedp.CSS(`[data-test=schedule-submit]`)))
+	wait("schedule listed", `document.querySelectorAll('[data-test=schedule-row]').length === 1 && /added/.test(document.querySelector('[data-test=flash]').textContent)`)
+	stored := f.schedules()
+	if len(stored) != 1 {
+		t.Fatalf("after adding from the page, the API lists %d schedules, want 1: %+v", len(stored), stored)
+	}
+	sc := stored[0]
+	if sc.Name != "wake room-102" || sc.Group != "room-102" || sc.Image != "demo" || !sc.Wake || !sc.At.Equal(at) || !sc.Next.Equal(at) || sc.Weekly != "" || len(sc.MACs) != 0 {
+		t.Errorf("the page's schedule is stored as %+v, want name %q, group room-102, image demo, wake, once at %v", sc, "wake room-102", at.UTC())
+	}
+	if byID, err := f.store.Schedules(); err != nil || len(byID) != 1 || byID[0].ID != sc.ID {
+		t.Errorf("store's schedules = %+v (%v), want the API's %s", byID, err, sc.ID)
+	}
+	row := `tr[data-test=schedule-row][data-id="` + sc.ID + `"]`
+	if id := text(row + ` td:nth-child(1)`); id != sc.ID {
+		t.Errorf("the listed schedule's ID cell = %q, want %q", id, sc.ID)
+	}
+	if what := text(row + ` td:nth-child(4)`); !strings.Contains(what, "group room-102") || !strings.Contains(what, "wake") || !strings.Contains(what, "deploy demo") {
+		t.Errorf("the listed schedule's What = %q, want group room-102, wake and deploy demo", what)
+	}
+	shot("schedules-added")
+	run("delete the schedule", chromedp.Click(chromedp.CSS(row+` [data-test=cancel-schedule]`)))
+	wait("schedule gone", `document.querySelectorAll('[data-test=schedule-row]').length === 0 && /Canceled schedule/.test(document.querySelector('[data-test=flash]').textContent)`)
+	if sc := f.schedules(); len(sc) != 0 {
+		t.Errorf("after deleting from the page, the API lists %+v, want none", sc)
+	}
+	if sc, err := f.store.Schedules(); err != nil || len(sc) != 0 {
+		t.Errorf("after deleting from the page, the store holds %+v (%v), want none", sc, err)
+	}
+
+	// A page on another origin (same site for cookies: the server's
+	// address on another port, so the SameSite cookie is sent) tries to cancel
 	// pc-02's task with a fetch and a form post. Both reach the server
 	// with the cookie and are refused: no CSRF token, foreign Origin.
 	target := base + "/api/tasks/" + active[room[1].MAC].ID + "/cancel"
-	evil := evilSite(t, target)
+	evil := evilSite(t, site.listen(t), target)
 	run("evil page", chromedp.Navigate(evil), chromedp.WaitReady(chromedp.CSS(`body[data-done=true]`)))
 	evilStatus := text(`#status`)
 	time.Sleep(300 * time.Millisecond) // the form post's navigation
@@ -343,7 +412,7 @@ func fakeAgents(t *testing.T, base string, f *fixture, tasks map[string]Task) *a
 	for mac, task := range tasks {
 		i++
 		tok := f.token(task.ID)
-		speed := int64(i) << 20
+		speed, peers := int64(i)<<20, 2+i // i changes under the goroutine
 		a.wg.Add(1)
 		go func() {
 			defer a.wg.Done()
@@ -358,7 +427,7 @@ func fakeAgents(t *testing.T, base string, f *fixture, tasks map[string]Task) *a
 					inv = `, "inventory": ` + consoleInventory
 				}
 				body := fmt.Sprintf(`{"task_id": %q, "phase": %q, "bytes_done": %d, "bytes_total": %d, "rate_bps": %d, "peers": %d%s}`,
-					task.ID, phase, done, total, speed*5, 2+i, inv)
+					task.ID, phase, done, total, speed*5, peers, inv)
 				req, _ := http.NewRequestWithContext(ctx, "POST", base+"/api/report/"+mac, strings.NewReader(body))
 				req.Header.Set("Authorization", "Bearer "+tok)
 				req.Header.Set("Content-Type", "application/json")
@@ -382,15 +451,11 @@ func fakeAgents(t *testing.T, base string, f *fixture, tasks map[string]Task) *a
 	return a
 }
 
-// evilSite serves, on another loopback port, a page that tries to POST
+// evilSite serves, on ln (another port of the console's address), a page that tries to POST
 // to target twice: a fetch with credentials (no-cors: it cannot read the
 // answer) and an auto-submitted form in a hidden frame. It marks its body
 // data-done when both were sent.
-func evilSite(t *testing.T, target string) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+func evilSite(t *testing.T, ln net.Listener, target string) string {
 	page := fmt.Sprintf(`<!doctype html><html><body><p id="status">sending</p>
 <iframe name="sink" style="display:none"></iframe>
 <form id="f" method="post" action=%q target="sink"><input name="x" value="1"></form>
@@ -406,4 +471,69 @@ fetch(%q, {method: 'POST', mode: 'no-cors', credentials: 'include', body: 'x'})
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
 	return "http://" + ln.Addr().String() + "/"
+}
+
+// wireFrame is an Ethernet frame carrying IPv4 UDP, as captured on the
+// room's wire.
+type wireFrame struct {
+	ethDst, ethSrc net.HardwareAddr
+	ipDst          netip.Addr
+	udpPort        int
+	payload        []byte
+}
+
+// schedules lists GET /api/schedules, as the admin API answers it.
+func (f *fixture) schedules() []Schedule {
+	f.t.Helper()
+	w := f.admin("GET", "/api/schedules", "")
+	var scs []Schedule
+	if w.Code != http.StatusOK {
+		f.t.Fatalf("GET /api/schedules = %d %s", w.Code, w.Body)
+	}
+	if err := json.Unmarshal(w.Body.Bytes(), &scs); err != nil {
+		f.t.Fatalf("GET /api/schedules: %v: %s", err, w.Body)
+	}
+	return scs
+}
+
+// checkWakeFrames waits (at most 5 s) for one round of wc's magic packets
+// on the room's wire and checks each: an Ethernet broadcast from the
+// server's bridge, to UDP wc.Port, whose payload is exactly the magic
+// packet for mac (6×0xff, 16× the MAC); one to the limited broadcast
+// (out of wc.Interface) and one to each of wc.Addrs, and nothing more.
+func checkWakeFrames(t *testing.T, wire *frameTap, wc wake.Config, from, mac net.HardwareAddr) {
+	t.Helper()
+	want := map[netip.Addr]bool{wake.LimitedBroadcast: true}
+	for _, a := range wc.Addrs {
+		want[a] = true
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for len(wire.udp(wc.Port)) < len(want) && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(300 * time.Millisecond) // any frame more than one round
+	frames := wire.udp(wc.Port)
+	// Written out here, not from wake.Packet, which is under test.
+	packet := append(bytes.Repeat([]byte{0xff}, 6), bytes.Repeat(mac, 16)...)
+	seen := map[netip.Addr]int{}
+	for _, f := range frames {
+		seen[f.ipDst]++
+		if got, _, err := wake.Parse(f.payload); err != nil || !bytes.Equal(f.payload, packet) {
+			t.Errorf("frame to %v:%d carries %x (MAC %v, %v), want the magic packet for %v", f.ipDst, wc.Port, f.payload, got, err, mac)
+		}
+		if f.ethDst.String() != "ff:ff:ff:ff:ff:ff" {
+			t.Errorf("frame to %v went to Ethernet %v, want broadcast", f.ipDst, f.ethDst)
+		}
+		if f.ethSrc.String() != from.String() {
+			t.Errorf("frame to %v came from Ethernet %v, want the server's bridge %v", f.ipDst, f.ethSrc, from)
+		}
+	}
+	for a := range want {
+		if seen[a] != 1 {
+			t.Errorf("%d magic packet(s) to %v on the room's wire, want 1 (frames to UDP %d: %v)", seen[a], a, wc.Port, seen)
+		}
+	}
+	if len(frames) != len(want) {
+		t.Errorf("%d frames to UDP %d on the room's wire, want %d (one round, one per destination): %v", len(frames), wc.Port, len(want), seen)
+	}
 }
