@@ -479,7 +479,13 @@ func TestRunImagesDisk(t *testing.T) {
 		}
 	}
 	n := len(s.reports)
+	// The last report names where the image came from: all of it from
+	// the server's seeder (the only peer), and the agent's peer port.
+	last := s.reports[n-1]
 	s.mu.Unlock()
+	if len(last.Received) != 1 || last.Received[0].From != protocol.SourceServer || last.Received[0].Bytes < s.im.Length || last.PeerPort == 0 {
+		t.Errorf("last report's received = %+v, peer port %d; want %d bytes from %q and a port", last.Received, last.PeerPort, s.im.Length, protocol.SourceServer)
+	}
 	if n < 7 {
 		t.Errorf("server saw %d reports, want the phase changes and periodic ones", n)
 	}
