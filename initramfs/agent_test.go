@@ -489,6 +489,17 @@ func TestRunImagesDisk(t *testing.T) {
 	if n < 7 {
 		t.Errorf("server saw %d reports, want the phase changes and periodic ones", n)
 	}
+	// The server draws the same: an edge from the server into the machine.
+	var graphs []pxe.SwarmGraph
+	if resp, err := http.Get(s.url + "/api/swarm"); err != nil {
+		t.Error(err)
+	} else {
+		json.NewDecoder(resp.Body).Decode(&graphs)
+		resp.Body.Close()
+	}
+	if len(graphs) != 1 || len(graphs[0].Edges) != 1 || graphs[0].Edges[0].From != pxe.NodeServer || graphs[0].Edges[0].To != testMAC || graphs[0].Edges[0].Bytes < s.im.Length {
+		t.Errorf("GET /api/swarm = %+v, want one edge of %d bytes from the server to %s", graphs, s.im.Length, testMAC)
+	}
 	m, err := s.store.Machine(testMAC)
 	if err != nil || m.LastReport == nil || m.LastReport.Phase != protocol.PhaseDone {
 		t.Errorf("machine %s: %v, last report %+v, want done", testMAC, err, m.LastReport)
