@@ -165,3 +165,36 @@ func TestSwarmGraph(t *testing.T) {
 		}
 	}
 }
+
+// TestSwarmGraphResolve: how a source address becomes a machine on a LAN
+// (one address per machine): the machine that reports from it with that
+// peer port; the only machine that reports from it, whatever port it
+// gave (its agent restarted); the only machine DHCP gave it, when none
+// reports from it; else the address stays a peer. A machine's own address
+// draws no edge, and a new task moves the machine to its image.
+func TestSwarmGraphResolve(t *testing.T) {
+	var fl flows
+	now := time.Now()
+	a, b, c := "52:54:00:00:00:0a", "52:54:00:00:00:0b", "52:54:00:00:00:0c"
+	ms := []Machine{{MAC: a, Name: "A", IP: "198.18.1.11"}, {MAC: b, Name: "B", IP: "198.18.1.12"}, {MAC: c, Name: "C", IP: "198.18.1.13"}}
+	fl.record(a, Task{ID: "ta", Image: "lab"}, "198.18.1.11", protocol.Report{PeerPort: 6881, Received: []protocol.Received{{From: "198.18.1.11:6881", Bytes: 5}, {From: "server", Bytes: 7}}}, now)
+	fl.record(b, Task{ID: "tb0", Image: "old"}, "198.18.1.12", protocol.Report{PeerPort: 6881, Received: []protocol.Received{{From: "server", Bytes: 1}}}, now)
+	fl.record(b, Task{ID: "tb", Image: "lab"}, "198.18.1.12", protocol.Report{PeerPort: 6881, Received: []protocol.Received{
+		{From: "198.18.1.11:7000", Bytes: 3}, {From: "198.18.1.13:6881", Bytes: 2}, {From: "198.18.1.99:6881", Bytes: 1}, {From: "[::ffff:198.18.1.11]:6881", Bytes: 4}}}, now)
+	// A report without sources keeps the task's earlier ones.
+	fl.record(b, Task{ID: "tb", Image: "lab"}, "198.18.1.12", protocol.Report{}, now)
+	got := fl.graphs(ms, map[string]protocol.TaskState{"ta": protocol.TaskSeeding, "tb": protocol.TaskImaging})
+	want := []SwarmGraph{{Image: "lab",
+		Nodes: []SwarmNode{
+			{ID: NodeServer, Kind: NodeServer, Name: "server"},
+			{ID: a, Kind: NodeMachine, Name: "A", Task: "ta", State: protocol.TaskSeeding, FromServer: 7},
+			{ID: b, Kind: NodeMachine, Name: "B", Task: "tb", State: protocol.TaskImaging, FromPeers: 10},
+			{ID: c, Kind: NodeMachine, Name: "C"},
+			{ID: "198.18.1.99:6881", Kind: NodePeer},
+		},
+		Edges: []SwarmEdge{{From: "198.18.1.99:6881", To: b, Bytes: 1}, {From: a, To: b, Bytes: 7}, {From: c, To: b, Bytes: 2}, {From: NodeServer, To: a, Bytes: 7}},
+	}}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("graphs (-want +got):\n%s", diff)
+	}
+}
