@@ -67,7 +67,7 @@ FUZZ_TARGETS := imager:FuzzLoad tracker:FuzzParseAnnounce protocol:FuzzVerify px
 	imager:FuzzLoadState imager:FuzzSchedule pxe:FuzzTFTPName pxe:FuzzGetRoutes \
 	imager:FuzzLeecherReveal pxe/catalog:FuzzTorrentCache \
 	usedmap:FuzzExt usedmap:FuzzFAT usedmap:FuzzNTFS usedmap:FuzzDetect \
-	protocol:FuzzParseManifest protocol:FuzzInventory pxe/console:FuzzSafeNext pxe:FuzzParseWeekly pxe:FuzzScheduleAPI pxe/wake:FuzzParse
+	protocol:FuzzParseManifest protocol:FuzzInventory protocol:FuzzReceived pxe/console:FuzzSafeNext pxe:FuzzParseWeekly pxe:FuzzScheduleAPI pxe/wake:FuzzParse
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; fn=$${t#*:}; echo "fuzz $$pkg $$fn"; \

@@ -116,7 +116,7 @@ func (tu Tuning) withDefaults() Tuning {
 // clientConfig builds the anacrolix configuration: no DHT, PEX, LSD,
 // UPnP/NAT-PMP, webtorrent, header obfuscation, IPv6 or uTP; peers come
 // from our tracker only.
-func (tu Tuning) clientConfig(log *slog.Logger, st *Storage, listenHost string, sched *schedule, fromSeeders *atomic.Int64) *torrent.ClientConfig {
+func (tu Tuning) clientConfig(log *slog.Logger, st *Storage, listenHost string, sched *schedule, fromSeeders *atomic.Int64, sources *sourceMeter) *torrent.ClientConfig {
 	cc := torrent.NewDefaultClientConfig()
 	cc.DefaultStorage = st
 	cc.Slogger = log
@@ -159,8 +159,7 @@ func (tu Tuning) clientConfig(log *slog.Logger, st *Storage, listenHost string, 
 		leecherCallbacks(&cc.Callbacks, st.im.NumPieces())
 		cc.Callbacks.ReadExtendedHandshake = capPartnerRequests(tu.PartnerRequests)
 		cc.Callbacks.ReceivedUsefulData = append(cc.Callbacks.ReceivedUsefulData, func(e torrent.ReceivedUsefulDataEvent) {
-			pc, ok := e.Peer.TryAsPeerConn()
-			if !ok || isScheduledSeeder(pc.PeerID) {
+			if sources.received(e) {
 				fromSeeders.Add(int64(len(e.Message.Piece))) // a web seed or our seeder
 			}
 		})

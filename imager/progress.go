@@ -39,10 +39,13 @@ type Progress struct {
 	// FromSeeders is the useful part of Downloaded that came from image
 	// hosts (pxeswarm seeders and web seeds); the rest came from other
 	// machines in the swarm.
-	FromSeeders int64         `json:"from_seeders"`
-	Wasted      int64         `json:"wasted"`     // payload bytes received that were not useful
-	BadPieces   int64         `json:"bad_pieces"` // pieces that failed their hash check after download
-	Elapsed     time.Duration `json:"elapsed"`
+	FromSeeders int64 `json:"from_seeders"`
+	// Sources splits the useful bytes received by where they came from
+	// (ServerSource or a peer's IP:port), largest first.
+	Sources   []Source      `json:"sources,omitempty"`
+	Wasted    int64         `json:"wasted"`     // payload bytes received that were not useful
+	BadPieces int64         `json:"bad_pieces"` // pieces that failed their hash check after download
+	Elapsed   time.Duration `json:"elapsed"`
 	// Took is the time from start until the image was complete; 0 while
 	// it is not.
 	Took time.Duration `json:"took,omitempty"`

@@ -110,6 +110,7 @@ type Session struct {
 	// not done while it is set.
 	gapsLeft bool
 	fromSeed atomic.Int64 // useful bytes from image hosts
+	sources  sourceMeter  // useful bytes by source
 	err      error
 
 	// writeErr is the first write error; writeFailed is closed when it is
@@ -235,7 +236,7 @@ func (c Config) Join(ctx context.Context, log *slog.Logger) (*Session, error) {
 		s.stopReporting()
 		return nil, fmt.Errorf("listen for peers on %q: is the port free? %w", c.Listen, err)
 	}
-	cc := tu.clientConfig(s.log, st, host, s.sched, &s.fromSeed)
+	cc := tu.clientConfig(s.log, st, host, s.sched, &s.fromSeed, &s.sources)
 	if c.Mode != ModeSeed && autoChunk && tu.ChunkSize > StockChunkSize {
 		s.stockFound = make(chan stockPeer, 1)
 		watchStockPeers(&cc.Callbacks, s.stockFound)
@@ -492,6 +493,7 @@ func (s *Session) Progress() Progress {
 		p.UpRate = s.upMtr.update(time.Now(), p.Uploaded)
 		p.Downloaded = c.received
 		p.FromSeeders = s.fromSeed.Load()
+		p.Sources = s.sources.snapshot()
 		p.Wasted = c.received - c.useful
 		p.BadPieces = c.badPieces
 	}

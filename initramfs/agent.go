@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"os"
 	"os/exec"
@@ -211,6 +212,9 @@ type agent struct {
 	prog  imager.Progress // the swarm's
 	rb    imager.Progress // the read-back's, or the gaps' (State says which)
 	rbAt  time.Duration   // rb.Elapsed when rb was last shown
+	// peerPort is where the swarm session takes peer connections (0
+	// before it has joined).
+	peerPort uint16
 }
 
 // Run takes the machine from power-on to a written disk: coldplug,
@@ -291,7 +295,7 @@ func (a *agent) onError() (do, from string) {
 // last verified plan's on_error stays.
 func (a *agent) reset() {
 	a.mu.Lock()
-	a.phase, a.prog, a.rb, a.rbAt = "", imager.Progress{}, imager.Progress{}, 0
+	a.phase, a.prog, a.rb, a.rbAt, a.peerPort = "", imager.Progress{}, imager.Progress{}, 0, 0
 	a.mu.Unlock()
 	a.rep, a.cmd, a.stick, a.local = nil, Cmdline{}, false, false
 }
@@ -343,7 +347,31 @@ func (a *agent) current() protocol.Report {
 	if r.BytesTotal > 0 && r.BytesDone > r.BytesTotal {
 		r.BytesDone = r.BytesTotal
 	}
+	r.Received, r.PeerPort = receivedOf(a.prog.Sources), a.peerPort
 	return r
+}
+
+// receivedOf is what a report carries of the swarm's sources: the
+// largest protocol.MaxReportSources that a report can name (the server's
+// seeders as protocol.SourceServer, peers by IP:port).
+func receivedOf(srcs []imager.Source) []protocol.Received {
+	var ret []protocol.Received
+	for _, s := range srcs { // largest first
+		if len(ret) == protocol.MaxReportSources {
+			break
+		}
+		from := s.Addr
+		if from == imager.ServerSource {
+			from = protocol.SourceServer
+		}
+		r := protocol.Received{From: from, Bytes: min(s.Bytes, protocol.MaxSourceBytes)}
+		one := protocol.Report{Phase: protocol.PhaseImaging, Received: []protocol.Received{r}}
+		if s.Bytes <= 0 || one.Check() != nil {
+			continue // an address a report cannot name (a zone, say)
+		}
+		ret = append(ret, r)
+	}
+	return ret
 }
 
 // inventory reads the machine's hardware for the server (it goes with
@@ -513,6 +541,11 @@ func (a *agent) deploy(ctx context.Context, plan *protocol.Plan) error {
 			var err error
 			if sess, err = icfg.Join(ctx, a.log); err != nil {
 				return &Error{What: "cannot join the swarm for " + im.Name, Err: err, Do: "check the log above; reboot to try again"}
+			}
+			if ap, err := netip.ParseAddrPort(sess.ListenAddr()); err == nil {
+				a.mu.Lock()
+				a.peerPort = ap.Port()
+				a.mu.Unlock()
 			}
 			if err := sess.Wait(ctx); err != nil {
 				return err

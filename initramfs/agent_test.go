@@ -479,9 +479,26 @@ func TestRunImagesDisk(t *testing.T) {
 		}
 	}
 	n := len(s.reports)
+	// The last report names where the image came from: all of it from
+	// the server's seeder (the only peer), and the agent's peer port.
+	last := s.reports[n-1]
 	s.mu.Unlock()
+	if len(last.Received) != 1 || last.Received[0].From != protocol.SourceServer || last.Received[0].Bytes < s.im.Length || last.PeerPort == 0 {
+		t.Errorf("last report's received = %+v, peer port %d; want %d bytes from %q and a port", last.Received, last.PeerPort, s.im.Length, protocol.SourceServer)
+	}
 	if n < 7 {
 		t.Errorf("server saw %d reports, want the phase changes and periodic ones", n)
+	}
+	// The server draws the same: an edge from the server into the machine.
+	var graphs []pxe.SwarmGraph
+	if resp, err := http.Get(s.url + "/api/swarm"); err != nil {
+		t.Error(err)
+	} else {
+		json.NewDecoder(resp.Body).Decode(&graphs)
+		resp.Body.Close()
+	}
+	if len(graphs) != 1 || len(graphs[0].Edges) != 1 || graphs[0].Edges[0].From != pxe.NodeServer || graphs[0].Edges[0].To != testMAC || graphs[0].Edges[0].Bytes < s.im.Length {
+		t.Errorf("GET /api/swarm = %+v, want one edge of %d bytes from the server to %s", graphs, s.im.Length, testMAC)
 	}
 	m, err := s.store.Machine(testMAC)
 	if err != nil || m.LastReport == nil || m.LastReport.Phase != protocol.PhaseDone {

@@ -3,6 +3,7 @@ package protocol
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"time"
 )
 
@@ -113,6 +114,15 @@ type Report struct {
 	// it checked, and never with the report itself (Machine.LastReport,
 	// Task.LastReport have none).
 	Inventory *Inventory `json:"inventory,omitempty"`
+	// Received is, per source, the useful image bytes the agent has
+	// received on this task so far: at most MaxReportSources sources, the
+	// largest, each named [SourceServer] or by the peer's IP and listen
+	// port. The server keeps it (for GET /api/swarm) only from a report
+	// whose token it checked, and never with the report itself.
+	Received []Received `json:"received,omitempty"`
+	// PeerPort is the port the agent takes peer connections on, so the
+	// server can tell which machine another agent's Received names.
+	PeerPort uint16 `json:"peer_port,omitempty"`
 	// At and From are set by the server when it receives the report;
 	// whatever the agent sends there is overwritten.
 	At   time.Time `json:"at,omitzero"`
@@ -139,6 +149,9 @@ func (r *Report) Check() error {
 	if len(r.Error) > MaxReportText || len(r.Message) > MaxReportText {
 		return bad("error and message must be at most %d bytes each", MaxReportText)
 	}
+	if err := checkReceived(r.Received); err != nil {
+		return fmt.Errorf("%w: %w", ErrBadReport, err)
+	}
 	if r.Inventory != nil {
 		if err := r.Inventory.Check(); err != nil {
 			return fmt.Errorf("%w: %w", ErrBadReport, err)
@@ -151,3 +164,47 @@ func (r *Report) Check() error {
 // "" for a phase that is not one of the Phase constants (a checked
 // report has none such).
 func StateOfPhase(phase string) TaskState { return phaseState[phase] }
+
+// SourceServer names the image hosts in [Report.Received]: the server's
+// seeder and its web seed.
+const SourceServer = "server"
+
+// MaxReportSources bounds [Report.Received]: the agent sends its largest
+// sources.
+const MaxReportSources = 16
+
+// MaxSourceBytes bounds one [Received.Bytes] (1 PiB).
+const MaxSourceBytes = 1 << 50
+
+// Received is what an agent received from one source.
+type Received struct {
+	// From is SourceServer or the peer's IP and listen port
+	// ("198.18.1.12:6881").
+	From  string `json:"from"`
+	Bytes int64  `json:"bytes"`
+}
+
+// checkReceived validates a report's sources: at most MaxReportSources,
+// each SourceServer or an IP:port named once, with 0 to MaxSourceBytes.
+func checkReceived(rs []Received) error {
+	if len(rs) > MaxReportSources {
+		return fmt.Errorf("received lists %d sources: send at most %d, the largest", len(rs), MaxReportSources)
+	}
+	seen := make(map[string]bool, len(rs))
+	for _, r := range rs {
+		if r.From != SourceServer {
+			ap, err := netip.ParseAddrPort(r.From)
+			if err != nil || len(r.From) > 64 || ap.Port() == 0 || ap.Addr().Zone() != "" {
+				return fmt.Errorf("received from %q: want %q or a peer's IP:port", Clip(r.From, 64), SourceServer)
+			}
+		}
+		if r.Bytes < 0 || r.Bytes > MaxSourceBytes {
+			return fmt.Errorf("received %d bytes from %s: want 0 to %d", r.Bytes, r.From, int64(MaxSourceBytes))
+		}
+		if seen[r.From] {
+			return fmt.Errorf("received names %s twice: send one total per source", r.From)
+		}
+		seen[r.From] = true
+	}
+	return nil
+}

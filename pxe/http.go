@@ -183,6 +183,7 @@ type bootServer struct {
 	started  time.Time
 	mux      *http.ServeMux
 	console  *console.Console // nil when off or without a Store
+	flows    flows            // who fed whom, from token-checked reports
 }
 
 // Handler returns the server's handler. Its logs go nowhere; use

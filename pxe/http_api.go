@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -76,6 +77,8 @@ func machineStatuses(st *Store, group string) ([]MachineStatus, error) {
 // every machine with its active task, as GET /api/machines returns them.
 type Snapshot struct {
 	Machines []MachineStatus `json:"machines"`
+	// Swarm is who fed whom, as GET /api/swarm returns it.
+	Swarm []SwarmGraph `json:"swarm"`
 }
 
 func (s *bootServer) snapshot() (any, error) {
@@ -83,7 +86,47 @@ func (s *bootServer) snapshot() (any, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listing machines for the console: %w", err)
 	}
-	return Snapshot{Machines: ms}, nil
+	g, err := s.swarmGraphs(s.cfg.Store)
+	if err != nil {
+		return nil, fmt.Errorf("drawing the swarm for the console: %w", err)
+	}
+	return Snapshot{Machines: ms, Swarm: g}, nil
+}
+
+// swarmGraphs is who fed whom, per image, with the machines' names and
+// the tasks' states from st.
+func (s *bootServer) swarmGraphs(st *Store) ([]SwarmGraph, error) {
+	ms, err := st.Machines()
+	if err != nil {
+		return nil, err
+	}
+	tasks, err := st.Tasks()
+	if err != nil {
+		return nil, err
+	}
+	states := make(map[string]protocol.TaskState, len(tasks))
+	for _, t := range tasks {
+		states[t.ID] = t.State
+	}
+	return s.flows.graphs(ms, states), nil
+}
+
+// serveSwarmGraphs answers GET /api/swarm: who fed whom, per image (see
+// SwarmGraph), from the agents' token-checked reports; ?image= picks one.
+func (s *bootServer) serveSwarmGraphs(w http.ResponseWriter, r *http.Request) {
+	st, ok := s.store(w)
+	if !ok {
+		return
+	}
+	gs, err := s.swarmGraphs(st)
+	if err != nil {
+		s.serverError(w, "drawing the swarm", err)
+		return
+	}
+	if image := r.URL.Query().Get("image"); image != "" {
+		gs = slices.DeleteFunc(gs, func(g SwarmGraph) bool { return g.Image != image })
+	}
+	writeJSON(w, http.StatusOK, gs)
 }
 
 // serveMachine answers GET /api/machines/{mac}: one machine (with its

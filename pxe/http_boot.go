@@ -40,6 +40,7 @@ func (s *bootServer) routes() *http.ServeMux {
 	handle("GET", "/api/machines/{mac}", s.serveMachine)
 	handle("GET", "/api/tasks", s.serveTasks)
 	handle("GET", "/api/swarms", s.serveSwarms)
+	handle("GET", "/api/swarm", s.serveSwarmGraphs)
 	handle("GET", "/api/status", s.serveStatus)
 	handle("GET", "/api/images", s.serveImages)
 	handle("POST", "/api/images", s.admin(s.serveAddImage))
@@ -538,6 +539,11 @@ func (s *bootServer) serveReport(w http.ResponseWriter, r *http.Request) {
 	}
 	s.log.Log(r.Context(), level, "http: report", "mac", mac, "task", task.ID, "phase", rep.Phase, "state", task.State,
 		"done", rep.BytesDone, "total", rep.BytesTotal, "peers", rep.Peers, "error", rep.Error)
+	if rep.TaskID != "" {
+		// reportAllowed checked the task's token: only then does the
+		// report count for who fed whom.
+		s.flows.record(mac, task, rep.From, rep, time.Now())
+	}
 	s.taskEnded(task, "")
 	writeJSON(w, http.StatusOK, reportReply{TaskID: task.ID, State: task.State})
 }

@@ -234,7 +234,7 @@ func FuzzGetRoutes(f *testing.F) {
 		"/boot/" + macA + ".ipxe", "/boot/vmlinuz", "/boot/initramfs", planPath(macA), "/plan/" + macA,
 		"/boot/" + macB + ".ipxe", planPath(macB), "/boot/02-00-00-00-00-01.ipxe", planPath("02:00:00:00:00:01"),
 		"/torrents/demo.torrent", "/images/demo/demo/" + fx.im.Files[0].Path, "/images/demo/../../etc/passwd",
-		"/api/status", "/api/tasks", "/api/tasks?state=active", "/api/machines", "/api/swarms", "/api/images",
+		"/api/status", "/api/tasks", "/api/tasks?state=active", "/api/machines", "/api/swarms", "/api/swarm", "/api/swarm?image=demo", "/api/images",
 		"/api/machines/" + macA, "/api/machines/" + macB, "/api/machines/x",
 		"/announce?info_hash=%00", "/scrape", "/stats", "/", "/%2e%2e/", "/boot/" + strings.Repeat("a", 5000),
 		"/grub/grub.cfg", "/grub/" + macA + ".cfg", "/grub/" + macB + ".cfg", "/grub/x86_64-efi/grub.cfg", "/grub/.cfg",

@@ -582,7 +582,8 @@ func putInventoryLocked(tx *bolt.Tx, mac string, inv *protocol.Inventory, now ti
 // the report is on one of the machine's tasks and its task part is
 // applied: the HTTP layer checks the task's report token for every
 // report with a TaskID, so a report without one (which any LAN host can
-// send) never sets it. The stored reports (LastReport) never carry it.
+// send) never sets it. The stored reports (LastReport) never carry it,
+// nor the report's Received.
 // It returns the task after the change (zero if r.TaskID is empty).
 func (s *Store) Report(mac string, r protocol.Report) (Task, error) {
 	mac, err := protocol.ParseMAC(mac)
@@ -596,6 +597,7 @@ func (s *Store) Report(mac string, r protocol.Report) (Task, error) {
 	r.At = now
 	inv := r.Inventory
 	r.Inventory = nil
+	r.Received = nil // kept by the HTTP layer's flows, not with the report
 	var t Task
 	var taskErr error
 	err = s.db.Batch(func(tx *bolt.Tx) error {

@@ -360,7 +360,91 @@
   }
 
   // ---- swarm ----
+  // svg builds an SVG element, as el builds HTML ones.
+  function svg(tag, attrs, ...children) {
+    const e = document.createElementNS('http://www.w3.org/2000/svg', tag);
+    for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, String(v));
+    for (const c of children) e.append(c instanceof Node ? c : document.createTextNode(String(c)));
+    return e;
+  }
+
+  // swarmGraph draws one image's who-fed-whom picture (pxe.SwarmGraph):
+  // the server in the middle, machines and other peers on a ring, an
+  // arrow per edge, its width growing with the bytes.
+  function swarmGraph(g) {
+    const nodes = g.nodes || [], edges = g.edges || [];
+    const W = 640, H = 520, cx = W / 2, cy = H / 2, R = Math.min(cx, cy) - 70;
+    const ring = nodes.filter(n => n.kind !== 'server');
+    const pos = new Map();
+    for (const n of nodes) if (n.kind === 'server') pos.set(n.id, [cx, cy]);
+    ring.forEach((n, i) => {
+      const a = -Math.PI / 2 + 2 * Math.PI * i / Math.max(1, ring.length);
+      pos.set(n.id, [cx + R * Math.cos(a), cy + R * Math.sin(a)]);
+    });
+    const label = n => n.kind === 'server' ? 'server' : (n.name || n.id);
+    const byID = new Map(nodes.map(n => [n.id, n]));
+    const max = Math.max(1, ...edges.map(e => e.bytes));
+    const pic = svg('svg', { viewBox: `0 0 ${W} ${H}`, class: 'swarm-graph', role: 'img', 'data-test': 'swarm-graph', 'data-image': g.image },
+      svg('title', {}, 'Who fed whom for ' + g.image));
+    const defs = svg('defs', {});
+    for (const k of ['server', 'machine', 'peer']) {
+      defs.append(svg('marker', { id: 'arrow-' + k, viewBox: '0 0 10 10', refX: 10, refY: 5, markerWidth: 11, markerHeight: 11, markerUnits: 'userSpaceOnUse', orient: 'auto-start-reverse', class: 'arrow-' + k },
+        svg('path', { d: 'M 0 0 L 10 5 L 0 10 z' })));
+    }
+    pic.append(defs);
+    const r = 14;
+    for (const e of edges) {
+      const a = pos.get(e.from), b = pos.get(e.to);
+      if (!a || !b) continue;
+      const kind = (byID.get(e.from) || {}).kind || 'peer';
+      // Shift each direction of a pair to its own side, and stop at the
+      // circles' rims.
+      let dx = b[0] - a[0], dy = b[1] - a[1];
+      const len = Math.hypot(dx, dy) || 1;
+      dx /= len; dy /= len;
+      const off = 4, ox = -dy * off, oy = dx * off;
+      const w = 1 + 11 * e.bytes / max;
+      pic.append(svg('line', {
+        x1: a[0] + dx * r + ox, y1: a[1] + dy * r + oy, x2: b[0] - dx * (r + 2) + ox, y2: b[1] - dy * (r + 2) + oy,
+        'stroke-width': w.toFixed(1), class: 'edge edge-' + kind, 'marker-end': `url(#arrow-${kind})`,
+        'data-test': 'swarm-edge', 'data-from': e.from, 'data-to': e.to, 'data-bytes': e.bytes,
+      }, svg('title', {}, label(byID.get(e.from) || { id: e.from }) + ' → ' + label(byID.get(e.to) || { id: e.to }) + ': ' + bytes(e.bytes))));
+    }
+    for (const n of nodes) {
+      const [x, y] = pos.get(n.id);
+      const out = n.kind === 'server' ? 0 : 1;
+      const lx = x + out * (x - cx) / R * 26, ly = y + (n.kind === 'server' ? r + 16 : out * (y - cy) / R * 26 + 4);
+      pic.append(svg('g', { class: 'node node-' + n.kind, 'data-test': 'swarm-node', 'data-id': n.id, 'data-kind': n.kind },
+        svg('circle', { cx: x, cy: y, r: n.kind === 'server' ? r + 4 : r }),
+        svg('text', { x: lx, y: ly, 'text-anchor': Math.abs(lx - x) < 5 ? 'middle' : (lx > x ? 'start' : 'end') }, label(n)),
+        svg('title', {}, label(n) + (n.kind === 'server' ? '' : ': ' + bytes(n.from_server) + ' from the server, ' + bytes(n.from_peers) + ' from peers'))));
+    }
+    const machinesOf = nodes.filter(n => n.kind === 'machine');
+    return el('section', { 'data-test': 'swarm-graph-section', 'data-image': g.image },
+      el('h3', {}, g.image), pic,
+      el('table', {}, el('thead', {}, el('tr', {}, ...['Machine', 'Task', 'From the server', 'From peers'].map(h => el('th', {}, h)))),
+        el('tbody', {}, ...machinesOf.map(n => el('tr', { 'data-test': 'swarm-machine', 'data-mac': n.id },
+          el('td', {}, label(n)), el('td', { class: 'mono' }, (n.task || '') + (n.state ? ' (' + n.state + ')' : '')),
+          el('td', { 'data-test': 'from-server' }, bytes(n.from_server)), el('td', { 'data-test': 'from-peers' }, bytes(n.from_peers)))))));
+  }
+
+  function renderSwarmGraphs(gs) {
+    const box = document.getElementById('swarm-graphs');
+    if (!gs.length) box.replaceChildren(el('p', { class: 'muted' }, 'No agent has reported where its image came from yet.'));
+    else box.replaceChildren(...gs.map(swarmGraph));
+    box.dataset.loaded = 'true';
+  }
+
   async function swarmPage() {
+    const live = document.getElementById('live');
+    const es = new EventSource('/api/events');
+    es.addEventListener('snapshot', ev => {
+      live.textContent = 'live · ' + new Date().toLocaleTimeString();
+      live.dataset.state = 'live';
+      renderSwarmGraphs(JSON.parse(ev.data).swarm || []);
+    });
+    es.addEventListener('logout', () => { es.close(); location.href = '/login?next=/swarm'; });
+    es.onerror = () => { live.textContent = 'reconnecting…'; live.dataset.state = 'down'; };
     async function refresh() {
       const [r, ms] = [await api('GET', '/api/swarms'), await machines()];
       const byIP = new Map(ms.filter(m => m.ip).map(m => [m.ip, m]));
