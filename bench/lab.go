@@ -42,7 +42,8 @@ func serverIP() string        { return "198.18.0.1" }
 func clientIP(k int) string   { return fmt.Sprintf("198.18.1.%d", k) }
 func clientName(k int) string { return fmt.Sprintf("c%d", k) }
 
-// newLab builds the namespaces. links[k] overrides client k's link (1-based).
+// newLab builds the namespaces. links[k] overrides client k's link
+// (1-based), links[0] the server's.
 func newLab(n int, rate int64, links map[int]link) (*lab, error) {
 	l := &lab{prefix: fmt.Sprintf("pxb%d", os.Getpid()%100000), n: n, rate: rate}
 	sw := l.ns("sw")
@@ -92,7 +93,11 @@ func newLab(n int, rate int64, links map[int]link) (*lab, error) {
 		}
 		return shape(sw, out, lk)
 	}
-	if err := add("srv", serverIP(), link{rateBits: rate}); err != nil {
+	srv := link{rateBits: rate}
+	if o, ok := links[0]; ok {
+		srv = o
+	}
+	if err := add("srv", serverIP(), srv); err != nil {
 		l.close()
 		return nil, err
 	}

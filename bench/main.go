@@ -17,6 +17,7 @@
 //	make bench-mktorrent       # mktorrent's read cost alone
 //	make bench-memory          # the memory figure alone
 //	bin/bench --only capture   # the capture scenario alone, its section printed
+//	bin/bench --only slowpeers # every client CPU-limited (a cgroup each), N=3 and 8, beside homogeneous runs
 package main
 
 import (
@@ -45,18 +46,24 @@ import (
 )
 
 type config struct {
-	bin       string // pxeswarm binary
-	rate      int64  // link rate, bits/s
-	size      int64  // raw image bytes
-	piece     string // piece size for mktorrent
-	ns        []int
-	scenN     int
-	methods   []method
-	scenarios []string
-	work      string
-	out, svg  string
-	quick     bool
-	trace     string // directory for every process's output, timed
+	bin     string // pxeswarm binary
+	rate    int64  // link rate, bits/s
+	size    int64  // raw image bytes
+	piece   string // piece size for mktorrent
+	ns      []int
+	scenN   int
+	slowNs  []int   // client counts of the slow-peers scenario
+	slowCPU float64 // slow peers: each client's share of one core
+	// slow peers: the server's link in R; above 1 the clients, not the
+	// server's link, limit the transfer, as in make demo
+	slowServerLink float64
+	slowStagger    time.Duration // slow peers: client k starts (k-1)× this after the first
+	methods        []method
+	scenarios      []string
+	work           string
+	out, svg       string
+	quick          bool
+	trace          string // directory for every process's output, timed
 
 	// The filesystem scenarios.
 	fsKinds     []string // "ext4", "ntfs"
@@ -121,6 +128,8 @@ func (s scenario) label() string {
 		l = fmt.Sprintf("one client with 2%% loss, N=%d", s.n)
 	case "killed":
 		l = fmt.Sprintf("one client killed halfway, N=%d", s.n)
+	case "slowpeers":
+		l = fmt.Sprintf("slow peers (CPU-limited), N=%d", s.n)
 	default:
 		l = s.kind
 	}
@@ -141,6 +150,8 @@ func capFactor(m method, sc scenario) float64 {
 		return 1.3*float64(sc.n) + 3
 	case sc.kind == "slow":
 		return 3 // healthy clients should not wait for the slow one
+	case sc.kind == "slowpeers":
+		return 6 // every client is slow: the floor is not theirs to reach
 	}
 	return 4
 }
@@ -185,7 +196,7 @@ func main() {
 		return
 	}
 	cfg := &config{costSize: 256e9, costFill: 4 << 30, memSize: defaultMemSize, memRate: defaultMemRate}
-	var ns, methods, scenarios, fsKinds, fsNs, fsScenarios, fsMethods, capKinds, only string
+	var ns, slowNs, methods, scenarios, fsKinds, fsNs, fsScenarios, fsMethods, capKinds, only string
 	var rateMbit, sizeMiB, fsSizeMiB, capSizeMiB, capRateMbit int64
 	flag.StringVar(&cfg.bin, "pxeswarm", "bin/pxeswarm", "pxeswarm binary to benchmark")
 	flag.Int64Var(&rateMbit, "rate", 50, "link rate R in Mbit/s, every link, both directions (50: 16 clients stay within 2 cores)")
@@ -193,8 +204,12 @@ func main() {
 	flag.StringVar(&cfg.piece, "piece-size", "", "piece size of the bench image (default: pxeswarm mktorrent's default for its size)")
 	flag.StringVar(&ns, "n", "4,8,16", "client counts for the homogeneous scenario")
 	flag.IntVar(&cfg.scenN, "scenario-n", 8, "client count for the other scenarios")
+	flag.StringVar(&slowNs, "slowpeers-n", "3,8", "client counts for the slowpeers scenario")
+	flag.Float64Var(&cfg.slowServerLink, "slowpeers-server-link", 4, "slowpeers scenario: the server's link rate in R (above 1: the slow clients, not the server's link, limit the transfer, as in make demo, whose image host is not shaped)")
+	flag.DurationVar(&cfg.slowStagger, "slowpeers-stagger", 0, "slowpeers scenario: start the clients one after another, this far apart (machines that boot at different times)")
+	flag.Float64Var(&cfg.slowCPU, "slowpeers-cpu", 0.05, "slowpeers scenario: each client's share of one core (a CPU cgroup per client, 100 ms period: it is stopped for the rest of each period)")
 	flag.StringVar(&methods, "methods", "pxeswarm,http,udpcast,qbittorrent", "methods to run on the raw image: pxeswarm, http, udpcast, qbittorrent, transmission")
-	flag.StringVar(&scenarios, "scenarios", "homogeneous,slow,late,loss,killed", "scenarios to run on the raw image (empty: none)")
+	flag.StringVar(&scenarios, "scenarios", "homogeneous,slow,late,loss,killed,slowpeers", "scenarios to run on the raw image (empty: none): homogeneous, slow, late, loss, killed, slowpeers (every client CPU-limited; at --slowpeers-n)")
 	flag.StringVar(&fsKinds, "fs", "ext4,ntfs", "filesystem images to run the filesystem scenarios on: ext4, ntfs (empty: none)")
 	flag.Int64Var(&fsSizeMiB, "fs-size", 512, "filesystem image (partition) size S in MiB")
 	flag.IntVar(&cfg.fsUsedPct, "fs-used", 15, "share of the filesystem image its files and metadata use, in percent")
@@ -213,7 +228,7 @@ func main() {
 	flag.IntVar(&cfg.capUsedPct, "capture-used", 18, "capture scenario: share of the golden disk in use, in percent")
 	flag.Float64Var(&cfg.capSlowDisk, "capture-slow-disk", 0.5, "capture scenario: also capture each golden disk with its reads throttled (blkio cgroup) to this fraction of R, so the disk is the slower floor (0: not)")
 	flag.Int64Var(&capRateMbit, "capture-rate", 0, "capture scenario: its link's rate in Mbit/s (0: --rate)")
-	flag.StringVar(&only, "only", "", `run one part alone and print its section instead of writing the report: "capture"`)
+	flag.StringVar(&only, "only", "", `run one part alone and print its section instead of writing the report: "capture", or "slowpeers" (pxeswarm with every client CPU-limited, at --slowpeers-n, with the homogeneous runs at --n beside it for comparison; --n "" leaves them out)`)
 	flag.StringVar(&cfg.out, "out", "docs/BENCHMARKS.md", "report to write")
 	flag.StringVar(&cfg.svg, "svg", "docs/bench.svg", "plot to write")
 	flag.StringVar(&cfg.trace, "trace", "", "write every process's output, each line with its time since the clients started, under this directory")
@@ -231,8 +246,10 @@ func main() {
 	case "":
 	case "capture":
 		scenarios, fsKinds, methods, fsMethods, cfg.costFill = "", "", "", "", 0
+	case "slowpeers":
+		scenarios, fsKinds, methods, capKinds, cfg.costFill, cfg.memFor = "homogeneous,slowpeers", "", "pxeswarm", "", 0, 0
 	default:
-		log.Fatalf("--only %q: want capture", only)
+		log.Fatalf("--only %q: want capture or slowpeers", only)
 	}
 	cfg.rate, cfg.size, cfg.fsSize, cfg.capSize = rateMbit*1e6, sizeMiB<<20, fsSizeMiB<<20, capSizeMiB<<20
 	cfg.capRate = cfg.rate
@@ -241,6 +258,9 @@ func main() {
 	}
 	var err error
 	if cfg.ns, err = counts("-n", ns); err != nil {
+		log.Fatal(err)
+	}
+	if cfg.slowNs, err = counts("-slowpeers-n", slowNs); err != nil {
 		log.Fatal(err)
 	}
 	if cfg.fsNs, err = counts("-fs-n", fsNs); err != nil {
@@ -290,6 +310,11 @@ func main() {
 		if err := checkCapture(cfg.captures); err != nil {
 			log.Fatal(err)
 		}
+		return
+	}
+	if only == "slowpeers" {
+		fmt.Print(slowPeersMarkdown(cfg, results))
+		fmt.Printf("bench: --only %s took %s; the report (%s) is written by a whole run only\n", only, time.Since(t0).Round(time.Second), cfg.out)
 		return
 	}
 	if only != "" {
@@ -398,11 +423,16 @@ func benchmark(ctx context.Context, cfg *config, out *os.File) ([]result, map[st
 		imgs[""] = img
 		fmt.Fprintf(out, "bench: R=%d Mbit/s, S=%d MiB (%s), T_min=%.1fs, %d cores\n", cfg.rate/1e6, cfg.size>>20, img.pieces, cfg.tmin().Seconds(), runtime.NumCPU())
 		for _, s := range cfg.scenarios {
-			if s == "homogeneous" {
+			switch s {
+			case "homogeneous":
 				for _, n := range cfg.ns {
 					jobs = append(jobs, job{scenario{"homogeneous", n, ""}, cfg.methods})
 				}
-			} else {
+			case "slowpeers":
+				for _, n := range cfg.slowNs {
+					jobs = append(jobs, job{scenario{"slowpeers", n, ""}, cfg.methods})
+				}
+			default:
 				jobs = append(jobs, job{scenario{s, cfg.scenN, ""}, cfg.methods})
 			}
 		}
@@ -519,8 +549,15 @@ func (r result) line() string {
 	}
 	s += fmt.Sprintf("  cpu %.0f%% (peak %.0f%%)", 100*r.CPUAvg, 100*r.CPUPeak)
 	if r.Received > 0 {
-		s += fmt.Sprintf("  client got %.2f×S (wasted %.2f×S)", r.Received, r.Wasted)
+		s += fmt.Sprintf("  client got %.2f×S (wasted %.2f×S, %.0f%% from peers)", r.Received, r.Wasted, 100*r.FromPeers)
 	}
+	if r.Throttled > 0 {
+		s += fmt.Sprintf("  clients stopped by their CPU limit %.0f%% of the run", 100*r.Throttled)
+	}
+	if r.PeakRSS > 0 {
+		s += fmt.Sprintf("  client peak RSS %s", bytesize.Format(r.PeakRSS))
+	}
+	s += fmt.Sprintf("  load %.1f", r.Load)
 	if !r.Verified && r.Done > 0 {
 		s += "  NOT VERIFIED"
 	}

@@ -36,6 +36,9 @@ Written by `+"`make bench`"+` on %s, in one run on one machine (%d cores, Linux 
 	if img := imgs[""]; img != nil {
 		rawSection(&b, cfg, img, results)
 	}
+	if slices.ContainsFunc(results, func(r result) bool { return strings.HasPrefix(r.Scenario, "slow peers") }) {
+		b.WriteString(slowPeersMarkdown(cfg, results))
+	}
 	if len(cfg.fsKinds) > 0 && imgs[cfg.fsKinds[0]] != nil {
 		fsSection(&b, cfg, imgs, results)
 	}
@@ -394,4 +397,37 @@ func plotFS(s *strings.Builder, cfg *config, imgs map[string]*benchImage, result
 	for i, m := range methods {
 		fmt.Fprintf(s, `<text x="%d" y="%d" fill="%s">%s</text>`+"\n", W-R+10, y0+T+30+18*i, colors[i%len(colors)], m)
 	}
+}
+
+// slowPeersMarkdown is the slow-peers section: every client held to a
+// share of one core by a CPU cgroup, against the homogeneous runs of
+// the same method. Server copies and the share the clients got from
+// each other are what the request policy changes.
+func slowPeersMarkdown(cfg *config, results []result) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, `
+## Slow peers
+
+- Every client runs in its own CPU cgroup holding it to %.0f%% of one core
+  (100 ms period: stopped for the rest of each period), as terminals that
+  answer slowly (`+"`make demo`"+`'s machines under software emulation, weak
+  CPUs). The image host is not limited. Same image and links as above.
+- Server copies: the server link's bytes / S (headers included). From
+  peers: the share of the clients' useful bytes that came from other
+  clients (their own count, payload only). Stopped: share of the run the
+  average client was throttled by its limit (the kernel sums it over the cores' run queues, so it can pass 100%%). Load: the 1-minute load average at
+  the run's end.
+
+| method | scenario | T_all/T_min | median/T_min | server copies | from peers | wasted | stopped | CPU avg (peak) | load | note |
+| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |
+`, 100*cfg.slowCPU)
+	for _, r := range results {
+		if r.FS != "" || !(strings.HasPrefix(r.Scenario, "slow peers") || strings.HasPrefix(r.Scenario, "homogeneous")) {
+			continue
+		}
+		_, ratio, med, _ := times(r, r.Floor)
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %.2f | %.0f%% | %.2f×S | %.0f%% | %.0f%% (%.0f%%) | %.1f | %s |\n", r.Method, r.Scenario, ratio, med,
+			float64(r.ServerSent)/float64(r.Size), 100*r.FromPeers, r.Wasted, 100*r.Throttled, 100*r.CPUAvg, 100*r.CPUPeak, r.Load, note(r))
+	}
+	return b.String()
 }
