@@ -46,14 +46,20 @@ import (
 )
 
 type config struct {
-	bin     string // pxeswarm binary
-	rate    int64  // link rate, bits/s
-	size    int64  // raw image bytes
-	piece   string // piece size for mktorrent
-	ns      []int
-	scenN   int
-	slowNs  []int   // client counts of the slow-peers scenario
-	slowCPU float64 // slow peers: each client's share of one core
+	bin    string // pxeswarm binary
+	rate   int64  // link rate, bits/s
+	size   int64  // raw image bytes
+	piece  string // piece size for mktorrent
+	ns     []int
+	scenN  int
+	slowNs []int // client counts of the slow-peers scenario
+	// The fleet rows: pxeswarm alone at N=32 and more, at a link rate
+	// and image size two cores can drive (issue 20).
+	fleetNs   []int
+	fleetRate int64   // bits/s
+	fleetSize int64   // bytes
+	roomsNs   []int   // client counts of the two-rooms scenario (pxeswarm), split evenly
+	slowCPU   float64 // slow peers: each client's share of one core
 	// slow peers: the server's link in R; above 1 the clients, not the
 	// server's link, limit the transfer, as in make demo
 	slowServerLink float64
@@ -130,6 +136,10 @@ func (s scenario) label() string {
 		l = fmt.Sprintf("one client killed halfway, N=%d", s.n)
 	case "slowpeers":
 		l = fmt.Sprintf("slow peers (CPU-limited), N=%d", s.n)
+	case "fleet":
+		l = fmt.Sprintf("fleet, N=%d", s.n)
+	case "rooms":
+		l = fmt.Sprintf("two rooms behind a router, N=%d", s.n)
 	default:
 		l = s.kind
 	}
@@ -196,14 +206,18 @@ func main() {
 		return
 	}
 	cfg := &config{costSize: 256e9, costFill: 4 << 30, memSize: defaultMemSize, memRate: defaultMemRate}
-	var ns, slowNs, methods, scenarios, fsKinds, fsNs, fsScenarios, fsMethods, capKinds, only string
-	var rateMbit, sizeMiB, fsSizeMiB, capSizeMiB, capRateMbit int64
+	var ns, slowNs, fleetNs, roomsNs, methods, scenarios, fsKinds, fsNs, fsScenarios, fsMethods, capKinds, only string
+	var fleetRateMbit, fleetSizeMiB, rateMbit, sizeMiB, fsSizeMiB, capSizeMiB, capRateMbit int64
 	flag.StringVar(&cfg.bin, "pxeswarm", "bin/pxeswarm", "pxeswarm binary to benchmark")
 	flag.Int64Var(&rateMbit, "rate", 50, "link rate R in Mbit/s, every link, both directions (50: 16 clients stay within 2 cores)")
 	flag.Int64Var(&sizeMiB, "size", 128, "raw image size S in MiB (random data)")
 	flag.StringVar(&cfg.piece, "piece-size", "", "piece size of the bench image (default: pxeswarm mktorrent's default for its size)")
 	flag.StringVar(&ns, "n", "4,8,16", "client counts for the homogeneous scenario")
 	flag.IntVar(&cfg.scenN, "scenario-n", 8, "client count for the other scenarios")
+	flag.StringVar(&fleetNs, "fleet-n", "", "client counts for the fleet rows: pxeswarm alone, homogeneous, at --fleet-rate and --fleet-size (e.g. 32,64,100; empty: none)")
+	flag.Int64Var(&fleetRateMbit, "fleet-rate", 10, "fleet rows: link rate in Mbit/s (N × R is what the machine's CPUs must move)")
+	flag.Int64Var(&fleetSizeMiB, "fleet-size", 32, "fleet rows: image size in MiB")
+	flag.StringVar(&roomsNs, "rooms-n", "", "client counts for the two-rooms scenario: pxeswarm, two /24 rooms behind a router namespace, the image host on a third segment, every link (room uplinks too) at R (e.g. 16; empty: none)")
 	flag.StringVar(&slowNs, "slowpeers-n", "3,8", "client counts for the slowpeers scenario")
 	flag.Float64Var(&cfg.slowServerLink, "slowpeers-server-link", 4, "slowpeers scenario: the server's link rate in R (above 1: the slow clients, not the server's link, limit the transfer, as in make demo, whose image host is not shaped)")
 	flag.DurationVar(&cfg.slowStagger, "slowpeers-stagger", 0, "slowpeers scenario: start the clients one after another, this far apart (machines that boot at different times)")
@@ -228,7 +242,7 @@ func main() {
 	flag.IntVar(&cfg.capUsedPct, "capture-used", 18, "capture scenario: share of the golden disk in use, in percent")
 	flag.Float64Var(&cfg.capSlowDisk, "capture-slow-disk", 0.5, "capture scenario: also capture each golden disk with its reads throttled (blkio cgroup) to this fraction of R, so the disk is the slower floor (0: not)")
 	flag.Int64Var(&capRateMbit, "capture-rate", 0, "capture scenario: its link's rate in Mbit/s (0: --rate)")
-	flag.StringVar(&only, "only", "", `run one part alone and print its section instead of writing the report: "capture", or "slowpeers" (pxeswarm with every client CPU-limited, at --slowpeers-n, with the homogeneous runs at --n beside it for comparison; --n "" leaves them out)`)
+	flag.StringVar(&only, "only", "", `run one part alone and print its section instead of writing the report: "capture"; "slowpeers" (pxeswarm with every client CPU-limited, at --slowpeers-n, with the homogeneous runs at --n beside it for comparison; --n "" leaves them out); "rooms" (two rooms behind a router, at --rooms-n, 16 if not given); "fleet" (pxeswarm at --fleet-n, 32,64,100 if not given, at --fleet-rate and --fleet-size)`)
 	flag.StringVar(&cfg.out, "out", "docs/BENCHMARKS.md", "report to write")
 	flag.StringVar(&cfg.svg, "svg", "docs/bench.svg", "plot to write")
 	flag.StringVar(&cfg.trace, "trace", "", "write every process's output, each line with its time since the clients started, under this directory")
@@ -248,8 +262,16 @@ func main() {
 		scenarios, fsKinds, methods, fsMethods, cfg.costFill = "", "", "", "", 0
 	case "slowpeers":
 		scenarios, fsKinds, methods, capKinds, cfg.costFill, cfg.memFor = "homogeneous,slowpeers", "", "pxeswarm", "", 0, 0
+	case "rooms", "fleet":
+		scenarios, fsKinds, methods, capKinds, cfg.costFill, cfg.memFor = "", "", "pxeswarm", "", 0, 0
+		if only == "rooms" && roomsNs == "" {
+			roomsNs = "16"
+		}
+		if only == "fleet" && fleetNs == "" {
+			fleetNs = "32,64,100"
+		}
 	default:
-		log.Fatalf("--only %q: want capture or slowpeers", only)
+		log.Fatalf("--only %q: want capture, slowpeers, rooms or fleet", only)
 	}
 	cfg.rate, cfg.size, cfg.fsSize, cfg.capSize = rateMbit*1e6, sizeMiB<<20, fsSizeMiB<<20, capSizeMiB<<20
 	cfg.capRate = cfg.rate
@@ -258,6 +280,13 @@ func main() {
 	}
 	var err error
 	if cfg.ns, err = counts("-n", ns); err != nil {
+		log.Fatal(err)
+	}
+	if cfg.fleetNs, err = counts("-fleet-n", fleetNs); err != nil {
+		log.Fatal(err)
+	}
+	cfg.fleetRate, cfg.fleetSize = fleetRateMbit*1e6, fleetSizeMiB<<20
+	if cfg.roomsNs, err = counts("-rooms-n", roomsNs); err != nil {
 		log.Fatal(err)
 	}
 	if cfg.slowNs, err = counts("-slowpeers-n", slowNs); err != nil {
@@ -312,8 +341,13 @@ func main() {
 		}
 		return
 	}
-	if only == "slowpeers" {
-		fmt.Print(slowPeersMarkdown(cfg, results))
+	if only == "slowpeers" || only == "rooms" || only == "fleet" {
+		switch only {
+		case "slowpeers":
+			fmt.Print(slowPeersMarkdown(cfg, results))
+		case "rooms":
+			fmt.Print(roomsMarkdown(results))
+		}
 		fmt.Printf("bench: --only %s took %s; the report (%s) is written by a whole run only\n", only, time.Since(t0).Round(time.Second), cfg.out)
 		return
 	}
@@ -411,11 +445,13 @@ func benchmark(ctx context.Context, cfg *config, out *os.File) ([]result, map[st
 	defer os.RemoveAll(cfg.work)
 	imgs := map[string]*benchImage{}
 	type job struct {
-		sc scenario
-		ms []method
+		sc  scenario
+		ms  []method
+		cfg *config     // nil: cfg
+		img *benchImage // nil: imgs[sc.fs]
 	}
 	var jobs []job
-	if len(cfg.scenarios) > 0 && len(cfg.methods) > 0 {
+	if len(cfg.scenarios) > 0 && len(cfg.methods) > 0 || len(cfg.roomsNs) > 0 {
 		img, err := makeImage(cfg)
 		if err != nil {
 			return nil, nil, err
@@ -426,15 +462,35 @@ func benchmark(ctx context.Context, cfg *config, out *os.File) ([]result, map[st
 			switch s {
 			case "homogeneous":
 				for _, n := range cfg.ns {
-					jobs = append(jobs, job{scenario{"homogeneous", n, ""}, cfg.methods})
+					jobs = append(jobs, job{sc: scenario{"homogeneous", n, ""}, ms: cfg.methods})
 				}
 			case "slowpeers":
 				for _, n := range cfg.slowNs {
-					jobs = append(jobs, job{scenario{"slowpeers", n, ""}, cfg.methods})
+					jobs = append(jobs, job{sc: scenario{"slowpeers", n, ""}, ms: cfg.methods})
 				}
 			default:
-				jobs = append(jobs, job{scenario{s, cfg.scenN, ""}, cfg.methods})
+				jobs = append(jobs, job{sc: scenario{s, cfg.scenN, ""}, ms: cfg.methods})
 			}
+		}
+	}
+	if len(cfg.roomsNs) > 0 && imgs[""] != nil {
+		for _, n := range cfg.roomsNs {
+			jobs = append(jobs, job{sc: scenario{"rooms", n, ""}, ms: []method{pxeswarmMethod{}}})
+		}
+	}
+	if len(cfg.fleetNs) > 0 {
+		fc := *cfg
+		fc.rate, fc.size, fc.work = cfg.fleetRate, cfg.fleetSize, filepath.Join(cfg.work, "fleet")
+		if err := os.MkdirAll(fc.work, 0o755); err != nil {
+			return nil, nil, err
+		}
+		img, err := makeImage(&fc)
+		if err != nil {
+			return nil, nil, err
+		}
+		fmt.Fprintf(out, "bench: fleet rows: R=%d Mbit/s, S=%d MiB (%s), T_min=%.1fs\n", fc.rate/1e6, fc.size>>20, img.pieces, fc.tmin().Seconds())
+		for _, n := range cfg.fleetNs {
+			jobs = append(jobs, job{sc: scenario{"fleet", n, ""}, ms: []method{pxeswarmMethod{}}, cfg: &fc, img: img})
 		}
 	}
 	for _, kind := range cfg.fsKinds {
@@ -452,10 +508,10 @@ func benchmark(ctx context.Context, cfg *config, out *os.File) ([]result, map[st
 		for _, s := range cfg.fsScenarios {
 			if s == "homogeneous" {
 				for _, n := range cfg.fsNs {
-					jobs = append(jobs, job{scenario{"homogeneous", n, kind}, cfg.fsMethods})
+					jobs = append(jobs, job{sc: scenario{"homogeneous", n, kind}, ms: cfg.fsMethods})
 				}
 			} else {
-				jobs = append(jobs, job{scenario{s, cfg.scenN, kind}, cfg.fsMethods})
+				jobs = append(jobs, job{sc: scenario{s, cfg.scenN, kind}, ms: cfg.fsMethods})
 			}
 		}
 	}
@@ -475,7 +531,10 @@ func benchmark(ctx context.Context, cfg *config, out *os.File) ([]result, map[st
 	}
 	var results []result
 	for _, j := range jobs {
-		img := imgs[j.sc.fs]
+		img, cfg := imgs[j.sc.fs], cfg
+		if j.img != nil {
+			img, cfg = j.img, j.cfg
+		}
 		for _, m := range j.ms {
 			base := result{Method: m.name(), Scenario: j.sc.label(), N: j.sc.n, FS: j.sc.fs, Size: img.size, Used: img.used,
 				Floor: floorOf(img.size, cfg.rate), RunFloor: img.floor(m, cfg.rate)}
@@ -492,6 +551,9 @@ func benchmark(ctx context.Context, cfg *config, out *os.File) ([]result, map[st
 				res.Note = "failed: " + err.Error()
 			}
 			res.FS, res.Size, res.Used, res.Floor, res.RunFloor = base.FS, base.Size, base.Used, base.Floor, base.RunFloor
+			if j.sc.kind == "fleet" {
+				res.Note = strings.TrimPrefix(fmt.Sprintf("%s; R=%d Mbit/s, S=%d MiB", res.Note, cfg.rate/1e6, img.size>>20), "; ")
+			}
 			results = append(results, res)
 			fmt.Fprintln(out, res.line())
 		}
@@ -553,6 +615,11 @@ func (r result) line() string {
 	}
 	if r.Throttled > 0 {
 		s += fmt.Sprintf("  clients stopped by their CPU limit %.0f%% of the run", 100*r.Throttled)
+	}
+	for room, in := range r.RoomIn {
+		if in > 0 {
+			s += fmt.Sprintf("  room %c: %.2f×S across the router, T_all %.2f×", 'A'+room, float64(in)/float64(r.Size), r.ratio(r.RoomTAll[room], r.Floor))
+		}
 	}
 	if r.PeakRSS > 0 {
 		s += fmt.Sprintf("  client peak RSS %s", bytesize.Format(r.PeakRSS))

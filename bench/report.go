@@ -39,6 +39,9 @@ Written by `+"`make bench`"+` on %s, in one run on one machine (%d cores, Linux 
 	if slices.ContainsFunc(results, func(r result) bool { return strings.HasPrefix(r.Scenario, "slow peers") }) {
 		b.WriteString(slowPeersMarkdown(cfg, results))
 	}
+	if slices.ContainsFunc(results, func(r result) bool { return strings.HasPrefix(r.Scenario, "two rooms") }) {
+		b.WriteString(roomsMarkdown(results))
+	}
 	if len(cfg.fsKinds) > 0 && imgs[cfg.fsKinds[0]] != nil {
 		fsSection(&b, cfg, imgs, results)
 	}
@@ -428,6 +431,41 @@ func slowPeersMarkdown(cfg *config, results []result) string {
 		_, ratio, med, _ := times(r, r.Floor)
 		fmt.Fprintf(&b, "| %s | %s | %s | %s | %.2f | %.0f%% | %.2f×S | %.0f%% | %.0f%% (%.0f%%) | %.1f | %s |\n", r.Method, r.Scenario, ratio, med,
 			float64(r.ServerSent)/float64(r.Size), 100*r.FromPeers, r.Wasted, 100*r.Throttled, 100*r.CPUAvg, 100*r.CPUPeak, r.Load, note(r))
+	}
+	return b.String()
+}
+
+// roomsMarkdown is the two-rooms section: what crossed the router into
+// each room and each room's T_all (issue 20's goal: about one copy per
+// room, each room ≤ 1.20 × T_min).
+func roomsMarkdown(results []result) string {
+	var b strings.Builder
+	b.WriteString(`
+## Two rooms
+
+- Two rooms, each a bridge with its own /24 (198.18.1.0/24, 198.18.2.0/24),
+  behind a router namespace; the image host on a third segment behind the
+  same router. Every link is shaped to R, the rooms' uplinks to the router
+  too. The tracker's default policy gives each machine the peers of its
+  own /24 first. Across the router: the bytes the router sent into the
+  room, headers included, / S.
+
+| method | scenario | T_all/T_min | room A T_all/T_min | room B T_all/T_min | into room A | into room B | server copies | CPU avg (peak) | load | note |
+| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |
+`)
+	for _, r := range results {
+		if !strings.HasPrefix(r.Scenario, "two rooms") {
+			continue
+		}
+		_, ratio, _, _ := times(r, r.Floor)
+		room := func(i int) string {
+			if r.RoomTAll[i] == 0 {
+				return "—"
+			}
+			return fmt.Sprintf("%.2f", r.ratio(r.RoomTAll[i], r.Floor))
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %.2f×S | %.2f×S | %.2f | %.0f%% (%.0f%%) | %.1f | %s |\n", r.Method, r.Scenario, ratio, room(0), room(1),
+			float64(r.RoomIn[0])/float64(r.Size), float64(r.RoomIn[1])/float64(r.Size), float64(r.ServerSent)/float64(r.Size), 100*r.CPUAvg, 100*r.CPUPeak, r.Load, note(r))
 	}
 	return b.String()
 }

@@ -247,12 +247,14 @@ type result struct {
 	ClientGot        float64 // bytes into a healthy client's link, on average
 	CPUAvg, CPUPeak  float64
 	Verified         bool
-	Received, Wasted float64 // per healthy client, as a multiple of S (pxeswarm only)
-	FromPeers        float64 // share of the clients' useful bytes that came from other clients (pxeswarm only)
-	PeakRSS          int64   // the largest client's peak resident set (VmHWM), bytes (0: not read)
-	Load             float64 // the 1-minute load average at the run's end (other work on the machine shows here)
-	Throttled        float64 // slow peers: share of the run the average client was held stopped by its CPU limit
-	Cap              float64 // when not all were done: the run's bound, in its floor
+	Received, Wasted float64          // per healthy client, as a multiple of S (pxeswarm only)
+	FromPeers        float64          // share of the clients' useful bytes that came from other clients (pxeswarm only)
+	RoomIn           [2]int64         // two rooms: bytes the router sent into each room
+	RoomTAll         [2]time.Duration // two rooms: each room's T_all (its last client's time; 0 with no client done)
+	PeakRSS          int64            // the largest client's peak resident set (VmHWM), bytes (0: not read)
+	Load             float64          // the 1-minute load average at the run's end (other work on the machine shows here)
+	Throttled        float64          // slow peers: share of the run the average client was held stopped by its CPU limit
+	Cap              float64          // when not all were done: the run's bound, in its floor
 	Note             string
 }
 
@@ -281,7 +283,12 @@ func runOne(ctx context.Context, cfg *config, img *benchImage, m method, sc scen
 	case "slowpeers":
 		links[0] = link{rateBits: int64(cfg.slowServerLink * float64(cfg.rate))}
 	}
-	l, err := newLab(sc.n, cfg.rate, links)
+	var l *lab
+	if sc.kind == "rooms" {
+		l, err = newRoomsLab(sc.n, cfg.rate)
+	} else {
+		l, err = newLab(sc.n, cfg.rate, links)
+	}
 	if err != nil {
 		return res, fmt.Errorf("build the LAN: %w", err)
 	}
@@ -320,6 +327,10 @@ func runOne(ctx context.Context, cfg *config, img *benchImage, m method, sc scen
 	defer cancel()
 
 	sent0 := l.serverSent()
+	var in0 [2]int64
+	if l.rooms > 0 {
+		in0 = [2]int64{l.roomIn(0), l.roomIn(1)}
+	}
 	cpu := startCPU()
 	if _, err := m.server(ctx, r); err != nil {
 		cpu.end()
@@ -392,6 +403,9 @@ func runOne(ctx context.Context, cfg *config, img *benchImage, m method, sc scen
 		res.Throttled = th.Seconds() / float64(len(limits)) / time.Since(r.t0).Seconds()
 	}
 	res.ServerSent = l.serverSent() - sent0
+	if l.rooms > 0 {
+		res.RoomIn = [2]int64{l.roomIn(0) - in0[0], l.roomIn(1) - in0[1]}
+	}
 	var got int64
 	var ngot int
 	for k := 1; k <= started; k++ {
@@ -458,6 +472,9 @@ func runOne(ctx context.Context, cfg *config, img *benchImage, m method, sc scen
 		}
 		res.Done++
 		times = append(times, at)
+		if l.rooms > 0 {
+			res.RoomTAll[l.room(k)] = max(res.RoomTAll[l.room(k)], at)
+		}
 		ok, note := verify(img, m, m.target(r, k))
 		if !ok {
 			res.Verified = false
