@@ -112,8 +112,8 @@ bench-memory: build
 	$(GO) build -o bin/bench ./bench
 	bin/bench memory --pxeswarm $(BIN) $(if $(INITRAMFS),--initramfs $(INITRAMFS))
 
-# pxeswarm with every client held to 5% of a core (a CPU cgroup each; the
-# image host's link 4×R, as make demo's is not shaped), N=3 and 8, beside
+# pxeswarm with every client held to 5% of a core (a CPU cgroup each; every
+# link at 1000 Mbit/s, as make demo's are not shaped), N=3 and 8, beside
 # homogeneous N=4, 8, 16: server copies, share from peers, T_all/T_min
 # (bench/slowcpu.go; about 3 minutes).
 bench-slowpeers: build

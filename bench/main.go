@@ -63,6 +63,8 @@ type config struct {
 	// slow peers: the server's link in R; above 1 the clients, not the
 	// server's link, limit the transfer, as in make demo
 	slowServerLink float64
+	slowRate       int64         // slow peers: every link's rate, bits/s
+	slowCap        time.Duration // slow peers: the least time a run may take before it is called not done
 	slowStagger    time.Duration // slow peers: client k starts (k-1)× this after the first
 	methods        []method
 	scenarios      []string
@@ -207,7 +209,7 @@ func main() {
 	}
 	cfg := &config{costSize: 256e9, costFill: 4 << 30, memSize: defaultMemSize, memRate: defaultMemRate}
 	var ns, slowNs, fleetNs, roomsNs, methods, scenarios, fsKinds, fsNs, fsScenarios, fsMethods, capKinds, only string
-	var fleetRateMbit, fleetSizeMiB, rateMbit, sizeMiB, fsSizeMiB, capSizeMiB, capRateMbit int64
+	var slowRateMbit, fleetRateMbit, fleetSizeMiB, rateMbit, sizeMiB, fsSizeMiB, capSizeMiB, capRateMbit int64
 	flag.StringVar(&cfg.bin, "pxeswarm", "bin/pxeswarm", "pxeswarm binary to benchmark")
 	flag.Int64Var(&rateMbit, "rate", 50, "link rate R in Mbit/s, every link, both directions (50: 16 clients stay within 2 cores)")
 	flag.Int64Var(&sizeMiB, "size", 128, "raw image size S in MiB (random data)")
@@ -219,7 +221,9 @@ func main() {
 	flag.Int64Var(&fleetSizeMiB, "fleet-size", 32, "fleet rows: image size in MiB")
 	flag.StringVar(&roomsNs, "rooms-n", "", "client counts for the two-rooms scenario: pxeswarm, two /24 rooms behind a router namespace, the image host on a third segment, every link (room uplinks too) at R (e.g. 16; empty: none)")
 	flag.StringVar(&slowNs, "slowpeers-n", "3,8", "client counts for the slowpeers scenario")
-	flag.Float64Var(&cfg.slowServerLink, "slowpeers-server-link", 4, "slowpeers scenario: the server's link rate in R (above 1: the slow clients, not the server's link, limit the transfer, as in make demo, whose image host is not shaped)")
+	flag.Float64Var(&cfg.slowServerLink, "slowpeers-server-link", 1, "slowpeers scenario: the server's link rate in --slowpeers-rate")
+	flag.Int64Var(&slowRateMbit, "slowpeers-rate", 1000, "slowpeers scenario: every link's rate in Mbit/s (1000: the clients' CPU, not the links, limit the transfer, as in make demo, whose links are not shaped; --rate's 50 makes the links the limit, and then the swarm carried the load in our runs)")
+	flag.DurationVar(&cfg.slowCap, "slowpeers-cap", 3*time.Minute, "slowpeers scenario: a run may take at least this long (besides 6×T_min) before it is called not done")
 	flag.DurationVar(&cfg.slowStagger, "slowpeers-stagger", 0, "slowpeers scenario: start the clients one after another, this far apart (machines that boot at different times)")
 	flag.Float64Var(&cfg.slowCPU, "slowpeers-cpu", 0.05, "slowpeers scenario: each client's share of one core (a CPU cgroup per client, 100 ms period: it is stopped for the rest of each period)")
 	flag.StringVar(&methods, "methods", "pxeswarm,http,udpcast,qbittorrent", "methods to run on the raw image: pxeswarm, http, udpcast, qbittorrent, transmission")
@@ -285,7 +289,7 @@ func main() {
 	if cfg.fleetNs, err = counts("-fleet-n", fleetNs); err != nil {
 		log.Fatal(err)
 	}
-	cfg.fleetRate, cfg.fleetSize = fleetRateMbit*1e6, fleetSizeMiB<<20
+	cfg.fleetRate, cfg.fleetSize, cfg.slowRate = fleetRateMbit*1e6, fleetSizeMiB<<20, slowRateMbit*1e6
 	if cfg.roomsNs, err = counts("-rooms-n", roomsNs); err != nil {
 		log.Fatal(err)
 	}
@@ -465,8 +469,10 @@ func benchmark(ctx context.Context, cfg *config, out *os.File) ([]result, map[st
 					jobs = append(jobs, job{sc: scenario{"homogeneous", n, ""}, ms: cfg.methods})
 				}
 			case "slowpeers":
+				sc := *cfg
+				sc.rate = cfg.slowRate
 				for _, n := range cfg.slowNs {
-					jobs = append(jobs, job{sc: scenario{"slowpeers", n, ""}, ms: cfg.methods})
+					jobs = append(jobs, job{sc: scenario{"slowpeers", n, ""}, ms: cfg.methods, cfg: &sc, img: img})
 				}
 			default:
 				jobs = append(jobs, job{sc: scenario{s, cfg.scenN, ""}, ms: cfg.methods})
