@@ -84,7 +84,8 @@ func rawSection(b *strings.Builder, cfg *config, img *benchImage, results []resu
 `, cfg.size>>20, img.pieces, cfg.tmin().Seconds())
 	var rows []result
 	for _, r := range results {
-		if r.FS != "" {
+		// Slow peers run on faster links (their own section).
+		if r.FS != "" || strings.HasPrefix(r.Scenario, "slow peers") {
 			continue
 		}
 		rows = append(rows, r)
