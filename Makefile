@@ -8,7 +8,7 @@ BIN     := bin/pxeswarm
 FUZZTIME ?= 30000x
 export CGO_ENABLED := 0
 
-.PHONY: all build deps demo demo-capture demo-local test unit test-console test-qemu-full fuzz bench bench-quick bench-hash bench-mktorrent bench-memory clean deb
+.PHONY: all build deps demo demo-capture demo-local test unit test-console test-qemu-full fuzz bench bench-quick bench-hash bench-mktorrent bench-memory bench-slowpeers clean deb
 
 all: build
 
@@ -111,6 +111,14 @@ bench-mktorrent: build
 bench-memory: build
 	$(GO) build -o bin/bench ./bench
 	bin/bench memory --pxeswarm $(BIN) $(if $(INITRAMFS),--initramfs $(INITRAMFS))
+
+# pxeswarm with every client held to 5% of a core (a CPU cgroup each; every
+# link at 1000 Mbit/s, as make demo's are not shaped), N=3 and 8, beside
+# homogeneous N=4, 8, 16: server copies, share from peers, T_all/T_min
+# (bench/slowcpu.go; about 3 minutes).
+bench-slowpeers: build
+	$(GO) build -o bin/bench ./bench
+	bin/bench --only slowpeers --pxeswarm $(BIN)
 
 # mktorrent's hasher against sha1sum on the same 1 GiB file, as a ratio.
 bench-hash:

@@ -20,6 +20,10 @@ type lab struct {
 	n      int
 	rate   int64 // bits per second
 	hosts  []string
+	// rooms is 0 for the one-bridge LAN; 2 for two rooms behind a
+	// router (newRoomsLab), client k in room (k-1)%2.
+	rooms int
+	ports map[string][2]string // host → its port: namespace, device
 }
 
 // link describes one host's link, for scenarios.
@@ -39,12 +43,29 @@ func sh(args ...string) error {
 func (l *lab) ns(h string) string { return l.prefix + "-" + h }
 
 func serverIP() string        { return "198.18.0.1" }
-func clientIP(k int) string   { return fmt.Sprintf("198.18.1.%d", k) }
 func clientName(k int) string { return fmt.Sprintf("c%d", k) }
 
-// newLab builds the namespaces. links[k] overrides client k's link (1-based).
+// clientIP is client k's address: 198.18.1.k on the one-bridge LAN;
+// 198.18.(1+room).k with two rooms, one /24 each.
+func (l *lab) clientIP(k int) string {
+	if l.rooms > 0 {
+		return fmt.Sprintf("198.18.%d.%d", 1+l.room(k), k)
+	}
+	return fmt.Sprintf("198.18.1.%d", k)
+}
+
+// room is client k's room (0 on the one-bridge LAN).
+func (l *lab) room(k int) int {
+	if l.rooms == 0 {
+		return 0
+	}
+	return (k - 1) % l.rooms
+}
+
+// newLab builds the namespaces. links[k] overrides client k's link
+// (1-based), links[0] the server's.
 func newLab(n int, rate int64, links map[int]link) (*lab, error) {
-	l := &lab{prefix: fmt.Sprintf("pxb%d", os.Getpid()%100000), n: n, rate: rate}
+	l := &lab{prefix: fmt.Sprintf("pxb%d", os.Getpid()%100000), n: n, rate: rate, ports: map[string][2]string{}}
 	sw := l.ns("sw")
 	if err := sh("ip", "netns", "add", sw); err != nil {
 		return nil, err
@@ -68,6 +89,7 @@ func newLab(n int, rate int64, links map[int]link) (*lab, error) {
 		}
 		l.hosts = append(l.hosts, h)
 		in, out := l.prefix+h+"i", l.prefix+h+"o" // short names: ≤15 bytes
+		l.ports[h] = [2]string{sw, out}
 		for _, s := range [][]string{
 			{"ip", "link", "add", in, "netns", ns, "type", "veth", "peer", "name", out, "netns", sw},
 			{"ip", "-n", ns, "link", "set", in, "name", "eth0"},
@@ -92,7 +114,11 @@ func newLab(n int, rate int64, links map[int]link) (*lab, error) {
 		}
 		return shape(sw, out, lk)
 	}
-	if err := add("srv", serverIP(), link{rateBits: rate}); err != nil {
+	srv := link{rateBits: rate}
+	if o, ok := links[0]; ok {
+		srv = o
+	}
+	if err := add("srv", serverIP(), srv); err != nil {
 		l.close()
 		return nil, err
 	}
@@ -101,7 +127,7 @@ func newLab(n int, rate int64, links map[int]link) (*lab, error) {
 		if o, ok := links[k]; ok {
 			lk = o
 		}
-		if err := add(clientName(k), clientIP(k), lk); err != nil {
+		if err := add(clientName(k), l.clientIP(k), lk); err != nil {
 			l.close()
 			return nil, err
 		}
@@ -167,7 +193,17 @@ func (l *lab) clientGot(k int) int64 { return l.portBytes(clientName(k), false) 
 // portBytes reads host h's port on the switch: the bytes it received
 // (rx: what h sent) or transmitted (what h was sent).
 func (l *lab) portBytes(h string, rx bool) int64 {
-	out, err := exec.Command("ip", "-n", l.ns("sw"), "-s", "-j", "link", "show", l.prefix+h+"o").Output()
+	p, ok := l.ports[h]
+	if !ok {
+		return 0
+	}
+	return devBytes(p[0], p[1], rx)
+}
+
+// devBytes reads a device's counters in namespace ns: received (rx) or
+// transmitted bytes.
+func devBytes(ns, dev string, rx bool) int64 {
+	out, err := exec.Command("ip", "-n", ns, "-s", "-j", "link", "show", dev).Output()
 	if err != nil {
 		return 0
 	}

@@ -17,6 +17,7 @@
 //	make bench-mktorrent       # mktorrent's read cost alone
 //	make bench-memory          # the memory figure alone
 //	bin/bench --only capture   # the capture scenario alone, its section printed
+//	bin/bench --only slowpeers # every client CPU-limited (a cgroup each), N=3 and 8, beside homogeneous runs
 package main
 
 import (
@@ -45,18 +46,32 @@ import (
 )
 
 type config struct {
-	bin       string // pxeswarm binary
-	rate      int64  // link rate, bits/s
-	size      int64  // raw image bytes
-	piece     string // piece size for mktorrent
-	ns        []int
-	scenN     int
-	methods   []method
-	scenarios []string
-	work      string
-	out, svg  string
-	quick     bool
-	trace     string // directory for every process's output, timed
+	bin    string // pxeswarm binary
+	rate   int64  // link rate, bits/s
+	size   int64  // raw image bytes
+	piece  string // piece size for mktorrent
+	ns     []int
+	scenN  int
+	slowNs []int // client counts of the slow-peers scenario
+	// The fleet rows: pxeswarm alone at N=32 and more, at a link rate
+	// and image size two cores can drive (issue 20).
+	fleetNs   []int
+	fleetRate int64   // bits/s
+	fleetSize int64   // bytes
+	roomsNs   []int   // client counts of the two-rooms scenario (pxeswarm), split evenly
+	slowCPU   float64 // slow peers: each client's share of one core
+	// slow peers: the server's link in R; above 1 the clients, not the
+	// server's link, limit the transfer, as in make demo
+	slowServerLink float64
+	slowRate       int64         // slow peers: every link's rate, bits/s
+	slowCap        time.Duration // slow peers: the least time a run may take before it is called not done
+	slowStagger    time.Duration // slow peers: client k starts (k-1)× this after the first
+	methods        []method
+	scenarios      []string
+	work           string
+	out, svg       string
+	quick          bool
+	trace          string // directory for every process's output, timed
 
 	// The filesystem scenarios.
 	fsKinds     []string // "ext4", "ntfs"
@@ -121,6 +136,12 @@ func (s scenario) label() string {
 		l = fmt.Sprintf("one client with 2%% loss, N=%d", s.n)
 	case "killed":
 		l = fmt.Sprintf("one client killed halfway, N=%d", s.n)
+	case "slowpeers":
+		l = fmt.Sprintf("slow peers (CPU-limited), N=%d", s.n)
+	case "fleet":
+		l = fmt.Sprintf("fleet, N=%d", s.n)
+	case "rooms":
+		l = fmt.Sprintf("two rooms behind a router, N=%d", s.n)
 	default:
 		l = s.kind
 	}
@@ -141,6 +162,8 @@ func capFactor(m method, sc scenario) float64 {
 		return 1.3*float64(sc.n) + 3
 	case sc.kind == "slow":
 		return 3 // healthy clients should not wait for the slow one
+	case sc.kind == "slowpeers":
+		return 6 // every client is slow: the floor is not theirs to reach
 	}
 	return 4
 }
@@ -185,16 +208,26 @@ func main() {
 		return
 	}
 	cfg := &config{costSize: 256e9, costFill: 4 << 30, memSize: defaultMemSize, memRate: defaultMemRate}
-	var ns, methods, scenarios, fsKinds, fsNs, fsScenarios, fsMethods, capKinds, only string
-	var rateMbit, sizeMiB, fsSizeMiB, capSizeMiB, capRateMbit int64
+	var ns, slowNs, fleetNs, roomsNs, methods, scenarios, fsKinds, fsNs, fsScenarios, fsMethods, capKinds, only string
+	var slowRateMbit, fleetRateMbit, fleetSizeMiB, rateMbit, sizeMiB, fsSizeMiB, capSizeMiB, capRateMbit int64
 	flag.StringVar(&cfg.bin, "pxeswarm", "bin/pxeswarm", "pxeswarm binary to benchmark")
 	flag.Int64Var(&rateMbit, "rate", 50, "link rate R in Mbit/s, every link, both directions (50: 16 clients stay within 2 cores)")
 	flag.Int64Var(&sizeMiB, "size", 128, "raw image size S in MiB (random data)")
 	flag.StringVar(&cfg.piece, "piece-size", "", "piece size of the bench image (default: pxeswarm mktorrent's default for its size)")
 	flag.StringVar(&ns, "n", "4,8,16", "client counts for the homogeneous scenario")
 	flag.IntVar(&cfg.scenN, "scenario-n", 8, "client count for the other scenarios")
+	flag.StringVar(&fleetNs, "fleet-n", "", "client counts for the fleet rows: pxeswarm alone, homogeneous, at --fleet-rate and --fleet-size (e.g. 32,64,100; empty: none)")
+	flag.Int64Var(&fleetRateMbit, "fleet-rate", 10, "fleet rows: link rate in Mbit/s (N × R is what the machine's CPUs must move)")
+	flag.Int64Var(&fleetSizeMiB, "fleet-size", 32, "fleet rows: image size in MiB")
+	flag.StringVar(&roomsNs, "rooms-n", "", "client counts for the two-rooms scenario: pxeswarm, two /24 rooms behind a router namespace, the image host on a third segment, every link (room uplinks too) at R (e.g. 16; empty: none)")
+	flag.StringVar(&slowNs, "slowpeers-n", "3,8", "client counts for the slowpeers scenario")
+	flag.Float64Var(&cfg.slowServerLink, "slowpeers-server-link", 1, "slowpeers scenario: the server's link rate in --slowpeers-rate")
+	flag.Int64Var(&slowRateMbit, "slowpeers-rate", 1000, "slowpeers scenario: every link's rate in Mbit/s (1000: the clients' CPU, not the links, limit the transfer, as in make demo, whose links are not shaped; --rate's 50 makes the links the limit, and then the swarm carried the load in our runs)")
+	flag.DurationVar(&cfg.slowCap, "slowpeers-cap", 3*time.Minute, "slowpeers scenario: a run may take at least this long (besides 6×T_min) before it is called not done")
+	flag.DurationVar(&cfg.slowStagger, "slowpeers-stagger", 0, "slowpeers scenario: start the clients one after another, this far apart (machines that boot at different times)")
+	flag.Float64Var(&cfg.slowCPU, "slowpeers-cpu", 0.05, "slowpeers scenario: each client's share of one core (a CPU cgroup per client, 100 ms period: it is stopped for the rest of each period)")
 	flag.StringVar(&methods, "methods", "pxeswarm,http,udpcast,qbittorrent", "methods to run on the raw image: pxeswarm, http, udpcast, qbittorrent, transmission")
-	flag.StringVar(&scenarios, "scenarios", "homogeneous,slow,late,loss,killed", "scenarios to run on the raw image (empty: none)")
+	flag.StringVar(&scenarios, "scenarios", "homogeneous,slow,late,loss,killed,slowpeers", "scenarios to run on the raw image (empty: none): homogeneous, slow, late, loss, killed, slowpeers (every client CPU-limited; at --slowpeers-n)")
 	flag.StringVar(&fsKinds, "fs", "ext4,ntfs", "filesystem images to run the filesystem scenarios on: ext4, ntfs (empty: none)")
 	flag.Int64Var(&fsSizeMiB, "fs-size", 512, "filesystem image (partition) size S in MiB")
 	flag.IntVar(&cfg.fsUsedPct, "fs-used", 15, "share of the filesystem image its files and metadata use, in percent")
@@ -213,7 +246,7 @@ func main() {
 	flag.IntVar(&cfg.capUsedPct, "capture-used", 18, "capture scenario: share of the golden disk in use, in percent")
 	flag.Float64Var(&cfg.capSlowDisk, "capture-slow-disk", 0.5, "capture scenario: also capture each golden disk with its reads throttled (blkio cgroup) to this fraction of R, so the disk is the slower floor (0: not)")
 	flag.Int64Var(&capRateMbit, "capture-rate", 0, "capture scenario: its link's rate in Mbit/s (0: --rate)")
-	flag.StringVar(&only, "only", "", `run one part alone and print its section instead of writing the report: "capture"`)
+	flag.StringVar(&only, "only", "", `run one part alone and print its section instead of writing the report: "capture"; "slowpeers" (pxeswarm with every client CPU-limited, at --slowpeers-n, with the homogeneous runs at --n beside it for comparison; --n "" leaves them out); "rooms" (two rooms behind a router, at --rooms-n, 16 if not given); "fleet" (pxeswarm at --fleet-n, 32,64,100 if not given, at --fleet-rate and --fleet-size)`)
 	flag.StringVar(&cfg.out, "out", "docs/BENCHMARKS.md", "report to write")
 	flag.StringVar(&cfg.svg, "svg", "docs/bench.svg", "plot to write")
 	flag.StringVar(&cfg.trace, "trace", "", "write every process's output, each line with its time since the clients started, under this directory")
@@ -231,8 +264,18 @@ func main() {
 	case "":
 	case "capture":
 		scenarios, fsKinds, methods, fsMethods, cfg.costFill = "", "", "", "", 0
+	case "slowpeers":
+		scenarios, fsKinds, methods, capKinds, cfg.costFill, cfg.memFor = "homogeneous,slowpeers", "", "pxeswarm", "", 0, 0
+	case "rooms", "fleet":
+		scenarios, fsKinds, methods, capKinds, cfg.costFill, cfg.memFor = "", "", "pxeswarm", "", 0, 0
+		if only == "rooms" && roomsNs == "" {
+			roomsNs = "16"
+		}
+		if only == "fleet" && fleetNs == "" {
+			fleetNs = "32,64,100"
+		}
 	default:
-		log.Fatalf("--only %q: want capture", only)
+		log.Fatalf("--only %q: want capture, slowpeers, rooms or fleet", only)
 	}
 	cfg.rate, cfg.size, cfg.fsSize, cfg.capSize = rateMbit*1e6, sizeMiB<<20, fsSizeMiB<<20, capSizeMiB<<20
 	cfg.capRate = cfg.rate
@@ -241,6 +284,16 @@ func main() {
 	}
 	var err error
 	if cfg.ns, err = counts("-n", ns); err != nil {
+		log.Fatal(err)
+	}
+	if cfg.fleetNs, err = counts("-fleet-n", fleetNs); err != nil {
+		log.Fatal(err)
+	}
+	cfg.fleetRate, cfg.fleetSize, cfg.slowRate = fleetRateMbit*1e6, fleetSizeMiB<<20, slowRateMbit*1e6
+	if cfg.roomsNs, err = counts("-rooms-n", roomsNs); err != nil {
+		log.Fatal(err)
+	}
+	if cfg.slowNs, err = counts("-slowpeers-n", slowNs); err != nil {
 		log.Fatal(err)
 	}
 	if cfg.fsNs, err = counts("-fs-n", fsNs); err != nil {
@@ -290,6 +343,16 @@ func main() {
 		if err := checkCapture(cfg.captures); err != nil {
 			log.Fatal(err)
 		}
+		return
+	}
+	if only == "slowpeers" || only == "rooms" || only == "fleet" {
+		switch only {
+		case "slowpeers":
+			fmt.Print(slowPeersMarkdown(cfg, results))
+		case "rooms":
+			fmt.Print(roomsMarkdown(results))
+		}
+		fmt.Printf("bench: --only %s took %s; the report (%s) is written by a whole run only\n", only, time.Since(t0).Round(time.Second), cfg.out)
 		return
 	}
 	if only != "" {
@@ -386,11 +449,13 @@ func benchmark(ctx context.Context, cfg *config, out *os.File) ([]result, map[st
 	defer os.RemoveAll(cfg.work)
 	imgs := map[string]*benchImage{}
 	type job struct {
-		sc scenario
-		ms []method
+		sc  scenario
+		ms  []method
+		cfg *config     // nil: cfg
+		img *benchImage // nil: imgs[sc.fs]
 	}
 	var jobs []job
-	if len(cfg.scenarios) > 0 && len(cfg.methods) > 0 {
+	if len(cfg.scenarios) > 0 && len(cfg.methods) > 0 || len(cfg.roomsNs) > 0 {
 		img, err := makeImage(cfg)
 		if err != nil {
 			return nil, nil, err
@@ -398,13 +463,40 @@ func benchmark(ctx context.Context, cfg *config, out *os.File) ([]result, map[st
 		imgs[""] = img
 		fmt.Fprintf(out, "bench: R=%d Mbit/s, S=%d MiB (%s), T_min=%.1fs, %d cores\n", cfg.rate/1e6, cfg.size>>20, img.pieces, cfg.tmin().Seconds(), runtime.NumCPU())
 		for _, s := range cfg.scenarios {
-			if s == "homogeneous" {
+			switch s {
+			case "homogeneous":
 				for _, n := range cfg.ns {
-					jobs = append(jobs, job{scenario{"homogeneous", n, ""}, cfg.methods})
+					jobs = append(jobs, job{sc: scenario{"homogeneous", n, ""}, ms: cfg.methods})
 				}
-			} else {
-				jobs = append(jobs, job{scenario{s, cfg.scenN, ""}, cfg.methods})
+			case "slowpeers":
+				sc := *cfg
+				sc.rate = cfg.slowRate
+				for _, n := range cfg.slowNs {
+					jobs = append(jobs, job{sc: scenario{"slowpeers", n, ""}, ms: cfg.methods, cfg: &sc, img: img})
+				}
+			default:
+				jobs = append(jobs, job{sc: scenario{s, cfg.scenN, ""}, ms: cfg.methods})
 			}
+		}
+	}
+	if len(cfg.roomsNs) > 0 && imgs[""] != nil {
+		for _, n := range cfg.roomsNs {
+			jobs = append(jobs, job{sc: scenario{"rooms", n, ""}, ms: []method{pxeswarmMethod{}}})
+		}
+	}
+	if len(cfg.fleetNs) > 0 {
+		fc := *cfg
+		fc.rate, fc.size, fc.work = cfg.fleetRate, cfg.fleetSize, filepath.Join(cfg.work, "fleet")
+		if err := os.MkdirAll(fc.work, 0o755); err != nil {
+			return nil, nil, err
+		}
+		img, err := makeImage(&fc)
+		if err != nil {
+			return nil, nil, err
+		}
+		fmt.Fprintf(out, "bench: fleet rows: R=%d Mbit/s, S=%d MiB (%s), T_min=%.1fs\n", fc.rate/1e6, fc.size>>20, img.pieces, fc.tmin().Seconds())
+		for _, n := range cfg.fleetNs {
+			jobs = append(jobs, job{sc: scenario{"fleet", n, ""}, ms: []method{pxeswarmMethod{}}, cfg: &fc, img: img})
 		}
 	}
 	for _, kind := range cfg.fsKinds {
@@ -422,10 +514,10 @@ func benchmark(ctx context.Context, cfg *config, out *os.File) ([]result, map[st
 		for _, s := range cfg.fsScenarios {
 			if s == "homogeneous" {
 				for _, n := range cfg.fsNs {
-					jobs = append(jobs, job{scenario{"homogeneous", n, kind}, cfg.fsMethods})
+					jobs = append(jobs, job{sc: scenario{"homogeneous", n, kind}, ms: cfg.fsMethods})
 				}
 			} else {
-				jobs = append(jobs, job{scenario{s, cfg.scenN, kind}, cfg.fsMethods})
+				jobs = append(jobs, job{sc: scenario{s, cfg.scenN, kind}, ms: cfg.fsMethods})
 			}
 		}
 	}
@@ -445,7 +537,10 @@ func benchmark(ctx context.Context, cfg *config, out *os.File) ([]result, map[st
 	}
 	var results []result
 	for _, j := range jobs {
-		img := imgs[j.sc.fs]
+		img, cfg := imgs[j.sc.fs], cfg
+		if j.img != nil {
+			img, cfg = j.img, j.cfg
+		}
 		for _, m := range j.ms {
 			base := result{Method: m.name(), Scenario: j.sc.label(), N: j.sc.n, FS: j.sc.fs, Size: img.size, Used: img.used,
 				Floor: floorOf(img.size, cfg.rate), RunFloor: img.floor(m, cfg.rate)}
@@ -462,6 +557,9 @@ func benchmark(ctx context.Context, cfg *config, out *os.File) ([]result, map[st
 				res.Note = "failed: " + err.Error()
 			}
 			res.FS, res.Size, res.Used, res.Floor, res.RunFloor = base.FS, base.Size, base.Used, base.Floor, base.RunFloor
+			if j.sc.kind == "fleet" {
+				res.Note = strings.TrimPrefix(fmt.Sprintf("%s; R=%d Mbit/s, S=%d MiB", res.Note, cfg.rate/1e6, img.size>>20), "; ")
+			}
 			results = append(results, res)
 			fmt.Fprintln(out, res.line())
 		}
@@ -519,8 +617,20 @@ func (r result) line() string {
 	}
 	s += fmt.Sprintf("  cpu %.0f%% (peak %.0f%%)", 100*r.CPUAvg, 100*r.CPUPeak)
 	if r.Received > 0 {
-		s += fmt.Sprintf("  client got %.2f×S (wasted %.2f×S)", r.Received, r.Wasted)
+		s += fmt.Sprintf("  client got %.2f×S (wasted %.2f×S, %.0f%% from peers)", r.Received, r.Wasted, 100*r.FromPeers)
 	}
+	if r.Throttled > 0 {
+		s += fmt.Sprintf("  clients stopped by their CPU limit %.0f%% of the run", 100*r.Throttled)
+	}
+	for room, in := range r.RoomIn {
+		if in > 0 {
+			s += fmt.Sprintf("  room %c: %.2f×S across the router, T_all %.2f×", 'A'+room, float64(in)/float64(r.Size), r.ratio(r.RoomTAll[room], r.Floor))
+		}
+	}
+	if r.PeakRSS > 0 {
+		s += fmt.Sprintf("  client peak RSS %s", bytesize.Format(r.PeakRSS))
+	}
+	s += fmt.Sprintf("  load %.1f", r.Load)
 	if !r.Verified && r.Done > 0 {
 		s += "  NOT VERIFIED"
 	}

@@ -36,6 +36,12 @@ Written by `+"`make bench`"+` on %s, in one run on one machine (%d cores, Linux 
 	if img := imgs[""]; img != nil {
 		rawSection(&b, cfg, img, results)
 	}
+	if slices.ContainsFunc(results, func(r result) bool { return strings.HasPrefix(r.Scenario, "slow peers") }) {
+		b.WriteString(slowPeersMarkdown(cfg, results))
+	}
+	if slices.ContainsFunc(results, func(r result) bool { return strings.HasPrefix(r.Scenario, "two rooms") }) {
+		b.WriteString(roomsMarkdown(results))
+	}
 	if len(cfg.fsKinds) > 0 && imgs[cfg.fsKinds[0]] != nil {
 		fsSection(&b, cfg, imgs, results)
 	}
@@ -78,7 +84,8 @@ func rawSection(b *strings.Builder, cfg *config, img *benchImage, results []resu
 `, cfg.size>>20, img.pieces, cfg.tmin().Seconds())
 	var rows []result
 	for _, r := range results {
-		if r.FS != "" {
+		// Slow peers run on faster links (their own section).
+		if r.FS != "" || strings.HasPrefix(r.Scenario, "slow peers") {
 			continue
 		}
 		rows = append(rows, r)
@@ -394,4 +401,76 @@ func plotFS(s *strings.Builder, cfg *config, imgs map[string]*benchImage, result
 	for i, m := range methods {
 		fmt.Fprintf(s, `<text x="%d" y="%d" fill="%s">%s</text>`+"\n", W-R+10, y0+T+30+18*i, colors[i%len(colors)], m)
 	}
+}
+
+// slowPeersMarkdown is the slow-peers section: every client held to a
+// share of one core by a CPU cgroup, against the homogeneous runs of
+// the same method. Server copies and the share the clients got from
+// each other are what the request policy changes.
+func slowPeersMarkdown(cfg *config, results []result) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, `
+## Slow peers
+
+- Every client runs in its own CPU cgroup holding it to %.0f%% of one core
+  (100 ms period: stopped for the rest of each period), as terminals that
+  answer slowly (`+"`make demo`"+`'s machines under software emulation, weak
+  CPUs). The image host is not limited. Same image as above; every link at
+  %d Mbit/s (the server's at %.0f×), so the clients' CPU, not the links,
+  limits the transfer, as in `+"`make demo`"+`, whose links are not shaped:
+  T_all/T_min is against that rate and says how far the CPU is the limit.
+  The homogeneous rows are at R as above.
+- Server copies: the server link's bytes / S (headers included). From
+  peers: the share of the clients' useful bytes that came from other
+  clients (their own count, payload only). Stopped: share of the run the
+  average client was throttled by its limit (the kernel sums it over the cores' run queues, so it can pass 100%%). Load: the 1-minute load average at
+  the run's end.
+
+| method | scenario | T_all | T_all/T_min | median/T_min | server copies | from peers | wasted | stopped | CPU avg (peak) | load | note |
+| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |
+`, 100*cfg.slowCPU, cfg.slowRate/1e6, cfg.slowServerLink)
+	for _, r := range results {
+		if r.FS != "" || !(strings.HasPrefix(r.Scenario, "slow peers") || strings.HasPrefix(r.Scenario, "homogeneous")) {
+			continue
+		}
+		tall, ratio, med, _ := times(r, r.Floor)
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %.2f | %.0f%% | %.2f×S | %.0f%% | %.0f%% (%.0f%%) | %.1f | %s |\n", r.Method, r.Scenario, tall, ratio, med,
+			float64(r.ServerSent)/float64(r.Size), 100*r.FromPeers, r.Wasted, 100*r.Throttled, 100*r.CPUAvg, 100*r.CPUPeak, r.Load, note(r))
+	}
+	return b.String()
+}
+
+// roomsMarkdown is the two-rooms section: what crossed the router into
+// each room and each room's T_all (issue 20's goal: about one copy per
+// room, each room ≤ 1.20 × T_min).
+func roomsMarkdown(results []result) string {
+	var b strings.Builder
+	b.WriteString(`
+## Two rooms
+
+- Two rooms, each a bridge with its own /24 (198.18.1.0/24, 198.18.2.0/24),
+  behind a router namespace; the image host on a third segment behind the
+  same router. Every link is shaped to R, the rooms' uplinks to the router
+  too. The tracker's default policy gives each machine the peers of its
+  own /24 first. Across the router: the bytes the router sent into the
+  room, headers included, / S.
+
+| method | scenario | T_all/T_min | room A T_all/T_min | room B T_all/T_min | into room A | into room B | server copies | CPU avg (peak) | load | note |
+| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |
+`)
+	for _, r := range results {
+		if !strings.HasPrefix(r.Scenario, "two rooms") {
+			continue
+		}
+		_, ratio, _, _ := times(r, r.Floor)
+		room := func(i int) string {
+			if r.RoomTAll[i] == 0 {
+				return "—"
+			}
+			return fmt.Sprintf("%.2f", r.ratio(r.RoomTAll[i], r.Floor))
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %.2f×S | %.2f×S | %.2f | %.0f%% (%.0f%%) | %.1f | %s |\n", r.Method, r.Scenario, ratio, room(0), room(1),
+			float64(r.RoomIn[0])/float64(r.Size), float64(r.RoomIn[1])/float64(r.Size), float64(r.ServerSent)/float64(r.Size), 100*r.CPUAvg, 100*r.CPUPeak, r.Load, note(r))
+	}
+	return b.String()
 }

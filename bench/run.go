@@ -37,7 +37,13 @@ type proc struct {
 }
 
 func (r *run) start(ctx context.Context, host, name string, args ...string) (*proc, error) {
-	p := &proc{cmd: r.lab.command(ctx, host, name, args...), exited: make(chan struct{}), t0: r.t0}
+	cmd := r.lab.command(ctx, host, name, args...)
+	if pre, ok := r.wrap[host]; ok {
+		// Outside ip netns exec: it mounts the namespace's own /sys,
+		// where the cgroup hierarchy is not.
+		cmd = exec.CommandContext(ctx, pre[0], append(slices.Clone(pre[1:]), cmd.Args...)...)
+	}
+	p := &proc{cmd: cmd, exited: make(chan struct{}), t0: r.t0}
 	// Its own process group, so a kill reaches a pipeline's every
 	// process (the Clonezilla method runs shell pipelines).
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
@@ -190,10 +196,14 @@ func (p *proc) stop() {
 	}
 }
 
-var recvRe = regexp.MustCompile(`received_bytes=(\d+) sent_bytes=(\d+) wasted_bytes=(\d+)`)
+var (
+	recvRe    = regexp.MustCompile(`received_bytes=(\d+) sent_bytes=(\d+) wasted_bytes=(\d+)`)
+	seedersRe = regexp.MustCompile(`from_seeders_bytes=(\d+)`)
+)
 
-// summary returns what a pxeswarm fetch reported receiving and wasting.
-func (p *proc) summary() (recv, wasted int64, ok bool) {
+// summary returns what a pxeswarm fetch reported receiving, wasting and
+// getting from image hosts.
+func (p *proc) summary() (recv, wasted, fromSeeders int64, ok bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, l := range p.lines {
@@ -201,6 +211,9 @@ func (p *proc) summary() (recv, wasted int64, ok bool) {
 			fmt.Sscan(m[1], &recv)
 			fmt.Sscan(m[3], &wasted)
 			ok = true
+			if m := seedersRe.FindStringSubmatch(l); m != nil {
+				fmt.Sscan(m[1], &fromSeeders)
+			}
 		}
 	}
 	return
@@ -216,6 +229,7 @@ type run struct {
 	dir   string
 	t0    time.Time
 	procs []*proc
+	wrap  map[string][]string // host → command prefix (a CPU cgroup)
 }
 
 // result of one run.
@@ -233,8 +247,14 @@ type result struct {
 	ClientGot        float64 // bytes into a healthy client's link, on average
 	CPUAvg, CPUPeak  float64
 	Verified         bool
-	Received, Wasted float64 // per healthy client, as a multiple of S (pxeswarm only)
-	Cap              float64 // when not all were done: the run's bound, in its floor
+	Received, Wasted float64          // per healthy client, as a multiple of S (pxeswarm only)
+	FromPeers        float64          // share of the clients' useful bytes that came from other clients (pxeswarm only)
+	RoomIn           [2]int64         // two rooms: bytes the router sent into each room
+	RoomTAll         [2]time.Duration // two rooms: each room's T_all (its last client's time; 0 with no client done)
+	PeakRSS          int64            // the largest client's peak resident set (VmHWM), bytes (0: not read)
+	Load             float64          // the 1-minute load average at the run's end (other work on the machine shows here)
+	Throttled        float64          // slow peers: share of the run the average client was held stopped by its CPU limit
+	Cap              float64          // when not all were done: the run's bound, in its floor
 	Note             string
 }
 
@@ -260,8 +280,15 @@ func runOne(ctx context.Context, cfg *config, img *benchImage, m method, sc scen
 		links[1] = link{rateBits: cfg.rate / 10}
 	case "loss":
 		links[1] = link{rateBits: cfg.rate, lossPct: 2}
+	case "slowpeers":
+		links[0] = link{rateBits: int64(cfg.slowServerLink * float64(cfg.rate))}
 	}
-	l, err := newLab(sc.n, cfg.rate, links)
+	var l *lab
+	if sc.kind == "rooms" {
+		l, err = newRoomsLab(sc.n, cfg.rate)
+	} else {
+		l, err = newLab(sc.n, cfg.rate, links)
+	}
 	if err != nil {
 		return res, fmt.Errorf("build the LAN: %w", err)
 	}
@@ -272,6 +299,23 @@ func runOne(ctx context.Context, cfg *config, img *benchImage, m method, sc scen
 	}
 	defer os.RemoveAll(dir)
 	r := &run{cfg: cfg, img: img, m: m, sc: sc, lab: l, dir: dir, t0: time.Now()}
+	var limits []*cpuLimit
+	defer func() {
+		for _, cl := range limits {
+			cl.close()
+		}
+	}()
+	if sc.kind == "slowpeers" {
+		r.wrap = map[string][]string{}
+		for k := 1; k <= sc.n; k++ {
+			cl, err := newCPULimit(fmt.Sprintf("pxeswarm-bench-%d-%s", os.Getpid(), clientName(k)), cfg.slowCPU)
+			if err != nil {
+				return res, err
+			}
+			limits = append(limits, cl)
+			r.wrap[clientName(k)] = cl.wrap()
+		}
+	}
 	defer func() {
 		for _, p := range slices.Backward(r.procs) {
 			p.kill()
@@ -279,10 +323,19 @@ func runOne(ctx context.Context, cfg *config, img *benchImage, m method, sc scen
 	}()
 	tmin := img.floor(m, cfg.rate)
 	cap := time.Duration(float64(tmin) * capFactor(m, sc))
+	if sc.kind == "slowpeers" {
+		// The clients' CPU, not the links, may be the limit: T_min
+		// says little about how long they need.
+		cap = max(cap, cfg.slowCap)
+	}
 	ctx, cancel := context.WithTimeout(ctx, cap+time.Minute)
 	defer cancel()
 
 	sent0 := l.serverSent()
+	var in0 [2]int64
+	if l.rooms > 0 {
+		in0 = [2]int64{l.roomIn(0), l.roomIn(1)}
+	}
 	cpu := startCPU()
 	if _, err := m.server(ctx, r); err != nil {
 		cpu.end()
@@ -296,6 +349,10 @@ func runOne(ctx context.Context, cfg *config, img *benchImage, m method, sc scen
 		first = sc.n / 2
 	}
 	for k := 1; k <= first; k++ {
+		if k > 1 && sc.kind == "slowpeers" && cfg.slowStagger > 0 {
+			// Machines that boot one after another, as make demo's do.
+			time.Sleep(cfg.slowStagger)
+		}
 		if clients[k], err = m.client(ctx, r, k); err != nil {
 			cpu.end()
 			return res, err
@@ -342,7 +399,18 @@ func runOne(ctx context.Context, cfg *config, img *benchImage, m method, sc scen
 		}
 	}
 	res.CPUAvg, res.CPUPeak = cpu.end()
+	res.Load = loadAvg()
+	if len(limits) > 0 {
+		var th time.Duration
+		for _, cl := range limits {
+			th += cl.throttled()
+		}
+		res.Throttled = th.Seconds() / float64(len(limits)) / time.Since(r.t0).Seconds()
+	}
 	res.ServerSent = l.serverSent() - sent0
+	if l.rooms > 0 {
+		res.RoomIn = [2]int64{l.roomIn(0) - in0[0], l.roomIn(1) - in0[1]}
+	}
 	var got int64
 	var ngot int
 	for k := 1; k <= started; k++ {
@@ -354,8 +422,14 @@ func runOne(ctx context.Context, cfg *config, img *benchImage, m method, sc scen
 	if ngot > 0 {
 		res.ClientGot = float64(got) / float64(ngot)
 	}
-	var recv, wasted int64
+	var recv, wasted, fromSeeders int64
 	var nsum int
+	for k := 1; k <= started; k++ {
+		if clients[k] != nil && clients[k].cmd.Process != nil {
+			// ip netns exec (and a cgroup's sh) exec the client: same PID.
+			res.PeakRSS = max(res.PeakRSS, peakRSS(clients[k].cmd.Process.Pid))
+		}
+	}
 	// Stop every client at once: each may take up to 5 s to exit.
 	var wg sync.WaitGroup
 	for k := 1; k <= started; k++ {
@@ -375,15 +449,19 @@ func runOne(ctx context.Context, cfg *config, img *benchImage, m method, sc scen
 				}
 			}
 		}
-		if rv, w, ok := clients[k].summary(); ok {
+		if rv, w, fs, ok := clients[k].summary(); ok {
 			recv += rv
 			wasted += w
+			fromSeeders += fs
 			nsum++
 		}
 	}
 	if nsum > 0 {
 		res.Received = float64(recv) / float64(nsum) / float64(img.size)
 		res.Wasted = float64(wasted) / float64(nsum) / float64(img.size)
+		if useful := recv - wasted; useful > 0 {
+			res.FromPeers = 1 - float64(fromSeeders)/float64(useful)
+		}
 	}
 	var times []time.Duration
 	res.Verified = true
@@ -399,6 +477,9 @@ func runOne(ctx context.Context, cfg *config, img *benchImage, m method, sc scen
 		}
 		res.Done++
 		times = append(times, at)
+		if l.rooms > 0 {
+			res.RoomTAll[l.room(k)] = max(res.RoomTAll[l.room(k)], at)
+		}
 		ok, note := verify(img, m, m.target(r, k))
 		if !ok {
 			res.Verified = false
@@ -475,4 +556,32 @@ func fileSHA1(path string) (string, error) {
 		return "", err
 	}
 	return fmt.Sprintf("%x", h.Sum(nil)), nil
+}
+
+// loadAvg is the 1-minute load average (0 when it cannot be read).
+func loadAvg() float64 {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return 0
+	}
+	var v float64
+	fmt.Sscan(string(b), &v)
+	return v
+}
+
+// peakRSS is a live process's peak resident set (VmHWM), bytes; 0 when
+// it cannot be read.
+func peakRSS(pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			var kb int64
+			fmt.Sscan(v, &kb)
+			return kb << 10
+		}
+	}
+	return 0
 }
