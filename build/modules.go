@@ -50,9 +50,6 @@ var DefaultModules = []string{
 	// USB Ethernet adapters (docks, dongles, ultrabooks without a port):
 	// Realtek, ASIX, SMSC/Microchip and the CDC class drivers.
 	"r8152", "r8153_ecm", "ax88179_178a", "asix", "smsc95xx", "cdc_ether", "cdc_ncm",
-	// RNDIS: phones tethering over USB, and QEMU's usb-net, whose first
-	// configuration is RNDIS (Linux picks it when rndis_host exists).
-	"rndis_host",
 	// SATA/AHCI, legacy IDE (pata_*, ata_piix) and the SATA chip drivers.
 	"kernel/drivers/ata/",
 	// NVMe, and Intel VMD that hides NVMe behind it on many new laptops.

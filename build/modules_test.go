@@ -258,7 +258,7 @@ func TestDebianModules(t *testing.T) {
 	}
 	need := []string{"virtio_net", "virtio_blk", "virtio_ring", "virtio", "libata", "scsi_mod", "usbcore", "nvme_core", "libphy", "realtek",
 		// NICs: old and new PCI, paravirtual, USB.
-		"8139too", "e1000e", "r8169", "tg3", "bnx2", "vmxnet3", "hv_netvsc", "r8152", "ax88179_178a", "cdc_ether", "cdc_ncm", "rndis_host", "asix", "smsc95xx",
+		"8139too", "e1000e", "r8169", "tg3", "bnx2", "vmxnet3", "hv_netvsc", "r8152", "ax88179_178a", "cdc_ether", "cdc_ncm", "asix", "smsc95xx",
 		// Disks: NVMe behind VMD, RAID and SAS HBAs, VMware's, Hyper-V's,
 		// eMMC, SATA, USB.
 		"nvme", "vmd", "megaraid_sas", "sym53c8xx", "pcnet32", "8139cp", "mpt3sas", "hpsa", "smartpqi", "vmw_pvscsi", "mptspi", "hv_storvsc", "virtio_scsi",
