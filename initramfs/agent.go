@@ -744,9 +744,9 @@ func (a *agent) get(ctx context.Context, u string, limit int64) ([]byte, int, er
 // the agent booted from, or DiskTimeout (then it returns what it saw, and
 // Choose says so). While it waits it runs coldplug again each round: a
 // controller's disks can show up after coldplug's quiet time has ended
-// (an SD card is found a while after sdhci-pci loads; under a slow
-// emulator, later than that), and their driver (mmc_block) loads only
-// when coldplug sees the new device. Coldplug skips what is loaded.
+// (a slow USB disk, a card found late), and their driver (sd_mod,
+// mmc_block) loads only when coldplug sees the new device. Coldplug
+// skips what is loaded.
 func (a *agent) waitDisks(ctx context.Context) ([]partition.Disk, error) {
 	deadline := time.Now().Add(a.cfg.DiskTimeout)
 	for round := 0; ; round++ {

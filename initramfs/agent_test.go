@@ -1018,8 +1018,9 @@ func TestRunOnErrorRetry(t *testing.T) {
 }
 
 // TestRunDiskAfterColdplug: the target's driver loads only when
-// coldplug runs again (an SD card appears after sdhci-pci's coldplug
-// round has gone quiet; mmc_block loads only when coldplug sees it). The
+// coldplug runs again (a card that appears after its controller's
+// coldplug round has gone quiet; mmc_block loads only when coldplug sees
+// it). The
 // agent, finding no disk it may write, runs coldplug again while it
 // waits, and images the disk that then shows up.
 func TestRunDiskAfterColdplug(t *testing.T) {

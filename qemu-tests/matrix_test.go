@@ -50,8 +50,8 @@ var matrixCI = []matrixRow{
 	// have no USB network driver), so this machine boots the rescue
 	// stick (network mode) from USB; the agent gets its lease and the
 	// server through the USB NIC (Linux configures QEMU's usb-net as CDC
-	// Ethernet: cdc_ether). The SD card shows up after coldplug's first
-	// round; the agent runs coldplug again while it waits for a disk.
+	// Ethernet: cdc_ether). The SD card has no sysfs modalias file, only
+	// its uevent's MODALIAS=mmc:block, which coldplug reads.
 	{name: "stick-usbnet-sd", fw: qemu.UEFI, nic: qemu.USBNet, bus: qemu.SD, mac: "52:54:00:c9:00:03", stick: true,
 		disk: "mmcblk0", driver: "cdc_ether", model: "QEMU!", invBus: protocol.BusMMC},
 }
