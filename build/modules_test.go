@@ -261,7 +261,7 @@ func TestDebianModules(t *testing.T) {
 		"8139too", "e1000e", "r8169", "tg3", "bnx2", "vmxnet3", "hv_netvsc", "r8152", "ax88179_178a", "cdc_ether", "cdc_ncm", "asix", "smsc95xx",
 		// Disks: NVMe behind VMD, RAID and SAS HBAs, VMware's, Hyper-V's,
 		// eMMC, SATA, USB.
-		"nvme", "vmd", "megaraid_sas", "mpt3sas", "hpsa", "smartpqi", "vmw_pvscsi", "mptspi", "hv_storvsc", "virtio_scsi",
+		"nvme", "vmd", "megaraid_sas", "sym53c8xx", "pcnet32", "8139cp", "mpt3sas", "hpsa", "smartpqi", "vmw_pvscsi", "mptspi", "hv_storvsc", "virtio_scsi",
 		"sdhci", "sdhci_pci", "sdhci_acpi", "mmc_block", "ahci", "ata_piix", "sd_mod", "usb_storage", "uas"}
 	// Every wired Ethernet driver and every legacy IDE one.
 	for name, p := range tree.path {

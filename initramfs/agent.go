@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -772,19 +773,29 @@ func (a *agent) get(ctx context.Context, u string, limit int64) ([]byte, int, er
 	return data, resp.StatusCode, nil
 }
 
-// waitDisks lists the disks until there is one, or DiskTimeout.
+// waitDisks lists the disks until there is one that is not the medium
+// the agent booted from, or DiskTimeout (then it returns what it saw, and
+// Choose says so). While it waits it runs coldplug again each round: a
+// controller's disks can show up after coldplug's quiet time has ended
+// (a slow USB disk, a card found late), and their driver (sd_mod,
+// mmc_block) loads only when coldplug sees the new device. Coldplug
+// skips what is loaded.
 func (a *agent) waitDisks(ctx context.Context) ([]partition.Disk, error) {
 	deadline := time.Now().Add(a.cfg.DiskTimeout)
-	for {
+	for round := 0; ; round++ {
 		disks, err := a.cfg.Disks.List(a.log)
-		if err == nil && len(disks) > 0 {
+		if err == nil && slices.ContainsFunc(disks, func(d partition.Disk) bool { return d.Boot == "" }) {
 			return disks, nil
 		}
 		if time.Now().After(deadline) {
 			if err != nil {
 				return nil, &Error{What: "cannot list the disks", Err: err, Do: "is sysfs mounted on /sys? check the log above"}
 			}
-			return nil, nil // Choose says what it saw
+			return disks, nil // Choose says what it saw
+		}
+		if a.cfg.Coldplug != nil && round > 0 {
+			mods, err := a.cfg.Coldplug(ctx, a.log)
+			a.log.Info("waiting for a disk: coldplug again", "loaded", len(mods), "err", err)
 		}
 		if err := sleep(ctx, 250*time.Millisecond); err != nil {
 			return nil, &Error{What: "stopped while waiting for disks", Err: err}

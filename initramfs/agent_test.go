@@ -1033,3 +1033,34 @@ func TestRunOnErrorRetry(t *testing.T) {
 		t.Errorf("first task is %s, want failed", st)
 	}
 }
+
+// TestRunDiskAfterColdplug: the target's driver loads only when
+// coldplug runs again (a card that appears after its controller's
+// coldplug round has gone quiet; mmc_block loads only when coldplug sees
+// it). The
+// agent, finding no disk it may write, runs coldplug again while it
+// waits, and images the disk that then shows up.
+func TestRunDiskAfterColdplug(t *testing.T) {
+	s := newServer(t)
+	task := s.addTask(t, pxe.TaskSettings{Target: protocol.Target{Disk: "first"}, CreateTable: true, CheckMode: "fresh", SeedFor: "1s", After: "reboot"})
+	disks := partitiontest.Machine(t)
+	r := agentConfig(t, s, disks, "console=ttyS0 pxeswarm.task="+task.ID)
+	r.cfg.DiskTimeout = 5 * time.Second
+	r.cfg.Coldplug = func(ctx context.Context, log *slog.Logger) ([]string, error) {
+		r.cold++
+		if r.cold == 2 { // the second round finds the card's block driver
+			partitiontest.AddDisk(t, disks, partitiontest.Disk{Name: "mmcblk0", Size: 32 * MiB, Model: "QEMU!", KernelPartitions: true})
+			return []string{"mmc_block"}, nil
+		}
+		return nil, nil
+	}
+	if err := r.run(t); err != nil {
+		t.Fatalf("Run = %v", err)
+	}
+	disk := filepath.Join(disks.Dev, "mmcblk0")
+	r.wantMarkers(t, "pxeswarm: coldplug 0 modules", "pxeswarm: target "+disk+" (32MiB)", "pxeswarm: IMAGE DONE")
+	if r.cold < 2 {
+		t.Errorf("coldplug ran %d times, want again while waiting for a disk", r.cold)
+	}
+	checkDisk(t, disk, 32*MiB, s.parts)
+}

@@ -247,8 +247,12 @@ func (s *session) soft(of, target string, chain []string) {
 	s.errs = s.errs[:n]
 }
 
-// modaliases reads every modalias file under devices (sysfs). Sysfs has
-// symlink loops (subsystem, driver, ...); WalkDir does not follow links.
+// modaliases reads every device's alias under devices (sysfs): its
+// modalias file, or for a device without one the MODALIAS line of its
+// uevent file. Some buses have no modalias attribute: an SD card or eMMC
+// (mmc0:4567) says MODALIAS=mmc:block only in its uevent, and without it
+// mmc_block never loads. Sysfs has symlink loops (subsystem, driver,
+// ...); WalkDir does not follow links.
 func modaliases(devices string) ([]string, error) {
 	var out []string
 	err := filepath.WalkDir(devices, func(p string, d fs.DirEntry, err error) error {
@@ -258,14 +262,28 @@ func modaliases(devices string) ([]string, error) {
 			}
 			return nil // a device that went away mid-walk
 		}
-		if d.Name() != "modalias" || !d.Type().IsRegular() {
+		if !d.Type().IsRegular() {
 			return nil
 		}
-		b, err := os.ReadFile(p)
-		if err != nil {
-			return nil
+		var a string
+		switch d.Name() {
+		case "modalias":
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return nil
+			}
+			a = strings.TrimSpace(string(b))
+		case "uevent":
+			if _, err := os.Lstat(filepath.Join(filepath.Dir(p), "modalias")); err == nil {
+				return nil // read above or below
+			}
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return nil
+			}
+			a = ueventModalias(b)
 		}
-		if a := strings.TrimSpace(string(b)); a != "" {
+		if a != "" {
 			out = append(out, a)
 		}
 		return nil
@@ -275,6 +293,17 @@ func modaliases(devices string) ([]string, error) {
 	}
 	sort.Strings(out)
 	return slices.Compact(out), nil
+}
+
+// ueventModalias is the MODALIAS= value of a sysfs uevent file ("" if
+// it has none).
+func ueventModalias(b []byte) string {
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "MODALIAS="); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
 }
 
 // tree is a module folder's index files.

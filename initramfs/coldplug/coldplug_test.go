@@ -54,6 +54,10 @@ kernel/drivers/usb/host/xhci-pci.ko: kernel/drivers/usb/host/xhci-hcd.ko
 kernel/drivers/usb/host/xhci-hcd.ko:
 kernel/drivers/usb/storage/usb-storage.ko:
 kernel/fs/efivarfs/efivarfs.ko:
+kernel/drivers/mmc/core/mmc_core.ko:
+kernel/drivers/mmc/host/sdhci.ko: kernel/drivers/mmc/core/mmc_core.ko
+kernel/drivers/mmc/host/sdhci-pci.ko: kernel/drivers/mmc/host/sdhci.ko kernel/drivers/mmc/core/mmc_core.ko
+kernel/drivers/mmc/core/mmc_block.ko: kernel/drivers/mmc/core/mmc_core.ko
 `,
 		m + "modules.alias": `alias pci:v00001AF4d00001041sv*sd*bc*sc*i* virtio_net
 alias virtio:d00000001v* virtio_net
@@ -64,6 +68,8 @@ alias pci:v000010ECd00008168sv*sd*bc*sc*i* r8169
 alias pci:v*d*sv*sd*bc0Csc03i30* xhci_pci
 alias usb:v*p*d*dc*dsc*dp*ic08isc06ip50in* usb_storage
 alias usb:v*p*d*dc*dsc*dp*ic08isc06ip62in* usb_storage
+alias pci:v*d*sv*sd*bc08sc05i* sdhci_pci
+alias mmc:block mmc_block
 `,
 		m + "modules.softdep": "softdep r8169 pre: realtek\n",
 		m + "modules.builtin": "crc32c\n",
@@ -74,6 +80,9 @@ alias usb:v*p*d*dc*dsc*dp*ic08isc06ip62in* usb_storage
 		"sys/devices/pci0000:00/0000:00:05.0/modalias": "pci:v00001B36d0000000Dsv00001AF4sd00001100bc0Csc03i30\n",
 		"sys/devices/pci0000:00/0000:00:06.0/modalias": "pci:v0000FFFFd0000FFFFsv00000000sd00000000bcFFscFFiFF\n",
 		"sys/devices/platform/serial8250/modalias":     "platform:serial8250\n",
+		// An SD host controller; its uevent repeats the modalias file.
+		"sys/devices/pci0000:00/0000:00:08.0/modalias": "pci:v00001B36d00000007sv00001AF4sd00001100bc08sc05i01\n",
+		"sys/devices/pci0000:00/0000:00:08.0/uevent":   "DRIVER=sdhci-pci\nMODALIAS=pci:v00001B36d00000007sv00001AF4sd00001100bc08sc05i01\n",
 		"sys/devices/pci0000:00/0000:00:02.0/vendor":   "0x1af4\n",
 		"proc/modules": "e1000e 327680 0 - Live 0x0000000000000000\n",
 		"proc/cmdline": "console=ttyS0 virtio-net.napi_tx=1 virtio_net.csum=0 pxeswarm.server=http://198.18.0.1:8080/ ip=dhcp\n",
@@ -118,6 +127,12 @@ func (k *fakeKernel) load(file, params string) error {
 		add("pci0000:00/0000:00:03.0/virtio1", "virtio:d00000002v00001AF4")
 	case "xhci_pci":
 		add("pci0000:00/0000:00:05.0/usb1/1-1/1-1:1.0", "usb:v0781p5583d0100dc00dsc00dp00ic08isc06ip50in00")
+	case "sdhci_pci":
+		// An SD card has no modalias file, only its uevent's MODALIAS
+		// (as QEMU's sd-card on sdhci-pci shows under Linux 6.1).
+		p := filepath.Join(k.root, "sys/devices/pci0000:00/0000:00:08.0/mmc_host/mmc0/mmc0:4567/uevent")
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		os.WriteFile(p, []byte("MMC_TYPE=SD\nMMC_NAME=QEMU!\nMODALIAS=mmc:block\n"), 0o644)
 	}
 	return nil
 }
@@ -139,7 +154,8 @@ func TestLoad(t *testing.T) {
 		"failover", "net_failover", "virtio", "virtio_ring", "virtio_net",
 		"virtio_pci_modern_dev", "virtio_pci",
 		"xhci_hcd", "xhci_pci",
-		"virtio_blk", "usb_storage",
+		"mmc_core", "sdhci", "sdhci_pci",
+		"virtio_blk", "usb_storage", "mmc_block",
 	}
 	if diff := cmp.Diff(want, loaded); diff != "" {
 		t.Errorf("load() loaded (-want +got):\n%s", diff)

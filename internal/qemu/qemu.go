@@ -21,6 +21,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -66,16 +67,71 @@ func CopyVars(dir string) (string, error) {
 // Default firmware files from Debian's ovmf package.
 const OVMF = "/usr/share/qemu/OVMF.fd"
 
-// Disk is one virtio disk.
+// NIC is the model of a machine's network card, as QEMU names the device.
+type NIC string
+
+// NIC models. Which firmware PXE-boots through which (checked with
+// Debian's seabios, ovmf and ipxe-qemu):
+//
+//   - SeaBIOS: every PCI model, through the iPXE PXE ROM QEMU loads
+//     for it (ipxe-qemu's efi-<model>.rom, which holds both a BIOS and
+//     a UEFI image).
+//   - OVMF: VirtioNet through OVMF's own VirtioNetDxe (the ROM is turned
+//     off, as on a UEFI PC whose firmware drives its NIC); OVMF has no
+//     driver for the others, so for them the ROM's UEFI image (iPXE
+//     built as a UEFI NIC driver, like a real card's UNDI driver) gives
+//     OVMF the network interface its PXE client runs on.
+//   - OVMF with Secure Boot: only VirtioNet, since OVMF refuses to run an
+//     unsigned option ROM (ipxe-qemu's are unsigned).
+//   - USBNet: no firmware here PXE-boots through a USB NIC (SeaBIOS and
+//     OVMF have no USB network driver), so Args refuses BootNetwork with
+//     it; a machine with one boots the rescue stick, which finds the
+//     server by DHCP through it.
+const (
+	VirtioNet NIC = "virtio-net-pci" // the default
+	E1000     NIC = "e1000"          // Intel 82540EM; Linux e1000
+	E1000E    NIC = "e1000e"         // Intel 82574L; Linux e1000e
+	RTL8139   NIC = "rtl8139"        // Realtek 8139C+; Linux 8139cp
+	VMXNET3   NIC = "vmxnet3"        // VMware's paravirtual NIC
+	PCNet     NIC = "pcnet"          // AMD PCnet-PCI II; Linux pcnet32
+	USBNet    NIC = "usb-net"        // a USB CDC Ethernet/RNDIS adapter on the xHCI bus
+)
+
+// NICs are the NIC models Args knows.
+var NICs = []NIC{VirtioNet, E1000, E1000E, RTL8139, VMXNET3, PCNet, USBNet}
+
+// Bus is the controller a disk hangs off.
+type Bus string
+
+// Disk controllers. Each kind gets one controller for all its disks.
+const (
+	VirtioBlk  Bus = "virtio-blk"  // virtio-blk-pci: /dev/vda (the default)
+	VirtioSCSI Bus = "virtio-scsi" // virtio-scsi-pci + scsi-hd: /dev/sda
+	AHCI       Bus = "ahci"        // ich9-ahci + ide-hd (SATA): /dev/sda
+	NVMe       Bus = "nvme"        // nvme: /dev/nvme0n1
+	MegaSAS    Bus = "megasas"     // LSI MegaRAID SAS 1078 + scsi-hd: /dev/sda
+	LSI        Bus = "lsi"         // LSI 53C895A + scsi-hd: /dev/sda
+	SD         Bus = "sd"          // sdhci-pci + sd-card: /dev/mmcblk0; one per machine; the size must be a power of two
+	USBStorage Bus = "usb"         // qemu-xhci + usb-storage: /dev/sda
+)
+
+// Buses are the disk controllers Args knows.
+var Buses = []Bus{VirtioBlk, VirtioSCSI, AHCI, NVMe, MegaSAS, LSI, SD, USBStorage}
+
+// Disk is one disk of a machine.
 type Disk struct {
 	Path   string
 	Format string // "raw" (default) or "qcow2"
-	Serial string // shows up as /dev/disk/by-id/virtio-<serial>
-	// USB attaches the disk as a USB mass-storage stick instead of virtio.
+	// Serial shows up as /dev/disk/by-id/virtio-<serial> on virtio-blk;
+	// an NVMe disk needs one, and gets "pxeswarm<N>" when it is empty.
+	Serial string
+	// Bus is the disk's controller; "" is VirtioBlk.
+	Bus Bus
+	// USB attaches the disk as a USB mass-storage stick (Bus USBStorage).
 	USB bool
 	// BootIndex, if above 0, puts the disk in the firmware's boot order
 	// (bootindex): 1 boots it first, as a person picking the stick in
-	// the boot menu would.
+	// the boot menu would. An SD card has no boot index.
 	BootIndex int
 }
 
@@ -101,7 +157,9 @@ type Config struct {
 	// means no network.
 	Tap string
 	// MAC of the NIC, e.g. "52:54:00:12:34:56".
-	MAC   string
+	MAC string
+	// NIC is the network card's model; "" is VirtioNet.
+	NIC   NIC
 	Disks []Disk
 	// Timeout kills the machine; default 5 minutes.
 	Timeout time.Duration
@@ -186,15 +244,39 @@ func (c Config) Args() ([]string, error) {
 			a = append(a, "-initrd", c.Initramfs)
 		}
 	}
+	uefi := c.Firmware == UEFI || c.Firmware == SecureBoot
+	// One controller per kind, added before its first device.
+	controllers := map[string]bool{}
+	controller := func(dev, id string) {
+		if !controllers[id] {
+			a = append(a, "-device", dev+",id="+id)
+			controllers[id] = true
+		}
+	}
 	if c.Tap != "" {
+		nic := c.NIC
+		if nic == "" {
+			nic = VirtioNet
+		}
+		if !slices.Contains(NICs, nic) {
+			return nil, fmt.Errorf("qemu: unknown NIC model %q: use one of %v", nic, NICs)
+		}
+		if nic == USBNet && c.BootNetwork {
+			return nil, fmt.Errorf("qemu: no firmware here PXE-boots through a USB NIC (%s): boot a rescue stick instead of BootNetwork", USBNet)
+		}
 		a = append(a, "-netdev", "tap,id=n0,ifname="+c.Tap+",script=no,downscript=no")
-		dev := "virtio-net-pci,netdev=n0"
+		dev := string(nic) + ",netdev=n0"
+		if nic == USBNet {
+			controller("qemu-xhci", "xhci")
+			dev += ",bus=xhci.0"
+		}
 		if c.MAC != "" {
 			dev += ",mac=" + c.MAC
 		}
-		if c.Firmware == UEFI || c.Firmware == SecureBoot {
+		if uefi && nic == VirtioNet {
 			// OVMF's own virtio-net driver and PXE, like a UEFI PC's
 			// firmware; the iPXE ROM would take over the NIC instead.
+			// Other models keep their ROM: OVMF has no driver for them.
 			dev += ",romfile="
 		}
 		if c.BootNetwork {
@@ -204,37 +286,73 @@ func (c Config) Args() ([]string, error) {
 		}
 		a = append(a, "-device", dev)
 	}
-	usb := false
+	units := map[Bus]int{}
 	for i, d := range c.Disks {
 		f := d.Format
 		if f == "" {
 			f = "raw"
 		}
+		bus := d.Bus
+		switch {
+		case d.USB && bus != "" && bus != USBStorage:
+			return nil, fmt.Errorf("qemu: disk %s: USB is set and Bus is %q: set one", d.Path, bus)
+		case d.USB:
+			bus = USBStorage
+		case bus == "":
+			bus = VirtioBlk
+		}
+		if !slices.Contains(Buses, bus) {
+			return nil, fmt.Errorf("qemu: disk %s: unknown bus %q: use one of %v", d.Path, bus, Buses)
+		}
+		unit := units[bus]
+		units[bus]++
 		id := fmt.Sprintf("d%d", i)
 		a = append(a, "-drive", fmt.Sprintf("file=%s,format=%s,if=none,id=%s", d.Path, f, id))
-		if d.USB {
-			if !usb {
-				a = append(a, "-device", "qemu-xhci,id=xhci")
-				usb = true
+		var dev string
+		switch bus {
+		case VirtioBlk:
+			dev = "virtio-blk-pci,drive=" + id
+		case USBStorage:
+			controller("qemu-xhci", "xhci")
+			dev = "usb-storage,bus=xhci.0,drive=" + id
+		case VirtioSCSI:
+			controller("virtio-scsi-pci", "vscsi")
+			dev = "scsi-hd,bus=vscsi.0,drive=" + id
+		case MegaSAS:
+			controller("megasas", "megasas")
+			dev = "scsi-hd,bus=megasas.0,drive=" + id
+		case LSI:
+			controller("lsi53c895a", "lsi")
+			dev = "scsi-hd,bus=lsi.0,drive=" + id
+		case AHCI:
+			if unit >= 6 {
+				return nil, fmt.Errorf("qemu: disk %s: an AHCI controller has 6 ports; this is the 7th AHCI disk", d.Path)
 			}
-			dev := "usb-storage,bus=xhci.0,drive=" + id
-			if d.Serial != "" {
-				dev += ",serial=" + d.Serial
+			controller("ich9-ahci", "ahci")
+			dev = fmt.Sprintf("ide-hd,bus=ahci.%d,drive=%s", unit, id)
+		case NVMe:
+			dev = "nvme,drive=" + id
+			if d.Serial == "" {
+				d.Serial = fmt.Sprintf("pxeswarm%d", i)
+			}
+		case SD:
+			if unit > 0 {
+				return nil, fmt.Errorf("qemu: disk %s: one SD card per machine", d.Path)
 			}
 			if d.BootIndex > 0 {
-				dev += fmt.Sprintf(",bootindex=%d", d.BootIndex)
+				return nil, fmt.Errorf("qemu: disk %s: an SD card has no boot index", d.Path)
 			}
-			a = append(a, "-device", dev)
-			continue
+			controller("sdhci-pci", "sdhci")
+			dev = "sd-card,drive=" + id
 		}
-		dev := "virtio-blk-pci,drive=" + id
-		if d.Serial != "" {
+		if d.Serial != "" && bus != SD {
 			dev += ",serial=" + d.Serial
 		}
 		switch {
+		case bus == SD:
 		case d.BootIndex > 0:
 			dev += fmt.Sprintf(",bootindex=%d", d.BootIndex)
-		case c.BootNetwork:
+		case c.BootNetwork && bus != USBStorage:
 			dev += fmt.Sprintf(",bootindex=%d", 2+i)
 		}
 		a = append(a, "-device", dev)
