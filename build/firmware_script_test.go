@@ -3,12 +3,9 @@ package build
 import (
 	"os/exec"
 	"path"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
-
-	"github.com/pxeswarm/pxeswarm/internal/needs"
 )
 
 // TestFirmwareScript runs scripts/firmware.sh (make firmware, make deb)
@@ -17,19 +14,7 @@ import (
 // kernel name, so an initramfs built with --firmware-dir on it carries
 // them. It needs Debian's mirror, as scripts/deps.sh does.
 func TestFirmwareScript(t *testing.T) {
-	needs.Tool(t, "/boot/vmlinuz-*")
-	kernel, err := NewestKernel(DefaultBoot)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kver, err := kernelVersion(kernel)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tree, err := readModuleTree(filepath.Join("/lib/modules", kver))
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, tree := hostModules(t)
 	// Realtek (the most common onboard NIC), Broadcom and Intel's e100.
 	drivers := []string{"r8169", "tg3", "bnx2", "bnx2x", "e100"}
 	files, err := tree.moduleFiles(drivers)

@@ -236,22 +236,7 @@ func TestReadModuleTreeErrors(t *testing.T) {
 // Debian kernel: everything is found, the closure holds what the drivers
 // need, and nothing is compressed in a way we cannot read.
 func TestDebianModules(t *testing.T) {
-	needs.Tool(t, "/boot/vmlinuz-*")
-	kernel, err := NewestKernel(DefaultBoot)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kver, err := kernelVersion(kernel)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if want := strings.TrimPrefix(filepath.Base(kernel), "vmlinuz-"); kver != want {
-		t.Errorf("kernelVersion(%s) = %q, want %q", kernel, kver, want)
-	}
-	tree, err := readModuleTree(filepath.Join("/lib/modules", kver))
-	if err != nil {
-		t.Fatalf("%v: the kernel's modules belong to the same linux-image package", err)
-	}
+	kver, tree := hostModules(t)
 	mods, _, err := tree.closure(DefaultModules)
 	if err != nil {
 		t.Fatalf("closure(DefaultModules) on %s: %v", kver, err)
@@ -317,6 +302,28 @@ func TestDebianModules(t *testing.T) {
 			t.Errorf("firmwareNames(r8169.ko) = %q, want rtl_nic/... files", names)
 		}
 	}
+}
+
+// hostModules reads the module tree of the newest installed Debian
+// kernel, checking on the way that its release read from the bzImage
+// matches the file's name.
+func hostModules(t *testing.T) (kver string, tree *moduleTree) {
+	t.Helper()
+	needs.Tool(t, "/boot/vmlinuz-*")
+	kernel, err := NewestKernel(DefaultBoot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if kver, err = kernelVersion(kernel); err != nil {
+		t.Fatal(err)
+	}
+	if want := strings.TrimPrefix(filepath.Base(kernel), "vmlinuz-"); kver != want {
+		t.Errorf("kernelVersion(%s) = %q, want %q", kernel, kver, want)
+	}
+	if tree, err = readModuleTree(filepath.Join("/lib/modules", kver)); err != nil {
+		t.Fatalf("%v: the kernel's modules belong to the same linux-image package", err)
+	}
+	return kver, tree
 }
 
 func TestFirmwareFiles(t *testing.T) {

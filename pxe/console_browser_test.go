@@ -93,19 +93,7 @@ func TestConsoleBrowser(t *testing.T) {
 	base := site.serve(t, f.cfg)
 	reporting := fakeAgents(t, base, f, tasks)
 
-	shots := os.Getenv(ScreenshotsEnv)
-	if shots == "" {
-		shots = t.TempDir()
-	} else if err := os.MkdirAll(shots, 0o755); err != nil {
-		t.Fatal(err)
-	}
-
-	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(chromium), chromedp.NoSandbox,
-		chromedp.WindowSize(1280, 900), chromedp.Flag("disable-dev-shm-usage", true))
-	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	defer cancelAlloc()
-	bctx, cancelBrowser := chromedp.NewContext(actx, chromedp.WithErrorf(t.Logf))
-	defer cancelBrowser()
+	bctx, shots := headlessBrowser(t, chromium, 1280, 900)
 	ctx, cancel := context.WithTimeout(bctx, 4*time.Minute)
 	defer cancel()
 	fail := func(what string, start time.Time, err error) {
@@ -536,4 +524,28 @@ func checkWakeFrames(t *testing.T, wire *frameTap, wc wake.Config, from, mac net
 	if len(frames) != len(want) {
 		t.Errorf("%d frames to UDP %d on the room's wire, want %d (one round, one per destination): %v", len(frames), wc.Port, len(want), seen)
 	}
+}
+
+// headlessBrowser starts headless Chromium (chromium, the binary) with a
+// window of width × height, closed when the test ends, and returns its
+// context (without a deadline: the caller sets one, and can still ask
+// the browser where it is after that passed) and the folder for
+// screenshots:
+// $PXESWARM_SCREENSHOTS (ScreenshotsEnv) if set, else a
+// temporary one.
+func headlessBrowser(t *testing.T, chromium string, width, height int) (context.Context, string) {
+	t.Helper()
+	shots := os.Getenv(ScreenshotsEnv)
+	if shots == "" {
+		shots = t.TempDir()
+	} else if err := os.MkdirAll(shots, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(chromium), chromedp.NoSandbox,
+		chromedp.WindowSize(width, height), chromedp.Flag("disable-dev-shm-usage", true))
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	t.Cleanup(cancelAlloc)
+	bctx, cancelBrowser := chromedp.NewContext(actx, chromedp.WithErrorf(t.Logf))
+	t.Cleanup(cancelBrowser)
+	return bctx, shots
 }

@@ -40,19 +40,7 @@ func TestConsoleBrowserSwarm(t *testing.T) {
 			t.Fatalf("report %s = %d, want 200", body, code)
 		}
 	}
-	shots := os.Getenv(ScreenshotsEnv)
-	if shots == "" {
-		shots = t.TempDir()
-	} else if err := os.MkdirAll(shots, 0o755); err != nil {
-		t.Fatal(err)
-	}
-
-	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(chromium), chromedp.NoSandbox,
-		chromedp.WindowSize(1280, 1100), chromedp.Flag("disable-dev-shm-usage", true))
-	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	defer cancelAlloc()
-	bctx, cancelBrowser := chromedp.NewContext(actx, chromedp.WithErrorf(t.Logf))
-	defer cancelBrowser()
+	bctx, shots := headlessBrowser(t, chromium, 1280, 1100)
 	ctx, cancel := context.WithTimeout(bctx, 2*time.Minute)
 	defer cancel()
 	run := func(what string, actions ...chromedp.Action[chromedp.Void]) {
