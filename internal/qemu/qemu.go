@@ -118,6 +118,19 @@ const (
 // Buses are the disk controllers Args knows.
 var Buses = []Bus{VirtioBlk, VirtioSCSI, AHCI, NVMe, MegaSAS, LSI, SD, USBStorage}
 
+// scsiController returns the QEMU device and controller id of a SCSI
+// bus; its disks are scsi-hd devices on that controller.
+func scsiController(bus Bus) (dev, id string) {
+	switch bus {
+	case MegaSAS:
+		return "megasas", "megasas"
+	case LSI:
+		return "lsi53c895a", "lsi"
+	default: // VirtioSCSI
+		return "virtio-scsi-pci", "vscsi"
+	}
+}
+
 // Disk is one disk of a machine.
 type Disk struct {
 	Path   string
@@ -315,15 +328,10 @@ func (c Config) Args() ([]string, error) {
 		case USBStorage:
 			controller("qemu-xhci", "xhci")
 			dev = "usb-storage,bus=xhci.0,drive=" + id
-		case VirtioSCSI:
-			controller("virtio-scsi-pci", "vscsi")
-			dev = "scsi-hd,bus=vscsi.0,drive=" + id
-		case MegaSAS:
-			controller("megasas", "megasas")
-			dev = "scsi-hd,bus=megasas.0,drive=" + id
-		case LSI:
-			controller("lsi53c895a", "lsi")
-			dev = "scsi-hd,bus=lsi.0,drive=" + id
+		case VirtioSCSI, MegaSAS, LSI:
+			hba, hbaID := scsiController(bus)
+			controller(hba, hbaID)
+			dev = "scsi-hd,bus=" + hbaID + ".0,drive=" + id
 		case AHCI:
 			if unit >= 6 {
 				return nil, fmt.Errorf("qemu: disk %s: an AHCI controller has 6 ports; this is the 7th AHCI disk", d.Path)
