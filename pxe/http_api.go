@@ -38,39 +38,51 @@ func (s *bootServer) serveMachines(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	ret, err := machineStatuses(st, r.URL.Query().Get("group"))
+	f, err := readFleet(st)
 	if err != nil {
 		s.serverError(w, "listing machines", err)
 		return
 	}
-	writeJSON(w, http.StatusOK, ret)
+	writeJSON(w, http.StatusOK, f.statuses(r.URL.Query().Get("group")))
 }
 
-// machineStatuses lists the machines (of group, unless it is empty) with
-// their active tasks.
-func machineStatuses(st *Store, group string) ([]MachineStatus, error) {
+// fleet is the store's machines and tasks, read once for one answer (a
+// console update needs both lists for its machines and its swarm).
+type fleet struct {
+	machines []Machine
+	tasks    []Task
+}
+
+// readFleet reads the machines and the tasks of st.
+func readFleet(st *Store) (fleet, error) {
 	ms, err := st.Machines()
 	if err != nil {
-		return nil, err
+		return fleet{}, err
 	}
 	tasks, err := st.Tasks()
 	if err != nil {
-		return nil, err
+		return fleet{}, err
 	}
+	return fleet{machines: ms, tasks: tasks}, nil
+}
+
+// statuses lists the machines (of group, unless it is empty) with their
+// active tasks.
+func (f fleet) statuses(group string) []MachineStatus {
 	active := map[string]*Task{}
-	for i := range tasks {
-		if tasks[i].State.Active() {
-			active[tasks[i].MAC] = &tasks[i]
+	for i := range f.tasks {
+		if f.tasks[i].State.Active() {
+			active[f.tasks[i].MAC] = &f.tasks[i]
 		}
 	}
-	ret := make([]MachineStatus, 0, len(ms))
-	for _, m := range ms {
+	ret := make([]MachineStatus, 0, len(f.machines))
+	for _, m := range f.machines {
 		if group != "" && m.Group != group {
 			continue
 		}
 		ret = append(ret, MachineStatus{Machine: m, Task: active[m.MAC]})
 	}
-	return ret, nil
+	return ret
 }
 
 // Snapshot is what the console's event stream (GET /api/events) pushes:
@@ -81,34 +93,23 @@ type Snapshot struct {
 	Swarm []SwarmGraph `json:"swarm"`
 }
 
+// snapshot reads the store once for both halves of a console update.
 func (s *bootServer) snapshot() (any, error) {
-	ms, err := machineStatuses(s.cfg.Store, "")
+	f, err := readFleet(s.cfg.Store)
 	if err != nil {
-		return nil, fmt.Errorf("listing machines for the console: %w", err)
+		return nil, fmt.Errorf("listing machines and tasks for the console: %w", err)
 	}
-	g, err := s.swarmGraphs(s.cfg.Store)
-	if err != nil {
-		return nil, fmt.Errorf("drawing the swarm for the console: %w", err)
-	}
-	return Snapshot{Machines: ms, Swarm: g}, nil
+	return Snapshot{Machines: f.statuses(""), Swarm: s.swarmGraphs(f)}, nil
 }
 
 // swarmGraphs is who fed whom, per image, with the machines' names and
-// the tasks' states from st.
-func (s *bootServer) swarmGraphs(st *Store) ([]SwarmGraph, error) {
-	ms, err := st.Machines()
-	if err != nil {
-		return nil, err
-	}
-	tasks, err := st.Tasks()
-	if err != nil {
-		return nil, err
-	}
-	states := make(map[string]protocol.TaskState, len(tasks))
-	for _, t := range tasks {
+// the tasks' states from f.
+func (s *bootServer) swarmGraphs(f fleet) []SwarmGraph {
+	states := make(map[string]protocol.TaskState, len(f.tasks))
+	for _, t := range f.tasks {
 		states[t.ID] = t.State
 	}
-	return s.flows.graphs(ms, states), nil
+	return s.flows.graphs(f.machines, states)
 }
 
 // serveSwarmGraphs answers GET /api/swarm: who fed whom, per image (see
@@ -118,11 +119,12 @@ func (s *bootServer) serveSwarmGraphs(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	gs, err := s.swarmGraphs(st)
+	f, err := readFleet(st)
 	if err != nil {
 		s.serverError(w, "drawing the swarm", err)
 		return
 	}
+	gs := s.swarmGraphs(f)
 	if image := r.URL.Query().Get("image"); image != "" {
 		gs = slices.DeleteFunc(gs, func(g SwarmGraph) bool { return g.Image != image })
 	}
