@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/pxeswarm/pxeswarm/build"
@@ -126,21 +125,9 @@ func (d *demo) runCapture(ctx context.Context, dataSize int64) error {
 	if err := d.imageAll(ctx, copies); err != nil {
 		return err
 	}
-	var wg sync.WaitGroup
 	step("booting every machine again: no task now, so each boots its own disk and the golden system")
 	d.tos = golden
-	for _, m := range d.machines {
-		wg.Add(1)
-		go func() { defer wg.Done(); d.rebootCheck(ctx, m) }()
-	}
-	wg.Wait()
-	d.summary()
-	for _, m := range d.machines {
-		if m.err != nil {
-			return fmt.Errorf("%s: %w", m.name, m.err)
-		}
-	}
-	return nil
+	return d.rebootAll(ctx)
 }
 
 func readToken(path string) string {

@@ -169,20 +169,8 @@ func (d *demo) run(ctx context.Context, dataSize int64) error {
 		return err
 	}
 
-	var wg sync.WaitGroup
 	step("booting them again: no task now, so each boots its own disk")
-	for _, m := range d.machines {
-		wg.Add(1)
-		go func() { defer wg.Done(); d.rebootCheck(ctx, m) }()
-	}
-	wg.Wait()
-	d.summary()
-	for _, m := range d.machines {
-		if m.err != nil {
-			return fmt.Errorf("%s: %w", m.name, m.err)
-		}
-	}
-	return nil
+	return d.rebootAll(ctx)
 }
 
 // blankDisks gives each machine its tap and a blank 256 MiB disk.
@@ -434,6 +422,24 @@ func (d *demo) image(ctx context.Context, m *machine) {
 	if err := vm.Wait(); err != nil {
 		m.err = fmt.Errorf("after its reboot: %w", err)
 	}
+}
+
+// rebootAll boots every machine again at once (rebootCheck), prints the
+// summary, and returns the first machine's error.
+func (d *demo) rebootAll(ctx context.Context) error {
+	var wg sync.WaitGroup
+	for _, m := range d.machines {
+		wg.Add(1)
+		go func() { defer wg.Done(); d.rebootCheck(ctx, m) }()
+	}
+	wg.Wait()
+	d.summary()
+	for _, m := range d.machines {
+		if m.err != nil {
+			return fmt.Errorf("%s: %w", m.name, m.err)
+		}
+	}
+	return nil
 }
 
 // rebootCheck runs the second boot and looks for the new system.
