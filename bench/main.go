@@ -123,27 +123,25 @@ type scenario struct {
 	fs   string // "" for the raw image, else the filesystem image's kind
 }
 
+// scenarioLabels are the report rows' names of the scenario kinds, as
+// formats of the client count.
+var scenarioLabels = map[string]string{
+	"homogeneous": "homogeneous N=%d",
+	"slow":        "one slow client (R/10), N=%d",
+	"late":        "late joiners (half at 50%%), N=%d",
+	"loss":        "one client with 2%% loss, N=%d",
+	"killed":      "one client killed halfway, N=%d",
+	"slowpeers":   "slow peers (CPU-limited), N=%d",
+	"fleet":       "fleet, N=%d",
+	"rooms":       "two rooms behind a router, N=%d",
+}
+
+// label names the scenario's report row (scenarioLabels; an unknown kind
+// names itself), after its filesystem image's kind if it has one.
 func (s scenario) label() string {
-	var l string
-	switch s.kind {
-	case "homogeneous":
-		l = fmt.Sprintf("homogeneous N=%d", s.n)
-	case "slow":
-		l = fmt.Sprintf("one slow client (R/10), N=%d", s.n)
-	case "late":
-		l = fmt.Sprintf("late joiners (half at 50%%), N=%d", s.n)
-	case "loss":
-		l = fmt.Sprintf("one client with 2%% loss, N=%d", s.n)
-	case "killed":
-		l = fmt.Sprintf("one client killed halfway, N=%d", s.n)
-	case "slowpeers":
-		l = fmt.Sprintf("slow peers (CPU-limited), N=%d", s.n)
-	case "fleet":
-		l = fmt.Sprintf("fleet, N=%d", s.n)
-	case "rooms":
-		l = fmt.Sprintf("two rooms behind a router, N=%d", s.n)
-	default:
-		l = s.kind
+	l := s.kind
+	if format, ok := scenarioLabels[s.kind]; ok {
+		l = fmt.Sprintf(format, s.n)
 	}
 	if s.fs != "" {
 		l = s.fs + ", " + l
