@@ -24,14 +24,7 @@ import (
 // server publishes the image at once; pc2 and pc3 then deploy it from the
 // swarm and boot the golden system.
 func (d *demo) runCapture(ctx context.Context, dataSize int64) error {
-	if os.Geteuid() != 0 {
-		return fmt.Errorf("run as root: the classroom lives in a network namespace with taps (sudo make demo-capture)")
-	}
-	var err error
-	if d.work, err = os.MkdirTemp("", "pxeswarm-demo-"); err != nil {
-		return err
-	}
-	boot, err := d.buildBoot(ctx)
+	boot, err := d.prepare(ctx, "demo-capture")
 	if err != nil {
 		return err
 	}
@@ -40,20 +33,11 @@ func (d *demo) runCapture(ctx context.Context, dataSize int64) error {
 	if err != nil {
 		return err
 	}
-	step("wiring the classroom: namespace %s, bridge br0 %s, a tap per machine", d.nsName(), serverCIDR)
-	if err := d.network(3); err != nil {
-		return err
-	}
-	step("starting pxeswarm serve with no image yet (full DHCP, TFTP, HTTP, tracker; captures on)")
-	if err := d.startServer(ctx, boot); err != nil {
-		return err
-	}
-	d.machines = []*machine{
+	if err := d.classroom(ctx, boot, "starting pxeswarm serve with no image yet (full DHCP, TFTP, HTTP, tracker; captures on)", []*machine{
 		{name: "pc1-golden", fw: qemu.UEFI, mac: "52:54:00:de:00:11"},
 		{name: "pc2-uefi", fw: qemu.UEFI, mac: "52:54:00:de:00:12"},
 		{name: "pc3-uefi", fw: qemu.UEFI, mac: "52:54:00:de:00:13"},
-	}
-	if err := d.blankDisks(); err != nil {
+	}); err != nil {
 		return err
 	}
 	g := d.machines[0]

@@ -127,14 +127,7 @@ func sh(args ...string) error {
 }
 
 func (d *demo) run(ctx context.Context, dataSize int64) error {
-	if os.Geteuid() != 0 {
-		return fmt.Errorf("run as root: the classroom lives in a network namespace with taps (sudo make demo)")
-	}
-	var err error
-	if d.work, err = os.MkdirTemp("", "pxeswarm-demo-"); err != nil {
-		return err
-	}
-	boot, err := d.buildBoot(ctx)
+	boot, err := d.prepare(ctx, "demo")
 	if err != nil {
 		return err
 	}
@@ -146,21 +139,11 @@ func (d *demo) run(ctx context.Context, dataSize int64) error {
 	fmt.Printf("image %s, %s in 2 parts; the new system will print: %s %s\n", d.tos.Image.Name,
 		bytesize.Format(d.tos.Image.Length), build.NewSystemMarker, d.tos.Digest)
 
-	step("wiring the classroom: namespace %s, bridge br0 %s, a tap per machine", d.nsName(), serverCIDR)
-	if err := d.network(3); err != nil {
-		return err
-	}
-	step("starting pxeswarm serve (full DHCP, TFTP, HTTP, tracker, seeder; --auto all gives each machine one task)")
-	if err := d.startServer(ctx, boot); err != nil {
-		return err
-	}
-
-	d.machines = []*machine{
+	if err := d.classroom(ctx, boot, "starting pxeswarm serve (full DHCP, TFTP, HTTP, tracker, seeder; --auto all gives each machine one task)", []*machine{
 		{name: "pc1-uefi", fw: qemu.UEFI, mac: "52:54:00:de:00:01"},
 		{name: "pc2-uefi", fw: qemu.UEFI, mac: "52:54:00:de:00:02"},
 		{name: "pc3-bios", fw: qemu.BIOS, mac: "52:54:00:de:00:03"},
-	}
-	if err := d.blankDisks(); err != nil {
+	}); err != nil {
 		return err
 	}
 	step("powering on 3 machines with blank disks; they PXE-boot, get imaged, reboot")
@@ -171,6 +154,34 @@ func (d *demo) run(ctx context.Context, dataSize int64) error {
 
 	step("booting them again: no task now, so each boots its own disk")
 	return d.rebootAll(ctx)
+}
+
+// prepare checks for root, makes the work folder and builds the boot
+// files; target is the make target that runs the demo as root.
+func (d *demo) prepare(ctx context.Context, target string) (boot string, err error) {
+	if os.Geteuid() != 0 {
+		return "", fmt.Errorf("run as root: the classroom lives in a network namespace with taps (sudo make %s)", target)
+	}
+	if d.work, err = os.MkdirTemp("", "pxeswarm-demo-"); err != nil {
+		return "", err
+	}
+	return d.buildBoot(ctx)
+}
+
+// classroom wires the network namespace with a tap for each of ms, starts
+// pxeswarm serve (serverStep is the step line that says what it runs),
+// and gives the machines their taps and blank disks.
+func (d *demo) classroom(ctx context.Context, boot, serverStep string, ms []*machine) error {
+	step("wiring the classroom: namespace %s, bridge br0 %s, a tap per machine", d.nsName(), serverCIDR)
+	if err := d.network(len(ms)); err != nil {
+		return err
+	}
+	step("%s", serverStep)
+	if err := d.startServer(ctx, boot); err != nil {
+		return err
+	}
+	d.machines = ms
+	return d.blankDisks()
 }
 
 // blankDisks gives each machine its tap and a blank 256 MiB disk.
