@@ -100,13 +100,7 @@ func newConsoleRoom(t *testing.T, pcAddr netip.Prefix, pcMAC net.HardwareAddr) *
 // console's base URL; the server stops when the test ends.
 func (r *consoleRoom) serve(t *testing.T, cfg HTTPConfig) string {
 	t.Helper()
-	var ln net.Listener
-	if err := r.lan.NS.Do(func() (err error) {
-		ln, err = net.Listen("tcp", netip.AddrPortFrom(r.server, 0).String())
-		return err
-	}); err != nil {
-		t.Fatalf("listening in the room namespace: %v", err)
-	}
+	ln := r.listen(t)
 	cfg.PublicURL = "http://" + ln.Addr().String()
 	h, err := cfg.HandlerWithLog(testlog.New(t))
 	if err != nil {
@@ -159,7 +153,8 @@ func (r *consoleRoom) serve(t *testing.T, cfg HTTPConfig) string {
 }
 
 // listen opens a TCP listener on the server's address in the room
-// namespace, on another port (a page of another origin, same site).
+// namespace, on a free port: the console's (serve), or another one for a
+// page of another origin, same site.
 func (r *consoleRoom) listen(t *testing.T) net.Listener {
 	t.Helper()
 	var ln net.Listener
