@@ -24,6 +24,8 @@ type lab struct {
 	// router (newRoomsLab), client k in room (k-1)%2.
 	rooms int
 	ports map[string][2]string // host → its port: namespace, device
+	// neigh is the ARP table thresholds the lab raised (neigh.go).
+	neigh neighSizing
 }
 
 // link describes one host's link, for scenarios.
@@ -66,8 +68,13 @@ func (l *lab) room(k int) int {
 // (1-based), links[0] the server's.
 func newLab(n int, rate int64, links map[int]link) (*lab, error) {
 	l := &lab{prefix: fmt.Sprintf("pxb%d", os.Getpid()%100000), n: n, rate: rate, ports: map[string][2]string{}}
+	var err error
+	if l.neigh, err = sizeNeighbourTable(n + 1); err != nil {
+		return nil, err
+	}
 	sw := l.ns("sw")
 	if err := sh("ip", "netns", "add", sw); err != nil {
+		l.close()
 		return nil, err
 	}
 	l.hosts = append(l.hosts, "sw")
@@ -175,6 +182,8 @@ func (l *lab) close() {
 		exec.Command("ip", "netns", "del", l.ns(h)).Run()
 	}
 	l.hosts = nil
+	l.neigh.restore()
+	l.neigh = nil
 }
 
 // command runs name in host h's namespace.

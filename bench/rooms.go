@@ -15,6 +15,10 @@ import (
 func newRoomsLab(n int, rate int64) (*lab, error) {
 	l := &lab{prefix: fmt.Sprintf("pxr%d", os.Getpid()%100000), n: n, rate: rate, rooms: 2, ports: map[string][2]string{}}
 	fail := func(err error) (*lab, error) { l.close(); return nil, err }
+	var err error
+	if l.neigh, err = sizeNeighbourTable(n + 2); err != nil {
+		return nil, err
+	}
 	rt := l.ns("rt")
 	for _, h := range []string{"rt", "swa", "swb"} {
 		if err := sh("ip", "netns", "add", l.ns(h)); err != nil {
