@@ -214,10 +214,10 @@ func main() {
 	flag.StringVar(&cfg.piece, "piece-size", "", "piece size of the bench image (default: pxeswarm mktorrent's default for its size)")
 	flag.StringVar(&ns, "n", "4,8,16", "client counts for the homogeneous scenario")
 	flag.IntVar(&cfg.scenN, "scenario-n", 8, "client count for the other scenarios")
-	flag.StringVar(&fleetNs, "fleet-n", "", "client counts for the fleet rows: pxeswarm alone, homogeneous, at --fleet-rate and --fleet-size (e.g. 32,64,100; empty: none)")
+	flag.StringVar(&fleetNs, "fleet-n", "16,32,64,100", "client counts for the fleet rows: pxeswarm alone, homogeneous, at --fleet-rate and --fleet-size; N=16 is the reference the larger rows are compared with (empty: none)")
 	flag.Int64Var(&fleetRateMbit, "fleet-rate", 10, "fleet rows: link rate in Mbit/s (N × R is what the machine's CPUs must move)")
 	flag.Int64Var(&fleetSizeMiB, "fleet-size", 32, "fleet rows: image size in MiB")
-	flag.StringVar(&roomsNs, "rooms-n", "", "client counts for the two-rooms scenario: pxeswarm, two /24 rooms behind a router namespace, the image host on a third segment, every link (room uplinks too) at R (e.g. 16; empty: none)")
+	flag.StringVar(&roomsNs, "rooms-n", "16", "client counts for the two-rooms scenario, split evenly between the rooms: pxeswarm, two /24 rooms behind a router namespace, the image host on a third segment, every link (room uplinks too) at R (16: as many clients as the homogeneous N=16 row, which 2 cores drive at R=50 Mbit/s; empty: none)")
 	flag.StringVar(&slowNs, "slowpeers-n", "3,8", "client counts for the slowpeers scenario")
 	flag.Float64Var(&cfg.slowServerLink, "slowpeers-server-link", 1, "slowpeers scenario: the server's link rate in --slowpeers-rate")
 	flag.Int64Var(&slowRateMbit, "slowpeers-rate", 1000, "slowpeers scenario: every link's rate in Mbit/s (1000: the clients' CPU, not the links, limit the transfer, as in make demo, whose links are not shaped; --rate's 50 makes the links the limit, and then the swarm carried the load in our runs)")
@@ -244,7 +244,7 @@ func main() {
 	flag.IntVar(&cfg.capUsedPct, "capture-used", 18, "capture scenario: share of the golden disk in use, in percent")
 	flag.Float64Var(&cfg.capSlowDisk, "capture-slow-disk", 0.5, "capture scenario: also capture each golden disk with its reads throttled (blkio cgroup) to this fraction of R, so the disk is the slower floor (0: not)")
 	flag.Int64Var(&capRateMbit, "capture-rate", 0, "capture scenario: its link's rate in Mbit/s (0: --rate)")
-	flag.StringVar(&only, "only", "", `run one part alone and print its section instead of writing the report: "capture"; "slowpeers" (pxeswarm with every client CPU-limited, at --slowpeers-n, with the homogeneous runs at --n beside it for comparison; --n "" leaves them out); "rooms" (two rooms behind a router, at --rooms-n, 16 if not given); "fleet" (pxeswarm at --fleet-n, 32,64,100 if not given, at --fleet-rate and --fleet-size)`)
+	flag.StringVar(&only, "only", "", `run one part alone and print its section instead of writing the report: "capture"; "slowpeers" (pxeswarm with every client CPU-limited, at --slowpeers-n, with the homogeneous runs at --n beside it for comparison; --n "" leaves them out); "rooms" (two rooms behind a router, at --rooms-n); "fleet" (pxeswarm at --fleet-n, at --fleet-rate and --fleet-size)`)
 	flag.StringVar(&cfg.out, "out", "docs/BENCHMARKS.md", "report to write")
 	flag.StringVar(&cfg.svg, "svg", "docs/bench.svg", "plot to write")
 	flag.StringVar(&cfg.trace, "trace", "", "write every process's output, each line with its time since the clients started, under this directory")
@@ -252,11 +252,18 @@ func main() {
 	flag.Parse()
 	if cfg.quick {
 		ns, methods, scenarios, sizeMiB, rateMbit, cfg.costFill, cfg.memFor = "4", "pxeswarm,http", "homogeneous", 64, 100, 0, 0
+		fleetNs, roomsNs = "", ""
 		fsKinds, fsSizeMiB, fsNs, fsScenarios, fsMethods = "ext4", 256, "4", "homogeneous", "pxeswarm,clonezilla"
 		// The capture reuses the ext4 image (38 MiB used) at a quarter
 		// of R: used/R is then 13 s, so its fixed cost (starting, the
 		// server's re-hash, publishing: about 0.8 s) weighs little.
 		capKinds, capSizeMiB, cfg.capUsedPct, capRateMbit, cfg.capSlowDisk = "ext4", fsSizeMiB, cfg.fsUsedPct, 25, 0
+	}
+	if only != "" && only != "rooms" {
+		roomsNs = ""
+	}
+	if only != "" && only != "fleet" {
+		fleetNs = ""
 	}
 	switch only {
 	case "":
@@ -266,12 +273,6 @@ func main() {
 		scenarios, fsKinds, methods, capKinds, cfg.costFill, cfg.memFor = "homogeneous,slowpeers", "", "pxeswarm", "", 0, 0
 	case "rooms", "fleet":
 		scenarios, fsKinds, methods, capKinds, cfg.costFill, cfg.memFor = "", "", "pxeswarm", "", 0, 0
-		if only == "rooms" && roomsNs == "" {
-			roomsNs = "16"
-		}
-		if only == "fleet" && fleetNs == "" {
-			fleetNs = "32,64,100"
-		}
 	default:
 		log.Fatalf("--only %q: want capture, slowpeers, rooms or fleet", only)
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"runtime"
@@ -99,7 +100,37 @@ func rawSection(b *strings.Builder, cfg *config, img *benchImage, results []resu
 	}
 	fmt.Fprintf(b, "\nIn the README's form (T_all/T_min):\n\n")
 	summary(b, rows, func(r result) float64 { return r.ratio(r.TAll, r.Floor) })
+	fleetNote(b, cfg, rows)
 	fmt.Fprintf(b, "\n![completion time against N](bench.svg)\n")
+}
+
+// fleetNote explains the fleet rows and compares each with the fleet's
+// smallest N (the goal: N=64 and 100 no more than 5% above N=16).
+func fleetNote(b *strings.Builder, cfg *config, rows []result) {
+	var fleet []result
+	for _, r := range rows {
+		if r.Scenario == (scenario{kind: "fleet", n: r.N}).label() {
+			fleet = append(fleet, r)
+		}
+	}
+	if len(fleet) == 0 {
+		return
+	}
+	fmt.Fprintf(b, `
+The **fleet** rows run pxeswarm alone at more clients than the rest of the
+table, at R = %d Mbit/s and S = %d MiB (T_min = %.1f s), so that N × R stays
+near what this machine's two cores can move; their ratios are against that
+T_min. A run whose CPU average reached 95%% is marked CPU-bound: its time is
+the machine's limit, not the swarm's. A run stops at 4 × T_min.
+`, cfg.fleetRate/1e6, cfg.fleetSize>>20, floorOf(cfg.fleetSize, cfg.fleetRate).Seconds())
+	ref := fleet[0]
+	for _, r := range fleet[1:] {
+		if ref.TAll == 0 || r.TAll == 0 {
+			continue
+		}
+		fmt.Fprintf(b, "- N=%d against N=%d: %+.0f%%%s\n", r.N, ref.N, 100*(r.TAll.Seconds()/ref.TAll.Seconds()-1),
+			map[bool]string{true: " (CPU-bound)", false: ""}[r.CPUAvg >= 0.95])
+	}
 }
 
 func fsSection(b *strings.Builder, cfg *config, imgs map[string]*benchImage, results []result) {
@@ -291,15 +322,27 @@ func plotRaw(s *strings.Builder, cfg *config, results []result) {
 	series := map[string][][2]float64{}
 	var order []string
 	maxY, maxN := 2.0, 1
+	cpuBound := map[[2]float64]bool{}
 	for _, r := range results {
-		if !strings.HasPrefix(r.Scenario, "homogeneous") || r.TAll == 0 {
+		name, y := r.Method, r.ratio(r.TAll, tmin)
+		switch {
+		case r.TAll == 0:
+			continue
+		case strings.HasPrefix(r.Scenario, "homogeneous"):
+		case r.Scenario == scenario{kind: "fleet", n: r.N}.label():
+			// The fleet rows run at their own R and S: against their own
+			// floor, as their own line.
+			name = fmt.Sprintf("%s, R=%d S=%dMiB", r.Method, cfg.fleetRate/1e6, cfg.fleetSize>>20)
+			y = r.ratio(r.TAll, r.Floor)
+		default:
 			continue
 		}
-		if _, ok := series[r.Method]; !ok {
-			order = append(order, r.Method)
+		if _, ok := series[name]; !ok {
+			order = append(order, name)
 		}
-		y := r.ratio(r.TAll, tmin)
-		series[r.Method] = append(series[r.Method], [2]float64{float64(r.N), y})
+		pt := [2]float64{float64(r.N), y}
+		series[name] = append(series[name], pt)
+		cpuBound[pt] = cpuBound[pt] || r.CPUAvg >= 0.95
 		maxY = max(maxY, y)
 		maxN = max(maxN, r.N)
 	}
@@ -308,7 +351,9 @@ func plotRaw(s *strings.Builder, cfg *config, results []result) {
 	fmt.Fprintf(s, `<text x="%d" y="18" font-size="14">Time until every client is imaged (T_all / T_min), R=%d Mbit/s, S=%d MiB</text>`+"\n", L, cfg.rate/1e6, cfg.size>>20)
 	fmt.Fprintf(s, `<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="black"/>`+"\n", L, H-B, W-R, H-B)
 	fmt.Fprintf(s, `<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="black"/>`+"\n", L, T, L, H-B)
-	for _, n := range cfg.ns {
+	ticks := slices.Concat(cfg.ns, cfg.fleetNs)
+	slices.Sort(ticks)
+	for _, n := range slices.Compact(ticks) {
 		fmt.Fprintf(s, `<text x="%.0f" y="%d" text-anchor="middle">%d</text>`+"\n", x(float64(n)), H-B+18, n)
 	}
 	fmt.Fprintf(s, `<text x="%d" y="%d" text-anchor="middle">clients N</text>`+"\n", (L+W-R)/2, H-12)
@@ -324,10 +369,17 @@ func plotRaw(s *strings.Builder, cfg *config, results []result) {
 		var pts []string
 		for _, p := range series[m] {
 			pts = append(pts, fmt.Sprintf("%.1f,%.1f", x(p[0]), y(p[1])))
-			fmt.Fprintf(s, `<circle cx="%.1f" cy="%.1f" r="3" fill="%s"/>`+"\n", x(p[0]), y(p[1]), c)
+			fill := c
+			if cpuBound[p] {
+				fill = "white" // the machine's CPUs, not the swarm, set this point
+			}
+			fmt.Fprintf(s, `<circle cx="%.1f" cy="%.1f" r="3" fill="%s" stroke="%s"/>`+"\n", x(p[0]), y(p[1]), fill, c)
 		}
 		fmt.Fprintf(s, `<polyline points="%s" fill="none" stroke="%s" stroke-width="2"/>`+"\n", strings.Join(pts, " "), c)
 		fmt.Fprintf(s, `<text x="%d" y="%d" fill="%s">%s</text>`+"\n", W-R+10, T+20+18*i, c, m)
+	}
+	if len(cpuBound) > 0 && slices.Contains(slices.Collect(maps.Values(cpuBound)), true) {
+		fmt.Fprintf(s, `<text x="%d" y="%d" font-size="10">hollow: CPU-bound run</text>`+"\n", W-R+10, T+20+18*len(order))
 	}
 }
 
