@@ -10,6 +10,8 @@ import (
 
 	"github.com/anacrolix/torrent"
 	pp "github.com/anacrolix/torrent/peer_protocol"
+
+	"github.com/pxeswarm/pxeswarm/protocol"
 )
 
 // The seeder's schedule: each piece leaves the image host about once.
@@ -60,9 +62,9 @@ import (
 const (
 	revealExt pp.ExtensionName = "pxeswarm_reveal"
 	// Peer IDs: BEP 20 style client prefix, then S (seeder) or L.
-	peerIDPrefix = "-PX0001-"
-	seederIDMark = 'S'
-	leecherMark  = 'L'
+	peerIDPrefix = protocol.PeerIDPrefix
+	seederIDMark = protocol.RoleSeeder
+	leecherMark  = protocol.RoleMachine
 )
 
 func newPeerID(seeder bool) string {
@@ -82,12 +84,7 @@ func newPeerID(seeder bool) string {
 
 // peerMark returns the role letter of a pxeswarm peer ID (seederIDMark or
 // leecherMark), or 0 for a foreign client.
-func peerMark(id torrent.PeerID) byte {
-	if string(id[:len(peerIDPrefix)]) != peerIDPrefix {
-		return 0
-	}
-	return id[len(peerIDPrefix)]
-}
+func peerMark(id torrent.PeerID) byte { return protocol.PeerRole(id) }
 
 func isScheduledSeeder(id torrent.PeerID) bool { return peerMark(id) == seederIDMark }
 

@@ -4,6 +4,8 @@ import (
 	"net/netip"
 	"slices"
 	"testing"
+
+	"github.com/pxeswarm/pxeswarm/protocol"
 )
 
 func TestDefaultPolicyChoose(t *testing.T) {
@@ -15,7 +17,9 @@ func TestDefaultPolicyChoose(t *testing.T) {
 	policy := DefaultPolicy{Groups: []Group{room, other}, SubnetBits: 24}
 
 	// bucket is the expected rank: 0 group+complete, 1 group, 2 subnet+complete,
-	// 3 subnet, 4 other+complete, 5 other; for asker 10.1.0.5:6881.
+	// 3 subnet, 4 other+complete, 5 other; for asker 10.1.0.5:6881. -1:
+	// never returned; -2: left out because the asker's group and subnet
+	// hold enough peers (7 here, DefaultLocalEnough is 4).
 	type entry struct {
 		addr   string
 		left   int64
@@ -30,7 +34,7 @@ func TestDefaultPolicyChoose(t *testing.T) {
 		{"10.1.0.201:1", 50, 3},            // same /24, leecher
 		{"10.1.0.202:1", -1, 3},            // same /24, left unknown counts as incomplete
 		{"10.9.9.9:1", 0, 4},               // image host elsewhere, seeder
-		{"10.2.0.3:1", 50, 5},              // another room
+		{"10.2.0.3:1", 50, -2},             // another room's leecher
 		{"10.1.0.5:6881", 50, -1},          // the asker: never returned
 		{"[::ffff:10.1.0.5]:6881", 50, -1}, // the asker, IPv4-mapped
 	}
@@ -42,7 +46,7 @@ func TestDefaultPolicyChoose(t *testing.T) {
 		bucketOf[ap] = e.bucket
 	}
 	asker := netip.MustParseAddrPort("10.1.0.5:6881")
-	eligible := len(swarm) - 2
+	eligible := len(swarm) - 3
 
 	for _, tc := range []struct {
 		max, want int
@@ -57,8 +61,11 @@ func TestDefaultPolicyChoose(t *testing.T) {
 			last := 0
 			for i, p := range got {
 				b := bucketOf[p.Addr]
-				if b < 0 {
+				if b == -1 {
 					t.Fatalf("Choose(%v, swarm, %d)[%d] = %v, the asker itself", asker, tc.max, i, p.Addr)
+				}
+				if b == -2 {
+					t.Fatalf("Choose(%v, swarm, %d)[%d] = %v, another room's leecher, though the asker's room holds 7 peers", asker, tc.max, i, p.Addr)
 				}
 				if b < last {
 					t.Fatalf("Choose(%v, swarm, %d)[%d] = %v in rank %d after rank %d, want ranks in order (groups, subnet, others; complete first)", asker, tc.max, i, p.Addr, b, last)
@@ -77,6 +84,51 @@ func TestDefaultPolicyChoose(t *testing.T) {
 			}
 		}
 	}
+
+	t.Run("a small room gets the leechers elsewhere", func(t *testing.T) {
+		asker := netip.MustParseAddrPort("10.4.0.1:1")
+		swarm := []Peer{
+			{Addr: netip.MustParseAddrPort("10.4.0.2:1"), Left: 10},
+			{Addr: netip.MustParseAddrPort("10.4.0.3:1"), Left: 10},
+			{Addr: netip.MustParseAddrPort("10.4.0.4:1"), Left: 10},
+			{Addr: netip.MustParseAddrPort("10.5.0.2:1"), Left: 10},
+			{Addr: netip.MustParseAddrPort("10.9.9.9:1"), Left: 0},
+		}
+		if got := policy.Choose(asker, slices.Clone(swarm), 100); len(got) != 5 {
+			t.Errorf("with 3 peers in its subnet (fewer than %d), Choose returned %d peers, want all 5", DefaultLocalEnough, len(got))
+		}
+		swarm = append(swarm, Peer{Addr: netip.MustParseAddrPort("10.4.0.5:1"), Left: 10})
+		got := policy.Choose(asker, slices.Clone(swarm), 100)
+		if len(got) != 5 || slices.ContainsFunc(got, func(p Peer) bool { return p.Addr.Addr() == netip.MustParseAddr("10.5.0.2") }) {
+			t.Errorf("with 4 peers in its subnet, Choose = %v, want them and the image host, not the leecher elsewhere", got)
+		}
+		// Complete peers elsewhere: the image host's seeder and a foreign
+		// seeder stay, a pxeswarm machine that finished in another room
+		// goes (its room has its own copies).
+		id := func(role byte) (id [20]byte) {
+			copy(id[:], protocol.PeerIDPrefix)
+			id[len(protocol.PeerIDPrefix)] = role
+			return id
+		}
+		withDone := append(slices.Clone(swarm), Peer{Addr: netip.MustParseAddrPort("10.5.0.3:1"), ID: id(protocol.RoleMachine)},
+			Peer{Addr: netip.MustParseAddrPort("10.9.9.8:1"), ID: id(protocol.RoleSeeder)},
+			Peer{Addr: netip.MustParseAddrPort("10.6.0.3:1"), ID: [20]byte{'-', 'q', 'B'}})
+		got = policy.Choose(asker, withDone, 100)
+		var elsewhere []string
+		for _, p := range got {
+			if !netip.MustParsePrefix("10.4.0.0/24").Contains(p.Addr.Addr()) {
+				elsewhere = append(elsewhere, p.Addr.String())
+			}
+		}
+		slices.Sort(elsewhere)
+		if want := []string{"10.6.0.3:1", "10.9.9.8:1", "10.9.9.9:1"}; !slices.Equal(elsewhere, want) {
+			t.Errorf("peers elsewhere returned to a room with 4 peers: %v, want %v (seeders and foreign complete peers, no other room's machines)", elsewhere, want)
+		}
+		never := DefaultPolicy{SubnetBits: 24, LocalEnough: -1}
+		if got := never.Choose(asker, slices.Clone(swarm), 100); len(got) != 6 {
+			t.Errorf("LocalEnough -1: Choose returned %d peers, want all 6", len(got))
+		}
+	})
 
 	t.Run("asker in no group", func(t *testing.T) {
 		asker := netip.MustParseAddrPort("10.3.0.1:1")
