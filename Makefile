@@ -81,8 +81,9 @@ fuzz:
 # fetch on a 256 GiB image (a minute more; INITRAMFS=path adds the agent's
 # 1 GiB budget) and a capture of ext4 and NTFS golden disks (bin/bench
 # --only capture runs it alone); writes docs/BENCHMARKS.md and
-# docs/bench.svg (the committed run took 55 minutes on 2 cores: about 24
-# for the raw image, the rest for the filesystem images and the read cost;
+# docs/bench.svg (the committed run took 55 minutes on 2 cores: about 36
+# for the raw image with the two rooms and the fleet rows up to N=100, the
+# rest for the filesystem images, the capture, the read cost and memory;
 # bin/bench --help selects).
 bench: deps build
 	$(GO) build -o bin/bench ./bench

@@ -186,7 +186,10 @@ type SiteTracker struct {
 	// Interval between announces told to terminals; default "10s".
 	Interval duration `toml:"interval"`
 	// Groups tell the tracker which terminals share a switch: peers get
-	// their own group first.
+	// their own group first (then their own /24), and a terminal whose
+	// group or /24 holds 4 other peers is told of no other group's
+	// fetching machines, only of the image host (tracker.DefaultPolicy),
+	// so a room's trades stay behind its switch.
 	Groups []SiteGroup `toml:"group"`
 }
 
