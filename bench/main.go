@@ -618,6 +618,9 @@ func (r result) line() string {
 	if r.Received > 0 {
 		s += fmt.Sprintf("  client got %.2f×S (wasted %.2f×S, %.0f%% from peers)", r.Received, r.Wasted, 100*r.FromPeers)
 	}
+	if r.ServedPlainly > 0 {
+		s += fmt.Sprintf("  seeder served %d peers plainly", r.ServedPlainly)
+	}
 	if r.Throttled > 0 {
 		s += fmt.Sprintf("  clients stopped by their CPU limit %.0f%% of the run", 100*r.Throttled)
 	}

@@ -226,6 +226,9 @@ func perS(bytes float64, n int64) string {
 
 func note(r result) string {
 	n := r.Note
+	if r.ServedPlainly > 0 {
+		n = strings.TrimPrefix(fmt.Sprintf("%s; the seeder served %d peers plainly (every piece)", n, r.ServedPlainly), "; ")
+	}
 	if r.CPUAvg >= 0.95 {
 		n = strings.TrimPrefix(n+"; CPU-bound", "; ")
 	}

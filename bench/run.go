@@ -151,6 +151,24 @@ func (p *proc) tail() string {
 	return fmt.Sprint(p.lines[max(0, len(p.lines)-5):])
 }
 
+// servedPlainly is the pxeswarm seeder's log line for a peer its schedule
+// gave up on (no Have or Request for its stall time): it then reveals that
+// peer every piece, and the image host may send many more copies.
+var servedPlainly = regexp.MustCompile(`made no progress under the seeder's schedule`)
+
+// count returns how many of p's output lines match re.
+func (p *proc) count(re *regexp.Regexp) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for _, l := range p.lines {
+		if re.MatchString(l) {
+			n++
+		}
+	}
+	return n
+}
+
 func (p *proc) progress(size int64) (float64, time.Duration) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -254,6 +272,7 @@ type result struct {
 	PeakRSS          int64            // the largest client's peak resident set (VmHWM), bytes (0: not read)
 	Load             float64          // the 1-minute load average at the run's end (other work on the machine shows here)
 	Throttled        float64          // slow peers: share of the run the average client was held stopped by its CPU limit
+	ServedPlainly    int              // peers the pxeswarm seeder's schedule gave up on and served every piece (its log)
 	Cap              float64          // when not all were done: the run's bound, in its floor
 	Note             string
 }
@@ -337,7 +356,8 @@ func runOne(ctx context.Context, cfg *config, img *benchImage, m method, sc scen
 		in0 = [2]int64{l.roomIn(0), l.roomIn(1)}
 	}
 	cpu := startCPU()
-	if _, err := m.server(ctx, r); err != nil {
+	srv, err := m.server(ctx, r)
+	if err != nil {
 		cpu.end()
 		return res, err
 	}
@@ -400,6 +420,9 @@ func runOne(ctx context.Context, cfg *config, img *benchImage, m method, sc scen
 	}
 	res.CPUAvg, res.CPUPeak = cpu.end()
 	res.Load = loadAvg()
+	if srv != nil {
+		res.ServedPlainly = srv.count(servedPlainly)
+	}
 	if len(limits) > 0 {
 		var th time.Duration
 		for _, cl := range limits {
@@ -503,6 +526,18 @@ func runOne(ctx context.Context, cfg *config, img *benchImage, m method, sc scen
 		}
 		res.Cap = capFactor(m, sc)
 		res.Note = fmt.Sprintf("%d of %d healthy clients not done after %s (%.1f× %s)", res.Healthy-res.Done, res.Healthy, cap.Round(time.Second), res.Cap, floorName)
+		// Which ones, and how far they got: a stall near the end and a
+		// client that never started are different faults.
+		var stuck []string
+		for k := 1; k <= started && len(stuck) < 4; k++ {
+			if clients[k] == nil || !healthy(k) {
+				continue
+			}
+			if pct, at := clients[k].progress(img.size); at == 0 {
+				stuck = append(stuck, fmt.Sprintf("%s at %.0f%%", clientName(k), 100*pct))
+			}
+		}
+		res.Note += ": " + strings.Join(stuck, ", ")
 		if os.Getenv("BENCH_DEBUG") != "" {
 			for k := 1; k <= started; k++ {
 				fmt.Println("client", k, "tail:", clients[k].tail())
