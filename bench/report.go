@@ -507,7 +507,8 @@ func roomsMarkdown(results []result) string {
   behind a router namespace; the image host on a third segment behind the
   same router. Every link is shaped to R, the rooms' uplinks to the router
   too. The tracker's default policy gives each machine the peers of its
-  own /24 first. Across the router: the bytes the router sent into the
+  own /24 first, and once its /24 holds 4 other peers, of no other room's
+  machines, only the image host (tracker.DefaultPolicy.LocalEnough). Across the router: the bytes the router sent into the
   room, headers included, / S.
 
 | method | scenario | T_all/T_min | room A T_all/T_min | room B T_all/T_min | into room A | into room B | server copies | CPU avg (peak) | load | note |
