@@ -23,7 +23,7 @@ import (
 // different piece and let them trade. It works through a small LTEP
 // extension, [revealExt], between pxeswarm peers only:
 //
-//   - A pxeswarm seeder's peer ID carries [seederIDMark]. A pxeswarm
+//   - A pxeswarm seeder's peer ID carries [protocol.RoleSeeder]. A pxeswarm
 //     leecher rewrites that seeder's HaveAll (or bitfield) to "have none"
 //     as it reads it, so it will not ask the seeder for anything yet.
 //   - The seeder reveals pieces to each leecher one at a time over the
@@ -59,38 +59,28 @@ import (
 //
 // The listener also caps the connections one address may hold
 // (Tuning.MaxConnsPerHost), so one host cannot open hundreds of them.
-const (
-	revealExt pp.ExtensionName = "pxeswarm_reveal"
-	// Peer IDs: BEP 20 style client prefix, then S (seeder) or L.
-	peerIDPrefix = protocol.PeerIDPrefix
-	seederIDMark = protocol.RoleSeeder
-	leecherMark  = protocol.RoleMachine
-)
+const revealExt pp.ExtensionName = "pxeswarm_reveal"
 
 func newPeerID(seeder bool) string {
 	id := make([]byte, 20)
-	copy(id, peerIDPrefix)
-	id[len(peerIDPrefix)] = leecherMark
+	copy(id, protocol.PeerIDPrefix)
+	id[len(protocol.PeerIDPrefix)] = protocol.RoleMachine
 	if seeder {
-		id[len(peerIDPrefix)] = seederIDMark
+		id[len(protocol.PeerIDPrefix)] = protocol.RoleSeeder
 	}
 	const alnum = "abcdefghijklmnopqrstuvwxyz0123456789"
-	rand.Read(id[len(peerIDPrefix)+1:])
-	for i := len(peerIDPrefix) + 1; i < len(id); i++ {
+	rand.Read(id[len(protocol.PeerIDPrefix)+1:])
+	for i := len(protocol.PeerIDPrefix) + 1; i < len(id); i++ {
 		id[i] = alnum[int(id[i])%len(alnum)]
 	}
 	return string(id)
 }
 
-// peerMark returns the role letter of a pxeswarm peer ID (seederIDMark or
-// leecherMark), or 0 for a foreign client.
-func peerMark(id torrent.PeerID) byte { return protocol.PeerRole(id) }
-
-func isScheduledSeeder(id torrent.PeerID) bool { return peerMark(id) == seederIDMark }
+func isScheduledSeeder(id torrent.PeerID) bool { return protocol.PeerRole(id) == protocol.RoleSeeder }
 
 // isPartner says whether id is a pxeswarm machine that fetches (and
 // trades), as opposed to a seeder or a foreign client.
-func isPartner(id torrent.PeerID) bool { return peerMark(id) == leecherMark }
+func isPartner(id torrent.PeerID) bool { return protocol.PeerRole(id) == protocol.RoleMachine }
 
 // addRevealExt advertises the extension on every connection.
 func addRevealExt(pc *torrent.PeerConn) {

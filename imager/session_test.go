@@ -20,6 +20,7 @@ import (
 	"github.com/anacrolix/torrent"
 	"github.com/pxeswarm/pxeswarm/internal/needs"
 	"github.com/pxeswarm/pxeswarm/internal/testlog"
+	"github.com/pxeswarm/pxeswarm/protocol"
 )
 
 // startSession starts cfg without a tracker (peers are given directly in
@@ -220,7 +221,7 @@ func TestPartnerRequestsCapped(t *testing.T) {
 	seed := startSession(t, scfg)
 	a := startFetch(t, im, filepath.Join(dir, "a"), seed.ListenAddr())
 	b := startFetch(t, im, filepath.Join(dir, "b"), seed.ListenAddr(), a.ListenAddr())
-	peerID := regexp.MustCompile(`^peer id: .*` + peerIDPrefix + `([A-Z])`)
+	peerID := regexp.MustCompile(`^peer id: .*` + protocol.PeerIDPrefix + `([A-Z])`)
 	reqq := regexp.MustCompile(`reqq: \d+\+\d+/\(\d+/(\d+)\)`)
 	var caps map[byte]string
 	var last string
@@ -241,19 +242,19 @@ func TestPartnerRequestsCapped(t *testing.T) {
 			}
 		}
 		// Before the extended handshake anacrolix assumes 250.
-		if caps[leecherMark] == "1" && caps[seederIDMark] != "" && caps[seederIDMark] != "250" {
+		if caps[protocol.RoleMachine] == "1" && caps[protocol.RoleSeeder] != "" && caps[protocol.RoleSeeder] != "250" {
 			break
 		}
 	}
-	if caps[leecherMark] != "1" {
-		t.Errorf("requests allowed to the other fetching machine: %q, want 1 (Tuning.PartnerRequests)", caps[leecherMark])
+	if caps[protocol.RoleMachine] != "1" {
+		t.Errorf("requests allowed to the other fetching machine: %q, want 1 (Tuning.PartnerRequests)", caps[protocol.RoleMachine])
 		for _, l := range strings.Split(last, "\n") {
 			if strings.Contains(l, "peer id:") || strings.Contains(l, "reqq:") || strings.Contains(l, "127.0.0.1") {
 				t.Log(l)
 			}
 		}
 	}
-	if c := caps[seederIDMark]; c == "" || c == "1" || c == "250" {
+	if c := caps[protocol.RoleSeeder]; c == "" || c == "1" || c == "250" {
 		t.Errorf("requests allowed to the image host: %q, want what it advertises (not capped)", c)
 	}
 }

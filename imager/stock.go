@@ -8,6 +8,7 @@ import (
 	"github.com/anacrolix/torrent"
 	pp "github.com/anacrolix/torrent/peer_protocol"
 	"github.com/pxeswarm/pxeswarm/internal/bytesize"
+	"github.com/pxeswarm/pxeswarm/protocol"
 )
 
 // Stock clients and the chunk size.
@@ -38,7 +39,7 @@ type stockPeer struct {
 func watchStockPeers(cb *torrent.Callbacks, found chan<- stockPeer) {
 	prev := cb.ReadMessage
 	cb.ReadMessage = func(pc *torrent.PeerConn, msg *pp.Message) {
-		if peerMark(pc.PeerID) == 0 && offersPieces(msg) {
+		if protocol.PeerRole(pc.PeerID) == 0 && offersPieces(msg) {
 			select {
 			case found <- stockPeer{name: clientName(pc), addr: dialAddr(pc)}:
 			default:

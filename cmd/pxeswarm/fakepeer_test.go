@@ -70,6 +70,9 @@ func fakeRevealPeer(t *testing.T, local, seeder string, img *image, missing int,
 
 var fakeID atomic.Int64
 
+// maxFakeSlowdown bounds TestSwarmFakeRevealPeers' cases against its control.
+const maxFakeSlowdown = 3.0
+
 var tookRe = regexp.MustCompile(`fetch finished.* took=(\S+)`)
 
 func (p *proc) took(t *testing.T) time.Duration {
@@ -91,8 +94,15 @@ func (p *proc) took(t *testing.T) time.Duration {
 // for what they are revealed must not stall the seeder. Each run starts a
 // fresh seeder (with the tracker), connects the fakes to it directly, each
 // from its own loopback address, then times two real `pxeswarm fetch`
-// processes; with 3, 10 and 50 fakes they must take no more than 1.5× the
+// processes; with 3, 10 and 50 fakes they must take no more than 3× the
 // control without fakes.
+//
+// The bound is for a stall, not a speed goal (those are the bench's): the
+// fault this test was written for put every case at its 20 s limit, at
+// least 24.9× the control. On an idle machine all three cases run at
+// 0.93-0.99× the control; in CI, with another package's tests on the same
+// two cores, the 50-fake case twice came to 1.52-1.53×, which an earlier
+// 1.5× bound failed.
 func TestSwarmFakeRevealPeers(t *testing.T) {
 	img := makeImage(t, []int64{64 << 20}, "256KiB")
 	listenRe := regexp.MustCompile(`joined swarm.* listen=(\S+)`)
@@ -155,8 +165,8 @@ func TestSwarmFakeRevealPeers(t *testing.T) {
 		took := best(n, max(20*control, 20*time.Second))
 		ratio := float64(took) / float64(control)
 		t.Logf("%d fakes: two fetchers took %s, %.2f× the control run", n, took, ratio)
-		if ratio > 1.5 {
-			t.Errorf("%d fake reveal peers delayed two fetchers to %.2f× the control run (%s against %s), want at most 1.5×", n, ratio, took, control)
+		if ratio > maxFakeSlowdown {
+			t.Errorf("%d fake reveal peers delayed two fetchers to %.2f× the control run (%s against %s), want at most %g×: the fakes hold up the seeder's schedule", n, ratio, took, control, maxFakeSlowdown)
 		}
 	}
 }
