@@ -421,6 +421,11 @@ func runOne(ctx context.Context, cfg *config, img *benchImage, m method, sc scen
 	res.CPUAvg, res.CPUPeak = cpu.end()
 	res.Load = loadAvg()
 	if srv != nil {
+		if m.name() == "pxeswarm" {
+			// Asked to finish, the seeder logs what its schedule
+			// revealed, by rule (kept with --trace).
+			srv.stop()
+		}
 		res.ServedPlainly = srv.count(servedPlainly)
 	}
 	if len(limits) > 0 {

@@ -138,6 +138,12 @@ type schedule struct {
 	revealAt  []time.Time
 	leechers  map[*torrent.PeerConn]*leecher
 	pieceTime time.Duration // smoothed reveal-to-Have time
+	// byRule counts reveals by the rule of pick that chose them, and
+	// started and allHeldAt date the schedule and the first time the
+	// swarm held every piece: the seeder's log says where its copies went.
+	byRule    [numRules]int
+	started   time.Time
+	allHeldAt time.Time
 	// stallAfter is how long a leecher that lacks pieces may go without a
 	// Have or Request before it is served plainly; 0: max(10s, 2×stale).
 	stallAfter time.Duration
@@ -198,7 +204,7 @@ func newSchedule(n int, pieceLen func(int) int64, log *slog.Logger) *schedule {
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &schedule{n: n, pieceLen: pieceLen, avail: make([]int32, n), pending: make([]int32, n), taken: make([]bool, n),
-		revealAt: make([]time.Time, n), leechers: map[*torrent.PeerConn]*leecher{}, pieceTime: time.Second,
+		revealAt: make([]time.Time, n), leechers: map[*torrent.PeerConn]*leecher{}, pieceTime: time.Second, started: time.Now(),
 		log: log, stop: make(chan struct{}),
 		send: func(pc *torrent.PeerConn, i int) error {
 			var buf [4]byte
@@ -225,7 +231,15 @@ func newSchedule(n int, pieceLen func(int) int64, log *slog.Logger) *schedule {
 	return s
 }
 
-func (s *schedule) close() { s.stopOnce.Do(func() { close(s.stop) }) }
+// close stops the tick and logs what the schedule revealed.
+func (s *schedule) close() {
+	s.stopOnce.Do(func() {
+		close(s.stop)
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.log.Info("seeder schedule stopped", "after", time.Since(s.started).Round(time.Millisecond), s.reveals())
+	})
+}
 
 // callbacks installs the seeder's side. Callbacks run with anacrolix's
 // client lock held, so sends happen on a goroutine per leecher.
@@ -416,6 +430,11 @@ func (s *schedule) claim(l *leecher, i int, now time.Time) bool {
 		s.avail[i]++
 		if s.avail[i] == 1 {
 			s.held++
+			if s.held == s.n && s.allHeldAt.IsZero() {
+				s.allHeldAt = now
+				s.log.Info("every piece has reached a machine; from here the seeder reveals each machine the rarest piece it lacks",
+					"after", now.Sub(s.started).Round(time.Millisecond), s.reveals())
+			}
 		}
 	}
 	return credit
@@ -487,10 +506,11 @@ func (s *schedule) fill(now time.Time) {
 			if globalWindow > 0 && active >= globalWindow {
 				return
 			}
-			i := s.pick(l, now, stale)
+			i, rule := s.pick(l, now, stale)
 			if i < 0 {
 				break
 			}
+			s.byRule[rule]++
 			l.revealed[i] = &reveal{at: now}
 			s.revealAt[i] = now
 			l.fromSeeder++
@@ -561,14 +581,14 @@ func frontHolds(ls []*leecher) int {
 //
 // While the swarm lacks pieces, a piece whose reveal went unasked goes
 // only to a leecher that has asked the seeder for something.
-func (s *schedule) pick(l *leecher, now time.Time, stale time.Duration) int {
+func (s *schedule) pick(l *leecher, now time.Time, stale time.Duration) (int, pickRule) {
 	for s.next < s.n && (s.avail[s.next] > 0 || s.pending[s.next] > 0) {
 		s.next++
 	}
 	if s.next < s.n && !l.has[s.next] && (l.proven || !s.taken[s.next]) {
 		i := s.next
 		s.next++
-		return i
+		return i, ruleFirst
 	}
 	allHeld := s.held == s.n
 	best, bestKey := -1, int32(1<<30)
@@ -589,7 +609,27 @@ func (s *schedule) pick(l *leecher, now time.Time, stale time.Duration) int {
 			}
 		}
 	}
-	return best
+	if allHeld {
+		return best, ruleRarest
+	}
+	return best, ruleStale
+}
+
+// pickRule names the rule of pick that chose a reveal.
+type pickRule int
+
+const (
+	ruleFirst  pickRule = iota // 1: a piece never revealed
+	ruleStale                  // 2: a piece whose reveals went stale before its first holder had it
+	ruleRarest                 // 3: once the swarm holds every piece, the rarest one the leecher lacks
+	numRules
+)
+
+// reveals is the log attribute with the reveals so far by rule. Called
+// with s.mu held.
+func (s *schedule) reveals() slog.Attr {
+	return slog.Group("reveals", "first", s.byRule[ruleFirst], "stale_again", s.byRule[ruleStale],
+		"rarest", s.byRule[ruleRarest], "pieces", s.n, "held", s.held)
 }
 
 func activeOf(l *leecher, now time.Time, stale time.Duration) int {

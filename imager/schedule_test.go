@@ -107,6 +107,15 @@ func TestScheduleDoesNotResendWhatTheSwarmHolds(t *testing.T) {
 	if got := f.wait(t, a, 3); got[2] != pb {
 		t.Errorf("a's last reveal = %d, want %d", got[2], pb)
 	}
+	// The seeder's log counts each reveal under the rule that chose it:
+	// three first reveals, then one rarest piece to each leecher (b, too,
+	// lacks two pieces once the swarm holds all three).
+	f.s.mu.Lock()
+	byRule := f.s.byRule
+	f.s.mu.Unlock()
+	if want := [numRules]int{ruleFirst: 3, ruleRarest: 2}; byRule != want {
+		t.Errorf("reveals by rule (first, stale again, rarest) = %v, want %v", byRule, want)
+	}
 }
 
 // TestScheduleForgetsClosedLeechers: a leecher that leaves frees its
