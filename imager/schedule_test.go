@@ -309,3 +309,54 @@ func TestScheduleServesStalledLeecherPlainly(t *testing.T) {
 		t.Errorf("stalled leecher got reveals %v, want every piece", got)
 	}
 }
+
+// TestScheduleRarestOnlyForLeechersNobodyFeeds: once the swarm holds every
+// piece, the seeder reveals the rarest piece a leecher lacks only while
+// nobody else feeds that leecher. a claims a piece it got from b, so when
+// the swarm comes to hold everything b gets a rarest piece at once and a
+// gets nothing until a stale time has passed without a piece from others.
+func TestScheduleRarestOnlyForLeechersNobodyFeeds(t *testing.T) {
+	f := newFakeSwarm(t, 4)
+	a, b := &torrent.PeerConn{}, &torrent.PeerConn{}
+	f.s.add(a)
+	f.s.add(b)
+	r1, r2 := f.wait(t, a, 1)[0], f.wait(t, b, 1)[0]
+	f.deliver(a, r1)
+	f.deliver(b, r2)
+	r3, r4 := f.wait(t, a, 2)[1], f.wait(t, b, 2)[1]
+	f.s.have(a, r2) // from b, not from the seeder
+	fed := time.Now()
+	f.deliver(a, r3)
+	f.deliver(b, r4) // the swarm holds every piece
+	if got := f.wait(t, b, 3)[2]; got != r1 && got != r3 {
+		t.Errorf("b's rarest reveal = %d, want %d or %d (what it lacks)", got, r1, r3)
+	}
+	f.s.mu.Lock()
+	stale := f.s.stale()
+	f.s.mu.Unlock()
+	time.Sleep(stale / 2)
+	f.mu.Lock()
+	early := append([]int(nil), f.revealed[a]...)
+	f.mu.Unlock()
+	if len(early) != 2 && time.Since(fed) < stale {
+		t.Fatalf("a got reveals %v within %s of a piece from b, want only its first two: b feeds it", early, time.Since(fed))
+	}
+	// Nobody has fed a for a stale time: it gets the piece it lacks.
+	for deadline := time.Now().Add(stale + 2*time.Second); ; time.Sleep(5 * time.Millisecond) {
+		f.mu.Lock()
+		got := append([]int(nil), f.revealed[a]...)
+		f.mu.Unlock()
+		if len(got) >= 3 {
+			if got[2] != r4 {
+				t.Errorf("a's rarest reveal = %d, want %d (the one piece it lacks)", got[2], r4)
+			}
+			if d := time.Since(fed); d < stale {
+				t.Errorf("a got its rarest reveal %s after a piece from b, want at least the stale time %s", d, stale)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a, fed by nobody for %s, got no rarest reveal (reveals %v)", time.Since(fed), got)
+		}
+	}
+}
